@@ -1,0 +1,44 @@
+"""`recsys <command> …`: dispatches to jobs/<command>.py, the same module `spark-submit jobs/<command>.py` runs.
+
+Modules are imported lazily so that `recsys train` never imports Spark and `recsys etl` never imports torch.
+"""
+from __future__ import annotations
+
+import importlib
+import sys
+
+COMMANDS = {
+    "generate": ("jobs.generate", "write MovieLens-25M-shaped CSVs"),
+    "etl": ("jobs.etl", "raw MovieLens CSVs -> interactions, items, users, tags, rejects, splits (Delta)"),
+    "als": ("jobs.fit_als", "fit Spark MLlib ALS on the train split"),
+    "baselines": ("jobs.baselines", "popularity, genre, Markov AR(1)/AR(2), hybrid (+ their top-N)"),
+    "export-sequences": ("jobs.export_sequences", "per-user sequences -> Petastorm Parquet shards + meta.json"),
+    "train": ("jobs.train", "torchrun DDP training of ncf | sasrec | ss4rec"),
+    "topn": ("jobs.topn", "top-K for every user -> recommendations (Delta)"),
+    "evaluate": ("jobs.evaluate", "one evaluator for every model -> metrics (Delta)"),
+    "pipeline": ("jobs.pipeline", "the nightly run: every step above, skipping unchanged inputs"),
+}
+
+
+def usage() -> str:
+    lines = ["usage: recsys <command> [flags]", "", "commands:"]
+    lines += [f"  {name:<18} {help_}" for name, (_, help_) in COMMANDS.items()]
+    lines += ["", "`recsys <command> --help` for a command's flags."]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in {"-h", "--help", "help"}:
+        print(usage())
+        return 0
+    command, rest = argv[0], argv[1:]
+    if command not in COMMANDS:
+        print(f"error: unknown command {command!r}\n\n{usage()}", file=sys.stderr)
+        return 2
+    module = importlib.import_module(COMMANDS[command][0])
+    return module.main(rest)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,42 @@
+"""What every entry point shares: one-line errors instead of stack traces, and config flags."""
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Callable, Sequence
+
+from jobs.config import ConfigError, load_config
+
+
+def guarded(main: Callable[[Sequence[str] | None], int]) -> Callable[[Sequence[str] | None], int]:
+    """Run `main`; an error the user can act on (it carries `exit_code`) prints one line instead of a stack trace."""
+
+    def run(argv: Sequence[str] | None = None) -> int:
+        try:
+            return main(argv) or 0
+        except ConfigError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+        except Exception as exc:  # noqa: BLE001 - user errors from either library carry exit_code
+            code = getattr(exc, "exit_code", None)
+            if code is None:
+                raise
+            print(f"error: {exc}", file=sys.stderr)
+            return code
+        except KeyboardInterrupt:
+            print("interrupted", file=sys.stderr)
+            return 130
+
+    run.__name__ = getattr(main, "__name__", "main")
+    run.__doc__ = main.__doc__
+    return run
+
+
+def add_config_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", help="extra YAML config file, merged over conf/")
+    parser.add_argument("--env", default="local", help="environment config: conf/<env>.yaml (default: local)")
+    parser.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, e.g. als.rank=20")
+
+
+def resolve_config(args: argparse.Namespace, *sections: str) -> dict:
+    return load_config(sections, config_file=args.config, overrides=args.overrides, env=args.env)

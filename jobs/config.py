@@ -1,0 +1,92 @@
+"""Layered YAML configuration: conf/local.yaml (environment) < conf/<section>.yaml < --config FILE < key=value.
+
+Keys are dotted paths into nested dicts (`als.rank=20`, `train.epochs=3`). Values given on the command line are
+parsed as YAML scalars, so `als.rank=20` is an int, `sasrec.loss=bce` a string and `etl.kcore=null` None.
+"""
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any, Iterable
+
+import yaml
+
+CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
+
+
+class ConfigError(ValueError):
+    """A config file or override that cannot be used; the message names the file or key."""
+
+
+def _read_yaml(path: Path) -> dict:
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except FileNotFoundError:
+        raise ConfigError(f"config file not found: {path}") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: top level must be a mapping, got {type(data).__name__}")
+    return data
+
+
+def merge(base: dict, update: dict) -> dict:
+    """Recursive merge: mappings merge key by key, everything else replaces."""
+    out = copy.deepcopy(base)
+    for key, value in update.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = merge(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def apply_override(cfg: dict, item: str) -> dict:
+    if "=" not in item:
+        raise ConfigError(f"override {item!r} is not of the form key=value")
+    key, raw = item.split("=", 1)
+    parts = key.strip().split(".")
+    if not all(parts):
+        raise ConfigError(f"override {item!r} has an empty key part")
+    try:
+        value = yaml.safe_load(raw) if raw != "" else ""
+    except yaml.YAMLError:
+        value = raw
+    node = cfg
+    for part in parts[:-1]:
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise ConfigError(f"override {item!r}: {part!r} is a value, not a section")
+        node = child
+    node[parts[-1]] = value
+    return cfg
+
+
+def load_config(
+    sections: Iterable[str] = (),
+    config_file: str | Path | None = None,
+    overrides: Iterable[str] = (),
+    env: str = "local",
+    conf_dir: Path = CONF_DIR,
+) -> dict:
+    """Resolve the config: `<env>.yaml`, then each `<section>.yaml` that exists, then `config_file`, then overrides."""
+    cfg: dict[str, Any] = {}
+    env_file = conf_dir / f"{env}.yaml"
+    if env_file.exists():
+        cfg = merge(cfg, _read_yaml(env_file))
+    for section in sections:
+        path = conf_dir / f"{section}.yaml"
+        if path.exists():
+            cfg = merge(cfg, _read_yaml(path))
+    if config_file:
+        cfg = merge(cfg, _read_yaml(Path(config_file)))
+    for item in overrides:
+        cfg = apply_override(cfg, item)
+    return cfg
+
+
+def section(cfg: dict, name: str) -> dict:
+    value = cfg.get(name) or {}
+    if not isinstance(value, dict):
+        raise ConfigError(f"config section {name!r} must be a mapping")
+    return value

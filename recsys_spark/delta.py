@@ -1,0 +1,159 @@
+"""Delta tables: Spark's own Delta writer where the Delta Lake jars are on the class path, delta-rs otherwise.
+
+Either way a write is one atomic commit, the table is readable by Spark, delta-rs, Polars and DuckDB, and a write
+with `replace` replaces exactly the rows matching it (a (model, run_date) partition), never appending twice.
+
+delta-rs path: Spark writes the rows as Parquet into a staging folder beside the table, and delta-rs commits them
+as one transaction from a streaming Arrow reader, so the driver never holds the whole table in memory.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import shutil
+import uuid
+from pathlib import Path
+from typing import Mapping
+
+import deltalake
+import pyarrow as pa
+import pyarrow.dataset as pads
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql.types import StructType
+
+from recsys_spark.errors import RecsysError
+
+WRITER_ENV = "RECSYS_DELTA_WRITER"  # auto | spark | delta-rs
+
+
+def spark_has_delta(spark: SparkSession) -> bool:
+    try:
+        spark._jvm.java.lang.Class.forName("io.delta.tables.DeltaTable")  # noqa: SLF001
+    except Exception:  # noqa: BLE001 - py4j raises its own error type when the class is missing
+        return False
+    return "DeltaSparkSessionExtension" in spark.conf.get("spark.sql.extensions", "")
+
+
+def use_spark_writer(spark: SparkSession) -> bool:
+    choice = os.environ.get(WRITER_ENV, "auto")
+    if choice == "delta-rs":
+        return False
+    has = spark_has_delta(spark)
+    if choice == "spark" and not has:
+        raise RecsysError(f"{WRITER_ENV}=spark but the Delta Lake jars/extension are not configured in this Spark session")
+    return has
+
+
+def table_path(warehouse: str | Path, name: str) -> str:
+    return str(Path(warehouse) / name)
+
+
+def table_exists(path: str | Path) -> bool:
+    return Path(path, "_delta_log").is_dir()
+
+
+def _sql_literal(value) -> str:
+    if isinstance(value, (dt.date, dt.datetime)):
+        return f"'{value.isoformat()}'"
+    if isinstance(value, str):
+        return "'" + value.replace("'", "''") + "'"
+    return str(value)
+
+
+def replace_predicate(replace: Mapping[str, object]) -> str:
+    return " AND ".join(f"{col} = {_sql_literal(val)}" for col, val in replace.items())
+
+
+def write_table(
+    df: DataFrame,
+    path: str | Path,
+    partition_by: list[str] | None = None,
+    replace: Mapping[str, object] | None = None,
+) -> None:
+    """Write `df` to the Delta table at `path` in one commit.
+
+    replace=None overwrites the whole table; replace={"model": "als", "run_date": date} replaces only those rows
+    (every row of `df` must match it). Earlier versions stay readable by time travel.
+    """
+    path = str(path)
+    spark = df.sparkSession
+    if use_spark_writer(spark):
+        writer = df.write.format("delta").mode("overwrite")
+        if replace:
+            writer = writer.option("replaceWhere", replace_predicate(replace))
+        else:
+            writer = writer.option("overwriteSchema", "true")
+        if partition_by:
+            writer = writer.partitionBy(*partition_by)
+        writer.save(path)
+        return
+
+    staging = Path(path).parent / f"_staging-{Path(path).name}-{uuid.uuid4().hex[:8]}"
+    try:
+        df.write.mode("overwrite").parquet(str(staging))
+        dataset = pads.dataset(str(staging), format="parquet")
+        reader = dataset.scanner(batch_size=64_000).to_reader()
+        kwargs = {"mode": "overwrite", "partition_by": partition_by}
+        if replace and table_exists(path):
+            kwargs["predicate"] = replace_predicate(replace)
+        else:
+            kwargs["schema_mode"] = "overwrite"
+        deltalake.write_deltalake(path, reader, **kwargs)
+        del reader, dataset
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def write_arrow(table: pa.Table, path: str | Path, partition_by: list[str] | None = None,
+                replace: Mapping[str, object] | None = None) -> None:
+    """Commit a small Arrow table (a report, a metrics table) with delta-rs."""
+    kwargs = {"mode": "overwrite", "partition_by": partition_by}
+    if replace and table_exists(path):
+        kwargs["predicate"] = replace_predicate(replace)
+    else:
+        kwargs["schema_mode"] = "overwrite"
+    deltalake.write_deltalake(str(path), table, **kwargs)
+
+
+def _require(path: str) -> deltalake.DeltaTable:
+    if not table_exists(path):
+        raise RecsysError(f"Delta table not found: {path} (run the step that writes it first)")
+    return deltalake.DeltaTable(path)
+
+
+def read_table(spark: SparkSession, path: str | Path, version: int | None = None) -> DataFrame:
+    """Read a Delta table into Spark (any version), with Spark's Delta reader if present, else via its log."""
+    path = str(path)
+    if spark_has_delta(spark) and os.environ.get(WRITER_ENV, "auto") != "delta-rs":
+        reader = spark.read.format("delta")
+        if version is not None:
+            reader = reader.option("versionAsOf", version)
+        return reader.load(path)
+    table = _require(path)
+    if version is not None:
+        table.load_as_version(version)
+    # A Delta schema is serialised exactly as Spark's StructType JSON.
+    schema = StructType.fromJson(json.loads(table.schema().to_json()))
+    files = table.file_uris()
+    if not files:
+        return spark.createDataFrame([], schema)
+    return spark.read.schema(schema).option("basePath", path).parquet(*files)
+
+
+def read_arrow(path: str | Path, columns: list[str] | None = None, version: int | None = None) -> pa.Table:
+    """Read a Delta table into Arrow without Spark (partition columns restored from the hive-style paths)."""
+    table = _require(str(path))
+    if version is not None:
+        table.load_as_version(version)
+    files = table.file_uris()
+    partition_cols = table.metadata().partition_columns
+    if not files:
+        return pa.table({})
+    dataset = pads.dataset(files, format="parquet", partitioning="hive" if partition_cols else None,
+                           partition_base_dir=str(path))
+    return dataset.to_table(columns=columns)
+
+
+def table_version(path: str | Path) -> int:
+    return _require(str(path)).version()

@@ -1,0 +1,50 @@
+"""The SparkSession: the embedded local default, or whatever master and configs `spark-submit` was given."""
+from __future__ import annotations
+
+import os
+import sys
+
+from pyspark.sql import SparkSession
+
+LOCAL_DEFAULTS = {
+    "spark.driver.memory": "6g",
+    "spark.driver.maxResultSize": "2g",
+    "spark.sql.session.timeZone": "UTC",
+    "spark.sql.adaptive.enabled": "true",
+    "spark.sql.shuffle.partitions": "8",
+    "spark.default.parallelism": "8",
+    "spark.driver.host": "127.0.0.1",
+    "spark.driver.bindAddress": "127.0.0.1",
+    "spark.ui.showConsoleProgress": "false",
+    "spark.sql.execution.arrow.pyspark.enabled": "true",
+    "spark.sql.parquet.compression.codec": "snappy",
+}
+
+
+def launched_by_spark_submit() -> bool:
+    """spark-submit starts Python from the JVM and hands it the gateway port; a plain `python` has none."""
+    return "PYSPARK_GATEWAY_PORT" in os.environ
+
+
+def get_spark(app_name: str = "recsys", conf: dict | None = None, master: str | None = None) -> SparkSession:
+    """Get or create the session.
+
+    Under spark-submit the master and every --conf come from the command line and are left alone (only `conf`
+    given here is added). Run as plain Python, the embedded default is `local[*]` with the settings above;
+    `conf` (e.g. from conf/local.yaml's `spark:` section) overrides them.
+    """
+    # Executors must run the interpreter that runs the driver, not whatever `python3` is first on PATH.
+    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+    os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
+    builder = SparkSession.builder.appName(app_name)
+    settings: dict[str, str] = {}
+    if not launched_by_spark_submit():
+        builder = builder.master(master or os.environ.get("RECSYS_SPARK_MASTER", "local[*]"))
+        settings.update(LOCAL_DEFAULTS)
+        settings["spark.pyspark.python"] = sys.executable
+    settings.update({k: str(v) for k, v in (conf or {}).items()})
+    for key, value in settings.items():
+        builder = builder.config(key, value)
+    spark = builder.getOrCreate()
+    spark.sparkContext.setLogLevel(os.environ.get("RECSYS_SPARK_LOG_LEVEL", "WARN"))
+    return spark

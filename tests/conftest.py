@@ -1,0 +1,46 @@
+"""Shared fixtures: one local SparkSession for the whole test run, and the real ml-latest-small data."""
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+SHARED_DATA = REPO.parent / "shared" / "data"
+ML_SMALL = SHARED_DATA / "ml-latest-small"
+
+# The tests exercise the delta-rs path: the Delta Lake jars cannot be downloaded here.
+os.environ.setdefault("RECSYS_DELTA_WRITER", "delta-rs")
+
+
+@pytest.fixture(scope="session")
+def spark():
+    from recsys_spark.session import get_spark
+
+    session = get_spark(
+        "recsys-tests",
+        conf={
+            "spark.master": "local[2]",
+            "spark.sql.shuffle.partitions": "4",
+            "spark.default.parallelism": "4",
+            "spark.driver.memory": "3g",
+            "spark.ui.enabled": "false",
+        },
+        master="local[2]",
+    )
+    yield session
+    session.stop()
+
+
+@pytest.fixture(scope="session")
+def ml_small() -> Path:
+    if not (ML_SMALL / "ratings.csv").exists():
+        pytest.fail(f"real test data missing: {ML_SMALL} (expected ../shared/data/ml-latest-small beside the repo)")
+    return ML_SMALL
+
+
+@pytest.fixture(scope="session")
+def python() -> str:
+    return sys.executable
