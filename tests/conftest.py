@@ -44,3 +44,13 @@ def ml_small() -> Path:
 @pytest.fixture(scope="session")
 def python() -> str:
     return sys.executable
+
+
+@pytest.fixture(scope="session")
+def ml_small_warehouse(spark, ml_small, tmp_path_factory) -> Path:
+    """ml-latest-small through the real ETL, once per test run; tests must treat it as read-only."""
+    from recsys_spark.etl import EtlConfig, run_etl
+
+    warehouse = tmp_path_factory.mktemp("ml_small_warehouse")
+    run_etl(spark, ml_small, warehouse, EtlConfig())
+    return warehouse
