@@ -42,7 +42,10 @@ def get_spark(app_name: str = "recsys", conf: dict | None = None, master: str | 
         builder = builder.master(master or os.environ.get("RECSYS_SPARK_MASTER", "local[*]"))
         settings.update(LOCAL_DEFAULTS)
         settings["spark.pyspark.python"] = sys.executable
-    settings.update({k: str(v) for k, v in (conf or {}).items()})
+    for key, value in (conf or {}).items():
+        if key == "spark.master" and launched_by_spark_submit():
+            continue  # spark-submit's --master wins over the config file
+        settings[key] = str(value)
     for key, value in settings.items():
         builder = builder.config(key, value)
     spark = builder.getOrCreate()

@@ -1,0 +1,270 @@
+"""SS4Rec: continuous-time sequential recommendation with state space models
+(Xiao et al. 2025, arXiv 2502.08132).
+
+Each layer:
+  1. time-aware SSM (S5-style, diagonal complex state): discretised per position with a
+     step that grows with the time gap to the next interaction, so the state decays and
+     rotates more across a long gap than across a short one;
+  2. relation-aware selective SSM (Mamba/S6-style): input-dependent step, B and C after a
+     short depthwise causal convolution;
+  3. a position-wise feed-forward;
+each followed by dropout, a residual connection and LayerNorm (post-LN, as the paper).
+Scores are dot products with the tied item embedding; training is full-softmax CE.
+
+Time gaps. Position k steps over the gap from its own timestamp to the next one:
+`gap[k] = timestamps[k + 1] - timestamps[k]` (the paper's convention), scaled to
+`1 + log1p(gap_seconds / time_unit_seconds)` (so tied timestamps still take a unit step).
+The last position steps to `query_timestamps` when given (gap 0 otherwise). Under the
+paper's protocol the caller passes the target item's timestamp; in production, the
+time the recommendation is made for (docs/SCHEMAS.md `query_timestamp`). For training
+windows the next timestamp of the last position is not in the shard, so its gap is 0.
+
+Padding (0, on the left) is invisible: padded positions take a zero step (decay 1,
+input 0) in both SSMs and feed zeros into the convolution, so the hidden state of an
+item depends only on the items and times up to it (plus its own gap to the next one).
+
+Both scans run in float32 (autocast disabled) through `chunked_linear_scan`: pure torch,
+O(L) memory, about 2 * sqrt(L) sequential steps, each vectorised over batch, chunks and
+state.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from recsys_torch.models.sasrec import full_softmax_cross_entropy
+
+
+@dataclass
+class SS4RecConfig:
+    n_items: int  # largest item index; 0 is padding, so tables have n_items + 1 rows
+    hidden: int = 64
+    n_layers: int = 2
+    state_size: int = 32  # selective (S6) state per channel, paper d_state
+    time_state_size: int = 32  # time-aware (S5) complex state, paper d_P
+    conv_kernel: int = 4  # paper d_conv
+    expand: int = 2  # S6 inner width = expand * hidden
+    dropout: float = 0.2
+    dt_min: float = 0.001  # initial range of the learned base steps
+    dt_max: float = 0.1
+    time_unit_seconds: float = 86400.0  # gaps are scaled as log1p(gap / time_unit)
+    max_len: int = 200  # longest input sequence; no positional table, only checked
+
+    def __post_init__(self) -> None:
+        if self.n_items < 1:
+            raise ValueError(f"n_items must be >= 1, got {self.n_items}")
+        if not 0.0 < self.dt_min <= self.dt_max:
+            raise ValueError(f"need 0 < dt_min <= dt_max, got {self.dt_min}, {self.dt_max}")
+        if self.time_unit_seconds <= 0:
+            raise ValueError(f"time_unit_seconds must be > 0, got {self.time_unit_seconds}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
+
+
+def chunked_linear_scan(log_decay: Tensor, inputs: Tensor, chunk_size: int | None = None) -> Tensor:
+    """All states of h[t] = exp(log_decay[t]) * h[t-1] + inputs[t], h[-1] = 0, along dim 1.
+
+    log_decay, inputs: [B, L, *state], real or complex. The sequence is cut into chunks:
+    (1) every chunk is scanned from a zero state, all chunks at once (chunk_size steps);
+    (2) the state entering each chunk is carried across chunks (n_chunks steps);
+    (3) each position adds the carried state times its decay since the chunk start.
+    """
+    batch, length = inputs.shape[:2]
+    state_shape = inputs.shape[2:]
+    chunk = chunk_size or max(1, math.isqrt(length))
+    n_chunks = -(-length // chunk)
+    pad = n_chunks * chunk - length
+    if pad:  # identity steps at the end: decay exp(0) = 1, input 0
+        tail = inputs.new_zeros((batch, pad) + state_shape)
+        log_decay = torch.cat([log_decay, tail.to(log_decay.dtype)], dim=1)
+        inputs = torch.cat([inputs, tail], dim=1)
+    chunked = (batch, n_chunks, chunk) + state_shape
+    log_decay, inputs = log_decay.reshape(chunked), inputs.reshape(chunked)
+
+    decay = log_decay.exp()
+    state = torch.zeros_like(inputs[:, :, 0])
+    local = []
+    for t in range(chunk):
+        state = decay[:, :, t] * state + inputs[:, :, t]
+        local.append(state)
+    local_states = torch.stack(local, dim=2)
+
+    decay_since_chunk_start = log_decay.cumsum(dim=2).exp()
+    carry = torch.zeros_like(local_states[:, 0, -1])
+    carries = []
+    for c in range(n_chunks):
+        carries.append(carry)
+        carry = decay_since_chunk_start[:, c, -1] * carry + local_states[:, c, -1]
+    states = local_states + decay_since_chunk_start * torch.stack(carries, dim=1).unsqueeze(2)
+    return states.reshape((batch, n_chunks * chunk) + state_shape)[:, :length]
+
+
+class TimeAwareSSM(nn.Module):
+    """S5-style SSM: x_k = exp(Λ Δ_k) x_{k-1} + ((exp(Λ Δ_k) - 1) / Λ) B u_k,  y_k = Re(C x_k) + D u_k,
+    with diagonal complex Λ and Δ_k = base_step * step_scale_k (zero-order hold)."""
+
+    def __init__(self, hidden: int, state_size: int, dt_min: float, dt_max: float):
+        super().__init__()
+        self.dt_min, self.dt_max = dt_min, dt_max
+        self.log_neg_real = nn.Parameter(torch.empty(state_size))  # Re Λ = -exp(log_neg_real) < 0
+        self.imag = nn.Parameter(torch.empty(state_size))  # Im Λ
+        self.input_matrix = nn.Parameter(torch.empty(2, state_size, hidden))  # B: (real, imag)
+        self.output_matrix = nn.Parameter(torch.empty(2, hidden, state_size))  # C: (real, imag)
+        self.skip = nn.Parameter(torch.empty(hidden))  # D
+        self.log_base_step = nn.Parameter(torch.empty(state_size))
+
+    @torch.no_grad()
+    def init_weights(self) -> None:
+        state_size, hidden = self.input_matrix.shape[1:]
+        # S4D-Lin: Λ_n = -1/2 + iπn, an approximation of S5's HiPPO-N eigenvalues
+        self.log_neg_real.fill_(math.log(0.5))
+        self.imag.copy_(math.pi * torch.arange(state_size, dtype=self.imag.dtype))
+        nn.init.normal_(self.input_matrix, std=(2 * hidden) ** -0.5)
+        nn.init.normal_(self.output_matrix, std=(2 * state_size) ** -0.5)
+        nn.init.ones_(self.skip)
+        nn.init.uniform_(self.log_base_step, math.log(self.dt_min), math.log(self.dt_max))
+
+    def forward(self, u: Tensor, step_scale: Tensor) -> Tensor:
+        """u[B, L, H], step_scale[B, L] (0 at padding) -> y[B, L, H]."""
+        with torch.autocast(u.device.type, enabled=False):
+            u = u.float()
+            eigenvalues = torch.complex(-self.log_neg_real.exp(), self.imag)
+            step = self.log_base_step.exp() * step_scale.float()[..., None]  # [B, L, P]
+            log_decay = eigenvalues * step
+            b_real, b_imag = self.input_matrix
+            projected = torch.complex(u @ b_real.T, u @ b_imag.T)
+            states = chunked_linear_scan(log_decay, (log_decay.exp() - 1) / eigenvalues * projected)
+            c_real, c_imag = self.output_matrix
+            return states.real @ c_real.T - states.imag @ c_imag.T + self.skip * u
+
+
+class SelectiveSSM(nn.Module):
+    """Mamba (S6) block: in-projection to (x, gate), depthwise causal conv + SiLU, selective scan
+    with input-dependent Δ, B, C and real diagonal A, gated by SiLU(gate), out-projection."""
+
+    def __init__(self, hidden: int, state_size: int, conv_kernel: int, expand: int, dt_min: float, dt_max: float):
+        super().__init__()
+        inner = expand * hidden
+        self.state_size, self.dt_rank = state_size, math.ceil(hidden / 16)
+        self.dt_min, self.dt_max = dt_min, dt_max
+        self.in_proj = nn.Linear(hidden, 2 * inner, bias=False)
+        self.conv = nn.Conv1d(inner, inner, conv_kernel, groups=inner, padding=conv_kernel - 1)
+        self.x_proj = nn.Linear(inner, self.dt_rank + 2 * state_size, bias=False)
+        self.dt_proj = nn.Linear(self.dt_rank, inner)
+        self.log_neg_decay = nn.Parameter(torch.empty(inner, state_size))  # A = -exp(log_neg_decay)
+        self.skip = nn.Parameter(torch.empty(inner))  # D
+        self.out_proj = nn.Linear(inner, hidden, bias=False)
+
+    @torch.no_grad()
+    def init_weights(self) -> None:
+        """Mamba's initialisation: A_n = -n, Δ = softplus(bias) log-uniform in [dt_min, dt_max]."""
+        inner = self.skip.numel()
+        self.conv.reset_parameters()
+        nn.init.uniform_(self.dt_proj.weight, -self.dt_rank**-0.5, self.dt_rank**-0.5)
+        dt = torch.empty(inner, device=self.skip.device).uniform_(math.log(self.dt_min), math.log(self.dt_max)).exp()
+        self.dt_proj.bias.copy_(dt + torch.log(-torch.expm1(-dt)))  # inverse of softplus
+        a = torch.arange(1, self.state_size + 1, dtype=torch.float32, device=self.skip.device)
+        self.log_neg_decay.copy_(a.log().expand(inner, -1))
+        nn.init.ones_(self.skip)
+
+    def forward(self, x: Tensor, is_item: Tensor) -> Tensor:
+        """x[B, L, H], is_item[B, L] -> [B, L, H]."""
+        length = x.shape[1]
+        u, gate = self.in_proj(x).chunk(2, dim=-1)
+        u = u * is_item[..., None]  # padding feeds zeros into the convolution
+        u = F.silu(self.conv(u.transpose(1, 2))[..., :length].transpose(1, 2))
+        dt_low, b, c = self.x_proj(u).split([self.dt_rank, self.state_size, self.state_size], dim=-1)
+        with torch.autocast(x.device.type, enabled=False):
+            u, b, c = u.float(), b.float(), c.float()
+            step = F.softplus(self.dt_proj(dt_low.float())) * is_item[..., None]  # [B, L, E]
+            log_decay = step[..., None] * -self.log_neg_decay.exp()  # [B, L, E, N]
+            states = chunked_linear_scan(log_decay, (step * u)[..., None] * b[:, :, None, :])
+            y = torch.einsum("blen,bln->ble", states, c) + self.skip * u
+        return self.out_proj(y * F.silu(gate))
+
+
+class SS4RecLayer(nn.Module):
+    def __init__(self, cfg: SS4RecConfig):
+        super().__init__()
+        self.time_ssm = TimeAwareSSM(cfg.hidden, cfg.time_state_size, cfg.dt_min, cfg.dt_max)
+        self.time_norm = nn.LayerNorm(cfg.hidden)
+        self.relation_ssm = SelectiveSSM(
+            cfg.hidden, cfg.state_size, cfg.conv_kernel, cfg.expand, cfg.dt_min, cfg.dt_max
+        )
+        self.relation_norm = nn.LayerNorm(cfg.hidden)
+        self.ffn = nn.Sequential(
+            nn.Linear(cfg.hidden, 4 * cfg.hidden),
+            nn.GELU(),
+            nn.Dropout(cfg.dropout),
+            nn.Linear(4 * cfg.hidden, cfg.hidden),
+        )
+        self.ffn_norm = nn.LayerNorm(cfg.hidden)
+        self.dropout = nn.Dropout(cfg.dropout)
+
+    def forward(self, x: Tensor, step_scale: Tensor, is_item: Tensor) -> Tensor:
+        x = self.time_norm(x + self.dropout(self.time_ssm(x, step_scale)))
+        x = self.relation_norm(x + self.dropout(self.relation_ssm(x, is_item)))
+        return self.ffn_norm(x + self.dropout(self.ffn(x)))
+
+
+class SS4Rec(nn.Module):
+    def __init__(self, cfg: SS4RecConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.item_emb = nn.Embedding(cfg.n_items + 1, cfg.hidden, padding_idx=0)
+        self.emb_norm = nn.LayerNorm(cfg.hidden)
+        self.emb_dropout = nn.Dropout(cfg.dropout)
+        self.layers = nn.ModuleList(SS4RecLayer(cfg) for _ in range(cfg.n_layers))
+
+    @torch.no_grad()
+    def init_weights(self) -> None:
+        """Initialise every parameter from the global torch RNG (deterministic for a seed)."""
+        for module in self.modules():
+            if isinstance(module, (nn.Linear, nn.Embedding)):
+                nn.init.normal_(module.weight, mean=0.0, std=0.02)
+            if isinstance(module, nn.Linear) and module.bias is not None:
+                nn.init.zeros_(module.bias)
+            elif isinstance(module, nn.LayerNorm):
+                nn.init.ones_(module.weight)
+                nn.init.zeros_(module.bias)
+        for module in self.modules():  # after the generic pass, which touched their Linear children
+            if isinstance(module, (TimeAwareSSM, SelectiveSSM)):
+                module.init_weights()
+        self.item_emb.weight[0].zero_()
+
+    def step_scale(self, timestamps: Tensor, is_item: Tensor, query_timestamps: Tensor | None) -> Tensor:
+        """[B, L] multiplier of each position's SSM step: 1 + log1p(gap to the next timestamp / unit); 0 at padding."""
+        last = timestamps[:, -1:] if query_timestamps is None else query_timestamps.reshape(-1, 1)
+        following = torch.cat([timestamps[:, 1:], last.to(timestamps.dtype)], dim=1)
+        gap_seconds = (following - timestamps).clamp(min=0).float()  # subtract in int64: float32 epochs lose seconds
+        return (1.0 + torch.log1p(gap_seconds / self.cfg.time_unit_seconds)) * is_item
+
+    def forward(self, items: Tensor, timestamps: Tensor, query_timestamps: Tensor | None = None) -> Tensor:
+        """items, timestamps [B, L] (left-padded, seconds) -> hidden[B, L, D], 0 at padded positions."""
+        if items.shape[1] > self.cfg.max_len:
+            raise ValueError(f"sequence length {items.shape[1]} exceeds max_len {self.cfg.max_len}")
+        is_item = items != 0
+        step_scale = self.step_scale(timestamps, is_item, query_timestamps)
+        x = self.emb_dropout(self.emb_norm(self.item_emb(items)))
+        for layer in self.layers:
+            x = layer(x, step_scale, is_item)
+        return x * is_item[..., None]
+
+    def training_loss(
+        self, items: Tensor, timestamps: Tensor, targets: Tensor, query_timestamps: Tensor | None = None
+    ) -> Tensor:
+        """Full-softmax CE over positions with targets != 0."""
+        hidden = self(items, timestamps, query_timestamps)
+        has_target = targets != 0
+        return full_softmax_cross_entropy(hidden[has_target], self.item_emb.weight, targets[has_target])
+
+    def score_last(self, items: Tensor, timestamps: Tensor, query_timestamps: Tensor | None = None) -> Tensor:
+        """Scores of every item at query_timestamps[B] after the last position: [B, n_items + 1], column 0 = -inf."""
+        last_hidden = self(items, timestamps, query_timestamps)[:, -1]
+        logits = last_hidden.float() @ self.item_emb.weight.float().T
+        logits[:, 0] = float("-inf")
+        return logits

@@ -1,0 +1,58 @@
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from jobs.config import ConfigError, apply_override, load_config, merge
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def test_layers_and_typed_overrides(tmp_path):
+    (tmp_path / "local.yaml").write_text("spark:\n  x: 1\nals:\n  rank: 10\n  reg: 0.1\n")
+    (tmp_path / "als.yaml").write_text("als:\n  rank: 12\n")
+    extra = tmp_path / "extra.yaml"
+    extra.write_text("als:\n  maxIter: 5\n")
+    cfg = load_config(["als", "absent"], config_file=extra,
+                      overrides=["als.rank=20", "als.alpha=0.5", "als.implicit=true", "etl.kcore=null"],
+                      conf_dir=tmp_path)
+    assert cfg["als"] == {"rank": 20, "reg": 0.1, "maxIter": 5, "alpha": 0.5, "implicit": True}
+    assert cfg["spark"] == {"x": 1}
+    assert cfg["etl"]["kcore"] is None
+
+
+def test_merge_does_not_mutate():
+    base = {"a": {"b": 1}}
+    out = merge(base, {"a": {"c": 2}})
+    assert base == {"a": {"b": 1}} and out == {"a": {"b": 1, "c": 2}}
+
+
+@pytest.mark.parametrize("bad", ["noequals", ".x=1", "a..b=2"])
+def test_bad_override_is_named(bad):
+    with pytest.raises(ConfigError, match="override"):
+        apply_override({}, bad)
+
+
+def test_override_into_a_value_is_refused():
+    with pytest.raises(ConfigError, match="is a value"):
+        apply_override({"a": 1}, "a.b=2")
+
+
+def test_bad_yaml_names_the_file(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("a: [1, 2\n")
+    with pytest.raises(ConfigError, match="bad.yaml"):
+        load_config(config_file=bad, conf_dir=tmp_path)
+
+
+def test_shipped_configs_parse():
+    for path in (REPO / "conf").glob("*.yaml"):
+        load_config(config_file=path, conf_dir=REPO / "conf")
+
+
+def test_cli_lists_commands_and_refuses_unknown():
+    ok = subprocess.run([sys.executable, "-m", "jobs.cli", "--help"], capture_output=True, text=True, cwd=REPO)
+    assert ok.returncode == 0 and "etl" in ok.stdout and "pipeline" in ok.stdout
+    bad = subprocess.run([sys.executable, "-m", "jobs.cli", "nope"], capture_output=True, text=True, cwd=REPO)
+    assert bad.returncode == 2 and "unknown command 'nope'" in bad.stderr
