@@ -137,7 +137,7 @@ class TimeAwareSSM(nn.Module):
             log_decay = eigenvalues * step
             b_real, b_imag = self.input_matrix
             projected = torch.complex(u @ b_real.T, u @ b_imag.T)
-            states = chunked_linear_scan(log_decay, (log_decay.exp() - 1) / eigenvalues * projected)
+            states = chunked_linear_scan(log_decay, torch.expm1(log_decay) / eigenvalues * projected)
             c_real, c_imag = self.output_matrix
             return states.real @ c_real.T - states.imag @ c_imag.T + self.skip * u
 

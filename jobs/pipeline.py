@@ -1,0 +1,73 @@
+"""recsys pipeline: the nightly run (ETL → models → top-N → evaluation → report), one MLflow parent run."""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from jobs.common import add_config_flags, guarded, resolve_config
+from jobs.tracking import PARENT_ENV, export_env
+
+SECTIONS = ["etl", "als", "baselines", "sequences", "train", "ncf", "sasrec", "ss4rec", "evaluate", "pipeline"]
+
+
+def parse(argv):
+    p = argparse.ArgumentParser(prog="recsys pipeline", description=__doc__)
+    p.add_argument("--data", required=True, help="folder with ratings.csv, movies.csv (tags.csv, links.csv)")
+    p.add_argument("--warehouse", required=True, help="folder of the Delta tables")
+    p.add_argument("--run-date", help="YYYY-MM-DD (default: today)")
+    p.add_argument("--reports", default="reports", help="where reports/<run_date>/report.md goes")
+    p.add_argument("--force", action="store_true", help="re-run every step even when its inputs did not change")
+    add_config_flags(p)
+    return p.parse_args(argv)
+
+
+@guarded
+def main(argv=None) -> int:
+    import mlflow
+    from rich.console import Console
+    from rich.table import Table
+
+    from recsys_spark.pipeline import run_pipeline
+    from recsys_spark.recommendations import parse_run_date
+    from recsys_spark.report import comparison_table, load_metrics, write_report
+
+    args = parse(argv)
+    cfg = resolve_config(args, *SECTIONS)
+    run_date = parse_run_date(args.run_date)
+    warehouse, data = Path(args.warehouse).resolve(), Path(args.data).resolve()
+    console = Console(stderr=False)
+    env = export_env(cfg, warehouse)
+
+    def show(result):
+        style = {"ran": "green", "skipped": "dim", "failed": "red"}[result.status]
+        console.print(f"[{style}]{result.status:>7}[/] {result.name:<20} {result.seconds:7.1f}s")
+
+    with mlflow.start_run(experiment_id=env["MLFLOW_EXPERIMENT_ID"], run_name=f"pipeline {run_date}",
+                          tags={"recsys.step": "pipeline", "recsys.run_date": str(run_date)}) as parent:
+        mlflow.log_params({"data": str(data), "warehouse": str(warehouse), "run_date": str(run_date)})
+        mlflow.log_dict(cfg, "resolved_config.yaml")
+        results = run_pipeline(data, warehouse, cfg, run_date, {**env, PARENT_ENV: parent.info.run_id},
+                               force=args.force, on_step=show)
+        for result in results:
+            mlflow.log_metric(f"step_seconds.{result.name}", result.seconds)
+        report = write_report(warehouse, args.reports, run_date)
+        mlflow.log_artifacts(str(report.parent), "report")
+        table = comparison_table(load_metrics(warehouse, run_date))
+        for model, row in table.iterrows():
+            for metric, value in row.dropna().items():
+                mlflow.log_metric(f"{model}.{metric.replace('@', '_at_')}", float(value))
+
+    view = Table(title=f"Comparison, run date {run_date} (test split, full ranking)")
+    view.add_column("model")
+    for col in table.columns:
+        view.add_column(col, justify="right")
+    for model, row in table.iterrows():
+        view.add_row(model, *["" if v != v else f"{v:.4f}" for v in row])
+    console.print(view)
+    console.print(f"report: {report}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

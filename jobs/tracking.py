@@ -1,0 +1,58 @@
+"""MLflow for the jobs: one local SQLite store under the warehouse by default, one run per job.
+
+Under `recsys pipeline` a job's run is nested in the pipeline's parent run: the pipeline passes the parent's id in
+RECSYS_MLFLOW_PARENT_RUN_ID and every job tags its own run with it.
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+from pathlib import Path
+from typing import Iterator
+
+PARENT_ENV = "RECSYS_MLFLOW_PARENT_RUN_ID"
+
+
+def tracking_uri(cfg: dict, warehouse: str | Path) -> str:
+    configured = (cfg.get("mlflow") or {}).get("tracking_uri")
+    if configured:
+        return str(configured)
+    if os.environ.get("MLFLOW_TRACKING_URI"):
+        return os.environ["MLFLOW_TRACKING_URI"]
+    root = Path(warehouse).resolve() / "_mlflow"
+    root.mkdir(parents=True, exist_ok=True)
+    return f"sqlite:///{root / 'mlflow.db'}"
+
+
+def experiment_id(cfg: dict, warehouse: str | Path) -> str:
+    import mlflow
+
+    mlflow.set_tracking_uri(tracking_uri(cfg, warehouse))
+    name = (cfg.get("mlflow") or {}).get("experiment") or "recsys"
+    found = mlflow.get_experiment_by_name(name)
+    if found is not None:
+        return found.experiment_id
+    artifacts = Path(warehouse).resolve() / "_mlflow" / "artifacts"
+    return mlflow.create_experiment(name, artifact_location=artifacts.as_uri())
+
+
+def export_env(cfg: dict, warehouse: str | Path) -> dict[str, str]:
+    """Environment a child process (torchrun workers included) needs to log into the same store and experiment."""
+    return {"MLFLOW_TRACKING_URI": tracking_uri(cfg, warehouse),
+            "MLFLOW_EXPERIMENT_ID": experiment_id(cfg, warehouse)}
+
+
+@contextlib.contextmanager
+def job_run(cfg: dict, warehouse: str | Path, name: str, params: dict | None = None) -> Iterator[object]:
+    """An MLflow run for one job; nested under the pipeline's run when there is one."""
+    import mlflow
+
+    exp = experiment_id(cfg, warehouse)
+    tags = {"recsys.step": name}
+    parent = os.environ.get(PARENT_ENV)
+    if parent:
+        tags["mlflow.parentRunId"] = parent
+    with mlflow.start_run(experiment_id=exp, run_name=name, tags=tags) as run:
+        if params:
+            mlflow.log_params({k: str(v)[:500] for k, v in params.items()})
+        yield run

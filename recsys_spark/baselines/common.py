@@ -1,0 +1,61 @@
+"""What every baseline shares: the train rows, each user's history state, popularity padding and the final ranking.
+
+Scores of the tiered models are `tier + value` with value in (0, 1]: a candidate of a higher tier always outranks
+one of a lower tier, and within a tier the value orders. Popularity padding is tier 0, so every user gets k items
+whenever the catalogue has k items they have not seen.
+"""
+from __future__ import annotations
+
+from pyspark.sql import DataFrame, Window
+from pyspark.sql import functions as F
+
+from recsys_spark.recommendations import HISTORY_SPLITS, seen_pairs, top_k
+
+TIER_POPULARITY = 0.0
+
+
+def train_rows(interactions: DataFrame) -> DataFrame:
+    return interactions.where(F.col("split") == "train")
+
+
+def all_users(interactions: DataFrame) -> DataFrame:
+    return interactions.select("user_idx").distinct()
+
+
+def seen_counts(interactions: DataFrame) -> DataFrame:
+    """user_idx, n_seen for every user (0 for a user whose only interaction is the test item)."""
+    seen = seen_pairs(interactions).groupBy("user_idx").agg(F.count(F.lit(1)).alias("n_seen"))
+    return all_users(interactions).join(seen, "user_idx", "left").fillna(0, ["n_seen"])
+
+
+def last_items(interactions: DataFrame) -> DataFrame:
+    """user_idx, last_item_idx, second_last_item_idx: the end of each user's train+validation history by seq.
+
+    Users without history are absent; second_last_item_idx is null for a history of one item.
+    """
+    newest_first = Window.partitionBy("user_idx").orderBy(F.col("seq").desc())
+    tail = (interactions.where(F.col("split").isin(*HISTORY_SPLITS))
+            .withColumn("back", F.row_number().over(newest_first))
+            .where(F.col("back") <= 2))
+    return tail.groupBy("user_idx").agg(
+        F.max(F.when(F.col("back") == 1, F.col("item_idx"))).alias("last_item_idx"),
+        F.max(F.when(F.col("back") == 2, F.col("item_idx"))).alias("second_last_item_idx"))
+
+
+def popular_candidates(interactions: DataFrame, popularity: DataFrame, k: int) -> DataFrame:
+    """user_idx, item_idx, score: each user's k + n_seen most popular items, enough for k unseen ones.
+
+    `popularity` has item_idx, score, pop_rank (1 = most popular). Each user's ranks 1..k+n_seen are generated with
+    sequence/explode and equi-joined to the (small, broadcast) item list: rows = users*k + seen rows, no cross join.
+    """
+    wanted = seen_counts(interactions).select(
+        "user_idx", F.explode(F.sequence(F.lit(1), F.col("n_seen") + F.lit(k))).alias("pop_rank"))
+    return (wanted.join(F.broadcast(popularity.select("pop_rank", "item_idx", "score")), "pop_rank")
+            .select("user_idx", "item_idx", "score"))
+
+
+def rank_candidates(candidates: DataFrame, interactions: DataFrame, k: int) -> DataFrame:
+    """user_idx, item_idx, rank, score: best score per (user, item), seen items removed, k best per user."""
+    best = candidates.groupBy("user_idx", "item_idx").agg(F.max("score").alias("score"))
+    unseen = best.join(seen_pairs(interactions), ["user_idx", "item_idx"], "left_anti")
+    return top_k(unseen, k).select("user_idx", "item_idx", "rank", "score")

@@ -1,0 +1,42 @@
+"""Popularity: items ranked by their count of train interactions, globally or over a recent window."""
+from __future__ import annotations
+
+from pyspark.sql import DataFrame, Window
+from pyspark.sql import functions as F
+
+from recsys_spark.baselines.common import popular_candidates, rank_candidates, train_rows
+
+SECONDS_PER_DAY = 86_400
+
+
+def item_popularity(interactions: DataFrame, recent_days: int | None = None) -> DataFrame:
+    """item_idx, train_count, recent_count, score in (0, 1], pop_rank (1 = most popular) over every train item.
+
+    Global: score = train_count / max train_count. Recent window (the last `recent_days` days before the train
+    cut-off, i.e. the newest train timestamp): the recent count orders first and the global count breaks its ties,
+    score = (recent_count + train_count / (max train_count + 1)) / (max recent_count + 1), so items nobody rated in
+    the window still follow, by global count, and every user can be given k items.
+    """
+    train = train_rows(interactions)
+    if recent_days is None:
+        in_window = F.lit(False)
+    else:
+        cutoff = train.agg(F.max("timestamp")).first()[0]
+        in_window = F.col("timestamp") > F.lit((cutoff or 0) - recent_days * SECONDS_PER_DAY)
+    counts = train.groupBy("item_idx").agg(
+        F.count(F.lit(1)).alias("train_count"),
+        F.sum(F.when(in_window, 1).otherwise(0)).alias("recent_count"))
+    everything = Window.partitionBy()  # the item list is small (tens of thousands of rows)
+    max_train = F.max("train_count").over(everything)
+    if recent_days is None:
+        score = F.col("train_count") / max_train
+    else:
+        score = ((F.col("recent_count") + F.col("train_count") / (max_train + 1))
+                 / (F.max("recent_count").over(everything) + 1))
+    scored = counts.withColumn("score", score.cast("double"))
+    order = Window.orderBy(F.col("score").desc(), F.col("item_idx").asc())
+    return scored.withColumn("pop_rank", F.row_number().over(order))
+
+
+def recommend_popularity(interactions: DataFrame, popularity: DataFrame, k: int) -> DataFrame:
+    return rank_candidates(popular_candidates(interactions, popularity, k), interactions, k)

@@ -1,0 +1,135 @@
+"""The comparison report: reports/<run_date>/report.md with PNG plots, read from the `metrics` Delta table.
+
+Needs no Spark: the metrics table is small and read with delta-rs.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import json
+from pathlib import Path
+
+import pandas as pd
+
+from recsys_spark.delta import read_arrow, table_exists, table_path
+
+HEADLINE = [("hr", 10), ("ndcg", 10), ("mrr", 10), ("recall", 10), ("map", 10), ("coverage", 10)]
+ERROR_METRICS = ["rmse", "mae"]
+
+
+def load_metrics(warehouse: str | Path, run_date: dt.date | None = None, split: str = "test") -> pd.DataFrame:
+    path = table_path(warehouse, "metrics")
+    if not table_exists(path):
+        return pd.DataFrame(columns=["model", "run_id", "run_date", "split", "metric", "k", "value"])
+    frame = read_arrow(path).to_pandas()
+    frame["run_date"] = pd.to_datetime(frame["run_date"]).dt.date
+    if run_date is not None:
+        frame = frame[frame["run_date"] == run_date]
+    elif len(frame):
+        latest = frame.groupby("model")["run_date"].transform("max")
+        frame = frame[frame["run_date"] == latest]
+    return frame[frame["split"] == split]
+
+
+def comparison_table(metrics: pd.DataFrame) -> pd.DataFrame:
+    """One row per model, columns like ndcg@10, sorted by NDCG@10."""
+    rows: dict[str, dict[str, float]] = {}
+    for rec in metrics.itertuples():
+        key = f"{rec.metric}@{int(rec.k)}" if pd.notna(rec.k) else rec.metric
+        rows.setdefault(rec.model, {})[key] = rec.value
+    table = pd.DataFrame.from_dict(rows, orient="index")
+    wanted = [f"{m}@{k}" for m, k in HEADLINE] + ERROR_METRICS
+    cols = [c for c in wanted if c in table.columns]
+    table = table[cols] if cols else table
+    if "ndcg@10" in table.columns:
+        table = table.sort_values("ndcg@10", ascending=False)
+    table.index.name = "model"
+    return table
+
+
+def to_markdown(table: pd.DataFrame) -> str:
+    if table.empty:
+        return "_no metrics yet_\n"
+    header = "| model | " + " | ".join(table.columns) + " |"
+    rule = "|---|" + "---:|" * len(table.columns)
+    body = [
+        f"| {model} | " + " | ".join("" if pd.isna(v) else f"{v:.4f}" for v in row) + " |"
+        for model, row in zip(table.index, table.itertuples(index=False))
+    ]
+    return "\n".join([header, rule, *body]) + "\n"
+
+
+def _plots(metrics: pd.DataFrame, table: pd.DataFrame, out: Path, curves: dict[str, list[dict]]) -> list[str]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    made = []
+    bars = [c for c in ("hr@10", "ndcg@10") if c in table.columns]
+    if bars:
+        ax = table[bars].plot.bar(figsize=(8, 4), rot=30, title="HR@10 and NDCG@10 per model (test, full ranking)")
+        ax.figure.tight_layout()
+        ax.figure.savefig(out / "ndcg_hr.png", dpi=110)
+        plt.close(ax.figure)
+        made.append("ndcg_hr.png")
+    ranked = metrics[metrics["metric"].isin(["ndcg", "hr"]) & metrics["k"].notna()]
+    if not ranked.empty:
+        fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+        for ax, metric in zip(axes, ["hr", "ndcg"]):
+            for model, grp in ranked[ranked["metric"] == metric].groupby("model"):
+                grp = grp.sort_values("k")
+                ax.plot(grp["k"], grp["value"], marker="o", label=model)
+            ax.set_xlabel("K")
+            ax.set_title(f"{metric.upper()}@K")
+        axes[1].legend(fontsize=8)
+        fig.tight_layout()
+        fig.savefig(out / "metric_at_k.png", dpi=110)
+        plt.close(fig)
+        made.append("metric_at_k.png")
+    if curves:
+        fig, ax = plt.subplots(figsize=(6, 4))
+        for model, history in curves.items():
+            epochs = [h["epoch"] for h in history if "val_ndcg10" in h]
+            values = [h["val_ndcg10"] for h in history if "val_ndcg10" in h]
+            if epochs:
+                ax.plot(epochs, values, marker="o", label=model)
+        ax.set_xlabel("epoch")
+        ax.set_title("validation NDCG@10 during training")
+        ax.legend(fontsize=8)
+        fig.tight_layout()
+        fig.savefig(out / "training_curves.png", dpi=110)
+        plt.close(fig)
+        made.append("training_curves.png")
+    return made
+
+
+def training_curves(warehouse: str | Path) -> dict[str, list[dict]]:
+    """Per-epoch history the torch trainer writes beside its checkpoints (models/<model>/history.json)."""
+    curves = {}
+    for path in sorted(Path(warehouse, "models").glob("*/history.json")):
+        try:
+            curves[path.parent.name] = json.loads(path.read_text())
+        except (OSError, ValueError):
+            continue
+    return curves
+
+
+def write_report(warehouse: str | Path, reports_dir: str | Path, run_date: dt.date) -> Path:
+    metrics = load_metrics(warehouse, run_date)
+    table = comparison_table(metrics)
+    out = Path(reports_dir) / run_date.isoformat()
+    out.mkdir(parents=True, exist_ok=True)
+    images = _plots(metrics, table, out, training_curves(warehouse))
+    lines = [
+        f"# Recommender comparison — run date {run_date.isoformat()}",
+        "",
+        "Leave-last-out test split, full ranking over the whole catalogue, items seen in train and validation "
+        "excluded. One evaluator for every model.",
+        "",
+        to_markdown(table),
+    ]
+    lines += [f"![{name}]({name})" for name in images]
+    report = out / "report.md"
+    report.write_text("\n".join(lines) + "\n")
+    table.to_csv(out / "metrics.csv")
+    return report

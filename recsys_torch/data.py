@@ -1,0 +1,235 @@
+"""Reading the sequence shards of docs/SCHEMAS.md: Petastorm `make_batch_reader`, sharded by rank, in a DataLoader.
+
+Each rank reads the row groups `i % world == rank` (Petastorm shards by row group), in an order shuffled per epoch
+from `seed + epoch`, then mixes rows through a seeded in-memory shuffle buffer and re-batches to `batch_size`.
+
+Reader pool: 'thread' with one worker (the default) reads the next row group while the model trains and keeps the
+row order a pure function of the seed, so CPU training is reproducible; 'dummy' reads in the calling thread; more
+'thread' workers read faster but in completion order. Every reader is stopped and joined when its pass ends or is
+abandoned: a live pyarrow reader at interpreter exit can abort the process (apache/arrow#34314).
+"""
+from __future__ import annotations
+
+import json
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator, Sequence
+
+import numpy as np
+import pyarrow.parquet as pq
+import torch
+from torch.utils.data import DataLoader, IterableDataset, get_worker_info
+
+from recsys_torch.errors import RecsysError
+
+# petastorm 0.12.1 drives pyarrow's legacy dataset API, which warns on every call.
+warnings.filterwarnings("ignore", category=FutureWarning, module=r"petastorm(\.|$)")
+warnings.filterwarnings("ignore", category=FutureWarning, module=r"pyarrow(\.|$)")
+
+SPLITS = ("train", "validation", "test", "ncf_train")
+SEQUENCE_COLUMNS = ("items", "timestamps", "targets")
+EVAL_COLUMNS = ("user_idx", "items", "timestamps", "target_item", "query_timestamp", "seen_items")
+NCF_COLUMNS = ("user_idx", "item_idx")
+READER_POOLS = ("thread", "dummy")
+
+
+def sequences_dir(warehouse: str | Path, override: str | Path | None = None) -> Path:
+    return Path(override) if override else Path(warehouse) / "sequences"
+
+
+def read_meta(seq_dir: str | Path) -> dict:
+    """meta.json of the shards, checked for the keys the torch side needs."""
+    path = Path(seq_dir) / "meta.json"
+    if not path.is_file():
+        raise RecsysError(f"sequence shards not found: {path} is missing (run `recsys export-sequences` first)")
+    try:
+        meta = json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise RecsysError(f"{path}: not valid JSON ({exc})") from None
+    missing = [key for key in ("schema_version", "n_items", "n_users", "max_len") if key not in meta]
+    if missing:
+        raise RecsysError(f"{path}: missing key(s) {missing}")
+    if meta["schema_version"] != 1:
+        raise RecsysError(f"{path}: schema_version {meta['schema_version']} is not supported (expected 1)")
+    return meta
+
+
+def parquet_files(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.rglob("*.parquet") if not any(part.startswith(("_", ".")) for part in p.parts[-1:]))
+
+
+def count_row_groups(folder: str | Path) -> int:
+    folder = Path(folder)
+    files = parquet_files(folder) if folder.is_dir() else []
+    if not files:
+        raise RecsysError(f"no Parquet shards in {folder} (run `recsys export-sequences` first)")
+    return sum(pq.ParquetFile(f).metadata.num_row_groups for f in files)
+
+
+def _pad_seen_items(frame):
+    """Petastorm stacks list columns into a matrix, so the variable-length seen_items is right-padded with 0
+    (column 0 of the logits is padding and already -inf, so padding masks nothing real)."""
+    width = max([1] + [len(v) for v in frame["seen_items"]])
+    frame["seen_items"] = [np.pad(np.asarray(v, dtype=np.int32), (0, width - len(v))) for v in frame["seen_items"]]
+    return frame
+
+
+def _concat_rows(parts: list[np.ndarray]) -> np.ndarray:
+    """Concatenate row blocks; 2-D blocks of different widths (seen_items) are right-padded with 0."""
+    if parts[0].ndim == 2:
+        width = max(p.shape[1] for p in parts)
+        parts = [np.pad(p, ((0, 0), (0, width - p.shape[1]))) if p.shape[1] < width else p for p in parts]
+    return np.concatenate(parts)
+
+
+@dataclass
+class ShardSpec:
+    """One split of the shards as this rank reads it."""
+    path: Path
+    columns: Sequence[str]
+    batch_size: int
+    rank: int = 0
+    world: int = 1
+    seed: int = 0
+    shuffle: bool = True
+    shuffle_buffer: int = 0      # rows mixed in memory across row groups (0: row-group order + in-group shuffle only)
+    reader_pool: str = "thread"
+    reader_workers: int = 1
+
+
+class ShardDataset(IterableDataset):
+    """Yields dicts of int64 tensors, one per column, `batch_size` rows each (the last batch may be smaller).
+
+    `set_epoch(e)` before each pass picks that epoch's order (seed + e), as with DistributedSampler.
+    """
+
+    def __init__(self, spec: ShardSpec):
+        super().__init__()
+        if spec.reader_pool not in READER_POOLS:
+            raise RecsysError(f"reader_pool must be one of {READER_POOLS}, got {spec.reader_pool!r}")
+        if spec.batch_size < 1:
+            raise RecsysError(f"batch_size must be >= 1, got {spec.batch_size}")
+        self.spec = spec
+        self.epoch = 0
+        self.row_groups = count_row_groups(spec.path)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def _shard(self) -> tuple[int, int]:
+        """(cur_shard, shard_count): the rank's share, split further between DataLoader worker processes."""
+        info = get_worker_info()
+        workers, worker = (info.num_workers, info.id) if info else (1, 0)
+        count = self.spec.world * workers
+        if self.row_groups < count:
+            raise RecsysError(
+                f"{self.spec.path} has {self.row_groups} row group(s), fewer than the {count} reader(s) "
+                f"({self.spec.world} rank(s) x {workers} loader worker(s)); Petastorm shards by row group, so "
+                f"export with smaller row groups (export.rows_per_group) or train with fewer processes")
+        return self.spec.rank * workers + worker, count
+
+    def _row_blocks(self) -> Iterator[dict[str, np.ndarray]]:
+        from petastorm import make_batch_reader
+        from petastorm.transform import TransformSpec
+
+        spec = self.spec
+        cur_shard, shard_count = self._shard()
+        transform = None
+        if "seen_items" in spec.columns:
+            transform = TransformSpec(_pad_seen_items, edit_fields=[("seen_items", np.int32, (None,), False)])
+        seed = spec.seed + self.epoch
+        reader = make_batch_reader(
+            spec.path.resolve().as_uri(),
+            schema_fields=list(spec.columns),
+            reader_pool_type=spec.reader_pool,
+            workers_count=spec.reader_workers,
+            num_epochs=1,
+            seed=seed,
+            shuffle_row_groups=spec.shuffle,
+            shuffle_rows=spec.shuffle,
+            cur_shard=cur_shard if shard_count > 1 else None,
+            shard_count=shard_count if shard_count > 1 else None,
+            transform_spec=transform,
+        )
+        try:
+            for batch in reader:
+                yield {name: np.asarray(getattr(batch, name)) for name in spec.columns}
+        finally:
+            reader.stop()
+            reader.join()
+
+    def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
+        spec = self.spec
+        rng = np.random.default_rng([spec.seed, self.epoch]) if spec.shuffle and spec.shuffle_buffer > 0 else None
+        hold = max(spec.shuffle_buffer, spec.batch_size) if rng is not None else spec.batch_size
+        pending: list[dict[str, np.ndarray]] = []
+        n_pending = 0
+
+        def drain(final: bool) -> Iterator[dict[str, torch.Tensor]]:
+            nonlocal pending, n_pending
+            pool = {name: _concat_rows([block[name] for block in pending]) for name in spec.columns}
+            if rng is not None:
+                order = rng.permutation(n_pending)
+                pool = {name: col[order] for name, col in pool.items()}
+            n_out = n_pending if final else n_pending - n_pending % spec.batch_size
+            for start in range(0, n_out, spec.batch_size):
+                yield {name: torch.from_numpy(col[start:start + spec.batch_size].astype(np.int64))
+                       for name, col in pool.items()}
+            rest = n_pending - n_out
+            pending = [{name: col[n_out:] for name, col in pool.items()}] if rest else []
+            n_pending = rest
+
+        for block in self._row_blocks():
+            pending.append(block)
+            n_pending += len(block[spec.columns[0]])
+            if n_pending >= hold:
+                yield from drain(final=False)
+        if n_pending:
+            yield from drain(final=True)
+
+
+def make_loader(spec: ShardSpec, num_workers: int = 0, pin_memory: bool = False) -> tuple[ShardDataset, DataLoader]:
+    """The dataset (call `set_epoch` on it) and a DataLoader over it; batching is done by the dataset."""
+    dataset = ShardDataset(spec)
+    loader = DataLoader(dataset, batch_size=None, num_workers=num_workers, pin_memory=pin_memory,
+                        persistent_workers=False)
+    return dataset, loader
+
+
+def read_ncf_positives(path: str | Path, n_items: int) -> torch.Tensor:
+    """Sorted keys user_idx * (n_items + 1) + item_idx of every train interaction (for rejecting negatives)."""
+    table = pq.read_table(Path(path), columns=list(NCF_COLUMNS))
+    users = torch.from_numpy(table.column("user_idx").to_numpy().astype(np.int64))
+    items = torch.from_numpy(table.column("item_idx").to_numpy().astype(np.int64))
+    return torch.sort(users * (n_items + 1) + items).values
+
+
+def sample_negatives(users: torch.Tensor, n_items: int, n_neg: int, generator: torch.Generator,
+                     positives: torch.Tensor | None = None, rounds: int = 3) -> torch.Tensor:
+    """Uniform negatives over 1..n_items, [B, n_neg]; with `positives` (sorted keys), items the user has are
+    redrawn up to `rounds` times (a rare leftover positive is kept rather than looping)."""
+    negs = torch.randint(1, n_items + 1, (users.shape[0], n_neg), generator=generator)
+    if positives is None or positives.numel() == 0:
+        return negs
+    for _ in range(rounds):
+        keys = users[:, None] * (n_items + 1) + negs
+        pos = torch.searchsorted(positives, keys).clamp_max(positives.numel() - 1)
+        hit = positives[pos] == keys
+        n_hit = int(hit.sum())
+        if n_hit == 0:
+            break
+        negs[hit] = torch.randint(1, n_items + 1, (n_hit,), generator=generator)
+    return negs
+
+
+def read_id_map(seq_dir: str | Path, name: str, idx_col: str, id_col: str) -> np.ndarray:
+    """item_map/user_map as a lookup array: ids[idx] = MovieLens id (-1 where no row)."""
+    path = Path(seq_dir) / f"{name}.parquet"
+    if not path.exists():
+        raise RecsysError(f"{path} is missing (run `recsys export-sequences` first)")
+    table = pq.read_table(path, columns=[idx_col, id_col])
+    idx = table.column(idx_col).to_numpy().astype(np.int64)
+    ids = np.full(int(idx.max(initial=0)) + 1, -1, dtype=np.int64)
+    ids[idx] = table.column(id_col).to_numpy()
+    return ids

@@ -1,0 +1,86 @@
+"""NeuMF: neural collaborative filtering (He et al., WWW 2017).
+
+Two towers over (user, item) pairs, fused by one output layer:
+  GMF: p_u ⊙ q_i                                 (generalised matrix factorisation)
+  MLP: ReLU layers over [p'_u ; q'_i]             (separate embeddings, as the paper)
+  logit = h · [GMF ; MLP]
+Trained point-wise with BCE on observed items (label 1) and sampled negatives (label 0).
+Index 0 of users and items is padding (ids are 1-based, docs/SCHEMAS.md).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+
+@dataclass
+class NCFConfig:
+    n_users: int  # largest user index; tables have n_users + 1 rows
+    n_items: int  # largest item index; tables have n_items + 1 rows
+    gmf_dim: int = 32
+    mlp_dims: tuple[int, ...] = (128, 64, 32)  # MLP input width (user + item embedding) and layer widths
+    dropout: float = 0.1
+
+    def __post_init__(self) -> None:
+        self.mlp_dims = tuple(int(d) for d in self.mlp_dims)  # YAML gives lists
+        if self.n_users < 1 or self.n_items < 1:
+            raise ValueError(f"n_users and n_items must be >= 1, got {self.n_users}, {self.n_items}")
+        if len(self.mlp_dims) < 2 or self.mlp_dims[0] % 2 != 0:
+            raise ValueError(f"mlp_dims needs >= 2 widths and an even first one, got {self.mlp_dims}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
+
+
+class NCF(nn.Module):
+    def __init__(self, cfg: NCFConfig):
+        super().__init__()
+        self.cfg = cfg
+        half = cfg.mlp_dims[0] // 2
+        self.user_gmf = nn.Embedding(cfg.n_users + 1, cfg.gmf_dim)
+        self.item_gmf = nn.Embedding(cfg.n_items + 1, cfg.gmf_dim)
+        self.user_mlp = nn.Embedding(cfg.n_users + 1, half)
+        self.item_mlp = nn.Embedding(cfg.n_items + 1, half)
+        layers: list[nn.Module] = []
+        for width_in, width_out in zip(cfg.mlp_dims[:-1], cfg.mlp_dims[1:]):
+            layers += [nn.Dropout(cfg.dropout), nn.Linear(width_in, width_out), nn.ReLU()]
+        self.mlp = nn.Sequential(*layers)
+        self.output = nn.Linear(cfg.gmf_dim + cfg.mlp_dims[-1], 1)
+
+    @torch.no_grad()
+    def init_weights(self) -> None:
+        """As the paper: embeddings N(0, 0.01), Xavier-uniform layers (deterministic for a seed)."""
+        for embedding in (self.user_gmf, self.item_gmf, self.user_mlp, self.item_mlp):
+            nn.init.normal_(embedding.weight, std=0.01)
+        for module in self.modules():
+            if isinstance(module, nn.Linear):
+                nn.init.xavier_uniform_(module.weight)
+                nn.init.zeros_(module.bias)
+
+    def pair_logits(self, users: Tensor, items: Tensor) -> Tensor:
+        """Logits of (users, items) pairs broadcast together: users[B, 1] with items[B, K] or [1, K] -> [B, K]."""
+        users, items = torch.broadcast_tensors(users, items)
+        gmf = self.user_gmf(users) * self.item_gmf(items)
+        mlp = self.mlp(torch.cat([self.user_mlp(users), self.item_mlp(items)], dim=-1))
+        return self.output(torch.cat([gmf, mlp], dim=-1)).squeeze(-1)
+
+    def training_loss(self, users: Tensor, pos_items: Tensor, neg_items: Tensor) -> Tensor:
+        """users[B], pos_items[B], neg_items[B, n_neg] -> mean BCE over all B * (1 + n_neg) pairs."""
+        logits = self.pair_logits(users[:, None], torch.cat([pos_items[:, None], neg_items], dim=1)).float()
+        labels = torch.zeros_like(logits)
+        labels[:, 0] = 1.0
+        return F.binary_cross_entropy_with_logits(logits, labels)
+
+    def score_users(self, users: Tensor, items_per_chunk: int = 8192) -> Tensor:
+        """Logits of every item for users[B]: [B, n_items + 1], column 0 = -inf.
+        The catalogue is scored in chunks so [B, chunk, mlp width] activations stay small."""
+        all_items = torch.arange(self.cfg.n_items + 1, device=users.device)
+        chunks = [
+            self.pair_logits(users[:, None], all_items[None, start : start + items_per_chunk]).float()
+            for start in range(0, all_items.numel(), items_per_chunk)
+        ]
+        logits = torch.cat(chunks, dim=1)
+        logits[:, 0] = float("-inf")
+        return logits

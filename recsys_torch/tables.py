@@ -1,0 +1,38 @@
+"""The torch side's Delta writes (delta-rs): the `recommendations` partition of one (model, run_date)."""
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+
+import deltalake
+import pyarrow as pa
+
+RECOMMENDATIONS_SCHEMA = pa.schema([
+    ("model", pa.string()),
+    ("run_id", pa.string()),
+    ("run_date", pa.date32()),
+    ("userId", pa.int64()),
+    ("rank", pa.int32()),
+    ("movieId", pa.int64()),
+    ("score", pa.float64()),
+])
+
+
+def recommendations_path(warehouse: str | Path) -> Path:
+    return Path(warehouse) / "recommendations"
+
+
+def write_recommendations(warehouse: str | Path, table: pa.Table, model: str, run_date: dt.date) -> int:
+    """Replace the (model, run_date) partition of `<warehouse>/recommendations` with `table` in one commit.
+
+    A re-run of the same date replaces its rows instead of appending; older versions stay readable by time travel.
+    Returns the new table version.
+    """
+    path = recommendations_path(warehouse)
+    table = table.select(RECOMMENDATIONS_SCHEMA.names).cast(RECOMMENDATIONS_SCHEMA)
+    kwargs: dict = {"mode": "overwrite", "partition_by": ["model", "run_date"]}
+    if (path / "_delta_log").is_dir():
+        model_sql = model.replace("'", "''")
+        kwargs["predicate"] = f"model = '{model_sql}' AND run_date = '{run_date.isoformat()}'"
+    deltalake.write_deltalake(str(path), table, **kwargs)
+    return deltalake.DeltaTable(str(path)).version()

@@ -1,0 +1,348 @@
+"""Tests of the torch models (recsys_torch.models): CPU only, the whole file well under a minute."""
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from recsys_torch.models import MODELS, build_model
+from recsys_torch.models.ss4rec import chunked_linear_scan
+
+N_ITEMS = 50
+DAY = 86400
+SEQUENCE_MODELS = ["sasrec", "ss4rec"]
+
+
+def small_config(name: str, **overrides) -> dict:
+    cfg = {"n_items": N_ITEMS}
+    if name == "ncf":
+        cfg |= {"n_users": 100, "gmf_dim": 16, "mlp_dims": [32, 16], "dropout": 0.0}
+    else:
+        cfg |= {"hidden": 32, "n_layers": 1, "dropout": 0.1, "max_len": 20}
+    if name == "ss4rec":
+        cfg |= {"state_size": 8, "time_state_size": 8}
+    return cfg | overrides
+
+
+def make_model(name: str, seed: int = 0, **overrides):
+    torch.manual_seed(seed)
+    return build_model(name, small_config(name, **overrides), "cpu")
+
+
+def left_padded_batch(lengths: list[int], max_len: int, generator: torch.Generator):
+    """Random items and increasing timestamps (irregular gaps, seconds), left-padded to max_len."""
+    items = torch.zeros(len(lengths), max_len, dtype=torch.long)
+    timestamps = torch.zeros(len(lengths), max_len, dtype=torch.long)
+    for row, length in enumerate(lengths):
+        if length:
+            items[row, -length:] = torch.randint(1, N_ITEMS + 1, (length,), generator=generator)
+            gaps = (torch.rand(length, generator=generator) * 30 * DAY).long()
+            timestamps[row, -length:] = 1_500_000_000 + gaps.cumsum(0)
+    return items, timestamps
+
+
+# ---------------------------------------------------------------- registry and construction
+
+
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_meta_build_materialises_every_tensor_deterministically(name):
+    first, second, other_seed = make_model(name, seed=7), make_model(name, seed=7), make_model(name, seed=8)
+    tensors = list(first.parameters()) + list(first.buffers())
+    assert tensors and not any(t.is_meta for t in tensors)
+    assert all(t.device.type == "cpu" for t in tensors)
+    state, state_again, state_other = first.state_dict(), second.state_dict(), other_seed.state_dict()
+    assert all(torch.equal(state[key], state_again[key]) for key in state)
+    assert any(not torch.equal(state[key], state_other[key]) for key in state)
+
+
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_init_weights_initialises_every_parameter(name):
+    model = make_model(name)
+    with torch.no_grad():
+        for tensor in list(model.parameters()) + list(model.buffers()):
+            tensor.fill_(float("nan"))
+    model.init_weights()
+    for key, tensor in model.state_dict().items():
+        assert torch.isfinite(tensor).all(), key
+
+
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_unknown_config_key_names_the_key(name):
+    with pytest.raises(ValueError, match="hiddden"):
+        build_model(name, small_config(name, hiddden=8), "cpu")
+
+
+def test_unknown_model_and_bad_values_raise_value_error():
+    with pytest.raises(ValueError, match="gpt"):
+        build_model("gpt", {"n_items": 5}, "cpu")
+    with pytest.raises(ValueError, match="loss"):
+        build_model("sasrec", {"n_items": 5, "loss": "hinge"}, "cpu")
+    with pytest.raises(ValueError, match="n_heads"):
+        build_model("sasrec", {"n_items": 5, "hidden": 10, "n_heads": 3}, "cpu")
+    with pytest.raises(ValueError, match="n_users"):
+        build_model("ncf", {"n_items": 5}, "cpu")
+
+
+# ---------------------------------------------------------------- shapes, padding, causality
+
+
+@pytest.mark.parametrize("name", SEQUENCE_MODELS)
+def test_sequence_model_shapes_and_no_nan_with_padded_rows(name):
+    model = make_model(name)
+    generator = torch.Generator().manual_seed(0)
+    items, timestamps = left_padded_batch([20, 7, 1, 0], 20, generator)  # last row fully padded
+    targets = items.roll(-1, dims=1) * (items != 0)
+    hidden = model(items, timestamps)
+    assert hidden.shape == (4, 20, 32) and torch.isfinite(hidden).all()
+    loss = model.training_loss(items, timestamps, targets)
+    loss.backward()
+    assert loss.ndim == 0 and torch.isfinite(loss)
+    assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
+    scores = model.score_last(items, timestamps, timestamps[:, -1] + 60)
+    assert scores.shape == (4, N_ITEMS + 1)
+    assert torch.isneginf(scores[:, 0]).all() and torch.isfinite(scores[:, 1:]).all()
+
+
+def test_sasrec_bce_loss_is_finite_with_padded_rows():
+    model = make_model("sasrec", loss="bce")
+    items, timestamps = left_padded_batch([20, 3, 0], 20, torch.Generator().manual_seed(1))
+    loss = model.training_loss(items, timestamps, items.roll(-1, dims=1) * (items != 0))
+    loss.backward()
+    assert torch.isfinite(loss) and torch.isfinite(model.item_emb.weight.grad).all()
+
+
+def test_ncf_shapes():
+    model = make_model("ncf")
+    users = torch.tensor([1, 2, 100])
+    loss = model.training_loss(users, torch.tensor([1, 2, 3]), torch.randint(1, N_ITEMS + 1, (3, 4)))
+    loss.backward()
+    assert loss.ndim == 0 and torch.isfinite(loss)
+    scores = model.score_users(users, items_per_chunk=16)  # several chunks
+    assert scores.shape == (3, N_ITEMS + 1) and torch.isneginf(scores[:, 0]).all()
+    pair = model.pair_logits(users[:, None], torch.tensor([[7]]))
+    torch.testing.assert_close(scores[:, 7], pair[:, 0].float())
+
+
+@pytest.mark.parametrize("name", SEQUENCE_MODELS)
+def test_changing_a_later_item_leaves_earlier_hidden_states_unchanged(name):
+    model = make_model(name).eval()
+    items, timestamps = left_padded_batch([20, 15], 20, torch.Generator().manual_seed(2))
+    changed = items.clone()
+    changed[:, 12] = changed[:, 12] % N_ITEMS + 1
+    with torch.no_grad():
+        before, after = model(items, timestamps), model(changed, timestamps)
+    torch.testing.assert_close(before[:, :12], after[:, :12], rtol=0, atol=1e-6)
+    assert (before[:, 12] - after[:, 12]).abs().max() > 1e-3
+
+
+@pytest.mark.parametrize("name", SEQUENCE_MODELS)
+def test_amount_of_left_padding_does_not_change_hidden_states(name):
+    model = make_model(name).eval()
+    items, timestamps = left_padded_batch([9], 20, torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        long_pad = model(items, timestamps)[:, -9:]
+        short_pad = model(items[:, -12:], timestamps[:, -12:])[:, -9:]
+    torch.testing.assert_close(long_pad, short_pad, rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_runs_under_bfloat16_autocast(name):
+    model = make_model(name)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        if name == "ncf":
+            loss = model.training_loss(torch.tensor([1, 2]), torch.tensor([3, 4]), torch.tensor([[5], [6]]))
+            scores = model.score_users(torch.tensor([1, 2]))
+        else:
+            items, timestamps = left_padded_batch([20, 4, 0], 20, torch.Generator().manual_seed(4))
+            loss = model.training_loss(items, timestamps, items.roll(-1, dims=1) * (items != 0))
+            scores = model.score_last(items, timestamps, timestamps[:, -1] + 1)
+    loss.backward()
+    assert torch.isfinite(loss) and torch.isfinite(scores[:, 1:]).all()
+
+
+# ---------------------------------------------------------------- SS4Rec scan and time gaps
+
+
+def sequential_scan(log_decay, inputs):
+    state, states = torch.zeros_like(inputs[:, 0]), []
+    for t in range(inputs.shape[1]):
+        state = log_decay[:, t].exp() * state + inputs[:, t]
+        states.append(state)
+    return torch.stack(states, dim=1)
+
+
+@pytest.mark.parametrize("chunk_size", [None, 1, 4, 6, 37, 64])
+def test_chunked_scan_equals_sequential_scan_real(chunk_size):
+    generator = torch.Generator().manual_seed(5)
+    log_decay = -2.0 * torch.rand(3, 37, 5, 4, generator=generator)
+    inputs = torch.randn(3, 37, 5, 4, generator=generator)
+    torch.testing.assert_close(
+        chunked_linear_scan(log_decay, inputs, chunk_size), sequential_scan(log_decay, inputs), rtol=0, atol=1e-5
+    )
+
+
+@pytest.mark.parametrize("chunk_size", [None, 3, 8])
+def test_chunked_scan_equals_sequential_scan_complex_irregular_gaps(chunk_size):
+    generator = torch.Generator().manual_seed(6)
+    eigenvalues = torch.complex(-torch.rand(6, generator=generator), math.pi * torch.arange(6.0))
+    gaps = torch.rand(2, 41, generator=generator) ** 4 * 400 * DAY  # mostly short, a few months-long
+    step = 0.05 * (1 + torch.log1p(gaps / DAY))
+    step[0, :10] = 0.0  # padding: identity steps
+    log_decay = eigenvalues * step[..., None]
+    inputs = torch.randn(2, 41, 6, dtype=torch.complex64, generator=generator) * (step[..., None] > 0)
+    torch.testing.assert_close(
+        chunked_linear_scan(log_decay, inputs, chunk_size), sequential_scan(log_decay, inputs), rtol=0, atol=1e-5
+    )
+
+
+def test_time_aware_ssm_matches_a_sequential_reference():
+    model = make_model("ss4rec").eval()
+    items, timestamps = left_padded_batch([20, 11], 20, torch.Generator().manual_seed(7))
+    query = timestamps[:, -1] + 3 * DAY
+    step_scale = model.step_scale(timestamps, items != 0, query)
+    ssm = model.layers[0].time_ssm
+    u = torch.randn(2, 20, 32, generator=torch.Generator().manual_seed(8))
+    with torch.no_grad():
+        out = ssm(u, step_scale)
+        eigenvalues = torch.complex(-ssm.log_neg_real.exp(), ssm.imag)
+        b = torch.complex(ssm.input_matrix[0], ssm.input_matrix[1])
+        c = torch.complex(ssm.output_matrix[0], ssm.output_matrix[1])
+        state, expected = torch.zeros(2, eigenvalues.numel(), dtype=torch.complex64), []
+        for k in range(20):
+            gap_days = torch.where(
+                torch.tensor(k < 19), timestamps[:, min(k + 1, 19)] - timestamps[:, k], query - timestamps[:, k]
+            ) / DAY
+            step = ssm.log_base_step.exp() * ((1 + torch.log1p(gap_days)) * (items[:, k] != 0))[:, None]
+            decay = torch.exp(eigenvalues * step)
+            state = decay * state + (decay - 1) / eigenvalues * (u[:, k].to(torch.complex64) @ b.T)
+            expected.append((state @ c.T).real + ssm.skip * u[:, k])
+    torch.testing.assert_close(out, torch.stack(expected, dim=1), rtol=0, atol=1e-5)
+
+
+def test_ss4rec_output_depends_on_time_gaps():
+    model = make_model("ss4rec").eval()
+    items, timestamps = left_padded_batch([20], 20, torch.Generator().manual_seed(9))
+    stretched = timestamps.clone()
+    stretched[:, 10:] += 90 * DAY  # the gap between positions 9 and 10 becomes three months longer
+    with torch.no_grad():
+        base, moved = model(items, timestamps), model(items, stretched)
+        torch.testing.assert_close(base[:, :9], moved[:, :9], rtol=0, atol=1e-6)  # positions before the gap
+        assert (base[:, 9:] - moved[:, 9:]).abs().max() > 1e-3
+        soon = model.score_last(items, timestamps, timestamps[:, -1] + 60)
+        later = model.score_last(items, timestamps, timestamps[:, -1] + 200 * DAY)
+    assert (soon[:, 1:] - later[:, 1:]).abs().max() > 1e-3
+
+
+# ---------------------------------------------------------------- learning planted patterns
+
+
+def planted_sequences(n_rows: int, length: int, generator: torch.Generator, time_dependent: bool):
+    """Rows of length+1 items; item k+1 follows item k by a rule.
+
+    time_dependent=False: next = item % 50 + 1 (90%) or a random item; gaps random.
+    time_dependent=True: a gap of one minute -> next = item % 50 + 1, a gap of 30 days ->
+    next = (item + 25) % 50 + 1; from the items alone, either is equally likely.
+    Returns items, timestamps [n_rows, length + 1] with random left padding (>= 3 items).
+    """
+    items = torch.zeros(n_rows, length + 1, dtype=torch.long)
+    timestamps = torch.zeros(n_rows, length + 1, dtype=torch.long)
+    for row in range(n_rows):
+        size = int(torch.randint(3, length + 2, (1,), generator=generator))
+        current = int(torch.randint(1, N_ITEMS + 1, (1,), generator=generator))
+        time = 1_500_000_000
+        for k in range(length + 1 - size, length + 1):
+            items[row, k], timestamps[row, k] = current, time
+            long_gap = bool(torch.rand(1, generator=generator) < 0.5)
+            time += 30 * DAY if long_gap else 60
+            if time_dependent:
+                current = (current + 25) % N_ITEMS + 1 if long_gap else current % N_ITEMS + 1
+            elif torch.rand(1, generator=generator) < 0.9:
+                current = current % N_ITEMS + 1
+            else:
+                current = int(torch.randint(1, N_ITEMS + 1, (1,), generator=generator))
+    return items, timestamps
+
+
+def train_sequence_model(model, items, timestamps, steps: int, batch_size: int = 64, lr: float = 5e-3):
+    """Train on windows: input = row[:-1], targets = row[1:], the last step at the time of the last target."""
+    optimizer = torch.optim.Adam(model.parameters(), lr=lr)
+    generator = torch.Generator().manual_seed(10)
+    model.train()
+    for _ in range(steps):
+        rows = torch.randint(0, items.shape[0], (batch_size,), generator=generator)
+        inputs, targets = items[rows, :-1], items[rows, 1:] * (items[rows, :-1] != 0)
+        loss = model.training_loss(inputs, timestamps[rows, :-1], targets, query_timestamps=timestamps[rows, -1])
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    return model.eval()
+
+
+def hit_rate(scores: torch.Tensor, targets: torch.Tensor, k: int) -> float:
+    return (scores.topk(k, dim=1).indices == targets[:, None]).any(dim=1).float().mean().item()
+
+
+@pytest.mark.parametrize("name,loss", [("sasrec", "ce"), ("sasrec", "bce"), ("ss4rec", None)])
+def test_sequence_model_learns_next_item_pattern(name, loss):
+    generator = torch.Generator().manual_seed(11)
+    train_items, train_times = planted_sequences(2000, 20, generator, time_dependent=False)
+    test_items, test_times = planted_sequences(300, 20, generator, time_dependent=False)
+    overrides = {"loss": loss} if loss else {}
+    model = train_sequence_model(make_model(name, **overrides), train_items, train_times, steps=150)
+    with torch.no_grad():
+        scores = model.score_last(test_items[:, :-1], test_times[:, :-1], test_times[:, -1])
+    popularity = torch.bincount(train_items[:, 1:].flatten(), minlength=N_ITEMS + 1).float()
+    popularity[0] = float("-inf")
+    model_hr = hit_rate(scores, test_items[:, -1], 10)
+    popularity_hr = hit_rate(popularity.expand(len(test_items), -1), test_items[:, -1], 10)
+    assert popularity_hr < 0.35
+    assert model_hr > 0.85, (model_hr, popularity_hr)
+
+
+def test_ss4rec_uses_the_gap_to_the_query_time():
+    generator = torch.Generator().manual_seed(12)
+    train_items, train_times = planted_sequences(2000, 20, generator, time_dependent=True)
+    test_items, test_times = planted_sequences(300, 20, generator, time_dependent=True)
+    model = train_sequence_model(make_model("ss4rec", dropout=0.0), train_items, train_times, steps=200)
+    with torch.no_grad():
+        scores = model.score_last(test_items[:, :-1], test_times[:, :-1], test_times[:, -1])
+    # a model blind to time can only guess between the two successors: HR@1 about 0.5
+    assert hit_rate(scores, test_items[:, -1], 1) > 0.8
+
+
+def test_ncf_learns_user_item_clusters():
+    """User u likes the 10 items of cluster u % 5; 7 are seen in training, one held-out one is the test."""
+    generator = torch.Generator().manual_seed(13)
+    n_users, seen_per_user = 100, 7
+    train_users, train_items, test_items = [], [], []
+    for user in range(1, n_users + 1):
+        cluster = torch.arange(10) + 10 * (user % 5) + 1
+        cluster = cluster[torch.randperm(10, generator=generator)]
+        train_users += [user] * seen_per_user
+        train_items += cluster[:seen_per_user].tolist()
+        test_items.append(int(cluster[seen_per_user]))
+    train_users, train_items = torch.tensor(train_users), torch.tensor(train_items)
+
+    model = make_model("ncf")
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
+    model.train()
+    for _ in range(300):
+        rows = torch.randint(0, len(train_users), (128,), generator=generator)
+        negatives = torch.randint(1, N_ITEMS + 1, (128, 4), generator=generator)
+        loss = model.training_loss(train_users[rows], train_items[rows], negatives)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    model.eval()
+
+    users = torch.arange(1, n_users + 1)
+    with torch.no_grad():
+        scores = model.score_users(users)
+    scores[train_users - 1, train_items] = float("-inf")  # exclude seen items, as the evaluator does
+    popularity = torch.bincount(train_items, minlength=N_ITEMS + 1).float().expand(n_users, -1).clone()
+    popularity[:, 0] = float("-inf")
+    popularity[train_users - 1, train_items] = float("-inf")
+    targets = torch.tensor(test_items)
+    assert hit_rate(popularity, targets, 10) < 0.45
+    assert hit_rate(scores, targets, 10) > 0.9
