@@ -1,0 +1,232 @@
+"""The one evaluator: every model's `recommendations` against each user's leave-last-out `test` item.
+
+Every user has exactly one relevant item (their test item), and lists are full rankings over the catalogue with the
+user's train/validation items already excluded. With r = the rank of the test item in the user's list (no hit when
+it is absent from the first K, or the user has no list), the metrics at K are, per user:
+
+    hr@K        = 1 if r <= K else 0
+    recall@K    = |top K ∩ relevant| / |relevant|                      = hr@K
+    precision@K = |top K ∩ relevant| / K                               = hr@K / K
+    ndcg@K      = DCG@K / IDCG@K = (1 / log2(r + 1)) / 1                (0 without a hit)
+    mrr@K       = 1 / r                                                 (0 without a hit)
+    map@K       = AP@K = (1 / min(|relevant|, K)) * sum_{i<=K} P@i * rel_i = 1 / r   (0 without a hit)
+
+each averaged over ALL test users (users without recommendations count as zeros), and
+
+    coverage@K  = distinct items recommended in anyone's top K / catalogue size (items with an item_idx).
+
+Everything is summed in Spark over the hits only (a user without a hit adds 0), so no per-user row is collected.
+RMSE/MAE are written by the models that predict ratings (ALS explicit) through `write_metrics`, and shown here.
+"""
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import pyarrow as pa
+import pyarrow.compute as pc
+from pyspark.sql import DataFrame, SparkSession, Window
+from pyspark.sql import functions as F
+
+from recsys_spark.delta import read_arrow, read_table, table_exists, table_path, write_arrow
+from recsys_spark.errors import RecsysError
+from recsys_spark.recommendations import TABLE as RECOMMENDATIONS
+
+METRICS_TABLE = "metrics"
+RANKING_METRICS = ("hr", "ndcg", "mrr", "recall", "precision", "map")
+RATING_METRICS = ("rmse", "mae")
+METRICS_SCHEMA = pa.schema([
+    ("model", pa.string()), ("run_id", pa.string()), ("run_date", pa.date32()), ("split", pa.string()),
+    ("metric", pa.string()), ("k", pa.int32()), ("value", pa.float64()),
+])
+
+
+@dataclass
+class EvaluateConfig:
+    ks: list[int] = field(default_factory=lambda: [5, 10, 20])
+
+    def __post_init__(self):
+        if not self.ks or any(not isinstance(k, int) or isinstance(k, bool) or k < 1 for k in self.ks):
+            raise RecsysError(f"evaluate.ks must be a non-empty list of positive integers, got {self.ks!r}")
+        self.ks = sorted(set(self.ks))
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The metrics table
+
+
+def metric_row(model: str, run_id: str, run_date: dt.date, split: str, metric: str, k: int | None,
+               value: float) -> dict:
+    return {"model": model, "run_id": run_id, "run_date": run_date, "split": split, "metric": metric,
+            "k": k, "value": float(value)}
+
+
+def write_metrics(rows: Sequence[dict], warehouse: str | Path) -> str:
+    """Write metric rows, replacing each (model, run_date) partition they touch in one commit per partition.
+
+    Rows already in a partition survive unless the new rows carry the same (split, metric, k): so the ALS job's
+    RMSE rows and the evaluator's ranking rows for one (model, run_date) live side by side, and re-running either
+    replaces only its own rows, never duplicating them.
+    """
+    path = table_path(warehouse, METRICS_TABLE)
+    new = pa.Table.from_pylist(list(rows), schema=METRICS_SCHEMA)
+    existing = read_arrow(path) if table_exists(path) else None
+    for model, run_date in sorted({(r["model"], r["run_date"]) for r in rows}):
+        part = new.filter(pc.and_(pc.equal(new["model"], model), pc.equal(new["run_date"], run_date)))
+        keep = _kept_rows(existing, model, run_date, part)
+        write_arrow(pa.concat_tables([keep, part]) if keep is not None else part, path,
+                    replace={"model": model, "run_date": run_date})
+    return path
+
+
+def _kept_rows(existing: pa.Table | None, model: str, run_date: dt.date, new_part: pa.Table) -> pa.Table | None:
+    if existing is None or existing.num_rows == 0:
+        return None
+    existing = existing.select(METRICS_SCHEMA.names).cast(METRICS_SCHEMA)
+    same = existing.filter(pc.and_(pc.equal(existing["model"], model), pc.equal(existing["run_date"], run_date)))
+    replaced = {(r["split"], r["metric"], r["k"]) for r in new_part.select(["split", "metric", "k"]).to_pylist()}
+    mask = [(r["split"], r["metric"], r["k"]) not in replaced
+            for r in same.select(["split", "metric", "k"]).to_pylist()]
+    return same.filter(pa.array(mask, pa.bool_()))
+
+
+def read_metrics(warehouse: str | Path) -> pa.Table:
+    path = table_path(warehouse, METRICS_TABLE)
+    if not table_exists(path):
+        return METRICS_SCHEMA.empty_table()
+    return read_arrow(path).select(METRICS_SCHEMA.names).cast(METRICS_SCHEMA)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Ranking metrics
+
+
+def select_runs(recs: DataFrame, model: str | None = None, run_date: dt.date | None = None) -> DataFrame:
+    """The (model, run_date, run_id) partitions to evaluate: the given date, or each model's latest."""
+    if model:
+        recs = recs.where(F.col("model") == model)
+    if run_date is not None:
+        recs = recs.where(F.col("run_date") == F.lit(run_date).cast("date"))
+    runs = recs.groupBy("model", "run_date").agg(F.max("run_id").alias("run_id"))
+    if run_date is None:
+        latest = Window.partitionBy("model").orderBy(F.col("run_date").desc())
+        runs = runs.withColumn("_n", F.row_number().over(latest)).where("_n = 1").drop("_n")
+    return runs
+
+
+def ranking_metrics(recs: DataFrame, test: DataFrame, catalogue_size: int, ks: Iterable[int]) -> DataFrame:
+    """Long-format metrics (model, run_date, run_id, metric, k, value) for every (model, run_date) in `recs`.
+
+    recs: model, run_date, run_id, userId, rank, movieId.  test: userId, movieId (one row per test user).
+    """
+    ks = sorted(set(ks))
+    test = test.select("userId", "movieId").dropDuplicates(["userId"])
+    n_users = test.count()
+    if n_users == 0:
+        raise RecsysError("interactions has no `test` rows: nothing to evaluate against (re-run the ETL)")
+    runs = recs.select("model", "run_date", "run_id").distinct()
+
+    hit_rank = (recs.join(test, ["userId", "movieId"])
+                .groupBy("model", "run_date", "userId").agg(F.min("rank").alias("r")))
+    r = F.col("r")
+    sums = []
+    for k in ks:
+        hit = F.when(r <= k, 1.0).otherwise(0.0)
+        sums += [F.sum(hit).alias(f"hr@{k}"),
+                 F.sum(hit).alias(f"recall@{k}"),
+                 (F.sum(hit) / k).alias(f"precision@{k}"),
+                 F.sum(F.when(r <= k, 1.0 / F.log2(r + 1)).otherwise(0.0)).alias(f"ndcg@{k}"),
+                 F.sum(F.when(r <= k, 1.0 / r).otherwise(0.0)).alias(f"mrr@{k}"),
+                 F.sum(F.when(r <= k, 1.0 / r).otherwise(0.0)).alias(f"map@{k}")]
+    per_run = runs.join(hit_rank.groupBy("model", "run_date").agg(*sums), ["model", "run_date"], "left")
+    ranking_cols = [f"{m}@{k}" for k in ks for m in RANKING_METRICS]
+    per_run = per_run.select("model", "run_date", "run_id",
+                             *[(F.coalesce(F.col(f"`{c}`"), F.lit(0.0)) / n_users).alias(c) for c in ranking_cols])
+
+    coverage = (recs.groupBy("model", "run_date")
+                .agg(*[(F.countDistinct(F.when(F.col("rank") <= k, F.col("movieId"))) / catalogue_size)
+                       .alias(f"coverage@{k}") for k in ks]))
+    wide = per_run.join(coverage, ["model", "run_date"], "left")
+    cols = ranking_cols + [f"coverage@{k}" for k in ks]
+    stacked = F.explode(F.array(*[
+        F.struct(F.lit(c.split("@")[0]).alias("metric"), F.lit(int(c.split("@")[1])).alias("k"),
+                 F.coalesce(F.col(f"`{c}`").cast("double"), F.lit(0.0)).alias("value"))
+        for c in cols]))
+    return wide.select("model", "run_date", "run_id", stacked.alias("m")).select(
+        "model", "run_date", "run_id", "m.metric", "m.k", "m.value")
+
+
+@dataclass
+class EvaluationResult:
+    rows: list[dict]
+    path: str
+
+    def value(self, model: str, metric: str, k: int | None = None, split: str = "test") -> float:
+        for row in self.rows:
+            if (row["model"], row["metric"], row["k"], row["split"]) == (model, metric, k, split):
+                return row["value"]
+        raise KeyError((model, metric, k, split))
+
+
+def evaluate(spark: SparkSession, warehouse: str | Path, model: str | None = None,
+             run_date: dt.date | None = None, config: EvaluateConfig | None = None) -> EvaluationResult:
+    """Evaluate the chosen recommendation partitions and write their rows to `metrics`."""
+    config = config or EvaluateConfig()
+    recs = read_table(spark, table_path(warehouse, RECOMMENDATIONS))
+    runs = select_runs(recs, model, run_date).collect()
+    if not runs:
+        what = f"model {model!r}" if model else "any model"
+        when = f" on {run_date.isoformat()}" if run_date else ""
+        raise RecsysError(f"no recommendations for {what}{when} in {table_path(warehouse, RECOMMENDATIONS)} "
+                          "(run `recsys topn` first)")
+    chosen = spark.createDataFrame([(r.model, r.run_date) for r in runs], "model string, run_date date")
+    recs = recs.join(F.broadcast(chosen), ["model", "run_date"])
+
+    interactions = read_table(spark, table_path(warehouse, "interactions"))
+    test = interactions.where(F.col("split") == "test")
+    items = read_table(spark, table_path(warehouse, "items"))
+    catalogue_size = items.where(F.col("item_idx").isNotNull()).count()
+    if catalogue_size == 0:
+        raise RecsysError("items has no item with an item_idx: the catalogue is empty (re-run the ETL)")
+
+    rows = [metric_row(r.model, r.run_id, r.run_date, "test", r.metric, r.k, r.value)
+            for r in ranking_metrics(recs, test, catalogue_size, config.ks).collect()]
+    path = write_metrics(rows, warehouse)
+    return EvaluationResult(rows=rows, path=path)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The comparison table
+
+
+def comparison(warehouse: str | Path, rows: Sequence[dict], ks: Sequence[int]):
+    """A rich Table: one row per (model, K), ranking metrics as columns, and each model's RMSE/MAE where written."""
+    from rich.table import Table
+
+    rating = _rating_metrics(read_metrics(warehouse), {(r["model"], r["run_date"]) for r in rows})
+    table = Table(title="Top-N evaluation (leave-last-out test item, full ranking)")
+    for name in ["model", "run date", "K", *RANKING_METRICS, "coverage", "RMSE", "MAE"]:
+        table.add_column(name, justify="left" if name in {"model", "run date"} else "right")
+    values = {(r["model"], r["run_date"], r["metric"], r["k"]): r["value"] for r in rows}
+    for model, run_date in sorted({(r["model"], r["run_date"]) for r in rows}):
+        for i, k in enumerate(ks):
+            cells = [f"{values.get((model, run_date, m, k), float('nan')):.4f}" for m in (*RANKING_METRICS, "coverage")]
+            rmse, mae = (rating.get((model, m), "") if i == 0 else "" for m in RATING_METRICS)
+            table.add_row(model if i == 0 else "", run_date.isoformat() if i == 0 else "", str(k), *cells,
+                          f"{rmse:.4f}" if rmse != "" else "", f"{mae:.4f}" if mae != "" else "")
+    return table
+
+
+def _rating_metrics(metrics: pa.Table, runs: set[tuple[str, dt.date]]) -> dict[tuple[str, str], float]:
+    """Each model's test-split RMSE/MAE: from the evaluated run_date where written, else the model's latest."""
+    best: dict[tuple[str, str], tuple[bool, dt.date, float]] = {}
+    for row in metrics.to_pylist():
+        if row["split"] != "test" or row["metric"] not in RATING_METRICS:
+            continue
+        key = (row["model"], row["metric"])
+        rank = ((row["model"], row["run_date"]) in runs, row["run_date"], row["value"])
+        if key not in best or rank[:2] > best[key][:2]:
+            best[key] = rank
+    return {key: value for key, (_, _, value) in best.items()}
