@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# The main job on the embedded default: the nightly pipeline on MovieLens data, on this machine.
+# Data: data/ml-25m or data/ml-latest-small if present, else ../shared/data/ml-latest-small, else generated.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+DATA=""
+for candidate in data/ml-25m data/ml-latest-small ../shared/data/ml-latest-small; do
+  if [ -f "$candidate/ratings.csv" ]; then DATA=$candidate; break; fi
+done
+if [ -z "$DATA" ]; then
+  DATA=data/generated
+  [ -f "$DATA/ratings.csv" ] || .venv/bin/recsys generate --out "$DATA" --users 2000 --items 3000 --ratings 200000 --seed 7
+fi
+echo "demo: data from $DATA"
+exec .venv/bin/recsys pipeline --data "$DATA" --warehouse "${WAREHOUSE:-warehouse}" --reports "${REPORTS:-reports}" "$@"
