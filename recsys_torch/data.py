@@ -67,6 +67,10 @@ def count_row_groups(folder: str | Path) -> int:
     return sum(pq.ParquetFile(f).metadata.num_row_groups for f in files)
 
 
+def count_rows(folder: str | Path) -> int:
+    return sum(pq.ParquetFile(f).metadata.num_rows for f in parquet_files(Path(folder)))
+
+
 def _pad_seen_items(frame):
     """Petastorm stacks list columns into a matrix, so the variable-length seen_items is right-padded with 0
     (column 0 of the logits is padding and already -inf, so padding masks nothing real)."""
@@ -113,6 +117,9 @@ class ShardDataset(IterableDataset):
         self.spec = spec
         self.epoch = 0
         self.row_groups = count_row_groups(spec.path)
+        if self.row_groups < spec.world:
+            raise self._too_few(spec.world, 1)
+        self._readers: list = []
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -123,11 +130,25 @@ class ShardDataset(IterableDataset):
         workers, worker = (info.num_workers, info.id) if info else (1, 0)
         count = self.spec.world * workers
         if self.row_groups < count:
-            raise RecsysError(
-                f"{self.spec.path} has {self.row_groups} row group(s), fewer than the {count} reader(s) "
-                f"({self.spec.world} rank(s) x {workers} loader worker(s)); Petastorm shards by row group, so "
-                f"export with smaller row groups (export.rows_per_group) or train with fewer processes")
+            raise self._too_few(self.spec.world, workers)
         return self.spec.rank * workers + worker, count
+
+    def _too_few(self, world: int, workers: int) -> RecsysError:
+        return RecsysError(
+            f"{self.spec.path} has {self.row_groups} row group(s), fewer than the {world * workers} reader(s) "
+            f"({world} rank(s) x {workers} loader worker(s)); Petastorm shards by row group, so export with "
+            f"smaller row groups or train with fewer processes")
+
+    def close(self) -> None:
+        """Stop and join the readers of an abandoned pass (a pass that runs to its end releases its own)."""
+        for reader in list(self._readers):
+            self._release(reader)
+
+    def _release(self, reader) -> None:
+        if reader in self._readers:
+            self._readers.remove(reader)
+            reader.stop()
+            reader.join()
 
     def _row_blocks(self) -> Iterator[dict[str, np.ndarray]]:
         from petastorm import make_batch_reader
@@ -152,12 +173,12 @@ class ShardDataset(IterableDataset):
             shard_count=shard_count if shard_count > 1 else None,
             transform_spec=transform,
         )
+        self._readers.append(reader)
         try:
             for batch in reader:
                 yield {name: np.asarray(getattr(batch, name)) for name in spec.columns}
         finally:
-            reader.stop()
-            reader.join()
+            self._release(reader)
 
     def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
         spec = self.spec

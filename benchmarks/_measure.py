@@ -1,0 +1,43 @@
+"""Shared by the benchmark scripts: wall time and peak memory of the Python driver and of Spark's JVM."""
+from __future__ import annotations
+
+import contextlib
+import platform
+import resource
+import time
+from pathlib import Path
+
+
+def machine() -> str:
+    cpu = "unknown cpu"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    import os
+
+    mem_gb = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    return f"{platform.node()}: {os.cpu_count()} cores ({cpu}), {mem_gb:.0f} GiB RAM, Python {platform.python_version()}"
+
+
+def jvm_peak_rss_gb(spark) -> float:
+    """Peak resident memory (VmHWM) of the Spark driver JVM; in local mode the executors run inside it."""
+    pid = spark._jvm.java.lang.ProcessHandle.current().pid()  # noqa: SLF001
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 2**20
+    return float("nan")
+
+
+def python_peak_rss_gb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+
+
+@contextlib.contextmanager
+def timed(figures: dict, name: str):
+    start = time.perf_counter()
+    yield
+    figures[name] = time.perf_counter() - start

@@ -1,0 +1,265 @@
+"""Spark MLlib ALS on the train split: explicit (ratings) or implicit (confidence = alpha * rating) feedback.
+
+Explicit mode is scored by RMSE/MAE on the leave-last-out `test` rows, on the global temporal split (a second fit
+on the temporal train rows), and optionally on a random 80/20 split of all ratings (the figure the literature
+quotes). Rows whose user or item has no factor ("cold") cannot be predicted: they are counted and reported, and the
+errors are computed on the rest (MLlib's coldStartStrategy="nan", then an explicit filter).
+"""
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import itertools
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from pyspark.ml.recommendation import ALS, ALSModel
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+
+from recsys_spark.delta import read_table, table_path, write_table
+from recsys_spark.errors import RecsysError
+
+MODELS_DIR = "models"
+
+
+@dataclass
+class AlsConfig:
+    rank: int = 64
+    reg_param: float = 0.1
+    max_iter: int = 15
+    alpha: float = 1.0
+    implicit_prefs: bool = False
+    seed: int = 42
+    name: str = "als"                      # model name: recommendations/metrics key, models/<name>, <name>_*_factors
+    checkpoint_interval: int = 5
+    checkpoint_dir: str | None = None      # default <warehouse>/_checkpoints
+    num_blocks: int | None = None          # user and item blocks; None = MLlib's default (10)
+    tune: bool = False                     # fit every grid point on train, keep the best on validation
+    grid: dict[str, list] = field(default_factory=dict)   # e.g. {"rank": [32, 64], "reg_param": [0.05, 0.1]}
+    temporal: bool = True                  # explicit only: also fit on temporal train, score temporal test
+    random_split: bool = False             # explicit only: also the random 80/20 RMSE of all ratings
+    random_split_train_fraction: float = 0.8
+    topn_block_size: int = 256             # users scored per numpy matmul in the blocked top-N
+
+    def __post_init__(self):
+        checks = [(self.rank >= 1, "rank must be >= 1"), (self.reg_param >= 0, "reg_param must be >= 0"),
+                  (self.max_iter >= 1, "max_iter must be >= 1"), (self.alpha >= 0, "alpha must be >= 0"),
+                  (self.checkpoint_interval >= 1, "checkpoint_interval must be >= 1"),
+                  (0 < self.random_split_train_fraction < 1, "random_split_train_fraction must be in (0, 1)"),
+                  (self.topn_block_size >= 1, "topn_block_size must be >= 1"),
+                  (self.name == "als" or self.name.startswith("als_"), "name must be `als` or start with `als_`")]
+        for ok, message in checks:
+            if not ok:
+                raise RecsysError(f"als config: {message}")
+        unknown = set(self.grid) - set(GRID_KEYS)
+        if unknown:
+            raise RecsysError(f"als.grid: unknown keys {sorted(unknown)}; tunable: {list(GRID_KEYS)}")
+
+    @classmethod
+    def from_dict(cls, values: dict) -> "AlsConfig":
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(values) - names
+        if unknown:
+            raise RecsysError(f"als config: unknown keys {sorted(unknown)}; known: {sorted(names)}")
+        try:
+            return cls(**values)
+        except TypeError as exc:
+            raise RecsysError(f"als config: {exc}") from None
+
+    def with_params(self, **params) -> "AlsConfig":
+        return dataclasses.replace(self, **params)
+
+
+GRID_KEYS = ("rank", "reg_param", "max_iter", "alpha")
+
+
+def build_als(config: AlsConfig) -> ALS:
+    als = ALS(userCol="user_idx", itemCol="item_idx", ratingCol="rating", rank=config.rank,
+              regParam=config.reg_param, maxIter=config.max_iter, alpha=config.alpha,
+              implicitPrefs=config.implicit_prefs, seed=config.seed, coldStartStrategy="nan",
+              checkpointInterval=config.checkpoint_interval)
+    if config.num_blocks:
+        als = als.setNumBlocks(config.num_blocks)
+    return als
+
+
+def ensure_checkpoint_dir(spark: SparkSession, directory: str | Path) -> None:
+    """ALS truncates its lineage every `checkpointInterval` iterations only when a checkpoint dir is set."""
+    if spark.sparkContext.getCheckpointDir() is None:
+        Path(directory).mkdir(parents=True, exist_ok=True)
+        spark.sparkContext.setCheckpointDir(str(directory))
+
+
+def ratings(interactions: DataFrame) -> DataFrame:
+    return interactions.select(F.col("user_idx").cast("int"), F.col("item_idx").cast("int"),
+                               F.col("rating").cast("float"))
+
+
+def fit(train: DataFrame, config: AlsConfig) -> ALSModel:
+    return build_als(config).fit(train)
+
+
+@dataclass
+class RatingErrors:
+    rmse: float | None       # None when every row is cold
+    mae: float | None
+    rows: int                # rows in the split
+    cold_rows: int           # rows whose user or item has no factor: not predictable, not in rmse/mae
+
+    @property
+    def scored_rows(self) -> int:
+        return self.rows - self.cold_rows
+
+
+def rating_errors(model: ALSModel, rows: DataFrame) -> RatingErrors:
+    """RMSE and MAE of the predicted ratings, on the rows whose user and item both have factors; one pass."""
+    predicted = model.transform(ratings(rows))
+    cold = F.isnan("prediction") | F.col("prediction").isNull()
+    err = F.when(~cold, F.col("prediction") - F.col("rating"))
+    out = predicted.agg(F.count(F.lit(1)).alias("rows"), F.sum(cold.cast("long")).alias("cold"),
+                        F.avg(err * err).alias("mse"), F.avg(F.abs(err)).alias("mae")).first()
+    rows = int(out["rows"])
+    cold_rows = int(out["cold"] or 0)
+    rmse = float(out["mse"]) ** 0.5 if out["mse"] is not None else None
+    mae = float(out["mae"]) if out["mae"] is not None else None
+    return RatingErrors(rmse=rmse, mae=mae, rows=rows, cold_rows=cold_rows)
+
+
+def validation_score(model: ALSModel, config: AlsConfig, train: DataFrame, validation: DataFrame) -> float:
+    """What the grid search maximises: -RMSE on validation (explicit), HR@10 on the validation item (implicit)."""
+    if not config.implicit_prefs:
+        errors = rating_errors(model, validation)
+        if errors.rmse is None:
+            raise RecsysError("als tuning: every validation row is cold (no factors): cannot tune")
+        return -errors.rmse
+    from recsys_spark.topn import score_top_k  # the blocked scorer; topn imports this module, so import late
+
+    recs = score_top_k(model.userFactors.withColumnRenamed("id", "user_idx"),
+                       model.itemFactors.withColumnRenamed("id", "item_idx"),
+                       train.select("user_idx", "item_idx"), k=10, block_size=config.topn_block_size)
+    n_users = validation.select("user_idx").distinct().count()
+    hits = recs.join(validation.select("user_idx", "item_idx"), ["user_idx", "item_idx"]).count()
+    return hits / max(n_users, 1)
+
+
+@dataclass
+class GridPoint:
+    params: dict
+    score: float
+    seconds: float
+
+
+def grid_points(config: AlsConfig) -> list[dict]:
+    keys = [k for k in GRID_KEYS if k in config.grid]
+    return [dict(zip(keys, values)) for values in itertools.product(*(list(config.grid[k]) for k in keys))]
+
+
+def tune(train: DataFrame, validation: DataFrame, config: AlsConfig) -> tuple[AlsConfig, list[GridPoint]]:
+    """Fit every grid point on train, score it on validation, return the best config (no CrossValidator)."""
+    points = grid_points(config)
+    if not points:
+        raise RecsysError("als.tune is true but als.grid is empty (e.g. als.grid={rank: [32, 64]})")
+    results = []
+    for params in points:
+        start = time.perf_counter()
+        candidate = config.with_params(**params)
+        score = validation_score(fit(train, candidate), candidate, train, validation)
+        results.append(GridPoint(params, score, time.perf_counter() - start))
+    best = max(results, key=lambda p: p.score)
+    return config.with_params(**best.params), results
+
+
+def random_split_errors(interactions: DataFrame, config: AlsConfig) -> RatingErrors:
+    """Explicit RMSE/MAE on a random (train_fraction, rest) split of every rating: the literature's protocol."""
+    explicit = config.with_params(implicit_prefs=False)
+    fraction = config.random_split_train_fraction
+    train, test = ratings(interactions).randomSplit([fraction, 1 - fraction], seed=config.seed)
+    train = train.cache()
+    try:
+        return rating_errors(fit(train, explicit), test)
+    finally:
+        train.unpersist()
+
+
+def save(model: ALSModel, warehouse: str | Path, name: str, users: DataFrame, items: DataFrame) -> dict[str, str]:
+    """The MLlib model to <warehouse>/models/<name>, its factors to the <name>_user/item_factors Delta tables."""
+    model_path = str(Path(warehouse) / MODELS_DIR / name)
+    model.write().overwrite().save(model_path)
+    user_factors = (model.userFactors.withColumnRenamed("id", "user_idx")
+                    .join(users.select("user_idx", "userId"), "user_idx")
+                    .select(F.col("user_idx").cast("int"), F.col("userId").cast("long"), "features"))
+    item_factors = (model.itemFactors.withColumnRenamed("id", "item_idx")
+                    .join(items.where(F.col("item_idx").isNotNull()).select("item_idx", "movieId"), "item_idx")
+                    .select(F.col("item_idx").cast("int"), F.col("movieId").cast("long"), "features"))
+    paths = {"model": model_path,
+             "user_factors": table_path(warehouse, f"{name}_user_factors"),
+             "item_factors": table_path(warehouse, f"{name}_item_factors")}
+    write_table(user_factors, paths["user_factors"])
+    write_table(item_factors, paths["item_factors"])
+    return paths
+
+
+def load_model(warehouse: str | Path, name: str = "als") -> ALSModel:
+    path = Path(warehouse) / MODELS_DIR / name
+    if not (path / "metadata").exists():
+        raise RecsysError(f"no ALS model at {path} (run `recsys als` first)")
+    return ALSModel.load(str(path))
+
+
+@dataclass
+class AlsResult:
+    config: AlsConfig
+    paths: dict[str, str]
+    errors: dict[str, RatingErrors]          # split -> errors (explicit only): test, validation, temporal_test, …
+    grid: list[GridPoint]
+    fit_seconds: float
+    metric_rows: list[dict]
+
+
+def run_als(spark: SparkSession, warehouse: str | Path, config: AlsConfig, run_date: dt.date,
+            run_id: str) -> AlsResult:
+    """Fit on train (after an optional grid search), save model and factors, write the RMSE/MAE rows to `metrics`."""
+    from recsys_spark.evaluate import metric_row, write_metrics
+
+    ensure_checkpoint_dir(spark, config.checkpoint_dir or Path(warehouse) / "_checkpoints")
+    interactions = read_table(spark, table_path(warehouse, "interactions"))
+    users = read_table(spark, table_path(warehouse, "users"))
+    items = read_table(spark, table_path(warehouse, "items"))
+    train = ratings(interactions.where(F.col("split") == "train")).cache()
+    if train.isEmpty():
+        raise RecsysError(f"interactions in {warehouse} has no `train` rows: nothing to fit ALS on")
+
+    grid: list[GridPoint] = []
+    if config.tune:
+        validation = interactions.where(F.col("split") == "validation")
+        config, grid = tune(train, validation, config)
+
+    start = time.perf_counter()
+    model = fit(train, config)
+    model.userFactors.count()  # materialise the factors so the timing is the fit's
+    fit_seconds = time.perf_counter() - start
+    paths = save(model, warehouse, config.name, users, items)
+
+    errors: dict[str, RatingErrors] = {}
+    if not config.implicit_prefs:
+        errors["test"] = rating_errors(model, interactions.where(F.col("split") == "test"))
+        errors["validation"] = rating_errors(model, interactions.where(F.col("split") == "validation"))
+        if config.temporal:
+            temporal_train = ratings(interactions.where(F.col("temporal_split") == "train"))
+            if not temporal_train.isEmpty():
+                temporal_model = fit(temporal_train, config)
+                errors["temporal_test"] = rating_errors(temporal_model,
+                                                        interactions.where(F.col("temporal_split") == "test"))
+        if config.random_split:
+            errors["random_80_20"] = random_split_errors(interactions, config)
+    train.unpersist()
+
+    rows = [metric_row(config.name, run_id, run_date, split, metric, None, value)
+            for split, err in errors.items()
+            for metric, value in (("rmse", err.rmse), ("mae", err.mae)) if value is not None]
+    if rows:
+        write_metrics(rows, warehouse)
+    return AlsResult(config=config, paths=paths, errors=errors, grid=grid, fit_seconds=fit_seconds,
+                     metric_rows=rows)
