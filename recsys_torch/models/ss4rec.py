@@ -49,7 +49,9 @@ class SS4RecConfig:
     conv_kernel: int = 4  # paper d_conv
     expand: int = 2  # S6 inner width = expand * hidden
     dropout: float = 0.2
-    dt_min: float = 0.001  # initial range of the learned base steps
+    time_dt_min: float = 0.01  # initial range of the time-aware SSM's base step (multiplied by the gap scale)
+    time_dt_max: float = 1.0
+    dt_min: float = 0.001  # initial range of the selective SSM's step (Mamba's defaults)
     dt_max: float = 0.1
     time_unit_seconds: float = 86400.0  # gaps are scaled as log1p(gap / time_unit)
     max_len: int = 200  # longest input sequence; no positional table, only checked
@@ -57,8 +59,9 @@ class SS4RecConfig:
     def __post_init__(self) -> None:
         if self.n_items < 1:
             raise ValueError(f"n_items must be >= 1, got {self.n_items}")
-        if not 0.0 < self.dt_min <= self.dt_max:
-            raise ValueError(f"need 0 < dt_min <= dt_max, got {self.dt_min}, {self.dt_max}")
+        for low, high in [("time_dt_min", "time_dt_max"), ("dt_min", "dt_max")]:
+            if not 0.0 < getattr(self, low) <= getattr(self, high):
+                raise ValueError(f"need 0 < {low} <= {high}, got {getattr(self, low)}, {getattr(self, high)}")
         if self.time_unit_seconds <= 0:
             raise ValueError(f"time_unit_seconds must be > 0, got {self.time_unit_seconds}")
         if not 0.0 <= self.dropout < 1.0:
@@ -190,7 +193,7 @@ class SelectiveSSM(nn.Module):
 class SS4RecLayer(nn.Module):
     def __init__(self, cfg: SS4RecConfig):
         super().__init__()
-        self.time_ssm = TimeAwareSSM(cfg.hidden, cfg.time_state_size, cfg.dt_min, cfg.dt_max)
+        self.time_ssm = TimeAwareSSM(cfg.hidden, cfg.time_state_size, cfg.time_dt_min, cfg.time_dt_max)
         self.time_norm = nn.LayerNorm(cfg.hidden)
         self.relation_ssm = SelectiveSSM(
             cfg.hidden, cfg.state_size, cfg.conv_kernel, cfg.expand, cfg.dt_min, cfg.dt_max

@@ -1,0 +1,357 @@
+"""Per-user sequences -> the Parquet shards of docs/SCHEMAS.md ("Sequence shards") that the torch side trains on.
+
+Everything row-shaped is Spark SQL: one `collect_list` of (seq, item, timestamp, split) structs per user, sorted with
+`array_sort`, then `filter`/`slice`/`transform` over those arrays; train windows come from `explode(sequence(...))`.
+Memory is bounded by the longest single user history, never by the table.
+
+Files are written through pyarrow from `mapInArrow`, one file per Spark partition, so that every row group holds
+exactly `group_rows` rows (Spark's Parquet writer sizes row groups in bytes). Petastorm shards by row group, so a
+small dataset is cut into at least `min_row_groups` groups. Rows are hash-partitioned by user_idx into a number of
+files that depends only on the row count, then sorted inside each file: the same input gives the same files with
+the same rows in the same order.
+
+The output folder is built beside the target under a temporary name and swapped in when complete.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import json
+import math
+import os
+import shutil
+import uuid
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+from pyspark.sql import Column, DataFrame, SparkSession
+from pyspark.sql import functions as F
+from pyspark.sql.storagelevel import StorageLevel
+
+from recsys_spark.delta import read_table, table_path
+from recsys_spark.errors import RecsysError
+
+SCHEMA_VERSION = 1
+LAST_GAPS = ("query_time", "target_time")
+REQUIRED_COLUMNS = ("userId", "movieId", "timestamp", "user_idx", "item_idx", "seq", "split")
+DATASETS = ("train", "validation", "test", "ncf_train")
+
+SEQ_SCHEMA = pa.schema([
+    ("user_idx", pa.int32()),
+    ("items", pa.list_(pa.int32())),
+    ("timestamps", pa.list_(pa.int64())),
+    ("targets", pa.list_(pa.int32())),
+    ("target_item", pa.int32()),
+    ("target_timestamp", pa.int64()),
+    ("query_timestamp", pa.int64()),
+    ("seen_items", pa.list_(pa.int32())),
+])
+NCF_SCHEMA = pa.schema([("user_idx", pa.int32()), ("item_idx", pa.int32())])
+ITEM_MAP_SCHEMA = pa.schema([("item_idx", pa.int32()), ("movieId", pa.int64())])
+USER_MAP_SCHEMA = pa.schema([("user_idx", pa.int32()), ("userId", pa.int64())])
+
+
+@dataclass
+class SequenceConfig:
+    max_len: int = 200
+    stride: int | None = None        # train window stride; None = max_len (non-overlapping windows)
+    last_gap: str = "query_time"     # query_time: last history timestamp + 1 s; target_time: the target's timestamp
+    rows_per_group: int = 4096       # rows per Parquet row group of train/validation/test
+    ncf_rows_per_group: int = 65536  # rows per row group of ncf_train (two ints a row)
+    min_row_groups: int = 8          # per dataset, when it has that many rows: every rank needs a row group
+    groups_per_file: int = 16
+
+    @classmethod
+    def from_dict(cls, values: dict | None) -> "SequenceConfig":
+        values = dict(values or {})
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise RecsysError(f"unknown sequences config key(s) {unknown}; known: {sorted(known)}")
+        config = cls(**values)
+        config.validate()
+        return config
+
+    @property
+    def window_stride(self) -> int:
+        return self.max_len if self.stride is None else self.stride
+
+    def validate(self) -> None:
+        def positive_int(name: str, value) -> None:
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise RecsysError(f"sequences.{name} must be a positive integer, got {value!r}")
+
+        for name in ("max_len", "rows_per_group", "ncf_rows_per_group", "min_row_groups", "groups_per_file"):
+            positive_int(name, getattr(self, name))
+        if self.stride is not None:
+            positive_int("stride", self.stride)
+            if self.stride > self.max_len:
+                raise RecsysError(f"sequences.stride={self.stride} is larger than max_len={self.max_len}: "
+                                  f"windows would skip items")
+        if self.last_gap not in LAST_GAPS:
+            raise RecsysError(f"sequences.last_gap must be one of {LAST_GAPS}, got {self.last_gap!r}")
+
+
+# ---------------------------------------------------------------- rows (Spark SQL only)
+
+def check_interactions(interactions: DataFrame) -> None:
+    missing = [c for c in REQUIRED_COLUMNS if c not in interactions.columns]
+    if missing:
+        raise RecsysError(f"interactions table lacks column(s) {missing} (expected the ETL output of docs/SCHEMAS.md)")
+
+
+def build_histories(interactions: DataFrame) -> DataFrame:
+    """One row per user: train_items/train_ts (ordered by seq), and the validation and test events (null if none)."""
+    events = F.array_sort(F.collect_list(F.struct(
+        F.col("seq").cast("int").alias("seq"),
+        F.col("item_idx").cast("int").alias("item"),
+        F.col("timestamp").cast("long").alias("ts"),
+        F.col("split").alias("split"))))
+    per_user = interactions.groupBy(F.col("user_idx").cast("int").alias("user_idx")).agg(events.alias("events"))
+
+    def of_split(name: str) -> Column:
+        return F.filter("events", lambda e: e["split"] == name)
+
+    train = of_split("train")
+    validation = F.try_element_at(of_split("validation"), F.lit(1))
+    test = F.try_element_at(of_split("test"), F.lit(1))
+    return per_user.select(
+        "user_idx",
+        F.transform(train, lambda e: e["item"]).alias("train_items"),
+        F.transform(train, lambda e: e["ts"]).alias("train_ts"),
+        validation["item"].alias("validation_item"), validation["ts"].alias("validation_ts"),
+        test["item"].alias("test_item"), test["ts"].alias("test_ts"))
+
+
+def left_pad(values: Column, length: int, zero: Column) -> Column:
+    """The last `length` values, left-padded with `zero` to exactly `length`."""
+    tail = F.slice(values, F.greatest(F.size(values) - length + 1, F.lit(1)), length)
+    return F.concat(F.array_repeat(zero, F.lit(length) - F.size(tail)), tail)
+
+
+ZERO_INT = F.lit(0).cast("int")
+ZERO_LONG = F.lit(0).cast("long")
+
+
+def train_windows(histories: DataFrame, max_len: int, stride: int) -> DataFrame:
+    """Windows over each user's train items s: items = s[e-L:e], targets = s[e-L+1:e+1] for e = n-1, n-1-stride, …
+
+    The newest window is whole; the oldest may be shorter (left-padded). A user needs 2 train items for one window.
+    """
+    n = F.size("train_items")
+    n_windows = F.ceil((n - 1) / F.lit(stride)).cast("int")
+    exploded = (histories.where(n >= 2)
+                .select("*", F.explode(F.sequence(F.lit(0), n_windows - 1)).alias("window")))
+    end = F.size("train_items") - 1 - F.col("window") * stride      # exclusive end of the inputs (0-based)
+    start = F.greatest(end - max_len, F.lit(0))
+    length = end - start
+    windows = exploded.select("user_idx", start.alias("start"), length.alias("length"), "train_items", "train_ts")
+    return windows.select(
+        "user_idx",
+        F.concat(F.array_repeat(ZERO_INT, max_len - F.col("length")),
+                 F.slice("train_items", F.col("start") + 1, F.col("length"))).alias("items"),
+        F.concat(F.array_repeat(ZERO_LONG, max_len - F.col("length")),
+                 F.slice("train_ts", F.col("start") + 1, F.col("length"))).alias("timestamps"),
+        F.concat(F.array_repeat(ZERO_INT, max_len - F.col("length")),
+                 F.slice("train_items", F.col("start") + 2, F.col("length"))).alias("targets"),
+        ZERO_INT.alias("target_item"), ZERO_LONG.alias("target_timestamp"), ZERO_LONG.alias("query_timestamp"),
+        F.array().cast("array<int>").alias("seen_items"),
+        "start")
+
+
+def eval_rows(histories: DataFrame, split: str, max_len: int, last_gap: str) -> DataFrame:
+    """One row per user with a `split` event: history = train (+ validation for test) items, target = that event."""
+    if split == "validation":
+        hist_items, hist_ts = F.col("train_items"), F.col("train_ts")
+    elif split == "test":
+        has_validation = F.col("validation_item").isNotNull()
+        hist_items = F.when(has_validation, F.concat("train_items", F.array("validation_item"))) \
+            .otherwise(F.col("train_items"))
+        hist_ts = F.when(has_validation, F.concat("train_ts", F.array("validation_ts"))).otherwise(F.col("train_ts"))
+    else:
+        raise ValueError(f"eval rows are built for validation or test, not {split!r}")
+    target_item, target_ts = F.col(f"{split}_item"), F.col(f"{split}_ts")
+    if last_gap == "target_time":
+        query_ts = target_ts
+    else:  # production cannot know when the target happens; with no history at all there is no gap to give (0)
+        query_ts = F.coalesce(F.try_element_at(hist_ts, F.lit(-1)) + 1, ZERO_LONG)
+    return histories.where(target_item.isNotNull()).select(
+        "user_idx",
+        left_pad(hist_items, max_len, ZERO_INT).alias("items"),
+        left_pad(hist_ts, max_len, ZERO_LONG).alias("timestamps"),
+        F.array_repeat(ZERO_INT, max_len).alias("targets"),
+        target_item.cast("int").alias("target_item"),
+        target_ts.cast("long").alias("target_timestamp"),
+        query_ts.cast("long").alias("query_timestamp"),
+        F.array_sort(F.array_distinct(hist_items)).alias("seen_items"))
+
+
+# ---------------------------------------------------------------- files
+
+def group_rows_for(rows: int, rows_per_group: int, min_row_groups: int) -> int:
+    """Rows per row group: rows_per_group, or fewer so that `rows` make at least `min_row_groups` groups."""
+    return max(1, min(rows_per_group, rows // min_row_groups))
+
+
+def _partition_writer(folder: str, schema: pa.Schema, group_rows: int):
+    """The mapInArrow function: this partition's rows -> folder/part-<partition>.parquet, groups of group_rows."""
+
+    def write(batches):
+        from pyspark import TaskContext
+
+        ctx = TaskContext.get()
+        name = f"part-{ctx.partitionId():05d}.parquet"
+        final = os.path.join(folder, name)
+        temp = os.path.join(folder, f".{name}.{ctx.taskAttemptId()}.tmp")  # a retried task never leaves half a file
+        writer, pending, n_pending, rows, groups = None, [], 0, 0, 0
+
+        def flush(table: pa.Table):
+            nonlocal writer, rows, groups
+            if writer is None:
+                writer = pq.ParquetWriter(temp, schema)
+            writer.write_table(table, row_group_size=group_rows)
+            rows += table.num_rows
+            groups += 1
+
+        try:
+            for batch in batches:
+                pending.append(batch)
+                n_pending += batch.num_rows
+                if n_pending >= group_rows:
+                    table = pa.Table.from_batches(pending).cast(schema)
+                    full = n_pending - n_pending % group_rows
+                    for offset in range(0, full, group_rows):
+                        flush(table.slice(offset, group_rows))
+                    rest = table.slice(full)
+                    pending, n_pending = rest.to_batches(), rest.num_rows
+            if n_pending:
+                flush(pa.Table.from_batches(pending).cast(schema))
+            if writer is not None:
+                writer.close()
+                os.replace(temp, final)
+        finally:
+            if os.path.exists(temp):
+                os.remove(temp)
+        if rows:
+            yield pa.RecordBatch.from_pylist([{"file": name, "rows": rows, "row_groups": groups}],
+                                             schema=WRITE_RESULT_SCHEMA)
+
+    return write
+
+
+WRITE_RESULT_SCHEMA = pa.schema([("file", pa.string()), ("rows", pa.int64()), ("row_groups", pa.int32())])
+
+
+def write_parquet_shards(df: DataFrame, folder: Path, schema: pa.Schema, order_by: list[str], rows_per_group: int,
+                         min_row_groups: int, groups_per_file: int) -> int:
+    """Write `df` (columns in `schema` order) as Parquet files of exact row groups; returns the row count."""
+    folder.mkdir(parents=True, exist_ok=True)
+    rows = df.count()
+    if rows == 0:  # still a readable, typed (empty) dataset
+        pq.write_table(schema.empty_table(), folder / "part-00000.parquet")
+        return 0
+    group_rows = group_rows_for(rows, rows_per_group, min_row_groups)
+    n_files = max(1, math.ceil(math.ceil(rows / group_rows) / groups_per_file))
+    laid_out = df.repartition(n_files, "user_idx").sortWithinPartitions(*order_by).select(*schema.names)
+    written = laid_out.mapInArrow(_partition_writer(str(folder), schema, group_rows),
+                                  "file string, rows long, row_groups int").collect()
+    total = sum(r["rows"] for r in written)
+    if total != rows:
+        raise RecsysError(f"{folder}: wrote {total} rows, expected {rows}")
+    return total
+
+
+def _write_map(df: DataFrame, path: Path, schema: pa.Schema) -> None:
+    table = df.toArrow().cast(schema)
+    pq.write_table(table, path)
+
+
+def etl_provenance(warehouse: Path) -> dict:
+    """tie_break and seed from <warehouse>/etl_report.json when the ETL left one (null otherwise)."""
+    path = warehouse / "etl_report.json"
+    report: dict = {}
+    if path.is_file():
+        try:
+            report = json.loads(path.read_text())
+        except json.JSONDecodeError as exc:
+            raise RecsysError(f"{path}: not valid JSON ({exc})") from None
+    config = report.get("config") if isinstance(report.get("config"), dict) else {}
+    return {key: report.get(key, config.get(key)) for key in ("tie_break", "seed")}
+
+
+def _prepare_out(out: Path) -> Path:
+    """Refuse to replace a folder that is not an earlier export; return the temporary folder to build in."""
+    if out.exists():
+        if not out.is_dir():
+            raise RecsysError(f"--out {out} exists and is not a folder")
+        if any(out.iterdir()) and not (out / "meta.json").is_file():
+            raise RecsysError(f"--out {out} is a non-empty folder without meta.json: not an earlier sequence "
+                              f"export, refusing to replace it")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    temp = out.parent / f".{out.name}.tmp-{uuid.uuid4().hex[:8]}"
+    temp.mkdir()
+    return temp
+
+
+def _swap_in(temp: Path, out: Path) -> None:
+    old = out.parent / f".{out.name}.old-{uuid.uuid4().hex[:8]}"
+    if out.exists():
+        os.rename(out, old)
+    os.rename(temp, out)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def export_sequences(spark: SparkSession, warehouse: str | Path, out: str | Path | None = None,
+                     config: SequenceConfig | None = None) -> dict:
+    """Read <warehouse>/interactions, write the shards to `out` (default <warehouse>/sequences); returns meta.json."""
+    config = config or SequenceConfig()
+    config.validate()
+    warehouse = Path(warehouse)
+    out = Path(out) if out else warehouse / "sequences"
+    interactions = read_table(spark, table_path(warehouse, "interactions"))
+    check_interactions(interactions)
+    totals = interactions.agg(F.count(F.lit(1)).alias("rows"), F.max("item_idx").alias("n_items"),
+                              F.max("user_idx").alias("n_users")).first()
+    if not totals["rows"]:
+        raise RecsysError(f"{table_path(warehouse, 'interactions')} has no rows: nothing to export")
+
+    temp = _prepare_out(out)
+    histories = build_histories(interactions).persist(StorageLevel.MEMORY_AND_DISK)
+    try:
+        L = config.max_len
+        shards = {
+            "train": (train_windows(histories, L, config.window_stride), ["user_idx", "start"]),
+            "validation": (eval_rows(histories, "validation", L, config.last_gap), ["user_idx"]),
+            "test": (eval_rows(histories, "test", L, config.last_gap), ["user_idx"]),
+        }
+        rows = {}
+        for name, (df, order_by) in shards.items():
+            rows[name] = write_parquet_shards(df, temp / name, SEQ_SCHEMA, order_by, config.rows_per_group,
+                                              config.min_row_groups, config.groups_per_file)
+        ncf = interactions.where(F.col("split") == "train").select(
+            F.col("user_idx").cast("int"), F.col("item_idx").cast("int"), "seq")
+        rows["ncf_train"] = write_parquet_shards(ncf, temp / "ncf_train", NCF_SCHEMA, ["user_idx", "seq"],
+                                                 config.ncf_rows_per_group, config.min_row_groups,
+                                                 config.groups_per_file)
+        _write_map(interactions.select("item_idx", "movieId").distinct().orderBy("item_idx"),
+                   temp / "item_map.parquet", ITEM_MAP_SCHEMA)
+        _write_map(interactions.select("user_idx", "userId").distinct().orderBy("user_idx"),
+                   temp / "user_map.parquet", USER_MAP_SCHEMA)
+        meta = {"schema_version": SCHEMA_VERSION, "n_items": int(totals["n_items"]),
+                "n_users": int(totals["n_users"]), "max_len": L, "rows": rows,
+                **etl_provenance(warehouse), "last_gap": config.last_gap,
+                "created_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+                "stride": config.window_stride}
+        (temp / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
+        _swap_in(temp, out)
+        return meta
+    except BaseException:
+        shutil.rmtree(temp, ignore_errors=True)
+        raise
+    finally:
+        histories.unpersist()
+
+
+def config_dict(config: SequenceConfig) -> dict:
+    return asdict(config)

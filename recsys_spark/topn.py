@@ -1,0 +1,159 @@
+"""Top-K for every user, and the dispatch `recsys topn --model NAME` uses.
+
+ALS is scored in blocks instead of with `recommendForAllUsers`: the item factor matrix is broadcast once, each
+Arrow batch of users (factors plus the list of items they have seen) is cut into blocks, a block's scores are one
+numpy matmul (BLAS), seen items are set to -inf, and `np.argpartition` keeps each user's k best. No cross join,
+no per-pair rows, no shuffle of scores; and seen items are excluded exactly, without asking for k + |seen| items.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import importlib
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+
+from recsys_spark.delta import read_table, table_path
+from recsys_spark.errors import RecsysError
+from recsys_spark.recommendations import seen_pairs, write_recommendations
+
+SPARK_BASELINES = ("popularity", "genre", "markov", "ar2", "hybrid")
+TORCH_MODELS = ("ncf", "sasrec", "ss4rec")
+TOPN_SCHEMA = "user_idx int, item_idx int, rank int, score double"
+
+
+def model_family(model: str) -> str:
+    """`als`, `baseline` or `torch`; unknown names are a clear error."""
+    if model == "als" or model.startswith("als_"):
+        return "als"
+    if model in SPARK_BASELINES:
+        return "baseline"
+    if model in TORCH_MODELS:
+        return "torch"
+    known = ", ".join(("als", *SPARK_BASELINES, *TORCH_MODELS))
+    raise RecsysError(f"unknown model {model!r}; one of: {known}")
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Blocked scoring
+
+
+def item_matrix(item_factors: DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    """(item_idx int32 [n], factors float32 [n, rank]) on the driver: small (ML-25M: 59k x rank)."""
+    table = item_factors.select(F.col("item_idx").cast("int"), "features").orderBy("item_idx").toArrow()
+    ids = table.column("item_idx").to_numpy().astype(np.int32)
+    if len(ids) == 0:
+        raise RecsysError("the item factor table is empty: nothing to recommend")
+    features = pc.list_flatten(table.column("features")).to_numpy().astype(np.float32)
+    return ids, features.reshape(len(ids), -1)
+
+
+def block_top_k(user_idx: np.ndarray, user_features: np.ndarray, seen_values: np.ndarray,
+                seen_parents: np.ndarray, item_ids: np.ndarray, item_features: np.ndarray,
+                item_position: np.ndarray, k: int) -> pa.RecordBatch:
+    """Top-k of one block of users: scores = U @ I^T, seen items -> -inf, argpartition, sort the k by score.
+
+    seen_values/seen_parents: every seen item_idx of the block, flattened, and the block row it belongs to.
+    item_position[item_idx] = the item's column in item_features, -1 if it has no factor.
+    """
+    scores = user_features @ item_features.T
+    in_range = seen_values < len(item_position)
+    columns = item_position[seen_values[in_range]]
+    known = columns >= 0
+    scores[seen_parents[in_range][known], columns[known]] = -np.inf
+
+    n_items = scores.shape[1]
+    k = min(k, n_items)
+    best = np.argpartition(scores, n_items - k, axis=1)[:, n_items - k:]
+    best_scores = np.take_along_axis(scores, best, axis=1)
+    # Sort each row's k by score descending, then item_idx ascending (the same tie-break as recommendations.top_k).
+    order = np.lexsort((item_ids[best], -best_scores), axis=1)
+    best = np.take_along_axis(best, order, axis=1)
+    best_scores = np.take_along_axis(best_scores, order, axis=1)
+
+    keep = np.isfinite(best_scores)  # a user who has seen almost everything gets fewer than k
+    ranks = np.broadcast_to(np.arange(1, k + 1, dtype=np.int32), best.shape)
+    users = np.broadcast_to(user_idx[:, None].astype(np.int32), best.shape)
+    return pa.RecordBatch.from_arrays(
+        [pa.array(users[keep]), pa.array(item_ids[best][keep]), pa.array(ranks[keep]),
+         pa.array(best_scores[keep].astype(np.float64))],
+        names=["user_idx", "item_idx", "rank", "score"])
+
+
+def score_top_k(user_factors: DataFrame, item_factors: DataFrame, seen: DataFrame, k: int,
+                block_size: int = 256) -> DataFrame:
+    """Every user's k best unseen items: DataFrame(user_idx, item_idx, rank, score).
+
+    user_factors: user_idx, features.  item_factors: item_idx, features.  seen: user_idx, item_idx pairs.
+    """
+    if k < 1:
+        raise RecsysError(f"k must be >= 1, got {k}")
+    spark = user_factors.sparkSession
+    item_ids, item_features = item_matrix(item_factors)
+    item_position = np.full(int(item_ids.max()) + 1, -1, dtype=np.int64)
+    item_position[item_ids] = np.arange(len(item_ids))
+    broadcast = spark.sparkContext.broadcast((item_ids, item_features, item_position))
+
+    seen_lists = seen.groupBy("user_idx").agg(F.collect_list(F.col("item_idx").cast("int")).alias("seen"))
+    users = (user_factors.select(F.col("user_idx").cast("int"), "features")
+             .join(seen_lists, "user_idx", "left"))
+
+    def top_k_batches(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        ids, features, position = broadcast.value
+        for batch in batches:
+            for start in range(0, batch.num_rows, block_size):
+                block = batch.slice(start, block_size)
+                n = block.num_rows
+                user_features = (pc.list_flatten(block.column("features")).to_numpy(zero_copy_only=False)
+                                 .astype(np.float32).reshape(n, -1))
+                seen_col = block.column("seen")
+                yield block_top_k(block.column("user_idx").to_numpy(zero_copy_only=False), user_features,
+                                  pc.list_flatten(seen_col).to_numpy(zero_copy_only=False).astype(np.int64),
+                                  pc.list_parent_indices(seen_col).to_numpy(zero_copy_only=False),
+                                  ids, features, position, k)
+
+    return users.mapInArrow(top_k_batches, TOPN_SCHEMA)
+
+
+def als_top_k(spark: SparkSession, warehouse: str | Path, model: str, k: int, block_size: int = 256) -> DataFrame:
+    """Top-k of the saved ALS factors (the <model>_user/item_factors tables), train/validation items excluded."""
+    user_factors = read_table(spark, table_path(warehouse, f"{model}_user_factors"))
+    item_factors = read_table(spark, table_path(warehouse, f"{model}_item_factors"))
+    interactions = read_table(spark, table_path(warehouse, "interactions"))
+    return score_top_k(user_factors, item_factors, seen_pairs(interactions), k, block_size)
+
+
+def write_als_topn(spark: SparkSession, warehouse: str | Path, model: str, k: int, run_date: dt.date,
+                   run_id: str, block_size: int = 256) -> str:
+    recs = als_top_k(spark, warehouse, model, k, block_size)
+    items = read_table(spark, table_path(warehouse, "items"))
+    users = read_table(spark, table_path(warehouse, "users"))
+    return write_recommendations(recs, warehouse, model, run_date, run_id, items, users)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Dispatch
+
+
+def run_topn(warehouse: str | Path, model: str, k: int, run_date: dt.date, run_id: str,
+             spark_conf: dict | None = None, block_size: int = 256) -> str:
+    """Write `model`'s top-k for every user to `recommendations`; Spark is started only for Spark models."""
+    family = model_family(model)
+    if k < 1:
+        raise RecsysError(f"--k must be >= 1, got {k}")
+    if family == "torch":
+        infer = importlib.import_module("recsys_torch.infer")
+        return infer.topn(warehouse=str(warehouse), model=model, k=k, run_date=run_date, run_id=run_id)
+
+    from recsys_spark.session import get_spark
+
+    spark = get_spark(f"recsys-topn-{model}", conf=spark_conf)
+    if family == "als":
+        return write_als_topn(spark, warehouse, model, k, run_date, run_id, block_size)
+    baselines = importlib.import_module("recsys_spark.baselines")
+    return baselines.topn(spark, warehouse, model, k, run_date, run_id)
