@@ -20,14 +20,14 @@ import math
 import os
 import shutil
 import uuid
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass, fields
 from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
-from pyspark.sql.storagelevel import StorageLevel
+from pyspark import StorageLevel
 
 from recsys_spark.delta import read_table, table_path
 from recsys_spark.errors import RecsysError
@@ -130,8 +130,12 @@ def left_pad(values: Column, length: int, zero: Column) -> Column:
     return F.concat(F.array_repeat(zero, F.lit(length) - F.size(tail)), tail)
 
 
-ZERO_INT = F.lit(0).cast("int")
-ZERO_LONG = F.lit(0).cast("long")
+def zero_int() -> Column:
+    return F.lit(0).cast("int")
+
+
+def zero_long() -> Column:
+    return F.lit(0).cast("long")
 
 
 def train_windows(histories: DataFrame, max_len: int, stride: int) -> DataFrame:
@@ -149,13 +153,13 @@ def train_windows(histories: DataFrame, max_len: int, stride: int) -> DataFrame:
     windows = exploded.select("user_idx", start.alias("start"), length.alias("length"), "train_items", "train_ts")
     return windows.select(
         "user_idx",
-        F.concat(F.array_repeat(ZERO_INT, max_len - F.col("length")),
+        F.concat(F.array_repeat(zero_int(), max_len - F.col("length")),
                  F.slice("train_items", F.col("start") + 1, F.col("length"))).alias("items"),
-        F.concat(F.array_repeat(ZERO_LONG, max_len - F.col("length")),
+        F.concat(F.array_repeat(zero_long(), max_len - F.col("length")),
                  F.slice("train_ts", F.col("start") + 1, F.col("length"))).alias("timestamps"),
-        F.concat(F.array_repeat(ZERO_INT, max_len - F.col("length")),
+        F.concat(F.array_repeat(zero_int(), max_len - F.col("length")),
                  F.slice("train_items", F.col("start") + 2, F.col("length"))).alias("targets"),
-        ZERO_INT.alias("target_item"), ZERO_LONG.alias("target_timestamp"), ZERO_LONG.alias("query_timestamp"),
+        zero_int().alias("target_item"), zero_long().alias("target_timestamp"), zero_long().alias("query_timestamp"),
         F.array().cast("array<int>").alias("seen_items"),
         "start")
 
@@ -175,12 +179,12 @@ def eval_rows(histories: DataFrame, split: str, max_len: int, last_gap: str) -> 
     if last_gap == "target_time":
         query_ts = target_ts
     else:  # production cannot know when the target happens; with no history at all there is no gap to give (0)
-        query_ts = F.coalesce(F.try_element_at(hist_ts, F.lit(-1)) + 1, ZERO_LONG)
+        query_ts = F.coalesce(F.try_element_at(hist_ts, F.lit(-1)) + 1, zero_long())
     return histories.where(target_item.isNotNull()).select(
         "user_idx",
-        left_pad(hist_items, max_len, ZERO_INT).alias("items"),
-        left_pad(hist_ts, max_len, ZERO_LONG).alias("timestamps"),
-        F.array_repeat(ZERO_INT, max_len).alias("targets"),
+        left_pad(hist_items, max_len, zero_int()).alias("items"),
+        left_pad(hist_ts, max_len, zero_long()).alias("timestamps"),
+        F.array_repeat(zero_int(), max_len).alias("targets"),
         target_item.cast("int").alias("target_item"),
         target_ts.cast("long").alias("target_timestamp"),
         query_ts.cast("long").alias("query_timestamp"),
@@ -341,8 +345,7 @@ def export_sequences(spark: SparkSession, warehouse: str | Path, out: str | Path
         meta = {"schema_version": SCHEMA_VERSION, "n_items": int(totals["n_items"]),
                 "n_users": int(totals["n_users"]), "max_len": L, "rows": rows,
                 **etl_provenance(warehouse), "last_gap": config.last_gap,
-                "created_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-                "stride": config.window_stride}
+                "created_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")}
         (temp / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
         _swap_in(temp, out)
         return meta
@@ -351,7 +354,3 @@ def export_sequences(spark: SparkSession, warehouse: str | Path, out: str | Path
         raise
     finally:
         histories.unpersist()
-
-
-def config_dict(config: SequenceConfig) -> dict:
-    return asdict(config)
