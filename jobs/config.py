@@ -90,3 +90,11 @@ def section(cfg: dict, name: str) -> dict:
     if not isinstance(value, dict):
         raise ConfigError(f"config section {name!r} must be a mapping")
     return value
+
+
+def run_layer(config_file: str | Path | None = None, overrides: Iterable[str] = ()) -> dict:
+    """Only what a run adds on top of conf/: its --config file and key=value overrides."""
+    cfg = _read_yaml(Path(config_file)) if config_file else {}
+    for item in overrides:
+        cfg = apply_override(cfg, item)
+    return cfg

@@ -5,7 +5,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from jobs.common import add_config_flags, guarded, resolve_config
+from jobs.common import add_config_flags, guarded
+from jobs.config import load_config, run_layer
 from jobs.tracking import PARENT_ENV, export_env
 
 SECTIONS = ["etl", "als", "baselines", "sequences", "train", "ncf", "sasrec", "ss4rec", "evaluate", "pipeline"]
@@ -33,7 +34,12 @@ def main(argv=None) -> int:
     from recsys_spark.report import comparison_table, load_metrics, write_report
 
     args = parse(argv)
-    cfg = resolve_config(args, *SECTIONS)
+    layer = run_layer(args.config, args.overrides)
+
+    def resolve(sections):
+        return load_config(sections, overrides=args.overrides, config_file=args.config, env=args.env)
+
+    cfg = resolve(SECTIONS)
     run_date = parse_run_date(args.run_date)
     warehouse, data = Path(args.warehouse).resolve(), Path(args.data).resolve()
     console = Console(stderr=False)
@@ -47,8 +53,8 @@ def main(argv=None) -> int:
                           tags={"recsys.step": "pipeline", "recsys.run_date": str(run_date)}) as parent:
         mlflow.log_params({"data": str(data), "warehouse": str(warehouse), "run_date": str(run_date)})
         mlflow.log_dict(cfg, "resolved_config.yaml")
-        results = run_pipeline(data, warehouse, cfg, run_date, {**env, PARENT_ENV: parent.info.run_id},
-                               force=args.force, on_step=show)
+        results = run_pipeline(data, warehouse, layer, resolve, run_date, {**env, PARENT_ENV: parent.info.run_id},
+                               force=args.force, env_name=args.env, on_step=show)
         for result in results:
             mlflow.log_metric(f"step_seconds.{result.name}", result.seconds)
         report = write_report(warehouse, args.reports, run_date)

@@ -55,14 +55,15 @@ def file_digest(path: Path, chunk: int = 8 << 20) -> str:
     return digest.hexdigest()
 
 
-def plan(data: Path, warehouse: Path, cfg: dict, config_file: Path, run_date: dt.date) -> list[Step]:
+def plan(data: Path, warehouse: Path, cfg: dict, config_file: Path, run_date: dt.date,
+         env_name: str = "local") -> list[Step]:
     """The step graph for one run; which models run comes from the `pipeline:` config section."""
     pipe = cfg.get("pipeline") or {}
     spark_models = [m for m in pipe.get("spark_models", SPARK_MODELS) if m in SPARK_MODELS]
     torch_models = [m for m in pipe.get("torch_models", TORCH_MODELS) if m in TORCH_MODELS]
     k = str(pipe.get("k", 100))
     nproc = str((cfg.get("train") or {}).get("nproc", 1))
-    common = ["--warehouse", str(warehouse), "--config", str(config_file)]
+    common = ["--warehouse", str(warehouse), "--config", str(config_file), "--env", env_name]
     date = ["--run-date", run_date.isoformat()]
     inputs = [data / name for name in INPUT_FILES if (data / name).exists()]
 
@@ -88,6 +89,7 @@ def plan(data: Path, warehouse: Path, cfg: dict, config_file: Path, run_date: dt
 
 
 def fingerprint(step: Step, cfg: dict, run_date: dt.date, upstream: dict[str, str]) -> str:
+    """`cfg` is the configuration the step itself resolves (environment < its sections < the run's layer)."""
     payload = {
         "step": step.name,
         "config": {s: cfg.get(s) for s in step.sections},
@@ -138,18 +140,26 @@ def run_step(step: Step, log_dir: Path, extra_env: dict[str, str]) -> int:
 def run_pipeline(
     data: Path,
     warehouse: Path,
-    cfg: dict,
+    run_layer: dict,
+    resolve: Callable[[list[str]], dict],
     run_date: dt.date,
     env_for_steps: dict[str, str] | None = None,
     force: bool = False,
+    env_name: str = "local",
     on_step: Callable[[StepResult], None] | None = None,
 ) -> list[StepResult]:
-    """Run every step in order, skipping the unchanged ones; raise RecsysError naming the step that failed."""
+    """Run every step in order, skipping the unchanged ones; raise RecsysError naming the step that failed.
+
+    `run_layer` is this run's own configuration (the --config file and key=value overrides): it is saved and handed
+    to every step as its --config, so each step resolves exactly what a user running it by hand would get.
+    `resolve(sections)` returns the configuration a step with those sections resolves.
+    """
     warehouse.mkdir(parents=True, exist_ok=True)
     run_dir = warehouse / "_pipeline" / run_date.isoformat()
     run_dir.mkdir(parents=True, exist_ok=True)
     config_file = run_dir / "config.yaml"
-    config_file.write_text(yaml.safe_dump(cfg, sort_keys=True))
+    config_file.write_text(yaml.safe_dump(run_layer, sort_keys=True))
+    cfg = resolve(["pipeline", "train"])
     for required in ("ratings.csv", "movies.csv"):
         if not (data / required).exists():
             raise RecsysError(f"{data / required}: required input file not found")
@@ -157,8 +167,8 @@ def run_pipeline(
     state = State(warehouse)
     done: dict[str, str] = {}
     results: list[StepResult] = []
-    for step in plan(data, warehouse, cfg, config_file, run_date):
-        fp = fingerprint(step, cfg, run_date, done)
+    for step in plan(data, warehouse, cfg, config_file, run_date, env_name):
+        fp = fingerprint(step, resolve(step.sections), run_date, done)
         start = time.monotonic()
         if not force and state.succeeded_with(step.name) == fp:
             result = StepResult(step.name, "skipped", 0.0, fp)
