@@ -10,14 +10,15 @@ Generative process
 ------------------
 Catalogue (`build_catalogue`):
   * movieIds: a sorted random sample of 1..~3.54*n_items (ML-25M: 59,047 rated movies, ids up to 209,171).
-  * popularity: Zipf-like, weight (rank + 10) ** -1.05 over a random permutation of the movies.
+  * popularity: Zipf-like, weight (rank + 1 + n_items / 1200) ** -1.05 over a random permutation of the movies
+    (the offset keeps the most rated movie near ML-25M's ~0.3% of all ratings at full size).
   * quality q_i ~ N(0, 0.45) + 0.2 * z(log popularity)  (popular movies are rated a little higher, as in ML).
   * genres: 1-6 genres (ML-like counts) drawn by ML genre frequency, 0.35% `(no genres listed)`;
     year ~ 2019 - Gamma(1.3, 18), 0.15% of titles without a year.
   * franchises (~8% of movies): series of 2-6 movies sharing genres, with increasing years and
     "Title", "Title 2", "Title 3: Subtitle" names; sequels less popular than the first film.
   * transition graph: every movie has 3 preferred successors (65% drawn from its own genre, by popularity),
-    followed with weights 0.55/0.30/0.15; a franchise film's first successor is the next film in the series
+    followed with weights 0.5/0.3/0.2; a franchise film's first successor is the next film in the series
     (weight 0.90).
 
 Users (`allocate_user_counts`): activity = 20 + a log-normal(sigma 1.39) share of the remaining ratings, so the
@@ -30,8 +31,8 @@ Sequences (`simulate_chunk`, vectorised over a chunk of users): a user's history
     segment's genre. The segment genre is a per-user Markov chain: it stays the same as the previous segment's with
     p=0.6 ("genre runs"), otherwise it is redrawn from the user's genre taste. A seed inside a franchise is moved to
     the first film of the series with p=0.75.
-  * From the seed, the segment walks the transition graph: after each movie it continues with p=0.55 (0.85
-    inside a franchise) to a successor drawn with the successor weights. Mean segment length ~ 2.3.
+  * From the seed, the segment walks the transition graph: after each movie it continues with p=0.45 (0.85
+    inside a franchise) to a successor drawn with the successor weights. Mean segment length ~ 1.9.
   * Movies the user already rated are dropped (no duplicate pairs); segments are drawn until the user has exactly
     n_u movies (a final popularity-weighted fill without replacement covers the rare heavy user the walks cannot
     fill).
@@ -39,11 +40,14 @@ Sequences (`simulate_chunk`, vectorised over a chunk of users): a user's history
   genre) or `new_genre`.
 
 Time (`_timestamps`): the gap before each rating depends on that label, so time carries signal.
-  * long gap (a new session: lognormal, median 2 days, sigma 1.8, >= 30 min) with p = 0.015 after a `follow`,
-    0.05 after `same_genre`, 0.12 after `new_genre`; so within a session the next movie follows the graph far
-    more often than after a long gap.
-  * otherwise an in-session gap: 0 s with p=0.17 (identical-second ties, as in ML), else lognormal seconds with
-    median 10 s after a `follow` and 35 s after a jump.
+  * a user returns after the first visit with p = 0.3 + 0.6 * (1 - exp(-n_u / 300)) (as in ML, half the users
+    rate everything in one sitting), at a personal pace ~ lognormal(0, 0.8);
+  * long gap (a new visit: 30 min + lognormal, median 3 days, sigma 2) with p = pace * 0.025 after a `follow`,
+    * 0.08 after `same_genre`, * 0.2 after `new_genre`; so within a visit the next movie follows the graph far
+    more often than after a long gap;
+  * otherwise a pause inside the visit (p=0.03, median 15 min) or an in-session gap: 0 s with p=0.15
+    (identical-second ties, as in ML), else lognormal seconds with median 10 s after a `follow`, 35 s after a
+    jump.
   * the user's first rating is placed so the whole history fits in ML-25M's range (1995-01-09 .. 2019-11-21);
     histories longer than the range are compressed.
 Ratings: z = b_u + q_i + 0.3 * log(19 * taste_u[genre_i]) + N(0, 0.75), cut at per-chunk quantiles into the ML
@@ -58,10 +62,11 @@ are exactly those of the F=0 output with the same seed), at least one of each cl
   malformed (3 or 5 fields, or no commas), non_numeric, rating_out_of_range (0.0, 5.5, ...), not_half_star (3.7),
   missing_id (empty userId or movieId), non_positive (userId 0 or negative), bad_timestamp (0 or negative),
   non_utf8 (an otherwise valid row with an invalid UTF-8 byte in the timestamp: check UTF-8 first), duplicate
-  (an exact copy of the row above it), unknown_movie (a movieId absent from movies.csv).
+  (an exact copy of a clean row, placed after it), unknown_movie (a movieId absent from movies.csv).
 Rows of the first eight classes use a (user, movie) pair the user has not rated, so they are unambiguous.
 movies.csv gets max(4, F * n_items) bad rows: malformed, non_numeric, missing_id, non_positive (ids no rating uses).
-corruptions.json counts them per file and reason and lists every bad row's 1-based line (header = line 1).
+corruptions.json counts them per file and reason and lists every bad row's 1-based line (header = line 1):
+{"counts": {file: {reason: n}}, "lines": {file: [[line, reason], ...]}, "clean_rows": ..., ...}.
 """
 from __future__ import annotations
 
@@ -92,13 +97,17 @@ GENRE_COUNT_PROBS = np.array([0.29, 0.33, 0.24, 0.10, 0.03, 0.01])  # 1..6 genre
 NO_GENRES = "(no genres listed)"
 
 RATING_LABELS = ("", "0.5", "1.0", "1.5", "2.0", "2.5", "3.0", "3.5", "4.0", "4.5", "5.0")  # index = half stars
-# Rating distributions (0.5 .. 5.0) for half-star raters and for whole-star ratings; mixed ~65/35 they give
-# ML-25M's marginal (4.0 26.6%, 3.0 19.7%, 5.0 14.5%, 3.5 12.6%, 4.5 8.5%, 2.0 6.7%, 2.5 4.9%, 1.0 3.3% ...).
-HALF_STAR_PROBS = np.array([2.4, 2.4, 2.5, 5.2, 7.6, 15.2, 19.4, 20.7, 13.1, 11.3])
-WHOLE_STAR_PROBS = np.array([5.5, 9.9, 28.4, 37.1, 18.8])
+# ML-25M's rating distribution (0.5 .. 5.0 stars), and the same folded onto whole stars (a half star's mass split
+# between its two neighbours, 0.5 going to 1.0). Half-star ratings take whatever mix of the two makes the total ML's.
+ML_RATING_PROBS = np.array([1.57, 3.12, 1.60, 6.64, 4.94, 19.6, 12.6, 26.6, 8.5, 14.5]) / 99.67
+WHOLE_STAR_PROBS = np.array([ML_RATING_PROBS[0] + ML_RATING_PROBS[1] + ML_RATING_PROBS[2] / 2,
+                             ML_RATING_PROBS[2] / 2 + ML_RATING_PROBS[3] + ML_RATING_PROBS[4] / 2,
+                             ML_RATING_PROBS[4] / 2 + ML_RATING_PROBS[5] + ML_RATING_PROBS[6] / 2,
+                             ML_RATING_PROBS[6] / 2 + ML_RATING_PROBS[7] + ML_RATING_PROBS[8] / 2,
+                             ML_RATING_PROBS[8] / 2 + ML_RATING_PROBS[9]])
 
 FOLLOW, SAME_GENRE, NEW_GENRE, FIRST = 1, 2, 3, 0  # how a position in a history was reached
-LONG_GAP_PROB = np.array([0.0, 0.015, 0.05, 0.12])  # indexed by the labels above
+LONG_GAP_PROB = np.array([0.0, 0.025, 0.08, 0.2])  # indexed by the labels above
 SHORT_GAP_MEDIAN_S = np.array([10.0, 10.0, 35.0, 35.0])
 
 RATINGS_REASONS = ("malformed", "non_numeric", "rating_out_of_range", "not_half_star", "missing_id",
@@ -122,7 +131,8 @@ class GeneratorConfig:
     line_terminator: str = "\r\n"  # ml-latest-small uses CRLF
     # Knobs of the planted structure (see the module docstring).
     popularity_exponent: float = 1.05
-    continue_prob: float = 0.55
+    continue_prob: float = 0.45
+    successor_weights: tuple[float, float, float] = (0.5, 0.3, 0.2)
     franchise_continue_prob: float = 0.85
     genre_stay_prob: float = 0.6
     popular_seed_prob: float = 0.25
@@ -186,16 +196,49 @@ def _make_title(rng: np.random.Generator) -> str:
 
 
 @dataclass
-class Catalogue:
-    movie_ids: np.ndarray  # int64, sorted; item index -> movieId
-    popularity: np.ndarray  # float64, sums to 1
+class Sampler:
+    """Popularity-weighted draws over the whole catalogue or inside one genre (vectorised inverse-cdf lookups)."""
+
     popularity_cdf: np.ndarray
-    quality: np.ndarray
-    genre_mask: np.ndarray  # bool (n_items, 19)
-    primary_genre: np.ndarray  # int, -1 = no genres
     genre_pool: np.ndarray  # item indices of every genre, concatenated
     genre_pool_cdf: np.ndarray  # genre g's popularity cdf, shifted into [g, g + 1)
     genre_pool_end: np.ndarray  # end offset of each genre's slice of genre_pool
+
+    @classmethod
+    def build(cls, popularity: np.ndarray, genre_mask: np.ndarray) -> "Sampler":
+        pools, cdfs, ends = [], [], []
+        for g in range(genre_mask.shape[1]):
+            pool = np.flatnonzero(genre_mask[:, g])
+            pools.append(pool)
+            if len(pool):
+                c = np.cumsum(popularity[pool])
+                cdfs.append(g + c / c[-1] * (1 - 1e-12))
+            ends.append(sum(len(p) for p in pools))
+        return cls(np.cumsum(popularity) / popularity.sum(), np.concatenate(pools).astype(np.int64),
+                   np.concatenate(cdfs) if cdfs else np.zeros(0), np.array(ends, dtype=np.int64))
+
+    def popular(self, rng: np.random.Generator, size: int) -> np.ndarray:
+        return np.minimum(np.searchsorted(self.popularity_cdf, rng.random(size), side="right"),
+                          len(self.popularity_cdf) - 1)
+
+    def in_genre(self, rng: np.random.Generator, genre: np.ndarray) -> np.ndarray:
+        """A movie of each given genre (genres without movies fall back to global popularity)."""
+        pos = np.searchsorted(self.genre_pool_cdf, genre + rng.random(len(genre)), side="right")
+        start = np.r_[0, self.genre_pool_end[:-1]][genre]
+        end = self.genre_pool_end[genre]
+        out = self.genre_pool[np.clip(pos, start, np.maximum(end - 1, start))] if len(self.genre_pool) else pos
+        empty = end == start
+        return np.where(empty, self.popular(rng, len(genre)), out) if empty.any() else out
+
+
+@dataclass
+class Catalogue:
+    movie_ids: np.ndarray  # int64, sorted; item index -> movieId
+    popularity: np.ndarray  # float64, sums to 1
+    quality: np.ndarray
+    genre_mask: np.ndarray  # bool (n_items, 19)
+    primary_genre: np.ndarray  # int, -1 = no genres
+    sampler: Sampler
     successors: np.ndarray  # int (n_items, 3)
     successor_cdf: np.ndarray  # float (n_items, 3)
     continue_prob: np.ndarray
@@ -205,21 +248,6 @@ class Catalogue:
     imdb_ids: np.ndarray
     tmdb_ids: np.ndarray  # -1 = empty
 
-    def sample_popular(self, rng: np.random.Generator, size: int) -> np.ndarray:
-        return np.minimum(np.searchsorted(self.popularity_cdf, rng.random(size), side="right"),
-                          len(self.popularity) - 1)
-
-    def sample_in_genre(self, rng: np.random.Generator, genre: np.ndarray) -> np.ndarray:
-        """Popularity-weighted movie of each given genre (genres without movies fall back to global popularity)."""
-        pos = np.searchsorted(self.genre_pool_cdf, genre + rng.random(len(genre)), side="right")
-        start = np.r_[0, self.genre_pool_end[:-1]][genre]
-        empty = self.genre_pool_end[genre] == start
-        pos = np.clip(pos, start, np.maximum(self.genre_pool_end[genre] - 1, start))
-        out = self.genre_pool[np.minimum(pos, len(self.genre_pool) - 1)] if len(self.genre_pool) else pos
-        if empty.any():
-            out = np.where(empty, self.sample_popular(rng, len(genre)), out)
-        return out
-
 
 def build_catalogue(cfg: GeneratorConfig) -> Catalogue:
     rng = _rng(cfg, 1)
@@ -227,7 +255,7 @@ def build_catalogue(cfg: GeneratorConfig) -> Catalogue:
     max_id = max(n, int(round(n * ML_ID_SPAN)))
     movie_ids = np.sort(rng.choice(max_id, size=n, replace=False) + 1).astype(np.int64)
 
-    weight = (rng.permutation(n) + 10.0) ** -cfg.popularity_exponent
+    weight = (rng.permutation(n) + 1.0 + n / 1200) ** -cfg.popularity_exponent  # head flattens with size
 
     n_genres = rng.choice(len(GENRE_COUNT_PROBS), size=n, p=GENRE_COUNT_PROBS) + 1
     keys = np.log(GENRE_WEIGHTS / GENRE_WEIGHTS.sum()) + rng.gumbel(size=(n, len(GENRES)))
@@ -267,47 +295,36 @@ def build_catalogue(cfg: GeneratorConfig) -> Catalogue:
     log_pop = np.log(popularity)
     quality = rng.normal(0.0, 0.45, n) + 0.2 * (log_pop - log_pop.mean()) / (log_pop.std() + 1e-12)
 
-    pools, cdfs, ends = [], [], []
-    for g in range(len(GENRES)):
-        pool = np.flatnonzero(genre_mask[:, g])
-        pools.append(pool)
-        if len(pool):
-            c = np.cumsum(popularity[pool])
-            cdfs.append(g + c / c[-1] * (1 - 1e-12))
-        ends.append(sum(len(p) for p in pools))
-    catalogue = Catalogue(
-        movie_ids=movie_ids, popularity=popularity, popularity_cdf=np.cumsum(popularity) / popularity.sum(),
-        quality=quality, genre_mask=genre_mask, primary_genre=primary,
-        genre_pool=np.concatenate(pools).astype(np.int64), genre_pool_cdf=np.concatenate(cdfs) if cdfs else
-        np.zeros(0), genre_pool_end=np.array(ends, dtype=np.int64), successors=np.zeros((n, 3), np.int64),
-        successor_cdf=np.zeros((n, 3)), continue_prob=np.full(n, cfg.continue_prob),
-        franchise_head=franchise_head, titles=[], genres=[], imdb_ids=np.zeros(0), tmdb_ids=np.zeros(0))
+    sampler = Sampler.build(popularity, genre_mask)
 
     # Transition graph: 3 preferred successors per movie, mostly from the movie's own genre.
-    own_genre = np.where(primary >= 0, primary, 0)
-    in_genre = catalogue.sample_in_genre(rng, np.repeat(own_genre, 3)).reshape(n, 3)
-    anywhere = catalogue.sample_popular(rng, 3 * n).reshape(n, 3)
+    in_genre = sampler.in_genre(rng, np.repeat(np.maximum(primary, 0), 3)).reshape(n, 3)
+    anywhere = sampler.popular(rng, 3 * n).reshape(n, 3)
     successors = np.where((rng.random((n, 3)) < 0.65) & (primary >= 0)[:, None], in_genre, anywhere)
     selfloop = successors == np.arange(n)[:, None]
-    successors[selfloop] = catalogue.sample_popular(rng, int(selfloop.sum()))
-    successor_cdf = np.tile([0.55, 0.85, 1.0], (n, 1))
+    successors[selfloop] = sampler.popular(rng, int(selfloop.sum()))
+    successor_cdf = np.tile(np.cumsum(cfg.successor_weights) / sum(cfg.successor_weights), (n, 1))
+    continue_prob = np.full(n, cfg.continue_prob)
     in_series = franchise_next >= 0
     successors[in_series, 0] = franchise_next[in_series]
     successor_cdf[in_series] = [0.90, 0.97, 1.0]
-    catalogue.successors, catalogue.successor_cdf = successors, successor_cdf
-    catalogue.continue_prob[in_series] = cfg.franchise_continue_prob
+    continue_prob[in_series] = cfg.franchise_continue_prob
 
     missing_year = rng.random(n) < 0.0015
-    catalogue.titles = [t if missing_year[i] else f"{t} ({years[i]})" for i, t in enumerate(titles)]
     names = np.array(GENRES, dtype=object)
-    catalogue.genres = ["|".join(names[row]) if row.any() else NO_GENRES for row in genre_mask]
     # imdb ids grow with release year, as on IMDb; tmdb ids are unrelated; 0.1% of movies lack a tmdb id.
-    imdb_sorted = np.sort(rng.choice(9_999_999, size=n, replace=False) + 1)
-    catalogue.imdb_ids = np.empty(n, np.int64)
-    catalogue.imdb_ids[np.argsort(years + rng.normal(0, 8, n), kind="stable")] = imdb_sorted
-    catalogue.tmdb_ids = rng.choice(max(700_000, 2 * n), size=n, replace=False) + 2
-    catalogue.tmdb_ids[rng.random(n) < 0.001] = -1
-    return catalogue
+    imdb_ids = np.empty(n, np.int64)
+    imdb_ids[np.argsort(years + rng.normal(0, 8, n), kind="stable")] = np.sort(
+        rng.choice(9_999_999, size=n, replace=False) + 1)
+    tmdb_ids = rng.choice(max(700_000, 2 * n), size=n, replace=False) + 2
+    tmdb_ids[rng.random(n) < 0.001] = -1
+    return Catalogue(
+        movie_ids=movie_ids, popularity=popularity, quality=quality, genre_mask=genre_mask, primary_genre=primary,
+        sampler=sampler, successors=successors, successor_cdf=successor_cdf, continue_prob=continue_prob,
+        franchise_head=franchise_head,
+        titles=[t if missing_year[i] else f"{t} ({years[i]})" for i, t in enumerate(titles)],
+        genres=["|".join(names[row]) if row.any() else NO_GENRES for row in genre_mask],
+        imdb_ids=imdb_ids, tmdb_ids=tmdb_ids)
 
 
 # --------------------------------------------------------------------------------------------------------- users
@@ -358,7 +375,7 @@ def _segments(cat: Catalogue, cfg: GeneratorConfig, rng: np.random.Generator, se
     fill = np.where(stay, 0, np.arange(s))
     genre = fresh_genre[np.maximum.accumulate(fill)]
     popular = rng.random(s) < cfg.popular_seed_prob
-    seed = np.where(popular, cat.sample_popular(rng, s), cat.sample_in_genre(rng, genre))
+    seed = np.where(popular, cat.sampler.popular(rng, s), cat.sampler.in_genre(rng, genre))
     head = cat.franchise_head[seed]
     to_head = (head >= 0) & (rng.random(s) < 0.75)
     seed[to_head] = head[to_head]
@@ -433,13 +450,19 @@ def _histories(cat: Catalogue, cfg: GeneratorConfig, rng: np.random.Generator, c
     return user, item, link
 
 
-def _timestamps(rng: np.random.Generator, user: np.ndarray, link: np.ndarray, n_users: int) -> np.ndarray:
-    n = len(user)
-    long_gap = rng.random(n) < LONG_GAP_PROB[link]
-    in_session = np.where(rng.random(n) < 0.17, 0.0,
+def _timestamps(rng: np.random.Generator, user: np.ndarray, link: np.ndarray, counts: np.ndarray) -> np.ndarray:
+    n, n_users = len(user), len(counts)
+    # Many users rate everything in their first visit and never return (ML: half the users span < 2 hours);
+    # heavy users come back more, at their own pace.
+    returns = rng.random(n_users) < 0.3 + 0.6 * (1.0 - np.exp(-counts / 300.0))
+    pace = np.where(returns, rng.lognormal(0.0, 0.8, n_users), 0.0)
+    long_gap = rng.random(n) < np.minimum(0.5, LONG_GAP_PROB[link] * pace[user])
+    pause = ~long_gap & (rng.random(n) < 0.03)  # a break inside a visit: minutes to hours
+    in_session = np.where(rng.random(n) < 0.15, 0.0,
                           np.maximum(1.0, rng.lognormal(np.log(SHORT_GAP_MEDIAN_S[link]), 1.2)))
-    between = np.minimum(1800.0 + rng.lognormal(np.log(2 * 86400.0), 1.8, n), 3 * 365 * 86400.0)
-    gap = np.floor(np.where(long_gap, between, in_session))
+    pause_gap = np.minimum(rng.lognormal(np.log(900.0), 1.0, n), 6 * 3600.0)
+    between = np.minimum(1800.0 + rng.lognormal(np.log(3 * 86400.0), 2.0, n), 3 * 365 * 86400.0)
+    gap = np.floor(np.where(long_gap, between, np.where(pause, pause_gap, in_session)))
     start = np.searchsorted(user, np.arange(n_users))
     gap[start] = 0
     span = np.bincount(user, weights=gap, minlength=n_users)
@@ -460,8 +483,12 @@ def _half_stars(rng, cat, user, item, timestamp, bias, taste, whole_star_user) -
     affinity = np.where(genre >= 0, np.log(len(GENRES) * taste[user, np.maximum(genre, 0)] + 1e-9), 0.0)
     z = bias[user] + cat.quality[item] + 0.3 * np.clip(affinity, -3, 2) + rng.normal(0, 0.75, len(user))
     whole = whole_star_user[user] | (timestamp < HALF_STARS_FROM)
+    whole_share = whole.mean()
+    half_probs = ML_RATING_PROBS.copy()
+    half_probs[1::2] -= whole_share * WHOLE_STAR_PROBS
+    half_probs = np.maximum(half_probs / max(1.0 - whole_share, 1e-9), 0.002)
     out = np.empty(len(user), np.int64)
-    for mask, probs, step in ((whole, WHOLE_STAR_PROBS, 2), (~whole, HALF_STAR_PROBS, 1)):
+    for mask, probs, step in ((whole, WHOLE_STAR_PROBS, 2), (~whole, half_probs, 1)):
         if mask.any():
             cuts = np.quantile(z[mask], np.cumsum(probs)[:-1] / probs.sum())
             out[mask] = (np.searchsorted(cuts, z[mask], side="right") + 1) * step
@@ -481,7 +508,7 @@ def simulate_chunk(cat: Catalogue, cfg: GeneratorConfig, counts: np.ndarray, chu
     whole_star_user = rng.random(n_users) < 0.25
 
     user, item, link = _histories(cat, cfg, rng, counts, taste_cdf)
-    timestamp = _timestamps(rng, user, link, n_users)
+    timestamp = _timestamps(rng, user, link, counts)
     half_stars = _half_stars(rng, cat, user, item, timestamp, bias, taste, whole_star_user)
     return ChunkRatings(user=user, item=item, link=link, timestamp=timestamp, half_stars=half_stars)
 
@@ -550,7 +577,7 @@ def _unrated_movies(rng, cat, users, rated_keys) -> np.ndarray:
     return out
 
 
-def _bad_rating_lines(rng, cat, reasons, user_ids, movie_ids, half_stars, timestamps, unrated_movie_ids,
+def _bad_rating_lines(rng, reasons, user_ids, movie_ids, half_stars, timestamps, unrated_movie_ids,
                       unknown_ids, eol) -> list[bytes]:
     """One line per planted row, built from the clean row it follows (or an unrated movie of that user)."""
     lines = []
@@ -582,6 +609,24 @@ def _bad_rating_lines(rng, cat, reasons, user_ids, movie_ids, half_stars, timest
             line = f"{u},{int(unknown_ids[k])},{r},{ts}"
         lines.append((line + eol).encode())
     return lines
+
+
+def _insert_bad_rows(rng, cat, known, clean, at, reasons, user, user_ids, movie_ids, stars, ts, eol):
+    """Clean lines with one bad line inserted after each clean row `at`; returns (lines, positions of bad lines)."""
+    if not len(at):
+        return clean, np.zeros(0, np.int64)
+    n_items = len(cat.movie_ids)
+    unrated = _unrated_movies(rng, cat, user[at], np.sort(user * n_items + np.searchsorted(cat.movie_ids, movie_ids)))
+    unknown = rng.integers(1, len(known) + 1000, len(at))
+    while (clash := (unknown < len(known)) & known[np.minimum(unknown, len(known) - 1)]).any():
+        unknown[clash] = rng.integers(1, len(known) + 1000, int(clash.sum()))
+    bad = _bad_rating_lines(rng, reasons, user_ids[at], movie_ids[at], stars[at], ts[at], cat.movie_ids[unrated],
+                            unknown, eol)
+    keys = np.r_[2 * np.arange(len(clean)) + 1, 2 * at + 2]  # clean row j -> 2j+1, a bad row after j -> 2j+2
+    merge = np.argsort(keys, kind="stable")
+    position = np.empty(len(merge), np.int64)
+    position[merge] = np.arange(len(merge))
+    return pa.concat_arrays([clean, pa.array(bad, pa.binary())]).take(pa.array(merge)), position[len(clean):]
 
 
 def generate(out_dir, n_users: int = 162_541, n_items: int = 59_047, n_ratings: int = 25_000_095, seed: int = 0,
@@ -637,24 +682,11 @@ def generate(out_dir, n_users: int = 162_541, n_items: int = 59_047, n_ratings: 
                                 pa.array(RATING_LABELS, pa.string()).take(pa.array(stars)), pa.array(ts)], eol)
 
             lo, hi = np.searchsorted(plan.after_row, [rows_done, rows_done + len(user)])
-            if hi > lo:
-                at = plan.after_row[lo:hi] - rows_done
-                unrated = _unrated_movies(corrupt_rng, cat, user[at], np.sort(user * len(cat.movie_ids) + item))
-                unknown = corrupt_rng.integers(1, len(known) + 1000, hi - lo)
-                while (clash := (unknown < len(known)) & known[np.minimum(unknown, len(known) - 1)]).any():
-                    unknown[clash] = corrupt_rng.integers(1, len(known) + 1000, int(clash.sum()))
-                bad = _bad_rating_lines(corrupt_rng, cat, plan.reason[lo:hi], user_ids[at], movie_ids[at],
-                                        stars[at], ts[at], cat.movie_ids[unrated], unknown, eol)
-                # each bad row goes right after clean row `at`: sort keys 2*row+1 (clean) and 2*at+2 (bad)
-                keys = np.r_[2 * np.arange(len(user)) + 1, 2 * at + 2]
-                merge = np.argsort(keys, kind="stable")
-                lines = pa.concat_arrays([clean, pa.array(bad, pa.binary())]).take(pa.array(merge))
-                position = np.empty(len(merge), np.int64)
-                position[merge] = np.arange(len(merge))
-                bad_lines["ratings.csv"] += [[int(lines_written + 1 + p), RATINGS_REASONS[r]]
-                                             for p, r in zip(position[len(user):], plan.reason[lo:hi])]
-            else:
-                lines = clean
+            lines, bad_positions = _insert_bad_rows(
+                corrupt_rng, cat, known, clean, plan.after_row[lo:hi] - rows_done, plan.reason[lo:hi],
+                user, user_ids, movie_ids, stars, ts, eol)
+            bad_lines["ratings.csv"] += [[int(lines_written + 1 + p), RATINGS_REASONS[r]]
+                                         for p, r in zip(bad_positions, plan.reason[lo:hi])]
             ratings_file.write(_concat_bytes(lines))
             lines_written += len(lines)
             rows_done += len(user)
@@ -674,15 +706,13 @@ def generate(out_dir, n_users: int = 162_541, n_items: int = 59_047, n_ratings: 
                                                                                 cat.tmdb_ids)], eol), checksums)
     _write_text(out / "README.txt", _readme(cfg).encode(), checksums)
 
-    per_reason = {name: {reason: 0 for reason in reasons}
-                  for name, reasons in (("ratings.csv", RATINGS_REASONS), ("movies.csv", MOVIES_REASONS))}
-    for name, rows in bad_lines.items():
-        for _, reason in rows:
-            per_reason[name][reason] += 1
+    counts_by_reason = {name: {reason: sum(r == reason for _, r in bad_lines[name]) for reason in reasons}
+                        for name, reasons in (("ratings.csv", RATINGS_REASONS), ("movies.csv", MOVIES_REASONS))}
     corruptions = {"seed": cfg.seed, "corrupt_fraction": cfg.corrupt_fraction,
-                   "counts": per_reason, "lines": bad_lines,
-                   "clean_rows": {"ratings.csv": cfg.n_ratings, "movies.csv": cfg.n_items}}
-    _write_text(out / "corruptions.json", (json.dumps(corruptions, indent=1) + "\n").encode(), checksums)
+                   "clean_rows": {"ratings.csv": cfg.n_ratings, "movies.csv": cfg.n_items},
+                   "counts": counts_by_reason, "lines": bad_lines}
+    text = "{\n" + ",\n".join(f" {json.dumps(k)}: {json.dumps(v)}" for k, v in corruptions.items()) + "\n}\n"
+    _write_text(out / "corruptions.json", text.encode(), checksums)
     (out / "SHA256SUMS").write_text("".join(f"{digest}  {name}\n" for name, digest in sorted(checksums.items())))
 
     return {
@@ -771,8 +801,8 @@ def _write_movies(out, cfg, cat, known, bad_lines, checksums) -> int:
         bad = []
         for k, reason in enumerate(MOVIES_REASONS[r] for r in reasons):
             title, genres = cat.titles[k % len(cat.titles)], cat.genres[k % len(cat.genres)]
-            title = title.replace('"', "")
-            if reason == "malformed":
+            if reason == "malformed":  # unquoted and comma-free, so the field count is really wrong
+                title = title.replace('"', "").replace(",", "")
                 text = (f"{fresh_ids[k]},{title}" if k % 2 else f"{fresh_ids[k]},{title},{genres},extra") + eol
             elif reason == "non_numeric":
                 text = _csv_text([[f"id{fresh_ids[k]}", title, genres]], eol).decode()
