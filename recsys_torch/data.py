@@ -227,7 +227,7 @@ def read_ncf_positives(path: str | Path, n_items: int) -> torch.Tensor:
 
 
 def sample_negatives(users: torch.Tensor, n_items: int, n_neg: int, generator: torch.Generator,
-                     positives: torch.Tensor | None = None, rounds: int = 3) -> torch.Tensor:
+                     positives: torch.Tensor | None = None, rounds: int = 10) -> torch.Tensor:
     """Uniform negatives over 1..n_items, [B, n_neg]; with `positives` (sorted keys), items the user has are
     redrawn up to `rounds` times (a rare leftover positive is kept rather than looping)."""
     negs = torch.randint(1, n_items + 1, (users.shape[0], n_neg), generator=generator)

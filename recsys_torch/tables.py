@@ -36,3 +36,18 @@ def write_recommendations(warehouse: str | Path, table: pa.Table, model: str, ru
         kwargs["predicate"] = f"model = '{model_sql}' AND run_date = '{run_date.isoformat()}'"
     deltalake.write_deltalake(str(path), table, **kwargs)
     return deltalake.DeltaTable(str(path)).version()
+
+
+def read_recommendations(warehouse: str | Path, version: int | None = None) -> pa.Table:
+    """The recommendations table (any version) as Arrow, partition columns restored from the hive-style paths."""
+    import pyarrow.dataset as pads
+
+    path = recommendations_path(warehouse)
+    table = deltalake.DeltaTable(str(path), version=version)
+    files = table.file_uris()
+    if not files:
+        return RECOMMENDATIONS_SCHEMA.empty_table()
+    dataset = pads.dataset(files, format="parquet", partition_base_dir=str(path),
+                           partitioning=pads.partitioning(pa.schema([("model", pa.string()),
+                                                                     ("run_date", pa.date32())]), flavor="hive"))
+    return dataset.to_table().select(RECOMMENDATIONS_SCHEMA.names)

@@ -1,0 +1,115 @@
+"""`recsys train --warehouse DIR --model {ncf,sasrec,ss4rec} [--nproc N] [--epochs E] [--resume] [key=value ...]`
+
+Outside torchrun this re-launches itself under `python -m torch.distributed.run --standalone --nproc_per_node=N`;
+under torchrun (or `torchrun jobs/train.py ...` by hand) each process trains one rank.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+if __package__ in (None, ""):  # `python jobs/train.py`: make the repository importable
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from jobs.common import add_config_flags, guarded  # noqa: E402
+from jobs.config import load_config  # noqa: E402
+from jobs.tracking import export_env  # noqa: E402
+
+MODELS = ("ncf", "sasrec", "ss4rec")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="recsys train", description="DDP training of ncf | sasrec | ss4rec")
+    parser.add_argument("--warehouse", required=True, help="warehouse folder (reads sequences/, writes models/)")
+    parser.add_argument("--model", required=True, choices=MODELS)
+    parser.add_argument("--nproc", type=int, default=None, help="processes on this node (default: train.nproc)")
+    parser.add_argument("--epochs", type=int, default=None)
+    parser.add_argument("--resume", action="store_true", help="continue from models/<model>/checkpoint.pt")
+    add_config_flags(parser)
+    return parser
+
+
+def under_torchrun() -> bool:
+    return "TORCHELASTIC_RUN_ID" in os.environ or "LOCAL_RANK" in os.environ
+
+
+def failure_line(stderr: str, returncode: int, log_path: Path) -> tuple[str, int]:
+    """One line for a failed torchrun: a worker's own `error:` line, else its exception's last line."""
+    lines = [re.sub(r"^\[(default)?\d+\]:", "", line).strip() for line in stderr.splitlines()]
+    errors = [line for line in lines if line.startswith("error: ")]
+    if errors:
+        return errors[0], 2
+    exceptions = [line for line in lines if re.match(r"^[\w.]*(Error|Exception)\b.*", line)
+                  and "ChildFailedError" not in line]
+    died = [m for m in (re.search(r"failed \(exitcode: (-?\d+)\) local_rank: (\d+)", line) for line in lines) if m]
+    if exceptions:
+        reason = exceptions[0]
+    elif died:
+        reason = f"local rank {died[0].group(2)} exited with code {died[0].group(1)}"
+    else:
+        reason = f"exit code {returncode}"
+    return f"error: training worker failed: {reason} (full log: {log_path})", returncode or 1
+
+
+def launch(argv: list[str], nproc: int, log_path: Path, env: dict[str, str]) -> int:
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
+           str(Path(__file__).resolve()), *argv]
+    proc = subprocess.run(cmd, stderr=subprocess.PIPE, text=True, errors="replace", env={**os.environ, **env})
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    log_path.write_text(proc.stderr)
+    if proc.returncode == 0:
+        return 0
+    line, code = failure_line(proc.stderr, proc.returncode, log_path)
+    print(line, file=sys.stderr)
+    return code
+
+
+@guarded
+def main(argv: list[str] | None = None) -> int:
+    from recsys_torch.data import read_meta, sequences_dir
+    from recsys_torch.errors import RecsysError
+    from recsys_torch.train import TrainConfig, train
+
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = build_parser().parse_args(argv)
+    overrides = list(args.overrides)
+    if args.epochs is not None:
+        overrides.append(f"train.epochs={args.epochs}")
+    if args.nproc is not None:
+        overrides.append(f"train.nproc={args.nproc}")
+    cfg = load_config(["train", args.model], config_file=args.config, overrides=overrides, env=args.env)
+    tcfg = TrainConfig.from_dict(cfg.get("train"))
+    warehouse = Path(args.warehouse)
+    if not warehouse.is_dir():
+        raise RecsysError(f"warehouse not found: {warehouse}")
+    read_meta(sequences_dir(warehouse, tcfg.sequences))  # fail here, before starting any process
+
+    if under_torchrun():
+        summary = train(warehouse, args.model, cfg, resume=args.resume)
+        if int(os.environ.get("RANK", "0")) == 0:
+            print(f"{args.model}: best validation NDCG@10 {summary['best_ndcg@10']:.4f} at epoch "
+                  f"{summary['best_epoch']} ({summary['epochs_done']} epoch(s) run) -> {summary['output_dir']}")
+        return 0
+    # The workers get the resolved flags (not the raw argv: torchrun's own parser would take `--nproc` as an
+    # ambiguous abbreviation of its --nproc-per-node).
+    worker_argv = ["--warehouse", str(warehouse), "--model", args.model, "--env", args.env, *overrides]
+    if args.config:
+        worker_argv += ["--config", args.config]
+    if args.resume:
+        worker_argv.append("--resume")
+    out_dir = Path(tcfg.output) if tcfg.output else warehouse / "models" / args.model
+    mlflow_env = {}
+    if (cfg.get("mlflow") or {}).get("enabled", True):
+        for name in ("mlflow", "alembic"):  # store set-up chatter would bury the one-line result
+            logging.getLogger(name).setLevel(logging.WARNING)
+        mlflow_env = export_env(cfg, warehouse)
+    return launch(worker_argv, tcfg.nproc, out_dir / "torchrun.log", mlflow_env)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,119 @@
+"""Full-ranking top-K for every user of the `test/` shard with a trained model -> the `recommendations` table.
+
+History = train + validation items (the test row's `items`), scored at the row's `query_timestamp`
+(meta.json `last_gap` says what that time is); the user's seen items are excluded before `torch.topk`.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import gc
+import time
+import uuid
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import torch
+
+from recsys_torch import checkpoint as ckpt_io
+from recsys_torch.data import EVAL_COLUMNS, ShardSpec, make_loader, read_id_map, read_meta, sequences_dir
+from recsys_torch.errors import RecsysError
+from recsys_torch.metrics import mask_seen
+from recsys_torch.tables import write_recommendations
+from recsys_torch.train import MODEL_NAMES, autocast, build, score_batch, to_device
+
+
+def load_best(warehouse: str | Path, model: str, device: torch.device, model_dir: str | Path | None = None):
+    """The best weights of `model` (models/<model>/best.pt) on `device`, in eval mode, and the checkpoint dict."""
+    path = Path(model_dir or Path(warehouse) / "models" / model) / "best.pt"
+    if not path.is_file():
+        raise RecsysError(f"no trained {model} model: {path} is missing (run `recsys train --model {model}` first)")
+    state = ckpt_io.load(path, map_location="cpu")
+    net = build(model, state["model_config"], device)
+    net.load_state_dict(state["model"])
+    return net.eval(), state
+
+
+def _as_date(run_date: dt.date | str | None) -> dt.date:
+    if run_date is None:
+        return dt.date.today()
+    if isinstance(run_date, dt.datetime):
+        return run_date.date()
+    if isinstance(run_date, dt.date):
+        return run_date
+    try:
+        return dt.date.fromisoformat(str(run_date))
+    except ValueError:
+        raise RecsysError(f"run_date must be YYYY-MM-DD, got {run_date!r}") from None
+
+
+def _constant(value: str, n_rows: int) -> pa.Array:
+    return pa.DictionaryArray.from_arrays(np.zeros(n_rows, np.int32), pa.array([value])).cast(pa.string())
+
+
+@torch.no_grad()
+def topn(warehouse: str | Path, model: str, k: int = 100, run_date: dt.date | str | None = None,
+         run_id: str | None = None, batch_size: int = 1024, device: str = "auto",
+         sequences: str | Path | None = None) -> dict:
+    """Write the top-`k` unseen items of every test user as the (model, run_date) partition of
+    `<warehouse>/recommendations`, replacing that partition. Returns stats (users, rows, version, seconds)."""
+    started = time.time()
+    if model not in MODEL_NAMES:
+        raise RecsysError(f"unknown torch model {model!r}; choose one of {list(MODEL_NAMES)}")
+    if k < 1:
+        raise RecsysError(f"k must be >= 1, got {k}")
+    run_date = _as_date(run_date)
+    run_id = run_id or uuid.uuid4().hex
+    use_cuda = device == "cuda" or (device == "auto" and torch.cuda.is_available())
+    dev = torch.device("cuda" if use_cuda else "cpu")
+
+    seq_dir = sequences_dir(warehouse, sequences)
+    meta = read_meta(seq_dir)
+    net, state = load_best(warehouse, model, dev)
+    if int(state["model_config"]["n_items"]) != int(meta["n_items"]):
+        raise RecsysError(f"{model} was trained on {state['model_config']['n_items']} items but {seq_dir} has "
+                          f"{meta['n_items']}: retrain after re-exporting the sequences")
+    movie_ids = read_id_map(seq_dir, "item_map", "item_idx", "movieId")
+    user_ids = read_id_map(seq_dir, "user_map", "user_idx", "userId")
+
+    _, loader = make_loader(ShardSpec(seq_dir / "test", EVAL_COLUMNS, batch_size, shuffle=False), 0,
+                            pin_memory=use_cuda)
+    k_eff = min(k, int(meta["n_items"]))
+    users, items, scores = [], [], []
+    batch = None
+    for batch in loader:
+        batch = to_device(batch, dev)
+        with autocast(dev, True):
+            logits = score_batch(net, model, batch)
+        top_scores, top_items = torch.topk(mask_seen(logits, batch["seen_items"]), k_eff, dim=1)
+        users.append(batch["user_idx"].cpu().numpy())
+        items.append(top_items.cpu().numpy())
+        scores.append(top_scores.cpu().numpy())
+    del loader, batch
+    gc.collect()  # release the reader's Arrow memory now, not at interpreter exit (apache/arrow#34314)
+    if not users:
+        raise RecsysError(f"{seq_dir / 'test'} has no rows")
+    user_idx = np.concatenate(users)
+    item_idx = np.concatenate(items)
+    score = np.concatenate(scores).astype(np.float64)
+    rank = np.broadcast_to(np.arange(1, k_eff + 1, dtype=np.int32), item_idx.shape)
+    keep = np.isfinite(score)  # fewer than k unseen items: no filler
+    n_rows = int(keep.sum())
+    if user_idx.max() >= len(user_ids) or item_idx.max() >= len(movie_ids):
+        raise RecsysError(f"{seq_dir}: user_map/item_map do not cover every index in test/")
+    user_col = np.repeat(user_ids[user_idx], k_eff).reshape(item_idx.shape)[keep]
+    movie_col = movie_ids[item_idx][keep]
+    if (user_col < 0).any() or (movie_col < 0).any():
+        raise RecsysError(f"{seq_dir}: user_map/item_map lack ids for some indices in test/")
+    table = pa.table({
+        "model": _constant(model, n_rows),
+        "run_id": _constant(run_id, n_rows),
+        "run_date": pa.array(np.full(n_rows, np.datetime64(run_date.isoformat(), "D")), pa.date32()),
+        "userId": pa.array(user_col, pa.int64()),
+        "rank": pa.array(rank[keep], pa.int32()),
+        "movieId": pa.array(movie_col, pa.int64()),
+        "score": pa.array(score[keep], pa.float64()),
+    })
+    version = write_recommendations(warehouse, table, model, run_date)
+    return {"model": model, "run_id": run_id, "run_date": run_date.isoformat(), "users": int(len(user_idx)),
+            "rows": n_rows, "k": k, "table_version": version, "seconds": round(time.time() - started, 3)}

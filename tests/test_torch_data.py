@@ -1,0 +1,126 @@
+"""Shard reading (recsys_torch.data): every row arrives exactly once across ranks, seeded order, clean release."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+import torch
+
+from recsys_torch.data import (EVAL_COLUMNS, NCF_COLUMNS, SEQUENCE_COLUMNS, ShardSpec, make_loader, read_meta,
+                               read_ncf_positives, sample_negatives)
+from recsys_torch.errors import RecsysError
+from torch_shards import PlantedData, write_shards
+
+REPO = Path(__file__).resolve().parent.parent
+pytestmark = pytest.mark.filterwarnings("ignore::FutureWarning")  # petastorm 0.12 on pyarrow 14's legacy API
+
+
+@pytest.fixture(scope="module")
+def seq_dir(tmp_path_factory) -> Path:
+    return write_shards(tmp_path_factory.mktemp("wh"), PlantedData(n_users=120, rows_per_group=8, n_files=2))
+
+
+def read_rank(path, columns, rank, world, epoch, **kwargs) -> list[dict]:
+    dataset, loader = make_loader(ShardSpec(path, columns, batch_size=7, rank=rank, world=world, seed=11, **kwargs))
+    dataset.set_epoch(epoch)
+    return list(loader)
+
+
+def user_ids(batches) -> list[int]:
+    return [u for batch in batches for u in batch["user_idx"].tolist()]
+
+
+@pytest.mark.parametrize("pool,workers", [("thread", 1), ("thread", 3), ("dummy", 1)])
+def test_two_ranks_are_disjoint_and_complete_every_time(seq_dir, pool, workers):
+    expected = sorted(pq.read_table(seq_dir / "validation", columns=["user_idx"]).column(0).to_pylist())
+    runs = 20 if pool == "thread" else 5  # the dummy pool is slow to start; it is not the default
+    for run in range(runs):
+        ranks = [user_ids(read_rank(seq_dir / "validation", EVAL_COLUMNS, r, 2, run, shuffle_buffer=30,
+                                    reader_pool=pool, reader_workers=workers)) for r in range(2)]
+        assert not set(ranks[0]) & set(ranks[1]), f"run {run}: a row reached both ranks"
+        assert sorted(ranks[0] + ranks[1]) == expected, f"run {run}: rows missing or duplicated"
+
+
+def test_loader_worker_processes_split_the_rank_share(seq_dir):
+    expected = sorted(pq.read_table(seq_dir / "validation", columns=["user_idx"]).column(0).to_pylist())
+    got = []
+    for rank in range(2):
+        dataset, loader = make_loader(ShardSpec(seq_dir / "validation", ("user_idx",), 5, rank, 2, seed=3),
+                                      num_workers=2)
+        got += user_ids(loader)
+    assert sorted(got) == expected
+
+
+def test_batches_have_the_schema_shapes_and_values(seq_dir):
+    meta = read_meta(seq_dir)
+    table = pq.read_table(seq_dir / "validation").to_pandas().set_index("user_idx")
+    batches = read_rank(seq_dir / "validation", EVAL_COLUMNS, 0, 1, 0)
+    assert sum(len(b["user_idx"]) for b in batches) == meta["rows"]["validation"]
+    assert all(len(b["user_idx"]) == 7 for b in batches[:-1])
+    for batch in batches:
+        assert batch["items"].dtype == torch.int64 and batch["items"].shape[1] == meta["max_len"]
+        for row, user in enumerate(batch["user_idx"].tolist()):
+            expected = table.loc[user]
+            assert batch["items"][row].tolist() == list(expected["items"])
+            assert batch["target_item"][row].item() == expected["target_item"]
+            seen = batch["seen_items"][row]
+            assert sorted(seen[seen != 0].tolist()) == sorted(expected["seen_items"])  # 0 = padding
+
+
+def test_order_is_seeded_per_epoch(seq_dir):
+    def order(epoch):
+        return user_ids(read_rank(seq_dir / "train", ("user_idx",) + SEQUENCE_COLUMNS, 0, 1, epoch,
+                                  shuffle_buffer=50))
+
+    assert order(0) == order(0)
+    assert order(0) != order(1)
+    assert sorted(order(0)) == sorted(order(1))
+
+
+def test_fewer_row_groups_than_ranks_is_a_clear_error(tmp_path):
+    seq = write_shards(tmp_path, PlantedData(n_users=20, rows_per_group=1000, n_files=1))
+    with pytest.raises(RecsysError, match=r"1 row group\(s\), fewer than the 2"):
+        make_loader(ShardSpec(seq / "validation", EVAL_COLUMNS, 8, rank=0, world=2))
+
+
+def test_missing_or_foreign_meta_is_a_clear_error(tmp_path):
+    with pytest.raises(RecsysError, match="export-sequences"):
+        read_meta(tmp_path)
+    (tmp_path / "meta.json").write_text(json.dumps({"schema_version": 9, "n_items": 1, "n_users": 1, "max_len": 2}))
+    with pytest.raises(RecsysError, match="schema_version 9"):
+        read_meta(tmp_path)
+
+
+def test_negatives_are_uniform_seeded_and_avoid_positives(seq_dir):
+    meta = read_meta(seq_dir)
+    positives = read_ncf_positives(seq_dir / "ncf_train", meta["n_items"])
+    users = torch.from_numpy(pq.read_table(seq_dir / "ncf_train").column("user_idx").to_numpy().astype(np.int64))
+    negs = sample_negatives(users, meta["n_items"], 4, torch.Generator().manual_seed(1), positives)
+    again = sample_negatives(users, meta["n_items"], 4, torch.Generator().manual_seed(1), positives)
+    assert torch.equal(negs, again)
+    assert negs.min() >= 1 and negs.max() <= meta["n_items"]
+    keys = users[:, None] * (meta["n_items"] + 1) + negs
+    assert not torch.isin(keys, positives).any()
+    raw = sample_negatives(users, meta["n_items"], 4, torch.Generator().manual_seed(1))
+    assert torch.isin(users[:, None] * (meta["n_items"] + 1) + raw, positives).any()  # the rejection did work
+
+
+def test_abandoned_pass_releases_the_reader_and_the_process_exits_0(seq_dir):
+    script = textwrap.dedent(f"""
+        from pathlib import Path
+        from recsys_torch.data import ShardSpec, make_loader, NCF_COLUMNS
+        dataset, loader = make_loader(ShardSpec(Path({str(seq_dir / 'ncf_train')!r}), NCF_COLUMNS, 4))
+        it = iter(loader)
+        next(it)
+        dataset.close()   # what the training loop does when the other rank ran dry first
+        print("ok")
+    """)
+    result = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.strip() == "ok"

@@ -1,0 +1,244 @@
+"""Training recipe (recsys_torch.train), checkpoints, inference and the `recsys train` entry point, on CPU.
+
+Data: planted-pattern shards (tests/torch_shards.py) where the next item follows from the last one and a user's
+cluster from their history, while popularity is close to chance.
+"""
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+import torch
+
+from jobs.config import load_config
+from recsys_torch.errors import RecsysError
+from recsys_torch.tables import read_recommendations
+from recsys_torch.metrics import hit_and_ndcg, mask_seen, target_ranks
+from recsys_torch.train import Trainer, TrainConfig, close_distributed, init_distributed, train
+from torch_shards import PlantedData, write_shards
+
+REPO = Path(__file__).resolve().parent.parent
+pytestmark = pytest.mark.filterwarnings("ignore::FutureWarning")  # petastorm 0.12 on pyarrow 14's legacy API
+
+# Small models and few epochs: each training here takes seconds on 2 CPU cores.
+FAST = {
+    "ncf": ["ncf.gmf_dim=16", "ncf.mlp_dims=[32,16]", "train.lr=0.01", "train.batch_size=32", "train.epochs=5"],
+    "sasrec": ["sasrec.hidden=32", "sasrec.n_layers=1", "sasrec.dropout=0.1", "train.lr=0.01",
+               "train.batch_size=32", "train.epochs=3"],
+    "ss4rec": ["ss4rec.hidden=16", "ss4rec.n_layers=1", "ss4rec.state_size=8", "ss4rec.time_state_size=8",
+               "ss4rec.dropout=0.1", "train.lr=0.01", "train.batch_size=32", "train.epochs=3"],
+}
+MIN_HR = 0.5  # validation HR@10 every model must reach; popularity gets about 0.15 here
+
+
+@pytest.fixture(scope="module")
+def seq_dir(tmp_path_factory) -> Path:
+    return write_shards(tmp_path_factory.mktemp("shards"), PlantedData(n_users=160))
+
+
+def config(model: str, seq_dir: Path, *extra: str) -> dict:
+    return load_config(["train", model], overrides=[
+        f"train.sequences={seq_dir}", "train.device=cpu", "train.warmup_steps=4", "train.patience=5",
+        "train.shuffle_buffer=64", "mlflow.enabled=false", *FAST[model], *extra])
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, seq_dir):
+    """model -> (warehouse, summary), each model trained once for the tests that need a trained one."""
+    cache: dict = {}
+
+    def get(model: str):
+        if model not in cache:
+            warehouse = tmp_path_factory.mktemp(f"wh-{model}")
+            cache[model] = (warehouse, train(warehouse, model, config(model, seq_dir)))
+        return cache[model]
+
+    return get
+
+
+def popularity_hr_at_10(seq_dir: Path) -> float:
+    meta = json.loads((seq_dir / "meta.json").read_text())
+    counts = np.bincount(pq.read_table(seq_dir / "ncf_train").column("item_idx").to_numpy(),
+                         minlength=meta["n_items"] + 1).astype(np.float32)
+    rows = pq.read_table(seq_dir / "validation").to_pydict()
+    width = max(len(s) for s in rows["seen_items"])
+    seen = torch.tensor([s + [0] * (width - len(s)) for s in rows["seen_items"]])
+    logits = torch.from_numpy(counts).repeat(len(seen), 1)
+    logits[:, 0] = float("-inf")
+    ranks = target_ranks(mask_seen(logits, seen), torch.tensor(rows["target_item"]))
+    return float(hit_and_ndcg(ranks, 10)[0].mean())
+
+
+@pytest.mark.parametrize("model", ["ncf", "sasrec", "ss4rec"])
+def test_short_training_beats_popularity_by_far(trained, seq_dir, model):
+    warehouse, summary = trained(model)
+    popularity = popularity_hr_at_10(seq_dir)
+    best_hr = max(h["val_hr@10"] for h in summary["history"])
+    assert popularity < 0.25
+    assert best_hr >= MIN_HR and best_hr >= 3 * popularity, (best_hr, popularity)
+    out = warehouse / "models" / model
+    resolved = json.loads((out / "config.json").read_text())
+    assert resolved["model_config"]["n_items"] == 80 and resolved["last_gap_protocol"] == "query_time"
+
+
+def test_checkpoints_load_with_weights_only(trained):
+    warehouse, summary = trained("sasrec")
+    out = warehouse / "models" / "sasrec"
+    last = torch.load(out / "checkpoint.pt", weights_only=True)
+    best = torch.load(out / "best.pt", weights_only=True)
+    assert last["epochs_done"] == summary["epochs_done"] == len(last["history"])
+    assert {"model", "optimizer", "scheduler", "rng", "data_position", "best_metric"} <= set(last)
+    assert set(last["rng"][0]) >= {"torch", "numpy", "python"}
+    assert best["epoch"] == summary["best_epoch"]
+    assert best["metrics"]["ndcg@10"] == pytest.approx(summary["best_ndcg@10"])
+    assert not list(out.glob(".*tmp*"))  # atomic writes leave no temporaries
+
+
+def params(model_dir: Path) -> dict[str, torch.Tensor]:
+    return torch.load(model_dir / "checkpoint.pt", weights_only=True)["model"]
+
+
+def test_resumed_run_ends_with_the_same_weights_as_an_uninterrupted_one(tmp_path, seq_dir):
+    model = "sasrec"
+    (tmp_path / "a").mkdir()
+    straight = train(tmp_path / "a", model, config(model, seq_dir, "train.epochs=2"))
+    cut = tmp_path / "b"
+    cut.mkdir()
+    first = train(cut, model, config(model, seq_dir, "train.epochs=2", "train.stop_after_epoch=1"))
+    assert first["epochs_done"] == 1
+    after_one = params(cut / "models" / model)
+    resumed = train(cut, model, config(model, seq_dir, "train.epochs=2"), resume=True)
+    assert resumed["epochs_done"] == 2 and len(resumed["history"]) == 2
+    a, b = params(tmp_path / "a" / "models" / model), params(cut / "models" / model)
+    assert all(torch.equal(a[name], b[name]) for name in a)
+    assert not all(torch.equal(after_one[name], b[name]) for name in a)
+    assert [h["train_loss"] for h in straight["history"]] == [h["train_loss"] for h in resumed["history"]]
+
+
+def test_resume_without_a_checkpoint_is_a_clear_error(tmp_path, seq_dir):
+    with pytest.raises(RecsysError, match="checkpoint not found"):
+        train(tmp_path, "ncf", config("ncf", seq_dir), resume=True)
+
+
+def test_unknown_keys_are_clear_errors(tmp_path, seq_dir):
+    with pytest.raises(RecsysError, match="unknown train config key"):
+        train(tmp_path, "ncf", config("ncf", seq_dir, "train.epohcs=3"))
+    with pytest.raises(RecsysError, match="unknown config key"):
+        train(tmp_path, "ncf", config("ncf", seq_dir, "ncf.layers=3"))
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _ddp_worker(rank: int, world: int, port: int, warehouse: str, cfg: dict, out: str) -> None:
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world),
+                      LOCAL_RANK=str(rank))
+    torch.set_num_threads(1)
+    from recsys_torch.data import read_meta
+
+    tcfg = TrainConfig.from_dict(cfg["train"])
+    seq = Path(tcfg.sequences)
+    env = init_distributed("cpu")
+    try:
+        trainer = Trainer(Path(warehouse), "sasrec", cfg, tcfg, seq, read_meta(seq), env)
+        trainer.fit(resume=False)
+        torch.save({"state": trainer.model.state_dict(), "steps": trainer.global_step}, f"{out}/rank{rank}.pt")
+    finally:
+        close_distributed()
+
+
+def test_two_process_ddp_keeps_the_ranks_identical(tmp_path, seq_dir):
+    cfg = config("sasrec", seq_dir, "train.epochs=1", "train.grad_accum=2", "train.batch_size=16")
+    torch.multiprocessing.spawn(_ddp_worker, args=(2, _free_port(), str(tmp_path), cfg, str(tmp_path)), nprocs=2)
+    rank0, rank1 = (torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in range(2))
+    assert rank0["steps"] == rank1["steps"] > 0
+    assert all(torch.equal(rank0["state"][name], rank1["state"][name]) for name in rank0["state"])
+    init = torch.load(tmp_path / "models" / "sasrec" / "checkpoint.pt", weights_only=True)
+    assert init["world_size"] == 2 and len(init["rng"]) == 2
+
+
+def run_job(*args: str, timeout: int = 300) -> subprocess.CompletedProcess:
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    return subprocess.run([sys.executable, "jobs/train.py", *args], cwd=REPO, capture_output=True, text=True,
+                          timeout=timeout, env=env)
+
+
+def test_job_launches_torchrun_with_two_processes_and_logs_to_mlflow(tmp_path, seq_dir):
+    import mlflow
+
+    result = run_job("--warehouse", str(tmp_path), "--model", "ncf", "--nproc", "2", "--epochs", "2",
+                     f"train.sequences={seq_dir}", "train.device=cpu", "mlflow.experiment=test-train",
+                     *FAST["ncf"][:-1])
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "best validation NDCG@10" in result.stdout
+    state = torch.load(tmp_path / "models" / "ncf" / "checkpoint.pt", weights_only=True)
+    assert state["world_size"] == 2 and state["epochs_done"] == 2
+
+    client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{tmp_path / '_mlflow' / 'mlflow.db'}")
+    run = client.get_run(state["mlflow_run_id"])
+    assert client.get_experiment(run.info.experiment_id).name == "test-train"
+    assert run.data.params["train.epochs"] == "2" and run.data.params["model"] == "ncf"
+    assert len(client.get_metric_history(run.info.run_id, "val_ndcg_10")) == 2
+    assert {a.path for a in client.list_artifacts(run.info.run_id)} >= {"checkpoint.pt", "best.pt", "config.json"}
+
+
+def test_failed_worker_gives_one_line_and_nonzero_exit(tmp_path):
+    seq = write_shards(tmp_path, PlantedData(n_users=40, rows_per_group=1000, n_files=1))  # one row group per split
+    result = run_job("--warehouse", str(tmp_path), "--model", "ncf", "--nproc", "2", "--epochs", "1",
+                     f"train.sequences={seq}", "train.device=cpu", "mlflow.enabled=false")
+    assert result.returncode != 0
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error:") and "row group" in lines[0], result.stderr[-3000:]
+
+
+def test_missing_warehouse_exits_2_with_one_line(tmp_path):
+    result = run_job("--warehouse", str(tmp_path / "nope"), "--model", "sasrec", timeout=120)
+    assert result.returncode == 2
+    assert result.stderr.strip() == f"error: warehouse not found: {tmp_path / 'nope'}"
+
+
+def test_topn_writes_k_distinct_unseen_items_and_reruns_replace(trained, seq_dir):
+    from recsys_torch.infer import topn
+
+    warehouse, _ = trained("sasrec")
+    first = topn(warehouse, "sasrec", k=10, run_date="2024-01-02", run_id="r1", batch_size=50,
+                 sequences=seq_dir)
+    recs = read_recommendations(warehouse).to_pandas()
+    test = pq.read_table(seq_dir / "test").to_pandas()
+    assert first["users"] == len(test) and len(recs) == first["rows"] == 10 * len(test)
+    assert set(recs.columns) == {"model", "run_id", "run_date", "userId", "rank", "movieId", "score"}
+    seen = {1000 + u: {10 * i + 7 for i in s} for u, s in zip(test.user_idx, test.seen_items)}
+    target = {1000 + u: 10 * t + 7 for u, t in zip(test.user_idx, test.target_item)}
+    for user, group in recs.groupby("userId"):
+        assert sorted(group["rank"]) == list(range(1, 11))
+        assert group["movieId"].nunique() == 10 and not set(group["movieId"]) & seen[user]
+        assert group.sort_values("rank")["score"].is_monotonic_decreasing
+    hits = np.mean([target[u] in set(g["movieId"]) for u, g in recs.groupby("userId")])
+    assert hits >= MIN_HR  # the ids are mapped right: the planted next item is found
+
+    topn(warehouse, "sasrec", k=10, run_date="2024-01-02", run_id="r2", sequences=seq_dir)
+    again = read_recommendations(warehouse).to_pandas()
+    assert len(again) == len(recs) and set(again.run_id) == {"r2"}
+    older = read_recommendations(warehouse, version=first["table_version"]).to_pandas()
+    assert len(older) == len(recs) and set(older.run_id) == {"r1"}
+
+    topn(warehouse, "sasrec", k=5, run_date="2024-01-03", run_id="r3", sequences=seq_dir)
+    both = read_recommendations(warehouse).to_pandas()
+    assert len(both) == len(recs) + 5 * len(test)  # another date is another partition
+
+
+def test_topn_without_a_trained_model_is_a_clear_error(tmp_path, seq_dir):
+    from recsys_torch.infer import topn
+
+    with pytest.raises(RecsysError, match="no trained ss4rec model"):
+        topn(tmp_path, "ss4rec", sequences=seq_dir)
