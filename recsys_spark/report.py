@@ -89,8 +89,8 @@ def _plots(metrics: pd.DataFrame, table: pd.DataFrame, out: Path, curves: dict[s
     if curves:
         fig, ax = plt.subplots(figsize=(6, 4))
         for model, history in curves.items():
-            epochs = [h["epoch"] for h in history if "val_ndcg10" in h]
-            values = [h["val_ndcg10"] for h in history if "val_ndcg10" in h]
+            epochs = [h["epoch"] for h in history if "val_ndcg@10" in h]
+            values = [h["val_ndcg@10"] for h in history if "val_ndcg@10" in h]
             if epochs:
                 ax.plot(epochs, values, marker="o", label=model)
         ax.set_xlabel("epoch")

@@ -575,6 +575,10 @@ class Trainer:
                               "seconds": time.time() - started}
                     self.history.append(record)
                     self.save_checkpoint()
+                    if env.is_main:  # the report's training curves read this
+                        tmp = self.out_dir / ".history.json.tmp"
+                        tmp.write_text(json.dumps(self.history, indent=2))
+                        os.replace(tmp, self.out_dir / "history.json")
                     logger.metrics({"train_loss": train_loss, "val_hr_10": val["hr@10"],
                                     "val_ndcg_10": val["ndcg@10"], "lr": record["lr"]}, step=epoch + 1)
                     if env.is_main:
