@@ -10,6 +10,10 @@ small dataset is cut into at least `min_row_groups` groups. Rows are hash-partit
 files that depends only on the row count, then sorted inside each file: the same input gives the same files with
 the same rows in the same order.
 
+Train rows carry target_item = target_timestamp = query_timestamp = 0 and an empty seen_items (their loss is on
+`targets`). An evaluation row with no history at all (a user whose only interaction is the target) has all-padding
+items and query_timestamp 0 under `last_gap: query_time`.
+
 The output folder is built beside the target under a temporary name and swapped in when complete.
 """
 from __future__ import annotations
@@ -24,12 +28,13 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
+from pyspark import StorageLevel
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
-from pyspark import StorageLevel
 
-from recsys_spark.delta import read_table, table_path
+from recsys_spark.delta import read_table, table_exists, table_path
 from recsys_spark.errors import RecsysError
 
 SCHEMA_VERSION = 1
@@ -95,6 +100,13 @@ class SequenceConfig:
 
 # ---------------------------------------------------------------- rows (Spark SQL only)
 
+def require_interactions(warehouse: str | Path) -> str:
+    path = table_path(warehouse, "interactions")
+    if not table_exists(path):
+        raise RecsysError(f"Delta table not found: {path} (run `recsys etl` first)")
+    return path
+
+
 def check_interactions(interactions: DataFrame) -> None:
     missing = [c for c in REQUIRED_COLUMNS if c not in interactions.columns]
     if missing:
@@ -150,7 +162,8 @@ def train_windows(histories: DataFrame, max_len: int, stride: int) -> DataFrame:
     end = F.size("train_items") - 1 - F.col("window") * stride      # exclusive end of the inputs (0-based)
     start = F.greatest(end - max_len, F.lit(0))
     length = end - start
-    windows = exploded.select("user_idx", start.alias("start"), length.alias("length"), "train_items", "train_ts")
+    windows = exploded.select("user_idx", start.alias("start"), end.alias("window_end"), length.alias("length"),
+                              "train_items", "train_ts")
     return windows.select(
         "user_idx",
         F.concat(F.array_repeat(zero_int(), max_len - F.col("length")),
@@ -161,7 +174,7 @@ def train_windows(histories: DataFrame, max_len: int, stride: int) -> DataFrame:
                  F.slice("train_items", F.col("start") + 2, F.col("length"))).alias("targets"),
         zero_int().alias("target_item"), zero_long().alias("target_timestamp"), zero_long().alias("query_timestamp"),
         F.array().cast("array<int>").alias("seen_items"),
-        "start")
+        "window_end")  # unique per user (starts repeat when stride < max_len): the row order inside a file
 
 
 def eval_rows(histories: DataFrame, split: str, max_len: int, last_gap: str) -> DataFrame:
@@ -219,18 +232,17 @@ def _partition_writer(folder: str, schema: pa.Schema, group_rows: int):
             groups += 1
 
         try:
-            for batch in batches:
-                pending.append(batch)
+            for batch in batches:  # Spark's Arrow types (field names, nullability) -> the contract's schema
+                pending.append(pa.Table.from_batches([batch]).cast(schema))
                 n_pending += batch.num_rows
                 if n_pending >= group_rows:
-                    table = pa.Table.from_batches(pending).cast(schema)
+                    table = pa.concat_tables(pending)
                     full = n_pending - n_pending % group_rows
                     for offset in range(0, full, group_rows):
                         flush(table.slice(offset, group_rows))
-                    rest = table.slice(full)
-                    pending, n_pending = rest.to_batches(), rest.num_rows
+                    pending, n_pending = [table.slice(full)], n_pending - full
             if n_pending:
-                flush(pa.Table.from_batches(pending).cast(schema))
+                flush(pa.concat_tables(pending))
             if writer is not None:
                 writer.close()
                 os.replace(temp, final)
@@ -247,11 +259,10 @@ def _partition_writer(folder: str, schema: pa.Schema, group_rows: int):
 WRITE_RESULT_SCHEMA = pa.schema([("file", pa.string()), ("rows", pa.int64()), ("row_groups", pa.int32())])
 
 
-def write_parquet_shards(df: DataFrame, folder: Path, schema: pa.Schema, order_by: list[str], rows_per_group: int,
-                         min_row_groups: int, groups_per_file: int) -> int:
-    """Write `df` (columns in `schema` order) as Parquet files of exact row groups; returns the row count."""
+def write_parquet_shards(df: DataFrame, rows: int, folder: Path, schema: pa.Schema, order_by: list[str],
+                         rows_per_group: int, min_row_groups: int, groups_per_file: int) -> int:
+    """Write the `rows` rows of `df` as Parquet files of exact row groups; returns the rows written (== rows)."""
     folder.mkdir(parents=True, exist_ok=True)
-    rows = df.count()
     if rows == 0:  # still a readable, typed (empty) dataset
         pq.write_table(schema.empty_table(), folder / "part-00000.parquet")
         return 0
@@ -266,9 +277,26 @@ def write_parquet_shards(df: DataFrame, folder: Path, schema: pa.Schema, order_b
     return total
 
 
-def _write_map(df: DataFrame, path: Path, schema: pa.Schema) -> None:
-    table = df.toArrow().cast(schema)
+def planned_rows(histories: DataFrame, stride: int) -> dict:
+    """Rows each dataset will have, and n_users/n_items, in one pass over the (cached) histories."""
+    n = F.size("train_items")
+    last_item = F.greatest(F.array_max("train_items"), "validation_item", "test_item")
+    totals = histories.agg(
+        F.count(F.lit(1)).alias("users"), F.max("user_idx").alias("n_users"), F.max(last_item).alias("n_items"),
+        F.sum(F.when(n >= 2, F.ceil((n - 1) / F.lit(stride))).otherwise(0)).alias("train"),
+        F.count("validation_item").alias("validation"), F.count("test_item").alias("test"),
+        F.sum(n).alias("ncf_train")).first()
+    return {key: int(totals[key] or 0) for key in ("users", "n_users", "n_items", *DATASETS)}
+
+
+def write_id_map(pairs: DataFrame, path: Path, schema: pa.Schema) -> int:
+    """A small dense-index -> MovieLens-id map (one row per index, sorted), collected and written by the driver."""
+    idx = schema.names[0]
+    table = pairs.distinct().toArrow().cast(schema).sort_by(idx)
+    if len(pc.unique(table.column(idx))) != table.num_rows:
+        raise RecsysError(f"interactions maps some {idx} to more than one id: the ETL output is inconsistent")
     pq.write_table(table, path)
+    return table.num_rows
 
 
 def etl_provenance(warehouse: Path) -> dict:
@@ -299,10 +327,16 @@ def _prepare_out(out: Path) -> Path:
 
 
 def _swap_in(temp: Path, out: Path) -> None:
+    """Two renames on one file system: readers see the old export or the new one (or, for an instant, none)."""
     old = out.parent / f".{out.name}.old-{uuid.uuid4().hex[:8]}"
     if out.exists():
         os.rename(out, old)
-    os.rename(temp, out)
+    try:
+        os.rename(temp, out)
+    except OSError:
+        if old.exists():
+            os.rename(old, out)
+        raise
     shutil.rmtree(old, ignore_errors=True)
 
 
@@ -313,44 +347,40 @@ def export_sequences(spark: SparkSession, warehouse: str | Path, out: str | Path
     config.validate()
     warehouse = Path(warehouse)
     out = Path(out) if out else warehouse / "sequences"
-    interactions = read_table(spark, table_path(warehouse, "interactions"))
+    interactions = read_table(spark, require_interactions(warehouse))
     check_interactions(interactions)
-    totals = interactions.agg(F.count(F.lit(1)).alias("rows"), F.max("item_idx").alias("n_items"),
-                              F.max("user_idx").alias("n_users")).first()
-    if not totals["rows"]:
-        raise RecsysError(f"{table_path(warehouse, 'interactions')} has no rows: nothing to export")
-
-    temp = _prepare_out(out)
     histories = build_histories(interactions).persist(StorageLevel.MEMORY_AND_DISK)
+    temp = None
     try:
+        plan = planned_rows(histories, config.window_stride)
+        if not plan["users"]:
+            raise RecsysError(f"{table_path(warehouse, 'interactions')} has no rows: nothing to export")
+        temp = _prepare_out(out)
         L = config.max_len
-        shards = {
-            "train": (train_windows(histories, L, config.window_stride), ["user_idx", "start"]),
-            "validation": (eval_rows(histories, "validation", L, config.last_gap), ["user_idx"]),
-            "test": (eval_rows(histories, "test", L, config.last_gap), ["user_idx"]),
+        datasets = {
+            "train": (train_windows(histories, L, config.window_stride), ["user_idx", "window_end"], SEQ_SCHEMA,
+                      config.rows_per_group),
+            "validation": (eval_rows(histories, "validation", L, config.last_gap), ["user_idx"], SEQ_SCHEMA,
+                           config.rows_per_group),
+            "test": (eval_rows(histories, "test", L, config.last_gap), ["user_idx"], SEQ_SCHEMA,
+                     config.rows_per_group),
+            "ncf_train": (histories.select("user_idx", F.posexplode("train_items").alias("pos", "item_idx")),
+                          ["user_idx", "pos"], NCF_SCHEMA, config.ncf_rows_per_group),
         }
-        rows = {}
-        for name, (df, order_by) in shards.items():
-            rows[name] = write_parquet_shards(df, temp / name, SEQ_SCHEMA, order_by, config.rows_per_group,
-                                              config.min_row_groups, config.groups_per_file)
-        ncf = interactions.where(F.col("split") == "train").select(
-            F.col("user_idx").cast("int"), F.col("item_idx").cast("int"), "seq")
-        rows["ncf_train"] = write_parquet_shards(ncf, temp / "ncf_train", NCF_SCHEMA, ["user_idx", "seq"],
-                                                 config.ncf_rows_per_group, config.min_row_groups,
-                                                 config.groups_per_file)
-        _write_map(interactions.select("item_idx", "movieId").distinct().orderBy("item_idx"),
-                   temp / "item_map.parquet", ITEM_MAP_SCHEMA)
-        _write_map(interactions.select("user_idx", "userId").distinct().orderBy("user_idx"),
-                   temp / "user_map.parquet", USER_MAP_SCHEMA)
-        meta = {"schema_version": SCHEMA_VERSION, "n_items": int(totals["n_items"]),
-                "n_users": int(totals["n_users"]), "max_len": L, "rows": rows,
-                **etl_provenance(warehouse), "last_gap": config.last_gap,
+        rows = {name: write_parquet_shards(df, plan[name], temp / name, schema, order_by, rows_per_group,
+                                           config.min_row_groups, config.groups_per_file)
+                for name, (df, order_by, schema, rows_per_group) in datasets.items()}
+        write_id_map(interactions.select("item_idx", "movieId"), temp / "item_map.parquet", ITEM_MAP_SCHEMA)
+        write_id_map(interactions.select("user_idx", "userId"), temp / "user_map.parquet", USER_MAP_SCHEMA)
+        meta = {"schema_version": SCHEMA_VERSION, "n_items": plan["n_items"], "n_users": plan["n_users"],
+                "max_len": L, "rows": rows, **etl_provenance(warehouse), "last_gap": config.last_gap,
                 "created_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")}
         (temp / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
         _swap_in(temp, out)
         return meta
     except BaseException:
-        shutil.rmtree(temp, ignore_errors=True)
+        if temp is not None:
+            shutil.rmtree(temp, ignore_errors=True)
         raise
     finally:
         histories.unpersist()
