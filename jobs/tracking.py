@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Iterator
 
 PARENT_ENV = "RECSYS_MLFLOW_PARENT_RUN_ID"
+STEP_ENV = "RECSYS_STEP_NAME"  # the pipeline's name for the step a job runs as
 
 
 def tracking_uri(cfg: dict, warehouse: str | Path) -> str:
@@ -48,7 +49,7 @@ def job_run(cfg: dict, warehouse: str | Path, name: str, params: dict | None = N
     import mlflow
 
     exp = experiment_id(cfg, warehouse)
-    tags = {"recsys.step": name}
+    tags = {"recsys.step": os.environ.get(STEP_ENV, name)}
     parent = os.environ.get(PARENT_ENV)
     if parent:
         tags["mlflow.parentRunId"] = parent

@@ -123,7 +123,7 @@ class State:
 def run_step(step: Step, log_dir: Path, extra_env: dict[str, str]) -> int:
     """Run `recsys <step>` as a child process; its output goes to the console and to <log_dir>/<step>.log."""
     log_dir.mkdir(parents=True, exist_ok=True)
-    env = {**os.environ, **extra_env, **step.env}
+    env = {**os.environ, **extra_env, **step.env, "RECSYS_STEP_NAME": step.name}
     cmd = [sys.executable, "-m", "jobs.cli", *step.argv]
     with open(log_dir / f"{step.name}.log", "w") as log:
         log.write("$ " + " ".join(cmd) + "\n")

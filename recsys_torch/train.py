@@ -306,7 +306,7 @@ class MlflowLogger:
             except Exception:  # noqa: BLE001 - the old run is gone (store moved): start a new one
                 run = None
         if run is None:
-            tags = {"recsys.step": "train"}
+            tags = {"recsys.step": os.environ.get("RECSYS_STEP_NAME", "train")}
             if os.environ.get("RECSYS_MLFLOW_PARENT_RUN_ID"):
                 tags["mlflow.parentRunId"] = os.environ["RECSYS_MLFLOW_PARENT_RUN_ID"]
             run = self.mlflow.start_run(experiment_id=self.experiment_id, run_name=run_name, tags=tags)

@@ -1,0 +1,80 @@
+"""The nightly pipeline end to end on small generated data, as `recsys pipeline` runs it."""
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from recsys_spark.delta import read_arrow, table_exists
+
+REPO = Path(__file__).resolve().parent.parent
+MODELS = ["als", "popularity", "genre", "markov", "ar2", "hybrid", "ncf", "sasrec", "ss4rec"]
+TABLES = ["interactions", "items", "users", "tags", "rejects", "etl_report", "recommendations", "metrics",
+          "transitions_ar1", "transitions_ar2", "als_user_factors", "als_item_factors"]
+FAST = ["train.epochs=2", "train.patience=1", "pipeline.k=20", "sequences.max_len=50", "als.max_iter=5",
+        "als.rank=16", "als.temporal=false", "ss4rec.n_layers=1", "sasrec.n_layers=1", "train.warmup_steps=5"]
+
+pytestmark = pytest.mark.slow
+
+
+def run_pipeline(data: Path, warehouse: Path, reports: Path, *extra: str) -> str:
+    cmd = [sys.executable, "-m", "jobs.cli", "pipeline", "--data", str(data), "--warehouse", str(warehouse),
+           "--reports", str(reports), "--run-date", "2026-11-23", *extra, *FAST]
+    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=1500)
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
+    return proc.stdout
+
+
+def counts(warehouse: Path) -> dict[str, int]:
+    return {name: read_arrow(warehouse / name).num_rows for name in TABLES}
+
+
+@pytest.fixture(scope="module")
+def first_run(tmp_path_factory):
+    from recsys_spark.generate import generate
+
+    root = tmp_path_factory.mktemp("pipeline")
+    generate(root / "data", n_users=120, n_items=400, n_ratings=6000, seed=3)
+    out = run_pipeline(root / "data", root / "wh", root / "reports")
+    return root, out
+
+
+def test_every_table_model_and_user(first_run):
+    root, out = first_run
+    wh = root / "wh"
+    for name in TABLES:
+        assert table_exists(wh / name), name
+    users = read_arrow(wh / "users").num_rows
+    recs = read_arrow(wh / "recommendations").to_pandas()
+    per_model = recs.groupby("model")["userId"].nunique().to_dict()
+    assert per_model == {m: users for m in MODELS}
+    assert (recs.groupby(["model", "userId"]).size() == 20).all()
+    metrics = read_arrow(wh / "metrics").to_pandas()
+    assert set(metrics["model"]) == set(MODELS)
+    assert "report:" in out and (root / "reports" / "2026-11-23" / "report.md").exists()
+
+
+def test_mlflow_has_parent_and_step_runs(first_run):
+    import mlflow
+
+    root, _ = first_run
+    mlflow.set_tracking_uri(f"sqlite:///{root / 'wh' / '_mlflow' / 'mlflow.db'}")
+    runs = mlflow.search_runs(search_all_experiments=True)
+    parents = runs[runs["tags.recsys.step"] == "pipeline"]
+    assert len(parents) >= 1
+    children = runs[runs["tags.mlflow.parentRunId"] == parents.iloc[-1]["run_id"]]
+    steps = set(children["tags.recsys.step"])
+    assert {"etl", "als", "baselines", "export-sequences", "train-sasrec", "evaluate"} <= steps
+
+
+def test_same_date_again_skips_and_forced_rerun_keeps_counts(first_run):
+    root, _ = first_run
+    before = counts(root / "wh")
+    out = run_pipeline(root / "data", root / "wh", root / "reports")
+    assert "ran" not in {line.split()[0] for line in out.splitlines() if line.strip()[:7].strip() in
+                         {"ran", "skipped", "failed"}}
+    assert counts(root / "wh") == before
+    run_pipeline(root / "data", root / "wh", root / "reports", "--force")
+    assert counts(root / "wh") == before
