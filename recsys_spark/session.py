@@ -39,6 +39,7 @@ def get_spark(app_name: str = "recsys", conf: dict | None = None, master: str | 
     builder = SparkSession.builder.appName(app_name)
     settings: dict[str, str] = {}
     if not launched_by_spark_submit():
+        os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")  # the embedded default never leaves this machine
         builder = builder.master(master or os.environ.get("RECSYS_SPARK_MASTER", "local[*]"))
         settings.update(LOCAL_DEFAULTS)
         settings["spark.pyspark.python"] = sys.executable
