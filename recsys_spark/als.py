@@ -20,6 +20,7 @@ from pyspark.sql import functions as F
 
 from recsys_spark.delta import read_table, table_path, write_table
 from recsys_spark.errors import RecsysError
+from recsys_spark.topn import score_top_k
 
 MODELS_DIR = "models"
 
@@ -85,11 +86,17 @@ def build_als(config: AlsConfig) -> ALS:
     return als
 
 
-def ensure_checkpoint_dir(spark: SparkSession, directory: str | Path) -> None:
-    """ALS truncates its lineage every `checkpointInterval` iterations only when a checkpoint dir is set."""
-    if spark.sparkContext.getCheckpointDir() is None:
+def ensure_checkpoint_dir(spark: SparkSession, configured: str | None, default: str | Path) -> None:
+    """ALS truncates its lineage every `checkpointInterval` iterations only when a checkpoint dir is set.
+
+    The configured dir always wins; otherwise a dir the session already has is kept, else `default`.
+    """
+    if configured is None and spark.sparkContext.getCheckpointDir() is not None:
+        return
+    directory = configured or str(default)
+    if "://" not in directory:
         Path(directory).mkdir(parents=True, exist_ok=True)
-        spark.sparkContext.setCheckpointDir(str(directory))
+    spark.sparkContext.setCheckpointDir(directory)
 
 
 def ratings(interactions: DataFrame) -> DataFrame:
@@ -134,8 +141,6 @@ def validation_score(model: ALSModel, config: AlsConfig, train: DataFrame, valid
         if errors.rmse is None:
             raise RecsysError("als tuning: every validation row is cold (no factors): cannot tune")
         return -errors.rmse
-    from recsys_spark.topn import score_top_k  # the blocked scorer; topn imports this module, so import late
-
     recs = score_top_k(model.userFactors.withColumnRenamed("id", "user_idx"),
                        model.itemFactors.withColumnRenamed("id", "item_idx"),
                        train.select("user_idx", "item_idx"), k=10, block_size=config.topn_block_size)
@@ -212,7 +217,7 @@ def load_model(warehouse: str | Path, name: str = "als") -> ALSModel:
 class AlsResult:
     config: AlsConfig
     paths: dict[str, str]
-    errors: dict[str, RatingErrors]          # split -> errors (explicit only): test, validation, temporal_test, …
+    errors: dict[str, RatingErrors]          # split -> errors (explicit): test, validation, temporal_test, random_80_20
     grid: list[GridPoint]
     fit_seconds: float
     metric_rows: list[dict]
@@ -223,7 +228,7 @@ def run_als(spark: SparkSession, warehouse: str | Path, config: AlsConfig, run_d
     """Fit on train (after an optional grid search), save model and factors, write the RMSE/MAE rows to `metrics`."""
     from recsys_spark.evaluate import metric_row, write_metrics
 
-    ensure_checkpoint_dir(spark, config.checkpoint_dir or Path(warehouse) / "_checkpoints")
+    ensure_checkpoint_dir(spark, config.checkpoint_dir, Path(warehouse) / "_checkpoints")
     interactions = read_table(spark, table_path(warehouse, "interactions"))
     users = read_table(spark, table_path(warehouse, "users"))
     items = read_table(spark, table_path(warehouse, "items"))
@@ -253,7 +258,8 @@ def run_als(spark: SparkSession, warehouse: str | Path, config: AlsConfig, run_d
                 errors["temporal_test"] = rating_errors(temporal_model,
                                                         interactions.where(F.col("temporal_split") == "test"))
         if config.random_split:
-            errors["random_80_20"] = random_split_errors(interactions, config)
+            train_pct = round(100 * config.random_split_train_fraction)
+            errors[f"random_{train_pct}_{100 - train_pct}"] = random_split_errors(interactions, config)
     train.unpersist()
 
     rows = [metric_row(config.name, run_id, run_date, split, metric, None, value)

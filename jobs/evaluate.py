@@ -1,0 +1,54 @@
+"""`recsys evaluate --warehouse DIR [--model NAME] [--run-date D]`: one evaluator for every model -> metrics."""
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Sequence
+
+from jobs.common import add_config_flags, guarded, resolve_config
+from jobs.config import section
+
+
+@guarded
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="recsys evaluate", description=__doc__)
+    parser.add_argument("--warehouse", required=True, help="warehouse directory")
+    parser.add_argument("--model", help="evaluate only this model (default: every model in recommendations)")
+    parser.add_argument("--run-date", help="evaluate this run date (default: each model's latest)")
+    add_config_flags(parser)
+    args = parser.parse_args(argv)
+    cfg = resolve_config(args, "evaluate")
+
+    from rich.console import Console
+
+    from recsys_spark.errors import RecsysError
+    from recsys_spark.evaluate import EvaluateConfig, comparison, evaluate
+    from recsys_spark.recommendations import parse_run_date
+    from recsys_spark.session import get_spark
+
+    try:
+        config = EvaluateConfig(**section(cfg, "evaluate"))
+    except TypeError as exc:
+        raise RecsysError(f"evaluate config: {exc}") from None
+    run_date = parse_run_date(args.run_date) if args.run_date else None
+    from jobs.fit_als import require_tables
+    from jobs.tracking import job_run
+
+    require_tables(args.warehouse, "recommendations", "interactions", "items")
+    spark = get_spark("recsys-evaluate", conf=section(cfg, "spark"))
+    params = {"model": args.model or "all", "run_date": run_date or "latest", "ks": config.ks}
+    with job_run(cfg, args.warehouse, "evaluate", params):
+        import mlflow
+
+        result = evaluate(spark, args.warehouse, args.model, run_date, config)
+        mlflow.log_metrics({f"{r['model']}.{r['metric']}_at_{r['k']}": r["value"] for r in result.rows})
+    console = Console()
+    if not console.is_terminal:  # a log file or a pipe: do not squeeze the table into 80 columns
+        console = Console(width=160)
+    console.print(comparison(args.warehouse, result.rows, config.ks))
+    print(f"{len(result.rows)} metric rows -> {result.path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
