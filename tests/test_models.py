@@ -14,6 +14,15 @@ DAY = 86400
 SEQUENCE_MODELS = ["sasrec", "ss4rec"]
 
 
+@pytest.fixture(autouse=True, scope="module")
+def one_torch_thread():
+    """These tensors are tiny: one thread is as fast, and far faster when other jobs share the cores."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def small_config(name: str, **overrides) -> dict:
     cfg = {"n_items": N_ITEMS}
     if name == "ncf":
@@ -112,16 +121,22 @@ def test_sasrec_bce_loss_is_finite_with_padded_rows():
     assert torch.isfinite(loss) and torch.isfinite(model.item_emb.weight.grad).all()
 
 
-def test_ncf_shapes():
-    model = make_model("ncf")
+def test_ncf_shapes_and_scores_equal_textbook_neumf():
+    model = make_model("ncf", mlp_dims=[32, 16, 8]).eval()
     users = torch.tensor([1, 2, 100])
     loss = model.training_loss(users, torch.tensor([1, 2, 3]), torch.randint(1, N_ITEMS + 1, (3, 4)))
     loss.backward()
     assert loss.ndim == 0 and torch.isfinite(loss)
-    scores = model.score_users(users, items_per_chunk=16)  # several chunks
-    assert scores.shape == (3, N_ITEMS + 1) and torch.isneginf(scores[:, 0]).all()
-    pair = model.pair_logits(users[:, None], torch.tensor([[7]]))
-    torch.testing.assert_close(scores[:, 7], pair[:, 0].float())
+    with torch.no_grad():
+        scores = model.score_users(users, items_per_chunk=16)  # several chunks
+        assert scores.shape == (3, N_ITEMS + 1) and torch.isneginf(scores[:, 0]).all()
+        # He et al. 2017, eq. 11-12: concat -> ReLU MLP; [GMF ; MLP] -> output layer
+        u, i = users[:, None].expand(-1, N_ITEMS), torch.arange(1, N_ITEMS + 1).expand(3, -1)
+        hidden = torch.cat([model.user_mlp(u), model.item_mlp(i)], dim=-1)
+        for layer in model.mlp_layers:
+            hidden = torch.relu(layer(hidden))
+        expected = model.output(torch.cat([model.user_gmf(u) * model.item_gmf(i), hidden], dim=-1)).squeeze(-1)
+    torch.testing.assert_close(scores[:, 1:], expected, rtol=1e-5, atol=1e-5)
 
 
 @pytest.mark.parametrize("name", SEQUENCE_MODELS)
@@ -289,7 +304,7 @@ def test_sequence_model_learns_next_item_pattern(name, loss):
     train_items, train_times = planted_sequences(2000, 20, generator, time_dependent=False)
     test_items, test_times = planted_sequences(300, 20, generator, time_dependent=False)
     overrides = {"loss": loss} if loss else {}
-    model = train_sequence_model(make_model(name, **overrides), train_items, train_times, steps=150)
+    model = train_sequence_model(make_model(name, **overrides), train_items, train_times, steps=100)
     with torch.no_grad():
         scores = model.score_last(test_items[:, :-1], test_times[:, :-1], test_times[:, -1])
     popularity = torch.bincount(train_items[:, 1:].flatten(), minlength=N_ITEMS + 1).float()
@@ -304,7 +319,7 @@ def test_ss4rec_uses_the_gap_to_the_query_time():
     generator = torch.Generator().manual_seed(12)
     train_items, train_times = planted_sequences(2000, 20, generator, time_dependent=True)
     test_items, test_times = planted_sequences(300, 20, generator, time_dependent=True)
-    model = train_sequence_model(make_model("ss4rec", dropout=0.0), train_items, train_times, steps=200)
+    model = train_sequence_model(make_model("ss4rec", dropout=0.0), train_items, train_times, steps=180, lr=1e-2)
     with torch.no_grad():
         scores = model.score_last(test_items[:, :-1], test_times[:, :-1], test_times[:, -1])
     # a model blind to time can only guess between the two successors: HR@1 about 0.5

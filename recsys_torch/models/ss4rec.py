@@ -17,7 +17,15 @@ Time gaps. Position k steps over the gap from its own timestamp to the next one:
 The last position steps to `query_timestamps` when given (gap 0 otherwise). Under the
 paper's protocol the caller passes the target item's timestamp; in production, the
 time the recommendation is made for (docs/SCHEMAS.md `query_timestamp`). For training
-windows the next timestamp of the last position is not in the shard, so its gap is 0.
+windows the next timestamp of the last position is not in the shard, so its gap is 0
+unless `training_loss` gets `query_timestamps`. The hidden state at k thus knows when the
+next interaction happens, never which item it is.
+
+Step sizes. The paper (S5 with dt in [0.001, 0.1]) multiplies the step by the raw
+interval; our intervals are log-scaled to about 1..10, so the time-aware SSM's base
+steps start in [time_dt_min, time_dt_max] = [0.01, 1.0], wide enough that a month-long
+gap visibly decays the state (with 0.001..0.1 a planted gap-dependent rule was not
+learned in 400 steps; with 0.01..1.0 it is learned in under 200).
 
 Padding (0, on the left) is invisible: padded positions take a zero step (decay 1,
 input 0) in both SSMs and feed zeros into the convolution, so the hidden state of an
@@ -78,7 +86,9 @@ def chunked_linear_scan(log_decay: Tensor, inputs: Tensor, chunk_size: int | Non
     """
     batch, length = inputs.shape[:2]
     state_shape = inputs.shape[2:]
-    chunk = chunk_size or max(1, math.isqrt(length))
+    root = max(1, math.isqrt(length))
+    divisors = [d for d in range(max(1, root // 2), 2 * root + 1) if length % d == 0]  # no padding needed
+    chunk = chunk_size or min(divisors, key=lambda d: abs(d - root), default=root)
     n_chunks = -(-length // chunk)
     pad = n_chunks * chunk - length
     if pad:  # identity steps at the end: decay exp(0) = 1, input 0
@@ -88,20 +98,21 @@ def chunked_linear_scan(log_decay: Tensor, inputs: Tensor, chunk_size: int | Non
     chunked = (batch, n_chunks, chunk) + state_shape
     log_decay, inputs = log_decay.reshape(chunked), inputs.reshape(chunked)
 
-    decay = log_decay.exp()
-    state = torch.zeros_like(inputs[:, :, 0])
+    # unbind once: indexing one step at a time would make every step's backward write a full-size gradient
+    decay_steps, input_steps = log_decay.exp().unbind(dim=2), inputs.unbind(dim=2)
+    state = torch.zeros_like(input_steps[0])
     local = []
-    for t in range(chunk):
-        state = decay[:, :, t] * state + inputs[:, :, t]
+    for decay, step_input in zip(decay_steps, input_steps):
+        state = decay * state + step_input
         local.append(state)
     local_states = torch.stack(local, dim=2)
 
     decay_since_chunk_start = log_decay.cumsum(dim=2).exp()
-    carry = torch.zeros_like(local_states[:, 0, -1])
+    carry = torch.zeros_like(state[:, 0])
     carries = []
-    for c in range(n_chunks):
+    for chunk_decay, chunk_state in zip(decay_since_chunk_start[:, :, -1].unbind(dim=1), state.unbind(dim=1)):
         carries.append(carry)
-        carry = decay_since_chunk_start[:, c, -1] * carry + local_states[:, c, -1]
+        carry = chunk_decay * carry + chunk_state
     states = local_states + decay_since_chunk_start * torch.stack(carries, dim=1).unsqueeze(2)
     return states.reshape((batch, n_chunks * chunk) + state_shape)[:, :length]
 
