@@ -23,7 +23,8 @@ def recommend_hybrid(interactions: DataFrame, ar1: DataFrame, popularity: DataFr
                      alpha: float) -> DataFrame:
     item_pop = F.broadcast(popularity.select("item_idx", F.col("score").alias("pop")))
     markov = (ar1_candidates(last_items(interactions), ar1).join(item_pop, "item_idx", "left")
-              .select("user_idx", "item_idx", F.col("prob").alias("markov"), F.coalesce("pop", F.lit(0.0)).alias("pop")))
+              .select("user_idx", "item_idx", F.col("prob").alias("markov"),
+                      F.coalesce("pop", F.lit(0.0)).alias("pop")))
     popular = (popular_candidates(interactions, popularity, k)
                .select("user_idx", "item_idx", F.lit(0.0).alias("markov"), F.col("score").alias("pop")))
     candidates = (markov.unionByName(popular)

@@ -9,8 +9,11 @@ from recsys_spark.baselines.common import popular_candidates, rank_candidates, t
 SECONDS_PER_DAY = 86_400
 
 
-def item_popularity(interactions: DataFrame, recent_days: int | None = None) -> DataFrame:
-    """item_idx, train_count, recent_count, score in (0, 1], pop_rank (1 = most popular) over every train item.
+def item_popularity(interactions: DataFrame, items: DataFrame, recent_days: int | None = None) -> DataFrame:
+    """item_idx, train_count, recent_count, score in [0, 1], pop_rank (1 = most popular) over the whole catalogue.
+
+    The catalogue is every item with an item_idx; items without train interactions score 0 and come last (by
+    item_idx), so a list can always be filled to k with items the user has not seen.
 
     Global: score = train_count / max train_count. Recent window (the last `recent_days` days before the train
     cut-off, i.e. the newest train timestamp): the recent count orders first and the global count breaks its ties,
@@ -26,6 +29,8 @@ def item_popularity(interactions: DataFrame, recent_days: int | None = None) -> 
     counts = train.groupBy("item_idx").agg(
         F.count(F.lit(1)).alias("train_count"),
         F.sum(F.when(in_window, 1).otherwise(0)).alias("recent_count"))
+    catalogue = items.where(F.col("item_idx").isNotNull()).select("item_idx").distinct()
+    counts = catalogue.join(counts, "item_idx", "left").fillna(0, ["train_count", "recent_count"])
     everything = Window.partitionBy()  # the item list is small (tens of thousands of rows)
     max_train = F.max("train_count").over(everything)
     if recent_days is None:

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import datetime as dt
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from pyspark.sql import DataFrame, SparkSession
@@ -33,11 +33,10 @@ class Warehouse:
     users: DataFrame
     popularity: DataFrame
     markov_top_k: int
-    chains: dict[int, DataFrame] | None = None
+    chains: dict[int, DataFrame] = field(default_factory=dict)
 
     def chain(self, order: int) -> DataFrame:
         """transitions_ar1 (order 1) or transitions_ar2 (order 2): counted and stored once per Warehouse."""
-        self.chains = self.chains or {}
         if order not in self.chains:
             self.chains.update(fit_transitions(self.spark, self.path, self.interactions, self.markov_top_k, (order,)))
         return self.chains[order]
@@ -49,7 +48,7 @@ class Warehouse:
         items = read_table(spark, table_path(path, "items"))
         users = read_table(spark, table_path(path, "users"))
         # Small (one row per item) and used by every model: computed once.
-        popularity = item_popularity(interactions, config.popularity.recent_days).cache()
+        popularity = item_popularity(interactions, items, config.popularity.recent_days).cache()
         return cls(spark, path, interactions, items, users, popularity, config.markov.top_k)
 
     def close(self) -> None:

@@ -1,0 +1,60 @@
+"""`recsys baselines --warehouse DIR [--k 100] [--run-date D] [key=value ...]`: fit the five Spark baselines
+(popularity, genre, Markov AR(1), AR(2), hybrid) and write each one's top-k to the recommendations table."""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Sequence
+
+if __package__ in (None, ""):  # `python jobs/baselines.py` / `spark-submit jobs/baselines.py`
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from jobs.common import add_config_flags, guarded, resolve_config  # noqa: E402
+from jobs.config import section  # noqa: E402
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="recsys baselines", description=__doc__)
+    parser.add_argument("--warehouse", required=True, help="directory of the Delta tables (the ETL's output)")
+    parser.add_argument("--k", type=int, default=100, help="items per user (default 100)")
+    parser.add_argument("--run-date", help="YYYY-MM-DD partition to (re)write (default: today)")
+    add_config_flags(parser)
+    return parser.parse_args(argv)
+
+
+@guarded
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    cfg = resolve_config(args, "baselines")
+
+    from jobs.tracking import job_run
+    from recsys_spark.baselines import BaselinesConfig, run_baselines
+    from recsys_spark.delta import table_exists, table_path
+    from recsys_spark.errors import RecsysError
+    from recsys_spark.recommendations import parse_run_date
+    from recsys_spark.session import get_spark
+
+    # Everything a user can get wrong is checked before Spark and MLflow start.
+    if args.k < 1:
+        raise RecsysError(f"--k must be a positive integer, got {args.k}")
+    config = BaselinesConfig.from_dict(section(cfg, "baselines"))
+    run_date = parse_run_date(args.run_date)
+    for table in ("interactions", "items", "users"):
+        if not table_exists(table_path(args.warehouse, table)):
+            raise RecsysError(f"Delta table not found: {table_path(args.warehouse, table)} (run `recsys etl` first)")
+    spark = get_spark("recsys-baselines", conf=section(cfg, "spark"))
+    params = {"k": args.k, "run_date": run_date, **{f"baselines.{k}": v for k, v in section(cfg, "baselines").items()}}
+    with job_run(cfg, args.warehouse, "baselines", params) as run:
+        import mlflow
+
+        results = run_baselines(spark, args.warehouse, args.k, run_date, config)
+        for model, result in results.items():
+            mlflow.log_metric(f"rows_{model}", result["rows"])
+            mlflow.set_tag(f"run_id.{model}", result["run_id"])
+            print(f"{model}: {result['rows']} rows (run_id {result['run_id']}, run_date {run_date})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
