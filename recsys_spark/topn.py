@@ -8,7 +8,6 @@ no per-pair rows, no shuffle of scores; and seen items are excluded exactly, wit
 from __future__ import annotations
 
 import datetime as dt
-import importlib
 from pathlib import Path
 from typing import Iterator
 
@@ -134,26 +133,3 @@ def write_als_topn(spark: SparkSession, warehouse: str | Path, model: str, k: in
     items = read_table(spark, table_path(warehouse, "items"))
     users = read_table(spark, table_path(warehouse, "users"))
     return write_recommendations(recs, warehouse, model, run_date, run_id, items, users)
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# Dispatch
-
-
-def run_topn(warehouse: str | Path, model: str, k: int, run_date: dt.date, run_id: str,
-             spark_conf: dict | None = None, block_size: int = 256) -> str:
-    """Write `model`'s top-k for every user to `recommendations`; Spark is started only for Spark models."""
-    family = model_family(model)
-    if k < 1:
-        raise RecsysError(f"--k must be >= 1, got {k}")
-    if family == "torch":
-        infer = importlib.import_module("recsys_torch.infer")
-        return infer.topn(warehouse=str(warehouse), model=model, k=k, run_date=run_date, run_id=run_id)
-
-    from recsys_spark.session import get_spark
-
-    spark = get_spark(f"recsys-topn-{model}", conf=spark_conf)
-    if family == "als":
-        return write_als_topn(spark, warehouse, model, k, run_date, run_id, block_size)
-    baselines = importlib.import_module("recsys_spark.baselines")
-    return baselines.topn(spark, warehouse, model, k, run_date, run_id)

@@ -16,7 +16,9 @@ from pyspark.sql import functions as F
 from recsys_spark.delta import read_table, table_path, table_version
 from recsys_spark.errors import RecsysError
 from recsys_spark.recommendations import read_recommendations
-from recsys_spark.topn import block_top_k, model_family, score_top_k
+from jobs.config import ConfigError
+from jobs.topn import model_family
+from recsys_spark.topn import block_top_k, score_top_k
 
 DAY = dt.date(2026, 11, 23)
 
@@ -81,7 +83,7 @@ def test_score_top_k_in_spark_blocks_matches_brute_force(spark):
 def test_model_family_and_unknown_model():
     assert model_family("als") == "als" and model_family("als_implicit") == "als"
     assert model_family("markov") == "baseline" and model_family("sasrec") == "torch"
-    with pytest.raises(RecsysError, match="unknown model 'svd'"):
+    with pytest.raises(ConfigError, match="unknown model 'svd'"):
         model_family("svd")
 
 
@@ -94,18 +96,16 @@ def test_job_unknown_model_and_bad_k_are_one_line_errors(tmp_path):
         assert message in proc.stderr and "Traceback" not in proc.stderr
 
 
-def test_torch_models_do_not_start_spark(tmp_path):
-    """The torch dispatch goes straight to recsys_torch.infer: its own error (no sequences), and no JVM."""
-    code = ("import datetime as dt, pyspark\n"
-            "from recsys_spark.topn import run_topn\n"
-            "try:\n"
-            f"    run_topn({str(tmp_path)!r}, 'sasrec', 10, dt.date(2026, 11, 23), 'r')\n"
-            "except Exception as exc:\n"
-            "    print(type(exc).__module__, getattr(exc, 'exit_code', None))\n"
-            "print('jvm', pyspark.SparkContext._jvm is not None)\n")
+def test_torch_models_do_not_import_spark(tmp_path):
+    """The torch dispatch goes straight to recsys_torch.infer: its own one-line error, and no Spark at all."""
+    code = ("import sys\n"
+            "from jobs.topn import main\n"
+            f"code = main(['--warehouse', {str(tmp_path)!r}, '--model', 'sasrec', '--run-date', '2026-11-23'])\n"
+            "ctx = sys.modules['pyspark'].SparkContext._active_spark_context if 'pyspark' in sys.modules else None\n"
+            "print('exit', code, 'spark', 'recsys_spark' in sys.modules or ctx is not None)\n")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
-    assert "recsys_torch" in proc.stdout and "jvm False" in proc.stdout
+    assert "exit 2 spark False" in proc.stdout and "Traceback" not in proc.stderr
 
 
 # ---------------------------------------------------------------------------------------------------------------
