@@ -12,6 +12,40 @@ from jobs.tracking import PARENT_ENV, export_env
 SECTIONS = ["etl", "als", "baselines", "sequences", "train", "ncf", "sasrec", "ss4rec", "evaluate", "pipeline"]
 
 
+def best_by_validation(warehouse: Path) -> tuple[str, float] | None:
+    """The trained model with the highest validation NDCG@10 (models/<model>/history.json)."""
+    import json
+
+    best = None
+    for path in sorted((warehouse / "models").glob("*/history.json")):
+        scores = [h.get("val_ndcg@10", float("-inf")) for h in json.loads(path.read_text())]
+        if scores and (best is None or max(scores) > best[1]):
+            best = (path.parent.name, max(scores))
+    return best
+
+
+def register_best(warehouse: Path, cfg: dict) -> str | None:
+    """Log the best model with mlflow.pytorch in a nested run and register it as `recsys-<model>`."""
+    import mlflow
+    import torch
+
+    from recsys_torch.infer import load_best
+
+    found = best_by_validation(warehouse)
+    if found is None:
+        return None
+    model_name, score = found
+    net, _ = load_best(warehouse, model_name, torch.device("cpu"))
+    with mlflow.start_run(run_name=f"register {model_name}", nested=True,
+                          tags={"recsys.step": "register"}) as run:
+        mlflow.log_metric("val_ndcg_at_10", score)
+        # Explicit requirements: inferring them loads the model again in a subprocess, which is slow.
+        mlflow.pytorch.log_model(net, name="model", pip_requirements=[f"torch=={torch.__version__.split('+')[0]}"])
+        registered = (cfg.get("mlflow") or {}).get("registered_model_prefix", "recsys-") + model_name
+        mlflow.register_model(f"runs:/{run.info.run_id}/model", registered)
+    return f"{registered} (validation NDCG@10 {score:.4f})"
+
+
 def parse(argv):
     p = argparse.ArgumentParser(prog="recsys pipeline", description=__doc__)
     p.add_argument("--data", required=True, help="folder with ratings.csv, movies.csv (tags.csv, links.csv)")
@@ -57,6 +91,7 @@ def main(argv=None) -> int:
                                force=args.force, env_name=args.env, on_step=show)
         for result in results:
             mlflow.log_metric(f"step_seconds.{result.name}", result.seconds)
+        registered = register_best(warehouse, cfg)
         report = write_report(warehouse, args.reports, run_date)
         mlflow.log_artifacts(str(report.parent), "report")
         table = comparison_table(load_metrics(warehouse, run_date))
@@ -71,6 +106,8 @@ def main(argv=None) -> int:
     for model, row in table.iterrows():
         view.add_row(model, *["" if v != v else f"{v:.4f}" for v in row])
     console.print(view)
+    if registered:
+        console.print(f"registered: {registered}")
     console.print(f"report: {report}")
     return 0
 

@@ -66,7 +66,9 @@ def test_mlflow_has_parent_and_step_runs(first_run):
     assert len(parents) >= 1
     children = runs[runs["tags.mlflow.parentRunId"] == parents.iloc[-1]["run_id"]]
     steps = set(children["tags.recsys.step"])
-    assert {"etl", "als", "baselines", "export-sequences", "train-sasrec", "evaluate"} <= steps
+    assert {"etl", "als", "baselines", "export-sequences", "train-sasrec", "topn-ss4rec", "evaluate"} <= steps
+    registered = mlflow.MlflowClient().search_registered_models()
+    assert [m.name for m in registered] and all(m.name.startswith("recsys-") for m in registered)
 
 
 def test_same_date_again_skips_and_forced_rerun_keeps_counts(first_run):
