@@ -1,0 +1,464 @@
+"""The ETL: raw MovieLens CSVs -> interactions, items, users, tags, rejects, etl_report (Delta; docs/SCHEMAS.md).
+
+Every input row ends in exactly one place: an output table or `rejects` (with its line, raw text, reason and
+field); per file, input = accepted + rejected is asserted before anything is written, and again against the
+written tables.
+
+Plan for ratings.csv (the big file): a cheap line-count pass, then one pass that numbers, parses and validates the
+lines, marks unknown movies (broadcast join), shuffles once by userId, and marks duplicates within that
+partitioning; the result is persisted (MEMORY_AND_DISK, raw text kept only on refused rows) and feeds the counts,
+the dense indices, the temporal cut-off and, without another shuffle, the per-user history window of `seq`.
+"""
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import deltalake
+import pyarrow as pa
+from pyspark import StorageLevel
+from pyspark.sql import DataFrame, SparkSession, Window
+from pyspark.sql import functions as F
+
+from recsys_spark.delta import read_arrow, table_path, write_arrow, write_table
+from recsys_spark.errors import RecsysError
+from recsys_spark.schemas import LINKS, MOVIES, RATINGS, REJECT_REASONS, TAGS, CheckedInput, check_inputs
+from recsys_spark.splits import TIE_BREAKS, add_sequence, add_temporal_split, temporal_cutoff
+from recsys_spark.validate import (long_map, mark_duplicates, mark_unknown_movies, numbered_lines, parse_rows,
+                                   rejects_of)
+
+INTERACTION_COLUMNS = ["userId", "movieId", "rating", "timestamp", "user_idx", "item_idx", "seq", "split",
+                       "temporal_split"]
+ITEM_COLUMNS = ["movieId", "item_idx", "title", "year", "genres", "imdbId", "tmdbId"]
+USER_COLUMNS = ["userId", "user_idx", "n_interactions"]
+TAG_COLUMNS = ["userId", "movieId", "tag", "timestamp"]
+TAGS_SCHEMA = "userId long, movieId long, tag string, timestamp long"
+REJECT_COLUMNS = ["file", "line", "raw", "reason", "field"]
+REPORT_SCHEMA = pa.schema([("file", pa.string()), ("category", pa.string()), ("reason", pa.string()),
+                           ("rows", pa.int64())])
+NO_GENRES = "(no genres listed)"
+# "Title (1995)", "Title (2006–2007)", "Title (2007-)", trailing spaces allowed.
+TITLE_YEAR = r"^(.*?)\s*\((\d{4})(?:\s*[-–]\s*(?:\d{4})?)?\)\s*$"
+REPORT_FILE = "etl_report.json"
+
+
+class EtlIdentityError(RuntimeError):
+    """input rows != accepted + rejected for a file: a bug in the ETL, never the input's fault."""
+
+
+@dataclass(frozen=True)
+class KcoreConfig:
+    min_user_interactions: int = 0   # 0 = off
+    min_item_interactions: int = 0   # 0 = off
+    max_iterations: int = 30
+
+    @property
+    def enabled(self) -> bool:
+        return self.min_user_interactions > 0 or self.min_item_interactions > 0
+
+
+@dataclass(frozen=True)
+class EtlConfig:
+    tie_break: str = "movieId"       # movieId | hash: order of a user's ratings given in the same second
+    seed: int = 42                   # seeds the hash tie-break
+    temporal_quantile: float = 0.8   # global temporal split: train up to this quantile of timestamps
+    kcore: KcoreConfig = field(default_factory=KcoreConfig)
+
+    def __post_init__(self):
+        if isinstance(self.kcore, dict):
+            object.__setattr__(self, "kcore", _build(KcoreConfig, self.kcore, "etl.kcore"))
+        k = self.kcore
+        checks = [(self.tie_break in TIE_BREAKS, f"tie_break must be one of {', '.join(TIE_BREAKS)}, "
+                                                 f"got {self.tie_break!r}"),
+                  (isinstance(self.seed, int) and not isinstance(self.seed, bool), "seed must be an integer"),
+                  (isinstance(self.temporal_quantile, (int, float)) and 0 < self.temporal_quantile <= 1,
+                   "temporal_quantile must be in (0, 1]"),
+                  (all(isinstance(v, int) and v >= 0 for v in (k.min_user_interactions, k.min_item_interactions)),
+                   "kcore.min_user_interactions and kcore.min_item_interactions must be integers >= 0"),
+                  (isinstance(k.max_iterations, int) and k.max_iterations >= 1, "kcore.max_iterations must be >= 1")]
+        for ok, message in checks:
+            if not ok:
+                raise RecsysError(f"etl config: {message}")
+
+    @classmethod
+    def from_dict(cls, values: dict | None) -> "EtlConfig":
+        return _build(cls, values or {}, "etl")
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+def _build(cls, values: dict, where: str):
+    if not isinstance(values, dict):
+        raise RecsysError(f"{where} config must be a mapping, got {values!r}")
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = set(values) - names
+    if unknown:
+        raise RecsysError(f"{where} config: unknown keys {sorted(unknown)}; known: {sorted(names)}")
+    try:
+        return cls(**values)
+    except TypeError as exc:
+        raise RecsysError(f"{where} config: {exc}") from None
+
+
+@dataclass
+class FileOutcome:
+    """One input file after validation: its rows (persisted; `reason` null = accepted) and its counts."""
+
+    name: str
+    rows: DataFrame
+    input_rows: int
+    counts: dict[str | None, int] = field(default_factory=dict)  # reason (None = accepted) -> rows
+    present: bool = True                                          # False: an optional file that is absent
+
+    @property
+    def accepted(self) -> int:
+        return self.counts.get(None, 0)
+
+    @property
+    def rejected(self) -> dict[str, int]:
+        return {r: self.counts[r] for r in REJECT_REASONS if self.counts.get(r)}
+
+
+@dataclass
+class EtlResult:
+    warehouse: Path
+    report: list[tuple[str, str, str | None, int]]  # (file, category, reason, rows), as in etl_report
+    summary: dict                                    # what etl_report.json holds
+    seconds: float
+    stage_seconds: dict[str, float] = field(default_factory=dict)
+
+
+@contextlib.contextmanager
+def pinned_file_splits(spark: SparkSession):
+    """Fix how files are split into partitions for the whole run: line numbering reads each file twice and both
+    reads must see the same blocks, even if executors come or go (the default follows the cores present)."""
+    key = "spark.sql.files.minPartitionNum"
+    before = spark.conf.get(key, None)
+    if before is None:
+        spark.conf.set(key, str(max(spark.sparkContext.defaultParallelism, 1)))
+    try:
+        yield
+    finally:
+        if before is None:
+            spark.conf.unset(key)
+
+
+def _validated(spark: SparkSession, source: CheckedInput) -> tuple[DataFrame, int]:
+    lines, n_lines = numbered_lines(spark, source.path)
+    return parse_rows(lines, source), max(n_lines - 1, 0)
+
+
+def _persist_and_count(outcome: FileOutcome) -> FileOutcome:
+    """Materialise the rows and count them per reason; a row without a line number means the two reads of the
+    file were split differently, which would silently misnumber rows: refuse."""
+    outcome.rows = outcome.rows.persist(StorageLevel.MEMORY_AND_DISK)
+    stats = (outcome.rows.groupBy("reason")
+             .agg(F.count(F.lit(1)).alias("rows"), F.count_if(F.col("line").isNull()).alias("unnumbered"))
+             .collect())
+    if any(r["unnumbered"] for r in stats):
+        raise EtlIdentityError(f"{outcome.name}: rows without a line number (the file was split differently "
+                               f"between the counting and the reading pass)")
+    outcome.counts = {r["reason"]: r["rows"] for r in stats}
+    total = sum(outcome.counts.values())
+    if total != outcome.input_rows:
+        raise EtlIdentityError(f"{outcome.name}: {outcome.input_rows} input rows but {outcome.accepted} accepted + "
+                               f"{total - outcome.accepted} rejected")
+    return outcome
+
+
+def _latest_line_first() -> list:
+    return [F.col("line").desc()]
+
+
+def kcore_keep(pairs: DataFrame, config: KcoreConfig) -> tuple[DataFrame, DataFrame, int, bool]:
+    """Users and items of the k-core of (userId, movieId) pairs: drop users with fewer than min_user and items with
+    fewer than min_item interactions, repeatedly, until nothing changes or max_iterations.
+
+    Counts only fall, so a dropped row's user or item never returns: the kept rows are exactly those whose user and
+    item are both in the returned sets (also when stopped early).
+    """
+    current = pairs.select("userId", "movieId").persist(StorageLevel.MEMORY_AND_DISK)
+    rows, iterations, converged = current.count(), 0, False
+    while iterations < config.max_iterations:
+        iterations += 1
+        users = (current.groupBy("userId").count().where(F.col("count") >= config.min_user_interactions)
+                 .select("userId"))
+        items = (current.groupBy("movieId").count().where(F.col("count") >= config.min_item_interactions)
+                 .select("movieId"))
+        kept = (current.join(F.broadcast(users), "userId", "left_semi")
+                .join(F.broadcast(items), "movieId", "left_semi").persist(StorageLevel.MEMORY_AND_DISK))
+        kept_rows = kept.count()
+        current.unpersist()
+        current = kept
+        if kept_rows == rows:
+            converged = True
+            break
+        rows = kept_rows
+    users = current.select("userId").distinct().persist()
+    items = current.select("movieId").distinct().persist()
+    users.count(), items.count()
+    current.unpersist()
+    return users, items, iterations, converged
+
+
+def mark_kcore(rows: DataFrame, users: DataFrame, items: DataFrame) -> DataFrame:
+    marked = (rows.join(F.broadcast(users.withColumn("_user_kept", F.lit(True))), "userId", "left")
+              .join(F.broadcast(items.withColumn("_item_kept", F.lit(True))), "movieId", "left"))
+    dropped = F.col("reason").isNull() & (F.col("_user_kept").isNull() | F.col("_item_kept").isNull())
+    return marked.withColumns({
+        "reason": F.when(dropped, F.lit("k-core")).otherwise(F.col("reason")),
+        "field": F.when(dropped, F.lit(None).cast("string")).otherwise(F.col("field")),
+    }).select(*rows.columns)
+
+
+def dense_index(keys: DataFrame, key: str, index: str, max_buckets: int = 4096) -> DataFrame:
+    """(key, index): 1-based dense index by ascending key over the distinct keys of `keys` (persist it: it is read
+    three times). No global window (that would funnel every key through one task): keys are bucketed by value
+    range, a prefix sum over the bucket sizes (at most max_buckets numbers, on the driver) gives each bucket's
+    offset, and row_number inside the bucket does the rest."""
+    lo, hi = keys.agg(F.min(key), F.max(key)).first()
+    if lo is None:
+        return keys.select(key, F.lit(None).cast("int").alias(index)).limit(0)
+    width = -(-(hi - lo + 1) // max_buckets)
+    bucket = F.floor((F.col(key) - F.lit(lo)) / F.lit(width)).alias("_bucket")
+    offsets, seen = {}, 0
+    for b, rows in sorted(keys.groupBy(bucket).count().collect()):
+        offsets[b] = seen
+        seen += rows
+    within = F.row_number().over(Window.partitionBy("_bucket").orderBy(key))
+    return (keys.select(key, bucket)
+            .select(key, (within + long_map(offsets)[F.col("_bucket")]).cast("int").alias(index)))
+
+
+def movie_columns(movies: DataFrame) -> DataFrame:
+    """movieId, title without the trailing (year), year (null if none), genres as an array (empty if none listed)."""
+    title = F.trim(F.col("title"))
+    has_year = title.rlike(TITLE_YEAR)
+    bare = F.regexp_extract(title, TITLE_YEAR, 1)
+    genres = F.when(F.col("genres").isin(NO_GENRES, ""), F.array().cast("array<string>")).otherwise(
+        F.split(F.col("genres"), r"\|"))
+    return movies.select(
+        "movieId",
+        F.when(has_year & (bare != ""), bare).otherwise(title).alias("title"),
+        F.when(has_year, F.regexp_extract(title, TITLE_YEAR, 2).cast("int")).alias("year"),
+        genres.alias("genres"))
+
+
+def _read_movies(spark, source: CheckedInput) -> FileOutcome:
+    rows, n = _validated(spark, source)
+    rows = mark_duplicates(rows, ["movieId"], _latest_line_first())
+    return _persist_and_count(FileOutcome(source.spec.name, rows, n))
+
+
+def _read_links(spark, source: CheckedInput, movie_ids: DataFrame) -> FileOutcome:
+    rows, n = _validated(spark, source)
+    rows = mark_duplicates(mark_unknown_movies(rows, movie_ids), ["movieId"], _latest_line_first())
+    return _persist_and_count(FileOutcome(source.spec.name, rows, n))
+
+
+def _read_tags(spark, source: CheckedInput, movie_ids: DataFrame) -> FileOutcome:
+    rows, n = _validated(spark, source)
+    return _persist_and_count(FileOutcome(source.spec.name, mark_unknown_movies(rows, movie_ids), n))
+
+
+def _read_ratings(spark, source: CheckedInput, movie_ids: DataFrame, config: EtlConfig) -> tuple[FileOutcome, dict]:
+    rows, n = _validated(spark, source)
+    rows = mark_unknown_movies(rows, movie_ids).repartition("userId")
+    # Partitioned by userId, this window (by userId, movieId) and the later history window (by userId) need no
+    # further shuffle. The latest rating of a (user, movie) wins; same second: the later line.
+    rows = mark_duplicates(rows, ["userId", "movieId"], [F.col("timestamp").desc(), F.col("line").desc()])
+    kcore = {**dataclasses.asdict(config.kcore), "iterations": 0, "converged": True}
+    staged = None
+    if config.kcore.enabled:
+        staged = rows.persist(StorageLevel.MEMORY_AND_DISK)
+        users, items, iterations, converged = kcore_keep(staged.where(F.col("reason").isNull()), config.kcore)
+        rows = mark_kcore(staged, users, items)
+        kcore.update(iterations=iterations, converged=converged)
+    rows = rows.withColumn("raw", F.when(F.col("reason").isNotNull(), F.col("raw")))  # raw text of rejects only
+    outcome = _persist_and_count(FileOutcome(source.spec.name, rows, n))
+    if staged is not None:
+        staged.unpersist()
+    return outcome, kcore
+
+
+def _absent(spark, name: str) -> FileOutcome:
+    return FileOutcome(name, spark.createDataFrame([], "line long, raw string, reason string, field string"), 0,
+                       present=False)
+
+
+def _report_rows(outcomes: list[FileOutcome]) -> list[tuple[str, str, str | None, int]]:
+    rows = []
+    for o in outcomes:
+        rows += [(o.name, "input", None, o.input_rows), (o.name, "accepted", None, o.accepted)]
+        rejected = o.rejected
+        rows += [(o.name, "rejected", reason, count) for reason, count in rejected.items()] or \
+            [(o.name, "rejected", None, 0)]
+    return rows
+
+
+def _table_rows(path: str) -> int:
+    """Rows of a Delta table from its log's file statistics (falls back to reading when stats are missing)."""
+    records = pa.table(deltalake.DeltaTable(path).get_add_actions(flatten=True)).column("num_records").to_pylist()
+    if None in records:
+        return read_arrow(path, columns=[]).num_rows
+    return int(sum(records))
+
+
+def _check_written(warehouse: Path, expected: dict[str, int]) -> None:
+    for name, rows in expected.items():
+        written = _table_rows(table_path(warehouse, name))
+        if written != rows:
+            raise EtlIdentityError(f"{name}: wrote {written} rows, expected {rows}")
+
+
+@dataclass
+class _Inputs:
+    movies: FileOutcome
+    links: FileOutcome
+    tags: FileOutcome
+    ratings: FileOutcome
+    kcore: dict  # settings and outcome of the k-core filter
+
+    @property
+    def present(self) -> list[FileOutcome]:
+        return [o for o in (self.ratings, self.movies, self.tags, self.links) if o.present]
+
+
+def _read_inputs(spark: SparkSession, inputs: dict[str, CheckedInput], config: EtlConfig) -> _Inputs:
+    movies = _read_movies(spark, inputs[MOVIES.name])
+    movie_ids = movies.rows.where(F.col("reason").isNull()).select("movieId")
+    links = _read_links(spark, inputs[LINKS.name], movie_ids) if LINKS.name in inputs else _absent(spark, LINKS.name)
+    tags = _read_tags(spark, inputs[TAGS.name], movie_ids) if TAGS.name in inputs else _absent(spark, TAGS.name)
+    ratings, kcore = _read_ratings(spark, inputs[RATINGS.name], movie_ids, config)
+    return _Inputs(movies, links, tags, ratings, kcore)
+
+
+def _accepted(outcome: FileOutcome, *columns: str) -> DataFrame:
+    return outcome.rows.where(F.col("reason").isNull()).select(*columns)
+
+
+def _build_items(read: _Inputs, item_index: DataFrame) -> DataFrame:
+    items = movie_columns(_accepted(read.movies, "movieId", "title", "genres"))
+    if read.links.present:
+        items = items.join(F.broadcast(_accepted(read.links, "movieId", "imdbId", "tmdbId")), "movieId", "left")
+    else:
+        items = items.withColumns({"imdbId": F.lit(None).cast("string"), "tmdbId": F.lit(None).cast("long")})
+    return items.join(F.broadcast(item_index), "movieId", "left").select(*ITEM_COLUMNS)
+
+
+def _build_rejects(read: _Inputs) -> DataFrame:
+    rejects = rejects_of(read.ratings.rows, RATINGS.name)
+    for other in (read.movies, read.tags, read.links):
+        if other.present:
+            rejects = rejects.unionByName(rejects_of(other.rows, other.name))
+    return rejects.select(*REJECT_COLUMNS)
+
+
+def run_etl(spark: SparkSession, data_dir: str | Path, warehouse: str | Path,
+            config: EtlConfig | None = None) -> EtlResult:
+    """Read, validate and split the MovieLens files in `data_dir`; write every table into `warehouse`."""
+    started = time.perf_counter()
+    config = config or EtlConfig()
+    inputs = check_inputs(data_dir)  # plain Python: a missing file or column fails before anything is read/written
+    warehouse = Path(warehouse)
+    persisted: list[DataFrame] = []
+    stages: dict[str, float] = {}
+    mark = time.perf_counter()
+
+    def stage(name: str) -> None:
+        nonlocal mark
+        now = time.perf_counter()
+        stages[name] = round(now - mark, 2)
+        mark = now
+
+    def keep(df: DataFrame) -> DataFrame:
+        persisted.append(df.persist(StorageLevel.MEMORY_AND_DISK))
+        return df
+
+    try:
+        with pinned_file_splits(spark):
+            read = _read_inputs(spark, inputs, config)
+            persisted += [o.rows for o in (read.movies, read.links, read.tags, read.ratings)]
+            stage("read and validate")
+            accepted = _accepted(read.ratings, "userId", "movieId", "rating", "timestamp")
+
+            user_counts = keep(accepted.groupBy("userId").agg(F.count(F.lit(1)).alias("n_interactions")))
+            rated_items = keep(accepted.select("movieId").distinct())
+            users = keep(user_counts.join(dense_index(user_counts, "userId", "user_idx"), "userId")
+                         .select(*USER_COLUMNS))
+            item_index = keep(dense_index(rated_items, "movieId", "item_idx"))
+            n_users, n_rated_items = user_counts.count(), rated_items.count()
+            cutoff = temporal_cutoff(accepted, config.temporal_quantile, rows=read.ratings.accepted)
+            stage("indices and temporal cut-off")
+
+            # accepted is still hash-partitioned by userId: the history window adds no shuffle
+            interactions = (add_sequence(accepted, config.tie_break, config.seed)
+                            .join(F.broadcast(users.select("userId", "user_idx")), "userId")
+                            .join(F.broadcast(item_index), "movieId"))
+            interactions = add_temporal_split(interactions, cutoff).select(*INTERACTION_COLUMNS)
+            tags = (_accepted(read.tags, *TAG_COLUMNS) if read.tags.present
+                    else spark.createDataFrame([], TAGS_SCHEMA))
+            report = _report_rows(read.present)
+            n_rejects = sum(sum(o.rejected.values()) for o in read.present)
+
+            warehouse.mkdir(parents=True, exist_ok=True)
+            write_table(interactions, table_path(warehouse, "interactions"))
+            stage("write interactions")
+            write_table(_build_items(read, item_index), table_path(warehouse, "items"))
+            write_table(users, table_path(warehouse, "users"))
+            write_table(tags, table_path(warehouse, "tags"))
+            write_table(_build_rejects(read), table_path(warehouse, "rejects"))
+            write_arrow(pa.Table.from_pylist([dict(zip(REPORT_SCHEMA.names, r)) for r in report], REPORT_SCHEMA),
+                        table_path(warehouse, "etl_report"))
+            _check_written(warehouse, {"interactions": read.ratings.accepted, "items": read.movies.accepted,
+                                       "users": n_users, "tags": read.tags.accepted, "rejects": n_rejects})
+            stage("write the other tables")
+    finally:
+        for df in persisted:
+            df.unpersist()
+
+    summary = {
+        "schema_version": 1,
+        "data": str(Path(data_dir).resolve()),
+        "tie_break": config.tie_break,
+        "seed": config.seed,
+        "temporal": {"quantile": config.temporal_quantile, "cutoff_timestamp": cutoff},
+        "kcore": read.kcore,
+        "files": {o.name: {"input": o.input_rows, "accepted": o.accepted, "rejected": sum(o.rejected.values()),
+                           "rejected_by_reason": o.rejected} for o in read.present},
+        "files_missing": [o.name for o in (read.tags, read.links) if not o.present],
+        "tables": {"interactions": read.ratings.accepted, "users": n_users, "items": read.movies.accepted,
+                   "rated_items": n_rated_items, "tags": read.tags.accepted, "rejects": n_rejects},
+    }
+    (warehouse / REPORT_FILE).write_text(json.dumps(summary, indent=1) + "\n")
+    return EtlResult(warehouse, report, summary, time.perf_counter() - started, stages)
+
+
+def print_report(result: EtlResult, console=None) -> None:
+    """The etl_report table, as a rich table, and the settings that shaped the splits."""
+    from rich.console import Console
+    from rich.table import Table
+
+    console = console or Console()
+    table = Table(title=f"ETL report ({result.warehouse})")
+    for name, justify in (("file", "left"), ("category", "left"), ("reason", "left"), ("rows", "right")):
+        table.add_column(name, justify=justify)
+    for file, category, reason, rows in result.report:
+        table.add_row(file, category, reason or "", f"{rows:,}")
+    console.print(table)
+    s = result.summary
+    k = s["kcore"]
+    kcore = ("off" if not (k["min_user_interactions"] or k["min_item_interactions"]) else
+             f"users >= {k['min_user_interactions']}, items >= {k['min_item_interactions']}, "
+             f"{k['iterations']} iterations{'' if k['converged'] else ' (not converged)'}")
+    console.print(f"tie_break={s['tie_break']} seed={s['seed']} temporal cut-off={s['temporal']['cutoff_timestamp']} "
+                  f"(quantile {s['temporal']['quantile']}) k-core: {kcore}")
+    t = s["tables"]
+    console.print(f"{t['interactions']:,} interactions, {t['users']:,} users, {t['rated_items']:,} rated of "
+                  f"{t['items']:,} movies, {t['tags']:,} tags, {t['rejects']:,} rejects in {result.seconds:.1f}s "
+                  f"({', '.join(f'{k} {v:.1f}s' for k, v in result.stage_seconds.items())})")

@@ -1,0 +1,155 @@
+"""Row validation in Spark SQL: every physical line of an input file gets a line number, typed columns and either
+no reason (accepted so far) or the reason it is refused and the field to blame.
+
+No Python UDFs: the lines stay in the JVM. The first failing check wins, in this order: non_utf8, malformed
+(unbalanced quotes or a wrong field count), then each column in the file's column order; unknown_movie and
+duplicate are marked afterwards, among the rows that passed.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from pyspark.sql import Column, DataFrame, SparkSession, Window
+from pyspark.sql import functions as F
+
+from recsys_spark.schemas import DIGITS, ID, OPTIONAL_ID, RATING, TEXT, TIMESTAMP, CheckedInput
+
+# One CSV field: quoted (quotes doubled inside) or unquoted (no quote, no comma). Unrolled loops, no alternation
+# under a star, so long quoted fields cannot overflow Java's regex stack.
+_QUOTED = r'"[^"]*+(?:""[^"]*+)*+"'
+_FIELD = rf'(?:{_QUOTED}|[^",]*+)'
+WELL_QUOTED_LINE = rf"^{_FIELD}(?:,{_FIELD})*+$"
+# A comma followed by an even number of quotes up to the end of the line is outside quotes.
+COMMA_OUTSIDE_QUOTES = r',(?=(?:[^"]*"[^"]*")*[^"]*$)'
+DECIMAL = r"^[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)$"
+DIGITS_ONLY = r"^[0-9]+$"
+
+VALIDATION_COLUMNS = ["line", "raw", "reason", "field"]
+
+
+def numbered_lines(spark: SparkSession, path: Path) -> tuple[DataFrame, int]:
+    """(line, value) for every physical line of a text file, line numbers 1-based exactly as in the file.
+
+    monotonically_increasing_id() numbers rows consecutively inside each partition, and every row knows the byte
+    offset of the file block it was read from. One cheap pass counts the rows per block; a prefix sum over the blocks
+    in file order (a few dozen numbers, on the driver) turns (block, id) into the exact line number of the second
+    pass. Both passes must split the file alike: run_etl pins spark.sql.files.minPartitionNum while it reads.
+    """
+    def scan() -> DataFrame:
+        return spark.read.text(str(path)).select(F.input_file_block_start().alias("block"),
+                                                 F.monotonically_increasing_id().alias("row_id"), "value")
+
+    blocks = sorted(scan().groupBy("block").agg(F.count(F.lit(1)).alias("rows"),
+                                                F.min("row_id").alias("first_row_id")).collect())
+    if not blocks:
+        return spark.createDataFrame([], "line long, value string"), 0
+    shift, lines_before = {}, 0
+    for block, rows, first_row_id in blocks:
+        shift[block] = lines_before + 1 - first_row_id
+        lines_before += rows
+    line = F.col("row_id") + long_map(shift)[F.col("block")]
+    return scan().select(line.alias("line"), "value"), lines_before
+
+
+def long_map(values: dict[int, int]) -> Column:
+    """A map<bigint, bigint> literal, built as one SQL expression (one call into the JVM, however many entries)."""
+    return F.expr("map(" + ", ".join(f"{int(k)}L, {int(v)}L" for k, v in values.items()) + ")")
+
+
+def unquote(field: Column) -> Column:
+    inner = field.substr(F.lit(2), F.length(field) - 2)
+    return F.when(field.startswith('"'), F.regexp_replace(inner, '""', '"')).otherwise(field)
+
+
+def _checks(kind: str, text: Column, value: Column) -> list[tuple[Column, str]]:
+    """(failing condition, reason) for one column, in order; `text` is the unquoted field, `value` its try_cast."""
+    if kind == ID:
+        return [(text == "", "missing_id"), (value.isNull(), "non_numeric"), (value <= 0, "non_positive")]
+    if kind == OPTIONAL_ID:
+        return [((text != "") & value.isNull(), "non_numeric"), (value <= 0, "non_positive")]
+    if kind == RATING:
+        return [(~text.rlike(DECIMAL) | value.isNull(), "non_numeric"),
+                ((value < 0.5) | (value > 5.0), "rating_out_of_range"),
+                (F.floor(value * 2) != value * 2, "not_half_star")]
+    if kind == TIMESTAMP:
+        # A number that is no valid epoch second (fractional, zero, negative, too large) is a bad timestamp;
+        # something that is no number at all is non_numeric.
+        return [(value.isNull() & ~text.rlike(DECIMAL), "non_numeric"),
+                (value.isNull() | (value <= 0), "bad_timestamp")]
+    if kind == DIGITS:
+        return [((text != "") & ~text.rlike(DIGITS_ONLY), "non_numeric")]
+    if kind == TEXT:
+        return []
+    raise ValueError(f"unknown column kind {kind!r}")
+
+
+def _typed(kind: str, text: Column) -> Column:
+    if kind in (ID, TIMESTAMP):
+        return text.try_cast("long")
+    if kind == OPTIONAL_ID:
+        return F.when(text != "", text.try_cast("long"))
+    if kind == RATING:
+        return text.try_cast("double")
+    if kind == DIGITS:
+        return F.when(text != "", text)
+    return text
+
+
+def parse_rows(lines: DataFrame, source: CheckedInput) -> DataFrame:
+    """Data lines (header dropped) -> line, raw, one typed column per spec column, reason, field."""
+    spec = source.spec
+    has_quote = F.instr("value", '"') > 0
+    fields = (lines.where(F.col("line") >= 2)
+              .select("line", F.col("value").alias("raw"),
+                      F.when(has_quote, F.split("value", COMMA_OUTSIDE_QUOTES, -1))
+                      .otherwise(F.split("value", ",", -1)).alias("fields")))
+    texts = [unquote(F.get("fields", source.position(c.name))).alias(f"{c.name}_text") for c in spec.columns]
+    texts_df = fields.select("line", "raw", "fields", *texts)
+    typed = texts_df.select("line", "raw", "fields", *[f"{c.name}_text" for c in spec.columns],
+                            *[_typed(c.kind, F.col(f"{c.name}_text")).alias(c.name) for c in spec.columns])
+
+    checks: list[tuple[Column, str, str | None]] = [
+        (~F.is_valid_utf8("raw"), "non_utf8", None),
+        ((F.instr("raw", '"') > 0) & ~F.col("raw").rlike(WELL_QUOTED_LINE), "malformed", None),
+        (F.size("fields") != source.n_fields, "malformed", None),
+    ]
+    for c in spec.columns:
+        checks += [(cond, reason, c.name) for cond, reason in _checks(c.kind, F.col(f"{c.name}_text"), F.col(c.name))]
+    first, *rest = checks
+    reason, field = F.when(first[0], F.lit(first[1])), F.when(first[0], F.lit(first[2]))
+    for cond, why, blame in rest:  # CASE WHEN: the first failing check wins
+        reason, field = reason.when(cond, F.lit(why)), field.when(cond, F.lit(blame))
+    return typed.select("line", "raw", *spec.column_names,
+                        reason.cast("string").alias("reason"), field.cast("string").alias("field"))
+
+
+def mark_unknown_movies(rows: DataFrame, movie_ids: DataFrame) -> DataFrame:
+    """Rows that passed so far but name a movieId absent from movies.csv -> unknown_movie (a broadcast join)."""
+    known = F.broadcast(movie_ids.select("movieId", F.lit(True).alias("_known")))
+    marked = rows.join(known, on="movieId", how="left")
+    unknown = F.col("reason").isNull() & F.col("_known").isNull()
+    return marked.withColumns({
+        "reason": F.when(unknown, F.lit("unknown_movie")).otherwise(F.col("reason")),
+        "field": F.when(unknown, F.lit("movieId")).otherwise(F.col("field")),
+    }).select(*rows.columns)
+
+
+def mark_duplicates(rows: DataFrame, key: list[str], latest_first: list[Column]) -> DataFrame:
+    """Among the rows that passed so far, all but the first of each key in `latest_first` order -> duplicate.
+
+    Rows already refused sort after the good ones of their key, so they never displace one.
+    """
+    order = [F.col("reason").isNotNull(), *latest_first]
+    rank = F.row_number().over(Window.partitionBy(*key).orderBy(*order))
+    duplicate = F.col("reason").isNull() & (rank > 1)
+    return rows.withColumns({
+        "reason": F.when(duplicate, F.lit("duplicate")).otherwise(F.col("reason")),
+        "field": F.when(duplicate, F.lit(None).cast("string")).otherwise(F.col("field")),
+    })
+
+
+def rejects_of(rows: DataFrame, file_name: str) -> DataFrame:
+    """The refused rows in the `rejects` table's shape; invalid UTF-8 in the raw line becomes U+FFFD."""
+    return rows.where(F.col("reason").isNotNull()).select(
+        F.lit(file_name).alias("file"), F.col("line").cast("long").alias("line"),
+        F.make_valid_utf8("raw").alias("raw"), "reason", "field")
