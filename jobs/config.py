@@ -1,4 +1,6 @@
-"""Layered YAML configuration: conf/local.yaml (environment) < conf/<section>.yaml < --config FILE < key=value.
+"""Layered YAML configuration: conf/<section>.yaml < conf/<env>.yaml < --config FILE < key=value.
+
+A section file holds a component's defaults; the environment file (local, cluster) overrides what differs there.
 
 Keys are dotted paths into nested dicts (`als.rank=20`, `train.epochs=3`). Values given on the command line are
 parsed as YAML scalars, so `als.rank=20` is an int, `sasrec.loss=bce` a string and `etl.kcore=null` None.
@@ -69,15 +71,17 @@ def load_config(
     env: str = "local",
     conf_dir: Path = CONF_DIR,
 ) -> dict:
-    """Resolve the config: `<env>.yaml`, then each `<section>.yaml` that exists, then `config_file`, then overrides."""
+    """Resolve the config: each `<section>.yaml` that exists, then `<env>.yaml`, then `config_file`, then overrides."""
     cfg: dict[str, Any] = {}
-    env_file = conf_dir / f"{env}.yaml"
-    if env_file.exists():
-        cfg = merge(cfg, _read_yaml(env_file))
     for section in sections:
         path = conf_dir / f"{section}.yaml"
         if path.exists():
             cfg = merge(cfg, _read_yaml(path))
+    env_file = conf_dir / f"{env}.yaml"
+    if env_file.exists():
+        cfg = merge(cfg, _read_yaml(env_file))
+    elif env != "local":
+        raise ConfigError(f"environment config not found: {env_file} (--env {env})")
     if config_file:
         cfg = merge(cfg, _read_yaml(Path(config_file)))
     for item in overrides:

@@ -22,6 +22,15 @@ def test_layers_and_typed_overrides(tmp_path):
     assert cfg["etl"]["kcore"] is None
 
 
+def test_environment_overrides_section_defaults(tmp_path):
+    (tmp_path / "train.yaml").write_text("train:\n  epochs: 20\n  lr: 0.001\n")
+    (tmp_path / "cluster.yaml").write_text("train:\n  epochs: 50\n")
+    cfg = load_config(["train"], env="cluster", conf_dir=tmp_path)
+    assert cfg["train"] == {"epochs": 50, "lr": 0.001}
+    with pytest.raises(ConfigError, match="nope.yaml"):
+        load_config(["train"], env="nope", conf_dir=tmp_path)
+
+
 def test_merge_does_not_mutate():
     base = {"a": {"b": 1}}
     out = merge(base, {"a": {"c": 2}})
