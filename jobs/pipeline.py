@@ -40,9 +40,10 @@ def register_best(warehouse: Path, cfg: dict) -> str | None:
                           tags={"recsys.step": "register"}) as run:
         mlflow.log_metric("val_ndcg_at_10", score)
         # Explicit requirements: inferring them loads the model again in a subprocess, which is slow.
-        mlflow.pytorch.log_model(net, name="model", pip_requirements=[f"torch=={torch.__version__.split('+')[0]}"])
+        logged = mlflow.pytorch.log_model(net, name="model", serialization_format="pickle",
+                                          pip_requirements=[f"torch=={torch.__version__.split('+')[0]}"])
         registered = (cfg.get("mlflow") or {}).get("registered_model_prefix", "recsys-") + model_name
-        mlflow.register_model(f"runs:/{run.info.run_id}/model", registered)
+        mlflow.register_model(logged.model_uri, registered)
     return f"{registered} (validation NDCG@10 {score:.4f})"
 
 

@@ -10,6 +10,9 @@ import os
 from pathlib import Path
 from typing import Iterator
 
+# Nightly batch jobs send nothing home: MLflow's usage telemetry is off unless the user turned it on.
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+
 PARENT_ENV = "RECSYS_MLFLOW_PARENT_RUN_ID"
 STEP_ENV = "RECSYS_STEP_NAME"  # the pipeline's name for the step a job runs as
 

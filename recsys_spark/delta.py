@@ -141,6 +141,26 @@ def read_table(spark: SparkSession, path: str | Path, version: int | None = None
     return spark.read.schema(schema).option("basePath", path).parquet(*files)
 
 
+_ARROW_TYPES = {"string": pa.string(), "long": pa.int64(), "integer": pa.int32(), "short": pa.int16(),
+                "byte": pa.int8(), "double": pa.float64(), "float": pa.float32(), "boolean": pa.bool_(),
+                "date": pa.date32(), "timestamp": pa.timestamp("us", tz="UTC"), "binary": pa.binary()}
+
+
+def _arrow_type(delta_type) -> pa.DataType:
+    if isinstance(delta_type, str):
+        return _ARROW_TYPES[delta_type]
+    if delta_type["type"] == "array":
+        return pa.list_(_arrow_type(delta_type["elementType"]))
+    if delta_type["type"] == "struct":
+        return pa.struct([pa.field(f["name"], _arrow_type(f["type"])) for f in delta_type["fields"]])
+    raise RecsysError(f"unsupported Delta column type {delta_type!r}")
+
+
+def arrow_schema(table: deltalake.DeltaTable) -> pa.Schema:
+    fields = json.loads(table.schema().to_json())["fields"]
+    return pa.schema([pa.field(f["name"], _arrow_type(f["type"]), f.get("nullable", True)) for f in fields])
+
+
 def read_arrow(path: str | Path, columns: list[str] | None = None, version: int | None = None) -> pa.Table:
     """Read a Delta table into Arrow without Spark (partition columns restored from the hive-style paths)."""
     table = _require(str(path))
@@ -149,7 +169,7 @@ def read_arrow(path: str | Path, columns: list[str] | None = None, version: int 
     files = table.file_uris()
     partition_cols = table.metadata().partition_columns
     if not files:
-        return pa.table({})
+        return arrow_schema(table).empty_table()
     dataset = pads.dataset(files, format="parquet", partitioning="hive" if partition_cols else None,
                            partition_base_dir=str(path))
     return dataset.to_table(columns=columns)

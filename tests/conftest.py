@@ -54,3 +54,23 @@ def ml_small_warehouse(spark, ml_small, tmp_path_factory) -> Path:
     warehouse = tmp_path_factory.mktemp("ml_small_warehouse")
     run_etl(spark, ml_small, warehouse, EtlConfig())
     return warehouse
+
+
+@pytest.fixture(autouse=True)
+def _isolated_mlflow_env():
+    """mlflow.set_tracking_uri also exports MLFLOW_TRACKING_URI; a job run in-process must not leak its store
+    into the next test's subprocesses."""
+    keys = [k for k in os.environ if k.startswith("MLFLOW_") or k.startswith("RECSYS_MLFLOW")]
+    saved = {k: os.environ[k] for k in keys}
+    yield
+    for key in [k for k in os.environ if k.startswith("MLFLOW_") or k.startswith("RECSYS_MLFLOW")]:
+        if key not in saved:
+            del os.environ[key]
+    os.environ.update(saved)
+    try:
+        import mlflow
+
+        while mlflow.active_run() is not None:
+            mlflow.end_run()
+    except Exception:  # noqa: BLE001
+        pass

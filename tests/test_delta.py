@@ -40,3 +40,11 @@ def test_missing_table_is_a_clear_error(spark, tmp_path):
 
     with pytest.raises(RecsysError, match="Delta table not found"):
         read_table(spark, str(tmp_path / "nope"))
+
+
+def test_empty_table_keeps_its_schema(spark, tmp_path):
+    path = str(tmp_path / "rejects")
+    write_table(spark.createDataFrame([], "file string, line long, tags array<string>"), path)
+    empty = read_arrow(path)
+    assert empty.num_rows == 0 and empty.column_names == ["file", "line", "tags"]
+    assert read_table(spark, path).count() == 0
