@@ -102,3 +102,9 @@ def run_layer(config_file: str | Path | None = None, overrides: Iterable[str] = 
     for item in overrides:
         cfg = apply_override(cfg, item)
     return cfg
+
+
+def qualify(overrides: Iterable[str], section_name: str, config_class) -> list[str]:
+    """Bare keys of a config dataclass (`rank=20`) mean `<section>.rank=20` on that command's line."""
+    fields = set(config_class.__dataclass_fields__)
+    return [f"{section_name}.{item}" if item.split("=", 1)[0] in fields else item for item in overrides]

@@ -8,14 +8,8 @@ from pathlib import Path
 from typing import Sequence
 
 from jobs.common import add_config_flags, guarded, resolve_config
-from jobs.config import section
+from jobs.config import qualify, section
 from recsys_spark.sequences import SequenceConfig
-
-
-def sequence_overrides(overrides: list[str]) -> list[str]:
-    """Bare SequenceConfig keys (`max_len=50`) mean `sequences.max_len=50`."""
-    fields = set(SequenceConfig.__dataclass_fields__)
-    return [f"sequences.{item}" if item.split("=", 1)[0] in fields else item for item in overrides]
 
 
 @guarded
@@ -25,7 +19,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--out", help="output folder, replaced whole (default: <warehouse>/sequences)")
     add_config_flags(parser)
     args = parser.parse_args(argv)
-    args.overrides = sequence_overrides(args.overrides)
+    args.overrides = qualify(args.overrides, "sequences", SequenceConfig)
     cfg = resolve_config(args, "sequences")
     config = SequenceConfig.from_dict(section(cfg, "sequences"))
 

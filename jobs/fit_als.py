@@ -6,7 +6,7 @@ import sys
 from typing import Sequence
 
 from jobs.common import add_config_flags, guarded, resolve_config
-from jobs.config import section
+from jobs.config import qualify, section
 from recsys_spark.als import AlsConfig
 
 
@@ -19,12 +19,6 @@ def require_tables(warehouse: str, *names: str) -> None:
             raise RecsysError(f"Delta table not found: {table_path(warehouse, name)} (run `recsys etl` first)")
 
 
-def als_overrides(overrides: list[str]) -> list[str]:
-    """Bare AlsConfig keys (`rank=20`) mean `als.rank=20`."""
-    fields = set(AlsConfig.__dataclass_fields__)
-    return [f"als.{item}" if item.split("=", 1)[0] in fields else item for item in overrides]
-
-
 @guarded
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="recsys als", description=__doc__)
@@ -32,7 +26,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--run-date", help="date the metrics rows are filed under (default: today)")
     add_config_flags(parser)
     args = parser.parse_args(argv)
-    args.overrides = als_overrides(args.overrides)
+    args.overrides = qualify(args.overrides, "als", AlsConfig)
     cfg = resolve_config(args, "als")
     config = AlsConfig.from_dict(section(cfg, "als"))
 

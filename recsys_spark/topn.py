@@ -21,21 +21,7 @@ from recsys_spark.delta import read_table, table_path
 from recsys_spark.errors import RecsysError
 from recsys_spark.recommendations import seen_pairs, write_recommendations
 
-SPARK_BASELINES = ("popularity", "genre", "markov", "ar2", "hybrid")
-TORCH_MODELS = ("ncf", "sasrec", "ss4rec")
 TOPN_SCHEMA = "user_idx int, item_idx int, rank int, score double"
-
-
-def model_family(model: str) -> str:
-    """`als`, `baseline` or `torch`; unknown names are a clear error."""
-    if model == "als" or model.startswith("als_"):
-        return "als"
-    if model in SPARK_BASELINES:
-        return "baseline"
-    if model in TORCH_MODELS:
-        return "torch"
-    known = ", ".join(("als", *SPARK_BASELINES, *TORCH_MODELS))
-    raise RecsysError(f"unknown model {model!r}; one of: {known}")
 
 
 # ---------------------------------------------------------------------------------------------------------------

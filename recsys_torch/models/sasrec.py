@@ -78,6 +78,19 @@ class Block(nn.Module):
         return x + self.dropout(self.ffn(self.ffn_norm(x)))
 
 
+@torch.no_grad()
+def init_dense_layers(model: nn.Module) -> None:
+    """GPT-style init of every Linear/Embedding (N(0, 0.02), zero bias) and LayerNorm (1, 0) in `model`."""
+    for module in model.modules():
+        if isinstance(module, (nn.Linear, nn.Embedding)):
+            nn.init.normal_(module.weight, mean=0.0, std=0.02)
+        if isinstance(module, nn.Linear) and module.bias is not None:
+            nn.init.zeros_(module.bias)
+        elif isinstance(module, nn.LayerNorm):
+            nn.init.ones_(module.weight)
+            nn.init.zeros_(module.bias)
+
+
 class SASRec(nn.Module):
     def __init__(self, cfg: SASRecConfig):
         super().__init__()
@@ -91,14 +104,7 @@ class SASRec(nn.Module):
     @torch.no_grad()
     def init_weights(self) -> None:
         """Initialise every parameter from the global torch RNG (deterministic for a seed)."""
-        for module in self.modules():
-            if isinstance(module, (nn.Linear, nn.Embedding)):
-                nn.init.normal_(module.weight, mean=0.0, std=0.02)
-            if isinstance(module, nn.Linear) and module.bias is not None:
-                nn.init.zeros_(module.bias)
-            elif isinstance(module, nn.LayerNorm):
-                nn.init.ones_(module.weight)
-                nn.init.zeros_(module.bias)
+        init_dense_layers(self)
         self.item_emb.weight[0].zero_()
 
     def forward(self, items: Tensor, timestamps: Tensor | None = None) -> Tensor:

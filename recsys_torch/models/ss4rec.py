@@ -44,7 +44,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from recsys_torch.models.sasrec import full_softmax_cross_entropy
+from recsys_torch.models.sasrec import full_softmax_cross_entropy, init_dense_layers
 
 
 @dataclass
@@ -237,14 +237,7 @@ class SS4Rec(nn.Module):
     @torch.no_grad()
     def init_weights(self) -> None:
         """Initialise every parameter from the global torch RNG (deterministic for a seed)."""
-        for module in self.modules():
-            if isinstance(module, (nn.Linear, nn.Embedding)):
-                nn.init.normal_(module.weight, mean=0.0, std=0.02)
-            if isinstance(module, nn.Linear) and module.bias is not None:
-                nn.init.zeros_(module.bias)
-            elif isinstance(module, nn.LayerNorm):
-                nn.init.ones_(module.weight)
-                nn.init.zeros_(module.bias)
+        init_dense_layers(self)
         for module in self.modules():  # after the generic pass, which touched their Linear children
             if isinstance(module, (TimeAwareSSM, SelectiveSSM)):
                 module.init_weights()
