@@ -23,7 +23,8 @@ import yaml
 
 from recsys_spark.errors import RecsysError
 
-SPARK_MODELS = ("als", "popularity", "genre", "markov", "ar2", "hybrid")
+SPARK_MODELS = ("als", "als_implicit", "popularity", "genre", "markov", "ar2", "hybrid")
+ALS_VARIANTS = {"als": [], "als_implicit": ["als.name=als_implicit", "als.implicit_prefs=true"]}
 TORCH_MODELS = ("ncf", "sasrec", "ss4rec")
 INPUT_FILES = ("ratings.csv", "movies.csv", "tags.csv", "links.csv")
 
@@ -35,6 +36,7 @@ class Step:
     depends: list[str] = field(default_factory=list)
     sections: list[str] = field(default_factory=list)  # config sections that change the step's output
     per_run_date: bool = False
+    overrides: list[str] = field(default_factory=list)  # the step's own key=value, part of its fingerprint
     input_files: list[Path] = field(default_factory=list)
     env: dict[str, str] = field(default_factory=dict)
 
@@ -68,10 +70,12 @@ def plan(data: Path, warehouse: Path, cfg: dict, config_file: Path, run_date: dt
     inputs = [data / name for name in INPUT_FILES if (data / name).exists()]
 
     steps = [Step("etl", ["etl", "--data", str(data), *common], sections=["etl"], input_files=inputs)]
-    if "als" in spark_models:
-        steps.append(Step("als", ["als", *common], ["etl"], ["als"]))
-        steps.append(Step("topn-als", ["topn", "--model", "als", "--k", k, *date, *common], ["als"], per_run_date=True))
-    baselines = [m for m in spark_models if m != "als"]
+    for als, extra in ALS_VARIANTS.items():
+        if als in spark_models:
+            steps.append(Step(als, ["als", *date, *common, *extra], ["etl"], ["als"], overrides=extra))
+            steps.append(Step(f"topn-{als}", ["topn", "--model", als, "--k", k, *date, *common], [als],
+                              per_run_date=True))
+    baselines = [m for m in spark_models if m not in ALS_VARIANTS]
     if baselines:
         steps.append(Step("baselines", ["baselines", "--k", k, *date, *common,
                                         f"baselines.models={json.dumps(baselines)}"],
@@ -93,6 +97,7 @@ def fingerprint(step: Step, cfg: dict, run_date: dt.date, upstream: dict[str, st
     payload = {
         "step": step.name,
         "config": {s: cfg.get(s) for s in step.sections},
+        "overrides": step.overrides,
         "run_date": run_date.isoformat() if step.per_run_date else None,
         "upstream": {d: upstream.get(d) for d in step.depends},
         "files": {p.name: file_digest(p) for p in step.input_files},

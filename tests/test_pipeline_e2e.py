@@ -10,7 +10,7 @@ import pytest
 from recsys_spark.delta import read_arrow, table_exists
 
 REPO = Path(__file__).resolve().parent.parent
-MODELS = ["als", "popularity", "genre", "markov", "ar2", "hybrid", "ncf", "sasrec", "ss4rec"]
+MODELS = ["als", "als_implicit", "popularity", "genre", "markov", "ar2", "hybrid", "ncf", "sasrec", "ss4rec"]
 TABLES = ["interactions", "items", "users", "tags", "rejects", "etl_report", "recommendations", "metrics",
           "transitions_ar1", "transitions_ar2", "als_user_factors", "als_item_factors"]
 FAST = ["train.epochs=2", "train.patience=1", "pipeline.k=20", "sequences.max_len=50", "als.max_iter=5",

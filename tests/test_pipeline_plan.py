@@ -24,7 +24,7 @@ def test_plan_covers_every_model_and_ends_with_evaluation(tmp_path):
     steps = plan(make_data(tmp_path), tmp_path / "wh", {}, tmp_path / "c.yaml", DAY)
     names = [s.name for s in steps]
     assert names[0] == "etl" and names[-1] == "evaluate"
-    for name in ["als", "topn-als", "baselines", "export-sequences", "train-sasrec", "topn-ss4rec", "topn-ncf"]:
+    for name in ["als", "topn-als", "als_implicit", "topn-als_implicit", "baselines", "export-sequences", "train-sasrec", "topn-ss4rec", "topn-ncf"]:
         assert name in names
     evaluate = steps[-1]
     assert set(evaluate.depends) == {n for n in names if n.startswith("topn-")} | {"baselines"}
