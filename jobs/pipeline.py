@@ -77,7 +77,7 @@ def main(argv=None) -> int:
     cfg = resolve(SECTIONS)
     run_date = parse_run_date(args.run_date)
     warehouse, data = Path(args.warehouse).resolve(), Path(args.data).resolve()
-    console = Console(stderr=False)
+    console = Console(width=None if sys.stdout.isatty() else 140)
     env = export_env(cfg, warehouse)
 
     def show(result):
