@@ -34,8 +34,20 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     from recsys_spark.session import get_spark
 
+    from jobs.tracking import job_run
+
     spark = get_spark("recsys-etl", conf=section(cfg, "spark"))
-    print_report(run_etl(spark, args.data, args.warehouse, config))
+    params = {"data": args.data, "tie_break": config.tie_break, "seed": config.seed,
+              "temporal_quantile": config.temporal_quantile}
+    with job_run(cfg, args.warehouse, "etl", params):
+        import mlflow
+
+        result = run_etl(spark, args.data, args.warehouse, config)
+        print_report(result)
+        mlflow.log_metric("seconds", result.seconds)
+        mlflow.log_metrics({f"rows.{name}": float(n) for name, n in result.summary.get("tables", {}).items()
+                            if isinstance(n, (int, float))})
+        mlflow.log_dict(result.summary, "etl_report.json")
     return 0
 
 
