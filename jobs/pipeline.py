@@ -78,6 +78,10 @@ def main(argv=None) -> int:
     run_date = parse_run_date(args.run_date)
     warehouse, data = Path(args.warehouse).resolve(), Path(args.data).resolve()
     console = Console(width=None if sys.stdout.isatty() else 140)
+    for required in ("ratings.csv", "movies.csv"):  # before any MLflow run or folder is made
+        if not (data / required).is_file():
+            print(f"error: {data / required}: required input file not found", file=sys.stderr)
+            return 2
     env = export_env(cfg, warehouse)
 
     def show(result):
