@@ -2,7 +2,7 @@
 
 ALS is scored in blocks instead of with `recommendForAllUsers`: the item factor matrix is broadcast once, each
 Arrow batch of users (factors plus the list of items they have seen) is cut into blocks, a block's scores are one
-numpy matmul (BLAS), seen items are set to -inf, and `np.argpartition` keeps each user's k best. No cross join,
+numpy matmul (BLAS), seen items are set to -inf, and a threshold selection keeps each user's k best. No cross join,
 no per-pair rows, no shuffle of scores; and seen items are excluded exactly, without asking for k + |seen| items.
 """
 from __future__ import annotations
@@ -38,35 +38,63 @@ def item_matrix(item_factors: DataFrame) -> tuple[np.ndarray, np.ndarray]:
     return ids, features.reshape(len(ids), -1)
 
 
+SELECTION_GROUPS = 1024  # strided item groups whose maxima bound each user's k-th best score from below
+
+
+def selection_groups(n_items: int, k: int) -> int:
+    """G >= k groups, so that the k-th largest group maximum is a lower bound on the k-th largest score."""
+    return max(min(k, n_items), min(SELECTION_GROUPS, n_items))
+
+
+def pad_items(item_features: np.ndarray, groups: int) -> np.ndarray:
+    """Zero rows appended so the item axis splits into `groups` strided groups of equal length."""
+    padding = -len(item_features) % groups
+    if padding == 0:
+        return item_features
+    return np.vstack([item_features, np.zeros((padding, item_features.shape[1]), item_features.dtype)])
+
+
 def block_top_k(user_idx: np.ndarray, user_features: np.ndarray, seen_values: np.ndarray,
                 seen_parents: np.ndarray, item_ids: np.ndarray, item_features: np.ndarray,
                 item_position: np.ndarray, k: int) -> pa.RecordBatch:
-    """Top-k of one block of users: scores = U @ I^T, seen items -> -inf, argpartition, sort the k by score.
+    """Top-k of one block of users: scores = U @ I^T, seen items -> -inf, threshold selection, sort by score.
 
     seen_values/seen_parents: every seen item_idx of the block, flattened, and the block row it belongs to.
-    item_position[item_idx] = the item's column in item_features, -1 if it has no factor.
+    item_position[item_idx] = the item's row in item_features, -1 if it has no factor.
+    item_features may carry zero padding rows after the len(item_ids) real ones (see pad_items).
+
+    Selection without a per-row argpartition over the whole catalogue (the slow part): the columns are cut into
+    G >= k strided groups; the k-th largest of a row's G group maxima is <= its k-th largest score, so every score
+    at or above it is a candidate and the true top-k (ties included) is among them -- typically ~k candidates.
+    Only those are sorted, by score descending then item_idx ascending (recommendations.top_k's tie-break).
     """
+    n_items = len(item_ids)
+    k = min(k, n_items)
+    groups = selection_groups(n_items, k)
+    item_features = pad_items(item_features, groups)
     scores = user_features @ item_features.T
+    scores[:, n_items:] = -np.inf
     in_range = seen_values < len(item_position)
     columns = item_position[seen_values[in_range]]
     known = columns >= 0
     scores[seen_parents[in_range][known], columns[known]] = -np.inf
 
-    n_items = scores.shape[1]
-    k = min(k, n_items)
-    best = np.argpartition(scores, n_items - k, axis=1)[:, n_items - k:]
-    best_scores = np.take_along_axis(scores, best, axis=1)
-    # Sort each row's k by score descending, then item_idx ascending (the same tie-break as recommendations.top_k).
-    order = np.lexsort((item_ids[best], -best_scores), axis=1)
-    best = np.take_along_axis(best, order, axis=1)
-    best_scores = np.take_along_axis(best_scores, order, axis=1)
-
-    keep = np.isfinite(best_scores)  # a user who has seen almost everything gets fewer than k
-    ranks = np.broadcast_to(np.arange(1, k + 1, dtype=np.int32), best.shape)
-    users = np.broadcast_to(user_idx[:, None].astype(np.int32), best.shape)
+    n_rows, width = scores.shape
+    group_max = scores.reshape(n_rows, width // groups, groups).max(axis=1)
+    threshold = np.partition(group_max, groups - k, axis=1)[:, groups - k]
+    flat = np.flatnonzero(scores >= threshold[:, None])
+    rows, columns = np.divmod(flat, width)
+    values = scores.ravel()[flat]
+    keep = np.isfinite(values)  # seen items and padding; a user who has seen almost everything gets fewer than k
+    rows, columns, values = rows[keep], columns[keep], values[keep]
+    items = item_ids[columns]
+    order = np.lexsort((items, -values, rows))
+    rows, items, values = rows[order], items[order], values[order]
+    ranks = np.arange(len(rows)) - np.searchsorted(rows, rows, side="left")
+    top = ranks < k
     return pa.RecordBatch.from_arrays(
-        [pa.array(users[keep]), pa.array(item_ids[best][keep]), pa.array(ranks[keep]),
-         pa.array(best_scores[keep].astype(np.float64))],
+        [pa.array(user_idx.astype(np.int32)[rows[top]]), pa.array(items[top].astype(np.int32)),
+         pa.array((ranks[top] + 1).astype(np.int32)), pa.array(values[top].astype(np.float64))],
         names=["user_idx", "item_idx", "rank", "score"])
 
 
@@ -90,6 +118,7 @@ def score_top_k(user_factors: DataFrame, item_factors: DataFrame, seen: DataFram
 
     def top_k_batches(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         ids, features, position = broadcast.value
+        features = pad_items(features, selection_groups(len(ids), k))  # once per task, not per block
         for batch in batches:
             for start in range(0, batch.num_rows, block_size):
                 block = batch.slice(start, block_size)

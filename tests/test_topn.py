@@ -57,6 +57,32 @@ def test_block_top_k_matches_brute_force():
     assert batch.schema.names == ["user_idx", "item_idx", "rank", "score"]
 
 
+def test_block_top_k_threshold_selection_is_exact_on_a_large_catalogue_with_ties():
+    # 3001 items (not a multiple of the selection groups, so padding is exercised); every item appears three times
+    # with identical factors, so scores tie in threes and the order within a tie must be item_idx ascending.
+    rng = np.random.default_rng(3)
+    distinct = rng.normal(size=(1001, 8)).astype(np.float32)
+    item_features = np.repeat(distinct, 3, axis=0)[:3001]
+    item_ids = rng.permutation(np.arange(5, 3006)).astype(np.int32)  # factor rows not in item_idx order
+    position = np.full(int(item_ids.max()) + 1, -1, dtype=np.int64)
+    position[item_ids] = np.arange(len(item_ids))
+    users = np.arange(40, dtype=np.int32)
+    user_features = rng.normal(size=(40, 8)).astype(np.float32)
+    user_features[7] = 0.0  # every score 0.0: the whole list is one tie
+    seen = {int(u): set(rng.choice(item_ids, size=50, replace=False).tolist()) for u in users}
+    values = np.array([i for u in users for i in sorted(seen[int(u)])], dtype=np.int64)
+    parents = np.repeat(np.arange(40), 50)
+    k = 120
+    batch = block_top_k(users, user_features, values, parents, item_ids, item_features, position, k=k)
+    got: dict[int, list[int]] = {}
+    for user, item, rank in zip(*(batch.column(c).to_pylist() for c in ("user_idx", "item_idx", "rank"))):
+        got.setdefault(user, []).append((rank, item))
+    assert {u: [r for r, _ in v] for u, v in got.items()} == {int(u): list(range(1, k + 1)) for u in users}
+    got = {u: [item for _, item in sorted(v)] for u, v in got.items()}
+    assert got == brute_top_k(user_features, item_ids, item_features, seen, users, k)
+    assert got[7] == sorted(set(item_ids.tolist()) - seen[7])[:k]
+
+
 def test_score_top_k_in_spark_blocks_matches_brute_force(spark):
     rng = np.random.default_rng(1)
     n_users, n_items, rank = 23, 17, 5
