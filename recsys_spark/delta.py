@@ -138,7 +138,8 @@ def read_table(spark: SparkSession, path: str | Path, version: int | None = None
     files = table.file_uris()
     if not files:
         return spark.createDataFrame([], schema)
-    return spark.read.schema(schema).option("basePath", path).parquet(*files)
+    # delta-rs resolves symlinks in the file URIs; its table_uri is resolved the same way (a symlinked warehouse).
+    return spark.read.schema(schema).option("basePath", table.table_uri).parquet(*files)
 
 
 _ARROW_TYPES = {"string": pa.string(), "long": pa.int64(), "integer": pa.int32(), "short": pa.int16(),

@@ -48,3 +48,16 @@ def test_empty_table_keeps_its_schema(spark, tmp_path):
     empty = read_arrow(path)
     assert empty.num_rows == 0 and empty.column_names == ["file", "line", "tags"]
     assert read_table(spark, path).count() == 0
+
+
+def test_tables_read_through_a_symlinked_warehouse(spark, tmp_path):
+    # e.g. /data/warehouse -> /mnt/disk2/warehouse: delta-rs hands back resolved file paths, partitions included.
+    real = tmp_path / "disk2" / "warehouse"
+    cols = "model string, userId long, score double"
+    write_table(spark.createDataFrame([("als", 1, 0.5), ("ar2", 2, 0.25)], cols), str(real / "t"),
+                partition_by=["model"])
+    link = tmp_path / "warehouse"
+    link.symlink_to(real, target_is_directory=True)
+    rows = sorted((r.model, r.userId) for r in read_table(spark, str(link / "t")).collect())
+    assert rows == [("als", 1), ("ar2", 2)]
+    assert read_arrow(str(link / "t")).num_rows == 2
