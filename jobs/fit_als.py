@@ -19,6 +19,18 @@ def require_tables(warehouse: str, *names: str) -> None:
             raise RecsysError(f"Delta table not found: {table_path(warehouse, name)} (run `recsys etl` first)")
 
 
+def log_spark_model(warehouse: str, name: str) -> None:
+    """The fitted ALSModel as the run's MLflow model (`mlflow.spark.load_model("runs:/<id>/model")`)."""
+    import mlflow.spark
+    import pyspark
+
+    from recsys_spark.als import load_model
+
+    # Explicit requirements: MLflow would otherwise reload the model in a subprocess to infer them.
+    mlflow.spark.log_model(load_model(warehouse, name), artifact_path="model",
+                           pip_requirements=[f"pyspark=={pyspark.__version__}"])
+
+
 @guarded
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="recsys als", description=__doc__)
@@ -53,6 +65,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             mlflow.log_metric("grid." + ".".join(f"{k}_{v}" for k, v in point.params.items()), point.score)
         mlflow.log_params({f"best.{k}": getattr(result.config, k) for k in ("rank", "reg_param", "max_iter", "alpha")})
         mlflow.set_tag("model_path", result.paths["model"])
+        log_spark_model(args.warehouse, result.config.name)
 
     c = result.config
     mode = f"implicit (alpha={c.alpha})" if c.implicit_prefs else "explicit"

@@ -129,6 +129,15 @@ def test_job_flags_and_bad_input(spark, warehouse, tmp_path, capsys):
                  "als.temporal=false"]) == 0
     out = capsys.readouterr().out
     assert "rank=2" in out and "test: RMSE" in out and "cold rows" in out
+    import mlflow.spark
+
+    from jobs.tracking import tracking_uri
+
+    mlflow.set_tracking_uri(tracking_uri({}, warehouse))
+    run = mlflow.search_runs(search_all_experiments=True, filter_string="tags.`recsys.step` = 'als'").iloc[0]
+    logged = mlflow.spark.load_model(f"runs:/{run['run_id']}/model").stages[0]
+    assert logged.rank == 2
+    assert logged.userFactors.count() == load_model(warehouse, "als").userFactors.count()
     assert main(["--warehouse", str(warehouse), "rank=0"]) == 2
     assert "rank must be >= 1" in capsys.readouterr().err
     assert main(["--warehouse", str(tmp_path / "empty")]) == 2
