@@ -18,6 +18,7 @@ from pyspark.ml.recommendation import ALS, ALSModel
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
+from recsys_spark.config import from_mapping
 from recsys_spark.delta import read_table, table_path, write_table
 from recsys_spark.errors import RecsysError
 from recsys_spark.topn import score_top_k
@@ -59,15 +60,8 @@ class AlsConfig:
             raise RecsysError(f"als.grid: unknown keys {sorted(unknown)}; tunable: {list(GRID_KEYS)}")
 
     @classmethod
-    def from_dict(cls, values: dict) -> "AlsConfig":
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(values) - names
-        if unknown:
-            raise RecsysError(f"als config: unknown keys {sorted(unknown)}; known: {sorted(names)}")
-        try:
-            return cls(**values)
-        except TypeError as exc:
-            raise RecsysError(f"als config: {exc}") from None
+    def from_dict(cls, values: dict | None) -> "AlsConfig":
+        return from_mapping(cls, values, "als")
 
     def with_params(self, **params) -> "AlsConfig":
         return dataclasses.replace(self, **params)

@@ -24,6 +24,7 @@ from pyspark import StorageLevel
 from pyspark.sql import DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 
+from recsys_spark.config import from_mapping
 from recsys_spark.delta import read_arrow, table_path, write_arrow, write_table
 from recsys_spark.errors import RecsysError
 from recsys_spark.schemas import LINKS, MOVIES, RATINGS, REJECT_REASONS, TAGS, CheckedInput, check_inputs
@@ -69,8 +70,10 @@ class EtlConfig:
     kcore: KcoreConfig = field(default_factory=KcoreConfig)
 
     def __post_init__(self):
-        if isinstance(self.kcore, dict):
-            object.__setattr__(self, "kcore", _build(KcoreConfig, self.kcore, "etl.kcore"))
+        if isinstance(self.kcore, dict) or self.kcore is None:
+            object.__setattr__(self, "kcore", from_mapping(KcoreConfig, self.kcore, "etl.kcore"))
+        elif not isinstance(self.kcore, KcoreConfig):
+            raise RecsysError(f"etl.kcore must be a mapping (min_user_interactions, ...), got {self.kcore!r}")
         k = self.kcore
         checks = [(self.tie_break in TIE_BREAKS, f"tie_break must be one of {', '.join(TIE_BREAKS)}, "
                                                  f"got {self.tie_break!r}"),
@@ -86,23 +89,10 @@ class EtlConfig:
 
     @classmethod
     def from_dict(cls, values: dict | None) -> "EtlConfig":
-        return _build(cls, values or {}, "etl")
+        return from_mapping(cls, values, "etl")
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
-
-
-def _build(cls, values: dict, where: str):
-    if not isinstance(values, dict):
-        raise RecsysError(f"{where} config must be a mapping, got {values!r}")
-    names = {f.name for f in dataclasses.fields(cls)}
-    unknown = set(values) - names
-    if unknown:
-        raise RecsysError(f"{where} config: unknown keys {sorted(unknown)}; known: {sorted(names)}")
-    try:
-        return cls(**values)
-    except TypeError as exc:
-        raise RecsysError(f"{where} config: {exc}") from None
 
 
 @dataclass

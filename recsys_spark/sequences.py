@@ -24,7 +24,7 @@ import math
 import os
 import shutil
 import uuid
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 
 import pyarrow as pa
@@ -34,6 +34,7 @@ from pyspark import StorageLevel
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 
+from recsys_spark.config import from_mapping
 from recsys_spark.delta import read_table, table_exists, table_path
 from recsys_spark.errors import RecsysError
 
@@ -69,12 +70,7 @@ class SequenceConfig:
 
     @classmethod
     def from_dict(cls, values: dict | None) -> "SequenceConfig":
-        values = dict(values or {})
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise RecsysError(f"unknown sequences config key(s) {unknown}; known: {sorted(known)}")
-        config = cls(**values)
+        config = from_mapping(cls, values, "sequences")
         config.validate()
         return config
 

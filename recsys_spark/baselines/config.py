@@ -1,8 +1,9 @@
 """Typed config of the baselines: the `baselines:` section of conf/baselines.yaml (every key overridable)."""
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 
+from recsys_spark.config import from_mapping
 from recsys_spark.errors import RecsysError
 
 MODELS = ("popularity", "genre", "markov", "ar2", "hybrid")
@@ -56,28 +57,24 @@ class BaselinesConfig:
     @classmethod
     def from_dict(cls, section: dict | None) -> "BaselinesConfig":
         """Build from the `baselines:` config mapping; unknown keys are an error, not silently ignored."""
-        section = dict(section or {})
         nested = {"popularity": PopularityConfig, "genre": GenreConfig, "markov": MarkovConfig,
                   "hybrid": HybridConfig}
-        _check_keys("baselines", section, {"models", *nested})
-        kwargs: dict = {}
+        if section is not None and not isinstance(section, dict):
+            raise RecsysError(f"baselines config must be a mapping, got {section!r}")
+        section = dict(section or {})
+        kwargs = {name: from_mapping(klass, section.pop(name, None), f"baselines.{name}")
+                  for name, klass in nested.items() if name in section}
         if "models" in section:
-            models = section["models"]
-            kwargs["models"] = (models,) if isinstance(models, str) else tuple(models or ())
-        for name, klass in nested.items():
-            sub = section.get(name) or {}
-            if not isinstance(sub, dict):
-                raise RecsysError(f"baselines.{name} must be a mapping, got {sub!r}")
-            _check_keys(f"baselines.{name}", sub, {f.name for f in fields(klass)})
-            kwargs[name] = klass(**sub)
+            models = section.pop("models")
+            if isinstance(models, str):
+                models = [models]
+            if not isinstance(models, list) or not all(isinstance(m, str) for m in models):
+                raise RecsysError(f"baselines.models must be a list of model names, got {models!r}")
+            kwargs["models"] = tuple(models)
+        if section:
+            raise RecsysError(f"baselines config: unknown keys {sorted(section)}; known: {sorted(['models', *nested])}")
         return cls(**kwargs)
 
 
 def _is_int(value) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _check_keys(where: str, given: dict, allowed: set[str]) -> None:
-    unknown = sorted(set(given) - allowed)
-    if unknown:
-        raise RecsysError(f"{where}: unknown key(s) {unknown}; allowed: {sorted(allowed)}")

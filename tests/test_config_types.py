@@ -1,0 +1,37 @@
+"""recsys_spark.config.from_mapping: every config section a user can get wrong is one clear RecsysError."""
+import pytest
+
+from recsys_spark.als import AlsConfig
+from recsys_spark.baselines import BaselinesConfig
+from recsys_spark.errors import RecsysError
+from recsys_spark.etl import EtlConfig
+from recsys_spark.sequences import SequenceConfig
+
+
+@pytest.mark.parametrize("cls, values, message", [
+    (AlsConfig, {"name": 5}, "als.name must be str, got 5"),
+    (AlsConfig, {"rank": 2.5}, "als.rank must be int, got 2.5"),
+    (AlsConfig, {"rank": True}, "als.rank must be int, got True"),
+    (AlsConfig, {"implicit_prefs": "abc"}, "als.implicit_prefs must be bool"),
+    (AlsConfig, {"num_blocks": "abc"}, "als.num_blocks must be int | None"),
+    (AlsConfig, [1], "als config must be a mapping"),
+    (EtlConfig, {"kcore": 5}, "etl.kcore must be a mapping"),
+    (EtlConfig, {"kcore": {"min_user_interactions": "x"}}, "etl.kcore.min_user_interactions must be int"),
+    (SequenceConfig, {"max_len": "a"}, "sequences.max_len must be int"),
+    (BaselinesConfig, {"models": 5}, "baselines.models must be a list"),
+    (BaselinesConfig, {"genre": {"top_genres": "x"}}, "baselines.genre.top_genres must be int"),
+    (BaselinesConfig, {"markov": [1]}, "baselines.markov config must be a mapping"),
+    (BaselinesConfig, {"bogus": 1}, r"baselines config: unknown keys \['bogus'\]"),
+])
+def test_wrong_values_name_their_section_and_key(cls, values, message):
+    with pytest.raises(RecsysError, match=message):
+        cls.from_dict(values)
+
+
+def test_right_values_still_build():
+    assert AlsConfig.from_dict({"reg_param": 1, "num_blocks": None, "checkpoint_dir": None}).reg_param == 1
+    assert EtlConfig.from_dict({"kcore": None}).kcore.enabled is False
+    assert EtlConfig.from_dict({"kcore": {"min_user_interactions": 5}}).kcore.min_user_interactions == 5
+    assert BaselinesConfig.from_dict({"models": "ar2"}).models == ("ar2",)
+    assert BaselinesConfig.from_dict(None).hybrid.alpha == 0.5
+    assert SequenceConfig.from_dict({"stride": None}).window_stride == 200
