@@ -10,7 +10,7 @@ from typing import Sequence
 if __package__ in (None, ""):  # `python jobs/baselines.py` / `spark-submit jobs/baselines.py`
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from jobs.common import add_config_flags, guarded, resolve_config  # noqa: E402
+from jobs.common import add_config_flags, guarded, job_config, require_tables  # noqa: E402
 from jobs.config import section  # noqa: E402
 
 
@@ -26,11 +26,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 @guarded
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    cfg = resolve_config(args, "baselines")
-
     from jobs.tracking import job_run
     from recsys_spark.baselines import BaselinesConfig, run_baselines
-    from recsys_spark.delta import table_exists, table_path
     from recsys_spark.errors import RecsysError
     from recsys_spark.recommendations import parse_run_date
     from recsys_spark.session import get_spark
@@ -38,11 +35,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     # Everything a user can get wrong is checked before Spark and MLflow start.
     if args.k < 1:
         raise RecsysError(f"--k must be a positive integer, got {args.k}")
-    config = BaselinesConfig.from_dict(section(cfg, "baselines"))
+    cfg, config = job_config(args, "baselines", BaselinesConfig)
     run_date = parse_run_date(args.run_date)
-    for table in ("interactions", "items", "users"):
-        if not table_exists(table_path(args.warehouse, table)):
-            raise RecsysError(f"Delta table not found: {table_path(args.warehouse, table)} (run `recsys etl` first)")
+    require_tables(args.warehouse, "interactions", "items", "users")
     spark = get_spark("recsys-baselines", conf=section(cfg, "spark"))
     params = {"k": args.k, "run_date": run_date, **{f"baselines.{k}": v for k, v in section(cfg, "baselines").items()}}
     with job_run(cfg, args.warehouse, "baselines", params) as run:

@@ -5,7 +5,7 @@ import argparse
 import sys
 from typing import Callable, Sequence
 
-from jobs.config import ConfigError, load_config
+from jobs.config import ConfigError, load_config, qualify, section
 
 
 def guarded(main: Callable[[Sequence[str] | None], int]) -> Callable[[Sequence[str] | None], int]:
@@ -40,3 +40,24 @@ def add_config_flags(parser: argparse.ArgumentParser) -> None:
 
 def resolve_config(args: argparse.Namespace, *sections: str) -> dict:
     return load_config(sections, config_file=args.config, overrides=args.overrides, env=args.env)
+
+
+def job_config(args: argparse.Namespace, name: str, config_class, *extra_sections: str) -> tuple[dict, object]:
+    """The resolved config (sections `name` and `extra_sections`) and section `name` as `config_class`.
+
+    On a command's own line a bare key of its config (`rank=20`) means `<name>.rank=20`.
+    """
+    args.overrides = qualify(args.overrides, name, config_class)
+    cfg = resolve_config(args, name, *extra_sections)
+    return cfg, config_class.from_dict(section(cfg, name))
+
+
+def require_tables(warehouse: str, *names: str) -> None:
+    """Refuse to start (one line, exit 2) when an input table is missing, before Spark or MLflow create anything."""
+    from recsys_spark.delta import table_exists, table_path
+    from recsys_spark.errors import RecsysError
+
+    for name in names:
+        if not table_exists(table_path(warehouse, name)):
+            raise RecsysError(f"Delta table not found: {table_path(warehouse, name)} (run the step that writes it "
+                              f"first: `recsys etl` for the ETL tables)")

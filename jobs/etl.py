@@ -13,7 +13,7 @@ from typing import Sequence
 if __package__ in (None, ""):  # run as a script (`python jobs/etl.py`, `spark-submit jobs/etl.py`)
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from jobs.common import add_config_flags, guarded, resolve_config  # noqa: E402
+from jobs.common import add_config_flags, guarded, job_config  # noqa: E402
 from jobs.config import section  # noqa: E402
 
 
@@ -24,12 +24,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--warehouse", required=True, help="folder the Delta tables are written to")
     add_config_flags(parser)
     args = parser.parse_args(argv)
-    cfg = resolve_config(args, "etl")
-
     from recsys_spark.etl import EtlConfig, print_report, run_etl
     from recsys_spark.schemas import check_inputs
 
-    config = EtlConfig.from_dict(section(cfg, "etl"))
+    cfg, config = job_config(args, "etl", EtlConfig)
     check_inputs(args.data)  # before Spark starts: a bad input is one line on stderr, nothing else
 
     from recsys_spark.session import get_spark

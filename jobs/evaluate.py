@@ -5,7 +5,7 @@ import argparse
 import sys
 from typing import Sequence
 
-from jobs.common import add_config_flags, guarded, resolve_config
+from jobs.common import add_config_flags, guarded, job_config, require_tables
 from jobs.config import section
 
 
@@ -17,21 +17,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--run-date", help="evaluate this run date (default: each model's latest)")
     add_config_flags(parser)
     args = parser.parse_args(argv)
-    cfg = resolve_config(args, "evaluate")
+    from recsys_spark.evaluate import EvaluateConfig
+
+    cfg, config = job_config(args, "evaluate", EvaluateConfig)
 
     from rich.console import Console
 
-    from recsys_spark.errors import RecsysError
-    from recsys_spark.evaluate import EvaluateConfig, comparison, evaluate
+    from recsys_spark.evaluate import comparison, evaluate
     from recsys_spark.recommendations import parse_run_date
     from recsys_spark.session import get_spark
 
-    try:
-        config = EvaluateConfig(**section(cfg, "evaluate"))
-    except TypeError as exc:
-        raise RecsysError(f"evaluate config: {exc}") from None
     run_date = parse_run_date(args.run_date) if args.run_date else None
-    from jobs.fit_als import require_tables
     from jobs.tracking import job_run
 
     require_tables(args.warehouse, "recommendations", "interactions", "items")

@@ -7,8 +7,8 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
-from jobs.common import add_config_flags, guarded, resolve_config
-from jobs.config import qualify, section
+from jobs.common import add_config_flags, guarded, job_config, require_tables
+from jobs.config import section
 from recsys_spark.sequences import SequenceConfig
 
 
@@ -19,17 +19,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--out", help="output folder, replaced whole (default: <warehouse>/sequences)")
     add_config_flags(parser)
     args = parser.parse_args(argv)
-    args.overrides = qualify(args.overrides, "sequences", SequenceConfig)
-    cfg = resolve_config(args, "sequences")
-    config = SequenceConfig.from_dict(section(cfg, "sequences"))
+    cfg, config = job_config(args, "sequences", SequenceConfig)
 
     import mlflow
 
     from jobs.tracking import job_run
-    from recsys_spark.sequences import export_sequences, require_interactions
+    from recsys_spark.sequences import export_sequences
     from recsys_spark.session import get_spark
 
-    require_interactions(args.warehouse)  # before anything (an MLflow store) is created under the warehouse
+    require_tables(args.warehouse, "interactions")  # before anything (an MLflow store) is created under the warehouse
     out = Path(args.out) if args.out else Path(args.warehouse) / "sequences"
     spark = get_spark("recsys-export-sequences", conf=section(cfg, "spark"))
     with job_run(cfg, args.warehouse, "export-sequences", params=vars(config)):

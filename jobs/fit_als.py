@@ -5,30 +5,18 @@ import argparse
 import sys
 from typing import Sequence
 
-from jobs.common import add_config_flags, guarded, resolve_config
-from jobs.config import qualify, section
+from jobs.common import add_config_flags, guarded, job_config, require_tables
+from jobs.config import section
 from recsys_spark.als import AlsConfig
 
 
-def require_tables(warehouse: str, *names: str) -> None:
-    from recsys_spark.delta import table_exists, table_path
-    from recsys_spark.errors import RecsysError
-
-    for name in names:
-        if not table_exists(table_path(warehouse, name)):
-            raise RecsysError(f"Delta table not found: {table_path(warehouse, name)} (run `recsys etl` first)")
-
-
-def log_spark_model(warehouse: str, name: str) -> None:
+def log_spark_model(model) -> None:
     """The fitted ALSModel as the run's MLflow model (`mlflow.spark.load_model("runs:/<id>/model")`)."""
     import mlflow.spark
     import pyspark
 
-    from recsys_spark.als import load_model
-
     # Explicit requirements: MLflow would otherwise reload the model in a subprocess to infer them.
-    mlflow.spark.log_model(load_model(warehouse, name), artifact_path="model",
-                           pip_requirements=[f"pyspark=={pyspark.__version__}"])
+    mlflow.spark.log_model(model, artifact_path="model", pip_requirements=[f"pyspark=={pyspark.__version__}"])
 
 
 @guarded
@@ -38,9 +26,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--run-date", help="date the metrics rows are filed under (default: today)")
     add_config_flags(parser)
     args = parser.parse_args(argv)
-    args.overrides = qualify(args.overrides, "als", AlsConfig)
-    cfg = resolve_config(args, "als")
-    config = AlsConfig.from_dict(section(cfg, "als"))
+    cfg, config = job_config(args, "als", AlsConfig)
 
     from jobs.tracking import job_run
     from recsys_spark.als import run_als
@@ -65,7 +51,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             mlflow.log_metric("grid." + ".".join(f"{k}_{v}" for k, v in point.params.items()), point.score)
         mlflow.log_params({f"best.{k}": getattr(result.config, k) for k in ("rank", "reg_param", "max_iter", "alpha")})
         mlflow.set_tag("model_path", result.paths["model"])
-        log_spark_model(args.warehouse, result.config.name)
+        log_spark_model(result.model)
 
     c = result.config
     mode = f"implicit (alpha={c.alpha})" if c.implicit_prefs else "explicit"

@@ -210,6 +210,7 @@ def load_model(warehouse: str | Path, name: str = "als") -> ALSModel:
 @dataclass
 class AlsResult:
     config: AlsConfig
+    model: ALSModel
     paths: dict[str, str]
     errors: dict[str, RatingErrors]          # split -> errors (explicit): test, validation, temporal_test, random_80_20
     grid: list[GridPoint]
@@ -261,5 +262,5 @@ def run_als(spark: SparkSession, warehouse: str | Path, config: AlsConfig, run_d
             for metric, value in (("rmse", err.rmse), ("mae", err.mae)) if value is not None]
     if rows:
         write_metrics(rows, warehouse)
-    return AlsResult(config=config, paths=paths, errors=errors, grid=grid, fit_seconds=fit_seconds,
+    return AlsResult(config=config, model=model, paths=paths, errors=errors, grid=grid, fit_seconds=fit_seconds,
                      metric_rows=rows)

@@ -30,6 +30,7 @@ import pyarrow.compute as pc
 from pyspark.sql import DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 
+from recsys_spark.config import from_mapping
 from recsys_spark.delta import read_arrow, read_table, table_exists, table_path, write_arrow
 from recsys_spark.errors import RecsysError
 from recsys_spark.recommendations import TABLE as RECOMMENDATIONS
@@ -48,9 +49,13 @@ class EvaluateConfig:
     ks: list[int] = field(default_factory=lambda: [5, 10, 20])
 
     def __post_init__(self):
-        if not self.ks or any(not isinstance(k, int) or isinstance(k, bool) or k < 1 for k in self.ks):
+        if not isinstance(self.ks, (list, tuple)) or not self.ks or any(not isinstance(k, int) or isinstance(k, bool) or k < 1 for k in self.ks):
             raise RecsysError(f"evaluate.ks must be a non-empty list of positive integers, got {self.ks!r}")
         self.ks = sorted(set(self.ks))
+
+    @classmethod
+    def from_dict(cls, values: dict | None) -> "EvaluateConfig":
+        return from_mapping(cls, values, "evaluate")
 
 
 # ---------------------------------------------------------------------------------------------------------------
