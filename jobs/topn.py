@@ -17,7 +17,7 @@ if __package__ in (None, ""):  # `python jobs/topn.py` / `spark-submit jobs/topn
 
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from jobs.common import add_config_flags, guarded, resolve_config
+from jobs.common import add_config_flags, guarded, require_tables, resolve_config
 from jobs.config import ConfigError, section
 
 TORCH_MODELS = ("ncf", "sasrec", "ss4rec")
@@ -56,6 +56,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise ConfigError(f"--k must be >= 1, got {args.k}")
     cfg = resolve_config(args, "als", "baselines", "train", *([args.model] if family == "torch" else []))
     run_date, run_id = parse_run_date(args.run_date), uuid.uuid4().hex
+    # Everything a user can get wrong is checked before Spark and MLflow start (torch checks its own inputs).
+    if family == "als":
+        from recsys_spark.als import AlsConfig
+
+        block_size = AlsConfig.from_dict(section(cfg, "als")).topn_block_size
+        require_tables(args.warehouse, f"{args.model}_user_factors", f"{args.model}_item_factors", "interactions",
+                       "items", "users")
+    elif family == "baselines":
+        from recsys_spark.baselines import BaselinesConfig
+
+        config = BaselinesConfig.from_dict(section(cfg, "baselines"))
+        require_tables(args.warehouse, "interactions", "items", "users")
+    else:
+        train = section(cfg, "train")
 
     from jobs.tracking import job_run
 
@@ -65,7 +79,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             from recsys_torch.infer import topn
 
             topn(warehouse=args.warehouse, model=args.model, k=args.k, run_date=run_date, run_id=run_id,
-                 device=str(section(cfg, "train").get("device", "auto")))
+                 device=str(train.get("device", "auto")), amp=bool(train.get("amp", True)),
+                 sequences=train.get("sequences"), model_dir=train.get("output"))
         else:
             from recsys_spark.session import get_spark
 
@@ -73,12 +88,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             if family == "als":
                 from recsys_spark.topn import write_als_topn
 
-                block_size = int(section(cfg, "als").get("topn_block_size", 256))
                 write_als_topn(spark, args.warehouse, args.model, args.k, run_date, run_id, block_size)
             else:
-                from recsys_spark.baselines import BaselinesConfig, topn
+                from recsys_spark.baselines import topn
 
-                config = BaselinesConfig.from_dict(section(cfg, "baselines"))
                 topn(spark, args.warehouse, args.model, args.k, run_date, run_id, config=config)
     print(f"top-{args.k} of {args.model} for every user -> {args.warehouse}/recommendations "
           f"(run_date {run_date.isoformat()}, run_id {run_id})")

@@ -29,8 +29,15 @@ def load_best(warehouse: str | Path, model: str, device: torch.device, model_dir
     if not path.is_file():
         raise RecsysError(f"no trained {model} model: {path} is missing (run `recsys train --model {model}` first)")
     state = ckpt_io.load(path, map_location="cpu")
+    if state.get("model_name") != model:
+        raise RecsysError(f"{path} holds a {state.get('model_name')!r} model, not {model!r}")
     net = build(model, state["model_config"], device)
-    net.load_state_dict(state["model"])
+    try:
+        net.load_state_dict(state["model"])
+    except RuntimeError as exc:  # weights of another version of the model's code
+        first = str(exc).strip().splitlines()[0]
+        raise RecsysError(f"{path} does not fit the current {model} code ({first}): retrain with "
+                          f"`recsys train --model {model}`") from None
     return net.eval(), state
 
 
@@ -54,9 +61,12 @@ def _constant(value: str, n_rows: int) -> pa.Array:
 @torch.no_grad()
 def topn(warehouse: str | Path, model: str, k: int = 100, run_date: dt.date | str | None = None,
          run_id: str | None = None, batch_size: int = 1024, device: str = "auto",
-         sequences: str | Path | None = None) -> dict:
+         sequences: str | Path | None = None, model_dir: str | Path | None = None, amp: bool = True) -> dict:
     """Write the top-`k` unseen items of every test user as the (model, run_date) partition of
-    `<warehouse>/recommendations`, replacing that partition. Returns stats (users, rows, version, seconds)."""
+    `<warehouse>/recommendations`, replacing that partition. Returns stats (users, rows, version, seconds).
+
+    sequences / model_dir: where `recsys train` read its shards and wrote best.pt (train.sequences, train.output);
+    amp: bf16 autocast on CUDA, as in training (train.amp)."""
     started = time.time()
     if model not in MODEL_NAMES:
         raise RecsysError(f"unknown torch model {model!r}; choose one of {list(MODEL_NAMES)}")
@@ -69,7 +79,7 @@ def topn(warehouse: str | Path, model: str, k: int = 100, run_date: dt.date | st
 
     seq_dir = sequences_dir(warehouse, sequences)
     meta = read_meta(seq_dir)
-    net, state = load_best(warehouse, model, dev)
+    net, state = load_best(warehouse, model, dev, model_dir)
     if int(state["model_config"]["n_items"]) != int(meta["n_items"]):
         raise RecsysError(f"{model} was trained on {state['model_config']['n_items']} items but {seq_dir} has "
                           f"{meta['n_items']}: retrain after re-exporting the sequences")
@@ -83,7 +93,7 @@ def topn(warehouse: str | Path, model: str, k: int = 100, run_date: dt.date | st
     batch = None
     for batch in loader:
         batch = to_device(batch, dev)
-        with autocast(dev, True):
+        with autocast(dev, amp):
             logits = score_batch(net, model, batch)
         top_scores, top_items = torch.topk(mask_seen(logits, batch["seen_items"]), k_eff, dim=1)
         users.append(batch["user_idx"].cpu().numpy())
