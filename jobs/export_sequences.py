@@ -7,9 +7,12 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
-from jobs.common import add_config_flags, guarded, job_config, require_tables
-from jobs.config import section
-from recsys_spark.sequences import SequenceConfig
+if __package__ in (None, ""):  # run as a script (`spark-submit jobs/<name>.py`): the repo root on sys.path
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from jobs.common import add_config_flags, guarded, job_config, require_tables  # noqa: E402
+from jobs.config import section  # noqa: E402
+from recsys_spark.sequences import SequenceConfig  # noqa: E402
 
 
 @guarded

@@ -5,9 +5,12 @@ import argparse
 import sys
 from pathlib import Path
 
-from jobs.common import add_config_flags, guarded
-from jobs.config import load_config, run_layer
-from jobs.tracking import PARENT_ENV, export_env
+if __package__ in (None, ""):  # run as a script (`spark-submit jobs/<name>.py`): the repo root on sys.path
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from jobs.common import add_config_flags, guarded  # noqa: E402
+from jobs.config import load_config, run_layer  # noqa: E402
+from jobs.tracking import PARENT_ENV, export_env  # noqa: E402
 
 SECTIONS = ["etl", "als", "baselines", "sequences", "train", "ncf", "sasrec", "ss4rec", "evaluate", "pipeline"]
 
