@@ -11,9 +11,12 @@ SUBMIT=(spark-submit --master "$MASTER" --conf spark.sql.session.timeZone=UTC)
 COMMON=(--warehouse "$WAREHOUSE" --env cluster --config "$CONFIG")
 
 "${SUBMIT[@]}" jobs/etl.py --data "$DATA" "${COMMON[@]}"
-"${SUBMIT[@]}" jobs/fit_als.py "${COMMON[@]}"
+"${SUBMIT[@]}" jobs/fit_als.py --run-date "$RUN_DATE" "${COMMON[@]}"
+"${SUBMIT[@]}" jobs/fit_als.py --run-date "$RUN_DATE" "${COMMON[@]}" als.name=als_implicit als.implicit_prefs=true
 "${SUBMIT[@]}" jobs/baselines.py --run-date "$RUN_DATE" "${COMMON[@]}"
-"${SUBMIT[@]}" jobs/topn.py --model als --run-date "$RUN_DATE" "${COMMON[@]}"
+for model in als als_implicit; do
+  "${SUBMIT[@]}" jobs/topn.py --model "$model" --run-date "$RUN_DATE" "${COMMON[@]}"
+done
 "${SUBMIT[@]}" jobs/export_sequences.py "${COMMON[@]}"
 for model in ncf sasrec ss4rec; do
   torchrun --standalone --nproc_per_node="$NPROC" jobs/train.py --model "$model" "${COMMON[@]}"
