@@ -67,6 +67,8 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, values: dict | None) -> "TrainConfig":
+        if values is not None and not isinstance(values, dict):
+            raise RecsysError(f"the train config section must be a mapping, got {values!r}")
         values = dict(values or {})
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(values) - known)
@@ -81,16 +83,37 @@ class TrainConfig:
                     "ncf_negatives", "log_every")
         for name in positive:
             value = getattr(self, name)
-            if not isinstance(value, int) or value < 1:
+            if not _is_int(value) or value < 1:
                 raise RecsysError(f"train.{name} must be a positive integer, got {value!r}")
-        if not (isinstance(self.lr, (int, float)) and self.lr > 0):
-            raise RecsysError(f"train.lr must be > 0, got {self.lr!r}")
+        for name in ("num_workers", "warmup_steps", "seed"):
+            if not _is_int(getattr(self, name)) or getattr(self, name) < 0:
+                raise RecsysError(f"train.{name} must be an integer >= 0, got {getattr(self, name)!r}")
+        if self.stop_after_epoch is not None and (not _is_int(self.stop_after_epoch) or self.stop_after_epoch < 1):
+            raise RecsysError(f"train.stop_after_epoch must be null or >= 1, got {self.stop_after_epoch!r}")
+        numbers = [("lr", self.lr, lambda v: v > 0, "> 0"), ("weight_decay", self.weight_decay, lambda v: v >= 0, ">= 0"),
+                   ("min_lr_ratio", self.min_lr_ratio, lambda v: 0 <= v <= 1, "in [0, 1]")]
+        if self.max_grad_norm is not None:
+            numbers.append(("max_grad_norm", self.max_grad_norm, lambda v: v > 0, "> 0 (or null: no clipping)"))
+        for name, value, ok, rule in numbers:
+            if not _is_number(value) or not ok(value):
+                raise RecsysError(f"train.{name} must be a number {rule}, got {value!r}")
+        for name in ("amp", "ncf_reject_positives"):
+            if not isinstance(getattr(self, name), bool):
+                raise RecsysError(f"train.{name} must be true or false, got {getattr(self, name)!r}")
         if self.reader_pool not in ("thread", "dummy"):
             raise RecsysError(f"train.reader_pool must be thread or dummy, got {self.reader_pool!r}")
         if self.device not in ("auto", "cpu", "cuda"):
             raise RecsysError(f"train.device must be auto, cpu or cuda, got {self.device!r}")
         if self.device == "cuda" and not torch.cuda.is_available():
             raise RecsysError("train.device=cuda but no CUDA device is available")
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 @dataclass

@@ -134,6 +134,22 @@ def test_unknown_keys_are_clear_errors(tmp_path, seq_dir):
         train(tmp_path, "ncf", config("ncf", seq_dir, "ncf.layers=3"))
 
 
+@pytest.mark.parametrize("values, message", [
+    ({"epochs": True}, "train.epochs must be a positive integer"),
+    ({"num_workers": -1}, "train.num_workers must be an integer >= 0"),
+    ({"min_lr_ratio": 5}, r"train.min_lr_ratio must be a number in \[0, 1\]"),
+    ({"stop_after_epoch": -1}, "train.stop_after_epoch must be null or >= 1"),
+    ({"max_grad_norm": 0}, "train.max_grad_norm must be a number > 0"),
+    ({"amp": "yes"}, "train.amp must be true or false"),
+    ([1], "train config section must be a mapping"),
+])
+def test_bad_train_values_are_named_before_anything_starts(values, message):
+    from recsys_torch.train import TrainConfig
+
+    with pytest.raises(RecsysError, match=message):
+        TrainConfig.from_dict(values)
+
+
 def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
