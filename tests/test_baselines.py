@@ -103,6 +103,14 @@ def test_ar2_backs_off_to_ar1_then_popularity(hand_lists):
     assert ar2[7] == markov[7] == [2, 3, 5, 1]  # no history at all
 
 
+def test_popularity_of_an_empty_train_split_is_all_zero_not_a_division_error(spark, hand_warehouse):
+    warehouse, _ = hand_warehouse
+    no_train = read_table(spark, table_path(warehouse, "interactions")).where(F.col("split") != "train")
+    items = read_table(spark, table_path(warehouse, "items"))
+    ranked = item_popularity(no_train, items).collect()
+    assert ranked and {r.score for r in ranked} == {0.0}
+
+
 def test_popularity_order(spark, hand_warehouse, hand_lists):
     warehouse, _ = hand_warehouse
     interactions = read_table(spark, table_path(warehouse, "interactions"))

@@ -34,7 +34,7 @@ def item_popularity(interactions: DataFrame, items: DataFrame, recent_days: int 
     everything = Window.partitionBy()  # the item list is small (tens of thousands of rows)
     max_train = F.max("train_count").over(everything)
     if recent_days is None:
-        score = F.col("train_count") / max_train
+        score = F.when(max_train > 0, F.col("train_count") / max_train).otherwise(F.lit(0.0))  # an empty train split
     else:
         score = ((F.col("recent_count") + F.col("train_count") / (max_train + 1))
                  / (F.max("recent_count").over(everything) + 1))
