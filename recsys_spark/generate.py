@@ -226,7 +226,9 @@ class Sampler:
         pos = np.searchsorted(self.genre_pool_cdf, genre + rng.random(len(genre)), side="right")
         start = np.r_[0, self.genre_pool_end[:-1]][genre]
         end = self.genre_pool_end[genre]
-        out = self.genre_pool[np.clip(pos, start, np.maximum(end - 1, start))] if len(self.genre_pool) else pos
+        # an empty genre at the end of the pool has start == len(pool): clip into the pool, then replace below
+        picked = np.minimum(np.clip(pos, start, np.maximum(end - 1, start)), len(self.genre_pool) - 1)
+        out = self.genre_pool[picked] if len(self.genre_pool) else pos
         empty = end == start
         return np.where(empty, self.popular(rng, len(genre)), out) if empty.any() else out
 

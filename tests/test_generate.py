@@ -298,3 +298,14 @@ def test_cli_bad_arguments_exit_2_with_one_line(tmp_path, args):
     assert done.returncode == 2
     assert done.stderr.startswith("error:") and done.stderr.count("\n") == 1
     assert "Traceback" not in done.stderr
+
+
+def test_sampler_draws_for_a_genre_without_movies_at_the_end_of_the_pool():
+    import numpy as np
+
+    from recsys_spark.generate import Sampler
+
+    genre_mask = np.array([[1, 0], [1, 0], [1, 0]], dtype=bool)  # genre 1 (the last) has no movie
+    sampler = Sampler.build(np.array([3.0, 2.0, 1.0]), genre_mask)
+    drawn = sampler.in_genre(np.random.default_rng(0), np.array([1, 0, 1, 1]))
+    assert drawn.shape == (4,) and set(drawn.tolist()) <= {0, 1, 2}
