@@ -35,6 +35,10 @@ def item_matrix(item_factors: DataFrame) -> tuple[np.ndarray, np.ndarray]:
     if len(ids) == 0:
         raise RecsysError("the item factor table is empty: nothing to recommend")
     features = pc.list_flatten(table.column("features")).to_numpy().astype(np.float32)
+    if not np.isfinite(features).all():  # a NaN score would silently drop items from every list
+        bad = ids[~np.isfinite(features.reshape(len(ids), -1)).all(axis=1)]
+        raise RecsysError(f"{len(bad)} item factor vectors are not finite (item_idx {bad[:5].tolist()}...): "
+                          f"refit ALS (lower rank or higher reg_param)")
     return ids, features.reshape(len(ids), -1)
 
 

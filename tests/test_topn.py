@@ -205,3 +205,13 @@ def test_topn_job_writes_partition_replacing_on_rerun(spark, als_warehouse):
     assert recs.join(seen, ["userId", "movieId"]).isEmpty()
     assert table_version(table_path(wh, "recommendations")) == 1
     assert read_table(spark, table_path(wh, "recommendations"), version=0).count() == recs.count()
+
+
+def test_non_finite_item_factors_are_refused_not_silently_dropped(spark):
+    from recsys_spark.errors import RecsysError
+
+    users = spark.createDataFrame([(1, [1.0, 0.0])], "user_idx int, features array<float>")
+    items = spark.createDataFrame([(1, [1.0, 0.0]), (2, [float("nan"), 0.0])], "item_idx int, features array<float>")
+    seen = spark.createDataFrame([(1, 3)], "user_idx int, item_idx int")
+    with pytest.raises(RecsysError, match=r"1 item factor vectors are not finite \(item_idx \[2\]"):
+        score_top_k(users, items, seen, k=1)
