@@ -17,17 +17,18 @@ _SCALARS: dict[str, tuple[type, ...]] = {"int": (int,), "float": (int, float), "
                                          "None": (type(None),)}
 
 
-def _type_error(field: dataclasses.Field, value: Any) -> str | None:
-    """Why `value` does not fit the field's annotation (`int`, `float | None`, ...); None if it fits or the
-    annotation is not a plain scalar union (nested configs, lists: their own checks apply)."""
-    names = [part.strip() for part in str(field.type).split("|")]
+def _type_error(annotation: Any, value: Any) -> str | None:
+    """Why `value` does not fit the annotation (`int`, `float | None`, ...); None if it fits or the annotation
+    is not a plain scalar union (nested configs, lists: their own checks apply)."""
+    annotation = annotation if isinstance(annotation, str) else getattr(annotation, "__name__", str(annotation))
+    names = [part.strip() for part in annotation.split("|")]
     if not all(name in _SCALARS for name in names):
         return None
     if isinstance(value, bool) and "bool" not in names:
-        return f"must be {field.type}, got {value!r}"
+        return f"must be {annotation}, got {value!r}"
     if any(isinstance(value, _SCALARS[name]) for name in names):
         return None
-    return f"must be {field.type}, got {value!r}"
+    return f"must be {annotation}, got {value!r}"
 
 
 def from_mapping(cls: type[T], values: Any, where: str) -> T:
@@ -41,7 +42,7 @@ def from_mapping(cls: type[T], values: Any, where: str) -> T:
     if unknown:
         raise RecsysError(f"{where} config: unknown keys {unknown}; known: {sorted(fields)}")
     for key, value in values.items():
-        problem = _type_error(fields[key], value)
+        problem = _type_error(fields[key].type, value)
         if problem:
             raise RecsysError(f"{where}.{key} {problem}")
     try:
