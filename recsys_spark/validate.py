@@ -20,7 +20,7 @@ _QUOTED = r'"[^"]*+(?:""[^"]*+)*+"'
 _FIELD = rf'(?:{_QUOTED}|[^",]*+)'
 WELL_QUOTED_LINE = rf"^{_FIELD}(?:,{_FIELD})*+$"
 # A comma followed by an even number of quotes up to the end of the line is outside quotes.
-COMMA_OUTSIDE_QUOTES = r',(?=(?:[^"]*"[^"]*")*[^"]*$)'
+COMMA_OUTSIDE_QUOTES = r',(?=(?:[^"]*+"[^"]*+")*+[^"]*+$)'
 DECIMAL = r"^[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)$"
 DIGITS_ONLY = r"^[0-9]+$"
 
