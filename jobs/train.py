@@ -59,12 +59,12 @@ def failure_line(stderr: str, returncode: int, log_path: Path) -> tuple[str, int
 def launch(argv: list[str], nproc: int, log_path: Path, env: dict[str, str]) -> int:
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
            str(Path(__file__).resolve()), *argv]
-    proc = subprocess.run(cmd, stderr=subprocess.PIPE, text=True, errors="replace", env={**os.environ, **env})
     log_path.parent.mkdir(parents=True, exist_ok=True)
-    log_path.write_text(proc.stderr)
-    if proc.returncode == 0:
+    with log_path.open("w") as log:  # written as the workers go (tail -f), kept if the launcher is killed
+        returncode = subprocess.run(cmd, stderr=log, env={**os.environ, **env}).returncode
+    if returncode == 0:
         return 0
-    line, code = failure_line(proc.stderr, proc.returncode, log_path)
+    line, code = failure_line(log_path.read_text(errors="replace"), returncode, log_path)
     print(line, file=sys.stderr)
     return code
 
