@@ -258,3 +258,18 @@ def test_topn_without_a_trained_model_is_a_clear_error(tmp_path, seq_dir):
 
     with pytest.raises(RecsysError, match="no trained ss4rec model"):
         topn(tmp_path, "ss4rec", sequences=seq_dir)
+
+
+def test_topn_reads_the_model_folder_training_used_and_refuses_another_models_weights(trained, seq_dir, tmp_path):
+    import shutil
+
+    from recsys_torch.infer import topn
+
+    warehouse, _ = trained("sasrec")
+    elsewhere = tmp_path / "nightly-models" / "sasrec"  # as with train.output=...
+    shutil.copytree(warehouse / "models" / "sasrec", elsewhere)
+    stats = topn(tmp_path, "sasrec", k=5, run_date="2024-01-03", sequences=seq_dir, model_dir=elsewhere)
+    assert stats["rows"] == 5 * stats["users"]
+
+    with pytest.raises(RecsysError, match="holds a 'sasrec' model, not 'ss4rec'"):
+        topn(tmp_path, "ss4rec", k=5, sequences=seq_dir, model_dir=elsewhere)
