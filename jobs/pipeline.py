@@ -15,29 +15,36 @@ from jobs.tracking import PARENT_ENV, export_env  # noqa: E402
 SECTIONS = ["etl", "als", "baselines", "sequences", "train", "ncf", "sasrec", "ss4rec", "evaluate", "pipeline"]
 
 
-def best_by_validation(warehouse: Path) -> tuple[str, float] | None:
-    """The trained model with the highest validation NDCG@10 (models/<model>/history.json)."""
+def best_by_validation(warehouse: Path, models: list[str]) -> tuple[str, float] | None:
+    """Of `models`, the trained one with the highest validation NDCG@10 (models/<model>/history.json)."""
     import json
 
     best = None
-    for path in sorted((warehouse / "models").glob("*/history.json")):
+    for path in [warehouse / "models" / m / "history.json" for m in models]:
+        if not path.is_file():
+            continue
         scores = [h.get("val_ndcg@10", float("-inf")) for h in json.loads(path.read_text())]
         if scores and (best is None or max(scores) > best[1]):
             best = (path.parent.name, max(scores))
     return best
 
 
-def register_best(warehouse: Path, cfg: dict) -> str | None:
-    """Log the best model with mlflow.pytorch in a nested run and register it as `recsys-<model>`."""
+def register_best(warehouse: Path, cfg: dict, trained: set[str]) -> str | None:
+    """Log the best configured torch model with mlflow.pytorch in a nested run and register it as
+    `recsys-<model>`; a model not retrained tonight (`trained`) is already registered: no new version."""
     import mlflow
     import torch
 
+    from recsys_spark.pipeline import configured_models, TORCH_MODELS
     from recsys_torch.infer import load_best
 
-    found = best_by_validation(warehouse)
+    found = best_by_validation(warehouse, configured_models(cfg.get("pipeline") or {}, "torch_models", TORCH_MODELS))
     if found is None:
         return None
     model_name, score = found
+    registered = (cfg.get("mlflow") or {}).get("registered_model_prefix", "recsys-") + model_name
+    if model_name not in trained:
+        return f"{registered} unchanged (not retrained; validation NDCG@10 {score:.4f})"
     net, _ = load_best(warehouse, model_name, torch.device("cpu"))
     with mlflow.start_run(run_name=f"register {model_name}", nested=True,
                           tags={"recsys.step": "register"}) as run:
@@ -45,7 +52,6 @@ def register_best(warehouse: Path, cfg: dict) -> str | None:
         # Explicit requirements: inferring them loads the model again in a subprocess, which is slow.
         logged = mlflow.pytorch.log_model(net, name="model", serialization_format="pickle",
                                           pip_requirements=[f"torch=={torch.__version__.split('+')[0]}"])
-        registered = (cfg.get("mlflow") or {}).get("registered_model_prefix", "recsys-") + model_name
         mlflow.register_model(logged.model_uri, registered)
     return f"{registered} (validation NDCG@10 {score:.4f})"
 
@@ -67,7 +73,8 @@ def main(argv=None) -> int:
     from rich.console import Console
     from rich.table import Table
 
-    from recsys_spark.pipeline import run_pipeline
+    from recsys_spark.pipeline import plan, run_pipeline
+    from recsys_spark.schemas import check_inputs
     from recsys_spark.recommendations import parse_run_date
     from recsys_spark.report import comparison_table, load_metrics, write_report
 
@@ -81,10 +88,8 @@ def main(argv=None) -> int:
     run_date = parse_run_date(args.run_date)
     warehouse, data = Path(args.warehouse).resolve(), Path(args.data).resolve()
     console = Console(width=None if sys.stdout.isatty() else 140)
-    for required in ("ratings.csv", "movies.csv"):  # before any MLflow run or folder is made
-        if not (data / required).is_file():
-            print(f"error: {data / required}: required input file not found", file=sys.stderr)
-            return 2
+    check_inputs(data)  # before any MLflow run or folder is made
+    plan(data, warehouse, cfg, warehouse / "config.yaml", run_date, args.env)  # pipeline.* mistakes, same
     env = export_env(cfg, warehouse)
 
     def show(result):
@@ -99,7 +104,8 @@ def main(argv=None) -> int:
                                force=args.force, env_name=args.env, on_step=show)
         for result in results:
             mlflow.log_metric(f"step_seconds.{result.name}", result.seconds)
-        registered = register_best(warehouse, cfg)
+        trained = {r.name.removeprefix("train-") for r in results if r.name.startswith("train-") and r.status == "ran"}
+        registered = register_best(warehouse, cfg, trained)
         report = write_report(warehouse, args.reports, run_date)
         mlflow.log_artifacts(str(report.parent), "report")
         table = comparison_table(load_metrics(warehouse, run_date))

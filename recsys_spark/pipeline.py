@@ -22,6 +22,7 @@ from typing import Callable
 import yaml
 
 from recsys_spark.errors import RecsysError
+from recsys_spark.schemas import check_inputs
 
 SPARK_MODELS = ("als", "als_implicit", "popularity", "genre", "markov", "ar2", "hybrid")
 ALS_VARIANTS = {"als": [], "als_implicit": ["als.name=als_implicit", "als.implicit_prefs=true"]}
@@ -57,13 +58,24 @@ def file_digest(path: Path, chunk: int = 8 << 20) -> str:
     return digest.hexdigest()
 
 
+def configured_models(pipe: dict, key: str, known: tuple[str, ...]) -> list[str]:
+    """pipeline.spark_models / pipeline.torch_models: a list of known names (a typo is an error, not a skip)."""
+    names = pipe.get(key, list(known))
+    if isinstance(names, str) or not isinstance(names, (list, tuple)) or any(n not in known for n in names):
+        raise RecsysError(f"pipeline.{key} must be a list drawn from {list(known)}, got {names!r}")
+    return list(names)
+
+
 def plan(data: Path, warehouse: Path, cfg: dict, config_file: Path, run_date: dt.date,
          env_name: str = "local") -> list[Step]:
     """The step graph for one run; which models run comes from the `pipeline:` config section."""
     pipe = cfg.get("pipeline") or {}
-    spark_models = [m for m in pipe.get("spark_models", SPARK_MODELS) if m in SPARK_MODELS]
-    torch_models = [m for m in pipe.get("torch_models", TORCH_MODELS) if m in TORCH_MODELS]
-    k = str(pipe.get("k", 100))
+    spark_models = configured_models(pipe, "spark_models", SPARK_MODELS)
+    torch_models = configured_models(pipe, "torch_models", TORCH_MODELS)
+    k = pipe.get("k", 100)
+    if not isinstance(k, int) or isinstance(k, bool) or k < 1:
+        raise RecsysError(f"pipeline.k must be a positive integer, got {k!r}")
+    k = str(k)
     nproc = str((cfg.get("train") or {}).get("nproc", 1))
     common = ["--warehouse", str(warehouse), "--config", str(config_file), "--env", env_name]
     date = ["--run-date", run_date.isoformat()]
@@ -159,15 +171,13 @@ def run_pipeline(
     to every step as its --config, so each step resolves exactly what a user running it by hand would get.
     `resolve(sections)` returns the configuration a step with those sections resolves.
     """
+    check_inputs(data)  # a missing file or column: one line, and nothing created
     warehouse.mkdir(parents=True, exist_ok=True)
     run_dir = warehouse / "_pipeline" / run_date.isoformat()
     run_dir.mkdir(parents=True, exist_ok=True)
     config_file = run_dir / "config.yaml"
     config_file.write_text(yaml.safe_dump(run_layer, sort_keys=True))
     cfg = resolve(["pipeline", "train"])
-    for required in ("ratings.csv", "movies.csv"):
-        if not (data / required).exists():
-            raise RecsysError(f"{data / required}: required input file not found")
 
     state = State(warehouse)
     done: dict[str, str] = {}

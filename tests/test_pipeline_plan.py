@@ -1,5 +1,8 @@
 import datetime as dt
 
+import pytest
+
+from recsys_spark.errors import RecsysError
 from recsys_spark.pipeline import State, fingerprint, plan
 
 DAY = dt.date(2026, 11, 23)
@@ -34,6 +37,28 @@ def test_models_can_be_chosen(tmp_path):
     cfg = {"pipeline": {"spark_models": ["popularity"], "torch_models": ["sasrec"]}}
     names = [s.name for s in plan(make_data(tmp_path), tmp_path / "wh", cfg, tmp_path / "c.yaml", DAY)]
     assert "als" not in names and "train-ncf" not in names and "train-sasrec" in names
+
+
+@pytest.mark.parametrize("pipeline, message", [
+    ({"torch_models": ["sasrec", "ss4recc"]}, "pipeline.torch_models must be a list drawn from"),
+    ({"spark_models": "als"}, "pipeline.spark_models must be a list drawn from"),
+    ({"k": "100"}, "pipeline.k must be a positive integer"),
+    ({"k": 0}, "pipeline.k must be a positive integer"),
+])
+def test_pipeline_section_mistakes_are_errors_not_silent_skips(tmp_path, pipeline, message):
+    with pytest.raises(RecsysError, match=message):
+        plan(make_data(tmp_path), tmp_path / "wh", {"pipeline": pipeline}, tmp_path / "c.yaml", DAY)
+
+
+def test_pipeline_job_refuses_a_typo_before_creating_anything(tmp_path, capsys):
+    from jobs.pipeline import main
+
+    data, warehouse = make_data(tmp_path), tmp_path / "wh"
+    assert main(["--data", str(data), "--warehouse", str(warehouse), "pipeline.torch_models=[sasrecc]"]) == 2
+    assert "pipeline.torch_models" in capsys.readouterr().err and not warehouse.exists()
+    (data / "movies.csv").write_text("movieId,name\n1,A\n")
+    assert main(["--data", str(data), "--warehouse", str(warehouse)]) == 2
+    assert "movies.csv" in capsys.readouterr().err and not warehouse.exists()
 
 
 def test_fingerprints_follow_inputs_config_and_run_date(tmp_path):
