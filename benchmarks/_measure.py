@@ -32,6 +32,16 @@ def jvm_peak_rss_gb(spark) -> float:
     return float("nan")
 
 
+def reset_jvm_peak_rss(spark) -> bool:
+    """Writing 5 to clear_refs resets VmHWM (Linux >= 4.0), so the next peak read is the next step's own."""
+    pid = spark._jvm.java.lang.ProcessHandle.current().pid()  # noqa: SLF001
+    try:
+        Path(f"/proc/{pid}/clear_refs").write_text("5")
+        return True
+    except OSError:
+        return False
+
+
 def python_peak_rss_gb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
 

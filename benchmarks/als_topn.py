@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _measure import jvm_peak_rss_gb, machine, python_peak_rss_gb  # noqa: E402
+from _measure import jvm_peak_rss_gb, machine, python_peak_rss_gb, reset_jvm_peak_rss  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -90,6 +90,7 @@ def main(argv=None) -> int:
     seen = seen_pairs(interactions).cache()
     seen.count()
 
+    reset_jvm_peak_rss(spark)  # the fit's own peak, not the ETL's of a first, uncached run
     start = time.perf_counter()
     model = fit(train, AlsConfig(rank=args.rank, max_iter=args.max_iter, num_blocks=2 * args.threads))
     user_factors = model.userFactors.withColumnRenamed("id", "user_idx").cache()

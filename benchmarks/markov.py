@@ -22,18 +22,9 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "benchmarks"))
 os.environ.setdefault("RECSYS_DELTA_WRITER", "delta-rs")
 
-from _measure import jvm_peak_rss_gb, machine, python_peak_rss_gb  # noqa: E402
+from _measure import jvm_peak_rss_gb, machine, python_peak_rss_gb, reset_jvm_peak_rss  # noqa: E402
 
 ML_SMALL = REPO.parent / "shared" / "data" / "ml-latest-small"
-
-
-def reset_peak_rss(pid: int) -> bool:
-    """Writing 5 to clear_refs resets VmHWM (Linux >= 4.0), so each step's peak is its own."""
-    try:
-        Path(f"/proc/{pid}/clear_refs").write_text("5")
-        return True
-    except OSError:
-        return False
 
 
 def input_data(args) -> tuple[Path, str]:
@@ -84,10 +75,9 @@ def main() -> int:
     n_train = interactions.where("split = 'train'").count()
     print(f"{name}: {n_train:,} train interactions, top-k {args.top_k}, local[{args.threads}]")
 
-    jvm_pid = spark._jvm.java.lang.ProcessHandle.current().pid()  # noqa: SLF001
     for label, fit, table in (("AR(1)", transitions_ar1, "transitions_ar1"),
                               ("AR(2)", transitions_ar2, "transitions_ar2")):
-        reset = reset_peak_rss(jvm_pid)
+        reset = reset_jvm_peak_rss(spark)
         started = time.perf_counter()
         write_table(fit(interactions, args.top_k), table_path(warehouse, table))
         seconds = time.perf_counter() - started
