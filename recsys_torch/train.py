@@ -122,6 +122,8 @@ class DistEnv:
     world: int
     local_rank: int
     device: torch.device
+    # Host-side agreement between ranks (gloo, CPU tensors): asking NCCL would make the CPU wait for the GPU.
+    control_group: object = None  # None: the default group (gloo already when training on CPU)
 
     @property
     def is_main(self) -> bool:
@@ -139,9 +141,13 @@ def init_distributed(device_pref: str = "auto") -> DistEnv:
         device = torch.device("cuda", local_rank)
     else:
         device = torch.device("cpu")
-    if world > 1 and not dist.is_initialized():
-        dist.init_process_group(backend="nccl" if use_cuda else "gloo")
-    return DistEnv(rank, world, local_rank, device)
+    control_group = None
+    if world > 1:
+        if not dist.is_initialized():
+            dist.init_process_group(backend="nccl" if use_cuda else "gloo")
+        if dist.get_backend() != "gloo":
+            control_group = dist.new_group(backend="gloo")
+    return DistEnv(rank, world, local_rank, device, control_group)
 
 
 def close_distributed() -> None:
@@ -220,9 +226,9 @@ def in_lockstep(loader, dataset: ShardDataset, env: DistEnv) -> Iterator[tuple[d
         while upcoming is not None:
             current = upcoming
             upcoming = next(it, None)
-            if env.world > 1:
-                flag = torch.tensor([0 if upcoming is None else 1], device=env.device)
-                dist.all_reduce(flag, op=dist.ReduceOp.MIN)
+            if env.world > 1:  # on the CPU: no wait for the GPU's queued work, so steps keep overlapping
+                flag = torch.tensor([0 if upcoming is None else 1])
+                dist.all_reduce(flag, op=dist.ReduceOp.MIN, group=env.control_group)
                 if int(flag.item()) == 0:
                     upcoming = None
             yield current, upcoming is None
