@@ -36,8 +36,9 @@ V = n_items + 1 rows of the tied output table, L = seq_len:
 
 MFU = model FLOPs per step / median step time / --peak-tflops (default 989 TFLOP/s, H100 SXM dense bf16; the
 small float32 matmuls in SS4Rec's SSMs are counted against that same peak). Not in model FLOPs, printed apart:
-  - recompute: full_softmax_cross_entropy runs the logits under activation checkpointing, so the backward pass
-    redoes the forward logits matmul, 2 * T * d * V more hardware FLOPs; on CUDA the fused attention kernel's
+  - recompute: when the [T, V] logits exceed losses.LOGITS_PER_CHUNK, full_softmax_cross_entropy runs them in
+    chunks under activation checkpointing, so the backward pass redoes the forward logits matmul, 2 * T * d * V
+    more hardware FLOPs; on CUDA the fused attention kernel's
     backward also recomputes the scores QK^T, 2 * L * d * T per layer (the CPU math path keeps them);
   - SS4Rec's scans (chunked_linear_scan) and discretisation are elementwise, memory-bound work: estimated at
     about 10 real ops per state element per token forward (step * A, exp, step * u * B, the recurrence's
@@ -70,8 +71,10 @@ from torch import nn  # noqa: E402
 from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
 
 from _measure import machine  # noqa: E402
+from recsys_torch.losses import LOGITS_PER_CHUNK, NextItemLoss  # noqa: E402
 from recsys_torch.models import build_config, build_model  # noqa: E402
-from recsys_torch.train import autocast, param_groups  # noqa: E402
+from recsys_torch.runtime import autocast  # noqa: E402
+from recsys_torch.trainer import LossModule, param_groups  # noqa: E402
 
 MODEL_NAMES = ("sasrec", "ss4rec", "ss4rec-wide")
 SECONDS_PER_DAY = 86_400
@@ -95,7 +98,12 @@ def sasrec_flops(cfg, batch: int, length: int, fused_attention: bool) -> StepFlo
     per_layer = 6 * 12 * d * d * tokens + 12 * length * d * tokens
     attention_recompute = cfg.n_layers * 2 * length * d * tokens if fused_attention else 0
     return StepFlops(encoder=cfg.n_layers * per_layer, output=6 * tokens * d * vocab,
-                     recompute=2 * tokens * d * vocab + attention_recompute, elementwise=0.0)
+                     recompute=output_recompute(tokens, d, vocab) + attention_recompute, elementwise=0.0)
+
+
+def output_recompute(tokens: int, d: int, vocab: int) -> float:
+    """The full softmax recomputes its logits in backward only when they are too big to keep (losses.py)."""
+    return 2 * tokens * d * vocab if tokens * vocab > LOGITS_PER_CHUNK else 0.0
 
 
 def ss4rec_flops(cfg, batch: int, length: int, fused_attention: bool = False) -> StepFlops:
@@ -108,7 +116,7 @@ def ss4rec_flops(cfg, batch: int, length: int, fused_attention: bool = False) ->
                + 8 * d * d)
     scan_ops = 10 * inner * state + 40 * time_state  # per token per layer, forward
     return StepFlops(encoder=6 * cfg.n_layers * weights * tokens, output=6 * tokens * d * vocab,
-                     recompute=2 * tokens * d * vocab, elementwise=3 * cfg.n_layers * scan_ops * tokens)
+                     recompute=output_recompute(tokens, d, vocab), elementwise=3 * cfg.n_layers * scan_ops * tokens)
 
 
 def model_spec(name: str, args) -> tuple[str, dict]:
@@ -121,15 +129,20 @@ def model_spec(name: str, args) -> tuple[str, dict]:
     return "ss4rec", {**common, "hidden": hidden, "n_layers": args.ss4rec_layers}
 
 
-def synthetic_batches(n: int, batch: int, length: int, n_items: int, device: torch.device) -> list[tuple]:
-    """n (items, timestamps, targets) batches, [B, L] each, every position a real item (see the docstring)."""
+def synthetic_batches(n: int, batch: int, length: int, n_items: int, device: torch.device) -> list[dict]:
+    """n batches of items, timestamps, targets [B, L], every position a real item (see the docstring)."""
     batches = []
     for _ in range(n):
         sequence = torch.randint(1, n_items + 1, (batch, length + 1), device=device)
         gaps = torch.randint(0, 30 * SECONDS_PER_DAY, (batch, length), device=device)
         timestamps = 1_000_000_000 + gaps.cumsum(dim=1)
-        batches.append((sequence[:, :-1], timestamps, sequence[:, 1:]))
+        batches.append({"items": sequence[:, :-1], "timestamps": timestamps, "targets": sequence[:, 1:]})
     return batches
+
+
+def zipf_counts(n_items: int) -> torch.Tensor:
+    """A long-tailed popularity (the sampled softmax's proposal), like MovieLens' ratings per movie."""
+    return (1e6 / torch.arange(1, n_items + 2, dtype=torch.float64)).round().clamp(min=1)
 
 
 def sync(device: torch.device) -> None:
@@ -137,13 +150,13 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def count_flops(model: nn.Module, batch: tuple, device: torch.device, amp: bool) -> tuple[float, float]:
+def count_flops(model: nn.Module, batch: dict, device: torch.device, amp: bool) -> tuple[float, float]:
     """(total, corrected) FLOPs of one eager forward + backward as FlopCounterMode sees them; corrected counts
     convolution_backward as 2 x convolution forward (the counter ignores groups, see the docstring)."""
     counter = FlopCounterMode(display=False)
     with counter:
         with autocast(device, amp):
-            loss = model.training_loss(*batch)
+            loss = model(batch)
         loss.backward()
     model.zero_grad(set_to_none=True)
     by_op = {str(op): float(n) for op, n in counter.get_flop_counts()["Global"].items()}
@@ -163,12 +176,14 @@ def benchmark(name: str, args, device: torch.device) -> dict:
     is_cuda = device.type == "cuda"
     optimizer = torch.optim.AdamW(param_groups(model, 0.01), lr=1e-3, betas=(0.9, 0.98),
                                   fused=True if is_cuda else None)
-    loss_fn = torch.compile(model.training_loss) if args.compile else model.training_loss
+    loss_module = LossModule(model, registry_name, NextItemLoss(args.loss, args.n_items, args.negatives,
+                                                                zipf_counts(args.n_items)).to(device))
+    loss_fn = torch.compile(loss_module) if args.compile else loss_module
     batches = synthetic_batches(4, args.batch_size, args.seq_len, args.n_items, device)
 
-    def step(batch: tuple) -> None:
+    def step(batch: dict) -> None:
         with autocast(device, amp):
-            loss = loss_fn(*batch)
+            loss = loss_fn(batch)
         loss.backward()
         nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()
@@ -190,7 +205,7 @@ def benchmark(name: str, args, device: torch.device) -> dict:
 
     flops = (sasrec_flops if registry_name == "sasrec" else ss4rec_flops)(cfg, args.batch_size, args.seq_len,
                                                                          fused_attention=is_cuda)
-    counted, counted_corrected = count_flops(model, batches[0], device, amp)
+    counted, counted_corrected = count_flops(loss_module, batches[0], device, amp)
     median = statistics.median(step_seconds)
     result = {
         "model": registry_name, "config": asdict(cfg), "params": n_params,
@@ -256,6 +271,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--ss4rec-wide-hidden", type=int, default=256, help="hidden of the ss4rec-wide variant")
     p.add_argument("--peak-tflops", type=float, default=989.0,
                    help="peak for MFU, TFLOP/s (default: H100 SXM dense bf16)")
+    p.add_argument("--loss", choices=("ce", "sampled_ce", "bce"), default="ce",
+                   help="training loss (default: full-softmax ce, what `train.loss: auto` picks on a GPU)")
+    p.add_argument("--negatives", type=int, default=1024, help="sampled_ce: negatives shared by the batch")
     p.add_argument("--compile", action="store_true", help="torch.compile the training loss")
     p.add_argument("--json", type=Path, help="also write the figures to this file")
     args = p.parse_args(argv)

@@ -1,4 +1,4 @@
-"""`recsys train --warehouse DIR --model {ncf,sasrec,ss4rec} [--nproc N] [--epochs E] [--resume] [key=value ...]`
+"""`recsys train --warehouse DIR --model {ncf,sasrec,ss4rec} [--nproc N] [--max-steps S] [--resume] [key=value ...]`
 
 Outside torchrun this re-launches itself under `python -m torch.distributed.run --standalone --nproc_per_node=N`;
 under torchrun (or `torchrun jobs/train.py ...` by hand) each process trains one rank.
@@ -28,7 +28,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--warehouse", required=True, help="warehouse folder (reads sequences/, writes models/)")
     parser.add_argument("--model", required=True, choices=MODELS)
     parser.add_argument("--nproc", type=int, default=None, help="processes on this node (default: train.nproc)")
-    parser.add_argument("--epochs", type=int, default=None)
+    parser.add_argument("--max-steps", type=int, default=None, help="optimizer steps (default: train.max_steps)")
     parser.add_argument("--resume", action="store_true", help="continue from models/<model>/checkpoint.pt")
     add_config_flags(parser)
     return parser
@@ -78,8 +78,8 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
     overrides = list(args.overrides)
-    if args.epochs is not None:
-        overrides.append(f"train.epochs={args.epochs}")
+    if args.max_steps is not None:
+        overrides.append(f"train.max_steps={args.max_steps}")
     if args.nproc is not None:
         overrides.append(f"train.nproc={args.nproc}")
     cfg = load_config(["train", args.model], config_file=args.config, overrides=overrides, env=args.env)
@@ -92,8 +92,9 @@ def main(argv: list[str] | None = None) -> int:
     if under_torchrun():
         summary = train(warehouse, args.model, cfg, resume=args.resume)
         if int(os.environ.get("RANK", "0")) == 0:
-            print(f"{args.model}: best validation NDCG@10 {summary['best_ndcg@10']:.4f} at epoch "
-                  f"{summary['best_epoch']} ({summary['epochs_done']} epoch(s) run) -> {summary['output_dir']}")
+            print(f"{args.model}: best validation NDCG@10 {summary['best_ndcg@10']:.4f} at step "
+                  f"{summary['best_step']} ({summary['steps']} steps, {summary['epochs']} epoch(s), batch "
+                  f"{summary['batch_size']}, loss {summary['loss']}) -> {summary['output_dir']}")
         return 0
     # The workers get the resolved flags (not the raw argv: torchrun's own parser would take `--nproc` as an
     # ambiguous abbreviation of its --nproc-per-node).

@@ -89,11 +89,11 @@ def _plots(metrics: pd.DataFrame, table: pd.DataFrame, out: Path, curves: dict[s
     if curves:
         fig, ax = plt.subplots(figsize=(6, 4))
         for model, history in curves.items():
-            epochs = [h["epoch"] for h in history if "val_ndcg@10" in h]
-            values = [h["val_ndcg@10"] for h in history if "val_ndcg@10" in h]
-            if epochs:
-                ax.plot(epochs, values, marker="o", label=model)
-        ax.set_xlabel("epoch")
+            steps = [h["step"] for h in history if "val_ndcg@10" in h and "step" in h]
+            values = [h["val_ndcg@10"] for h in history if "val_ndcg@10" in h and "step" in h]
+            if steps:
+                ax.plot(steps, values, marker="o", label=model)
+        ax.set_xlabel("optimizer step")
         ax.set_title("validation NDCG@10 during training")
         ax.legend(fontsize=8)
         fig.tight_layout()
@@ -104,7 +104,7 @@ def _plots(metrics: pd.DataFrame, table: pd.DataFrame, out: Path, curves: dict[s
 
 
 def training_curves(warehouse: str | Path) -> dict[str, list[dict]]:
-    """Per-epoch history the torch trainer writes beside its checkpoints (models/<model>/history.json)."""
+    """The validation history the torch trainer writes beside its checkpoints (models/<model>/history.json)."""
     curves = {}
     for path in sorted(Path(warehouse, "models").glob("*/history.json")):
         try:

@@ -17,8 +17,10 @@ from pathlib import Path
 from typing import Iterator, Sequence
 
 import numpy as np
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import torch
+import torch.distributed as dist
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from recsys_torch.errors import RecsysError
@@ -27,7 +29,6 @@ from recsys_torch.errors import RecsysError
 warnings.filterwarnings("ignore", category=FutureWarning, module=r"petastorm(\.|$)")
 warnings.filterwarnings("ignore", category=FutureWarning, module=r"pyarrow(\.|$)")
 
-SPLITS = ("train", "validation", "test", "ncf_train")
 SEQUENCE_COLUMNS = ("items", "timestamps", "targets")
 EVAL_COLUMNS = ("user_idx", "items", "timestamps", "target_item", "query_timestamp", "seen_items")
 NCF_COLUMNS = ("user_idx", "item_idx")
@@ -213,9 +214,39 @@ class ShardDataset(IterableDataset):
 def make_loader(spec: ShardSpec, num_workers: int = 0, pin_memory: bool = False) -> tuple[ShardDataset, DataLoader]:
     """The dataset (call `set_epoch` on it) and a DataLoader over it; batching is done by the dataset."""
     dataset = ShardDataset(spec)
+    # A generator of its own: starting a pass draws a seed from it, which must not move the global RNG that
+    # dropout and sampled negatives use (a resumed run would otherwise draw different ones).
     loader = DataLoader(dataset, batch_size=None, num_workers=num_workers, pin_memory=pin_memory,
-                        persistent_workers=False)
+                        persistent_workers=False, generator=torch.Generator().manual_seed(spec.seed))
     return dataset, loader
+
+
+def in_lockstep(loader, dataset: ShardDataset, env) -> Iterator[tuple[dict, bool]]:
+    """(batch, is_last) while every rank still has a batch: ranks may hold different row counts (Petastorm shards
+    by row group), and DDP needs the same number of steps on each, so all stop when the first runs dry (like
+    DistributedSampler with drop_last). One look-ahead batch tells the accumulation loop which step is the last.
+    `env` is the rank's recsys_torch.runtime.DistEnv."""
+    it = iter(loader)
+    upcoming = next(it, None)
+    try:
+        while upcoming is not None:
+            current = upcoming
+            upcoming = next(it, None)
+            if env.world > 1:  # on the CPU: no wait for the GPU's queued work, so steps keep overlapping
+                flag = torch.tensor([0 if upcoming is None else 1])
+                dist.all_reduce(flag, op=dist.ReduceOp.MIN, group=env.control_group)
+                if int(flag.item()) == 0:
+                    upcoming = None
+            yield current, upcoming is None
+    finally:
+        dataset.close()
+
+
+def item_counts(train_split: str | Path, n_items: int) -> torch.Tensor:
+    """How often each item is a training target in `train/` (the sampled softmax's proposal), [n_items + 1]."""
+    table = pq.read_table(Path(train_split), columns=["targets"])
+    targets = pc.list_flatten(table.column("targets")).to_numpy(zero_copy_only=False)
+    return torch.from_numpy(np.bincount(targets[targets > 0], minlength=n_items + 1)[: n_items + 1].astype(np.int64))
 
 
 def read_ncf_positives(path: str | Path, n_items: int) -> torch.Tensor:

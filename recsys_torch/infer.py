@@ -18,9 +18,11 @@ import torch
 from recsys_torch import checkpoint as ckpt_io
 from recsys_torch.data import EVAL_COLUMNS, ShardSpec, make_loader, read_id_map, read_meta, sequences_dir
 from recsys_torch.errors import RecsysError
+from recsys_torch.evaluation import eval_batches, score_batch
 from recsys_torch.metrics import mask_seen
+from recsys_torch.models import MODELS, build_model
+from recsys_torch.runtime import autocast, pick_device
 from recsys_torch.tables import write_recommendations
-from recsys_torch.train import MODEL_NAMES, autocast, build, score_batch, to_device
 
 
 def load_best(warehouse: str | Path, model: str, device: torch.device, model_dir: str | Path | None = None):
@@ -31,7 +33,10 @@ def load_best(warehouse: str | Path, model: str, device: torch.device, model_dir
     state = ckpt_io.load(path, map_location="cpu")
     if state.get("model_name") != model:
         raise RecsysError(f"{path} holds a {state.get('model_name')!r} model, not {model!r}")
-    net = build(model, state["model_config"], device)
+    try:
+        net = build_model(model, state["model_config"], device)
+    except ValueError as exc:  # a config of another version of the model's code
+        raise RecsysError(f"{path}: {exc}; retrain with `recsys train --model {model}`") from None
     try:
         net.load_state_dict(state["model"])
     except RuntimeError as exc:  # weights of another version of the model's code
@@ -68,14 +73,14 @@ def topn(warehouse: str | Path, model: str, k: int = 100, run_date: dt.date | st
     sequences / model_dir: where `recsys train` read its shards and wrote best.pt (train.sequences, train.output);
     amp: bf16 autocast on CUDA, as in training (train.amp)."""
     started = time.time()
-    if model not in MODEL_NAMES:
-        raise RecsysError(f"unknown torch model {model!r}; choose one of {list(MODEL_NAMES)}")
+    if model not in MODELS:
+        raise RecsysError(f"unknown torch model {model!r}; choose one of {list(MODELS)}")
     if k < 1:
         raise RecsysError(f"k must be >= 1, got {k}")
     run_date = _as_date(run_date)
     run_id = run_id or uuid.uuid4().hex
-    use_cuda = device == "cuda" or (device == "auto" and torch.cuda.is_available())
-    dev = torch.device("cuda" if use_cuda else "cpu")
+    dev = pick_device(device)
+    use_cuda = dev.type == "cuda"
 
     seq_dir = sequences_dir(warehouse, sequences)
     meta = read_meta(seq_dir)
@@ -91,8 +96,7 @@ def topn(warehouse: str | Path, model: str, k: int = 100, run_date: dt.date | st
     k_eff = min(k, int(meta["n_items"]))
     users, items, scores = [], [], []
     batch = None
-    for batch in loader:
-        batch = to_device(batch, dev)
+    for batch in eval_batches(loader, model, dev):
         with autocast(dev, amp):
             logits = score_batch(net, model, batch)
         top_scores, top_items = torch.topk(mask_seen(logits, batch["seen_items"]), k_eff, dim=1)

@@ -6,6 +6,7 @@ import math
 import pytest
 import torch
 
+from recsys_torch.losses import NextItemLoss
 from recsys_torch.models import MODELS, build_model
 from recsys_torch.models.ss4rec import chunked_linear_scan
 
@@ -37,6 +38,14 @@ def small_config(name: str, **overrides) -> dict:
 def make_model(name: str, seed: int = 0, **overrides):
     torch.manual_seed(seed)
     return build_model(name, small_config(name, **overrides), "cpu")
+
+
+def next_item_loss(model, items, timestamps, targets, kind: str = "ce", query_timestamps=None):
+    """What the trainer minimises: the loss over the hidden states of positions with a target."""
+    hidden = model(items, timestamps, query_timestamps)
+    has_target = targets != 0
+    loss = NextItemLoss(kind, N_ITEMS, negatives=16, item_counts=torch.ones(N_ITEMS + 1))
+    return loss(hidden[has_target], model.item_emb.weight, targets[has_target])
 
 
 def left_padded_batch(lengths: list[int], max_len: int, generator: torch.Generator):
@@ -85,8 +94,6 @@ def test_unknown_config_key_names_the_key(name):
 def test_unknown_model_and_bad_values_raise_value_error():
     with pytest.raises(ValueError, match="gpt"):
         build_model("gpt", {"n_items": 5}, "cpu")
-    with pytest.raises(ValueError, match="loss"):
-        build_model("sasrec", {"n_items": 5, "loss": "hinge"}, "cpu")
     with pytest.raises(ValueError, match="n_heads"):
         build_model("sasrec", {"n_items": 5, "hidden": 10, "n_heads": 3}, "cpu")
     with pytest.raises(ValueError, match="n_users"):
@@ -104,7 +111,7 @@ def test_sequence_model_shapes_and_no_nan_with_padded_rows(name):
     targets = items.roll(-1, dims=1) * (items != 0)
     hidden = model(items, timestamps)
     assert hidden.shape == (4, 20, 32) and torch.isfinite(hidden).all()
-    loss = model.training_loss(items, timestamps, targets)
+    loss = next_item_loss(model, items, timestamps, targets)
     loss.backward()
     assert loss.ndim == 0 and torch.isfinite(loss)
     assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
@@ -113,10 +120,11 @@ def test_sequence_model_shapes_and_no_nan_with_padded_rows(name):
     assert torch.isneginf(scores[:, 0]).all() and torch.isfinite(scores[:, 1:]).all()
 
 
-def test_sasrec_bce_loss_is_finite_with_padded_rows():
-    model = make_model("sasrec", loss="bce")
+@pytest.mark.parametrize("kind", ["bce", "sampled_ce"])
+def test_sasrec_sampled_losses_are_finite_with_padded_rows(kind):
+    model = make_model("sasrec")
     items, timestamps = left_padded_batch([20, 3, 0], 20, torch.Generator().manual_seed(1))
-    loss = model.training_loss(items, timestamps, items.roll(-1, dims=1) * (items != 0))
+    loss = next_item_loss(model, items, timestamps, items.roll(-1, dims=1) * (items != 0), kind)
     loss.backward()
     assert torch.isfinite(loss) and torch.isfinite(model.item_emb.weight.grad).all()
 
@@ -170,7 +178,7 @@ def test_runs_under_bfloat16_autocast(name):
             scores = model.score_users(torch.tensor([1, 2]))
         else:
             items, timestamps = left_padded_batch([20, 4, 0], 20, torch.Generator().manual_seed(4))
-            loss = model.training_loss(items, timestamps, items.roll(-1, dims=1) * (items != 0))
+            loss = next_item_loss(model, items, timestamps, items.roll(-1, dims=1) * (items != 0))
             scores = model.score_last(items, timestamps, timestamps[:, -1] + 1)
     loss.backward()
     assert torch.isfinite(loss) and torch.isfinite(scores[:, 1:]).all()
@@ -279,7 +287,8 @@ def planted_sequences(n_rows: int, length: int, generator: torch.Generator, time
     return items, timestamps
 
 
-def train_sequence_model(model, items, timestamps, steps: int, batch_size: int = 64, lr: float = 5e-3):
+def train_sequence_model(model, items, timestamps, steps: int, batch_size: int = 64, lr: float = 5e-3,
+                         loss: str = "ce"):
     """Train on windows: input = row[:-1], targets = row[1:], the last step at the time of the last target."""
     optimizer = torch.optim.Adam(model.parameters(), lr=lr)
     generator = torch.Generator().manual_seed(10)
@@ -287,9 +296,9 @@ def train_sequence_model(model, items, timestamps, steps: int, batch_size: int =
     for _ in range(steps):
         rows = torch.randint(0, items.shape[0], (batch_size,), generator=generator)
         inputs, targets = items[rows, :-1], items[rows, 1:] * (items[rows, :-1] != 0)
-        loss = model.training_loss(inputs, timestamps[rows, :-1], targets, query_timestamps=timestamps[rows, -1])
+        value = next_item_loss(model, inputs, timestamps[rows, :-1], targets, loss, timestamps[rows, -1])
         optimizer.zero_grad()
-        loss.backward()
+        value.backward()
         optimizer.step()
     return model.eval()
 
@@ -298,13 +307,13 @@ def hit_rate(scores: torch.Tensor, targets: torch.Tensor, k: int) -> float:
     return (scores.topk(k, dim=1).indices == targets[:, None]).any(dim=1).float().mean().item()
 
 
-@pytest.mark.parametrize("name,loss", [("sasrec", "ce"), ("sasrec", "bce"), ("ss4rec", None)])
+@pytest.mark.parametrize("name,loss", [("sasrec", "ce"), ("sasrec", "bce"), ("sasrec", "sampled_ce"),
+                                       ("ss4rec", "ce")])
 def test_sequence_model_learns_next_item_pattern(name, loss):
     generator = torch.Generator().manual_seed(11)
     train_items, train_times = planted_sequences(2000, 20, generator, time_dependent=False)
     test_items, test_times = planted_sequences(300, 20, generator, time_dependent=False)
-    overrides = {"loss": loss} if loss else {}
-    model = train_sequence_model(make_model(name, **overrides), train_items, train_times, steps=100)
+    model = train_sequence_model(make_model(name), train_items, train_times, steps=100, loss=loss)
     with torch.no_grad():
         scores = model.score_last(test_items[:, :-1], test_times[:, :-1], test_times[:, -1])
     popularity = torch.bincount(train_items[:, 1:].flatten(), minlength=N_ITEMS + 1).float()

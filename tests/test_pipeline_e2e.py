@@ -13,8 +13,9 @@ REPO = Path(__file__).resolve().parent.parent
 MODELS = ["als", "als_implicit", "popularity", "genre", "markov", "ar2", "hybrid", "ncf", "sasrec", "ss4rec"]
 TABLES = ["interactions", "items", "users", "tags", "rejects", "etl_report", "recommendations", "metrics",
           "transitions_ar1", "transitions_ar2", "als_user_factors", "als_item_factors"]
-FAST = ["train.epochs=2", "train.patience=1", "pipeline.k=20", "sequences.max_len=50", "als.max_iter=5",
-        "als.rank=16", "als.temporal=false", "ss4rec.n_layers=1", "sasrec.n_layers=1", "train.warmup_steps=5"]
+FAST = ["train.max_steps=6", "train.eval_every=3", "train.patience=1", "pipeline.k=20", "sequences.max_len=50",
+        "als.max_iter=5",
+        "als.rank=16", "als.temporal=false", "ss4rec.n_layers=1", "sasrec.n_layers=1", "train.warmup=0.2"]
 
 pytestmark = pytest.mark.slow
 

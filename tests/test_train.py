@@ -21,19 +21,23 @@ from jobs.config import load_config
 from recsys_torch.errors import RecsysError
 from recsys_torch.tables import read_recommendations
 from recsys_torch.metrics import hit_and_ndcg, mask_seen, target_ranks
-from recsys_torch.train import Trainer, TrainConfig, close_distributed, init_distributed, train
+from recsys_torch.config import batch_size_for
+from recsys_torch.runtime import close_distributed, init_distributed
+from recsys_torch.train import TrainConfig, train
+from recsys_torch.trainer import Trainer
 from torch_shards import PlantedData, write_shards
 
 REPO = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.filterwarnings("ignore::FutureWarning")  # petastorm 0.12 on pyarrow 14's legacy API
 
-# Small models and few epochs: each training here takes seconds on 2 CPU cores.
+# Small models and few steps: each training here takes seconds on 2 CPU cores. An epoch is 5 sequence steps (160
+# windows of 32) or 40 NCF steps (1,273 pairs); the default (CPU) loss of the sequence models is sampled_ce.
 FAST = {
-    "ncf": ["ncf.gmf_dim=16", "ncf.mlp_dims=[32,16]", "train.lr=0.01", "train.batch_size=32", "train.epochs=5"],
+    "ncf": ["ncf.gmf_dim=16", "ncf.mlp_dims=[32,16]", "train.lr=0.01", "train.max_steps=200", "train.eval_every=40"],
     "sasrec": ["sasrec.hidden=32", "sasrec.n_layers=1", "sasrec.dropout=0.1", "train.lr=0.01",
-               "train.batch_size=32", "train.epochs=3"],
+               "train.max_steps=15", "train.eval_every=5"],
     "ss4rec": ["ss4rec.hidden=16", "ss4rec.n_layers=1", "ss4rec.state_size=8", "ss4rec.time_state_size=8",
-               "ss4rec.dropout=0.1", "train.lr=0.01", "train.batch_size=32", "train.epochs=3"],
+               "ss4rec.dropout=0.1", "train.lr=0.01", "train.max_steps=15", "train.eval_every=5"],
 }
 MIN_HR = 0.5  # validation HR@10 every model must reach; popularity gets about 0.15 here
 
@@ -45,8 +49,9 @@ def seq_dir(tmp_path_factory) -> Path:
 
 def config(model: str, seq_dir: Path, *extra: str) -> dict:
     return load_config(["train", model], overrides=[
-        f"train.sequences={seq_dir}", "train.device=cpu", "train.warmup_steps=4", "train.patience=5",
-        "train.shuffle_buffer=64", "mlflow.enabled=false", *FAST[model], *extra])
+        f"train.sequences={seq_dir}", "train.device=cpu", "train.warmup=0.1", "train.patience=5",
+        "train.batch_size=32", "train.min_steps_per_epoch=1", "train.shuffle_buffer=64", "mlflow.enabled=false",
+        *FAST[model], *extra])
 
 
 @pytest.fixture(scope="module")
@@ -93,10 +98,12 @@ def test_checkpoints_load_with_weights_only(trained):
     out = warehouse / "models" / "sasrec"
     last = torch.load(out / "checkpoint.pt", weights_only=True)
     best = torch.load(out / "best.pt", weights_only=True)
-    assert last["epochs_done"] == summary["epochs_done"] == len(last["history"])
-    assert {"model", "optimizer", "scheduler", "rng", "data_position", "best_metric"} <= set(last)
-    assert set(last["rng"][0]) >= {"torch", "numpy", "python"}
-    assert best["epoch"] == summary["best_epoch"]
+    assert last["progress"]["step"] == summary["steps"] == 15
+    assert [h["step"] for h in last["progress"]["history"]] == [5, 10, 15]
+    assert set(last) == {"model_name", "model_config", "model", "optimizer", "scheduler", "rng", "world_size",
+                         "batch_size", "progress"}
+    assert set(last["rng"][0]) >= {"torch", "numpy", "python", "ncf_negatives"}
+    assert best["step"] == summary["best_step"]
     assert best["metrics"]["ndcg@10"] == pytest.approx(summary["best_ndcg@10"])
     assert not list(out.glob(".*tmp*"))  # atomic writes leave no temporaries
 
@@ -105,21 +112,49 @@ def params(model_dir: Path) -> dict[str, torch.Tensor]:
     return torch.load(model_dir / "checkpoint.pt", weights_only=True)["model"]
 
 
-def test_resumed_run_ends_with_the_same_weights_as_an_uninterrupted_one(tmp_path, seq_dir):
-    model = "sasrec"
+@pytest.mark.parametrize("model", ["sasrec", "ncf"])
+def test_resumed_run_ends_with_the_same_weights_as_an_uninterrupted_one(tmp_path, seq_dir, model):
+    """Cut at step 3, inside an epoch (5 sasrec / 40 ncf steps an epoch): resume skips the batches already
+    trained on and draws the same dropout masks and negatives."""
+    budget = ["train.max_steps=8", "train.eval_every=3"]
     (tmp_path / "a").mkdir()
-    straight = train(tmp_path / "a", model, config(model, seq_dir, "train.epochs=2"))
+    straight = train(tmp_path / "a", model, config(model, seq_dir, *budget))
     cut = tmp_path / "b"
     cut.mkdir()
-    first = train(cut, model, config(model, seq_dir, "train.epochs=2", "train.stop_after_epoch=1"))
-    assert first["epochs_done"] == 1
-    after_one = params(cut / "models" / model)
-    resumed = train(cut, model, config(model, seq_dir, "train.epochs=2"), resume=True)
-    assert resumed["epochs_done"] == 2 and len(resumed["history"]) == 2
+    first = train(cut, model, config(model, seq_dir, *budget, "train.stop_after_step=3"))
+    assert first["steps"] == 3
+    after_three = params(cut / "models" / model)
+    resumed = train(cut, model, config(model, seq_dir, *budget), resume=True)
+    assert resumed["steps"] == 8 and [h["step"] for h in resumed["history"]] == [3, 6, 8]
     a, b = params(tmp_path / "a" / "models" / model), params(cut / "models" / model)
     assert all(torch.equal(a[name], b[name]) for name in a)
-    assert not all(torch.equal(after_one[name], b[name]) for name in a)
+    assert not all(torch.equal(after_three[name], b[name]) for name in a)
     assert [h["train_loss"] for h in straight["history"]] == [h["train_loss"] for h in resumed["history"]]
+
+
+def test_budget_is_steps_capped_by_epochs_and_small_data_gets_a_smaller_batch(tmp_path, seq_dir):
+    capped = train(tmp_path, "sasrec", config("sasrec", seq_dir, "train.max_steps=1000", "train.max_epochs=2",
+                                              "train.eval_every=4"))
+    assert capped["total_steps"] == capped["steps"] == 10 and capped["epochs"] == 2  # 5 steps an epoch
+    assert [h["step"] for h in capped["history"]] == [4, 8, 10]  # and once more at the end
+    small = train(tmp_path, "sasrec", config("sasrec", seq_dir, "train.min_steps_per_epoch=20", "train.min_batch_size=8",
+                                             "train.max_steps=2"))
+    assert small["batch_size"] == 8  # 160 windows: 32 -> 16 -> 8 gives 20 steps an epoch
+
+
+def test_batch_size_for_halves_until_an_epoch_has_enough_steps():
+    cfg = TrainConfig(batch_size=128, min_batch_size=16, min_steps_per_epoch=25)
+    assert batch_size_for(892, 1, cfg) == 32       # ml-latest-small's train windows: 28 steps an epoch
+    assert batch_size_for(200_000, 1, cfg) == 128  # ML-25M: plenty of steps at the full batch
+    assert batch_size_for(100, 2, cfg) == 16       # never below min_batch_size
+    assert batch_size_for(892, 1, TrainConfig(batch_size=8, min_batch_size=16)) == 8
+
+
+def test_early_stopping_counts_validations_without_improvement(tmp_path, seq_dir):
+    # lr 0: the model never changes, so after the first validation none is better
+    summary = train(tmp_path, "sasrec", config("sasrec", seq_dir, "train.lr=1.0e-12", "train.max_steps=100",
+                                               "train.eval_every=2", "train.patience=2"))
+    assert summary["stopped_early"] and summary["steps"] == 6 and summary["best_step"] == 2
 
 
 def test_resume_without_a_checkpoint_is_a_clear_error(tmp_path, seq_dir):
@@ -129,16 +164,20 @@ def test_resume_without_a_checkpoint_is_a_clear_error(tmp_path, seq_dir):
 
 def test_unknown_keys_are_clear_errors(tmp_path, seq_dir):
     with pytest.raises(RecsysError, match="unknown train config key"):
-        train(tmp_path, "ncf", config("ncf", seq_dir, "train.epohcs=3"))
+        train(tmp_path, "ncf", config("ncf", seq_dir, "train.max_stpes=3"))
     with pytest.raises(RecsysError, match="unknown config key"):
         train(tmp_path, "ncf", config("ncf", seq_dir, "ncf.layers=3"))
 
 
 @pytest.mark.parametrize("values, message", [
-    ({"epochs": True}, "train.epochs must be a positive integer"),
+    ({"max_steps": True}, "train.max_steps must be a positive integer"),
     ({"num_workers": -1}, "train.num_workers must be an integer >= 0"),
     ({"min_lr_ratio": 5}, r"train.min_lr_ratio must be a number in \[0, 1\]"),
-    ({"stop_after_epoch": -1}, "train.stop_after_epoch must be null or >= 1"),
+    ({"stop_after_step": -1}, "train.stop_after_step must be null or a positive integer"),
+    ({"warmup": 100}, r"train.warmup must be a fraction in \[0, 1\)"),
+    ({"loss": "hinge"}, "train.loss must be one of auto, ce, sampled_ce, bce"),
+    ({"epochs": 3}, "train.epochs is gone: use train.max_epochs"),
+    ({"batch_size": 8, "min_batch_size": 16}, "must not exceed train.batch_size"),
     ({"max_grad_norm": 0}, "train.max_grad_norm must be a number > 0"),
     ({"amp": "yes"}, "train.amp must be true or false"),
     ([1], "train config section must be a mapping"),
@@ -164,17 +203,17 @@ def _ddp_worker(rank: int, world: int, port: int, warehouse: str, cfg: dict, out
 
     tcfg = TrainConfig.from_dict(cfg["train"])
     seq = Path(tcfg.sequences)
-    env = init_distributed("cpu")
+    env = init_distributed("cpu", cpu_threads=1)
     try:
         trainer = Trainer(Path(warehouse), "sasrec", cfg, tcfg, seq, read_meta(seq), env)
         trainer.fit(resume=False)
-        torch.save({"state": trainer.model.state_dict(), "steps": trainer.global_step}, f"{out}/rank{rank}.pt")
+        torch.save({"state": trainer.model.state_dict(), "steps": trainer.progress.step}, f"{out}/rank{rank}.pt")
     finally:
         close_distributed()
 
 
 def test_two_process_ddp_keeps_the_ranks_identical(tmp_path, seq_dir):
-    cfg = config("sasrec", seq_dir, "train.epochs=1", "train.grad_accum=2", "train.batch_size=16")
+    cfg = config("sasrec", seq_dir, "train.max_steps=4", "train.grad_accum=2", "train.batch_size=16")
     torch.multiprocessing.spawn(_ddp_worker, args=(2, _free_port(), str(tmp_path), cfg, str(tmp_path)), nprocs=2)
     rank0, rank1 = (torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in range(2))
     assert rank0["steps"] == rank1["steps"] > 0
@@ -192,25 +231,25 @@ def run_job(*args: str, timeout: int = 300) -> subprocess.CompletedProcess:
 def test_job_launches_torchrun_with_two_processes_and_logs_to_mlflow(tmp_path, seq_dir):
     import mlflow
 
-    result = run_job("--warehouse", str(tmp_path), "--model", "ncf", "--nproc", "2", "--epochs", "2",
+    result = run_job("--warehouse", str(tmp_path), "--model", "ncf", "--nproc", "2", "--max-steps", "40",
                      f"train.sequences={seq_dir}", "train.device=cpu", "mlflow.experiment=test-train",
-                     *FAST["ncf"][:-1])
+                     "train.eval_every=20", *FAST["ncf"][:-2])
     assert result.returncode == 0, result.stderr[-3000:]
     assert "best validation NDCG@10" in result.stdout
     state = torch.load(tmp_path / "models" / "ncf" / "checkpoint.pt", weights_only=True)
-    assert state["world_size"] == 2 and state["epochs_done"] == 2
+    assert state["world_size"] == 2 and state["progress"]["step"] == 40
 
     client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{tmp_path / '_mlflow' / 'mlflow.db'}")
-    run = client.get_run(state["mlflow_run_id"])
+    run = client.get_run(state["progress"]["mlflow_run_id"])
     assert client.get_experiment(run.info.experiment_id).name == "test-train"
-    assert run.data.params["train.epochs"] == "2" and run.data.params["model"] == "ncf"
+    assert run.data.params["train.max_steps"] == "40" and run.data.params["model"] == "ncf"
     assert len(client.get_metric_history(run.info.run_id, "val_ndcg_10")) == 2
     assert {a.path for a in client.list_artifacts(run.info.run_id)} >= {"checkpoint.pt", "best.pt", "config.json"}
 
 
 def test_failed_worker_gives_one_line_and_nonzero_exit(tmp_path):
     seq = write_shards(tmp_path, PlantedData(n_users=40, rows_per_group=1000, n_files=1))  # one row group per split
-    result = run_job("--warehouse", str(tmp_path), "--model", "ncf", "--nproc", "2", "--epochs", "1",
+    result = run_job("--warehouse", str(tmp_path), "--model", "ncf", "--nproc", "2", "--max-steps", "1",
                      f"train.sequences={seq}", "train.device=cpu", "mlflow.enabled=false")
     assert result.returncode != 0
     lines = result.stderr.strip().splitlines()

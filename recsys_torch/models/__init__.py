@@ -32,6 +32,20 @@ def build_config(name: str, cfg_dict: dict):
         raise ValueError(f"bad config for model {name!r}: {error}") from None
 
 
+def config_from_meta(name: str, section: dict | None, meta: dict) -> dict:
+    """conf/<model>.yaml's section completed from the shards' meta.json (catalogue sizes, sequence length)."""
+    if name not in MODELS:
+        raise ValueError(f"unknown model {name!r}; known models: {sorted(MODELS)}")
+    if section is not None and not isinstance(section, dict):
+        raise ValueError(f"config section {name!r} must be a mapping, got {section!r}")
+    known = {field.name for field in dataclasses.fields(MODELS[name][1])}
+    values = dict(section or {})
+    for key in ("n_items", "n_users", "max_len"):
+        if key in known:
+            values[key] = int(meta[key])
+    return values
+
+
 def build_model(name: str, cfg_dict: dict, device: torch.device | str) -> nn.Module:
     """Build on the meta device (no memory), materialise once on `device`, initialise from the global seed."""
     cfg = build_config(name, cfg_dict)
@@ -42,4 +56,4 @@ def build_model(name: str, cfg_dict: dict, device: torch.device | str) -> nn.Mod
     return model
 
 
-__all__ = ["MODELS", "build_config", "build_model", "NCF", "NCFConfig", "SASRec", "SASRecConfig", "SS4Rec", "SS4RecConfig"]
+__all__ = ["MODELS", "build_config", "build_model", "config_from_meta", "NCF", "NCFConfig", "SASRec", "SASRecConfig", "SS4Rec", "SS4RecConfig"]

@@ -2,7 +2,7 @@
 
 Item embedding + learned positional embedding -> causal pre-LN transformer blocks
 -> final LayerNorm; an item's score is the dot product of the hidden state with its
-(tied) item embedding.
+(tied) item embedding. The training loss over those scores is the trainer's choice (recsys_torch.losses).
 
 Inputs follow docs/SCHEMAS.md: `items[B, L]` is left-padded with 0 (0 = padding).
 Positions are counted from the first real item of a row (0, 1, 2, ...), so the hidden
@@ -15,9 +15,6 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torch.utils.checkpoint import checkpoint
-
-LOSSES = ("ce", "bce")
 
 
 @dataclass
@@ -28,15 +25,12 @@ class SASRecConfig:
     n_heads: int = 2
     dropout: float = 0.2
     max_len: int = 200  # longest input sequence (size of the positional table)
-    loss: str = "ce"  # "ce": full-softmax cross-entropy; "bce": one sampled negative per position
 
     def __post_init__(self) -> None:
         if self.n_items < 1:
             raise ValueError(f"n_items must be >= 1, got {self.n_items}")
         if self.hidden % self.n_heads != 0:
             raise ValueError(f"hidden ({self.hidden}) must be divisible by n_heads ({self.n_heads})")
-        if self.loss not in LOSSES:
-            raise ValueError(f"loss must be one of {LOSSES}, got {self.loss!r}")
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
 
@@ -107,8 +101,8 @@ class SASRec(nn.Module):
         init_dense_layers(self)
         self.item_emb.weight[0].zero_()
 
-    def forward(self, items: Tensor, timestamps: Tensor | None = None) -> Tensor:
-        """items[B, L] (left-padded) -> hidden[B, L, D]; timestamps are not used by SASRec.
+    def forward(self, items: Tensor, timestamps: Tensor | None = None, query_timestamps: Tensor | None = None) -> Tensor:
+        """items[B, L] (left-padded) -> hidden[B, L, D]; SASRec uses no times (taken for a common interface).
         Hidden states at padded positions are 0."""
         length = items.shape[1]
         if length > self.cfg.max_len:
@@ -129,25 +123,6 @@ class SASRec(nn.Module):
             x = block(x, attend)
         return self.final_norm(x) * is_item[..., None]
 
-    def training_loss(
-        self, items: Tensor, timestamps: Tensor | None, targets: Tensor, query_timestamps: Tensor | None = None
-    ) -> Tensor:
-        """Mean loss over positions with targets != 0 (query_timestamps accepted for a common interface)."""
-        hidden = self(items, timestamps)
-        has_target = targets != 0
-        if self.cfg.loss == "ce":
-            return full_softmax_cross_entropy(hidden[has_target], self.item_emb.weight, targets[has_target])
-        hidden, positives = hidden[has_target], targets[has_target]
-        if positives.numel() == 0:
-            return hidden.sum() * 0.0
-        # uniform negatives over the catalogue; a collision with the positive is rare and harmless
-        negatives = torch.randint(1, self.cfg.n_items + 1, positives.shape, device=positives.device)
-        pos_logits = (hidden * self.item_emb(positives)).sum(-1)
-        neg_logits = (hidden * self.item_emb(negatives)).sum(-1)
-        logits = torch.cat([pos_logits, neg_logits]).float()
-        labels = torch.cat([torch.ones_like(pos_logits), torch.zeros_like(neg_logits)]).float()
-        return F.binary_cross_entropy_with_logits(logits, labels)
-
     def score_last(self, items: Tensor, timestamps: Tensor | None, query_timestamps: Tensor | None = None) -> Tensor:
         """Scores of every item as the next one after the last position: [B, n_items + 1], column 0 = -inf."""
         last_hidden = self(items, timestamps)[:, -1]
@@ -155,24 +130,3 @@ class SASRec(nn.Module):
         logits[:, 0] = float("-inf")
         return logits
 
-
-def full_softmax_cross_entropy(hidden: Tensor, item_weight: Tensor, targets: Tensor, rows_per_chunk: int = 4096) -> Tensor:
-    """Mean cross-entropy of softmax(hidden @ item_weight.T) over the whole catalogue (row 0 = padding excluded).
-
-    Computed in chunks of rows under activation checkpointing, so only one chunk's
-    [rows, n_items + 1] logits exist at a time (59k items x 12.8k positions would be 3 GB).
-    """
-    if targets.numel() == 0:
-        return hidden.sum() * 0.0 + item_weight.sum() * 0.0
-    total = hidden.new_zeros((), dtype=torch.float32)
-    for start in range(0, targets.numel(), rows_per_chunk):
-        rows = slice(start, start + rows_per_chunk)
-        total = total + checkpoint(_cross_entropy_sum, hidden[rows], item_weight, targets[rows], use_reentrant=False)
-    return total / targets.numel()
-
-
-def _cross_entropy_sum(hidden: Tensor, item_weight: Tensor, targets: Tensor) -> Tensor:
-    logits = (hidden @ item_weight.T).float()
-    is_padding = torch.zeros(logits.shape[1], dtype=torch.bool, device=logits.device)
-    is_padding[0] = True
-    return F.cross_entropy(logits.masked_fill(is_padding, float("-inf")), targets, reduction="sum")

@@ -9,7 +9,7 @@ Each layer:
      short depthwise causal convolution;
   3. a position-wise feed-forward;
 each followed by dropout, a residual connection and LayerNorm (post-LN, as the paper).
-Scores are dot products with the tied item embedding; training is full-softmax CE.
+Scores are dot products with the tied item embedding; the training loss is the trainer's (recsys_torch.losses).
 
 Time gaps. Position k steps over the gap from its own timestamp to the next one:
 `gap[k] = timestamps[k + 1] - timestamps[k]` (the paper's convention), scaled to
@@ -18,7 +18,7 @@ The last position steps to `query_timestamps` when given (gap 0 otherwise). Unde
 paper's protocol the caller passes the target item's timestamp; in production, the
 time the recommendation is made for (docs/SCHEMAS.md `query_timestamp`). For training
 windows the next timestamp of the last position is not in the shard, so its gap is 0
-unless `training_loss` gets `query_timestamps`. The hidden state at k thus knows when the
+(as the query-time protocol's 1 s, near enough). The hidden state at k thus knows when the
 next interaction happens, never which item it is.
 
 Step sizes. The paper (S5 with dt in [0.001, 0.1]) multiplies the step by the raw
@@ -44,7 +44,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from recsys_torch.models.sasrec import full_softmax_cross_entropy, init_dense_layers
+from recsys_torch.models.sasrec import init_dense_layers
 
 
 @dataclass
@@ -260,14 +260,6 @@ class SS4Rec(nn.Module):
         for layer in self.layers:
             x = layer(x, step_scale, is_item)
         return x * is_item[..., None]
-
-    def training_loss(
-        self, items: Tensor, timestamps: Tensor, targets: Tensor, query_timestamps: Tensor | None = None
-    ) -> Tensor:
-        """Full-softmax CE over positions with targets != 0."""
-        hidden = self(items, timestamps, query_timestamps)
-        has_target = targets != 0
-        return full_softmax_cross_entropy(hidden[has_target], self.item_emb.weight, targets[has_target])
 
     def score_last(self, items: Tensor, timestamps: Tensor, query_timestamps: Tensor | None = None) -> Tensor:
         """Scores of every item at query_timestamps[B] after the last position: [B, n_items + 1], column 0 = -inf."""

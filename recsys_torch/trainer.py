@@ -1,0 +1,355 @@
+"""The training loop: DDP, bf16 autocast on GPU, gradient accumulation, AdamW with a linear warm-up and cosine decay
+over a budget of optimizer steps, validation every `eval_every` steps with early stopping on NDCG@10, and an atomic
+checkpoint at every validation from which a resumed run continues exactly (same data order, same RNG draws).
+
+Outputs in `<warehouse>/models/<model>/`: checkpoint.pt (the last validation), best.pt (the best validation
+NDCG@10), config.json (the resolved config), history.json (one record per validation). Rank 0 writes files and
+logs to MLflow; every rank trains.
+"""
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import math
+import os
+import time
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel as DDP
+
+from recsys_torch import checkpoint as ckpt_io
+from recsys_torch.config import TrainConfig, batch_size_for
+from recsys_torch.data import (EVAL_COLUMNS, NCF_COLUMNS, SEQUENCE_COLUMNS, ShardSpec, count_rows, in_lockstep,
+                               item_counts, make_loader, read_ncf_positives, sample_negatives)
+from recsys_torch.errors import RecsysError
+from recsys_torch.evaluation import EVAL_K, validate
+from recsys_torch.losses import NextItemLoss
+from recsys_torch.models import build_model, config_from_meta
+from recsys_torch.runtime import DistEnv, all_reduce_sum, autocast, seed_everything, to_device, trim_left_padding
+from recsys_torch.tracking import MlflowLogger, flatten, progress_bar
+
+META_KEYS = ("schema_version", "n_items", "n_users", "max_len", "rows", "tie_break", "seed", "last_gap", "created_at")
+
+
+def lr_lambda(warmup_steps: int, total_steps: int, min_ratio: float):
+    """Linear warm-up to 1 over `warmup_steps`, then cosine decay to `min_ratio` at `total_steps` (flat after)."""
+    warmup_steps = max(1, warmup_steps)
+
+    def factor(step: int) -> float:
+        if step < warmup_steps:
+            return (step + 1) / warmup_steps
+        progress = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
+        return min_ratio + (1.0 - min_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+    return factor
+
+
+def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
+    """nanoGPT-style: decay tensors of 2+ dims (matrices, embeddings), not biases and norm scales."""
+    decay = [p for p in model.parameters() if p.requires_grad and p.dim() >= 2]
+    no_decay = [p for p in model.parameters() if p.requires_grad and p.dim() < 2]
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+class LossModule(nn.Module):
+    """What DDP wraps: the model and its loss, so DDP's gradient hooks see the whole computation."""
+
+    def __init__(self, model: nn.Module, model_name: str, loss: NextItemLoss | None):
+        super().__init__()
+        self.model, self.model_name, self.loss = model, model_name, loss
+
+    def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        if self.model_name == "ncf":
+            return self.model.training_loss(batch["user_idx"], batch["item_idx"], batch["neg_items"])
+        hidden = self.model(batch["items"], batch["timestamps"])
+        has_target = batch["targets"] != 0
+        return self.loss(hidden[has_target], self.model.item_emb.weight, batch["targets"][has_target])
+
+
+def build(model_name: str, section: dict | None, meta: dict, device: torch.device) -> tuple[nn.Module, dict]:
+    """The model of conf/<model>.yaml's section sized by meta.json, and that resolved model config."""
+    try:
+        model_cfg = config_from_meta(model_name, section, meta)
+        return build_model(model_name, model_cfg, device), model_cfg
+    except ValueError as exc:
+        raise RecsysError(str(exc)) from None
+
+
+@dataclasses.dataclass
+class Progress:
+    """Where the run is; everything here goes into checkpoint.pt and is all that resume reads besides weights."""
+    step: int = 0                    # optimizer steps done
+    epoch: int = 0                   # the epoch in progress
+    micro_in_epoch: int = 0          # micro-batches of that epoch already trained on
+    best_metric: float = -1.0
+    best_step: int = -1
+    bad_evals: int = 0
+    stopped_early: bool = False
+    history: list = dataclasses.field(default_factory=list)
+    mlflow_run_id: str | None = None
+
+
+class Trainer:
+    def __init__(self, warehouse: Path, model_name: str, cfg: dict, tcfg: TrainConfig, seq_dir: Path, meta: dict,
+                 env: DistEnv):
+        self.warehouse, self.model_name, self.cfg, self.tcfg = warehouse, model_name, cfg, tcfg
+        self.seq_dir, self.meta, self.env = seq_dir, meta, env
+        self.out_dir = Path(tcfg.output) if tcfg.output else warehouse / "models" / model_name
+        self.amp = tcfg.amp and env.device.type == "cuda"
+        is_ncf = model_name == "ncf"
+        train_split = seq_dir / ("ncf_train" if is_ncf else "train")
+
+        seed_everything(tcfg.seed)
+        self.model, self.model_cfg = build(model_name, cfg.get(model_name), meta, env.device)
+        torch.manual_seed(tcfg.seed + env.rank)  # dropout and sampled negatives differ between ranks
+        self.loss_name = "bce (ncf)" if is_ncf else tcfg.resolved_loss(env.device.type == "cuda")
+        loss = None if is_ncf else NextItemLoss(
+            self.loss_name, int(meta["n_items"]), tcfg.negatives,
+            item_counts(train_split, int(meta["n_items"])) if self.loss_name == "sampled_ce" else None).to(env.device)
+        wrapped = LossModule(self.model, model_name, loss)
+        self.ddp: nn.Module = (DDP(wrapped, device_ids=[env.local_rank] if env.device.type == "cuda" else None)
+                               if env.world > 1 else wrapped)
+
+        rows = count_rows(train_split)
+        self.batch_size = batch_size_for(rows, env.world, tcfg)
+        pin = env.device.type == "cuda"
+        self.train_ds, self.train_loader = make_loader(ShardSpec(
+            train_split, NCF_COLUMNS if is_ncf else SEQUENCE_COLUMNS, self.batch_size, env.rank, env.world,
+            tcfg.seed, True, tcfg.shuffle_buffer, tcfg.reader_pool, tcfg.reader_workers), tcfg.num_workers, pin)
+        self.val_ds, self.val_loader = make_loader(ShardSpec(
+            seq_dir / "validation", EVAL_COLUMNS, tcfg.eval_batch_size, env.rank, env.world, tcfg.seed,
+            False, 0, tcfg.reader_pool, tcfg.reader_workers), 0, pin)
+        self.positives = (read_ncf_positives(train_split, meta["n_items"])
+                          if is_ncf and tcfg.ncf_reject_positives else None)
+
+        micro_per_epoch = math.ceil(rows / (env.world * self.batch_size))
+        self.steps_per_epoch = max(1, math.ceil(micro_per_epoch / tcfg.grad_accum))
+        self.total_steps = min(tcfg.max_steps, tcfg.max_epochs * self.steps_per_epoch)
+        self.optimizer = torch.optim.AdamW(param_groups(self.model, tcfg.weight_decay), lr=tcfg.lr,
+                                           betas=(0.9, 0.98), fused=True if env.device.type == "cuda" else None)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer, lr_lambda(round(tcfg.warmup * self.total_steps), self.total_steps, tcfg.min_lr_ratio))
+        # NCF's negatives: a generator of their own, saved in the checkpoint, so resume draws the same ones
+        self.ncf_negatives = torch.Generator().manual_seed(tcfg.seed * 1_000_003 + env.rank)
+        self.progress = Progress()
+        self._window = {"loss": 0.0, "micro": 0, "started": time.time(), "steps": 0}
+
+    def release(self) -> None:
+        """Stop every reader and drop the loaders (and the Arrow memory they hold)."""
+        self.train_ds.close()
+        self.val_ds.close()
+        self.train_loader = self.val_loader = self.positives = None
+
+    # --- checkpoints -------------------------------------------------------------------------------------------
+    @property
+    def checkpoint_path(self) -> Path:
+        return self.out_dir / "checkpoint.pt"
+
+    @property
+    def best_path(self) -> Path:
+        return self.out_dir / "best.pt"
+
+    def _gather_rng(self) -> list[dict]:
+        state = {**ckpt_io.rng_state(), "ncf_negatives": self.ncf_negatives.get_state()}
+        if self.env.world == 1:
+            return [state]
+        states: list = [None] * self.env.world
+        dist.all_gather_object(states, state)
+        return states
+
+    def save_checkpoint(self) -> None:
+        rng = self._gather_rng()  # a collective: every rank takes part
+        if not self.env.is_main:
+            return
+        ckpt_io.save_atomic({
+            "model_name": self.model_name,
+            "model_config": self.model_cfg,
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "rng": rng,
+            "world_size": self.env.world,
+            "batch_size": self.batch_size,
+            "progress": dataclasses.asdict(self.progress),
+        }, self.checkpoint_path)
+
+    def save_best(self, metrics: dict) -> None:
+        if self.env.is_main:
+            ckpt_io.save_atomic({
+                "model_name": self.model_name,
+                "model_config": self.model_cfg,
+                "model": self.model.state_dict(),
+                "step": self.progress.step,
+                "metrics": {k: float(v) for k, v in metrics.items()},
+                "meta": {k: self.meta.get(k) for k in META_KEYS if k not in ("rows", "created_at")},
+            }, self.best_path)
+
+    def load_checkpoint(self) -> None:
+        state = ckpt_io.load(self.checkpoint_path, map_location="cpu")
+        if state.get("model_name") != self.model_name or state.get("model_config") != self.model_cfg:
+            raise RecsysError(f"{self.checkpoint_path} was written for {state.get('model_name')} with config "
+                              f"{state.get('model_config')}, not {self.model_name} with {self.model_cfg}; "
+                              f"train without --resume to start over")
+        if state.get("batch_size") != self.batch_size:
+            raise RecsysError(f"{self.checkpoint_path} was trained with micro-batches of {state.get('batch_size')} "
+                              f"rows, this run would use {self.batch_size}; resume with the same train.batch_size "
+                              f"and number of processes, or train without --resume")
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.progress = Progress(**state["progress"])
+        if state["world_size"] == self.env.world:
+            rng = state["rng"][self.env.rank]
+            ckpt_io.set_rng_state(rng)
+            self.ncf_negatives.set_state(rng["ncf_negatives"])
+        else:  # another world size: the data order changes anyway; keep runs reproducible per world size
+            seed_everything(self.tcfg.seed + 1000 * self.progress.step + self.env.rank)
+
+    def write_json(self, name: str, value) -> None:
+        if not self.env.is_main:
+            return
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        tmp = self.out_dir / f".{name}.tmp"
+        tmp.write_text(json.dumps(value, indent=2, default=str))
+        os.replace(tmp, self.out_dir / name)
+
+    def resolved_config(self) -> dict:
+        return {
+            "model": self.model_name,
+            "model_config": self.model_cfg,
+            "train": dataclasses.asdict(self.tcfg),
+            "resolved": {"batch_size": self.batch_size, "total_steps": self.total_steps, "loss": self.loss_name,
+                         "steps_per_epoch": self.steps_per_epoch},
+            "mlflow": self.cfg.get("mlflow") or {},
+            "world_size": self.env.world,
+            "device": str(self.env.device),
+            "amp_bf16": self.amp,
+            "sequences": str(self.seq_dir),
+            "data": {k: self.meta.get(k) for k in META_KEYS},
+            # ss4rec's last step spans history end -> query_timestamp; meta.json says which time that is
+            "last_gap_protocol": self.meta.get("last_gap"),
+        }
+
+    # --- the loop ----------------------------------------------------------------------------------------------
+    def prepare(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        if self.model_name == "ncf":
+            batch["neg_items"] = sample_negatives(batch["user_idx"], self.meta["n_items"], self.tcfg.ncf_negatives,
+                                                  self.ncf_negatives, self.positives)
+        else:
+            batch = trim_left_padding(batch)
+        return to_device(batch, self.env.device)
+
+    def finished(self) -> bool:
+        p, tcfg = self.progress, self.tcfg
+        return (p.stopped_early or p.step >= self.total_steps
+                or (tcfg.stop_after_step is not None and p.step >= tcfg.stop_after_step))
+
+    def run_epoch(self, bar, task) -> None:
+        """Train through the rest of the epoch in progress (all of it, unless resumed inside it)."""
+        tcfg, env, p = self.tcfg, self.env, self.progress
+        self.train_ds.set_epoch(p.epoch)
+        self.ddp.train()
+        skip = p.micro_in_epoch
+        micro = 0
+        for micro, (batch, is_last) in enumerate(in_lockstep(self.train_loader, self.train_ds, env), start=1):
+            if micro <= skip:  # resumed inside this epoch: the same order, so skip what was trained on
+                continue
+            batch = self.prepare(batch)
+            sync = is_last or micro % tcfg.grad_accum == 0
+            no_sync = self.ddp.no_sync() if env.world > 1 and not sync else contextlib.nullcontext()
+            with no_sync:
+                with autocast(env.device, self.amp):
+                    loss = self.ddp(batch)
+                (loss / tcfg.grad_accum).backward()
+            self._window["loss"] += loss.detach().double()
+            self._window["micro"] += 1
+            if not sync:
+                continue
+            if tcfg.max_grad_norm:
+                nn.utils.clip_grad_norm_(self.model.parameters(), tcfg.max_grad_norm)
+            self.optimizer.step()
+            self.scheduler.step()
+            self.optimizer.zero_grad(set_to_none=True)
+            p.step += 1
+            p.epoch, p.micro_in_epoch = (p.epoch + 1, 0) if is_last else (p.epoch, micro)
+            self._window["steps"] += 1
+            if p.step % tcfg.log_every == 0:
+                bar.update(task, completed=p.step, loss=float(loss.detach()))
+            if p.step % tcfg.eval_every == 0 or self.finished():
+                self.validate_and_checkpoint()
+            if self.finished():
+                self.train_ds.close()
+                return
+        if micro == 0:
+            raise RecsysError(f"{self.train_ds.spec.path}: this rank read no training rows")
+
+    def validate_and_checkpoint(self) -> None:
+        tcfg, env, p = self.tcfg, self.env, self.progress
+        loss_sum, micro = all_reduce_sum([float(self._window["loss"]), float(self._window["micro"])], env)
+        seconds = time.time() - self._window["started"]
+        val = validate(self.model, self.model_name, self.val_loader, env, self.amp, tcfg.eval_rows)
+        self.val_ds.close()
+        improved = val[f"ndcg@{EVAL_K}"] > p.best_metric
+        if improved:
+            p.best_metric, p.best_step, p.bad_evals = val[f"ndcg@{EVAL_K}"], p.step, 0
+            self.save_best(val)
+        else:
+            p.bad_evals += 1
+            p.stopped_early = p.bad_evals >= tcfg.patience
+        record = {"step": p.step, "epoch": p.epoch, "train_loss": loss_sum / max(micro, 1.0),
+                  "val_hr@10": val["hr@10"], "val_ndcg@10": val["ndcg@10"],
+                  "lr": self.scheduler.get_last_lr()[0], "seconds": seconds,
+                  "seconds_per_step": seconds / max(self._window["steps"], 1)}
+        p.history.append(record)
+        self.save_checkpoint()
+        self.write_json("history.json", p.history)  # the report's training curves read this
+        self.logger.metrics({"train_loss": record["train_loss"], "val_hr_10": val["hr@10"],
+                             "val_ndcg_10": val["ndcg@10"], "lr": record["lr"],
+                             "seconds_per_step": record["seconds_per_step"]}, step=p.step)
+        if env.is_main:
+            print(f"{self.model_name} step {p.step}/{self.total_steps} (epoch {p.epoch}): loss "
+                  f"{record['train_loss']:.4f}  val HR@10 {val['hr@10']:.4f}  NDCG@10 {val['ndcg@10']:.4f}  "
+                  f"({record['seconds_per_step']:.3f} s/step){'  *best' if improved else ''}", flush=True)
+        self._window = {"loss": 0.0, "micro": 0, "started": time.time(), "steps": 0}
+
+    def fit(self, resume: bool) -> dict:
+        tcfg, env = self.tcfg, self.env
+        if resume:
+            self.load_checkpoint()
+        self.write_json("config.json", self.resolved_config())
+        self.logger = MlflowLogger(self.cfg, self.warehouse, env.is_main)
+        params = {"model": self.model_name, "world_size": env.world, **flatten("train", dataclasses.asdict(tcfg)),
+                  **flatten(self.model_name, self.model_cfg), "resolved.batch_size": self.batch_size,
+                  "resolved.total_steps": self.total_steps, "resolved.loss": self.loss_name,
+                  "data.last_gap": self.meta.get("last_gap"), "data.tie_break": self.meta.get("tie_break")}
+        self.logger.start(f"train-{self.model_name}", params, self.progress.mlflow_run_id if resume else None)
+        self.progress.mlflow_run_id = self.logger.run_id
+        status = "FAILED"
+        try:
+            with progress_bar(env.is_main) as bar:
+                task = bar.add_task(f"{self.model_name}", total=self.total_steps, completed=self.progress.step,
+                                    loss=float("nan"))
+                while not self.finished() and self.progress.epoch < tcfg.max_epochs:
+                    self.run_epoch(bar, task)
+            p = self.progress
+            if not p.history or p.history[-1]["step"] != p.step:  # the epoch cap ended the run between validations
+                self.validate_and_checkpoint()
+            if env.is_main and p.stopped_early:
+                print(f"{self.model_name}: early stop at step {p.step} (best NDCG@10 {p.best_metric:.4f} at step "
+                      f"{p.best_step})", flush=True)
+            self.logger.metrics({"best_val_ndcg_10": p.best_metric, "best_step": p.best_step}, step=p.step)
+            self.logger.artifacts([self.checkpoint_path, self.best_path, self.out_dir / "config.json"])
+            status = "FINISHED"
+        finally:
+            self.logger.end(status)
+        if env.world > 1:
+            dist.barrier()
+        p = self.progress
+        return {"model": self.model_name, "output_dir": str(self.out_dir), "steps": p.step, "epochs": p.epoch,
+                "best_step": p.best_step, "best_ndcg@10": p.best_metric, "stopped_early": p.stopped_early,
+                "history": p.history, "world_size": env.world, "mlflow_run_id": p.mlflow_run_id,
+                "batch_size": self.batch_size, "total_steps": self.total_steps, "loss": self.loss_name}
