@@ -370,3 +370,30 @@ def test_ncf_learns_user_item_clusters():
     targets = torch.tensor(test_items)
     assert hit_rate(popularity, targets, 10) < 0.45
     assert hit_rate(scores, targets, 10) > 0.9
+
+
+def test_selective_scan_matches_the_sequential_recurrence_forward_and_backward():
+    from recsys_torch.models.selective_scan import SelectiveScan
+
+    generator = torch.Generator().manual_seed(21)
+    batch, length, inner, state = 3, 37, 5, 4  # the length is no multiple of the chunk
+
+    def tensor(*shape, scale=1.0):
+        return (torch.randn(*shape, generator=generator, dtype=torch.float64) * scale).requires_grad_()
+
+    u, B, C = tensor(batch, length, inner), tensor(batch, length, state), tensor(batch, length, state)
+    delta = (torch.rand(batch, length, inner, generator=generator, dtype=torch.float64) * 0.5).requires_grad_()
+    A = (-torch.rand(inner, state, generator=generator, dtype=torch.float64) * 3).requires_grad_()
+
+    h = torch.zeros(batch, inner, state, dtype=torch.float64)
+    reference = []
+    for t in range(length):
+        h = torch.exp(delta[:, t, :, None] * A) * h + (delta[:, t] * u[:, t])[:, :, None] * B[:, t, None, :]
+        reference.append((h * C[:, t, None, :]).sum(-1))
+    reference = torch.stack(reference, dim=1)
+    ours = SelectiveScan.apply(u, delta, A, B, C, 8)
+    torch.testing.assert_close(ours, reference)
+    dy = torch.randn(reference.shape, generator=generator, dtype=torch.float64)
+    inputs = (u, delta, A, B, C)
+    for got, want in zip(torch.autograd.grad(ours, inputs, dy), torch.autograd.grad(reference, inputs, dy)):
+        torch.testing.assert_close(got, want)

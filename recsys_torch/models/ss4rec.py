@@ -45,6 +45,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from recsys_torch.models.sasrec import init_dense_layers
+from recsys_torch.models.selective_scan import selective_scan
 
 
 @dataclass
@@ -195,9 +196,7 @@ class SelectiveSSM(nn.Module):
         with torch.autocast(x.device.type, enabled=False):
             u, b, c = u.float(), b.float(), c.float()
             step = F.softplus(self.dt_proj(dt_low.float())) * is_item[..., None]  # [B, L, E]
-            log_decay = step[..., None] * -self.log_neg_decay.exp()  # [B, L, E, N]
-            states = chunked_linear_scan(log_decay, (step * u)[..., None] * b[:, :, None, :])
-            y = torch.einsum("blen,bln->ble", states, c) + self.skip * u
+            y = selective_scan(u, step, -self.log_neg_decay.exp(), b, c) + self.skip * u
         return self.out_proj(y * F.silu(gate))
 
 
