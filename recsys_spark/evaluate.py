@@ -15,7 +15,10 @@ each averaged over ALL test users (users without recommendations count as zeros)
 
     coverage@K  = distinct items recommended in anyone's top K / catalogue size (items with an item_idx).
 
-Everything is summed in Spark over the hits only (a user without a hit adds 0), so no per-user row is collected.
+The means are summed in Spark over the hits only (a user without a hit adds 0). Their intervals (`ci_low`,
+`ci_high`) come from a seeded bootstrap over the test users (recsys_spark.bootstrap), for which the rank of each hit
+(one small row per user and model) is collected; the same resamples give each model's paired difference to
+`evaluate.reference_model` (AR(2) by default): rows `<metric>_minus_<reference>` with their own interval.
 RMSE/MAE are written by the models that predict ratings (ALS explicit) through `write_metrics`, and shown here.
 """
 from __future__ import annotations
@@ -25,11 +28,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Sequence
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 from pyspark.sql import DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 
+from recsys_spark.bootstrap import intervals
 from recsys_spark.config import from_mapping
 from recsys_spark.delta import read_arrow, read_table, table_exists, table_path, write_arrow
 from recsys_spark.errors import RecsysError
@@ -41,17 +46,28 @@ RATING_METRICS = ("rmse", "mae")
 METRICS_SCHEMA = pa.schema([
     ("model", pa.string()), ("run_id", pa.string()), ("run_date", pa.date32()), ("split", pa.string()),
     ("metric", pa.string()), ("k", pa.int32()), ("value", pa.float64()),
+    ("ci_low", pa.float64()), ("ci_high", pa.float64()),
 ])
+INTERVAL_METRICS = ("hr", "ndcg", "mrr")  # bootstrapped; recall, precision and map follow from hr and mrr
 
 
 @dataclass
 class EvaluateConfig:
     ks: list[int] = field(default_factory=lambda: [5, 10, 20])
+    bootstrap_resamples: int = 1000  # resamples of the test users for the intervals (0: no intervals)
+    ci_level: float = 0.95
+    seed: int = 42
+    reference_model: str | None = "ar2"  # every other model's paired difference to this one (null: none)
 
     def __post_init__(self):
         if not isinstance(self.ks, (list, tuple)) or not self.ks or any(not isinstance(k, int) or isinstance(k, bool) or k < 1 for k in self.ks):
             raise RecsysError(f"evaluate.ks must be a non-empty list of positive integers, got {self.ks!r}")
         self.ks = sorted(set(self.ks))
+        if self.bootstrap_resamples < 0 or (0 < self.bootstrap_resamples < 100):
+            raise RecsysError(f"evaluate.bootstrap_resamples must be 0 (off) or at least 100, got "
+                              f"{self.bootstrap_resamples}")
+        if not 0.5 <= self.ci_level < 1.0:
+            raise RecsysError(f"evaluate.ci_level must be in [0.5, 1), got {self.ci_level}")
 
     @classmethod
     def from_dict(cls, values: dict | None) -> "EvaluateConfig":
@@ -63,9 +79,9 @@ class EvaluateConfig:
 
 
 def metric_row(model: str, run_id: str, run_date: dt.date, split: str, metric: str, k: int | None,
-               value: float) -> dict:
+               value: float, ci_low: float | None = None, ci_high: float | None = None) -> dict:
     return {"model": model, "run_id": run_id, "run_date": run_date, "split": split, "metric": metric,
-            "k": k, "value": float(value)}
+            "k": k, "value": float(value), "ci_low": ci_low, "ci_high": ci_high}
 
 
 def write_metrics(rows: Sequence[dict], warehouse: str | Path) -> str:
@@ -76,14 +92,26 @@ def write_metrics(rows: Sequence[dict], warehouse: str | Path) -> str:
     replaces only its own rows, never duplicating them.
     """
     path = table_path(warehouse, METRICS_TABLE)
-    new = pa.Table.from_pylist(list(rows), schema=METRICS_SCHEMA)
-    existing = read_arrow(path) if table_exists(path) else None
+    new = pa.Table.from_pylist([{"ci_low": None, "ci_high": None, **r} for r in rows], schema=METRICS_SCHEMA)
+    existing = _with_current_schema(read_arrow(path), path) if table_exists(path) else None
     for model, run_date in sorted({(r["model"], r["run_date"]) for r in rows}):
         part = new.filter(pc.and_(pc.equal(new["model"], model), pc.equal(new["run_date"], run_date)))
         keep = _kept_rows(existing, model, run_date, part)
         write_arrow(pa.concat_tables([keep, part]) if keep is not None else part, path,
                     replace={"model": model, "run_date": run_date})
     return path
+
+
+def _with_current_schema(existing: pa.Table, path: str) -> pa.Table:
+    """A metrics table written before the interval columns existed gets them (null), in one commit."""
+    missing = [f for f in METRICS_SCHEMA if f.name not in existing.column_names]
+    if not missing:
+        return existing
+    for f in missing:
+        existing = existing.append_column(f, pa.nulls(existing.num_rows, f.type))
+    existing = existing.select(METRICS_SCHEMA.names).cast(METRICS_SCHEMA)
+    write_arrow(existing, path)
+    return existing
 
 
 def _kept_rows(existing: pa.Table | None, model: str, run_date: dt.date, new_part: pa.Table) -> pa.Table | None:
@@ -198,8 +226,59 @@ def evaluate(spark: SparkSession, warehouse: str | Path, model: str | None = Non
 
     rows = [metric_row(r.model, r.run_id, r.run_date, "test", r.metric, r.k, r.value)
             for r in ranking_metrics(recs, test, catalogue_size, config.ks).collect()]
+    if config.bootstrap_resamples:
+        reference = _reference_recs(spark, warehouse, config.reference_model, run_date, {r.model for r in runs})
+        ranks = per_user_ranks(recs if reference is None else recs.unionByName(reference), test, max(config.ks))
+        rows = add_intervals(rows, ranks, config)
     path = write_metrics(rows, warehouse)
     return EvaluationResult(rows=rows, path=path)
+
+
+def _reference_recs(spark: SparkSession, warehouse, reference: str | None, run_date: dt.date | None,
+                    chosen: set[str]) -> DataFrame | None:
+    """The reference model's list, when it is not among the evaluated ones (for the paired differences only)."""
+    if not reference or reference in chosen:
+        return None
+    recs = read_table(spark, table_path(warehouse, RECOMMENDATIONS))
+    runs = select_runs(recs, reference, run_date).collect()
+    if not runs:
+        return None
+    return recs.where((F.col("model") == reference) & (F.col("run_date") == F.lit(runs[0].run_date)))
+
+
+def per_user_ranks(recs: DataFrame, test: DataFrame, max_k: int) -> dict[str, np.ndarray]:
+    """model -> the rank of each test user's item in that model's list (np.inf beyond max_k or absent), over the
+    test users sorted by userId. Only the hits are collected: at most one small row per user and model."""
+    users = np.array(sorted(r.userId for r in test.select("userId").distinct().collect()), dtype=np.int64)
+    hits = (recs.where(F.col("rank") <= max_k).join(test.select("userId", "movieId"), ["userId", "movieId"])
+            .groupBy("model", "userId").agg(F.min("rank").alias("r")).collect())
+    ranks = {m: np.full(len(users), np.inf) for m in {r.model for r in recs.select("model").distinct().collect()}}
+    for row in hits:
+        ranks[row.model][np.searchsorted(users, row.userId)] = float(row.r)
+    return ranks
+
+
+def add_intervals(rows: list[dict], ranks: dict[str, np.ndarray], config: EvaluateConfig) -> list[dict]:
+    """The bootstrap intervals on the hr/ndcg/mrr rows (and recall = hr, precision = hr / k, map = mrr), plus one
+    `<metric>_minus_<reference>` row per evaluated model, metric and k."""
+    single, paired = intervals(ranks, config.ks, config.reference_model, config.bootstrap_resamples, config.seed,
+                               config.ci_level)
+    source = {"hr": ("hr", 1), "recall": ("hr", 1), "precision": ("hr", None), "ndcg": ("ndcg", 1),
+              "mrr": ("mrr", 1), "map": ("mrr", 1)}
+    evaluated = {(r["model"], r["run_id"], r["run_date"]) for r in rows}
+    out = []
+    for row in rows:
+        if row["metric"] in source and row["model"] in single:
+            metric, scale = source[row["metric"]]
+            interval = single[row["model"]][metric, row["k"]]
+            scale = scale or 1.0 / row["k"]
+            row = {**row, "ci_low": interval.low * scale, "ci_high": interval.high * scale}
+        out.append(row)
+    for model, run_id, run_date in sorted(evaluated):
+        for (metric, k), diff in paired.get(model, {}).items():
+            out.append(metric_row(model, run_id, run_date, "test", f"{metric}_minus_{config.reference_model}", k,
+                                  diff.value, diff.low, diff.high))
+    return out
 
 
 # ---------------------------------------------------------------------------------------------------------------

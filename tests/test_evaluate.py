@@ -144,3 +144,48 @@ def test_job_prints_table_and_rejects_unknown_model(spark, warehouse, capsys):
     assert main(["--warehouse", str(warehouse), "--model", "nope"]) == 2
     assert "no recommendations for model 'nope'" in capsys.readouterr().err
     assert main(["--warehouse", str(warehouse), "--run-date", "23/11/2026"]) == 2
+
+
+def test_intervals_and_paired_differences_on_the_evaluated_users(spark, warehouse):
+    config = EvaluateConfig(ks=[10], bootstrap_resamples=400, reference_model="b", seed=3)
+    result = evaluate(spark, warehouse, config=config)
+    rows = {(r["model"], r["metric"], r["k"]): r for r in result.rows}
+    hr = rows["a", "hr", 10]
+    assert hr["ci_low"] <= hr["value"] <= hr["ci_high"] and hr["ci_low"] < hr["ci_high"]
+    assert rows["a", "recall", 10]["ci_low"] == hr["ci_low"]
+    assert rows["a", "precision", 10]["ci_high"] == pytest.approx(hr["ci_high"] / 10)
+    assert rows["a", "map", 10]["ci_low"] == rows["a", "mrr", 10]["ci_low"]
+    assert rows["a", "coverage", 10]["ci_low"] is None
+    # a and b both hit 3 of the 6 users at K=10 (a: users 1, 2, 3; b: 1, 2, 6): the paired HR difference is 0,
+    # but its interval is not, because they hit different users
+    diff = rows["a", "hr_minus_b", 10]
+    assert diff["value"] == pytest.approx(0.0) and diff["ci_low"] < 0 < diff["ci_high"]
+    ndcg_diff = rows["a", "ndcg_minus_b", 10]
+    assert ndcg_diff["value"] == pytest.approx(rows["a", "ndcg", 10]["value"] - rows["b", "ndcg", 10]["value"])
+    assert ("b", "hr_minus_b", 10) not in rows
+    again = evaluate(spark, warehouse, config=config)  # seeded: the same intervals
+    assert {(r["model"], r["metric"], r["ci_low"]) for r in again.rows} == {
+        (r["model"], r["metric"], r["ci_low"]) for r in result.rows}
+    stored = [r for r in read_metrics(warehouse).to_pylist() if r["metric"] == "hr_minus_b"]
+    assert stored and stored[0]["ci_high"] == diff["ci_high"]
+
+
+def test_reference_model_outside_the_selection_still_gives_differences(spark, warehouse):
+    config = EvaluateConfig(ks=[10], bootstrap_resamples=200, reference_model="b")
+    result = evaluate(spark, warehouse, model="a", run_date=DAY, config=config)
+    assert {r["model"] for r in result.rows} == {"a"}
+    assert any(r["metric"] == "ndcg_minus_b" for r in result.rows)
+
+
+def test_a_metrics_table_from_before_the_intervals_is_migrated(tmp_path):
+    import pyarrow as pa
+
+    from recsys_spark.delta import write_arrow
+
+    old = pa.table({"model": ["als"], "run_id": ["r"], "run_date": pa.array([DAY], pa.date32()),
+                    "split": ["test"], "metric": ["rmse"], "k": pa.array([None], pa.int32()), "value": [0.9]})
+    write_arrow(old, table_path(tmp_path, "metrics"))
+    write_metrics([metric_row("pop", "p", DAY, "test", "hr", 10, 0.05, 0.04, 0.06)], tmp_path)
+    rows = {r["model"]: r for r in read_metrics(tmp_path).to_pylist()}
+    assert rows["als"]["value"] == 0.9 and rows["als"]["ci_low"] is None
+    assert rows["pop"]["ci_low"] == 0.04
