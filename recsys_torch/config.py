@@ -45,6 +45,7 @@ class TrainConfig:
     reader_pool: str = "thread"      # petastorm pool: 'thread' or 'dummy' (see recsys_torch.data)
     reader_workers: int = 1          # petastorm pool threads; 1 keeps the row order deterministic
     shuffle_buffer: int = 10_000     # rows mixed in memory across row groups
+    group_by_length: bool = True     # sequence models: batches of windows of similar length (less padding)
     ncf_negatives: int = 4           # sampled negatives per positive (NCF)
     ncf_reject_positives: bool = True
     amp: bool = True                 # bf16 autocast, on GPU only
@@ -87,7 +88,7 @@ class TrainConfig:
         _require("min_lr_ratio", self.min_lr_ratio, _is_number, lambda v: 0 <= v <= 1, "a number in [0, 1]")
         if self.max_grad_norm is not None:
             _require("max_grad_norm", self.max_grad_norm, _is_number, lambda v: v > 0, "a number > 0 (or null)")
-        for name in ("amp", "ncf_reject_positives"):
+        for name in ("amp", "ncf_reject_positives", "group_by_length"):
             _require(name, getattr(self, name), lambda v: isinstance(v, bool), lambda v: True, "true or false")
         for name, allowed in (("loss", LOSSES), ("reader_pool", READER_POOLS), ("device", DEVICES)):
             if getattr(self, name) not in allowed:

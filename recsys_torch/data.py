@@ -99,6 +99,7 @@ class ShardSpec:
     seed: int = 0
     shuffle: bool = True
     shuffle_buffer: int = 0      # rows mixed in memory across row groups (0: row-group order + in-group shuffle only)
+    group_by_length: str | None = None  # a list column: batches of rows of similar length (see batch_order)
     reader_pool: str = "thread"
     reader_workers: int = 1
 
@@ -195,7 +196,12 @@ class ShardDataset(IterableDataset):
                 order = rng.permutation(n_pending)
                 pool = {name: col[order] for name, col in pool.items()}
             n_out = n_pending if final else n_pending - n_pending % spec.batch_size
-            for start in range(0, n_out, spec.batch_size):
+            starts = list(range(0, n_out, spec.batch_size))
+            if rng is not None and spec.group_by_length:
+                order = batch_order(pool[spec.group_by_length][:n_out], spec.batch_size, rng)
+                pool = {name: np.concatenate([col[order], col[n_out:]]) for name, col in pool.items()}
+                rng.shuffle(starts)
+            for start in starts:
                 yield {name: torch.from_numpy(col[start:start + spec.batch_size].astype(np.int64))
                        for name, col in pool.items()}
             rest = n_pending - n_out
@@ -209,6 +215,24 @@ class ShardDataset(IterableDataset):
                 yield from drain(final=False)
         if n_pending:
             yield from drain(final=True)
+
+
+def batch_order(sequences: np.ndarray, batch_size: int, rng: np.random.Generator,
+                group_batches: int = 64) -> np.ndarray:
+    """A row order in which consecutive `batch_size` rows have similar lengths (non-zero entries).
+
+    The (already shuffled) rows are cut into groups of `group_batches` batches, each sorted by length, ties in
+    random order. Sequences are left-padded and each batch is trimmed to its longest row (runtime.trim_left_padding),
+    so on MovieLens, where a third of the windows are full and half are under 100 items, this nearly halves the
+    encoder's work; the caller shuffles the order of the batches, so the model still sees them in random order."""
+    lengths = (sequences != 0).sum(axis=1)
+    group = batch_size * group_batches
+    order = np.arange(len(lengths))
+    for start in range(0, len(lengths), group):
+        part = order[start:start + group]
+        keys = lengths[part] + rng.random(len(part))  # random among equal lengths
+        order[start:start + group] = part[np.argsort(keys, kind="stable")]
+    return order
 
 
 def make_loader(spec: ShardSpec, num_workers: int = 0, pin_memory: bool = False) -> tuple[ShardDataset, DataLoader]:

@@ -117,12 +117,14 @@ class Trainer:
         rows = count_rows(train_split)
         self.batch_size = batch_size_for(rows, env.world, tcfg)
         pin = env.device.type == "cuda"
+        readers = {"rank": env.rank, "world": env.world, "seed": tcfg.seed, "reader_pool": tcfg.reader_pool,
+                   "reader_workers": tcfg.reader_workers}
         self.train_ds, self.train_loader = make_loader(ShardSpec(
-            train_split, NCF_COLUMNS if is_ncf else SEQUENCE_COLUMNS, self.batch_size, env.rank, env.world,
-            tcfg.seed, True, tcfg.shuffle_buffer, tcfg.reader_pool, tcfg.reader_workers), tcfg.num_workers, pin)
+            train_split, NCF_COLUMNS if is_ncf else SEQUENCE_COLUMNS, self.batch_size, shuffle=True,
+            shuffle_buffer=tcfg.shuffle_buffer, group_by_length=None if is_ncf or not tcfg.group_by_length else "items",
+            **readers), tcfg.num_workers, pin)
         self.val_ds, self.val_loader = make_loader(ShardSpec(
-            seq_dir / "validation", EVAL_COLUMNS, tcfg.eval_batch_size, env.rank, env.world, tcfg.seed,
-            False, 0, tcfg.reader_pool, tcfg.reader_workers), 0, pin)
+            seq_dir / "validation", EVAL_COLUMNS, tcfg.eval_batch_size, shuffle=False, **readers), 0, pin)
         self.positives = (read_ncf_positives(train_split, meta["n_items"])
                           if is_ncf and tcfg.ncf_reject_positives else None)
 

@@ -124,3 +124,26 @@ def test_abandoned_pass_releases_the_reader_and_the_process_exits_0(seq_dir):
     result = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.strip() == "ok"
+
+
+def test_batches_grouped_by_length_keep_every_row_once_and_cut_the_padding(seq_dir):
+    expected = sorted(pq.read_table(seq_dir / "train", columns=["user_idx"]).column(0).to_pylist())
+    lengths = {}
+    for epoch in range(3):
+        got, padded, trimmed = [], 0, 0
+        for rank in range(2):
+            for batch in read_rank(seq_dir / "train", ("user_idx", "items"), rank, 2, epoch, shuffle_buffer=40,
+                                   group_by_length="items"):
+                real = (batch["items"] != 0).sum(dim=1)
+                got += batch["user_idx"].tolist()
+                trimmed += int(real.max()) * len(real)
+                padded += int(real.sum())
+        assert sorted(got) == expected, f"epoch {epoch}: rows missing or duplicated"
+        lengths[epoch] = padded / trimmed
+    random = []
+    for rank in range(2):
+        for batch in read_rank(seq_dir / "train", ("user_idx", "items"), rank, 2, 0, shuffle_buffer=40):
+            real = (batch["items"] != 0).sum(dim=1)
+            random.append((int(real.sum()), int(real.max()) * len(real)))
+    random_use = sum(a for a, _ in random) / sum(b for _, b in random)
+    assert min(lengths.values()) > random_use  # less padding left after trimming each batch to its longest row

@@ -1,0 +1,134 @@
+"""Quality benchmark: what each model scores on real data, with intervals, under the default (full) recipe.
+
+    .venv/bin/python benchmarks/quality.py ../shared/data/ml-latest-small
+    .venv/bin/python benchmarks/quality.py DATA_DIR --tie-breaks movieId,hash --models sasrec,ss4rec,ncf
+    .venv/bin/python benchmarks/quality.py DATA_DIR --json quality.json -- train.max_steps=3000   # extra overrides
+
+For each tie-break: `recsys etl` -> `recsys baselines` (popularity, genre, Markov AR(1), AR(2), hybrid) ->
+`recsys export-sequences` -> for each torch model `recsys train` + `recsys topn` -> `recsys evaluate`, each the
+same command a user runs, in a fresh warehouse under --work. Then one table per tie-break: HR@10 and NDCG@10 with
+their 95% bootstrap intervals over users, each model's paired NDCG@10 difference to AR(2) (and whether its
+interval excludes zero), training steps and seconds per optimizer step, and wall time of the model's own commands
+(the baselines are fitted by one command together; that time is shown on each of their rows).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "benchmarks"))
+
+from _measure import machine  # noqa: E402
+
+RUN_DATE = "2026-01-01"
+BASELINES = ("popularity", "genre", "markov", "ar2", "hybrid")
+
+
+def recsys(*args: str, log: Path) -> float:
+    """Run `recsys <args>` (as `python -m jobs.cli`), its output appended to `log`; the wall seconds."""
+    start = time.perf_counter()
+    with log.open("a") as out:
+        out.write(f"\n$ recsys {' '.join(args)}\n")
+        out.flush()
+        code = subprocess.run([sys.executable, "-m", "jobs.cli", *args], cwd=REPO, stdout=out,
+                              stderr=subprocess.STDOUT, env={**os.environ, "RECSYS_DELTA_WRITER":
+                                                             os.environ.get("RECSYS_DELTA_WRITER", "delta-rs")}).returncode
+    if code != 0:
+        sys.exit(f"error: `recsys {' '.join(args)}` failed with exit code {code}; see {log}")
+    return time.perf_counter() - start
+
+
+def run_one(data: Path, work: Path, tie_break: str, models: list[str], overrides: list[str]) -> dict:
+    warehouse = work / f"warehouse-{tie_break}"
+    log = work / f"quality-{tie_break}.log"
+    log.write_text("")
+    common = ["--warehouse", str(warehouse)]
+    seconds: dict[str, float] = {}
+    recsys("etl", "--data", str(data), *common, f"etl.tie_break={tie_break}", log=log)
+    seconds["baselines"] = recsys("baselines", *common, "--run-date", RUN_DATE, log=log)
+    recsys("export-sequences", *common, log=log)
+    for model in models:
+        seconds[model] = recsys("train", *common, "--model", model, "mlflow.experiment=quality", *overrides, log=log)
+        seconds[model] += recsys("topn", *common, "--model", model, "--run-date", RUN_DATE, *overrides, log=log)
+    recsys("evaluate", *common, "--run-date", RUN_DATE, log=log)
+
+    from recsys_spark.evaluate import read_metrics
+
+    metrics = [r for r in read_metrics(warehouse).to_pylist() if r["k"] == 10 and r["split"] == "test"]
+    rows = {}
+    for model in [*BASELINES, *models]:
+        found = {r["metric"]: r for r in metrics if r["model"] == model}
+        if "ndcg" not in found:
+            continue
+        history_path = warehouse / "models" / model / "history.json"
+        history = json.loads(history_path.read_text()) if history_path.exists() else []
+        rows[model] = {
+            **{m: {"value": found[m]["value"], "ci": [found[m]["ci_low"], found[m]["ci_high"]]}
+               for m in ("hr", "ndcg")},
+            "ndcg_minus_ar2": ({"value": found["ndcg_minus_ar2"]["value"],
+                                "ci": [found["ndcg_minus_ar2"]["ci_low"], found["ndcg_minus_ar2"]["ci_high"]]}
+                               if "ndcg_minus_ar2" in found else None),
+            "steps": history[-1]["step"] if history else None,
+            "seconds_per_step": (sum(h["seconds"] for h in history) / history[-1]["step"]) if history else None,
+            "wall_seconds": seconds["baselines" if model in BASELINES else model],
+        }
+    return rows
+
+
+def show(tie_break: str, rows: dict) -> None:
+    print(f"\ntie-break {tie_break} (test split, full ranking, 95% bootstrap intervals over users)")
+    print(f"{'model':<12} {'HR@10':>24} {'NDCG@10':>24} {'NDCG@10 - AR(2)':>28} {'steps':>6} {'s/step':>7} "
+          f"{'wall s':>7}")
+    order = sorted(rows, key=lambda m: -rows[m]["ndcg"]["value"])
+    for model in order:
+        r = rows[model]
+        cell = lambda m: f"{r[m]['value']:.4f} [{r[m]['ci'][0]:.4f}, {r[m]['ci'][1]:.4f}]"  # noqa: E731
+        diff = r["ndcg_minus_ar2"]
+        if diff is None:
+            versus = "(reference)" if model == "ar2" else ""
+        else:
+            noise = "" if diff["ci"][0] > 0 or diff["ci"][1] < 0 else " ~"
+            versus = f"{diff['value']:+.4f} [{diff['ci'][0]:+.4f}, {diff['ci'][1]:+.4f}]{noise}"
+        steps = "" if r["steps"] is None else str(r["steps"])
+        per_step = "" if r["seconds_per_step"] is None else f"{r['seconds_per_step']:.3f}"
+        print(f"{model:<12} {cell('hr'):>24} {cell('ndcg'):>24} {versus:>28} {steps:>6} {per_step:>7} "
+              f"{r['wall_seconds']:>7.0f}")
+    print("~: the interval of the difference contains zero (within the noise)")
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("data", type=Path, help="MovieLens folder (ratings.csv, movies.csv, ...)")
+    p.add_argument("--tie-breaks", default="movieId,hash", help="comma-separated etl.tie_break values")
+    p.add_argument("--models", default="sasrec,ss4rec,ncf", help="torch models, comma-separated")
+    p.add_argument("--work", type=Path, default=REPO / ".bench" / "quality", help="warehouses and logs")
+    p.add_argument("--json", type=Path, help="also write the figures here")
+    p.add_argument("overrides", nargs="*", help="key=value for train/topn (after --), e.g. train.max_steps=3000")
+    args = p.parse_args(argv)
+    if not (args.data / "ratings.csv").is_file():
+        p.error(f"{args.data / 'ratings.csv'} not found")
+    tie_breaks = [t.strip() for t in args.tie_breaks.split(",") if t.strip()]
+    models = [m.strip() for m in args.models.split(",") if m.strip()]
+    args.work.mkdir(parents=True, exist_ok=True)
+    print(f"{machine()}\ndata {args.data}; models {', '.join(models)}; overrides {args.overrides or 'none'}")
+    results = {}
+    for tie_break in tie_breaks:
+        results[tie_break] = run_one(args.data.resolve(), args.work.resolve(), tie_break, models, args.overrides)
+        show(tie_break, results[tie_break])
+    if args.json:
+        args.json.write_text(json.dumps({"machine": machine(), "data": str(args.data), "overrides": args.overrides,
+                                         "results": results}, indent=2))
+        print(f"wrote {args.json}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
