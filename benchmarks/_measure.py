@@ -42,6 +42,23 @@ def reset_jvm_peak_rss(spark) -> bool:
         return False
 
 
+def reset_peak_rss(pid: int | str = "self") -> bool:
+    """Reset a process's VmHWM (Linux >= 4.0), so that the next peak_rss_gb is the peak from now on."""
+    try:
+        Path(f"/proc/{pid}/clear_refs").write_text("5")
+        return True
+    except OSError:
+        return False
+
+
+def peak_rss_gb(pid: int | str = "self") -> float:
+    """Peak resident memory (VmHWM) of a process, GB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 2**20
+    return float("nan")
+
+
 def python_peak_rss_gb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
 

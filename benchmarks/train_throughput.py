@@ -70,7 +70,7 @@ import torch  # noqa: E402
 from torch import nn  # noqa: E402
 from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
 
-from _measure import machine  # noqa: E402
+from _measure import machine, peak_rss_gb, reset_peak_rss  # noqa: E402
 from recsys_torch.losses import LOGITS_PER_CHUNK, NextItemLoss  # noqa: E402
 from recsys_torch.models import build_config, build_model  # noqa: E402
 from recsys_torch.runtime import autocast  # noqa: E402
@@ -189,6 +189,7 @@ def benchmark(name: str, args, device: torch.device) -> dict:
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
 
+    rss_reset = reset_peak_rss()
     for i in range(args.warmup):
         step(batches[i % len(batches)])
     sync(device)
@@ -202,6 +203,7 @@ def benchmark(name: str, args, device: torch.device) -> dict:
         sync(device)
         step_seconds.append(time.perf_counter() - start)
     peak_gib = torch.cuda.max_memory_allocated(device) / 2**30 if is_cuda else None
+    process_peak_gb = peak_rss_gb() if rss_reset else None  # the whole process: what one rank would hold
 
     flops = (sasrec_flops if registry_name == "sasrec" else ss4rec_flops)(cfg, args.batch_size, args.seq_len,
                                                                          fused_attention=is_cuda)
@@ -211,7 +213,7 @@ def benchmark(name: str, args, device: torch.device) -> dict:
         "model": registry_name, "config": asdict(cfg), "params": n_params,
         "step_ms_median": median * 1e3, "step_ms_min": min(step_seconds) * 1e3,
         "sequences_per_s": args.batch_size / median, "tokens_per_s": args.batch_size * args.seq_len / median,
-        "peak_memory_gib": peak_gib,
+        "peak_memory_gib": peak_gib, "process_peak_rss_gb": process_peak_gb,
         "flops": {**asdict(flops), "model": flops.model, "analytic_hardware": flops.model + flops.recompute,
                   "flop_counter": counted, "flop_counter_corrected": counted_corrected},
         "model_tflops_per_s": flops.model / median / 1e12,
@@ -225,7 +227,9 @@ def benchmark(name: str, args, device: torch.device) -> dict:
 
 def report(name: str, r: dict) -> None:
     f = r["flops"]
-    memory = f"{r['peak_memory_gib']:.2f} GiB" if r["peak_memory_gib"] is not None else "n/a (cpu)"
+    memory = f"{r['peak_memory_gib']:.2f} GiB on the GPU" if r["peak_memory_gib"] is not None else "n/a (cpu)"
+    if r["process_peak_rss_gb"] is not None:
+        memory += f", process peak RSS {r['process_peak_rss_gb']:.2f} GB"
     cfg = r["config"]
     print(f"{name}: hidden {cfg['hidden']}, layers {cfg['n_layers']}, params {r['params'] / 1e6:.2f}M")
     print(f"  step {r['step_ms_median']:.2f} ms median ({r['step_ms_min']:.2f} min) | "
@@ -275,6 +279,7 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="training loss (default: full-softmax ce, what `train.loss: auto` picks on a GPU)")
     p.add_argument("--negatives", type=int, default=1024, help="sampled_ce: negatives shared by the batch")
     p.add_argument("--compile", action="store_true", help="torch.compile the training loss")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     p.add_argument("--json", type=Path, help="also write the figures to this file")
     args = p.parse_args(argv)
     args.models = [m.strip() for m in args.models.split(",") if m.strip()]
@@ -294,6 +299,8 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else
                           "cpu" if args.device == "auto" else args.device)
     env = environment(device, args)
