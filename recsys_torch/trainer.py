@@ -56,18 +56,26 @@ def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
 
 
 class LossModule(nn.Module):
-    """What DDP wraps: the model and its loss, so DDP's gradient hooks see the whole computation."""
+    """What DDP wraps: the model and its loss, so DDP's gradient hooks see the whole computation.
 
-    def __init__(self, model: nn.Module, model_name: str, loss: NextItemLoss | None):
+    A sequence batch's loss is the mean over its target positions times (its targets / the targets a batch of
+    its rows holds on average): every position of the data weighs the same whatever batch it lands in. With
+    batches grouped by length, a plain per-batch mean would give each position of a batch of short windows
+    many times the weight of one in a batch of full windows (and over-fit the users with few items)."""
+
+    def __init__(self, model: nn.Module, model_name: str, loss: NextItemLoss | None, targets_per_row: float = 0.0):
         super().__init__()
-        self.model, self.model_name, self.loss = model, model_name, loss
+        self.model, self.model_name, self.loss, self.targets_per_row = model, model_name, loss, targets_per_row
 
     def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         if self.model_name == "ncf":
             return self.model.training_loss(batch["user_idx"], batch["item_idx"], batch["neg_items"])
         hidden = self.model(batch["items"], batch["timestamps"])
         has_target = batch["targets"] != 0
-        return self.loss(hidden[has_target], self.model.item_emb.weight, batch["targets"][has_target])
+        loss = self.loss(hidden[has_target], self.model.item_emb.weight, batch["targets"][has_target])
+        if self.targets_per_row:
+            loss = loss * (has_target.sum() / (len(has_target) * self.targets_per_row))
+        return loss
 
 
 def build(model_name: str, section: dict | None, meta: dict, device: torch.device) -> tuple[nn.Module, dict]:
@@ -107,14 +115,14 @@ class Trainer:
         self.model, self.model_cfg = build(model_name, cfg.get(model_name), meta, env.device)
         torch.manual_seed(tcfg.seed + env.rank)  # dropout and sampled negatives differ between ranks
         self.loss_name = "bce (ncf)" if is_ncf else tcfg.resolved_loss(env.device.type == "cuda")
-        loss = None if is_ncf else NextItemLoss(
-            self.loss_name, int(meta["n_items"]), tcfg.negatives,
-            item_counts(train_split, int(meta["n_items"])) if self.loss_name == "sampled_ce" else None).to(env.device)
-        wrapped = LossModule(self.model, model_name, loss)
+        rows = count_rows(train_split)
+        counts = None if is_ncf else item_counts(train_split, int(meta["n_items"]))
+        loss = None if is_ncf else NextItemLoss(self.loss_name, int(meta["n_items"]), tcfg.negatives, counts).to(
+            env.device)
+        wrapped = LossModule(self.model, model_name, loss, 0.0 if is_ncf else float(counts.sum()) / max(rows, 1))
         self.ddp: nn.Module = (DDP(wrapped, device_ids=[env.local_rank] if env.device.type == "cuda" else None)
                                if env.world > 1 else wrapped)
 
-        rows = count_rows(train_split)
         self.batch_size = batch_size_for(rows, env.world, tcfg)
         pin = env.device.type == "cuda"
         readers = {"rank": env.rank, "world": env.world, "seed": tcfg.seed, "reader_pool": tcfg.reader_pool,

@@ -113,3 +113,24 @@ def test_next_item_loss_module_dispatch():
         assert value.ndim == 0 and torch.isfinite(value)
     empty = NextItemLoss("ce", N_ITEMS)(hidden[:0].float(), weight.float(), targets[:0])
     assert float(empty) == 0.0
+
+
+def test_every_target_position_weighs_the_same_whatever_the_batch():
+    """Sequence batches are grouped by length: the trainer's loss scales each batch's mean by its share of targets,
+    so a batch of short windows does not give its few positions the weight of a full batch."""
+    from recsys_torch.models import build_model
+    from recsys_torch.trainer import LossModule
+
+    torch.manual_seed(0)
+    model = build_model("sasrec", {"n_items": N_ITEMS, "hidden": 8, "n_heads": 1, "n_layers": 1, "max_len": 6,
+                                   "dropout": 0.0}, "cpu")
+    module = LossModule(model, "sasrec", NextItemLoss("ce", N_ITEMS), targets_per_row=4.0)
+    full = {"items": torch.tensor([[1, 2, 3, 4, 5, 6]] * 2), "timestamps": torch.zeros(2, 6, dtype=torch.long),
+            "targets": torch.tensor([[0, 0, 4, 5, 6, 7]] * 2)}  # 4 targets a row: the average
+    short = {**full, "targets": torch.tensor([[0, 0, 0, 0, 6, 7]] * 2)}  # 2 a row
+    hidden = model(full["items"], full["timestamps"])
+    per_position = torch.nn.functional.cross_entropy(
+        (hidden @ model.item_emb.weight.T).masked_fill(torch.arange(N_ITEMS + 1) == 0, float("-inf")).flatten(0, 1),
+        full["targets"].flatten(), reduction="none", ignore_index=0)
+    torch.testing.assert_close(module(full), per_position.sum() / 8)
+    torch.testing.assert_close(module(short), per_position.view(2, 6)[:, 4:].sum() / 8)
