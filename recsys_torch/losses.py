@@ -57,12 +57,14 @@ def proposal(item_counts: Tensor, n_items: int) -> Tensor:
 
 def sampled_softmax_cross_entropy(hidden: Tensor, item_weight: Tensor, targets: Tensor, negatives: Tensor,
                                   log_kq: Tensor) -> Tensor:
-    """hidden[N, D], targets[N], negatives[K] shared by all rows, log_kq[n_items + 1] = log(K q)."""
-    target_logits = (hidden * item_weight[targets]).sum(-1, keepdim=True).float()            # [N, 1]
-    negative_logits = (hidden @ item_weight[negatives].T).float() - log_kq[negatives]         # [N, K]
-    negative_logits = negative_logits.masked_fill(negatives[None, :] == targets[:, None], float("-inf"))
-    logits = torch.cat([target_logits, negative_logits], dim=1)
-    return F.cross_entropy(logits, torch.zeros_like(targets))
+    """hidden[N, D], targets[N], negatives[K] shared by all rows, log_kq[n_items + 1] = log(K q).
+
+    -log softmax of the target among [target, negatives] = logaddexp(s_y, logsumexp_j s_j) - s_y, with the
+    [N, K] negative logits corrected and masked in place: one tensor of that size is kept for backward."""
+    target_logits = (hidden * item_weight[targets]).sum(-1).float()                          # [N]
+    negative_logits = (hidden @ item_weight[negatives].T).float()                             # [N, K]
+    negative_logits.sub_(log_kq[negatives]).masked_fill_(negatives[None, :] == targets[:, None], float("-inf"))
+    return (torch.logaddexp(target_logits, torch.logsumexp(negative_logits, dim=1)) - target_logits).mean()
 
 
 def full_softmax_cross_entropy(hidden: Tensor, item_weight: Tensor, targets: Tensor) -> Tensor:
