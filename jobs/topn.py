@@ -86,7 +86,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             spark = get_spark(f"recsys-topn-{args.model}", conf=section(cfg, "spark"))
             if family == "als":
-                from recsys_spark.topn import write_als_topn
+                from recsys_spark.als_topn import write_als_topn
 
                 write_als_topn(spark, args.warehouse, args.model, args.k, run_date, run_id, block_size)
             else:

@@ -21,7 +21,7 @@ from pyspark.sql import functions as F
 from recsys_spark.config import from_mapping
 from recsys_spark.delta import read_table, table_path, write_table
 from recsys_spark.errors import RecsysError
-from recsys_spark.topn import score_top_k
+from recsys_spark.als_topn import score_top_k
 
 MODELS_DIR = "models"
 

@@ -34,7 +34,7 @@ def counts(warehouse: Path) -> dict[str, int]:
 
 @pytest.fixture(scope="module")
 def first_run(tmp_path_factory):
-    from recsys_spark.generate import generate
+    from recsys_data.generate import generate
 
     root = tmp_path_factory.mktemp("pipeline")
     generate(root / "data", n_users=120, n_items=400, n_ratings=6000, seed=3)

@@ -18,7 +18,7 @@ from recsys_spark.errors import RecsysError
 from recsys_spark.recommendations import read_recommendations
 from jobs.config import ConfigError
 from jobs.topn import model_family
-from recsys_spark.topn import block_top_k, score_top_k
+from recsys_spark.als_topn import block_top_k, score_top_k
 
 DAY = dt.date(2026, 11, 23)
 
@@ -155,7 +155,7 @@ def als_warehouse(spark, ml_small_warehouse, tmp_path_factory):
 
 
 def test_blocked_lists_equal_recommend_for_all_users(spark, als_warehouse):
-    from recsys_spark.topn import als_top_k
+    from recsys_spark.als_topn import als_top_k
 
     wh, model = als_warehouse
     k = 20
