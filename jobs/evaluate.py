@@ -9,7 +9,7 @@ from typing import Sequence
 if __package__ in (None, ""):  # run as a script (`spark-submit jobs/<name>.py`): the repo root on sys.path
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from jobs.common import add_config_flags, guarded, job_config, require_tables  # noqa: E402
+from jobs.common import add_config_flags, guarded, job_config, parse_run_date, require_tables  # noqa: E402
 from jobs.config import section  # noqa: E402
 
 
@@ -28,7 +28,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     from rich.console import Console
 
     from recsys_spark.evaluate import comparison, evaluate
-    from recsys_spark.recommendations import parse_run_date
     from recsys_spark.session import get_spark
 
     run_date = parse_run_date(args.run_date) if args.run_date else None

@@ -57,6 +57,13 @@ class KcoreConfig:
     min_item_interactions: int = 0   # 0 = off
     max_iterations: int = 30
 
+    def __post_init__(self):
+        for name in ("min_user_interactions", "min_item_interactions"):
+            if getattr(self, name) < 0:
+                raise RecsysError(f"etl.kcore.{name} must be an integer >= 0, got {getattr(self, name)!r}")
+        if self.max_iterations < 1:
+            raise RecsysError(f"etl.kcore.max_iterations must be >= 1, got {self.max_iterations!r}")
+
     @property
     def enabled(self) -> bool:
         return self.min_user_interactions > 0 or self.min_item_interactions > 0
@@ -70,29 +77,14 @@ class EtlConfig:
     kcore: KcoreConfig = field(default_factory=KcoreConfig)
 
     def __post_init__(self):
-        if isinstance(self.kcore, dict) or self.kcore is None:
-            object.__setattr__(self, "kcore", from_mapping(KcoreConfig, self.kcore, "etl.kcore"))
-        elif not isinstance(self.kcore, KcoreConfig):
-            raise RecsysError(f"etl.kcore must be a mapping (min_user_interactions, ...), got {self.kcore!r}")
-        k = self.kcore
-        checks = [(self.tie_break in TIE_BREAKS, f"tie_break must be one of {', '.join(TIE_BREAKS)}, "
-                                                 f"got {self.tie_break!r}"),
-                  (isinstance(self.seed, int) and not isinstance(self.seed, bool), "seed must be an integer"),
-                  (isinstance(self.temporal_quantile, (int, float)) and 0 < self.temporal_quantile <= 1,
-                   "temporal_quantile must be in (0, 1]"),
-                  (all(isinstance(v, int) and v >= 0 for v in (k.min_user_interactions, k.min_item_interactions)),
-                   "kcore.min_user_interactions and kcore.min_item_interactions must be integers >= 0"),
-                  (isinstance(k.max_iterations, int) and k.max_iterations >= 1, "kcore.max_iterations must be >= 1")]
-        for ok, message in checks:
-            if not ok:
-                raise RecsysError(f"etl config: {message}")
+        if self.tie_break not in TIE_BREAKS:
+            raise RecsysError(f"etl.tie_break must be one of {', '.join(TIE_BREAKS)}, got {self.tie_break!r}")
+        if not 0 < self.temporal_quantile <= 1:
+            raise RecsysError(f"etl.temporal_quantile must be in (0, 1], got {self.temporal_quantile!r}")
 
     @classmethod
     def from_dict(cls, values: dict | None) -> "EtlConfig":
         return from_mapping(cls, values, "etl")
-
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
 
 
 @dataclass

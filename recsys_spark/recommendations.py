@@ -20,19 +20,6 @@ def new_run_id() -> str:
     return uuid.uuid4().hex
 
 
-def parse_run_date(value: str | dt.date | None) -> dt.date:
-    if value is None:
-        return dt.date.today()
-    if isinstance(value, dt.date):
-        return value
-    try:
-        return dt.date.fromisoformat(value)
-    except ValueError:
-        from recsys_spark.errors import RecsysError
-
-        raise RecsysError(f"--run-date {value!r} is not a date of the form YYYY-MM-DD") from None
-
-
 def seen_pairs(interactions: DataFrame) -> DataFrame:
     """(user_idx, item_idx) of everything before each user's test item: excluded from every top-N."""
     return interactions.where(F.col("split").isin(*HISTORY_SPLITS)).select("user_idx", "item_idx")

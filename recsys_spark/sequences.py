@@ -68,30 +68,26 @@ class SequenceConfig:
     min_row_groups: int = 8          # per dataset, when it has that many rows: every rank needs a row group
     groups_per_file: int = 16
 
-    @classmethod
-    def from_dict(cls, values: dict | None) -> "SequenceConfig":
-        config = from_mapping(cls, values, "sequences")
-        config.validate()
-        return config
-
-    @property
-    def window_stride(self) -> int:
-        return self.max_len if self.stride is None else self.stride
-
-    def validate(self) -> None:
-        def positive_int(name: str, value) -> None:
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+    def __post_init__(self):
+        for name in ("max_len", "stride", "rows_per_group", "ncf_rows_per_group", "min_row_groups",
+                     "groups_per_file"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
                 raise RecsysError(f"sequences.{name} must be a positive integer, got {value!r}")
-
-        for name in ("max_len", "rows_per_group", "ncf_rows_per_group", "min_row_groups", "groups_per_file"):
-            positive_int(name, getattr(self, name))
         if self.stride is not None:
-            positive_int("stride", self.stride)
             if self.stride > self.max_len:
                 raise RecsysError(f"sequences.stride={self.stride} is larger than max_len={self.max_len}: "
                                   f"windows would skip items")
         if self.last_gap not in LAST_GAPS:
             raise RecsysError(f"sequences.last_gap must be one of {LAST_GAPS}, got {self.last_gap!r}")
+
+    @classmethod
+    def from_dict(cls, values: dict | None) -> "SequenceConfig":
+        return from_mapping(cls, values, "sequences")
+
+    @property
+    def window_stride(self) -> int:
+        return self.max_len if self.stride is None else self.stride
 
 
 # ---------------------------------------------------------------- rows (Spark SQL only)
@@ -340,7 +336,6 @@ def export_sequences(spark: SparkSession, warehouse: str | Path, out: str | Path
                      config: SequenceConfig | None = None) -> dict:
     """Read <warehouse>/interactions, write the shards to `out` (default <warehouse>/sequences); returns meta.json."""
     config = config or SequenceConfig()
-    config.validate()
     warehouse = Path(warehouse)
     out = Path(out) if out else warehouse / "sequences"
     interactions = read_table(spark, require_interactions(warehouse))

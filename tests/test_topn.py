@@ -1,6 +1,6 @@
 """Blocked ALS top-N: numpy block against brute force, Spark blocks against brute force, and on ml-latest-small
 the same lists as MLlib's recommendForAll (recommendForUserSubset on a third of the users) with seen items
-filtered out; the topn job and its dispatch."""
+filtered out; the topn job (every family through the CLI: tests/test_catalogue.py)."""
 from __future__ import annotations
 
 import datetime as dt
@@ -16,8 +16,6 @@ from pyspark.sql import functions as F
 from recsys_spark.delta import read_table, table_path, table_version
 from recsys_spark.errors import RecsysError
 from recsys_spark.recommendations import read_recommendations
-from jobs.config import ConfigError
-from jobs.topn import model_family
 from recsys_spark.als_topn import block_top_k, score_top_k
 
 DAY = dt.date(2026, 11, 23)
@@ -104,13 +102,6 @@ def test_score_top_k_in_spark_blocks_matches_brute_force(spark):
     assert {u: [i for _, i in sorted(v)] for u, v in got.items()} == brute_top_k(
         user_features, item_ids, item_features, seen, users, 4)
     assert all(sorted(rank for rank, _ in v) == [1, 2, 3, 4] for v in got.values())
-
-
-def test_model_family_and_unknown_model():
-    assert model_family("als") == "als" and model_family("als_implicit") == "als"
-    assert model_family("markov") == "baseline" and model_family("sasrec") == "torch"
-    with pytest.raises(ConfigError, match="unknown model 'svd'"):
-        model_family("svd")
 
 
 def test_job_unknown_model_and_bad_k_are_one_line_errors(tmp_path):
