@@ -70,3 +70,16 @@ def parse_run_date(value: str | None) -> dt.date:
         return dt.date.fromisoformat(value) if value else dt.date.today()
     except ValueError:
         raise ConfigError(f"--run-date {value!r} is not a date of the form YYYY-MM-DD") from None
+
+
+def comparison_view(table, title: str):
+    """recsys_spark.report.comparison_table as a rich Table for the console."""
+    from rich.table import Table
+
+    view = Table(title=title)
+    view.add_column("model")
+    for column in table.columns:
+        view.add_column(column, justify="right")
+    for model, row in table.iterrows():
+        view.add_row(model, *["" if value != value else f"{value:.4f}" for value in row])
+    return view

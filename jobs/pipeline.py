@@ -15,7 +15,7 @@ if __package__ in (None, ""):  # run as a script (`python jobs/pipeline.py`): th
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from jobs import catalogue  # noqa: E402
-from jobs.common import add_config_flags, guarded, parse_run_date  # noqa: E402
+from jobs.common import add_config_flags, comparison_view, guarded, parse_run_date  # noqa: E402
 from jobs.config import ConfigError, load_config, run_layer, section  # noqa: E402
 from jobs.plan import (PROJECT_ROOT, PipelineConfig, Run, config_sections, local_command, plan,  # noqa: E402
                        run_layer_file, run_pipeline)
@@ -115,11 +115,10 @@ def main(argv=None) -> int:
 
     import mlflow
     from rich.console import Console
-    from rich.table import Table
 
     from jobs.tracking import PARENT_ENV, export_env
     from recsys_spark.report import comparison_table, load_metrics, write_report
-    from recsys_spark.schemas import check_inputs
+    from recsys_spark.inputs import check_inputs
 
     console = Console(width=None if sys.stdout.isatty() else 140)
     check_inputs(data)  # before any MLflow run or folder is made
@@ -147,13 +146,7 @@ def main(argv=None) -> int:
             for metric, value in row.dropna().items():
                 mlflow.log_metric(f"{model}.{metric.replace('@', '_at_')}", float(value))
 
-    view = Table(title=f"Comparison, run date {run_date} (test split, full ranking)")
-    view.add_column("model")
-    for col in table.columns:
-        view.add_column(col, justify="right")
-    for model, row in table.iterrows():
-        view.add_row(model, *["" if v != v else f"{v:.4f}" for v in row])
-    console.print(view)
+    console.print(comparison_view(table, f"Comparison, run date {run_date} (test split, full ranking)"))
     if registered:
         console.print(f"registered: {registered}")
     console.print(f"report: {report}")

@@ -30,7 +30,7 @@ from jobs import catalogue
 from jobs.cli import COMMANDS
 from recsys_spark.config import from_mapping
 from recsys_spark.errors import RecsysError
-from recsys_spark.schemas import INPUT_FILES
+from recsys_spark.inputs import INPUT_FILES
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent  # the folder holding jobs/: where `jobs/<file>.py` resolves
 

@@ -9,9 +9,9 @@ from pyspark.sql import DataFrame, Window
 from pyspark.sql import functions as F
 
 from recsys_spark.delta import read_table, table_path, write_table
+from recsys_spark.schemas import RECOMMENDATIONS
 
 TABLE = "recommendations"
-COLUMNS = ["model", "run_id", "run_date", "userId", "rank", "movieId", "score"]
 PARTITION_BY = ["model", "run_date"]
 HISTORY_SPLITS = ("train", "validation")  # what a user "has seen" when the list is evaluated on `test`
 
@@ -53,7 +53,8 @@ def write_recommendations(
                    F.col("userId").cast("long"), F.col("rank").cast("int"),
                    F.col("movieId").cast("long"), F.col("score").cast("double")))
     path = table_path(warehouse, TABLE)
-    write_table(out, path, partition_by=PARTITION_BY, replace={"model": model, "run_date": run_date})
+    write_table(out, path, partition_by=PARTITION_BY, replace={"model": model, "run_date": run_date},
+                schema=RECOMMENDATIONS)
     return path
 
 

@@ -17,17 +17,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-SEQ_SCHEMA = pa.schema([
-    ("user_idx", pa.int32()),
-    ("items", pa.list_(pa.int32())),
-    ("timestamps", pa.list_(pa.int64())),
-    ("targets", pa.list_(pa.int32())),
-    ("target_item", pa.int32()),
-    ("target_timestamp", pa.int64()),
-    ("query_timestamp", pa.int64()),
-    ("seen_items", pa.list_(pa.int32())),
-])
-NCF_SCHEMA = pa.schema([("user_idx", pa.int32()), ("item_idx", pa.int32())])
+from recsys_torch.schemas import NCF_ROWS as NCF_SCHEMA
+from recsys_torch.schemas import SEQUENCE_ROWS as SEQ_SCHEMA
 
 
 @dataclass

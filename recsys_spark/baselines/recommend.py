@@ -18,6 +18,7 @@ from recsys_spark.config import from_mapping
 from recsys_spark.delta import read_table, table_path, write_table
 from recsys_spark.errors import RecsysError
 from recsys_spark.recommendations import new_run_id, read_recommendations, write_recommendations
+from recsys_spark.schemas import TRANSITIONS_AR1, TRANSITIONS_AR2
 
 AR1_TABLE = "transitions_ar1"
 AR2_TABLE = "transitions_ar2"
@@ -95,12 +96,12 @@ class BaselinesConfig:
 def fit_transitions(spark: SparkSession, warehouse: str | Path, interactions: DataFrame, top_k: int,
                     orders: tuple[int, ...] = (1, 2)) -> dict[int, DataFrame]:
     """Count AR(1)/AR(2) transitions, store them as Delta tables, and return them as read back from the tables."""
-    fitters = {1: (AR1_TABLE, transitions_ar1), 2: (AR2_TABLE, transitions_ar2)}
+    fitters = {1: (AR1_TABLE, transitions_ar1, TRANSITIONS_AR1), 2: (AR2_TABLE, transitions_ar2, TRANSITIONS_AR2)}
     fitted = {}
     for order in orders:
-        name, fit = fitters[order]
+        name, fit, schema = fitters[order]
         path = table_path(warehouse, name)
-        write_table(fit(interactions, top_k), path)
+        write_table(fit(interactions, top_k), path, schema=schema)
         fitted[order] = read_table(spark, path)
     return fitted
 
