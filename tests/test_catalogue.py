@@ -54,6 +54,18 @@ def test_cli_choices_come_from_the_catalogue():
     assert bad.returncode == 2 and "invalid choice: 'popularity'" in bad.stderr
 
 
+def test_jobs_import_neither_library_before_a_command_needs_it():
+    """`recsys train` and the planner never import Spark; the Spark jobs never import torch."""
+    code = ("import sys\n"
+            "import jobs.cli, jobs.catalogue, jobs.plan, jobs.schedules, jobs.train, jobs.topn, jobs.pipeline\n"
+            "print(sorted(m for m in ('pyspark', 'torch') if m in sys.modules))\n"
+            "import jobs.etl, jobs.fit_als, jobs.baselines, jobs.export_sequences, jobs.evaluate\n"
+            "print('torch' in sys.modules)\n")
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split("\n")[:2] == ["[]", "False"]
+
+
 @pytest.mark.parametrize("model", ["als", "popularity", "sasrec"])  # one model of each family
 def test_topn_through_the_cli_for_every_family(spark, small_warehouse, model):
     warehouse = small_warehouse
