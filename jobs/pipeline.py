@@ -7,6 +7,8 @@ spark-submit / torchrun script the cluster schedulers run (scripts/nightly.sh, d
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import datetime as dt
 import shlex
 import sys
 from pathlib import Path
@@ -74,8 +76,9 @@ def parse(argv):
     return p.parse_args(argv)
 
 
-def print_plan(launcher: str, data: Path, warehouse: Path, run_date, args: argparse.Namespace, cfg: dict) -> None:
-    pipe = PipelineConfig.from_dict(section(cfg, "pipeline"))
+def print_plan(launcher: str, data: Path, warehouse: Path, run_date: dt.date, args: argparse.Namespace, cfg: dict,
+               pipe: PipelineConfig) -> None:
+    """`local`: the commands `recsys pipeline` runs for these flags; `cluster`: the script the schedulers run."""
     if launcher == "local":
         run = Run(str(data), str(warehouse), run_date.isoformat(), args.env, str(run_layer_file(warehouse, run_date)))
         print(f"cd {shlex.quote(str(PROJECT_ROOT))}")
@@ -92,8 +95,7 @@ def print_plan(launcher: str, data: Path, warehouse: Path, run_date, args: argpa
               f"DATA={shlex.quote(str(data))}; WAREHOUSE={shlex.quote(str(warehouse))}; RUN_DATE={run_date}"]
     if config:
         header.append(f"CONFIG={shlex.quote(str(config))}")
-    run = Run(PLACEHOLDERS.data, PLACEHOLDERS.warehouse, PLACEHOLDERS.run_date, args.env,
-              "$CONFIG" if config else None)
+    run = dataclasses.replace(PLACEHOLDERS, env=args.env, config_file="$CONFIG" if config else None)
     print(script(cfg, run, header), end="")
 
 
@@ -110,7 +112,7 @@ def main(argv=None) -> int:
     run_date = parse_run_date(args.run_date)
     warehouse, data = Path(args.warehouse).resolve(), Path(args.data).resolve()
     if args.print_plan:
-        print_plan(args.print_plan, data, warehouse, run_date, args, cfg)
+        print_plan(args.print_plan, data, warehouse, run_date, args, cfg, pipe)
         return 0
 
     import mlflow
