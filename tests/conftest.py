@@ -80,9 +80,9 @@ def small_warehouse(spark, tmp_path_factory) -> Path:
          read_table(spark, table_path(warehouse, "items")))
     export_sequences(spark, warehouse, config=SequenceConfig(max_len=20, rows_per_group=8))
     train = subprocess.run(
-        [sys.executable, "jobs/train.py", "--warehouse", str(warehouse), "--model", "sasrec", "--epochs", "1",
-         "train.device=cpu", "mlflow.enabled=false", "sasrec.hidden=16", "sasrec.n_layers=1", "train.batch_size=64",
-         "train.warmup_steps=1"], cwd=REPO, capture_output=True, text=True, timeout=600)
+        [sys.executable, "jobs/train.py", "--warehouse", str(warehouse), "--model", "sasrec", "--max-steps", "4",
+         "train.eval_every=2", "train.device=cpu", "mlflow.enabled=false", "sasrec.hidden=16", "sasrec.n_layers=1"],
+        cwd=REPO, capture_output=True, text=True, timeout=600)
     assert train.returncode == 0, train.stderr[-3000:]
     return warehouse
 
