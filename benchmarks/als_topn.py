@@ -4,10 +4,10 @@
     .venv/bin/python benchmarks/als_topn.py --ratings 25000095 --users 162541 --items 59047   # ML-25M scale
     .venv/bin/python benchmarks/als_topn.py --data ../shared/data/ml-latest-small              # real, small
 
-Data: MovieLens-shaped files from recsys_spark.generate (cached under --cache), or --data DIR; then the real ETL.
+Data: MovieLens-shaped files from recsys_data.generate (cached under --cache), or --data DIR; then the real ETL.
 Timed on local[--threads]:
   fit        ALS on the train split (rank, max_iter as given);
-  blocked    recsys_spark.topn.score_top_k: top-k of every user, train/validation items excluded;
+  blocked    recsys_spark.als_topn.score_top_k: top-k of every user, train/validation items excluded;
   mllib      model.recommendForAllUsers(k), written to the noop sink. It does NOT exclude seen items (that would
              need k + max |seen| per user), so its time is a lower bound on what MLlib needs for the same lists.
 Agreement: on a sample of users, the blocked lists vs recommendForUserSubset(k + max seen) with seen items removed,
@@ -32,10 +32,10 @@ def prepare_data(args) -> Path:
     if args.data:
         return Path(args.data)
     try:
-        from recsys_spark.generate import generate
+        from recsys_data.generate import generate
     except ImportError:
         fallback = REPO.parent / "shared" / "data" / "ml-latest-small"
-        print(f"recsys_spark.generate not available: using {fallback}")
+        print(f"recsys_data.generate not available: using {fallback}")
         return fallback
     out = Path(args.cache) / f"gen-u{args.users}-i{args.items}-r{args.ratings}-s{args.seed}"
     if not (out / "ratings.csv").exists():
@@ -70,7 +70,7 @@ def main(argv=None) -> int:
     from recsys_spark.etl import EtlConfig, run_etl
     from recsys_spark.recommendations import seen_pairs
     from recsys_spark.session import get_spark
-    from recsys_spark.topn import score_top_k
+    from recsys_spark.als_topn import score_top_k
 
     data = prepare_data(args)
     warehouse = Path(args.cache) / f"wh-{data.name}"
@@ -121,7 +121,7 @@ def agreement(spark, model, user_factors, item_factors, seen, args) -> float:
     """Share of MLlib's (seen-filtered) top-k items above its k-th score that the blocked list also has."""
     from pyspark.sql import functions as F
 
-    from recsys_spark.topn import score_top_k
+    from recsys_spark.als_topn import score_top_k
 
     sample = user_factors.select("user_idx").orderBy(F.rand(args.seed)).limit(args.sample_users).cache()
     sample_seen = seen.join(sample, "user_idx").cache()

@@ -81,7 +81,7 @@ def main() -> int:
     args = p.parse_args()
 
     from recsys_spark.etl import EtlConfig, run_etl
-    from recsys_spark.generate import generate
+    from recsys_data.generate import generate
     from recsys_spark.session import get_spark
 
     figures: dict = {"machine": machine(), "ratings_requested": args.ratings}

@@ -3,7 +3,7 @@
     .venv/bin/python benchmarks/markov.py [--ratings 25000095] [--users 162541] [--items 59047] [--threads 2]
     .venv/bin/python benchmarks/markov.py --ml-small        # ml-latest-small instead of generated data
 
-Generates MovieLens-shaped CSVs once (recsys_spark.generate, cached under --cache; ml-latest-small when the
+Generates MovieLens-shaped CSVs once (recsys_data.generate, cached under --cache; ml-latest-small when the
 generator is absent), runs the real ETL once into a cached warehouse, then counts AR(1) and AR(2) transitions
 (lag over seq per user, groupBy state, top-k per state) and writes transitions_ar1 / transitions_ar2 as Delta.
 Prints per step: wall seconds, rows written, and the peak resident memory of the Spark JVM (driver + executors in
@@ -31,9 +31,9 @@ def input_data(args) -> tuple[Path, str]:
     if args.ml_small:
         return ML_SMALL, "ml-latest-small"
     try:
-        from recsys_spark.generate import generate
+        from recsys_data.generate import generate
     except ImportError:
-        print("recsys_spark.generate not available: falling back to ml-latest-small")
+        print("recsys_data.generate not available: falling back to ml-latest-small")
         return ML_SMALL, "ml-latest-small"
     name = f"{args.users}u-{args.items}i-{args.ratings}r"
     data = Path(args.cache) / name

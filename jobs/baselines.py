@@ -10,7 +10,7 @@ from typing import Sequence
 if __package__ in (None, ""):  # `python jobs/baselines.py` / `spark-submit jobs/baselines.py`
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from jobs.common import add_config_flags, guarded, job_config, require_tables  # noqa: E402
+from jobs.common import add_config_flags, guarded, job_config, parse_run_date, require_tables  # noqa: E402
 from jobs.config import section  # noqa: E402
 
 
@@ -29,7 +29,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     from jobs.tracking import job_run
     from recsys_spark.baselines import BaselinesConfig, run_baselines
     from recsys_spark.errors import RecsysError
-    from recsys_spark.recommendations import parse_run_date
     from recsys_spark.session import get_spark
 
     # Everything a user can get wrong is checked before Spark and MLflow start.

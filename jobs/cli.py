@@ -7,14 +7,16 @@ from __future__ import annotations
 import importlib
 import sys
 
+from jobs import catalogue
+
 COMMANDS = {
     "generate": ("jobs.generate", "write MovieLens-25M-shaped CSVs"),
     "etl": ("jobs.etl", "raw MovieLens CSVs -> interactions, items, users, tags, rejects, splits (Delta)"),
     "als": ("jobs.fit_als", "fit Spark MLlib ALS on the train split"),
-    "baselines": ("jobs.baselines", "popularity, genre, Markov AR(1)/AR(2), hybrid (+ their top-N)"),
+    "baselines": ("jobs.baselines", f"{catalogue.summary(catalogue.BASELINE)} (+ their top-N)"),
     "export-sequences": ("jobs.export_sequences", "per-user sequences -> Petastorm Parquet shards + meta.json"),
-    "train": ("jobs.train", "torchrun DDP training of ncf | sasrec | ss4rec"),
-    "topn": ("jobs.topn", "top-K for every user -> recommendations (Delta)"),
+    "train": ("jobs.train", f"torchrun DDP training of {catalogue.summary(catalogue.TORCH)}"),
+    "topn": ("jobs.topn", "top-K of one model for every user -> recommendations (Delta)"),
     "evaluate": ("jobs.evaluate", "one evaluator for every model -> metrics (Delta)"),
     "pipeline": ("jobs.pipeline", "the nightly run: every step above, skipping unchanged inputs"),
 }

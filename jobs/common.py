@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import sys
 from typing import Callable, Sequence
 
@@ -61,3 +62,24 @@ def require_tables(warehouse: str, *names: str) -> None:
         if not table_exists(table_path(warehouse, name)):
             raise RecsysError(f"Delta table not found: {table_path(warehouse, name)} (run the step that writes it "
                               f"first: `recsys etl` for the ETL tables)")
+
+
+def parse_run_date(value: str | None) -> dt.date:
+    """--run-date: YYYY-MM-DD, today when not given."""
+    try:
+        return dt.date.fromisoformat(value) if value else dt.date.today()
+    except ValueError:
+        raise ConfigError(f"--run-date {value!r} is not a date of the form YYYY-MM-DD") from None
+
+
+def comparison_view(table, title: str):
+    """recsys_spark.report.comparison_table as a rich Table for the console."""
+    from rich.table import Table
+
+    view = Table(title=title)
+    view.add_column("model")
+    for column in table.columns:
+        view.add_column(column, justify="right")
+    for model, row in table.iterrows():
+        view.add_row(model, *["" if value != value else f"{value:.4f}" for value in row])
+    return view

@@ -1,6 +1,9 @@
 """Layered YAML configuration: conf/<section>.yaml < conf/<env>.yaml < --config FILE < key=value.
 
 A section file holds a component's defaults; the environment file (local, cluster) overrides what differs there.
+Every file a command names must exist: a missing one is an error, never a silent fall-back to code defaults.
+conf/ ships inside the package as jobs/conf (a link to the top-level conf/ in the repository; real files in a
+wheel), so an installed `recsys` finds the same files as a checkout.
 
 Keys are dotted paths into nested dicts (`als.rank=20`, `train.epochs=3`). Values given on the command line are
 parsed as YAML scalars, so `als.rank=20` is an int, `sasrec.loss=bce` a string and `etl.kcore=null` None.
@@ -13,7 +16,7 @@ from typing import Any, Iterable
 
 import yaml
 
-CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
+CONF_DIR = Path(__file__).resolve().parent / "conf"
 
 
 class ConfigError(ValueError):
@@ -71,17 +74,17 @@ def load_config(
     env: str = "local",
     conf_dir: Path = CONF_DIR,
 ) -> dict:
-    """Resolve the config: each `<section>.yaml` that exists, then `<env>.yaml`, then `config_file`, then overrides."""
+    """Resolve the config: each `<section>.yaml`, then `<env>.yaml`, then `config_file`, then overrides."""
     cfg: dict[str, Any] = {}
     for section in sections:
         path = conf_dir / f"{section}.yaml"
-        if path.exists():
-            cfg = merge(cfg, _read_yaml(path))
+        if not path.is_file():
+            raise ConfigError(f"config file not found: {path} (the defaults of section {section!r})")
+        cfg = merge(cfg, _read_yaml(path))
     env_file = conf_dir / f"{env}.yaml"
-    if env_file.exists():
-        cfg = merge(cfg, _read_yaml(env_file))
-    elif env != "local":
+    if not env_file.is_file():
         raise ConfigError(f"environment config not found: {env_file} (--env {env})")
+    cfg = merge(cfg, _read_yaml(env_file))
     if config_file:
         cfg = merge(cfg, _read_yaml(Path(config_file)))
     for item in overrides:

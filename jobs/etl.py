@@ -25,7 +25,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     add_config_flags(parser)
     args = parser.parse_args(argv)
     from recsys_spark.etl import EtlConfig, print_report, run_etl
-    from recsys_spark.schemas import check_inputs
+    from recsys_spark.inputs import check_inputs
 
     cfg, config = job_config(args, "etl", EtlConfig)
     check_inputs(args.data)  # before Spark starts: a bad input is one line on stderr, nothing else

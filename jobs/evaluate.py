@@ -9,7 +9,8 @@ from typing import Sequence
 if __package__ in (None, ""):  # run as a script (`spark-submit jobs/<name>.py`): the repo root on sys.path
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from jobs.common import add_config_flags, guarded, job_config, require_tables  # noqa: E402
+from jobs.common import (add_config_flags, comparison_view, guarded, job_config, parse_run_date,  # noqa: E402
+                         require_tables)
 from jobs.config import section  # noqa: E402
 
 
@@ -27,8 +28,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     from rich.console import Console
 
-    from recsys_spark.evaluate import comparison, evaluate
-    from recsys_spark.recommendations import parse_run_date
+    from recsys_spark.evaluate import evaluate
+    from recsys_spark.report import comparison_table, load_metrics
     from recsys_spark.session import get_spark
 
     run_date = parse_run_date(args.run_date) if args.run_date else None
@@ -45,7 +46,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     console = Console()
     if not console.is_terminal:  # a log file or a pipe: do not squeeze the table into 80 columns
         console = Console(width=160)
-    console.print(comparison(args.warehouse, result.rows, config.ks))
+    metrics = load_metrics(args.warehouse, run_date)
+    metrics = metrics[metrics["model"].isin({row["model"] for row in result.rows})]
+    for k in config.ks:
+        console.print(comparison_view(comparison_table(metrics, k),
+                                      f"Top-N evaluation at K={k} (leave-last-out test item, full ranking)"))
     print(f"{len(result.rows)} metric rows -> {result.path}")
     return 0
 

@@ -9,7 +9,7 @@ from typing import Sequence
 if __package__ in (None, ""):  # run as a script (`spark-submit jobs/<name>.py`): the repo root on sys.path
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from jobs.common import add_config_flags, guarded, job_config, require_tables  # noqa: E402
+from jobs.common import add_config_flags, guarded, job_config, parse_run_date, require_tables  # noqa: E402
 from jobs.config import section  # noqa: E402
 from recsys_spark.als import AlsConfig  # noqa: E402
 
@@ -34,7 +34,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     from jobs.tracking import job_run
     from recsys_spark.als import run_als
-    from recsys_spark.recommendations import new_run_id, parse_run_date
+    from recsys_spark.recommendations import new_run_id
     from recsys_spark.session import get_spark
 
     # Everything a user can get wrong is checked before Spark and MLflow start.

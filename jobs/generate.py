@@ -13,7 +13,7 @@ if __package__ in (None, ""):  # run as a script: make the repository importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from jobs.common import guarded  # noqa: E402
-from recsys_spark.generate import GeneratorConfig, generate  # noqa: E402
+from recsys_data.generate import GeneratorConfig, generate  # noqa: E402
 
 
 class _OneLineErrors(argparse.ArgumentParser):

@@ -1,18 +1,26 @@
-"""recsys pipeline: the nightly run (ETL → models → top-N → evaluation → report), one MLflow parent run."""
+"""recsys pipeline: the nightly run (ETL → models → top-N → evaluation → report), one MLflow parent run.
+
+The steps are the plan of jobs/plan.py; `--print-plan` prints them as the commands they run and runs nothing:
+`--print-plan` (or `--print-plan local`) what this command runs here, `--print-plan cluster` the same plan as the
+spark-submit / torchrun script the cluster schedulers run (scripts/nightly.sh, deploy/airflow_dag.py).
+"""
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import datetime as dt
+import shlex
 import sys
 from pathlib import Path
 
-if __package__ in (None, ""):  # run as a script (`spark-submit jobs/<name>.py`): the repo root on sys.path
+if __package__ in (None, ""):  # run as a script (`python jobs/pipeline.py`): the repo root on sys.path
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from jobs.common import add_config_flags, guarded  # noqa: E402
-from jobs.config import load_config, run_layer  # noqa: E402
-from jobs.tracking import PARENT_ENV, export_env  # noqa: E402
-
-SECTIONS = ["etl", "als", "baselines", "sequences", "train", "ncf", "sasrec", "ss4rec", "evaluate", "pipeline"]
+from jobs import catalogue  # noqa: E402
+from jobs.common import add_config_flags, comparison_view, guarded, parse_run_date  # noqa: E402
+from jobs.config import ConfigError, load_config, run_layer, section  # noqa: E402
+from jobs.plan import (PROJECT_ROOT, PipelineConfig, Run, config_sections, local_command, plan,  # noqa: E402
+                       run_layer_file, run_pipeline)
 
 
 def best_by_validation(warehouse: Path, models: list[str]) -> tuple[str, float] | None:
@@ -35,10 +43,9 @@ def register_best(warehouse: Path, cfg: dict, trained: set[str]) -> str | None:
     import mlflow
     import torch
 
-    from recsys_spark.pipeline import configured_models, TORCH_MODELS
     from recsys_torch.infer import load_best
 
-    found = best_by_validation(warehouse, configured_models(cfg.get("pipeline") or {}, "torch_models", TORCH_MODELS))
+    found = best_by_validation(warehouse, list(PipelineConfig.from_dict(section(cfg, "pipeline")).torch_models))
     if found is None:
         return None
     model_name, score = found
@@ -63,33 +70,60 @@ def parse(argv):
     p.add_argument("--run-date", help="YYYY-MM-DD (default: today)")
     p.add_argument("--reports", default="reports", help="where reports/<run_date>/report.md goes")
     p.add_argument("--force", action="store_true", help="re-run every step even when its inputs did not change")
+    p.add_argument("--print-plan", nargs="?", const="local", choices=["local", "cluster"],
+                   help="print the steps as the commands they run (here: local; or the cluster script) and stop")
     add_config_flags(p)
     return p.parse_args(argv)
 
 
+def print_plan(launcher: str, data: Path, warehouse: Path, run_date: dt.date, args: argparse.Namespace, cfg: dict,
+               pipe: PipelineConfig) -> None:
+    """`local`: the commands `recsys pipeline` runs for these flags; `cluster`: the script the schedulers run."""
+    if launcher == "local":
+        run = Run(str(data), str(warehouse), run_date.isoformat(), args.env, str(run_layer_file(warehouse, run_date)))
+        print(f"cd {shlex.quote(str(PROJECT_ROOT))}")
+        for step in plan(pipe, run):
+            print(shlex.join(local_command(step)))
+        return
+    from jobs.schedules import PLACEHOLDERS, script
+
+    if args.overrides:
+        raise ConfigError("--print-plan cluster takes no key=value overrides: the cluster steps read conf/ at --env "
+                          "and a --config file only")
+    config = Path(args.config).resolve() if args.config else None
+    header = ["set -euo pipefail", f"cd {shlex.quote(str(PROJECT_ROOT))}",
+              f"DATA={shlex.quote(str(data))}; WAREHOUSE={shlex.quote(str(warehouse))}; RUN_DATE={run_date}"]
+    if config:
+        header.append(f"CONFIG={shlex.quote(str(config))}")
+    run = dataclasses.replace(PLACEHOLDERS, env=args.env, config_file="$CONFIG" if config else None)
+    print(script(cfg, run, header), end="")
+
+
 @guarded
 def main(argv=None) -> int:
-    import mlflow
-    from rich.console import Console
-    from rich.table import Table
-
-    from recsys_spark.pipeline import plan, run_pipeline
-    from recsys_spark.schemas import check_inputs
-    from recsys_spark.recommendations import parse_run_date
-    from recsys_spark.report import comparison_table, load_metrics, write_report
-
     args = parse(argv)
     layer = run_layer(args.config, args.overrides)
 
     def resolve(sections):
         return load_config(sections, overrides=args.overrides, config_file=args.config, env=args.env)
 
-    cfg = resolve(SECTIONS)
+    cfg = resolve(config_sections())
+    pipe = PipelineConfig.from_dict(section(cfg, "pipeline"))  # pipeline.* mistakes: before anything is made
     run_date = parse_run_date(args.run_date)
     warehouse, data = Path(args.warehouse).resolve(), Path(args.data).resolve()
+    if args.print_plan:
+        print_plan(args.print_plan, data, warehouse, run_date, args, cfg, pipe)
+        return 0
+
+    import mlflow
+    from rich.console import Console
+
+    from jobs.tracking import PARENT_ENV, export_env
+    from recsys_spark.report import comparison_table, load_metrics, write_report
+    from recsys_spark.inputs import check_inputs
+
     console = Console(width=None if sys.stdout.isatty() else 140)
     check_inputs(data)  # before any MLflow run or folder is made
-    plan(data, warehouse, cfg, warehouse / "config.yaml", run_date, args.env)  # pipeline.* mistakes, same
     env = export_env(cfg, warehouse)
 
     def show(result):
@@ -104,7 +138,8 @@ def main(argv=None) -> int:
                                force=args.force, env_name=args.env, on_step=show)
         for result in results:
             mlflow.log_metric(f"step_seconds.{result.name}", result.seconds)
-        trained = {r.name.removeprefix("train-") for r in results if r.name.startswith("train-") and r.status == "ran"}
+        ran = {r.name for r in results if r.status == "ran"}
+        trained = {m for m in pipe.torch_models if catalogue.TORCH.fit_step.format(model=m) in ran}
         registered = register_best(warehouse, cfg, trained)
         report = write_report(warehouse, args.reports, run_date)
         mlflow.log_artifacts(str(report.parent), "report")
@@ -113,13 +148,7 @@ def main(argv=None) -> int:
             for metric, value in row.dropna().items():
                 mlflow.log_metric(f"{model}.{metric.replace('@', '_at_')}", float(value))
 
-    view = Table(title=f"Comparison, run date {run_date} (test split, full ranking)")
-    view.add_column("model")
-    for col in table.columns:
-        view.add_column(col, justify="right")
-    for model, row in table.iterrows():
-        view.add_row(model, *["" if v != v else f"{v:.4f}" for v in row])
-    console.print(view)
+    console.print(comparison_view(table, f"Comparison, run date {run_date} (test split, full ranking)"))
     if registered:
         console.print(f"registered: {registered}")
     console.print(f"report: {report}")

@@ -1,4 +1,5 @@
-"""`recsys train --warehouse DIR --model {ncf,sasrec,ss4rec} [--nproc N] [--max-steps S] [--resume] [key=value ...]`
+"""`recsys train --warehouse DIR --model MODEL [--nproc N] [--max-steps S] [--resume] [key=value ...]`: a
+torch-family model of the catalogue (jobs/catalogue.py).
 
 Outside torchrun this re-launches itself under `python -m torch.distributed.run --standalone --nproc_per_node=N`;
 under torchrun (or `torchrun jobs/train.py ...` by hand) each process trains one rank.
@@ -16,17 +17,17 @@ from pathlib import Path
 if __package__ in (None, ""):  # `python jobs/train.py`: make the repository importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from jobs import catalogue  # noqa: E402
 from jobs.common import add_config_flags, guarded  # noqa: E402
 from jobs.config import load_config  # noqa: E402
 from jobs.tracking import export_env  # noqa: E402
 
-MODELS = ("ncf", "sasrec", "ss4rec")
-
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="recsys train", description="DDP training of ncf | sasrec | ss4rec")
+    parser = argparse.ArgumentParser(prog="recsys train",
+                                     description=f"DDP training of {catalogue.summary(catalogue.TORCH)}")
     parser.add_argument("--warehouse", required=True, help="warehouse folder (reads sequences/, writes models/)")
-    parser.add_argument("--model", required=True, choices=MODELS)
+    parser.add_argument("--model", required=True, choices=catalogue.names(catalogue.TORCH))
     parser.add_argument("--nproc", type=int, default=None, help="processes on this node (default: train.nproc)")
     parser.add_argument("--max-steps", type=int, default=None, help="optimizer steps (default: train.max_steps)")
     parser.add_argument("--resume", action="store_true", help="continue from models/<model>/checkpoint.pt")
@@ -82,7 +83,8 @@ def main(argv: list[str] | None = None) -> int:
         overrides.append(f"train.max_steps={args.max_steps}")
     if args.nproc is not None:
         overrides.append(f"train.nproc={args.nproc}")
-    cfg = load_config(["train", args.model], config_file=args.config, overrides=overrides, env=args.env)
+    cfg = load_config(catalogue.MODELS[args.model].sections, config_file=args.config, overrides=overrides,
+                      env=args.env)
     tcfg = TrainConfig.from_dict(cfg.get("train"))
     warehouse = Path(args.warehouse)
     if not warehouse.is_dir():

@@ -21,7 +21,8 @@ from pyspark.sql import functions as F
 from recsys_spark.config import from_mapping
 from recsys_spark.delta import read_table, table_path, write_table
 from recsys_spark.errors import RecsysError
-from recsys_spark.topn import score_top_k
+from recsys_spark.schemas import ITEM_FACTORS, USER_FACTORS
+from recsys_spark.als_topn import score_top_k
 
 MODELS_DIR = "models"
 
@@ -135,12 +136,17 @@ def validation_score(model: ALSModel, config: AlsConfig, train: DataFrame, valid
         if errors.rmse is None:
             raise RecsysError("als tuning: every validation row is cold (no factors): cannot tune")
         return -errors.rmse
+    from recsys_spark.evaluate import ranking_metrics
+
     recs = score_top_k(model.userFactors.withColumnRenamed("id", "user_idx"),
                        model.itemFactors.withColumnRenamed("id", "item_idx"),
                        train.select("user_idx", "item_idx"), k=10, block_size=config.topn_block_size)
-    n_users = validation.select("user_idx").distinct().count()
-    hits = recs.join(validation.select("user_idx", "item_idx"), ["user_idx", "item_idx"]).count()
-    return hits / max(n_users, 1)
+    # The evaluator's HR@10, with each user's validation item as the relevant one (indices stand in for the ids).
+    lists = recs.select(F.lit(config.name).alias("model"), F.current_date().alias("run_date"),
+                        F.lit("tune").alias("run_id"), F.col("user_idx").alias("userId"), "rank",
+                        F.col("item_idx").alias("movieId"))
+    relevant = validation.select(F.col("user_idx").alias("userId"), F.col("item_idx").alias("movieId"))
+    return ranking_metrics(lists, relevant, catalogue_size=1, ks=[10]).where(F.col("metric") == "hr").first()["value"]
 
 
 @dataclass
@@ -195,8 +201,8 @@ def save(model: ALSModel, warehouse: str | Path, name: str, users: DataFrame, it
     paths = {"model": model_path,
              "user_factors": table_path(warehouse, f"{name}_user_factors"),
              "item_factors": table_path(warehouse, f"{name}_item_factors")}
-    write_table(user_factors, paths["user_factors"])
-    write_table(item_factors, paths["item_factors"])
+    write_table(user_factors, paths["user_factors"], schema=USER_FACTORS)
+    write_table(item_factors, paths["item_factors"], schema=ITEM_FACTORS)
     return paths
 
 

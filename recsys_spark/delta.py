@@ -65,17 +65,31 @@ def replace_predicate(replace: Mapping[str, object]) -> str:
     return " AND ".join(f"{col} = {_sql_literal(val)}" for col, val in replace.items())
 
 
+def check_schema(df: DataFrame, schema: pa.Schema, path: str | Path) -> None:
+    """`df` has exactly the declared columns and types (recsys_spark.schemas): anything else is a bug, refused
+    before it is written."""
+    from pyspark.sql.pandas.types import from_arrow_type
+
+    declared = [(f.name, from_arrow_type(f.type).simpleString()) for f in schema]
+    actual = [(f.name, f.dataType.simpleString()) for f in df.schema.fields]
+    if actual != declared:
+        raise RuntimeError(f"{path}: the frame's columns {actual} are not the declared schema {declared}")
+
+
 def write_table(
     df: DataFrame,
     path: str | Path,
     partition_by: list[str] | None = None,
     replace: Mapping[str, object] | None = None,
+    schema: pa.Schema | None = None,
 ) -> None:
-    """Write `df` to the Delta table at `path` in one commit.
+    """Write `df` to the Delta table at `path` in one commit; `schema`: the table's declared schema, checked first.
 
     replace=None overwrites the whole table; replace={"model": "als", "run_date": date} replaces only those rows
     (every row of `df` must match it). Earlier versions stay readable by time travel.
     """
+    if schema is not None:
+        check_schema(df, schema, path)
     path = str(path)
     spark = df.sparkSession
     if use_spark_writer(spark):

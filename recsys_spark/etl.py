@@ -23,24 +23,17 @@ import pyarrow as pa
 from pyspark import StorageLevel
 from pyspark.sql import DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
+from pyspark.sql.pandas.types import from_arrow_schema
 
 from recsys_spark.config import from_mapping
 from recsys_spark.delta import read_arrow, table_path, write_arrow, write_table
 from recsys_spark.errors import RecsysError
-from recsys_spark.schemas import LINKS, MOVIES, RATINGS, REJECT_REASONS, TAGS, CheckedInput, check_inputs
+from recsys_spark import schemas
+from recsys_spark.inputs import LINKS, MOVIES, RATINGS, REJECT_REASONS, TAGS, CheckedInput, check_inputs
 from recsys_spark.splits import TIE_BREAKS, add_sequence, add_temporal_split, temporal_cutoff
 from recsys_spark.validate import (long_map, mark_duplicates, mark_unknown_movies, numbered_lines, parse_rows,
                                    rejects_of)
 
-INTERACTION_COLUMNS = ["userId", "movieId", "rating", "timestamp", "user_idx", "item_idx", "seq", "split",
-                       "temporal_split"]
-ITEM_COLUMNS = ["movieId", "item_idx", "title", "year", "genres", "imdbId", "tmdbId"]
-USER_COLUMNS = ["userId", "user_idx", "n_interactions"]
-TAG_COLUMNS = ["userId", "movieId", "tag", "timestamp"]
-TAGS_SCHEMA = "userId long, movieId long, tag string, timestamp long"
-REJECT_COLUMNS = ["file", "line", "raw", "reason", "field"]
-REPORT_SCHEMA = pa.schema([("file", pa.string()), ("category", pa.string()), ("reason", pa.string()),
-                           ("rows", pa.int64())])
 NO_GENRES = "(no genres listed)"
 # "Title (1995)", "Title (2006–2007)", "Title (2007-)", trailing spaces allowed.
 TITLE_YEAR = r"^(.*?)\s*\((\d{4})(?:\s*[-–]\s*(?:\d{4})?)?\)\s*$"
@@ -57,6 +50,13 @@ class KcoreConfig:
     min_item_interactions: int = 0   # 0 = off
     max_iterations: int = 30
 
+    def __post_init__(self):
+        for name in ("min_user_interactions", "min_item_interactions"):
+            if getattr(self, name) < 0:
+                raise RecsysError(f"etl.kcore.{name} must be an integer >= 0, got {getattr(self, name)!r}")
+        if self.max_iterations < 1:
+            raise RecsysError(f"etl.kcore.max_iterations must be >= 1, got {self.max_iterations!r}")
+
     @property
     def enabled(self) -> bool:
         return self.min_user_interactions > 0 or self.min_item_interactions > 0
@@ -70,29 +70,14 @@ class EtlConfig:
     kcore: KcoreConfig = field(default_factory=KcoreConfig)
 
     def __post_init__(self):
-        if isinstance(self.kcore, dict) or self.kcore is None:
-            object.__setattr__(self, "kcore", from_mapping(KcoreConfig, self.kcore, "etl.kcore"))
-        elif not isinstance(self.kcore, KcoreConfig):
-            raise RecsysError(f"etl.kcore must be a mapping (min_user_interactions, ...), got {self.kcore!r}")
-        k = self.kcore
-        checks = [(self.tie_break in TIE_BREAKS, f"tie_break must be one of {', '.join(TIE_BREAKS)}, "
-                                                 f"got {self.tie_break!r}"),
-                  (isinstance(self.seed, int) and not isinstance(self.seed, bool), "seed must be an integer"),
-                  (isinstance(self.temporal_quantile, (int, float)) and 0 < self.temporal_quantile <= 1,
-                   "temporal_quantile must be in (0, 1]"),
-                  (all(isinstance(v, int) and v >= 0 for v in (k.min_user_interactions, k.min_item_interactions)),
-                   "kcore.min_user_interactions and kcore.min_item_interactions must be integers >= 0"),
-                  (isinstance(k.max_iterations, int) and k.max_iterations >= 1, "kcore.max_iterations must be >= 1")]
-        for ok, message in checks:
-            if not ok:
-                raise RecsysError(f"etl config: {message}")
+        if self.tie_break not in TIE_BREAKS:
+            raise RecsysError(f"etl.tie_break must be one of {', '.join(TIE_BREAKS)}, got {self.tie_break!r}")
+        if not 0 < self.temporal_quantile <= 1:
+            raise RecsysError(f"etl.temporal_quantile must be in (0, 1], got {self.temporal_quantile!r}")
 
     @classmethod
     def from_dict(cls, values: dict | None) -> "EtlConfig":
         return from_mapping(cls, values, "etl")
-
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
 
 
 @dataclass
@@ -338,7 +323,7 @@ def _build_items(read: _Inputs, item_index: DataFrame) -> DataFrame:
         items = items.join(F.broadcast(_accepted(read.links, "movieId", "imdbId", "tmdbId")), "movieId", "left")
     else:
         items = items.withColumns({"imdbId": F.lit(None).cast("string"), "tmdbId": F.lit(None).cast("long")})
-    return items.join(F.broadcast(item_index), "movieId", "left").select(*ITEM_COLUMNS)
+    return items.join(F.broadcast(item_index), "movieId", "left").select(*schemas.ITEMS.names)
 
 
 def _build_rejects(read: _Inputs) -> DataFrame:
@@ -346,7 +331,7 @@ def _build_rejects(read: _Inputs) -> DataFrame:
     for other in (read.movies, read.tags, read.links):
         if other.present:
             rejects = rejects.unionByName(rejects_of(other.rows, other.name))
-    return rejects.select(*REJECT_COLUMNS)
+    return rejects.select(*schemas.REJECTS.names)
 
 
 def run_etl(spark: SparkSession, data_dir: str | Path, warehouse: str | Path,
@@ -380,7 +365,7 @@ def run_etl(spark: SparkSession, data_dir: str | Path, warehouse: str | Path,
             user_counts = keep(accepted.groupBy("userId").agg(F.count(F.lit(1)).alias("n_interactions")))
             rated_items = keep(accepted.select("movieId").distinct())
             users = keep(user_counts.join(dense_index(user_counts, "userId", "user_idx"), "userId")
-                         .select(*USER_COLUMNS))
+                         .select(*schemas.USERS.names))
             item_index = keep(dense_index(rated_items, "movieId", "item_idx"))
             n_users, n_rated_items = user_counts.count(), rated_items.count()
             cutoff = temporal_cutoff(accepted, config.temporal_quantile, rows=read.ratings.accepted)
@@ -390,21 +375,21 @@ def run_etl(spark: SparkSession, data_dir: str | Path, warehouse: str | Path,
             interactions = (add_sequence(accepted, config.tie_break, config.seed)
                             .join(F.broadcast(users.select("userId", "user_idx")), "userId")
                             .join(F.broadcast(item_index), "movieId"))
-            interactions = add_temporal_split(interactions, cutoff).select(*INTERACTION_COLUMNS)
-            tags = (_accepted(read.tags, *TAG_COLUMNS) if read.tags.present
-                    else spark.createDataFrame([], TAGS_SCHEMA))
+            interactions = add_temporal_split(interactions, cutoff).select(*schemas.INTERACTIONS.names)
+            tags = (_accepted(read.tags, *schemas.TAGS.names) if read.tags.present
+                    else spark.createDataFrame([], from_arrow_schema(schemas.TAGS)))
             report = _report_rows(read.present)
             n_rejects = sum(sum(o.rejected.values()) for o in read.present)
 
             warehouse.mkdir(parents=True, exist_ok=True)
-            write_table(interactions, table_path(warehouse, "interactions"))
+            write_table(interactions, table_path(warehouse, "interactions"), schema=schemas.INTERACTIONS)
             stage("write interactions")
-            write_table(_build_items(read, item_index), table_path(warehouse, "items"))
-            write_table(users, table_path(warehouse, "users"))
-            write_table(tags, table_path(warehouse, "tags"))
-            write_table(_build_rejects(read), table_path(warehouse, "rejects"))
-            write_arrow(pa.Table.from_pylist([dict(zip(REPORT_SCHEMA.names, r)) for r in report], REPORT_SCHEMA),
-                        table_path(warehouse, "etl_report"))
+            write_table(_build_items(read, item_index), table_path(warehouse, "items"), schema=schemas.ITEMS)
+            write_table(users, table_path(warehouse, "users"), schema=schemas.USERS)
+            write_table(tags, table_path(warehouse, "tags"), schema=schemas.TAGS)
+            write_table(_build_rejects(read), table_path(warehouse, "rejects"), schema=schemas.REJECTS)
+            report_rows = [dict(zip(schemas.ETL_REPORT.names, r)) for r in report]
+            write_arrow(pa.Table.from_pylist(report_rows, schemas.ETL_REPORT), table_path(warehouse, "etl_report"))
             _check_written(warehouse, {"interactions": read.ratings.accepted, "items": read.movies.accepted,
                                        "users": n_users, "tags": read.tags.accepted, "rejects": n_rejects})
             stage("write the other tables")

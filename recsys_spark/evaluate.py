@@ -19,7 +19,8 @@ The means are summed in Spark over the hits only (a user without a hit adds 0). 
 `ci_high`) come from a seeded bootstrap over the test users (recsys_spark.bootstrap), for which the rank of each hit
 (one small row per user and model) is collected; the same resamples give each model's paired difference to
 `evaluate.reference_model` (AR(2) by default): rows `<metric>_minus_<reference>` with their own interval.
-RMSE/MAE are written by the models that predict ratings (ALS explicit) through `write_metrics`, and shown here.
+RMSE/MAE are written by the models that predict ratings (ALS explicit) through `write_metrics`; the comparison of
+models (recsys_spark.report.comparison_table) shows both.
 """
 from __future__ import annotations
 
@@ -39,15 +40,10 @@ from recsys_spark.config import from_mapping
 from recsys_spark.delta import read_arrow, read_table, table_exists, table_path, write_arrow
 from recsys_spark.errors import RecsysError
 from recsys_spark.recommendations import TABLE as RECOMMENDATIONS
+from recsys_spark.schemas import METRICS as METRICS_SCHEMA
 
 METRICS_TABLE = "metrics"
 RANKING_METRICS = ("hr", "ndcg", "mrr", "recall", "precision", "map")
-RATING_METRICS = ("rmse", "mae")
-METRICS_SCHEMA = pa.schema([
-    ("model", pa.string()), ("run_id", pa.string()), ("run_date", pa.date32()), ("split", pa.string()),
-    ("metric", pa.string()), ("k", pa.int32()), ("value", pa.float64()),
-    ("ci_low", pa.float64()), ("ci_high", pa.float64()),
-])
 INTERVAL_METRICS = ("hr", "ndcg", "mrr")  # bootstrapped; recall, precision and map follow from hr and mrr
 
 
@@ -279,38 +275,3 @@ def add_intervals(rows: list[dict], ranks: dict[str, np.ndarray], config: Evalua
             out.append(metric_row(model, run_id, run_date, "test", f"{metric}_minus_{config.reference_model}", k,
                                   diff.value, diff.low, diff.high))
     return out
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# The comparison table
-
-
-def comparison(warehouse: str | Path, rows: Sequence[dict], ks: Sequence[int]):
-    """A rich Table: one row per (model, K), ranking metrics as columns, and each model's RMSE/MAE where written."""
-    from rich.table import Table
-
-    rating = _rating_metrics(read_metrics(warehouse), {(r["model"], r["run_date"]) for r in rows})
-    table = Table(title="Top-N evaluation (leave-last-out test item, full ranking)")
-    for name in ["model", "run date", "K", *RANKING_METRICS, "coverage", "RMSE", "MAE"]:
-        table.add_column(name, justify="left" if name in {"model", "run date"} else "right")
-    values = {(r["model"], r["run_date"], r["metric"], r["k"]): r["value"] for r in rows}
-    for model, run_date in sorted({(r["model"], r["run_date"]) for r in rows}):
-        for i, k in enumerate(ks):
-            cells = [f"{values.get((model, run_date, m, k), float('nan')):.4f}" for m in (*RANKING_METRICS, "coverage")]
-            rmse, mae = (rating.get((model, m), "") if i == 0 else "" for m in RATING_METRICS)
-            table.add_row(model if i == 0 else "", run_date.isoformat() if i == 0 else "", str(k), *cells,
-                          f"{rmse:.4f}" if rmse != "" else "", f"{mae:.4f}" if mae != "" else "")
-    return table
-
-
-def _rating_metrics(metrics: pa.Table, runs: set[tuple[str, dt.date]]) -> dict[tuple[str, str], float]:
-    """Each model's test-split RMSE/MAE: from the evaluated run_date where written, else the model's latest."""
-    best: dict[tuple[str, str], tuple[bool, dt.date, float]] = {}
-    for row in metrics.to_pylist():
-        if row["split"] != "test" or row["metric"] not in RATING_METRICS:
-            continue
-        key = (row["model"], row["metric"])
-        rank = ((row["model"], row["run_date"]) in runs, row["run_date"], row["value"])
-        if key not in best or rank[:2] > best[key][:2]:
-            best[key] = rank
-    return {key: value for key, (_, _, value) in best.items()}

@@ -9,28 +9,15 @@ from pyspark.sql import DataFrame, Window
 from pyspark.sql import functions as F
 
 from recsys_spark.delta import read_table, table_path, write_table
+from recsys_spark.schemas import RECOMMENDATIONS
 
 TABLE = "recommendations"
-COLUMNS = ["model", "run_id", "run_date", "userId", "rank", "movieId", "score"]
 PARTITION_BY = ["model", "run_date"]
 HISTORY_SPLITS = ("train", "validation")  # what a user "has seen" when the list is evaluated on `test`
 
 
 def new_run_id() -> str:
     return uuid.uuid4().hex
-
-
-def parse_run_date(value: str | dt.date | None) -> dt.date:
-    if value is None:
-        return dt.date.today()
-    if isinstance(value, dt.date):
-        return value
-    try:
-        return dt.date.fromisoformat(value)
-    except ValueError:
-        from recsys_spark.errors import RecsysError
-
-        raise RecsysError(f"--run-date {value!r} is not a date of the form YYYY-MM-DD") from None
 
 
 def seen_pairs(interactions: DataFrame) -> DataFrame:
@@ -66,7 +53,8 @@ def write_recommendations(
                    F.col("userId").cast("long"), F.col("rank").cast("int"),
                    F.col("movieId").cast("long"), F.col("score").cast("double")))
     path = table_path(warehouse, TABLE)
-    write_table(out, path, partition_by=PARTITION_BY, replace={"model": model, "run_date": run_date})
+    write_table(out, path, partition_by=PARTITION_BY, replace={"model": model, "run_date": run_date},
+                schema=RECOMMENDATIONS)
     return path
 
 

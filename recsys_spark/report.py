@@ -12,11 +12,12 @@ import pandas as pd
 
 from recsys_spark.delta import read_arrow, table_exists, table_path
 
-HEADLINE = [("hr", 10), ("ndcg", 10), ("mrr", 10), ("recall", 10), ("map", 10), ("coverage", 10)]
+COMPARED = ("hr", "ndcg", "mrr", "recall", "map", "coverage")  # a comparison's ranking columns, at one K
 ERROR_METRICS = ["rmse", "mae"]
 
 
 def load_metrics(warehouse: str | Path, run_date: dt.date | None = None, split: str = "test") -> pd.DataFrame:
+    """The metrics table's rows of `split` on `run_date` (default: each model's latest run date)."""
     path = table_path(warehouse, "metrics")
     if not table_exists(path):
         return pd.DataFrame(columns=["model", "run_id", "run_date", "split", "metric", "k", "value"])
@@ -30,18 +31,19 @@ def load_metrics(warehouse: str | Path, run_date: dt.date | None = None, split: 
     return frame[frame["split"] == split]
 
 
-def comparison_table(metrics: pd.DataFrame) -> pd.DataFrame:
-    """One row per model, columns like ndcg@10, sorted by NDCG@10."""
+def comparison_table(metrics: pd.DataFrame, k: int = 10) -> pd.DataFrame:
+    """The comparison of models: one row each, HR/NDCG/MRR/Recall/MAP and coverage at K, then RMSE/MAE where a
+    model wrote them; sorted by NDCG@K. `metrics` holds rows of the metrics table (load_metrics)."""
     rows: dict[str, dict[str, float]] = {}
     for rec in metrics.itertuples():
         key = f"{rec.metric}@{int(rec.k)}" if pd.notna(rec.k) else rec.metric
         rows.setdefault(rec.model, {})[key] = rec.value
     table = pd.DataFrame.from_dict(rows, orient="index")
-    wanted = [f"{m}@{k}" for m, k in HEADLINE] + ERROR_METRICS
+    wanted = [f"{m}@{k}" for m in COMPARED] + ERROR_METRICS
     cols = [c for c in wanted if c in table.columns]
     table = table[cols] if cols else table
-    if "ndcg@10" in table.columns:
-        table = table.sort_values("ndcg@10", ascending=False)
+    if f"ndcg@{k}" in table.columns:
+        table = table.sort_values(f"ndcg@{k}", ascending=False)
     table.index.name = "model"
     return table
 

@@ -1,111 +1,69 @@
-"""The MovieLens input files: which are required, their columns and how each column is checked.
+"""The tables and shards recsys_spark writes, each declared once: the Spark side of docs/SCHEMAS.md.
 
-Headers are read in plain Python before Spark starts, so a missing file or column fails fast, with one line naming
-it, before anything is written. Columns are mapped by name: the header may list them in any order, and extra
-columns are ignored (but still count towards a row's expected field count).
+recsys_torch declares what it reads and writes of the same contract in recsys_torch/schemas.py (the two libraries
+never import each other); tests/test_schemas.py writes with one side, reads with the other and checks both
+declarations against the document. Writers check their frames against these before anything is committed
+(recsys_spark.delta.write_table's `schema`).
 """
 from __future__ import annotations
 
-import csv
-from dataclasses import dataclass
-from pathlib import Path
+import pyarrow as pa
 
-from recsys_spark.errors import InputError
+# ---------------------------------------------------------------------------------------------------------------
+# ETL outputs
 
-# How a column is checked and typed (recsys_spark.validate):
-ID = "id"                    # required positive integer -> long
-RATING = "rating"            # 0.5 .. 5.0 in half stars -> double
-TIMESTAMP = "timestamp"      # positive integer seconds -> long
-TEXT = "text"                # any string (CSV-unquoted) -> string
-DIGITS = "digits"            # optional string of digits, leading zeros kept (imdbId) -> string, null when empty
-OPTIONAL_ID = "optional_id"  # optional positive integer (tmdbId) -> long, null when empty
+INTERACTIONS = pa.schema([
+    ("userId", pa.int64()), ("movieId", pa.int64()), ("rating", pa.float64()), ("timestamp", pa.int64()),
+    ("user_idx", pa.int32()), ("item_idx", pa.int32()), ("seq", pa.int32()), ("split", pa.string()),
+    ("temporal_split", pa.string()),
+])
+ITEMS = pa.schema([
+    ("movieId", pa.int64()), ("item_idx", pa.int32()), ("title", pa.string()), ("year", pa.int32()),
+    ("genres", pa.list_(pa.string())), ("imdbId", pa.string()), ("tmdbId", pa.int64()),
+])
+USERS = pa.schema([("userId", pa.int64()), ("user_idx", pa.int32()), ("n_interactions", pa.int64())])
+TAGS = pa.schema([("userId", pa.int64()), ("movieId", pa.int64()), ("tag", pa.string()), ("timestamp", pa.int64())])
+REJECTS = pa.schema([("file", pa.string()), ("line", pa.int64()), ("raw", pa.string()), ("reason", pa.string()),
+                     ("field", pa.string())])
+ETL_REPORT = pa.schema([("file", pa.string()), ("category", pa.string()), ("reason", pa.string()),
+                        ("rows", pa.int64())])
 
+# ---------------------------------------------------------------------------------------------------------------
+# Model outputs
 
-@dataclass(frozen=True)
-class InputColumn:
-    name: str
-    kind: str
+RECOMMENDATIONS = pa.schema([
+    ("model", pa.string()), ("run_id", pa.string()), ("run_date", pa.date32()), ("userId", pa.int64()),
+    ("rank", pa.int32()), ("movieId", pa.int64()), ("score", pa.float64()),
+])
+METRICS = pa.schema([
+    ("model", pa.string()), ("run_id", pa.string()), ("run_date", pa.date32()), ("split", pa.string()),
+    ("metric", pa.string()), ("k", pa.int32()), ("value", pa.float64()), ("ci_low", pa.float64()),
+    ("ci_high", pa.float64()),
+])
+TRANSITIONS_AR1 = pa.schema([("prev_item_idx", pa.int32()), ("next_item_idx", pa.int32()), ("count", pa.int64()),
+                             ("prob", pa.float64()), ("rank", pa.int32())])
+TRANSITIONS_AR2 = pa.schema([("prev2_item_idx", pa.int32()), *TRANSITIONS_AR1])
+USER_FACTORS = pa.schema([("user_idx", pa.int32()), ("userId", pa.int64()), ("features", pa.list_(pa.float32()))])
+ITEM_FACTORS = pa.schema([("item_idx", pa.int32()), ("movieId", pa.int64()), ("features", pa.list_(pa.float32()))])
 
+# ---------------------------------------------------------------------------------------------------------------
+# Sequence shards (`recsys export-sequences` -> `recsys train`)
 
-@dataclass(frozen=True)
-class InputFile:
-    name: str
-    required: bool
-    columns: tuple[InputColumn, ...]
-    unique_key: tuple[str, ...] = ()   # rows sharing it are duplicates: the latest (timestamp, then line) is kept
-    references_movies: bool = False    # movieId must be a movie of movies.csv, else `unknown_movie`
+SHARD_SCHEMA_VERSION = 1
+SEQUENCE_ROWS = pa.schema([  # train/, validation/, test/
+    ("user_idx", pa.int32()), ("items", pa.list_(pa.int32())), ("timestamps", pa.list_(pa.int64())),
+    ("targets", pa.list_(pa.int32())), ("target_item", pa.int32()), ("target_timestamp", pa.int64()),
+    ("query_timestamp", pa.int64()), ("seen_items", pa.list_(pa.int32())),
+])
+NCF_ROWS = pa.schema([("user_idx", pa.int32()), ("item_idx", pa.int32())])  # ncf_train/
+ITEM_MAP = pa.schema([("item_idx", pa.int32()), ("movieId", pa.int64())])  # item_map.parquet
+USER_MAP = pa.schema([("user_idx", pa.int32()), ("userId", pa.int64())])  # user_map.parquet
+META_KEYS = ("schema_version", "n_items", "n_users", "max_len", "rows", "tie_break", "seed", "last_gap", "created_at")
 
-    @property
-    def column_names(self) -> list[str]:
-        return [c.name for c in self.columns]
-
-
-RATINGS = InputFile("ratings.csv", True, (InputColumn("userId", ID), InputColumn("movieId", ID),
-                                          InputColumn("rating", RATING), InputColumn("timestamp", TIMESTAMP)),
-                    unique_key=("userId", "movieId"), references_movies=True)
-MOVIES = InputFile("movies.csv", True, (InputColumn("movieId", ID), InputColumn("title", TEXT),
-                                        InputColumn("genres", TEXT)), unique_key=("movieId",))
-TAGS = InputFile("tags.csv", False, (InputColumn("userId", ID), InputColumn("movieId", ID), InputColumn("tag", TEXT),
-                                     InputColumn("timestamp", TIMESTAMP)), references_movies=True)
-LINKS = InputFile("links.csv", False, (InputColumn("movieId", ID), InputColumn("imdbId", DIGITS),
-                                       InputColumn("tmdbId", OPTIONAL_ID)),
-                  unique_key=("movieId",), references_movies=True)
-INPUT_FILES = (MOVIES, RATINGS, TAGS, LINKS)  # movies first: the others are checked against its movie ids
-
-REJECT_REASONS = ("malformed", "non_numeric", "rating_out_of_range", "not_half_star", "missing_id", "non_positive",
-                  "bad_timestamp", "non_utf8", "duplicate", "unknown_movie", "k-core")
-
-
-@dataclass(frozen=True)
-class CheckedInput:
-    """An input file whose header was found good: its path and the position of each column in a row."""
-
-    spec: InputFile
-    path: Path
-    header: tuple[str, ...]
-
-    @property
-    def n_fields(self) -> int:
-        return len(self.header)
-
-    def position(self, column: str) -> int:
-        return self.header.index(column)
-
-
-def read_header(path: Path, name: str) -> tuple[str, ...]:
-    with open(path, "rb") as handle:
-        first = handle.readline()
-    if not first.strip():
-        raise InputError(f"{name}: empty file or empty first line, expected a header ({path})")
-    try:
-        text = first.decode("utf-8-sig").rstrip("\r\n")
-    except UnicodeDecodeError:
-        raise InputError(f"{name}: the header line is not valid UTF-8 ({path})") from None
-    header = tuple(field.strip() for field in next(csv.reader([text])))
-    seen = set()
-    for column in header:
-        if column in seen:
-            raise InputError(f"{name}: column {column!r} appears twice in the header ({path})")
-        seen.add(column)
-    return header
-
-
-def check_inputs(data_dir: str | Path) -> dict[str, CheckedInput]:
-    """Every present input file with a good header, by file name; raises InputError naming the file (and column)."""
-    data = Path(data_dir)
-    if not data.is_dir():
-        raise InputError(f"--data {data}: not a directory")
-    found: dict[str, CheckedInput] = {}
-    for spec in INPUT_FILES:
-        path = data / spec.name
-        if not path.is_file():
-            if spec.required:
-                raise InputError(f"{spec.name}: required file missing from {data}")
-            continue
-        header = read_header(path, spec.name)
-        for column in spec.column_names:
-            if column not in header:
-                raise InputError(f"{spec.name}: required column {column!r} missing from the header "
-                                 f"(found: {','.join(header)}) in {path}")
-        found[spec.name] = CheckedInput(spec, path.resolve(), header)
-    return found
+# Delta tables by name (`<warehouse>/<name>`; `<name>_user_factors` for any ALS model name) and shards by path.
+TABLES = {"interactions": INTERACTIONS, "items": ITEMS, "users": USERS, "tags": TAGS, "rejects": REJECTS,
+          "etl_report": ETL_REPORT, "recommendations": RECOMMENDATIONS, "metrics": METRICS,
+          "transitions_ar1": TRANSITIONS_AR1, "transitions_ar2": TRANSITIONS_AR2,
+          "als_user_factors": USER_FACTORS, "als_item_factors": ITEM_FACTORS}
+SHARDS = {"train": SEQUENCE_ROWS, "validation": SEQUENCE_ROWS, "test": SEQUENCE_ROWS, "ncf_train": NCF_ROWS,
+          "item_map.parquet": ITEM_MAP, "user_map.parquet": USER_MAP}

@@ -37,25 +37,11 @@ from pyspark.sql import functions as F
 from recsys_spark.config import from_mapping
 from recsys_spark.delta import read_table, table_exists, table_path
 from recsys_spark.errors import RecsysError
+from recsys_spark.schemas import ITEM_MAP, NCF_ROWS, SEQUENCE_ROWS, SHARD_SCHEMA_VERSION, USER_MAP
 
-SCHEMA_VERSION = 1
 LAST_GAPS = ("query_time", "target_time")
 REQUIRED_COLUMNS = ("userId", "movieId", "timestamp", "user_idx", "item_idx", "seq", "split")
 DATASETS = ("train", "validation", "test", "ncf_train")
-
-SEQ_SCHEMA = pa.schema([
-    ("user_idx", pa.int32()),
-    ("items", pa.list_(pa.int32())),
-    ("timestamps", pa.list_(pa.int64())),
-    ("targets", pa.list_(pa.int32())),
-    ("target_item", pa.int32()),
-    ("target_timestamp", pa.int64()),
-    ("query_timestamp", pa.int64()),
-    ("seen_items", pa.list_(pa.int32())),
-])
-NCF_SCHEMA = pa.schema([("user_idx", pa.int32()), ("item_idx", pa.int32())])
-ITEM_MAP_SCHEMA = pa.schema([("item_idx", pa.int32()), ("movieId", pa.int64())])
-USER_MAP_SCHEMA = pa.schema([("user_idx", pa.int32()), ("userId", pa.int64())])
 
 
 @dataclass
@@ -68,30 +54,26 @@ class SequenceConfig:
     min_row_groups: int = 8          # per dataset, when it has that many rows: every rank needs a row group
     groups_per_file: int = 16
 
-    @classmethod
-    def from_dict(cls, values: dict | None) -> "SequenceConfig":
-        config = from_mapping(cls, values, "sequences")
-        config.validate()
-        return config
-
-    @property
-    def window_stride(self) -> int:
-        return self.max_len if self.stride is None else self.stride
-
-    def validate(self) -> None:
-        def positive_int(name: str, value) -> None:
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+    def __post_init__(self):
+        for name in ("max_len", "stride", "rows_per_group", "ncf_rows_per_group", "min_row_groups",
+                     "groups_per_file"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
                 raise RecsysError(f"sequences.{name} must be a positive integer, got {value!r}")
-
-        for name in ("max_len", "rows_per_group", "ncf_rows_per_group", "min_row_groups", "groups_per_file"):
-            positive_int(name, getattr(self, name))
         if self.stride is not None:
-            positive_int("stride", self.stride)
             if self.stride > self.max_len:
                 raise RecsysError(f"sequences.stride={self.stride} is larger than max_len={self.max_len}: "
                                   f"windows would skip items")
         if self.last_gap not in LAST_GAPS:
             raise RecsysError(f"sequences.last_gap must be one of {LAST_GAPS}, got {self.last_gap!r}")
+
+    @classmethod
+    def from_dict(cls, values: dict | None) -> "SequenceConfig":
+        return from_mapping(cls, values, "sequences")
+
+    @property
+    def window_stride(self) -> int:
+        return self.max_len if self.stride is None else self.stride
 
 
 # ---------------------------------------------------------------- rows (Spark SQL only)
@@ -340,7 +322,6 @@ def export_sequences(spark: SparkSession, warehouse: str | Path, out: str | Path
                      config: SequenceConfig | None = None) -> dict:
     """Read <warehouse>/interactions, write the shards to `out` (default <warehouse>/sequences); returns meta.json."""
     config = config or SequenceConfig()
-    config.validate()
     warehouse = Path(warehouse)
     out = Path(out) if out else warehouse / "sequences"
     interactions = read_table(spark, require_interactions(warehouse))
@@ -354,21 +335,21 @@ def export_sequences(spark: SparkSession, warehouse: str | Path, out: str | Path
         temp = _prepare_out(out)
         L = config.max_len
         datasets = {
-            "train": (train_windows(histories, L, config.window_stride), ["user_idx", "window_end"], SEQ_SCHEMA,
+            "train": (train_windows(histories, L, config.window_stride), ["user_idx", "window_end"], SEQUENCE_ROWS,
                       config.rows_per_group),
-            "validation": (eval_rows(histories, "validation", L, config.last_gap), ["user_idx"], SEQ_SCHEMA,
+            "validation": (eval_rows(histories, "validation", L, config.last_gap), ["user_idx"], SEQUENCE_ROWS,
                            config.rows_per_group),
-            "test": (eval_rows(histories, "test", L, config.last_gap), ["user_idx"], SEQ_SCHEMA,
+            "test": (eval_rows(histories, "test", L, config.last_gap), ["user_idx"], SEQUENCE_ROWS,
                      config.rows_per_group),
             "ncf_train": (histories.select("user_idx", F.posexplode("train_items").alias("pos", "item_idx")),
-                          ["user_idx", "pos"], NCF_SCHEMA, config.ncf_rows_per_group),
+                          ["user_idx", "pos"], NCF_ROWS, config.ncf_rows_per_group),
         }
         rows = {name: write_parquet_shards(df, plan[name], temp / name, schema, order_by, rows_per_group,
                                            config.min_row_groups, config.groups_per_file)
                 for name, (df, order_by, schema, rows_per_group) in datasets.items()}
-        write_id_map(interactions.select("item_idx", "movieId"), temp / "item_map.parquet", ITEM_MAP_SCHEMA)
-        write_id_map(interactions.select("user_idx", "userId"), temp / "user_map.parquet", USER_MAP_SCHEMA)
-        meta = {"schema_version": SCHEMA_VERSION, "n_items": plan["n_items"], "n_users": plan["n_users"],
+        write_id_map(interactions.select("item_idx", "movieId"), temp / "item_map.parquet", ITEM_MAP)
+        write_id_map(interactions.select("user_idx", "userId"), temp / "user_map.parquet", USER_MAP)
+        meta = {"schema_version": SHARD_SCHEMA_VERSION, "n_items": plan["n_items"], "n_users": plan["n_users"],
                 "max_len": L, "rows": rows, **etl_provenance(warehouse), "last_gap": config.last_gap,
                 "created_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")}
         (temp / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")

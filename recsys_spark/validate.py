@@ -12,7 +12,7 @@ from pathlib import Path
 from pyspark.sql import Column, DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 
-from recsys_spark.schemas import DIGITS, ID, OPTIONAL_ID, RATING, TEXT, TIMESTAMP, CheckedInput
+from recsys_spark.inputs import DIGITS, ID, OPTIONAL_ID, RATING, TEXT, TIMESTAMP, CheckedInput
 
 # One CSV field: quoted (quotes doubled inside) or unquoted (no quote, no comma). Unrolled loops, no alternation
 # under a star, so long quoted fields cannot overflow Java's regex stack.

@@ -24,6 +24,7 @@ import torch.distributed as dist
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from recsys_torch.errors import RecsysError
+from recsys_torch.schemas import META_REQUIRED_KEYS, SHARD_SCHEMA_VERSION
 
 # petastorm 0.12.1 drives pyarrow's legacy dataset API, which warns on every call.
 warnings.filterwarnings("ignore", category=FutureWarning, module=r"petastorm(\.|$)")
@@ -48,11 +49,12 @@ def read_meta(seq_dir: str | Path) -> dict:
         meta = json.loads(path.read_text())
     except json.JSONDecodeError as exc:
         raise RecsysError(f"{path}: not valid JSON ({exc})") from None
-    missing = [key for key in ("schema_version", "n_items", "n_users", "max_len") if key not in meta]
+    missing = [key for key in META_REQUIRED_KEYS if key not in meta]
     if missing:
         raise RecsysError(f"{path}: missing key(s) {missing}")
-    if meta["schema_version"] != 1:
-        raise RecsysError(f"{path}: schema_version {meta['schema_version']} is not supported (expected 1)")
+    if meta["schema_version"] != SHARD_SCHEMA_VERSION:
+        raise RecsysError(f"{path}: schema_version {meta['schema_version']} is not supported "
+                          f"(expected {SHARD_SCHEMA_VERSION})")
     return meta
 
 

@@ -7,15 +7,7 @@ from pathlib import Path
 import deltalake
 import pyarrow as pa
 
-RECOMMENDATIONS_SCHEMA = pa.schema([
-    ("model", pa.string()),
-    ("run_id", pa.string()),
-    ("run_date", pa.date32()),
-    ("userId", pa.int64()),
-    ("rank", pa.int32()),
-    ("movieId", pa.int64()),
-    ("score", pa.float64()),
-])
+from recsys_torch.schemas import RECOMMENDATIONS as RECOMMENDATIONS_SCHEMA
 
 
 def recommendations_path(warehouse: str | Path) -> Path:

@@ -56,6 +56,37 @@ def ml_small_warehouse(spark, ml_small, tmp_path_factory) -> Path:
     return warehouse
 
 
+@pytest.fixture(scope="session")
+def small_warehouse(spark, tmp_path_factory) -> Path:
+    """Small generated data through the real ETL, with what every family's top-N reads: ALS factors (`als`), the
+    sequence shards and a trained SASRec. Tests may add partitions of their own to `recommendations`, nothing else."""
+    import subprocess
+
+    from pyspark.sql import functions as F
+
+    from recsys_data.generate import generate
+    from recsys_spark.als import AlsConfig, fit, ratings, save
+    from recsys_spark.delta import read_table, table_path
+    from recsys_spark.etl import EtlConfig, run_etl
+    from recsys_spark.sequences import SequenceConfig, export_sequences
+
+    root = tmp_path_factory.mktemp("small")
+    generate(root / "data", n_users=60, n_items=200, n_ratings=3000, seed=5)
+    warehouse = root / "warehouse"
+    run_etl(spark, root / "data", warehouse, EtlConfig())
+    interactions = read_table(spark, table_path(warehouse, "interactions"))
+    model = fit(ratings(interactions.where(F.col("split") == "train")), AlsConfig(rank=4, max_iter=2))
+    save(model, warehouse, "als", read_table(spark, table_path(warehouse, "users")),
+         read_table(spark, table_path(warehouse, "items")))
+    export_sequences(spark, warehouse, config=SequenceConfig(max_len=20, rows_per_group=8))
+    train = subprocess.run(
+        [sys.executable, "jobs/train.py", "--warehouse", str(warehouse), "--model", "sasrec", "--max-steps", "4",
+         "train.eval_every=2", "train.device=cpu", "mlflow.enabled=false", "sasrec.hidden=16", "sasrec.n_layers=1"],
+        cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert train.returncode == 0, train.stderr[-3000:]
+    return warehouse
+
+
 @pytest.fixture(autouse=True)
 def _isolated_mlflow_env():
     """mlflow.set_tracking_uri also exports MLFLOW_TRACKING_URI; a job run in-process must not leak its store

@@ -7,7 +7,7 @@ import shutil
 import pytest
 from pyspark.sql import functions as F
 
-from recsys_spark.baselines import MODELS, BaselinesConfig, PopularityConfig, run_baselines, topn
+from recsys_spark.baselines import BASELINES, BaselinesConfig, PopularityConfig, run_baselines, topn
 from recsys_spark.baselines.popularity import item_popularity
 from recsys_spark.delta import read_table, table_path, write_table
 from recsys_spark.errors import RecsysError
@@ -151,14 +151,14 @@ def test_genre_and_hybrid_lists_by_hand(hand_lists):
 
 def test_every_user_gets_k_distinct_unseen_items(spark, hand_warehouse, hand_lists):
     _, results = hand_warehouse
-    assert set(hand_lists) == set(MODELS)
+    assert set(hand_lists) == set(BASELINES)
     for model, lists in hand_lists.items():
         assert set(lists) == set(HISTORIES), model
         for user, items in lists.items():
             assert len(items) == K and len(set(items)) == K, (model, user, items)
             assert not set(items) & seen(user), (model, user, items)
         assert results[model]["rows"] == K * len(HISTORIES)
-    assert len({r["run_id"] for r in results.values()}) == len(MODELS)
+    assert len({r["run_id"] for r in results.values()}) == len(BASELINES)
 
 
 def test_bad_config_and_arguments_are_clear_errors(spark, hand_warehouse, tmp_path):
@@ -209,13 +209,13 @@ def test_ml_small_all_five_models_for_every_user(spark, ml_small_warehouse, tmp_
     per_model = {r.model: (r.users, r.rows, r.pairs) for r in recs.groupBy("model").agg(
         F.countDistinct("userId").alias("users"), F.count(F.lit(1)).alias("rows"),
         F.countDistinct("userId", "movieId").alias("pairs")).collect()}
-    assert per_model == {m: (610, 610 * k, 610 * k) for m in MODELS}
-    assert {m: r["rows"] for m, r in results.items()} == {m: 610 * k for m in MODELS}
+    assert per_model == {m: (610, 610 * k, 610 * k) for m in BASELINES}
+    assert {m: r["rows"] for m, r in results.items()} == {m: 610 * k for m in BASELINES}
     history = (read_table(spark, table_path(warehouse, "interactions"))
                .where(F.col("split").isin("train", "validation")).select("userId", "movieId"))
     assert recs.join(history, ["userId", "movieId"]).count() == 0
 
     assert topn(spark, warehouse, "markov", k, RUN_DATE, "rerun") == 610 * k
     recs = read_recommendations(spark, warehouse)
-    assert recs.count() == len(MODELS) * 610 * k
+    assert recs.count() == len(BASELINES) * 610 * k
     assert {r.run_id for r in recs.where(F.col("model") == "markov").select("run_id").distinct().collect()} == {"rerun"}

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from jobs.config import ConfigError, apply_override, load_config, merge
+from jobs.config import CONF_DIR, ConfigError, apply_override, load_config, merge
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -14,7 +14,7 @@ def test_layers_and_typed_overrides(tmp_path):
     (tmp_path / "als.yaml").write_text("als:\n  rank: 12\n")
     extra = tmp_path / "extra.yaml"
     extra.write_text("als:\n  maxIter: 5\n")
-    cfg = load_config(["als", "absent"], config_file=extra,
+    cfg = load_config(["als"], config_file=extra,
                       overrides=["als.rank=20", "als.alpha=0.5", "als.implicit=true", "etl.kcore=null"],
                       conf_dir=tmp_path)
     assert cfg["als"] == {"rank": 20, "reg": 0.1, "maxIter": 5, "alpha": 0.5, "implicit": True}
@@ -29,6 +29,14 @@ def test_environment_overrides_section_defaults(tmp_path):
     assert cfg["train"] == {"epochs": 50, "lr": 0.001}
     with pytest.raises(ConfigError, match="nope.yaml"):
         load_config(["train"], env="nope", conf_dir=tmp_path)
+
+
+def test_a_missing_component_file_is_an_error_not_a_silent_default(tmp_path):
+    (tmp_path / "local.yaml").write_text("spark: {}\n")
+    with pytest.raises(ConfigError, match=r"config file not found: .*absent.yaml \(the defaults of section 'absent'\)"):
+        load_config(["absent"], conf_dir=tmp_path)
+    with pytest.raises(ConfigError, match="environment config not found"):
+        load_config([], conf_dir=tmp_path / "nowhere")
 
 
 def test_merge_does_not_mutate():
@@ -49,6 +57,7 @@ def test_override_into_a_value_is_refused():
 
 
 def test_bad_yaml_names_the_file(tmp_path):
+    (tmp_path / "local.yaml").write_text("spark: {}\n")
     bad = tmp_path / "bad.yaml"
     bad.write_text("a: [1, 2\n")
     with pytest.raises(ConfigError, match="bad.yaml"):
@@ -56,6 +65,7 @@ def test_bad_yaml_names_the_file(tmp_path):
 
 
 def test_shipped_configs_parse():
+    assert CONF_DIR.resolve() == (REPO / "conf").resolve()  # jobs/conf is the repository's conf/
     for path in (REPO / "conf").glob("*.yaml"):
         load_config(config_file=path, conf_dir=REPO / "conf")
 

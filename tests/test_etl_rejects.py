@@ -234,7 +234,7 @@ def generated(spark, tmp_path_factory):
     """Generated ML-shaped data with every corruption class, through the ETL twice: once plainly, once with the
     input split into many small partitions and another shuffle width (hash tie-break both times)."""
     from recsys_spark.etl import EtlConfig, run_etl
-    from recsys_spark.generate import generate
+    from recsys_data.generate import generate
 
     root = tmp_path_factory.mktemp("generated")
     generate(root / "data", n_users=40, n_items=150, n_ratings=2500, seed=11, corrupt_fraction=0.03)

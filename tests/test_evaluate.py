@@ -8,7 +8,7 @@ import pytest
 
 from recsys_spark.delta import read_arrow, table_path, table_version, write_table
 from recsys_spark.errors import RecsysError
-from recsys_spark.evaluate import (EvaluateConfig, comparison, evaluate, metric_row, read_metrics,
+from recsys_spark.evaluate import (EvaluateConfig, evaluate, metric_row, read_metrics,
                                    write_metrics)
 
 DAY = dt.date(2026, 11, 23)
@@ -122,11 +122,16 @@ def test_metrics_partition_replaced_not_duplicated_and_rating_rows_kept(spark, t
 def test_comparison_table_renders(spark, warehouse):
     from rich.console import Console
 
-    result = evaluate(spark, warehouse, config=EvaluateConfig(ks=[10]))
+    from jobs.common import comparison_view
+    from recsys_spark.report import comparison_table, load_metrics
+
+    evaluate(spark, warehouse, run_date=DAY, config=EvaluateConfig(ks=[10]))
+    table = comparison_table(load_metrics(warehouse, DAY), k=10)
+    assert list(table.columns) == ["hr@10", "ndcg@10", "mrr@10", "recall@10", "map@10", "coverage@10"]
+    assert table.loc["a", "hr@10"] == pytest.approx(3 / 6)
     console = Console(width=200, record=True)
-    console.print(comparison(warehouse, result.rows, [10]))
-    text = console.export_text()
-    assert "0.5000" in text  # model a: hr@10 = 3/6
+    console.print(comparison_view(table, "comparison"))
+    assert "0.5000" in console.export_text()  # model a: hr@10 = 3/6
 
 
 def test_bad_ks_rejected():

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from recsys_spark.generate import (
+from recsys_data.generate import (
     GENRES, ML_FIRST_TIMESTAMP, ML_LAST_TIMESTAMP, MOVIES_REASONS, NO_GENRES, RATINGS_REASONS, GenerateError,
     GeneratorConfig, allocate_user_counts, build_catalogue, generate, simulate_chunk,
 )
@@ -303,7 +303,7 @@ def test_cli_bad_arguments_exit_2_with_one_line(tmp_path, args):
 def test_sampler_draws_for_a_genre_without_movies_at_the_end_of_the_pool():
     import numpy as np
 
-    from recsys_spark.generate import Sampler
+    from recsys_data.generate import Sampler
 
     genre_mask = np.array([[1, 0], [1, 0], [1, 0]], dtype=bool)  # genre 1 (the last) has no movie
     sampler = Sampler.build(np.array([3.0, 2.0, 1.0]), genre_mask)

@@ -1,6 +1,7 @@
 """The nightly pipeline end to end on small generated data, as `recsys pipeline` runs it."""
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -32,9 +33,19 @@ def counts(warehouse: Path) -> dict[str, int]:
     return {name: read_arrow(warehouse / name).num_rows for name in TABLES}
 
 
+def step_statuses(out: str) -> dict[str, str]:
+    """step -> ran | skipped | failed, from the pipeline's line per step (`   skipped etl        0.0s`)."""
+    rows = [line.split() for line in out.splitlines()]
+    return {r[1]: r[0] for r in rows if len(r) == 3 and r[0] in {"ran", "skipped", "failed"} and r[2].endswith("s")}
+
+
+def planned_steps(warehouse: Path) -> list[str]:
+    return list(json.loads((warehouse / "_pipeline" / "state.json").read_text()))
+
+
 @pytest.fixture(scope="module")
 def first_run(tmp_path_factory):
-    from recsys_spark.generate import generate
+    from recsys_data.generate import generate
 
     root = tmp_path_factory.mktemp("pipeline")
     generate(root / "data", n_users=120, n_items=400, n_ratings=6000, seed=3)
@@ -45,6 +56,7 @@ def first_run(tmp_path_factory):
 def test_every_table_model_and_user(first_run):
     root, out = first_run
     wh = root / "wh"
+    assert step_statuses(out) == {name: "ran" for name in planned_steps(wh)} and len(planned_steps(wh)) == 14
     for name in TABLES:
         assert table_exists(wh / name), name
     users = read_arrow(wh / "users").num_rows
@@ -76,8 +88,9 @@ def test_same_date_again_skips_and_forced_rerun_keeps_counts(first_run):
     root, _ = first_run
     before = counts(root / "wh")
     out = run_pipeline(root / "data", root / "wh", root / "reports")
-    assert "ran" not in {line.split()[0] for line in out.splitlines() if line.strip()[:7].strip() in
-                         {"ran", "skipped", "failed"}}
+    steps = planned_steps(root / "wh")
+    assert step_statuses(out) == {name: "skipped" for name in steps}
     assert counts(root / "wh") == before
-    run_pipeline(root / "data", root / "wh", root / "reports", "--force")
+    out = run_pipeline(root / "data", root / "wh", root / "reports", "--force")
+    assert step_statuses(out) == {name: "ran" for name in steps}
     assert counts(root / "wh") == before

@@ -1,11 +1,27 @@
+"""The nightly plan (jobs/plan.py): its steps, and its skip/resume decisions asserted from its own state.
+
+The decisions are exercised with a step runner that records which steps it was asked to run instead of starting
+their jobs (the jobs themselves run in tests/test_pipeline_e2e.py): run_pipeline, the fingerprints and
+<warehouse>/_pipeline/state.json are the real ones.
+"""
 import datetime as dt
+import json
+import shlex
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
+from jobs import catalogue
+from jobs.config import load_config
+from jobs.plan import PipelineConfig, Run, State, fingerprint, local_command, plan, run_pipeline
 from recsys_spark.errors import RecsysError
-from recsys_spark.pipeline import State, fingerprint, plan
 
+REPO = Path(__file__).resolve().parent.parent
 DAY = dt.date(2026, 11, 23)
+RUN = Run("data", "wh", DAY.isoformat(), "local", "c.yaml")
+ALL_STEPS = [s.name for s in plan(PipelineConfig(), RUN)]
 
 
 def make_data(tmp_path):
@@ -16,38 +32,43 @@ def make_data(tmp_path):
     return data
 
 
-def fingerprints(steps, cfg, day):
-    done = {}
-    for step in steps:
-        done[step.name] = fingerprint(step, cfg, day, done)
-    return done
-
-
-def test_plan_covers_every_model_and_ends_with_evaluation(tmp_path):
-    steps = plan(make_data(tmp_path), tmp_path / "wh", {}, tmp_path / "c.yaml", DAY)
+def test_plan_fits_and_ranks_every_catalogue_model_and_ends_with_evaluation():
+    steps = plan(PipelineConfig(), RUN)
     names = [s.name for s in steps]
-    assert names[0] == "etl" and names[-1] == "evaluate"
-    for name in ["als", "topn-als", "als_implicit", "topn-als_implicit", "baselines", "export-sequences", "train-sasrec", "topn-ss4rec", "topn-ncf"]:
-        assert name in names
-    evaluate = steps[-1]
-    assert set(evaluate.depends) == {n for n in names if n.startswith("topn-")} | {"baselines"}
+    assert names[0] == "etl" and names[-1] == "evaluate" and len(names) == len(set(names))
+    assert set(PipelineConfig().spark_models) | set(PipelineConfig().torch_models) == set(catalogue.MODELS)
+    for model in catalogue.MODELS.values():
+        fit = model.family.fit_step.format(model=model.name)
+        assert fit in names, model.name
+        if model.family.topn_runtime:
+            assert f"topn-{model.name}" in names and names.index(fit) < names.index(f"topn-{model.name}")
+    assert set(steps[-1].depends) == {n for n in names if n.startswith("topn-")} | {"baselines"}
+    for step in steps:
+        assert all(names.index(d) < names.index(step.name) for d in step.depends), step.name
+    als, implicit = steps[names.index("als")], steps[names.index("als_implicit")]
+    assert "--run-date" in als.args and implicit.args[-2:] == ["als.name=als_implicit", "als.implicit_prefs=true"]
 
 
-def test_models_can_be_chosen(tmp_path):
-    cfg = {"pipeline": {"spark_models": ["popularity"], "torch_models": ["sasrec"]}}
-    names = [s.name for s in plan(make_data(tmp_path), tmp_path / "wh", cfg, tmp_path / "c.yaml", DAY)]
-    assert "als" not in names and "train-ncf" not in names and "train-sasrec" in names
+def test_models_can_be_chosen():
+    steps = plan(PipelineConfig(spark_models=("popularity",), torch_models=("sasrec",)), RUN)
+    names = [s.name for s in steps]
+    assert names == ["etl", "baselines", "export-sequences", "train-sasrec", "topn-sasrec", "evaluate"]
+    assert steps[1].args[-1] == "baselines.models=[popularity]"
+    assert [s.name for s in plan(PipelineConfig(spark_models=("als",), torch_models=()), RUN)] == \
+        ["etl", "als", "topn-als", "evaluate"]
 
 
 @pytest.mark.parametrize("pipeline, message", [
     ({"torch_models": ["sasrec", "ss4recc"]}, "pipeline.torch_models must be a list drawn from"),
-    ({"spark_models": "als"}, "pipeline.spark_models must be a list drawn from"),
-    ({"k": "100"}, "pipeline.k must be a positive integer"),
+    ({"spark_models": ["sasrec"]}, "pipeline.spark_models must be a list drawn from"),
+    ({"spark_models": 5}, "pipeline.spark_models must be a list of str, got 5"),
+    ({"k": "100"}, "pipeline.k must be int"),
     ({"k": 0}, "pipeline.k must be a positive integer"),
+    ({"models": ["als"]}, r"pipeline config: unknown keys \['models'\]"),
 ])
-def test_pipeline_section_mistakes_are_errors_not_silent_skips(tmp_path, pipeline, message):
+def test_pipeline_section_mistakes_are_errors_not_silent_skips(pipeline, message):
     with pytest.raises(RecsysError, match=message):
-        plan(make_data(tmp_path), tmp_path / "wh", {"pipeline": pipeline}, tmp_path / "c.yaml", DAY)
+        PipelineConfig.from_dict(pipeline)
 
 
 def test_pipeline_job_refuses_a_typo_before_creating_anything(tmp_path, capsys):
@@ -61,22 +82,63 @@ def test_pipeline_job_refuses_a_typo_before_creating_anything(tmp_path, capsys):
     assert "movies.csv" in capsys.readouterr().err and not warehouse.exists()
 
 
+def test_print_plan_prints_the_commands_it_runs_and_makes_nothing(tmp_path):
+    data, warehouse = make_data(tmp_path), tmp_path / "wh"
+    code = ("import sys\nfrom jobs.pipeline import main\n"
+            f"code = main(['--data', {str(data)!r}, '--warehouse', {str(warehouse)!r}, '--run-date', "
+            f"'2026-11-23', 'pipeline.torch_models=[sasrec]', '--print-plan'])\n"
+            "print('heavy', sorted(m for m in ('pyspark', 'torch', 'mlflow') if m in sys.modules))\n"
+            "sys.exit(code)\n")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    assert lines[-1] == "heavy []" and not warehouse.exists()
+    run = Run(str(data), str(warehouse), "2026-11-23", "local",
+              str(warehouse / "_pipeline" / "2026-11-23" / "config.yaml"))
+    steps = plan(PipelineConfig(torch_models=("sasrec",)), run)
+    assert lines[0] == f"cd {REPO}"
+    assert [shlex.split(line) for line in lines[1:-1]] == [local_command(s) for s in steps]
+    assert lines[1].endswith(f"jobs/etl.py --data {data} --warehouse {warehouse} --config {run.config_file} --env local")
+
+
+def test_print_plan_cluster_is_the_nightly_script_for_this_run(tmp_path, capsys):
+    from jobs.pipeline import main
+
+    data, warehouse = make_data(tmp_path), tmp_path / "wh"
+    argv = ["--data", str(data), "--warehouse", str(warehouse), "--run-date", "2026-11-23", "--env", "cluster"]
+    assert main([*argv, "--print-plan", "cluster"]) == 0
+    printed = capsys.readouterr().out.splitlines()
+    assert f"DATA={data}; WAREHOUSE={warehouse}; RUN_DATE=2026-11-23" in printed
+    nightly = (REPO / "scripts" / "nightly.sh").read_text().splitlines()
+    steps = [line for line in nightly if line.startswith("$")]
+    assert len(steps) == len(ALL_STEPS) and [line for line in printed if line.startswith("$")] == steps
+    assert main([*argv, "--print-plan", "cluster", "als.rank=5"]) == 2
+    assert "--print-plan cluster takes no key=value overrides" in capsys.readouterr().err
+
+
+def fingerprints(steps, cfg, day, data):
+    done = {}
+    for step in steps:
+        done[step.name] = fingerprint(step, cfg, day, done, data)
+    return done
+
+
 def test_fingerprints_follow_inputs_config_and_run_date(tmp_path):
     data = make_data(tmp_path)
-    steps = plan(data, tmp_path / "wh", {}, tmp_path / "c.yaml", DAY)
-    base = fingerprints(steps, {}, DAY)
-    assert base == fingerprints(steps, {}, DAY)
+    steps = plan(PipelineConfig(), RUN)
+    base = fingerprints(steps, {}, DAY, data)
+    assert base == fingerprints(steps, {}, DAY, data)
 
-    other_day = fingerprints(steps, {}, dt.date(2026, 11, 24))
+    other_day = fingerprints(steps, {}, dt.date(2026, 11, 24), data)
     assert other_day["etl"] == base["etl"] and other_day["train-sasrec"] == base["train-sasrec"]
     assert other_day["topn-sasrec"] != base["topn-sasrec"] and other_day["evaluate"] != base["evaluate"]
 
-    tuned = fingerprints(steps, {"als": {"rank": 50}}, DAY)
+    tuned = fingerprints(steps, {"als": {"rank": 50}}, DAY, data)
     assert tuned["als"] != base["als"] and tuned["topn-als"] != base["topn-als"]
     assert tuned["train-sasrec"] == base["train-sasrec"]
 
     (data / "ratings.csv").write_text("userId,movieId,rating,timestamp\n1,1,5.0,1\n")
-    changed = fingerprints(plan(data, tmp_path / "wh", {}, tmp_path / "c.yaml", DAY), {}, DAY)
+    changed = fingerprints(steps, {}, DAY, data)
     assert all(changed[name] != base[name] for name in base)
 
 
@@ -87,3 +149,71 @@ def test_state_remembers_only_successes(tmp_path):
     again = State(tmp_path)
     assert again.succeeded_with("etl") == "abc"
     assert again.succeeded_with("als") is None
+
+
+class StepRecorder:
+    """Records the steps run_pipeline asks to run (exit 0), failing the one named `fail_at` (exit 3)."""
+
+    def __init__(self, fail_at: str | None = None):
+        self.ran: list[str] = []
+        self.fail_at = fail_at
+
+    def __call__(self, step, log_dir, env) -> int:
+        self.ran.append(step.name)
+        return 3 if step.name == self.fail_at else 0
+
+
+@pytest.fixture
+def nightly(tmp_path):
+    """run(*overrides, day=, fail_at=) -> (steps the runner was asked to run, results, state.json)."""
+    data, warehouse = make_data(tmp_path), tmp_path / "wh"
+
+    def run(*overrides, day=DAY, fail_at=None):
+        def resolve(sections):
+            return load_config(sections, overrides=overrides)
+
+        recorder = StepRecorder(fail_at)
+        results = run_pipeline(data, warehouse, {}, resolve, day, runner=recorder)
+        return recorder.ran, results, json.loads((warehouse / "_pipeline" / "state.json").read_text())
+
+    run.data = data
+    return run
+
+
+def test_an_unchanged_run_skips_every_step_and_a_changed_input_reruns_exactly_its_dependents(nightly):
+    ran, results, state = nightly()
+    assert ran == ALL_STEPS and [r.status for r in results] == ["ran"] * len(ALL_STEPS)
+    assert {name: entry["status"] for name, entry in state.items()} == {name: "ok" for name in ALL_STEPS}
+    fingerprints_before = {name: entry["fingerprint"] for name, entry in state.items()}
+
+    ran, results, state = nightly()
+    assert ran == [] and [r.status for r in results] == ["skipped"] * len(ALL_STEPS)
+    assert {name: entry["fingerprint"] for name, entry in state.items()} == fingerprints_before
+
+    ran, _, _ = nightly("als.rank=8")  # both ALS models read the als section
+    assert ran == ["als", "topn-als", "als_implicit", "topn-als_implicit", "evaluate"]
+    ran, _, _ = nightly("als.rank=8", "sasrec.hidden=32")
+    assert ran == ["train-sasrec", "topn-sasrec", "evaluate"]
+    ran, _, _ = nightly("als.rank=8", "sasrec.hidden=32", "pipeline.spark_models=[als,als_implicit,popularity]")
+    assert ran == ["baselines", "evaluate"]
+    ran, _, _ = nightly("als.rank=8", "sasrec.hidden=32", "pipeline.spark_models=[als,als_implicit,popularity]",
+                        day=DAY + dt.timedelta(days=1))
+    assert ran == ["topn-als", "topn-als_implicit", "baselines", "topn-ncf", "topn-sasrec", "topn-ss4rec", "evaluate"]
+
+    (nightly.data / "movies.csv").write_text("movieId,title,genres\n1,A (1999),Comedy\n")
+    ran, _, _ = nightly()
+    assert ran == ALL_STEPS
+
+
+def test_a_failed_step_stops_the_run_and_the_next_run_starts_there(nightly):
+    with pytest.raises(RecsysError, match="pipeline step 'train-sasrec' failed \\(exit 3\\).*starts from 'train-sasrec'"):
+        nightly(fail_at="train-sasrec")
+    state = json.loads((Path(nightly.data).parent / "wh" / "_pipeline" / "state.json").read_text())
+    failed_at = ALL_STEPS.index("train-sasrec")
+    assert {name: entry["status"] for name, entry in state.items()} == {
+        **{name: "ok" for name in ALL_STEPS[:failed_at]}, "train-sasrec": "failed"}
+
+    ran, results, state = nightly()
+    assert ran == ALL_STEPS[failed_at:]
+    assert [r.status for r in results] == ["skipped"] * failed_at + ["ran"] * (len(ALL_STEPS) - failed_at)
+    assert all(entry["status"] == "ok" for entry in state.values())

@@ -13,7 +13,8 @@ import pytest
 
 from recsys_spark.delta import write_table
 from recsys_spark.errors import RecsysError
-from recsys_spark.sequences import SEQ_SCHEMA, SequenceConfig, export_sequences
+from recsys_spark.schemas import SEQUENCE_ROWS
+from recsys_spark.sequences import SequenceConfig, export_sequences
 
 warnings.filterwarnings("ignore", category=FutureWarning)
 
@@ -173,7 +174,7 @@ def test_every_row_matches_the_contract(exported, hand_users):
     for name in SEQ_DATASETS:
         assert by_user(read_rows(out / name)) == by_user(want[name]), name
     for name in SEQ_DATASETS:
-        assert pq.read_schema(sorted((out / name).glob("*.parquet"))[0]).equals(SEQ_SCHEMA), name
+        assert pq.read_schema(sorted((out / name).glob("*.parquet"))[0]).equals(SEQUENCE_ROWS), name
 
 
 def assert_no_leakage(out: Path) -> None:

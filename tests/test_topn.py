@@ -1,6 +1,6 @@
 """Blocked ALS top-N: numpy block against brute force, Spark blocks against brute force, and on ml-latest-small
 the same lists as MLlib's recommendForAll (recommendForUserSubset on a third of the users) with seen items
-filtered out; the topn job and its dispatch."""
+filtered out; the topn job (every family through the CLI: tests/test_catalogue.py)."""
 from __future__ import annotations
 
 import datetime as dt
@@ -16,9 +16,7 @@ from pyspark.sql import functions as F
 from recsys_spark.delta import read_table, table_path, table_version
 from recsys_spark.errors import RecsysError
 from recsys_spark.recommendations import read_recommendations
-from jobs.config import ConfigError
-from jobs.topn import model_family
-from recsys_spark.topn import block_top_k, score_top_k
+from recsys_spark.als_topn import block_top_k, score_top_k
 
 DAY = dt.date(2026, 11, 23)
 
@@ -106,13 +104,6 @@ def test_score_top_k_in_spark_blocks_matches_brute_force(spark):
     assert all(sorted(rank for rank, _ in v) == [1, 2, 3, 4] for v in got.values())
 
 
-def test_model_family_and_unknown_model():
-    assert model_family("als") == "als" and model_family("als_implicit") == "als"
-    assert model_family("markov") == "baseline" and model_family("sasrec") == "torch"
-    with pytest.raises(ConfigError, match="unknown model 'svd'"):
-        model_family("svd")
-
-
 def test_job_unknown_model_and_bad_k_are_one_line_errors(tmp_path):
     for flags, message in ((["--model", "svd"], "unknown model 'svd'"),
                            (["--model", "sasrec", "--k", "0"], "--k must be >= 1")):
@@ -155,7 +146,7 @@ def als_warehouse(spark, ml_small_warehouse, tmp_path_factory):
 
 
 def test_blocked_lists_equal_recommend_for_all_users(spark, als_warehouse):
-    from recsys_spark.topn import als_top_k
+    from recsys_spark.als_topn import als_top_k
 
     wh, model = als_warehouse
     k = 20

@@ -17,17 +17,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-SEQ_SCHEMA = pa.schema([
-    ("user_idx", pa.int32()),
-    ("items", pa.list_(pa.int32())),
-    ("timestamps", pa.list_(pa.int64())),
-    ("targets", pa.list_(pa.int32())),
-    ("target_item", pa.int32()),
-    ("target_timestamp", pa.int64()),
-    ("query_timestamp", pa.int64()),
-    ("seen_items", pa.list_(pa.int32())),
-])
-NCF_SCHEMA = pa.schema([("user_idx", pa.int32()), ("item_idx", pa.int32())])
+from recsys_torch.schemas import NCF_ROWS as NCF_SCHEMA
+from recsys_torch.schemas import SEQUENCE_ROWS as SEQ_SCHEMA
 
 
 @dataclass
@@ -109,7 +100,7 @@ def write_shards(root: str | Path, data: PlantedData | None = None) -> Path:
     for name, rows in (("train", train), ("validation", validation), ("test", test)):
         _write_parts(seq_table(rows), out / name, data.n_files, data.rows_per_group)
     users, items_ = zip(*ncf)
-    _write_parts(pa.table({"user_idx": pa.array(users, pa.int32()), "item_idx": pa.array(items_, pa.int32())}),
+    _write_parts(pa.Table.from_arrays([pa.array(users, pa.int32()), pa.array(items_, pa.int32())], schema=NCF_SCHEMA),
                  out / "ncf_train", data.n_files, data.rows_per_group * 4)
     idx = np.arange(1, data.n_items + 1, dtype=np.int32)
     pq.write_table(pa.table({"item_idx": idx, "movieId": (idx.astype(np.int64) * 10 + 7)}), out / "item_map.parquet")

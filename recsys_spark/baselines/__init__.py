@@ -1,7 +1,10 @@
 """Spark baselines: popularity, genre, Markov AR(1), AR(2) with back-off, and an AR(1)/popularity hybrid."""
-from recsys_spark.baselines.config import (MODELS, BaselinesConfig, GenreConfig, HybridConfig, MarkovConfig,
-                                           PopularityConfig)
-from recsys_spark.baselines.recommend import fit_transitions, recommend, run_baselines, topn
+from recsys_spark.baselines.genre import GenreConfig
+from recsys_spark.baselines.hybrid import HybridConfig
+from recsys_spark.baselines.markov import MarkovConfig
+from recsys_spark.baselines.popularity import PopularityConfig
+from recsys_spark.baselines.recommend import (BASELINES, RECOMMENDERS, BaselinesConfig, TrainTables, fit_transitions,
+                                              recommend, run_baselines, topn)
 
-__all__ = ["MODELS", "BaselinesConfig", "GenreConfig", "HybridConfig", "MarkovConfig", "PopularityConfig",
-           "fit_transitions", "recommend", "run_baselines", "topn"]
+__all__ = ["BASELINES", "RECOMMENDERS", "BaselinesConfig", "GenreConfig", "HybridConfig", "MarkovConfig",
+           "PopularityConfig", "TrainTables", "fit_transitions", "recommend", "run_baselines", "topn"]

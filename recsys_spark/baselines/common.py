@@ -11,8 +11,6 @@ from pyspark.sql import functions as F
 
 from recsys_spark.recommendations import HISTORY_SPLITS, seen_pairs, top_k
 
-TIER_POPULARITY = 0.0
-
 
 def train_rows(interactions: DataFrame) -> DataFrame:
     return interactions.where(F.col("split") == "train")

@@ -8,13 +8,26 @@ The score is a probability in (0, 1]; it is tier 1 (1 + score), padded with popu
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from pyspark.sql import DataFrame, Window
 from pyspark.sql import functions as F
 
 from recsys_spark.baselines.common import popular_candidates, rank_candidates, train_rows
-from recsys_spark.baselines.config import GenreConfig
+from recsys_spark.errors import RecsysError
 
 TIER_GENRE = 1.0
+
+
+@dataclass(frozen=True)
+class GenreConfig:
+    top_genres: int = 3  # the user's favourite genres that are scored
+    items_per_genre: int = 300  # most popular items kept per genre (the rest of a list is padded by popularity)
+
+    def __post_init__(self):
+        for name in ("top_genres", "items_per_genre"):
+            if getattr(self, name) < 1:
+                raise RecsysError(f"baselines.genre.{name} must be a positive integer, got {getattr(self, name)!r}")
 
 
 def item_genres(items: DataFrame) -> DataFrame:

@@ -6,12 +6,24 @@ user without AR(1) state) and pop = popularity score / the user's largest among 
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from pyspark.sql import DataFrame, Window
 from pyspark.sql import functions as F
 
 from recsys_spark.baselines.common import last_items, popular_candidates
 from recsys_spark.baselines.markov import ar1_candidates
+from recsys_spark.errors import RecsysError
 from recsys_spark.recommendations import seen_pairs, top_k
+
+
+@dataclass(frozen=True)
+class HybridConfig:
+    alpha: float = 0.5  # weight of the AR(1) score; 1 - alpha goes to popularity
+
+    def __post_init__(self):
+        if not 0.0 <= self.alpha <= 1.0:
+            raise RecsysError(f"baselines.hybrid.alpha must be a number in [0, 1], got {self.alpha!r}")
 
 
 def _normalised(column: str) -> F.Column:

@@ -18,17 +18,27 @@ Scoring with back-off, as score tiers (score = tier + prob, prob in (0, 1]):
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from pyspark.sql import DataFrame, Window
 from pyspark.sql import functions as F
 
 from recsys_spark.baselines.common import last_items, popular_candidates, rank_candidates, train_rows
+from recsys_spark.errors import RecsysError
 
 TIER_AR1 = 1.0
 TIER_AR2 = 2.0
 AR1_STATE = ["prev_item_idx"]
 AR2_STATE = ["prev2_item_idx", "prev_item_idx"]
-AR1_COLUMNS = [*AR1_STATE, "next_item_idx", "count", "prob", "rank"]
-AR2_COLUMNS = [*AR2_STATE, "next_item_idx", "count", "prob", "rank"]
+
+
+@dataclass(frozen=True)
+class MarkovConfig:
+    top_k: int = 50  # successors kept per state in transitions_ar1 / transitions_ar2
+
+    def __post_init__(self):
+        if self.top_k < 1:
+            raise RecsysError(f"baselines.markov.top_k must be a positive integer, got {self.top_k!r}")
 
 
 def _train_sequences(interactions: DataFrame) -> DataFrame:

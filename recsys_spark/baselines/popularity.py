@@ -1,12 +1,25 @@
 """Popularity: items ranked by their count of train interactions, globally or over a recent window."""
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from pyspark.sql import DataFrame, Window
 from pyspark.sql import functions as F
 
 from recsys_spark.baselines.common import popular_candidates, rank_candidates, train_rows
+from recsys_spark.errors import RecsysError
 
 SECONDS_PER_DAY = 86_400
+
+
+@dataclass(frozen=True)
+class PopularityConfig:
+    recent_days: int | None = None  # None: global train counts; N: only the last N days before the train cut-off
+
+    def __post_init__(self):
+        if self.recent_days is not None and self.recent_days < 1:
+            raise RecsysError(f"baselines.popularity.recent_days must be null or a positive integer, "
+                              f"got {self.recent_days!r}")
 
 
 def item_popularity(interactions: DataFrame, items: DataFrame, recent_days: int | None = None) -> DataFrame:

@@ -4,30 +4,32 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from recsys_spark.baselines.config import MODELS, BaselinesConfig
-from recsys_spark.baselines.genre import recommend_genre
-from recsys_spark.baselines.hybrid import recommend_hybrid
-from recsys_spark.baselines.markov import (recommend_ar2, recommend_markov, transitions_ar1,
+from recsys_spark.baselines.genre import GenreConfig, recommend_genre
+from recsys_spark.baselines.hybrid import HybridConfig, recommend_hybrid
+from recsys_spark.baselines.markov import (MarkovConfig, recommend_ar2, recommend_markov, transitions_ar1,
                                            transitions_ar2)
-from recsys_spark.baselines.popularity import item_popularity, recommend_popularity
+from recsys_spark.baselines.popularity import PopularityConfig, item_popularity, recommend_popularity
+from recsys_spark.config import from_mapping
 from recsys_spark.delta import read_table, table_path, write_table
 from recsys_spark.errors import RecsysError
-from recsys_spark.recommendations import new_run_id, parse_run_date, read_recommendations, write_recommendations
+from recsys_spark.recommendations import new_run_id, read_recommendations, write_recommendations
+from recsys_spark.schemas import TRANSITIONS_AR1, TRANSITIONS_AR2
 
 AR1_TABLE = "transitions_ar1"
 AR2_TABLE = "transitions_ar2"
 
 
 @dataclass
-class Warehouse:
-    """The ETL tables a baseline reads, and the fitted pieces shared by several models."""
+class TrainTables:
+    """The ETL tables a baseline reads, and the fitted pieces several baselines share."""
 
     spark: SparkSession
-    path: Path
+    warehouse: Path
     interactions: DataFrame
     items: DataFrame
     users: DataFrame
@@ -36,13 +38,14 @@ class Warehouse:
     chains: dict[int, DataFrame] = field(default_factory=dict)
 
     def chain(self, order: int) -> DataFrame:
-        """transitions_ar1 (order 1) or transitions_ar2 (order 2): counted and stored once per Warehouse."""
+        """transitions_ar1 (order 1) or transitions_ar2 (order 2): counted and stored once per TrainTables."""
         if order not in self.chains:
-            self.chains.update(fit_transitions(self.spark, self.path, self.interactions, self.markov_top_k, (order,)))
+            self.chains.update(fit_transitions(self.spark, self.warehouse, self.interactions, self.markov_top_k,
+                                               (order,)))
         return self.chains[order]
 
     @classmethod
-    def open(cls, spark: SparkSession, warehouse: str | Path, config: BaselinesConfig) -> "Warehouse":
+    def open(cls, spark: SparkSession, warehouse: str | Path, config: "BaselinesConfig") -> "TrainTables":
         path = Path(warehouse)
         interactions = read_table(spark, table_path(path, "interactions"))
         items = read_table(spark, table_path(path, "items"))
@@ -55,72 +58,100 @@ class Warehouse:
         self.popularity.unpersist()
 
 
+# The baselines by name: user_idx, item_idx, rank, score of every user's top-k (fitting transitions where needed).
+RECOMMENDERS: dict[str, Callable[[TrainTables, int, "BaselinesConfig"], DataFrame]] = {
+    "popularity": lambda tables, k, cfg: recommend_popularity(tables.interactions, tables.popularity, k),
+    "genre": lambda tables, k, cfg: recommend_genre(tables.interactions, tables.items, tables.popularity, k,
+                                                   cfg.genre),
+    "markov": lambda tables, k, cfg: recommend_markov(tables.interactions, tables.chain(1), tables.popularity, k),
+    "ar2": lambda tables, k, cfg: recommend_ar2(tables.interactions, tables.chain(1), tables.chain(2),
+                                               tables.popularity, k),
+    "hybrid": lambda tables, k, cfg: recommend_hybrid(tables.interactions, tables.chain(1), tables.popularity, k,
+                                                     cfg.hybrid.alpha),
+}
+BASELINES = tuple(RECOMMENDERS)
+
+
+@dataclass(frozen=True)
+class BaselinesConfig:
+    """The `baselines:` section of conf/baselines.yaml (every key overridable)."""
+
+    models: tuple[str, ...] | None = None  # which ones `recsys baselines` fits; None: every baseline
+    popularity: PopularityConfig = field(default_factory=PopularityConfig)
+    genre: GenreConfig = field(default_factory=GenreConfig)
+    markov: MarkovConfig = field(default_factory=MarkovConfig)
+    hybrid: HybridConfig = field(default_factory=HybridConfig)
+
+    def __post_init__(self):
+        if self.models is None:
+            object.__setattr__(self, "models", BASELINES)
+        if not self.models or any(m not in RECOMMENDERS for m in self.models):
+            raise RecsysError(f"baselines.models: {list(self.models)} must be a non-empty subset of {list(BASELINES)}")
+
+    @classmethod
+    def from_dict(cls, section: dict | None) -> "BaselinesConfig":
+        return from_mapping(cls, section, "baselines")
+
+
 def fit_transitions(spark: SparkSession, warehouse: str | Path, interactions: DataFrame, top_k: int,
                     orders: tuple[int, ...] = (1, 2)) -> dict[int, DataFrame]:
     """Count AR(1)/AR(2) transitions, store them as Delta tables, and return them as read back from the tables."""
-    fitters = {1: (AR1_TABLE, transitions_ar1), 2: (AR2_TABLE, transitions_ar2)}
+    fitters = {1: (AR1_TABLE, transitions_ar1, TRANSITIONS_AR1), 2: (AR2_TABLE, transitions_ar2, TRANSITIONS_AR2)}
     fitted = {}
     for order in orders:
-        name, fit = fitters[order]
+        name, fit, schema = fitters[order]
         path = table_path(warehouse, name)
-        write_table(fit(interactions, top_k), path)
+        write_table(fit(interactions, top_k), path, schema=schema)
         fitted[order] = read_table(spark, path)
     return fitted
 
 
-def recommend(wh: Warehouse, model: str, k: int, config: BaselinesConfig) -> DataFrame:
+def recommend(tables: TrainTables, model: str, k: int, config: BaselinesConfig) -> DataFrame:
     """user_idx, item_idx, rank, score: the model's top-k for every user (fits transitions where it needs them)."""
-    if model == "popularity":
-        return recommend_popularity(wh.interactions, wh.popularity, k)
-    if model == "genre":
-        return recommend_genre(wh.interactions, wh.items, wh.popularity, k, config.genre)
-    if model == "markov":
-        return recommend_markov(wh.interactions, wh.chain(1), wh.popularity, k)
-    if model == "ar2":
-        return recommend_ar2(wh.interactions, wh.chain(1), wh.chain(2), wh.popularity, k)
-    if model == "hybrid":
-        return recommend_hybrid(wh.interactions, wh.chain(1), wh.popularity, k, config.hybrid.alpha)
-    raise RecsysError(f"unknown baseline model {model!r}; expected one of {list(MODELS)}")
+    if model not in RECOMMENDERS:
+        raise RecsysError(f"unknown baseline model {model!r}; expected one of {list(BASELINES)}")
+    return RECOMMENDERS[model](tables, k, config)
 
 
-def _write(wh: Warehouse, model: str, k: int, run_date: dt.date, run_id: str, config: BaselinesConfig) -> int:
-    recs = recommend(wh, model, k, config)
-    write_recommendations(recs, wh.path, model, run_date, run_id, wh.items, wh.users)
-    written = read_recommendations(wh.spark, wh.path, model).where(F.col("run_date") == F.lit(run_date))
+def _write(tables: TrainTables, model: str, k: int, run_date: dt.date, run_id: str,
+           config: BaselinesConfig) -> int:
+    recs = recommend(tables, model, k, config)
+    write_recommendations(recs, tables.warehouse, model, run_date, run_id, tables.items, tables.users)
+    written = read_recommendations(tables.spark, tables.warehouse, model).where(F.col("run_date") == F.lit(run_date))
     return written.count()
 
 
 def _check(model: str | None, k: int) -> None:
-    if model is not None and model not in MODELS:
-        raise RecsysError(f"unknown baseline model {model!r}; expected one of {list(MODELS)}")
+    if model is not None and model not in RECOMMENDERS:
+        raise RecsysError(f"unknown baseline model {model!r}; expected one of {list(BASELINES)}")
     if isinstance(k, bool) or not isinstance(k, int) or k < 1:
         raise RecsysError(f"k must be a positive integer, got {k!r}")
 
 
-def topn(spark: SparkSession, warehouse: str | Path, model: str, k: int, run_date: str | dt.date | None,
+def topn(spark: SparkSession, warehouse: str | Path, model: str, k: int, run_date: dt.date | None,
          run_id: str | None, config: BaselinesConfig | None = None) -> int:
     """Fit one baseline and replace its (model, run_date) partition of recommendations; returns the rows written."""
     _check(model, k)
     config = config or BaselinesConfig()
-    wh = Warehouse.open(spark, warehouse, config)
+    tables = TrainTables.open(spark, warehouse, config)
     try:
-        return _write(wh, model, k, parse_run_date(run_date), run_id or new_run_id(), config)
+        return _write(tables, model, k, run_date or dt.date.today(), run_id or new_run_id(), config)
     finally:
-        wh.close()
+        tables.close()
 
 
-def run_baselines(spark: SparkSession, warehouse: str | Path, k: int = 100, run_date: str | dt.date | None = None,
+def run_baselines(spark: SparkSession, warehouse: str | Path, k: int = 100, run_date: dt.date | None = None,
                   config: BaselinesConfig | None = None) -> dict[str, dict]:
     """Fit every configured baseline and write its top-k, one run_id per model: {model: {run_id, rows}}."""
     _check(None, k)
     config = config or BaselinesConfig()
-    day = parse_run_date(run_date)
-    wh = Warehouse.open(spark, warehouse, config)
+    day = run_date or dt.date.today()
+    tables = TrainTables.open(spark, warehouse, config)
     results = {}
     try:
         for model in config.models:
             run_id = new_run_id()
-            results[model] = {"run_id": run_id, "rows": _write(wh, model, k, day, run_id, config)}
+            results[model] = {"run_id": run_id, "rows": _write(tables, model, k, day, run_id, config)}
     finally:
-        wh.close()
+        tables.close()
     return results

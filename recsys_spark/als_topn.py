@@ -1,4 +1,4 @@
-"""Top-K for every user, and the dispatch `recsys topn --model NAME` uses.
+"""ALS top-K for every user from the saved factor tables (`recsys topn --model als`).
 
 ALS is scored in blocks instead of with `recommendForAllUsers`: the item factor matrix is broadcast once, each
 Arrow batch of users (factors plus the list of items they have seen) is cut into blocks, a block's scores are one

@@ -81,7 +81,6 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from recsys_spark.errors import RecsysError
 
 ML_FIRST_TIMESTAMP = 789_652_009  # 1995-01-09 11:46:49 UTC, first rating in ML-25M
 ML_LAST_TIMESTAMP = 1_574_327_703  # 2019-11-21 09:15:03 UTC, last rating in ML-25M
@@ -115,8 +114,10 @@ RATINGS_REASONS = ("malformed", "non_numeric", "rating_out_of_range", "not_half_
 MOVIES_REASONS = ("malformed", "non_numeric", "missing_id", "non_positive")
 
 
-class GenerateError(RecsysError):
+class GenerateError(ValueError):
     """Arguments the generator cannot honour (printed as one line, exit code 2)."""
+
+    exit_code = 2
 
 
 @dataclass(frozen=True)
@@ -836,7 +837,7 @@ def _write_text(path: Path, data: bytes, checksums: dict) -> None:
 def _readme(cfg: GeneratorConfig) -> str:
     return (
         "Summary\n=======\n\n"
-        "SYNTHETIC data in the MovieLens 25M layout, written by `recsys generate` (recsys_spark/generate.py).\n"
+        "SYNTHETIC data in the MovieLens 25M layout, written by `recsys generate` (recsys_data/generate.py).\n"
         "It is not MovieLens data. Files, headers, formats and sort orders follow the MovieLens releases.\n\n"
         f"users={cfg.n_users} movies={cfg.n_items} ratings={cfg.n_ratings} seed={cfg.seed} "
         f"corrupt_fraction={cfg.corrupt_fraction}\n\n"

@@ -1,0 +1,271 @@
+"""The nightly plan: ETL → each configured model's fit and top-N (jobs/catalogue.py) → evaluation.
+
+Every step is one `recsys` command run as its script, `jobs/<file>.py`, so the same plan is what `recsys pipeline`
+runs on this machine (`python jobs/<file>.py …`, one child process per step), what `recsys pipeline --print-plan`
+prints, and what the generated schedulers run on a cluster (`spark-submit jobs/<file>.py …`, `torchrun …
+jobs/train.py …`, `python jobs/topn.py …`; jobs/schedules.py). Only the launcher differs.
+
+A step is skipped when its content fingerprint (its config sections and own overrides, its run date where that
+matters, the fingerprints of the steps it reads, and for the ETL the bytes of the input files) equals the one
+recorded by its last successful run in <warehouse>/_pipeline/state.json. A failed step stops the run; the next run
+starts from it, because everything before it still matches.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import os
+import shlex
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import yaml
+
+from jobs import catalogue
+from jobs.cli import COMMANDS
+from recsys_spark.config import from_mapping
+from recsys_spark.errors import RecsysError
+from recsys_spark.inputs import INPUT_FILES
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent  # the folder holding jobs/: where `jobs/<file>.py` resolves
+
+
+@dataclass(frozen=True)
+class PipelineConfig:
+    """The `pipeline:` section: which catalogue models the nightly run fits, and the list length."""
+
+    spark_models: tuple[str, ...] = tuple(catalogue.pipeline_choices("spark_models"))
+    torch_models: tuple[str, ...] = tuple(catalogue.pipeline_choices("torch_models"))
+    k: int = 100
+
+    def __post_init__(self):
+        for key in ("spark_models", "torch_models"):
+            known = catalogue.pipeline_choices(key)
+            if any(name not in known for name in getattr(self, key)):
+                raise RecsysError(f"pipeline.{key} must be a list drawn from {known}, got {list(getattr(self, key))}")
+        if self.k < 1:
+            raise RecsysError(f"pipeline.k must be a positive integer, got {self.k!r}")
+
+    @classmethod
+    def from_dict(cls, values: dict | None) -> "PipelineConfig":
+        return from_mapping(cls, values, "pipeline")
+
+    def models(self) -> list[catalogue.Model]:
+        """The configured models, in catalogue order."""
+        chosen = {*self.spark_models, *self.torch_models}
+        return [model for name, model in catalogue.MODELS.items() if name in chosen]
+
+
+@dataclass(frozen=True)
+class Run:
+    """What one run's commands say: paths, date, environment and config file (or shell placeholders for them)."""
+
+    data: str
+    warehouse: str
+    run_date: str
+    env: str
+    config_file: str | None = None
+
+    def common(self) -> list[str]:
+        config = ["--config", self.config_file] if self.config_file else []
+        return ["--warehouse", self.warehouse, *config, "--env", self.env]
+
+
+@dataclass
+class Step:
+    name: str
+    command: str                 # the `recsys` command (jobs/cli.py)
+    args: list[str]              # its flags and key=value overrides
+    runtime: str                 # spark | torch | python: how a cluster launches it (LAUNCHERS)
+    depends: list[str] = field(default_factory=list)
+    sections: list[str] = field(default_factory=list)   # config sections that change the step's output
+    per_run_date: bool = False
+    overrides: list[str] = field(default_factory=list)  # the step's own key=value, part of its fingerprint
+    reads_data: bool = False     # the ETL: the input files' bytes are part of its fingerprint
+
+    @property
+    def script(self) -> str:
+        return f"jobs/{COMMANDS[self.command][0].removeprefix('jobs.')}.py"
+
+
+# The steps that prepare data for a family's fit (catalogue.Family.fit_after), besides the ETL.
+PREPARE = {"export-sequences": dict(command="export-sequences", depends=["etl"], sections=["sequences"])}
+EXTRA_SECTIONS = ["etl", "evaluate", "pipeline"]
+
+
+def config_sections() -> list[str]:
+    """Every config section a step of any plan reads (what the pipeline resolves and logs)."""
+    sections = [*EXTRA_SECTIONS, *(s for spec in PREPARE.values() for s in spec["sections"])]
+    for model in catalogue.MODELS.values():
+        sections += [s for s in model.sections if s not in sections]
+    return sections
+
+
+def plan(pipe: PipelineConfig, run: Run) -> list[Step]:
+    """The step graph of one run, in the order the steps run."""
+    common, date = run.common(), ["--run-date", run.run_date]
+    steps = [Step("etl", "etl", ["--data", run.data, *common], "spark", sections=["etl"], reads_data=True)]
+    writes_lists = []  # the steps that write recommendations: what the evaluation reads
+    models = pipe.models()
+    for family in catalogue.FAMILIES:
+        members = [m for m in models if m.family is family]
+        if not members:
+            continue
+        if family.fit_after in PREPARE and family.fit_after not in {s.name for s in steps}:
+            steps.append(Step(family.fit_after, runtime="spark", args=common, **PREPARE[family.fit_after]))
+        one_fit_each = "{model}" in family.fit_step
+        for group in ([[m] for m in members] if one_fit_each else [members]):
+            fill = {"model": group[0].name, "k": str(pipe.k), "run_date": run.run_date,
+                    "models": "[" + ",".join(m.name for m in group) + "]"}
+            overrides = [o.format(**fill) for o in family.fit_overrides] + [o for m in group for o in m.fit_overrides]
+            fit = Step(family.fit_step.format(**fill), family.fit_command,
+                       [*(a.format(**fill) for a in family.fit_args), *common, *overrides], family.fit_runtime,
+                       depends=[family.fit_after], sections=group[0].sections, per_run_date=family.fit_per_run_date,
+                       overrides=overrides)
+            steps.append(fit)
+            if family.topn_runtime is None:
+                writes_lists.append(fit.name)
+                continue
+            for model in group:
+                steps.append(Step(f"topn-{model.name}", "topn",
+                                  ["--model", model.name, "--k", str(pipe.k), *date, *common], family.topn_runtime,
+                                  depends=[fit.name], per_run_date=True))
+                writes_lists.append(steps[-1].name)
+    steps.append(Step("evaluate", "evaluate", [*date, *common], "spark", writes_lists, ["evaluate"],
+                      per_run_date=True))
+    return steps
+
+
+def file_digest(path: Path, chunk: int = 8 << 20) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while block := handle.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def fingerprint(step: Step, cfg: dict, run_date: dt.date, upstream: dict[str, str], data: Path) -> str:
+    """`cfg` is the configuration the step itself resolves (environment < its sections < the run's layer)."""
+    files = [data / spec.name for spec in INPUT_FILES] if step.reads_data else []
+    payload = {
+        "step": step.name,
+        "config": {s: cfg.get(s) for s in step.sections},
+        "overrides": step.overrides,
+        "run_date": run_date.isoformat() if step.per_run_date else None,
+        "upstream": {d: upstream.get(d) for d in step.depends},
+        "files": {p.name: file_digest(p) for p in files if p.exists()},
+    }
+    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+class State:
+    """What the last run of each step was, in <warehouse>/_pipeline/state.json."""
+
+    def __init__(self, warehouse: Path):
+        self.path = warehouse / "_pipeline" / "state.json"
+        self.steps: dict[str, dict] = json.loads(self.path.read_text()) if self.path.exists() else {}
+
+    def succeeded_with(self, name: str) -> str | None:
+        entry = self.steps.get(name) or {}
+        return entry.get("fingerprint") if entry.get("status") == "ok" else None
+
+    def record(self, name: str, fingerprint_: str, status: str) -> None:
+        self.steps[name] = {"fingerprint": fingerprint_, "status": status,
+                            "at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")}
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(self.steps, indent=2, sort_keys=True))
+        tmp.replace(self.path)
+
+
+@dataclass
+class StepResult:
+    name: str
+    status: str  # ran | skipped | failed
+    seconds: float
+    fingerprint: str
+
+
+def local_command(step: Step) -> list[str]:
+    """What `recsys pipeline` runs for a step on this machine (from PROJECT_ROOT): the job's script in this Python.
+    `python jobs/train.py` starts torchrun itself; Spark runs embedded (local mode)."""
+    return [sys.executable, step.script, *step.args]
+
+
+def run_step(step: Step, log_dir: Path, extra_env: dict[str, str]) -> int:
+    """Run the step's local command; its output goes to the console and to <log_dir>/<step>.log."""
+    log_dir.mkdir(parents=True, exist_ok=True)
+    env = {**os.environ, **extra_env, "RECSYS_STEP_NAME": step.name}
+    cmd = local_command(step)
+    with open(log_dir / f"{step.name}.log", "w") as log:
+        log.write("$ " + shlex.join(cmd) + "\n")
+        log.flush()
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env, text=True,
+                                cwd=PROJECT_ROOT)
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            log.write(line)
+            sys.stdout.write(f"  [{step.name}] {line}")
+        return proc.wait()
+
+
+def run_layer_file(warehouse: Path, run_date: dt.date) -> Path:
+    """Where a run's own configuration (its --config file and key=value overrides) is saved for its steps."""
+    return warehouse / "_pipeline" / run_date.isoformat() / "config.yaml"
+
+
+def run_pipeline(
+    data: Path,
+    warehouse: Path,
+    run_layer: dict,
+    resolve: Callable[[list[str]], dict],
+    run_date: dt.date,
+    env_for_steps: dict[str, str] | None = None,
+    force: bool = False,
+    env_name: str = "local",
+    on_step: Callable[[StepResult], None] | None = None,
+    runner: Callable[[Step, Path, dict[str, str]], int] = run_step,
+) -> list[StepResult]:
+    """Run every step in order, skipping the unchanged ones; raise RecsysError naming the step that failed.
+
+    `run_layer` is this run's own configuration (the --config file and key=value overrides): it is saved and handed
+    to every step as its --config, so each step resolves exactly what a user running it by hand would get.
+    `resolve(sections)` returns the configuration a step with those sections resolves. `runner` runs one step
+    (its exit code); the default starts its local command.
+    """
+    config_file = run_layer_file(warehouse, run_date)
+    config_file.parent.mkdir(parents=True, exist_ok=True)
+    config_file.write_text(yaml.safe_dump(run_layer, sort_keys=True))
+    log_dir = config_file.parent / "logs"
+    pipe = PipelineConfig.from_dict(resolve(["pipeline"]).get("pipeline"))
+    run = Run(str(data), str(warehouse), run_date.isoformat(), env_name, str(config_file))
+
+    state = State(warehouse)
+    done: dict[str, str] = {}
+    results: list[StepResult] = []
+    for step in plan(pipe, run):
+        fp = fingerprint(step, resolve(step.sections), run_date, done, data)
+        start = time.monotonic()
+        if not force and state.succeeded_with(step.name) == fp:
+            result = StepResult(step.name, "skipped", 0.0, fp)
+        else:
+            code = runner(step, log_dir, env_for_steps or {})
+            if code != 0:
+                state.record(step.name, fp, "failed")
+                result = StepResult(step.name, "failed", time.monotonic() - start, fp)
+                if on_step:
+                    on_step(result)
+                raise RecsysError(f"pipeline step '{step.name}' failed (exit {code}); log: "
+                                  f"{log_dir / (step.name + '.log')}. The next run starts from '{step.name}'.")
+            state.record(step.name, fp, "ok")
+            result = StepResult(step.name, "ran", time.monotonic() - start, fp)
+        done[step.name] = fp
+        results.append(result)
+        if on_step:
+            on_step(result)
+    return results

@@ -1,0 +1,1 @@
+"""MovieLens-shaped input data without Spark or torch: the synthetic generator behind `recsys generate`."""

@@ -1,0 +1,143 @@
+"""The schema contract: docs/SCHEMAS.md, recsys_spark/schemas.py and recsys_torch/schemas.py say the same, and what
+one side writes the other reads (on conftest's small_warehouse: the real ETL, ALS, baselines, sequence export,
+SASRec training and inference)."""
+from __future__ import annotations
+
+import datetime as dt
+import json
+import re
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+import pytest
+
+import recsys_spark.schemas as spark_side
+import recsys_torch.schemas as torch_side
+from recsys_spark.delta import arrow_schema, table_path
+
+REPO = Path(__file__).resolve().parent.parent
+DOC = REPO / "docs" / "SCHEMAS.md"
+pytestmark = pytest.mark.filterwarnings("ignore::FutureWarning")  # petastorm 0.12 on pyarrow 14's legacy API
+
+SPARK_NAMES = {pa.int64(): "long", pa.int32(): "int", pa.float64(): "double", pa.float32(): "float",
+               pa.string(): "string", pa.date32(): "date", pa.bool_(): "boolean"}
+
+
+def spark_type(t: pa.DataType) -> str:
+    """A Delta table column's type as the document writes it (Spark SQL names)."""
+    return f"array<{spark_type(t.value_type)}>" if pa.types.is_list(t) else SPARK_NAMES[t]
+
+
+def arrow_type(t: pa.DataType) -> str:
+    """A shard column's type as the document writes it (Arrow names)."""
+    return f"list<{arrow_type(t.value_type)}>" if pa.types.is_list(t) else str(t)
+
+
+def columns(schema: pa.Schema, type_name=spark_type) -> list[tuple[str, str]]:
+    """Names and types, without nullability or list item names (which differ between writers, not in meaning)."""
+    return [(field.name, type_name(field.type)) for field in schema]
+
+
+def documented() -> dict[str, list[tuple[str, str]]]:
+    """Every table of docs/SCHEMAS.md by the names in its `###` heading: [(column, type)], in the document's order."""
+    tables: dict[str, list[tuple[str, str]]] = {}
+    names: list[str] = []
+    for line in DOC.read_text().splitlines():
+        if line.startswith("#"):
+            names = [n.rstrip("/") for n in re.findall(r"`([^`]+)`", line)] if line.startswith("### ") else []
+        elif names and line.startswith("|"):
+            cells = [cell.strip() for cell in line.strip().strip("|").split("|")]
+            if cells[0] != "column" and set(cells[0]) != {"-"}:
+                for name in names:
+                    tables.setdefault(name, []).append((cells[0], cells[1].split(",")[0].strip()))
+    return tables
+
+
+def delta_schema(warehouse: Path, name: str) -> pa.Schema:
+    """The schema in a Delta table's log: what its writer committed."""
+    import deltalake
+
+    return arrow_schema(deltalake.DeltaTable(table_path(warehouse, name)))
+
+
+def documented_meta_keys() -> list[str]:
+    block = DOC.read_text().split("### `meta.json`", 1)[1].split("```json", 1)[1].split("```", 1)[0]
+    return [key for key in re.findall(r'"(\w+)":', block) if key not in ("train", "validation", "test", "ncf_train")]
+
+
+def test_the_document_and_the_spark_side_declare_the_same_tables_and_shards():
+    doc = documented()
+    assert set(doc) == set(spark_side.TABLES) | set(spark_side.SHARDS)
+    for name, schema in spark_side.TABLES.items():
+        assert doc[name] == columns(schema), name
+    for name, schema in spark_side.SHARDS.items():
+        assert doc[name] == columns(schema, arrow_type), name
+    assert documented_meta_keys() == list(spark_side.META_KEYS)
+
+
+def test_the_torch_side_declares_what_the_document_says():
+    doc = documented()
+    assert doc["recommendations"] == columns(torch_side.RECOMMENDATIONS)
+    for name, schema in {"train": torch_side.SEQUENCE_ROWS, "ncf_train": torch_side.NCF_ROWS,
+                         "item_map.parquet": torch_side.ITEM_MAP, "user_map.parquet": torch_side.USER_MAP}.items():
+        assert doc[name] == columns(schema, arrow_type), name
+    assert set(torch_side.META_REQUIRED_KEYS) <= set(documented_meta_keys())
+    assert torch_side.SHARD_SCHEMA_VERSION == spark_side.SHARD_SCHEMA_VERSION
+    from recsys_torch.data import EVAL_COLUMNS, NCF_COLUMNS, SEQUENCE_COLUMNS
+
+    assert set(SEQUENCE_COLUMNS) | set(EVAL_COLUMNS) <= set(torch_side.SEQUENCE_ROWS.names)
+    assert set(NCF_COLUMNS) <= set(torch_side.NCF_ROWS.names)
+
+
+def test_spark_writes_every_table_as_declared(spark, small_warehouse):
+    from recsys_spark.baselines import topn
+    from recsys_spark.evaluate import metric_row, write_metrics
+
+    day = dt.date(2030, 1, 1)
+    topn(spark, small_warehouse, "ar2", 3, day, "contract")  # recommendations, transitions_ar1 and _ar2
+    write_metrics([metric_row("ar2", "contract", day, "test", "hr", 3, 0.5)], small_warehouse)
+    for name, schema in spark_side.TABLES.items():
+        assert columns(delta_schema(small_warehouse, name)) == columns(schema), name
+
+
+def test_torch_reads_the_shards_and_table_spark_wrote(small_warehouse):
+    from recsys_torch.data import EVAL_COLUMNS, ShardSpec, make_loader, read_id_map, read_meta
+    from recsys_torch.tables import read_recommendations
+
+    seq_dir = small_warehouse / "sequences"
+    meta = read_meta(seq_dir)
+    assert list(meta) == list(spark_side.META_KEYS)
+    for name in ("train", "validation", "test", "ncf_train"):
+        declared = torch_side.NCF_ROWS if name == "ncf_train" else torch_side.SEQUENCE_ROWS
+        for path in sorted((seq_dir / name).glob("*.parquet")):
+            assert columns(pq.read_schema(path), arrow_type) == columns(declared, arrow_type), path
+    for name, declared in (("item_map", torch_side.ITEM_MAP), ("user_map", torch_side.USER_MAP)):
+        assert columns(pq.read_schema(seq_dir / f"{name}.parquet"), arrow_type) == columns(declared, arrow_type)
+    assert (read_id_map(seq_dir, "user_map", "user_idx", "userId") >= 0).sum() == meta["n_users"]
+    dataset, loader = make_loader(ShardSpec(seq_dir / "test", EVAL_COLUMNS, batch_size=16, shuffle=False))
+    assert sum(len(batch["user_idx"]) for batch in loader) == meta["rows"]["test"]
+    dataset.close()
+
+    recs = read_recommendations(small_warehouse)
+    assert columns(recs.schema) == columns(torch_side.RECOMMENDATIONS)
+    assert len(recs.filter(pc.equal(recs["run_id"], "contract"))) > 0  # the rows Spark wrote (ar2)
+
+
+def test_spark_reads_the_partition_torch_wrote(spark, small_warehouse):
+    from pyspark.sql import functions as F
+
+    from recsys_spark.recommendations import read_recommendations
+    from recsys_torch.infer import topn
+
+    day = dt.date(2030, 1, 2)
+    stats = topn(small_warehouse, "sasrec", k=3, run_date=day, run_id="torch-contract", device="cpu")
+    assert columns(delta_schema(small_warehouse, "recommendations")) == columns(spark_side.RECOMMENDATIONS)
+    rows = read_recommendations(spark, small_warehouse, "sasrec").where(F.col("run_date") == F.lit(day))
+    assert rows.count() == stats["rows"] == 3 * json.loads((small_warehouse / "sequences" / "meta.json")
+                                                           .read_text())["rows"]["test"]
+    from pyspark.sql.pandas.types import from_arrow_type
+
+    assert {f.name: f.dataType.simpleString() for f in rows.schema.fields} == {
+        f.name: from_arrow_type(f.type).simpleString() for f in spark_side.RECOMMENDATIONS}
