@@ -45,6 +45,9 @@ TRANSITIONS_AR1 = pa.schema([("prev_item_idx", pa.int32()), ("next_item_idx", pa
 TRANSITIONS_AR2 = pa.schema([("prev2_item_idx", pa.int32()), *TRANSITIONS_AR1])
 USER_FACTORS = pa.schema([("user_idx", pa.int32()), ("userId", pa.int64()), ("features", pa.list_(pa.float32()))])
 ITEM_FACTORS = pa.schema([("item_idx", pa.int32()), ("movieId", pa.int64()), ("features", pa.list_(pa.float32()))])
+ITEM_EMBEDDINGS = pa.schema([
+    ("model", pa.string()), ("run_date", pa.date32()), ("movieId", pa.int64()), ("vector", pa.list_(pa.float32())),
+])
 
 # ---------------------------------------------------------------------------------------------------------------
 # Sequence shards (`recsys export-sequences` -> `recsys train`)
@@ -65,5 +68,8 @@ TABLES = {"interactions": INTERACTIONS, "items": ITEMS, "users": USERS, "tags": 
           "etl_report": ETL_REPORT, "recommendations": RECOMMENDATIONS, "metrics": METRICS,
           "transitions_ar1": TRANSITIONS_AR1, "transitions_ar2": TRANSITIONS_AR2,
           "als_user_factors": USER_FACTORS, "als_item_factors": ITEM_FACTORS}
+# Written by recsys_torch's top-N step (no Spark code writes them), declared here too so that the contract is one.
+WRITTEN_BY_TORCH = {"item_embeddings": ITEM_EMBEDDINGS}
+TABLES.update(WRITTEN_BY_TORCH)
 SHARDS = {"train": SEQUENCE_ROWS, "validation": SEQUENCE_ROWS, "test": SEQUENCE_ROWS, "ncf_train": NCF_ROWS,
           "item_map.parquet": ITEM_MAP, "user_map.parquet": USER_MAP}

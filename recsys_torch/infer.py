@@ -1,4 +1,5 @@
-"""Full-ranking top-K for every user of the `test/` shard with a trained model -> the `recommendations` table.
+"""Full-ranking top-K for every user of the `test/` shard with a trained model -> the `recommendations` table, and
+the model's item vectors -> the `item_embeddings` table (similar-item look-ups in recsys_serve).
 
 History = train + validation items (the test row's `items`), scored at the row's `query_timestamp`
 (meta.json `last_gap` says what that time is); the user's seen items are excluded before `torch.topk`.
@@ -22,7 +23,11 @@ from recsys_torch.evaluation import eval_batches, score_batch
 from recsys_torch.metrics import mask_seen
 from recsys_torch.models import MODELS, build_model
 from recsys_torch.runtime import autocast, pick_device
-from recsys_torch.tables import write_recommendations
+from recsys_torch.tables import write_item_embeddings, write_recommendations
+
+# The embedding whose rows 1..n_items are a model's item vectors (row 0 is padding): NCF's GMF item embedding, whose
+# dot product with the user's GMF vector is the matrix-factorisation half of its score.
+ITEM_VECTORS = {"sasrec": "item_emb", "ss4rec": "item_emb", "ncf": "item_gmf"}
 
 
 def load_best(warehouse: str | Path, model: str, device: torch.device, model_dir: str | Path | None = None):
@@ -44,6 +49,14 @@ def load_best(warehouse: str | Path, model: str, device: torch.device, model_dir
         raise RecsysError(f"{path} does not fit the current {model} code ({first}): retrain with "
                           f"`recsys train --model {model}`") from None
     return net.eval(), state
+
+
+def item_vectors(net: torch.nn.Module, model: str, movie_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(movieId, vector) of every item in the item map: rows 1..n of the model's item embedding."""
+    weight = getattr(net, ITEM_VECTORS[model]).weight.detach().float().cpu().numpy()
+    item_idx = np.flatnonzero(movie_ids[:len(weight)] >= 0)
+    item_idx = item_idx[item_idx > 0]
+    return movie_ids[item_idx], weight[item_idx]
 
 
 def _as_date(run_date: dt.date | str | None) -> dt.date:
@@ -68,7 +81,8 @@ def topn(warehouse: str | Path, model: str, k: int = 100, run_date: dt.date | st
          run_id: str | None = None, batch_size: int = 1024, device: str = "auto",
          sequences: str | Path | None = None, model_dir: str | Path | None = None, amp: bool = True) -> dict:
     """Write the top-`k` unseen items of every test user as the (model, run_date) partition of
-    `<warehouse>/recommendations`, replacing that partition. Returns stats (users, rows, version, seconds).
+    `<warehouse>/recommendations`, and the model's item vectors as that of `<warehouse>/item_embeddings`, replacing
+    those partitions. Returns stats (users, rows, versions, seconds).
 
     sequences / model_dir: where `recsys train` read its shards and wrote best.pt (train.sequences, train.output);
     amp: bf16 autocast on CUDA, as in training (train.amp)."""
@@ -129,5 +143,7 @@ def topn(warehouse: str | Path, model: str, k: int = 100, run_date: dt.date | st
         "score": pa.array(score[keep], pa.float64()),
     })
     version = write_recommendations(warehouse, table, model, run_date)
+    embeddings_version = write_item_embeddings(warehouse, model, run_date, *item_vectors(net, model, movie_ids))
     return {"model": model, "run_id": run_id, "run_date": run_date.isoformat(), "users": int(len(user_idx)),
-            "rows": n_rows, "k": k, "table_version": version, "seconds": round(time.time() - started, 3)}
+            "rows": n_rows, "k": k, "table_version": version, "item_embeddings_version": embeddings_version,
+            "seconds": round(time.time() - started, 3)}

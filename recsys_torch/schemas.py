@@ -19,8 +19,12 @@ NCF_ROWS = pa.schema([("user_idx", pa.int32()), ("item_idx", pa.int32())])
 ITEM_MAP = pa.schema([("item_idx", pa.int32()), ("movieId", pa.int64())])
 USER_MAP = pa.schema([("user_idx", pa.int32()), ("userId", pa.int64())])
 
-# Written: the (model, run_date) partitions of the one recommendations table.
+# Written: the (model, run_date) partitions of the one recommendations table, and of item_embeddings (the trained
+# item vectors, for similar-item look-ups).
 RECOMMENDATIONS = pa.schema([
     ("model", pa.string()), ("run_id", pa.string()), ("run_date", pa.date32()), ("userId", pa.int64()),
     ("rank", pa.int32()), ("movieId", pa.int64()), ("score", pa.float64()),
+])
+ITEM_EMBEDDINGS = pa.schema([
+    ("model", pa.string()), ("run_date", pa.date32()), ("movieId", pa.int64()), ("vector", pa.list_(pa.float32())),
 ])

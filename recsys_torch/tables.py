@@ -1,33 +1,64 @@
-"""The torch side's Delta writes (delta-rs): the `recommendations` partition of one (model, run_date)."""
+"""The torch side's Delta writes (delta-rs): the (model, run_date) partitions of `recommendations` and
+`item_embeddings`."""
 from __future__ import annotations
 
 import datetime as dt
 from pathlib import Path
 
 import deltalake
+import numpy as np
 import pyarrow as pa
 
+from recsys_torch.schemas import ITEM_EMBEDDINGS as ITEM_EMBEDDINGS_SCHEMA
 from recsys_torch.schemas import RECOMMENDATIONS as RECOMMENDATIONS_SCHEMA
+
+PARTITION_BY = ["model", "run_date"]
 
 
 def recommendations_path(warehouse: str | Path) -> Path:
     return Path(warehouse) / "recommendations"
 
 
-def write_recommendations(warehouse: str | Path, table: pa.Table, model: str, run_date: dt.date) -> int:
-    """Replace the (model, run_date) partition of `<warehouse>/recommendations` with `table` in one commit.
+def item_embeddings_path(warehouse: str | Path) -> Path:
+    return Path(warehouse) / "item_embeddings"
+
+
+def _replace_partition(path: Path, table: pa.Table, schema: pa.Schema, model: str, run_date: dt.date) -> int:
+    """Replace the (model, run_date) partition of the Delta table at `path` with `table` in one commit.
 
     A re-run of the same date replaces its rows instead of appending; older versions stay readable by time travel.
     Returns the new table version.
     """
-    path = recommendations_path(warehouse)
-    table = table.select(RECOMMENDATIONS_SCHEMA.names).cast(RECOMMENDATIONS_SCHEMA)
-    kwargs: dict = {"mode": "overwrite", "partition_by": ["model", "run_date"]}
+    table = table.select(schema.names).cast(schema)
+    kwargs: dict = {"mode": "overwrite", "partition_by": PARTITION_BY}
     if (path / "_delta_log").is_dir():
         model_sql = model.replace("'", "''")
         kwargs["predicate"] = f"model = '{model_sql}' AND run_date = '{run_date.isoformat()}'"
     deltalake.write_deltalake(str(path), table, **kwargs)
     return deltalake.DeltaTable(str(path)).version()
+
+
+def write_recommendations(warehouse: str | Path, table: pa.Table, model: str, run_date: dt.date) -> int:
+    """Replace the (model, run_date) partition of `<warehouse>/recommendations` with `table`; the new version."""
+    return _replace_partition(recommendations_path(warehouse), table, RECOMMENDATIONS_SCHEMA, model, run_date)
+
+
+def write_item_embeddings(warehouse: str | Path, model: str, run_date: dt.date, movie_ids: np.ndarray,
+                          vectors: np.ndarray) -> int:
+    """Replace the (model, run_date) partition of `<warehouse>/item_embeddings`: one row per movie, its vector as
+    float32 (`vectors[i]` belongs to `movie_ids[i]`). Returns the new table version."""
+    vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+    if vectors.ndim != 2 or len(vectors) != len(movie_ids):
+        raise ValueError(f"item_embeddings: {len(movie_ids)} movieIds but vectors of shape {vectors.shape}")
+    n, dim = vectors.shape
+    offsets = pa.array(np.arange(0, n * dim + 1, dim, dtype=np.int32))
+    table = pa.table({
+        "model": pa.array([model] * n, pa.string()),
+        "run_date": pa.array([run_date] * n, pa.date32()),
+        "movieId": pa.array(np.asarray(movie_ids, np.int64)),
+        "vector": pa.ListArray.from_arrays(offsets, pa.array(vectors.reshape(-1))),
+    })
+    return _replace_partition(item_embeddings_path(warehouse), table, ITEM_EMBEDDINGS_SCHEMA, model, run_date)
 
 
 def read_recommendations(warehouse: str | Path, version: int | None = None) -> pa.Table:
