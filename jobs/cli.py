@@ -19,6 +19,7 @@ COMMANDS = {
     "topn": ("jobs.topn", "top-K of one model for every user -> recommendations (Delta)"),
     "evaluate": ("jobs.evaluate", "one evaluator for every model -> metrics (Delta)"),
     "pipeline": ("jobs.pipeline", "the nightly run: every step above, skipping unchanged inputs"),
+    "serve": ("jobs.serve", "read-only API and web page over the warehouse (each model's latest top-N)"),
 }
 
 

@@ -57,6 +57,49 @@ def ml_small_warehouse(spark, ml_small, tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def served_warehouse(spark, ml_small_warehouse, tmp_path_factory) -> dict:
+    """ml_small_warehouse plus what `recsys serve` reads (tests/serve_warehouse.py): {"warehouse", "reports"};
+    tests must treat it as read-only (copy it to change it)."""
+    from serve_warehouse import build
+
+    return build(spark, ml_small_warehouse, tmp_path_factory.mktemp("served"))
+
+
+@pytest.fixture(scope="session")
+def served_url(served_warehouse, tmp_path_factory) -> str:
+    """`recsys serve` over served_warehouse in its own process on a free loopback port, for the tests that need a
+    real HTTP server (the browser, the schema fuzzer); its base URL."""
+    import socket
+    import subprocess
+    import time
+    import urllib.request
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    log = tmp_path_factory.mktemp("served_url") / "serve.log"
+    with log.open("w") as out:
+        server = subprocess.Popen(
+            [sys.executable, "-m", "jobs.cli", "serve", "--warehouse", str(served_warehouse["warehouse"]),
+             "--reports", str(served_warehouse["reports"]), "--port", str(port), "--reload-interval", "0"],
+            cwd=REPO, stdout=out, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 120
+    while True:
+        try:
+            with urllib.request.urlopen(url + "/health", timeout=2):
+                break
+        except OSError:
+            if server.poll() is not None or time.monotonic() > deadline:
+                server.kill()
+                pytest.fail(f"recsys serve did not start: {log.read_text()[-3000:]}")
+            time.sleep(0.2)
+    yield url
+    server.terminate()
+    server.wait(timeout=30)
+
+
+@pytest.fixture(scope="session")
 def small_warehouse(spark, tmp_path_factory) -> Path:
     """Small generated data through the real ETL, with what every family's top-N reads: ALS factors (`als`), the
     sequence shards and a trained SASRec. Tests may add partitions of their own to `recommendations`, nothing else."""

@@ -1,0 +1,74 @@
+"""`recsys serve --warehouse DIR [--host 127.0.0.1] [--port 8000]`: the read-only API and web page (recsys_serve).
+
+Loads each model's latest lists, the users' recent history and the catalogue from the warehouse's Delta tables,
+then answers until stopped; a new run date committed by the nightly job is picked up without a restart (the
+tables' Delta versions are checked every --reload-interval seconds). Imports neither Spark nor torch.
+"""
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import logging
+import sys
+from pathlib import Path
+
+if __package__ in (None, ""):  # run as a script: make the repository importable
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from jobs.common import guarded  # noqa: E402
+from recsys_serve.errors import ServeError  # noqa: E402
+
+
+class _OneLineErrors(argparse.ArgumentParser):
+    def error(self, message: str):
+        self.exit(2, f"error: {message} (see --help)\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _OneLineErrors(prog="recsys serve", description="Serve the warehouse's recommendations: API and web page.")
+    p.add_argument("--warehouse", required=True, help="the warehouse directory the nightly run writes")
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default: loopback only)")
+    p.add_argument("--port", type=int, default=8000, help="port (default 8000)")
+    p.add_argument("--reports", default="reports", help="where the pipeline wrote reports/<run_date>/ (plots)")
+    p.add_argument("--reload-interval", type=float, default=10.0,
+                   help="seconds between checks of the tables' Delta versions (0: never reload)")
+    p.add_argument("--history", type=int, default=10, help="last rated movies shown per user (default 10)")
+    return p
+
+
+@guarded
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    if not 0 <= args.port <= 65535:
+        raise ServeError(f"--port must be 0..65535, got {args.port}")
+    if args.reload_interval < 0 or args.history < 0:
+        raise ServeError("--reload-interval and --history must not be negative")
+    from recsys_serve.reader import Warehouse
+    from recsys_serve.store import SERVED_TABLES
+
+    warehouse = Warehouse(args.warehouse)  # a missing directory or table is one line here, not a server traceback
+    try:
+        warehouse.require(*SERVED_TABLES)
+    finally:
+        warehouse.close()
+    try:
+        loopback = ipaddress.ip_address(args.host).is_loopback
+    except ValueError:
+        loopback = args.host == "localhost"
+    if not loopback:
+        print(f"warning: binding {args.host}, not loopback: anyone who can reach it can read the warehouse's lists",
+              file=sys.stderr)
+
+    import uvicorn
+
+    from recsys_serve.api import create_app
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    app = create_app(args.warehouse, reload_interval=args.reload_interval, reports=args.reports,
+                     history_len=args.history)
+    uvicorn.run(app, host=args.host, port=args.port, access_log=False, log_level="info")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,222 @@
+"""The FastAPI application: read-only endpoints over the warehouse, and the web page at `/`.
+
+Every answer comes from the Store's current snapshot (recsys_serve.store); the latest lists are in memory, so those
+handlers are plain coroutines. What may read the warehouse (an older run date, a model's item vectors the first
+time) runs in the thread pool. Bad input is a 4xx whose body is one line ({"detail": ...}), never a 500.
+"""
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import enum
+import re
+from pathlib import Path as FilePath
+from typing import Annotated
+
+from fastapi import FastAPI, Path, Query, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse
+from fastapi.staticfiles import StaticFiles
+
+from jobs import catalogue
+from recsys_serve import responses as r
+from recsys_serve.errors import BadRequest, NotFound
+from recsys_serve.reader import Warehouse
+from recsys_serve.store import Snapshot, Store
+
+STATIC = FilePath(__file__).parent / "static"
+MAX_ID = 2**63 - 1  # ids are Delta `long`s
+MAX_K = 100
+DATE_PATTERN = r"^\d{4}-\d{2}-\d{2}$"
+ERRORS = {404: {"model": r.Error, "description": "no such user, movie, model or run date in this warehouse"},
+          422: {"model": r.Error, "description": "a malformed or out-of-range request value"}}
+
+
+class ReportPlot(str, enum.Enum):
+    """The plots recsys_spark.report writes beside reports/<run_date>/report.md."""
+
+    ndcg_hr = "ndcg_hr.png"
+    metric_at_k = "metric_at_k.png"
+    training_curves = "training_curves.png"
+
+
+# The catalogue's names, and als_<name> for an ALS fitted under another name: the schema says exactly what exists.
+MODEL_PATTERN = "^(?:" + "|".join(catalogue.names()) + "|als_[a-z0-9_]{1,60})$"
+ModelName = Annotated[str, Query(pattern=MODEL_PATTERN, description="a model of the catalogue (jobs/catalogue.py)")]
+# Text checked here rather than pydantic's date, which also takes a number as seconds since 1970.
+RunDate = Annotated[str | None, Query(pattern=DATE_PATTERN, json_schema_extra={"format": "date"},
+                                      description="YYYY-MM-DD; default: the latest")]
+TopK = Annotated[int, Query(ge=1, le=MAX_K, description="list length")]
+
+
+def create_app(warehouse: str | FilePath, reload_interval: float = 10.0, reports: str | FilePath | None = None,
+               history_len: int = 10) -> FastAPI:
+    """The app over `warehouse`; it loads the served tables at start-up and checks their Delta versions every
+    `reload_interval` seconds (0: never). `reports`: where recsys_spark.report wrote reports/<run_date>/."""
+    state: dict[str, Store] = {}
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_app: FastAPI):
+        store = Store(Warehouse(warehouse), history_len=history_len)
+        await run_in_threadpool(store.load)
+        store.start_reloading(reload_interval)
+        state["store"] = store
+        try:
+            yield
+        finally:
+            store.stop()
+            store.warehouse.close()
+
+    app = FastAPI(title="recsys", version="1", lifespan=lifespan,
+                  description="Read-only API over the nightly recommendations warehouse (Delta tables).")
+    app.mount("/static", StaticFiles(directory=STATIC), name="static")
+
+    @app.exception_handler(NotFound)
+    async def not_found(_request: Request, exc: NotFound):
+        return JSONResponse({"detail": str(exc)}, status_code=404)
+
+    @app.exception_handler(BadRequest)
+    async def bad_request(_request: Request, exc: BadRequest):
+        return JSONResponse({"detail": str(exc)}, status_code=422)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(_request: Request, exc: RequestValidationError):
+        return JSONResponse({"detail": one_line(exc)}, status_code=422)
+
+    def store() -> Store:
+        return state["store"]
+
+    @app.get("/", include_in_schema=False)
+    async def page():
+        return HTMLResponse((STATIC / "index.html").read_text())
+
+    @app.get("/health", response_model=r.Health)
+    async def health():
+        snap = store().snapshot
+        return {"status": "ok", "models": len(snap.latest), "users": len(snap.histories.user_ids),
+                "items": len(snap.catalogue.movie_ids), "reloads": store().reloads, "versions": snap.versions,
+                "loaded_at": dt.datetime.fromtimestamp(snap.loaded_at, dt.timezone.utc)}
+
+    @app.get("/models", response_model=r.Models)
+    async def models():
+        snap = store().snapshot
+        return {"models": [model_info(store(), snap, name) for name in snap.latest],
+                "report_plots": [p.value for p in ReportPlot if latest_report(reports, p) is not None]}
+
+    @app.get("/users", response_model=r.Users, responses=ERRORS)
+    async def users(prefix: Annotated[str, Query(pattern=r"^[0-9]{0,19}$", description="userId starts with")] = "",
+                    limit: Annotated[int, Query(ge=1, le=100)] = 20):
+        histories = store().snapshot.histories
+        positions = histories.with_prefix(prefix)
+        return {"users": [{"userId": int(histories.user_ids[p]), "n_interactions": int(histories.n_interactions[p])}
+                          for p in positions[:limit]], "total": len(positions)}
+
+    @app.get("/users/{userId}/recommendations", response_model=r.Recommendations, responses=ERRORS)
+    async def recommendations(userId: Annotated[int, Path(ge=0, le=MAX_ID)], model: ModelName,  # noqa: N803
+                              k: TopK = 10,
+                              run_date: RunDate = None):
+        s = store()
+        snap = s.snapshot
+        day = parse_date(run_date)
+        user = snap.histories.position(userId)
+        if user is None:
+            raise NotFound(f"unknown user {userId}")
+        if s.needs_loading(snap, model, day):
+            lists = await run_in_threadpool(s.top_lists, snap, model, day)
+        else:
+            lists = s.top_lists(snap, model, day)
+        return user_lists(snap, lists, userId, user, model, k)
+
+    @app.get("/items/{movieId}/similar", response_model=r.Similar, responses=ERRORS)
+    def similar(movieId: Annotated[int, Path(ge=0, le=MAX_ID)], model: ModelName, k: TopK = 10):  # noqa: N803
+        s = store()
+        snap = s.snapshot
+        pos = snap.catalogue.position(movieId)
+        if pos is None:
+            raise NotFound(f"unknown movie {movieId}")
+        vectors = s.vectors(snap, model)
+        found = vectors.similar(pos, k)
+        if found is None:
+            raise NotFound(f"movie {movieId} has no vector in {model}'s {vectors.source}")
+        cat = snap.catalogue
+        return {"model": model, "source": vectors.source, "run_date": vectors.run_date, "item": cat.movie(pos),
+                "items": [{**cat.movie(p), "rank": i + 1, "similarity": float(c)}
+                          for i, (p, c) in enumerate(zip(*found))]}
+
+    @app.get("/report/{plot}", response_class=FileResponse, responses=ERRORS)
+    async def report_plot(plot: ReportPlot):
+        path = latest_report(reports, plot)
+        if path is None:
+            raise NotFound(f"no comparison report has {plot.value} (the pipeline writes reports/<run_date>/)")
+        return FileResponse(path, media_type="image/png")
+
+    return app
+
+
+def one_line(exc: RequestValidationError) -> str:
+    first = exc.errors()[0]
+    where = ".".join(str(part) for part in first.get("loc", ()))
+    if where == "query.model" and first.get("type") == "string_pattern_mismatch":
+        return f"query.model: unknown model {first.get('input')!r}; one of: {', '.join(catalogue.names())} " \
+               "(or als_<name> for an ALS variant)"
+    more = f" (and {len(exc.errors()) - 1} more)" if len(exc.errors()) > 1 else ""
+    return f"{where}: {first.get('msg', 'invalid value')}{more}"
+
+
+def parse_date(value: str | None) -> dt.date | None:
+    if value is None:
+        return None
+    try:
+        return dt.date.fromisoformat(value)
+    except ValueError:
+        raise BadRequest(f"run_date {value!r} is not a date (YYYY-MM-DD)") from None
+
+
+def model_info(store: Store, snap: Snapshot, name: str) -> dict:
+    model = store.model(name)
+    lists = snap.latest[name]
+    metrics = snap.metrics.get(name, [])
+    return {"name": name, "family": model.family.name, "summary": model.summary, "run_date": lists.run_date,
+            "run_id": lists.run_id, "run_dates": snap.run_dates(name), "users": lists.users, "max_k": lists.max_k,
+            "similar_items": snap.has_vectors(name),
+            "metrics_run_date": metrics[0]["run_date"] if metrics else None, "metrics": metrics}
+
+
+def user_lists(snap: Snapshot, lists, user_id: int, user: int, model: str, k: int) -> dict:
+    cat, histories = snap.catalogue, snap.histories
+    held = int(histories.held_out_pos[user])
+    found = lists.of(user, k)
+    if found is None:
+        positions, scores = histories.fallback(user, k)
+        run_date = run_id = None
+        fallback = "popularity"
+    else:
+        (positions, scores), run_date, run_id, fallback = found, lists.run_date, lists.run_id, None
+    items = [{**cat.movie(p), "rank": i + 1, "score": float(s), "held_out": p == held}
+             for i, (p, s) in enumerate(zip(positions.tolist(), scores.tolist()))]
+    history = histories.history(user)
+    return {
+        "userId": user_id, "model": model, "run_date": run_date, "run_id": run_id, "fallback": fallback, "k": k,
+        "items": items,
+        "held_out": None if held < 0 else {**cat.movie(held), "rating": float(histories.held_out_rating[user]),
+                                           "timestamp": int(histories.held_out_timestamp[user])},
+        "held_out_rank": next((item["rank"] for item in items if item["held_out"]), None),
+        "history": [{**cat.movie(p), "rating": float(rating), "timestamp": int(ts)}
+                    for p, rating, ts in zip(histories.item_pos[history].tolist(),
+                                             histories.rating[history].tolist(),
+                                             histories.timestamp[history].tolist())],
+    }
+
+
+REPORT_DIR = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+
+
+def latest_report(reports: str | FilePath | None, plot: ReportPlot) -> FilePath | None:
+    """The plot of the newest reports/<run_date>/ that has it (the directory names come from listing it)."""
+    if reports is None or not FilePath(reports).is_dir():
+        return None
+    for directory in sorted((d for d in FilePath(reports).iterdir() if REPORT_DIR.match(d.name)), reverse=True):
+        if (directory / plot.value).is_file():
+            return directory / plot.value
+    return None

@@ -1,0 +1,14 @@
+"""What a user of `recsys serve` can get wrong, as one line: exit 2 on the command line, a 4xx in the API."""
+from __future__ import annotations
+
+
+class ServeError(Exception):
+    exit_code = 2
+
+
+class NotFound(ServeError):
+    """A user, movie, model or run date the warehouse does not have (404)."""
+
+
+class BadRequest(ServeError):
+    """A request value that can never be right (422)."""

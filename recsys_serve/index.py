@@ -1,0 +1,233 @@
+"""What the API answers from: the served tables loaded once into numpy arrays keyed by position.
+
+A request is a binary search for the user (or movie) and a slice; nothing is read from disk while serving the
+latest lists. Movies are referred to by their position in the Catalogue (int32), users by their position in the
+Histories, so that a model's 100 x 162k list costs 8 bytes a row (position + float32 score).
+"""
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+
+import numpy as np
+
+from recsys_serve.reader import Warehouse
+
+HISTORY_SPLITS = ("train", "validation")  # what the user had rated before the held-out test item
+POPULAR_LEN = 100  # the fallback list's length, the largest k served
+
+
+def _lookup(sorted_ids: np.ndarray, value: int) -> int | None:
+    pos = int(np.searchsorted(sorted_ids, value))
+    return pos if pos < len(sorted_ids) and sorted_ids[pos] == value else None
+
+
+def _positions(sorted_ids: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """Positions of `values` in `sorted_ids` (int32; -1 where absent)."""
+    pos = np.searchsorted(sorted_ids, values)
+    found = pos < len(sorted_ids)
+    found[found] = sorted_ids[pos[found]] == values[found]
+    return np.where(found, pos, -1).astype(np.int32)
+
+
+@dataclass(frozen=True)
+class Catalogue:
+    """The `items` table, sorted by movieId."""
+
+    movie_ids: np.ndarray  # int64, ascending
+    titles: list[str]
+    genres: list[list[str]]
+    years: list[int | None]
+
+    @classmethod
+    def load(cls, warehouse: Warehouse) -> "Catalogue":
+        cols = warehouse.query("SELECT movieId, title, genres, year FROM {items} ORDER BY movieId", items="items")
+        years = [None if np.ma.is_masked(y) else int(y) for y in cols["year"]]
+        return cls(np.asarray(cols["movieId"], np.int64), [str(t) for t in cols["title"]],
+                   [list(g) if g is not None else [] for g in cols["genres"]], years)
+
+    def position(self, movie_id: int) -> int | None:
+        return _lookup(self.movie_ids, movie_id)
+
+    def positions(self, movie_ids: np.ndarray) -> np.ndarray:
+        return _positions(self.movie_ids, np.asarray(movie_ids, np.int64))
+
+    def movie(self, pos: int) -> dict:
+        return {"movieId": int(self.movie_ids[pos]), "title": self.titles[pos], "genres": self.genres[pos],
+                "year": self.years[pos]}
+
+
+@dataclass(frozen=True)
+class Histories:
+    """Every user of `users`, with their last `length` rated movies before the test item (newest first), the
+    held-out test item, and what each has seen in train and validation (the fallback list leaves it out)."""
+
+    user_ids: np.ndarray  # int64, ascending
+    n_interactions: np.ndarray  # int64
+    offsets: np.ndarray  # int64, len(user_ids) + 1: the user's rows in the arrays below
+    item_pos: np.ndarray  # int32 catalogue positions
+    rating: np.ndarray  # float32
+    timestamp: np.ndarray  # int64
+    held_out_pos: np.ndarray  # int32 per user, -1: none
+    held_out_rating: np.ndarray
+    held_out_timestamp: np.ndarray
+    popular: np.ndarray  # int32 catalogue positions: the most-rated train items, most first (ties by movieId)
+    popular_count: np.ndarray  # their train ratings
+    by_text: np.ndarray  # user positions in the order of their ids as text (prefix search)
+    id_text: np.ndarray  # the ids as text, in that order
+
+    @classmethod
+    def load(cls, warehouse: Warehouse, catalogue: Catalogue, length: int = 10) -> "Histories":
+        users = warehouse.query("SELECT userId, n_interactions FROM {users} ORDER BY userId", users="users")
+        user_ids = np.asarray(users["userId"], np.int64)
+        # The last `length` + 1 rows of each user: seq counts accepted ratings 1..n_interactions, the last is test.
+        rows = warehouse.query(
+            "SELECT i.userId, i.movieId, i.rating, i.timestamp, i.split FROM {interactions} i "
+            "JOIN {users} u ON i.userId = u.userId WHERE i.seq > u.n_interactions - ? "
+            "ORDER BY i.userId, i.seq DESC", [length + 1], interactions="interactions", users="users")
+        user_pos = _positions(user_ids, rows["userId"])
+        item_pos = catalogue.positions(rows["movieId"])
+        is_test = rows["split"] == "test"
+        keep = (user_pos >= 0) & (item_pos >= 0)
+        seen = keep & np.isin(rows["split"], HISTORY_SPLITS)
+        held_out_pos = np.full(len(user_ids), -1, np.int32)
+        held_out_rating = np.zeros(len(user_ids), np.float32)
+        held_out_timestamp = np.zeros(len(user_ids), np.int64)
+        test = keep & is_test
+        held_out_pos[user_pos[test]] = item_pos[test]
+        held_out_rating[user_pos[test]] = rows["rating"][test]
+        held_out_timestamp[user_pos[test]] = rows["timestamp"][test]
+        # At most `length` history rows per user: the rows are the user's newest first.
+        counts = np.bincount(user_pos[seen], minlength=len(user_ids))
+        rank_in_user = np.arange(int(seen.sum())) - np.repeat(np.cumsum(counts) - counts, counts)
+        short = rank_in_user < length
+        offsets = np.concatenate([[0], np.cumsum(np.minimum(counts, length))]).astype(np.int64)
+        popular = warehouse.query(
+            "SELECT movieId, count(*) AS n FROM {interactions} WHERE split = 'train' GROUP BY movieId "
+            "ORDER BY n DESC, movieId LIMIT ?", [POPULAR_LEN + length], interactions="interactions")
+        popular_pos = catalogue.positions(popular["movieId"])
+        id_text = user_ids.astype(str)
+        by_text = np.argsort(id_text, kind="stable")
+        return cls(user_ids, np.asarray(users["n_interactions"], np.int64), offsets,
+                   item_pos[seen][short], rows["rating"][seen][short].astype(np.float32),
+                   rows["timestamp"][seen][short].astype(np.int64), held_out_pos, held_out_rating,
+                   held_out_timestamp, popular_pos[popular_pos >= 0],
+                   np.asarray(popular["n"], np.float64)[popular_pos >= 0], by_text, id_text[by_text])
+
+    def position(self, user_id: int) -> int | None:
+        return _lookup(self.user_ids, user_id)
+
+    def history(self, user_pos: int) -> slice:
+        return slice(int(self.offsets[user_pos]), int(self.offsets[user_pos + 1]))
+
+    def fallback(self, user_pos: int, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """The most-rated train items (positions, their train ratings) but those in the user's kept history."""
+        unseen = ~np.isin(self.popular, self.item_pos[self.history(user_pos)])
+        return self.popular[unseen][:k], self.popular_count[unseen][:k]
+
+    def with_prefix(self, prefix: str) -> np.ndarray:
+        """Positions of the users whose id, as text, starts with `prefix` (in text order)."""
+        if not prefix:
+            return self.by_text
+        start = np.searchsorted(self.id_text, prefix, side="left")
+        end = np.searchsorted(self.id_text, prefix + "\U0010ffff", side="left")
+        return self.by_text[start:end]
+
+
+@dataclass(frozen=True)
+class TopLists:
+    """One (model, run_date) partition of `recommendations`: each user's ranked list, by Histories position."""
+
+    model: str
+    run_date: dt.date
+    run_id: str
+    files: tuple[str, ...]  # the partition's data files when it was loaded
+    offsets: np.ndarray  # int64, n_users + 1
+    item_pos: np.ndarray  # int32 catalogue positions, rank order
+    score: np.ndarray  # float32
+
+    @property
+    def users(self) -> int:
+        return int(np.count_nonzero(np.diff(self.offsets)))
+
+    @property
+    def max_k(self) -> int:
+        return int(np.diff(self.offsets).max(initial=0))
+
+    @classmethod
+    def load(cls, warehouse: Warehouse, histories: Histories, catalogue: Catalogue, model: str, run_date: dt.date,
+             files: tuple[str, ...]) -> "TopLists":
+        where = "WHERE model = ? AND run_date = ?"
+        rows = warehouse.query(f"SELECT userId, rank, movieId, score FROM {{recs}} {where}", [model, run_date],
+                               recs="recommendations")
+        run_ids = warehouse.query(f"SELECT DISTINCT run_id FROM {{recs}} {where}", [model, run_date],
+                                  recs="recommendations")["run_id"]
+        user_pos = _positions(histories.user_ids, rows["userId"])
+        item_pos = catalogue.positions(rows["movieId"])
+        keep = (user_pos >= 0) & (item_pos >= 0)
+        user_pos, item_pos = user_pos[keep], item_pos[keep]
+        rank, score = rows["rank"][keep], rows["score"][keep].astype(np.float32)
+        order = np.lexsort((rank, user_pos))  # rows arrive in no particular order
+        counts = np.bincount(user_pos, minlength=len(histories.user_ids))
+        offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+        return cls(model, run_date, ",".join(sorted(str(r) for r in run_ids)), files, offsets,
+                   item_pos[order], score[order])
+
+    def of(self, user_pos: int, k: int) -> tuple[np.ndarray, np.ndarray] | None:
+        """The user's first k (catalogue positions, scores); None when the run did not cover the user."""
+        start, end = int(self.offsets[user_pos]), int(self.offsets[user_pos + 1])
+        if start == end:
+            return None
+        end = min(end, start + k)
+        return self.item_pos[start:end], self.score[start:end]
+
+
+@dataclass(frozen=True)
+class ItemVectors:
+    """A model's item vectors, scaled to unit length: exact cosine search (one matrix-vector product; at 59k items
+    and 64 dimensions about a millisecond, so no approximate index is needed)."""
+
+    source: str  # the table they came from
+    run_date: dt.date | None  # None for ALS factors (a fit replaces them)
+    item_pos: np.ndarray  # int32 catalogue positions, one per row
+    unit: np.ndarray  # float32 [rows, dim]
+    row_of: np.ndarray  # int32 per catalogue position: its row, -1 without a vector
+
+    @classmethod
+    def from_rows(cls, source: str, run_date: dt.date | None, catalogue: Catalogue, movie_ids: np.ndarray,
+                  vectors: np.ndarray) -> "ItemVectors":
+        item_pos = catalogue.positions(movie_ids)
+        keep = item_pos >= 0
+        matrix = np.stack(vectors[keep]).astype(np.float32) if keep.any() else np.zeros((0, 1), np.float32)
+        norms = np.linalg.norm(matrix, axis=1, keepdims=True)
+        unit = matrix / np.where(norms > 0, norms, 1)
+        row_of = np.full(len(catalogue.movie_ids), -1, np.int32)
+        row_of[item_pos[keep]] = np.arange(int(keep.sum()), dtype=np.int32)
+        return cls(source, run_date, item_pos[keep], unit, row_of)
+
+    @classmethod
+    def load_factors(cls, warehouse: Warehouse, catalogue: Catalogue, table: str) -> "ItemVectors":
+        rows = warehouse.query("SELECT movieId, features FROM {t}", t=table)
+        return cls.from_rows(table, None, catalogue, rows["movieId"], rows["features"])
+
+    @classmethod
+    def load_embeddings(cls, warehouse: Warehouse, catalogue: Catalogue, model: str,
+                        run_date: dt.date) -> "ItemVectors":
+        rows = warehouse.query("SELECT movieId, vector FROM {t} WHERE model = ? AND run_date = ?", [model, run_date],
+                               t="item_embeddings")
+        return cls.from_rows("item_embeddings", run_date, catalogue, rows["movieId"], rows["vector"])
+
+    def similar(self, pos: int, k: int) -> tuple[np.ndarray, np.ndarray] | None:
+        """The k items of highest cosine similarity to the item at catalogue position `pos` (itself left out);
+        None when the item has no vector."""
+        row = int(self.row_of[pos])
+        if row < 0:
+            return None
+        cosine = self.unit @ self.unit[row]
+        cosine[row] = -np.inf
+        k = min(k, len(cosine) - 1)
+        if k <= 0:
+            return np.zeros(0, np.int32), np.zeros(0, np.float32)
+        top = np.argpartition(-cosine, k - 1)[:k]
+        top = top[np.lexsort((self.item_pos[top], -cosine[top]))]
+        return self.item_pos[top], cosine[top]

@@ -1,0 +1,104 @@
+"""Reading the warehouse's Delta tables without Spark.
+
+Rows come through DuckDB's delta extension, loaded from the `duckdb-extension-delta` wheel's file (never downloaded:
+auto-install and auto-load are off); the table versions and the partitions' files, which say when something must be
+reloaded, come from the Delta log through delta-rs. delta-rs' own readers are not used for rows: under pyarrow 14
+they cannot filter a partitioned table. Table names come from this code or from listing the warehouse, never from a
+request.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import re
+import threading
+from pathlib import Path
+
+import deltalake
+import duckdb
+import duckdb_extension_delta
+import numpy as np
+
+from recsys_serve.errors import ServeError
+
+DELTA_EXTENSION = (Path(duckdb_extension_delta.__file__).parent / "extensions" / f"v{duckdb.__version__}"
+                   / "delta.duckdb_extension")
+TABLE_NAME = re.compile(r"^[A-Za-z0-9_]+$")
+FACTORS_SUFFIX = "_item_factors"
+
+
+class Warehouse:
+    """One warehouse directory: versions, partitions and queries of its Delta tables."""
+
+    def __init__(self, root: str | Path, threads: int = 2, memory_limit: str = "2GB"):
+        self.root = Path(root).resolve()
+        if not self.root.is_dir():
+            raise ServeError(f"warehouse not found: {self.root}")
+        if not DELTA_EXTENSION.is_file():
+            raise ServeError(f"DuckDB's delta extension is missing: {DELTA_EXTENSION} (pip install "
+                             f"duckdb-extension-delta=={duckdb.__version__})")
+        self._con = duckdb.connect(config={
+            "autoinstall_known_extensions": False, "autoload_known_extensions": False,
+            "threads": threads, "memory_limit": memory_limit, "enable_external_access": True,
+        })
+        self._con.execute(f"LOAD '{DELTA_EXTENSION}'")
+        self._lock = threading.Lock()
+
+    def close(self) -> None:
+        self._con.close()
+
+    def path(self, table: str) -> Path:
+        if not TABLE_NAME.match(table):
+            raise ValueError(f"not a table name: {table!r}")
+        return self.root / table
+
+    def exists(self, table: str) -> bool:
+        return (self.path(table) / "_delta_log").is_dir()
+
+    def require(self, *tables: str) -> None:
+        missing = [t for t in tables if not self.exists(t)]
+        if missing:
+            raise ServeError(f"{self.root} has no Delta table {', '.join(missing)} (run `recsys pipeline` first)")
+
+    def version(self, table: str) -> int | None:
+        """The table's latest committed version; None when it does not exist."""
+        if not self.exists(table):
+            return None
+        return deltalake.DeltaTable(str(self.path(table))).version()
+
+    def partitions(self, table: str) -> dict[tuple[str, dt.date], tuple[str, ...]]:
+        """{(model, run_date): its data files} of a table partitioned by model and run_date. The files say whether a
+        partition was rewritten (a re-run of the same date commits new files)."""
+        if not self.exists(table):
+            return {}
+        delta = deltalake.DeltaTable(str(self.path(table)))
+        parts = {}
+        for values in delta.partitions():
+            key = (values["model"], dt.date.fromisoformat(values["run_date"]))
+            files = delta.file_uris(partition_filters=[("model", "=", key[0]), ("run_date", "=", values["run_date"])])
+            parts[key] = tuple(sorted(files))
+        return parts
+
+    def factor_tables(self) -> dict[str, str]:
+        """{ALS model: its `<model>_item_factors` table}, as found in the warehouse."""
+        return {p.name[:-len(FACTORS_SUFFIX)]: p.name for p in sorted(self.root.glob(f"*{FACTORS_SUFFIX}"))
+                if TABLE_NAME.match(p.name) and (p / "_delta_log").is_dir()}
+
+    def query(self, sql: str, params: list | None = None, **tables: str) -> dict[str, np.ndarray]:
+        """Run `sql`, in which `{name}` stands for the Delta table `tables[name]`; columns as numpy arrays."""
+        scans = {name: _delta_scan(self.path(table)) for name, table in tables.items()}
+        with self._lock:
+            return self._con.execute(sql.format(**scans), params or []).fetchnumpy()
+
+    def frame(self, sql: str, params: list | None = None, **tables: str):
+        """`query`, as a pandas DataFrame (for the notebooks)."""
+        scans = {name: _delta_scan(self.path(table)) for name, table in tables.items()}
+        with self._lock:
+            return self._con.execute(sql.format(**scans), params or []).df()
+
+    def tables(self) -> list[str]:
+        """The Delta tables in the warehouse, by name."""
+        return sorted(p.name for p in self.root.iterdir() if TABLE_NAME.match(p.name) and self.exists(p.name))
+
+
+def _delta_scan(path: Path) -> str:
+    return "delta_scan('" + str(path).replace("'", "''") + "')"
