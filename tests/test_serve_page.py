@@ -1,0 +1,92 @@
+"""The web page at `/` in a real headless browser: Debian's chromium driven by playwright (its own browser download
+cannot work here, so `executable_path` points at the system one) against `recsys serve` over the ml-latest-small
+serving warehouse. A screenshot is saved in the test's tmp directory as an artifact."""
+from __future__ import annotations
+
+import os
+import shutil
+
+import pytest
+
+from serve_warehouse import SERVED_MODELS
+
+CHROMIUM = os.environ.get("RECSYS_CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+@pytest.fixture(scope="module")
+def browser():
+    if CHROMIUM is None:
+        pytest.fail("no chromium on PATH (scripts/setup.sh installs Debian's `chromium`; or set RECSYS_CHROMIUM)")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True)
+        yield browser
+        browser.close()
+
+
+def test_pick_a_user_and_see_every_models_list(browser, served_url, tmp_path):
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    errors = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    page.goto(served_url + "/")
+    page.wait_for_selector("body[data-ready=true]", timeout=20_000)
+    assert page.locator("#models tbody tr").count() == len(SERVED_MODELS)
+    assert "[" in page.locator("#models tbody tr").first.inner_text()  # an interval beside each metric
+
+    page.fill("#user-input", "1")
+    page.click("#show-user")
+    page.wait_for_selector("#user-view:not([hidden]) .model-list", timeout=20_000)
+    lists = page.locator(".model-list")
+    assert lists.count() == len(SERVED_MODELS) >= 3
+    for i in range(lists.count()):
+        assert lists.nth(i).locator("li").count() == 10
+    assert page.locator("#history tbody tr").count() == 10
+    assert page.locator("#user-id").inner_text() == "1"
+
+    page.locator(".model-list[data-model=als] li").first.click()  # similar movies by the ALS factors
+    page.wait_for_selector("#similar-view:not([hidden]) #similar-list li", timeout=20_000)
+    assert page.locator("#similar-list li").count() == 10
+
+    page.fill("#user-input", "abc")
+    page.click("#show-user")
+    assert page.locator("#error").inner_text() == "a userId is a number"
+
+    screenshot = tmp_path / "serve_page.png"
+    page.locator("#user-input").fill("1")
+    page.click("#show-user")
+    page.wait_for_selector("#error[hidden]", state="attached")
+    page.screenshot(path=str(screenshot), full_page=True)
+    assert screenshot.stat().st_size > 10_000
+    print(f"screenshot: {screenshot}")
+    assert errors == []
+    page.close()
+
+
+def test_a_held_out_item_a_model_found_is_highlighted(browser, served_url):
+    """The first user whose test item one of the models ranked in its top-10 (asked of the API itself)."""
+    import json
+    import urllib.request
+
+    def get(path):
+        with urllib.request.urlopen(served_url + path, timeout=10) as response:
+            return json.loads(response.read())
+
+    found = None
+    for user in range(1, 200):
+        for model in SERVED_MODELS:
+            rank = get(f"/users/{user}/recommendations?model={model}&k=10")["held_out_rank"]
+            if rank:
+                found = (user, model, rank)
+                break
+        if found:
+            break
+    assert found, "no model found a held-out item for the first 200 users"
+    user, model, rank = found
+    page = browser.new_page()
+    page.goto(f"{served_url}/?user={user}")
+    page.wait_for_selector(f".model-list[data-model={model}] li.hit", timeout=20_000)
+    hit = page.locator(f".model-list[data-model={model}] li")
+    assert "hit" in hit.nth(rank - 1).get_attribute("class")
+    assert page.locator(f".model-list[data-model={model}] .badge").inner_text() == f"test item at {rank}"
+    page.close()
