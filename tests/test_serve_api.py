@@ -255,3 +255,28 @@ def test_the_server_imports_neither_spark_nor_torch(python):
             "{'pyspark', 'torch', 'recsys_spark', 'recsys_torch'}))")
     done = subprocess.run([python, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0 and done.stdout.strip() == "[]", done.stderr
+
+
+def test_ids_and_ranks_are_placed_like_a_sort_would():
+    """The two shortcuts the server takes at 25M: ids looked up in a table (binary search for ids too large for
+    one), and rows put in (user, rank) order by their rank instead of a sort (a sort when the ranks have gaps)."""
+    from recsys_serve.index import DENSE_IDS, IdIndex, _rank_order
+
+    rng = np.random.default_rng(0)
+    ids = np.unique(rng.integers(0, 5000, 800))
+    queries = np.concatenate([ids, rng.integers(-10, 6000, 500), [2**62]])
+    for shift in (0, DENSE_IDS):  # the table, then binary search
+        index = IdIndex(ids + shift)
+        assert (index.table is None) == bool(shift)
+        expected = [int(np.flatnonzero(ids == q)[0]) if q in ids else -1 for q in queries]
+        assert index.positions(queries + shift if shift else queries).tolist() == expected
+        assert index.position(int(ids[3] + shift)) == 3 and index.position(-1) is None
+
+    users = np.repeat(np.arange(50), rng.integers(0, 8, 50))
+    ranks = np.concatenate([np.arange(1, n + 1) for n in np.bincount(users, minlength=50)])
+    shuffle = rng.permutation(len(users))
+    user_pos, rank = users[shuffle].astype(np.int32), ranks[shuffle].astype(np.int32)
+    offsets = np.concatenate([[0], np.cumsum(np.bincount(user_pos, minlength=50))])
+    assert (_rank_order(user_pos, rank, offsets) == np.lexsort((rank, user_pos))).all()
+    rank[rank == 2] = 9  # gaps: sorted instead
+    assert (_rank_order(user_pos, rank, offsets) == np.lexsort((rank, user_pos))).all()
