@@ -1,0 +1,389 @@
+"""`recsys serve` under load at ML-25M size: requests/s, p50/p99 latency, errors, server RSS, start-up, hot reload.
+
+    .venv/bin/python benchmarks/serve_load.py                       # builds .bench/serve25m once, then measures
+    .venv/bin/python benchmarks/serve_load.py --users 20000 --duration 5   # a smaller, quicker run
+
+The warehouse: MovieLens-25M-shaped data from the generator (`recsys generate`), the real ETL (`recsys etl`), then
+for each of --models a top-100 of every user written with the real writer (recsys_torch.tables): synthetic lists
+(distinct catalogue movies, decreasing scores, users in shuffled order as Spark writes them), item vectors for the
+similar-items endpoint (item_embeddings, an als_item_factors table) and metrics rows with intervals.
+
+The load: `recsys serve` in its own process on 127.0.0.1; this process opens --connections keep-alive HTTP/1.1
+connections and sends GET /users/{random user}/recommendations?model={random model}&k=10 for --duration seconds
+(and at most --max-requests), one request in flight per connection. Then the same load again while a new run date
+of one model is committed: the time until /models serves it, and the errors meanwhile. Traffic goes only to
+127.0.0.1; every loop is bounded in count and time.
+Goals on 2 cores: >= 1,000 requests/s with p99 <= 20 ms and no errors; ready <= 30 s; RSS <= 2 GB; a new run date
+served within 60 s under load without failed requests.
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime as dt
+import json
+import os
+import random
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _measure import machine  # noqa: E402
+
+HOST = "127.0.0.1"  # the only address this benchmark sends traffic to
+RUN_DATE = dt.date(2030, 1, 1)
+NEW_RUN_DATE = dt.date(2030, 1, 2)
+
+
+# ---- the warehouse ------------------------------------------------------------------------------------------
+
+def build_warehouse(args) -> None:
+    data, warehouse = Path(args.data), Path(args.warehouse)
+    if not (data / "ratings.csv").exists():
+        run([sys.executable, "-m", "jobs.cli", "generate", "--out", str(data), "--users", str(args.users),
+             "--items", str(args.items), "--ratings", str(args.ratings), "--quiet"], "generate")
+    if not (warehouse / "interactions" / "_delta_log").is_dir():
+        run([sys.executable, "-m", "jobs.cli", "etl", "--data", str(data), "--warehouse", str(warehouse),
+             "mlflow.enabled=false"], "etl", env={**os.environ, "RECSYS_DELTA_WRITER": "delta-rs"})
+    started = time.perf_counter()
+    users, movies = warehouse_ids(warehouse)
+    written = written_partitions(warehouse)  # what an interrupted build already committed is kept
+    missing = [m for m in args.models if (m, RUN_DATE.isoformat()) not in written]
+    for i, model in enumerate(args.models):
+        if model in missing:
+            write_lists(warehouse, model, RUN_DATE, users, movies, seed=i)
+    if not (warehouse / "item_embeddings" / "_delta_log").is_dir() or not (warehouse / "als_item_factors").is_dir():
+        write_vectors(warehouse, movies)
+    if not (warehouse / "metrics" / "_delta_log").is_dir():
+        write_metric_rows(warehouse, args.models)
+    if missing:
+        print(f"wrote {len(missing)} x {len(users):,} x 100 lists in {time.perf_counter() - started:.0f} s")
+
+
+def written_partitions(warehouse: Path) -> set[tuple[str, str]]:
+    import deltalake
+
+    if not (warehouse / "recommendations" / "_delta_log").is_dir():
+        return set()
+    return {(p["model"], p["run_date"]) for p in deltalake.DeltaTable(str(warehouse / "recommendations")).partitions()}
+
+
+def run(cmd: list[str], what: str, env=None) -> None:
+    started = time.perf_counter()
+    subprocess.run(cmd, cwd=REPO, check=True, env=env)
+    print(f"{what}: {time.perf_counter() - started:.0f} s")
+
+
+def warehouse_ids(warehouse: Path) -> tuple[np.ndarray, np.ndarray]:
+    from recsys_serve.reader import Warehouse
+
+    wh = Warehouse(warehouse)
+    users = wh.query("SELECT userId FROM {u} ORDER BY userId", u="users")["userId"]
+    movies = wh.query("SELECT movieId FROM {i} WHERE item_idx IS NOT NULL ORDER BY movieId", i="items")["movieId"]
+    wh.close()
+    return np.asarray(users, np.int64), np.asarray(movies, np.int64)
+
+
+def write_lists(warehouse: Path, model: str, run_date: dt.date, users: np.ndarray, movies: np.ndarray, seed: int,
+                k: int = 100) -> None:
+    """Every user's top-k: distinct movies (a random start and stride through the catalogue), decreasing scores."""
+    import pyarrow as pa
+
+    from recsys_torch.tables import write_recommendations
+
+    rng = np.random.default_rng(seed)
+    order = rng.permutation(len(users))  # Spark writes users in no particular order
+    n = len(movies)
+    start = rng.integers(0, n, len(users))[:, None]
+    stride = rng.choice(np.arange(1, 1000)[np.gcd(np.arange(1, 1000), n) == 1], len(users))[:, None]
+    positions = (start + stride * np.arange(k)[None, :]) % n
+    scores = np.sort(rng.random((len(users), k)), axis=1)[:, ::-1]
+    rows = len(users) * k
+    table = pa.table({
+        "model": pa.array([model], pa.string()).take(pa.array(np.zeros(rows, np.int32))),
+        "run_id": pa.array([f"bench-{model}-{run_date}"], pa.string()).take(pa.array(np.zeros(rows, np.int32))),
+        "run_date": pa.array(np.full(rows, np.datetime64(run_date.isoformat(), "D")), pa.date32()),
+        "userId": pa.array(np.repeat(users[order], k)),
+        "rank": pa.array(np.tile(np.arange(1, k + 1, dtype=np.int32), len(users))),
+        "movieId": pa.array(movies[positions[order]].reshape(-1)),
+        "score": pa.array(scores[order].reshape(-1)),
+    })
+    write_recommendations(warehouse, table, model, run_date)
+
+
+def write_vectors(warehouse: Path, movies: np.ndarray, dim: int = 64) -> None:
+    import pyarrow as pa
+
+    from recsys_spark.delta import write_arrow
+    from recsys_spark.schemas import ITEM_FACTORS
+    from recsys_torch.tables import write_item_embeddings
+
+    rng = np.random.default_rng(7)
+    write_item_embeddings(warehouse, "sasrec", RUN_DATE, movies, rng.normal(size=(len(movies), dim)))
+    offsets = pa.array(np.arange(0, len(movies) * dim + 1, dim, dtype=np.int32))
+    factors = pa.table({"item_idx": pa.array(np.arange(1, len(movies) + 1, dtype=np.int32)),
+                        "movieId": pa.array(movies),
+                        "features": pa.ListArray.from_arrays(offsets, pa.array(
+                            rng.normal(size=len(movies) * dim).astype(np.float32)))}).cast(ITEM_FACTORS)
+    write_arrow(factors, warehouse / "als_item_factors")
+
+
+def write_metric_rows(warehouse: Path, models: list[str]) -> None:
+    from recsys_spark.evaluate import metric_row, write_metrics
+
+    rng = np.random.default_rng(3)
+    rows = []
+    for model in models:
+        for metric in ("hr", "ndcg", "mrr"):
+            value = float(rng.uniform(0.01, 0.1))
+            rows.append(metric_row(model, f"bench-{model}", RUN_DATE, "test", metric, 10, value, value * 0.9,
+                                   value * 1.1))
+    write_metrics(rows, warehouse)
+
+
+# ---- the readers -------------------------------------------------------------------------------------------
+
+def compare_readers(warehouse: Path, model: str, users: np.ndarray, lookups: int = 200) -> dict:
+    """The measurement behind the server's reader: one model's partition (users x 100 rows, and its run ids) loaded
+    whole into numpy by DuckDB's delta extension and by polars' scan_delta (alternately, twice each, the faster
+    kept), and one user's list asked per request from DuckDB (the alternative to holding the lists in memory),
+    against the in-memory lookup the server does."""
+    import polars as pl
+
+    from recsys_serve.reader import Warehouse
+
+    wh = Warehouse(warehouse)
+    where = "WHERE model = ? AND run_date = ?"
+
+    def duckdb_partition() -> np.ndarray:
+        wh.query("SELECT DISTINCT run_id FROM {r} " + where, [model, RUN_DATE], r="recommendations")
+        return wh.query("SELECT userId, rank, movieId, score FROM {r} " + where, [model, RUN_DATE],
+                        r="recommendations")["userId"]
+
+    def polars_partition() -> np.ndarray:
+        rows = pl.scan_delta(str(warehouse / "recommendations")).filter(
+            (pl.col("model") == model) & (pl.col("run_date") == RUN_DATE))
+        rows.select(pl.col("run_id").unique()).collect()
+        frame = rows.select("userId", "rank", "movieId", "score").collect()
+        return {c: frame[c].to_numpy() for c in frame.columns}["userId"]
+
+    seconds = {"duckdb": [], "polars": []}
+    for _ in range(2):
+        for name, load in (("duckdb", duckdb_partition), ("polars", polars_partition)):
+            started = time.perf_counter()
+            user_ids = load()
+            seconds[name].append(time.perf_counter() - started)
+    figures = {"partition_rows": len(user_ids), "duckdb_partition_s": round(min(seconds["duckdb"]), 2),
+               "polars_partition_s": round(min(seconds["polars"]), 2)}
+    sample = np.random.default_rng(5).choice(users, lookups)
+    started = time.perf_counter()
+    for user in sample:
+        wh.query("SELECT rank, movieId, score FROM {r} " + where + " AND userId = ? ORDER BY rank LIMIT 10",
+                 [model, RUN_DATE, int(user)], r="recommendations")
+    figures["duckdb_per_request_ms"] = round((time.perf_counter() - started) / lookups * 1000, 1)
+    order = np.argsort(user_ids, kind="stable")
+    sorted_users = user_ids[order]
+    started = time.perf_counter()
+    for user in sample:
+        lo, hi = np.searchsorted(sorted_users, [user, user + 1])
+        order[lo:hi][:10]
+    figures["in_memory_per_request_ms"] = round((time.perf_counter() - started) / lookups * 1000, 4)
+    wh.close()
+    return figures
+
+
+# ---- the server ---------------------------------------------------------------------------------------------
+
+def start_server(warehouse: Path, port: int, reload_interval: float) -> tuple[subprocess.Popen, float]:
+    started = time.perf_counter()
+    server = subprocess.Popen([sys.executable, "-m", "jobs.cli", "serve", "--warehouse", str(warehouse), "--host",
+                               HOST, "--port", str(port), "--reload-interval", str(reload_interval)], cwd=REPO,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:
+        if server.poll() is not None:
+            raise SystemExit(f"recsys serve exited {server.returncode}: {server.stderr.read()[-2000:]}")
+        try:
+            with urllib.request.urlopen(f"http://{HOST}:{port}/health", timeout=1) as response:
+                if response.status == 200:
+                    return server, time.perf_counter() - started
+        except OSError:
+            time.sleep(0.2)
+    server.kill()
+    raise SystemExit("recsys serve was not ready within 300 s")
+
+
+def rss_gb(pid: int) -> tuple[float, float]:
+    """(current, peak) resident memory of a process, GB."""
+    fields = dict(line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines() if ":" in line)
+    return int(fields["VmRSS"].split()[0]) / 2**20, int(fields["VmHWM"].split()[0]) / 2**20
+
+
+def get_json(port: int, path: str) -> dict:
+    with urllib.request.urlopen(f"http://{HOST}:{port}{path}", timeout=10) as response:
+        return json.loads(response.read())
+
+
+# ---- the load -----------------------------------------------------------------------------------------------
+
+class Load:
+    """Keep-alive HTTP/1.1 connections to 127.0.0.1, one request in flight each; bounded by time and count."""
+
+    def __init__(self, port: int, paths: list[bytes], duration: float, max_requests: int, connections: int):
+        self.port, self.paths, self.duration = port, paths, duration
+        self.max_requests, self.connections = max_requests, connections
+        self.latencies: list[float] = []
+        self.errors: dict[str, int] = {}
+        self.sent = 0
+
+    async def _connection(self, deadline: float) -> None:
+        reader, writer = await asyncio.open_connection(HOST, self.port)
+        try:
+            while time.perf_counter() < deadline and self.sent < self.max_requests:
+                self.sent += 1
+                path = random.choice(self.paths)
+                started = time.perf_counter()
+                writer.write(b"GET " + path + b" HTTP/1.1\r\nHost: " + HOST.encode() + b"\r\n\r\n")
+                head = await reader.readuntil(b"\r\n\r\n")
+                status = head[9:12]
+                length = 0
+                for line in head.split(b"\r\n"):
+                    if line[:15].lower() == b"content-length:":
+                        length = int(line[15:])
+                await reader.readexactly(length)
+                self.latencies.append(time.perf_counter() - started)
+                if status != b"200":
+                    self.errors[status.decode()] = self.errors.get(status.decode(), 0) + 1
+        except (OSError, asyncio.IncompleteReadError) as exc:
+            self.errors[type(exc).__name__] = self.errors.get(type(exc).__name__, 0) + 1
+        finally:
+            writer.close()
+
+    async def run(self) -> dict:
+        started = time.perf_counter()
+        deadline = started + self.duration
+        await asyncio.gather(*(self._connection(deadline) for _ in range(self.connections)))
+        elapsed = time.perf_counter() - started
+        lat = np.array(self.latencies) * 1000
+        return {"requests": len(lat), "seconds": round(elapsed, 2), "rps": round(len(lat) / elapsed),
+                "p50_ms": round(float(np.percentile(lat, 50)), 2) if len(lat) else None,
+                "p99_ms": round(float(np.percentile(lat, 99)), 2) if len(lat) else None,
+                "max_ms": round(float(lat.max()), 1) if len(lat) else None,
+                "errors": sum(self.errors.values()), "error_kinds": self.errors}
+
+
+def recommendation_paths(users: np.ndarray, models: list[str], n: int = 20_000, seed: int = 0) -> list[bytes]:
+    rng = np.random.default_rng(seed)
+    return [f"/users/{u}/recommendations?model={models[m]}&k=10".encode()
+            for u, m in zip(rng.choice(users, n), rng.integers(0, len(models), n))]
+
+
+def hot_reload(args, port: int, users: np.ndarray, movies: np.ndarray, paths: list[bytes]) -> dict:
+    """The same load while another process commits a new run date of the first model; how long after the commit
+    /models serves it, and the errors meanwhile."""
+    import multiprocessing
+
+    model = args.models[0]
+    writer = multiprocessing.get_context("spawn").Process(
+        target=write_lists, args=(Path(args.warehouse), model, NEW_RUN_DATE, users, movies, 99))
+
+    def served() -> bool:
+        info = {m["name"]: m for m in get_json(port, "/models")["models"]}
+        return info[model]["run_date"] == NEW_RUN_DATE.isoformat()
+
+    async def load_while_committing() -> tuple[dict, float | None]:
+        load = asyncio.ensure_future(Load(port, paths, args.reload_duration, args.max_requests,
+                                          args.connections).run())
+        await asyncio.sleep(2)
+        writer.start()
+        while writer.is_alive():
+            await asyncio.sleep(0.1)
+        committed = time.perf_counter()
+        served_after = None
+        while time.perf_counter() - committed < 120:  # polled while the load goes on (and after it, if need be)
+            if await asyncio.to_thread(served):
+                served_after = time.perf_counter() - committed
+                break
+            await asyncio.sleep(0.2)
+        return await load, served_after
+
+    result, served_after = asyncio.run(load_while_committing())
+    writer.join()
+    return {**result, "model": model, "served_after_s": None if served_after is None else round(served_after, 1)}
+
+
+def remove_new_run_date(warehouse: Path, model: str) -> None:
+    import deltalake
+
+    deltalake.DeltaTable(str(warehouse / "recommendations")).delete(
+        f"model = '{model}' AND run_date = '{NEW_RUN_DATE.isoformat()}'")
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--data", default=str(REPO / ".bench" / "ml25m"), help="generated CSVs (made when missing)")
+    p.add_argument("--warehouse", default=str(REPO / ".bench" / "serve25m"), help="made when missing")
+    p.add_argument("--users", type=int, default=162_541)
+    p.add_argument("--items", type=int, default=59_047)
+    p.add_argument("--ratings", type=int, default=25_000_095)
+    p.add_argument("--models", default="popularity,markov,als,sasrec")
+    p.add_argument("--port", type=int, default=8765)
+    p.add_argument("--connections", type=int, default=16)
+    p.add_argument("--duration", type=float, default=20.0, help="seconds of the main load")
+    p.add_argument("--reload-duration", type=float, default=120.0, help="seconds of the load during a hot reload")
+    p.add_argument("--max-requests", type=int, default=200_000, help="cap on the requests of each load")
+    p.add_argument("--reload-interval", type=float, default=5.0, help="the server's --reload-interval")
+    p.add_argument("--no-reload", action="store_true", help="skip the hot-reload phase")
+    p.add_argument("--no-readers", action="store_true", help="skip the reader comparison")
+    args = p.parse_args(argv)
+    args.models = args.models.split(",")
+    print(machine())
+    build_warehouse(args)
+    warehouse = Path(args.warehouse)
+    users, movies = warehouse_ids(warehouse)
+    remove_new_run_date(warehouse, args.models[0])  # a previous run's hot-reload date
+    readers = None if args.no_readers else compare_readers(warehouse, args.models[0], users)
+    if readers:
+        print(f"readers: {json.dumps(readers)}")
+
+    server, ready_s = start_server(warehouse, args.port, args.reload_interval)
+    try:
+        print(f"ready after {ready_s:.1f} s; RSS {rss_gb(server.pid)[0]:.2f} GB")
+        paths = recommendation_paths(users, args.models)
+        asyncio.run(Load(args.port, paths[:2000], 3, 2000, args.connections).run())  # warm-up
+        main_load = asyncio.run(Load(args.port, paths, args.duration, args.max_requests, args.connections).run())
+        similar = asyncio.run(Load(args.port, [f"/items/{m}/similar?model={args.models[-1]}&k=10".encode()
+                                               for m in np.random.default_rng(1).choice(movies, 2000)],
+                                   5, 20_000, 4).run())
+        rss_now, rss_peak = rss_gb(server.pid)
+        reload = None if args.no_reload else hot_reload(args, args.port, users, movies, paths)
+        rss_after, rss_peak_after = rss_gb(server.pid)
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+    print(json.dumps({"readers": readers, "ready_s": round(ready_s, 1), "recommendations": main_load,
+                      "similar": similar,
+                      "rss_gb": round(rss_now, 2), "rss_peak_gb": round(rss_peak, 2), "hot_reload": reload,
+                      "rss_after_reload_gb": round(rss_after, 2), "rss_peak_after_reload_gb": round(rss_peak_after, 2)},
+                     indent=1))
+    print(f"\nrecommendations: {main_load['rps']:,} req/s, p50 {main_load['p50_ms']} ms, p99 {main_load['p99_ms']} ms, "
+          f"{main_load['errors']} errors ({main_load['requests']:,} requests, {args.connections} connections)")
+    print(f"similar ({args.models[-1]}): {similar['rps']:,} req/s, p50 {similar['p50_ms']} ms, "
+          f"p99 {similar['p99_ms']} ms")
+    print(f"start-up (ready to serve): {ready_s:.1f} s; server RSS {rss_now:.2f} GB (peak {rss_peak:.2f} GB)")
+    if reload:
+        print(f"hot reload under load: new run date served {reload['served_after_s']} s after its commit; "
+              f"{reload['rps']:,} req/s, p99 {reload['p99_ms']} ms, {reload['errors']} errors; "
+              f"RSS after {rss_after:.2f} GB (peak {rss_peak_after:.2f} GB)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
