@@ -181,13 +181,14 @@ class TopLists:
     def load(cls, warehouse: Warehouse, histories: Histories, catalogue: Catalogue, model: str, run_date: dt.date,
              files: tuple[str, ...]) -> "TopLists":
         where = "WHERE model = ? AND run_date = ?"
-        rows = warehouse.query(f"SELECT userId, rank, movieId, score FROM {{recs}} {where}", [model, run_date],
-                               recs="recommendations")
         run_ids = warehouse.query(f"SELECT DISTINCT run_id FROM {{recs}} {where}", [model, run_date],
                                   recs="recommendations")["run_id"]
-        user_pos = histories.index.positions(rows["userId"])
-        item_pos = catalogue.positions(rows["movieId"])
-        rank, score = rows["rank"], rows["score"].astype(np.float32)
+        rows = warehouse.query(f"SELECT userId, rank, movieId, score::FLOAT AS score FROM {{recs}} {where}",
+                               [model, run_date], recs="recommendations")
+        # The id columns are dropped as soon as they are positions: a 16M-row partition's peak memory is the server's.
+        user_pos = histories.index.positions(rows.pop("userId"))
+        item_pos = catalogue.positions(rows.pop("movieId"))
+        rank, score = rows.pop("rank"), rows.pop("score")
         keep = (user_pos >= 0) & (item_pos >= 0)  # rows of users or movies the ETL tables no longer have
         if not keep.all():
             user_pos, item_pos, rank, score = user_pos[keep], item_pos[keep], rank[keep], score[keep]
@@ -211,10 +212,11 @@ def _rank_order(user_pos: np.ndarray, rank: np.ndarray, offsets: np.ndarray) -> 
     (the table's contract), so each row's place is its user's offset + rank - 1: one pass instead of a sort of 16M
     rows; a partition that breaks the contract (gaps, repeats) is sorted instead."""
     slot = offsets[user_pos] + rank.astype(np.int64) - 1
-    order = np.full(len(slot), -1, np.int64)
+    kind = np.int32 if len(slot) < 2**31 else np.int64  # half the memory of a 16M-row partition's permutation
+    order = np.full(len(slot), -1, kind)
     valid = (rank >= 1) & (slot < offsets[user_pos + 1])
     if valid.all():
-        order[slot] = np.arange(len(slot))
+        order[slot] = np.arange(len(slot), dtype=kind)
         if (order >= 0).all():
             return order
     return np.lexsort((rank, user_pos))
