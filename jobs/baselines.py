@@ -20,7 +20,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--k", type=int, default=100, help="items per user (default 100)")
     parser.add_argument("--run-date", help="YYYY-MM-DD partition to (re)write (default: today)")
     add_config_flags(parser)
-    return parser.parse_args(argv)
+    return parser.parse_intermixed_args(argv)
 
 
 @guarded

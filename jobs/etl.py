@@ -23,7 +23,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--data", required=True, help="folder with ratings.csv, movies.csv (tags.csv, links.csv)")
     parser.add_argument("--warehouse", required=True, help="folder the Delta tables are written to")
     add_config_flags(parser)
-    args = parser.parse_args(argv)
+    args = parser.parse_intermixed_args(argv)
     from recsys_spark.etl import EtlConfig, print_report, run_etl
     from recsys_spark.inputs import check_inputs
 

@@ -21,7 +21,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--model", help="evaluate only this model (default: every model in recommendations)")
     parser.add_argument("--run-date", help="evaluate this run date (default: each model's latest)")
     add_config_flags(parser)
-    args = parser.parse_args(argv)
+    args = parser.parse_intermixed_args(argv)
     from recsys_spark.evaluate import EvaluateConfig
 
     cfg, config = job_config(args, "evaluate", EvaluateConfig)

@@ -21,7 +21,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--warehouse", required=True, help="warehouse directory holding the ETL's Delta tables")
     parser.add_argument("--out", help="output folder, replaced whole (default: <warehouse>/sequences)")
     add_config_flags(parser)
-    args = parser.parse_args(argv)
+    args = parser.parse_intermixed_args(argv)
     cfg, config = job_config(args, "sequences", SequenceConfig)
 
     import mlflow

@@ -29,7 +29,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--warehouse", required=True, help="warehouse directory holding the ETL's Delta tables")
     parser.add_argument("--run-date", help="date the metrics rows are filed under (default: today)")
     add_config_flags(parser)
-    args = parser.parse_args(argv)
+    args = parser.parse_intermixed_args(argv)
     cfg, config = job_config(args, "als", AlsConfig)
 
     from jobs.tracking import job_run

@@ -73,7 +73,7 @@ def parse(argv):
     p.add_argument("--print-plan", nargs="?", const="local", choices=["local", "cluster"],
                    help="print the steps as the commands they run (here: local; or the cluster script) and stop")
     add_config_flags(p)
-    return p.parse_args(argv)
+    return p.parse_intermixed_args(argv)
 
 
 def print_plan(launcher: str, data: Path, warehouse: Path, run_date: dt.date, args: argparse.Namespace, cfg: dict,

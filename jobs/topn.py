@@ -36,7 +36,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 @guarded
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = build_parser().parse_intermixed_args(argv)
     model = catalogue.find(args.model)
     if args.k < 1:
         raise ConfigError(f"--k must be >= 1, got {args.k}")

@@ -77,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
     from recsys_torch.train import TrainConfig, train
 
     argv = list(sys.argv[1:] if argv is None else argv)
-    args = build_parser().parse_args(argv)
+    args = build_parser().parse_intermixed_args(argv)
     overrides = list(args.overrides)
     if args.max_steps is not None:
         overrides.append(f"train.max_steps={args.max_steps}")

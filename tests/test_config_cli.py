@@ -75,3 +75,12 @@ def test_cli_lists_commands_and_refuses_unknown():
     assert ok.returncode == 0 and "etl" in ok.stdout and "pipeline" in ok.stdout
     bad = subprocess.run([sys.executable, "-m", "jobs.cli", "nope"], capture_output=True, text=True, cwd=REPO)
     assert bad.returncode == 2 and "unknown command 'nope'" in bad.stderr
+
+
+def test_overrides_may_come_before_and_after_options():
+    """`bash scripts/demo.sh --run-date D key=value` puts overrides on both sides of an option."""
+    from jobs import pipeline
+
+    args = pipeline.parse(["--data", "d", "--warehouse", "w", "train.max_steps=600", "--run-date", "2026-11-30",
+                           "train.threads=1"])
+    assert args.run_date == "2026-11-30" and args.overrides == ["train.max_steps=600", "train.threads=1"]
