@@ -191,7 +191,7 @@ def test_the_page_and_the_report_plots(served):
 def test_a_new_run_date_is_served_without_a_restart_and_uncovered_users_fall_back(served_warehouse, tmp_path):
     """Another process's commit (here: the torch writer) of a new markov run date covering half the users is
     picked up by the reload thread; a user it left out gets the popularity fallback, and the day before is still
-    served on request."""
+    served on request; then a re-run of that date (new files, same date) replaces it."""
     from fastapi.testclient import TestClient
 
     from recsys_serve.api import create_app
@@ -226,6 +226,18 @@ def test_a_new_run_date_is_served_without_a_restart_and_uncovered_users_fall_bac
         earlier = client.get("/users/600/recommendations", params={"model": "markov",
                                                                    "run_date": LATEST.isoformat()}).json()
         assert earlier["items"] == before["items"] and earlier["fallback"] is None
+
+        # A re-run of the same date replaces the partition's files: served too, now for every user.
+        rows = read_arrow(served_warehouse["warehouse"] / "recommendations")
+        rows = rows.filter(pc.equal(rows["model"], "markov"))
+        rows = rows.set_column(rows.schema.get_field_index("run_id"), "run_id", pa.array(["rerun"] * len(rows)))
+        rows = rows.set_column(rows.schema.get_field_index("run_date"), "run_date",
+                               pa.array([new_day] * len(rows), pa.date32()))
+        write_recommendations(warehouse, rows, "markov", new_day)
+        while client.get("/health").json()["reloads"] < 2 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        rerun = client.get("/users/600/recommendations", params={"model": "markov"}).json()
+        assert rerun["run_id"] == "rerun" and rerun["fallback"] is None and rerun["items"] == before["items"]
 
 
 @pytest.mark.parametrize("args, says", [
