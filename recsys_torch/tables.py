@@ -1,4 +1,5 @@
-"""The torch side's Delta writes (delta-rs): the `recommendations` partition of one (model, run_date)."""
+"""The torch side's Delta writes (delta-rs): the `recommendations` (or `recommendations_validation`) partition of
+one (model, run_date)."""
 from __future__ import annotations
 
 import datetime as dt
@@ -10,17 +11,22 @@ import pyarrow as pa
 from recsys_torch.schemas import RECOMMENDATIONS as RECOMMENDATIONS_SCHEMA
 
 
-def recommendations_path(warehouse: str | Path) -> Path:
-    return Path(warehouse) / "recommendations"
+TABLES = {"test": "recommendations", "validation": "recommendations_validation"}  # the lists of each split
 
 
-def write_recommendations(warehouse: str | Path, table: pa.Table, model: str, run_date: dt.date) -> int:
-    """Replace the (model, run_date) partition of `<warehouse>/recommendations` with `table` in one commit.
+def recommendations_path(warehouse: str | Path, split: str = "test") -> Path:
+    return Path(warehouse) / TABLES[split]
+
+
+def write_recommendations(warehouse: str | Path, table: pa.Table, model: str, run_date: dt.date,
+                          split: str = "test") -> int:
+    """Replace the (model, run_date) partition of `<warehouse>/recommendations` (split test) or
+    `recommendations_validation` (split validation) with `table` in one commit.
 
     A re-run of the same date replaces its rows instead of appending; older versions stay readable by time travel.
     Returns the new table version.
     """
-    path = recommendations_path(warehouse)
+    path = recommendations_path(warehouse, split)
     table = table.select(RECOMMENDATIONS_SCHEMA.names).cast(RECOMMENDATIONS_SCHEMA)
     kwargs: dict = {"mode": "overwrite", "partition_by": ["model", "run_date"]}
     if (path / "_delta_log").is_dir():
