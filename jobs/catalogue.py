@@ -94,9 +94,10 @@ def _torch_topn(cfg: dict, warehouse: str, model: str):
     def write(k: int, run_date: dt.date, run_id: str) -> None:
         from recsys_torch.infer import topn
 
-        topn(warehouse=warehouse, model=model, k=k, run_date=run_date, run_id=run_id,
-             device=str(train.get("device", "auto")), amp=bool(train.get("amp", True)),
-             sequences=train.get("sequences"), model_dir=train.get("output"))
+        for split in ("test", "validation"):  # the validation-time list: what the ensemble chooses on
+            topn(warehouse=warehouse, model=model, k=k, run_date=run_date, run_id=run_id,
+                 device=str(train.get("device", "auto")), amp=bool(train.get("amp", True)),
+                 sequences=train.get("sequences"), model_dir=train.get("output"), split=split)
 
     return write
 
@@ -123,6 +124,7 @@ MODELS: dict[str, Model] = {m.name: m for m in (
     Model("markov", BASELINE, "Markov AR(1): successors of the last item"),
     Model("ar2", BASELINE, "AR(2) of the last two items, backing off to AR(1) and popularity"),
     Model("hybrid", BASELINE, "alpha * AR(1) + (1 - alpha) * popularity"),
+    Model("itemcf", BASELINE, "item-item cosine neighbours of the recent history (item_neighbors)"),
     Model("ncf", TORCH, "NeuMF (GMF + MLP) with sampled negatives"),
     Model("sasrec", TORCH, "SASRec: causal self-attention over the history"),
     Model("ss4rec", TORCH, "SS4Rec: time-aware state-space model over the history"),
