@@ -23,27 +23,8 @@ def machine() -> str:
     return f"{platform.node()}: {os.cpu_count()} cores ({cpu}), {mem_gb:.0f} GiB RAM, Python {platform.python_version()}"
 
 
-def jvm_peak_rss_gb(spark) -> float:
-    """Peak resident memory (VmHWM) of the Spark driver JVM; in local mode the executors run inside it."""
-    pid = spark._jvm.java.lang.ProcessHandle.current().pid()  # noqa: SLF001
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 2**20
-    return float("nan")
-
-
-def reset_jvm_peak_rss(spark) -> bool:
-    """Writing 5 to clear_refs resets VmHWM (Linux >= 4.0), so the next peak read is the next step's own."""
-    pid = spark._jvm.java.lang.ProcessHandle.current().pid()  # noqa: SLF001
-    try:
-        Path(f"/proc/{pid}/clear_refs").write_text("5")
-        return True
-    except OSError:
-        return False
-
-
 def reset_peak_rss(pid: int | str = "self") -> bool:
-    """Reset a process's VmHWM (Linux >= 4.0), so that the next peak_rss_gb is the peak from now on."""
+    """Writing 5 to clear_refs resets a process's VmHWM (Linux >= 4.0): the next peak read is from now on."""
     try:
         Path(f"/proc/{pid}/clear_refs").write_text("5")
         return True
@@ -57,6 +38,19 @@ def peak_rss_gb(pid: int | str = "self") -> float:
         if line.startswith("VmHWM:"):
             return int(line.split()[1]) / 2**20
     return float("nan")
+
+
+def _jvm_pid(spark) -> int:
+    return spark._jvm.java.lang.ProcessHandle.current().pid()  # noqa: SLF001
+
+
+def jvm_peak_rss_gb(spark) -> float:
+    """Peak resident memory of the Spark driver JVM; in local mode the executors run inside it."""
+    return peak_rss_gb(_jvm_pid(spark))
+
+
+def reset_jvm_peak_rss(spark) -> bool:
+    return reset_peak_rss(_jvm_pid(spark))
 
 
 def python_peak_rss_gb() -> float:

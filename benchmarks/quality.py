@@ -112,7 +112,7 @@ def main(argv=None) -> int:
     p.add_argument("--work", type=Path, default=REPO / ".bench" / "quality", help="warehouses and logs")
     p.add_argument("--json", type=Path, help="also write the figures here")
     p.add_argument("overrides", nargs="*", help="key=value for train/topn (after --), e.g. train.max_steps=3000")
-    args = p.parse_args(argv)
+    args = p.parse_intermixed_args(argv)
     if not (args.data / "ratings.csv").is_file():
         p.error(f"{args.data / 'ratings.csv'} not found")
     tie_breaks = [t.strip() for t in args.tie_breaks.split(",") if t.strip()]

@@ -53,7 +53,7 @@ def main(argv=None) -> int:
     p.add_argument("--nproc", type=int, default=2)
     p.add_argument("--out", type=Path, default=None, help="model folder (default: a temporary one)")
     p.add_argument("overrides", nargs="*", help="key=value for recsys train (after --)")
-    args = p.parse_args(argv)
+    args = p.parse_intermixed_args(argv)
     out = args.out or Path(tempfile.mkdtemp(prefix="train-memory-"))
     cmd = [sys.executable, "-m", "jobs.cli", "train", "--warehouse", str(args.warehouse), "--model", args.model,
            "--nproc", str(args.nproc), "mlflow.enabled=false", f"train.output={out}", *args.overrides]

@@ -73,7 +73,7 @@ def parse_run_date(value: str | None) -> dt.date:
 
 
 def comparison_view(table, title: str):
-    """recsys_spark.report.comparison_table as a rich Table for the console."""
+    """recsys_spark.report.comparison_table (or intervals_table) as a rich Table for the console."""
     from rich.table import Table
 
     view = Table(title=title)
@@ -81,5 +81,6 @@ def comparison_view(table, title: str):
     for column in table.columns:
         view.add_column(column, justify="right")
     for model, row in table.iterrows():
-        view.add_row(model, *["" if value != value else f"{value:.4f}" for value in row])
+        view.add_row(model, *[value if isinstance(value, str) else "" if value != value else f"{value:.4f}"
+                              for value in row])
     return view

@@ -29,7 +29,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from rich.console import Console
 
     from recsys_spark.evaluate import evaluate
-    from recsys_spark.report import comparison_table, load_metrics
+    from recsys_spark.report import comparison_table, intervals_table, load_metrics
     from recsys_spark.session import get_spark
 
     run_date = parse_run_date(args.run_date) if args.run_date else None
@@ -51,6 +51,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     for k in config.ks:
         console.print(comparison_view(comparison_table(metrics, k),
                                       f"Top-N evaluation at K={k} (leave-last-out test item, full ranking)"))
+    intervals = intervals_table(metrics, 10 if 10 in config.ks else config.ks[0])
+    if not intervals.empty:
+        console.print(comparison_view(intervals, "95% bootstrap intervals over users; paired differences, "
+                                                 "(noise): the interval holds zero"))
     print(f"{len(result.rows)} metric rows -> {result.path}")
     return 0
 

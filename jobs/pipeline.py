@@ -119,7 +119,7 @@ def main(argv=None) -> int:
     from rich.console import Console
 
     from jobs.tracking import PARENT_ENV, export_env
-    from recsys_spark.report import comparison_table, load_metrics, write_report
+    from recsys_spark.report import comparison_table, intervals_table, load_metrics, write_report
     from recsys_spark.inputs import check_inputs
 
     console = Console(width=None if sys.stdout.isatty() else 140)
@@ -143,12 +143,17 @@ def main(argv=None) -> int:
         registered = register_best(warehouse, cfg, trained)
         report = write_report(warehouse, args.reports, run_date)
         mlflow.log_artifacts(str(report.parent), "report")
-        table = comparison_table(load_metrics(warehouse, run_date))
+        metrics = load_metrics(warehouse, run_date)
+        table = comparison_table(metrics)
         for model, row in table.iterrows():
             for metric, value in row.dropna().items():
                 mlflow.log_metric(f"{model}.{metric.replace('@', '_at_')}", float(value))
 
     console.print(comparison_view(table, f"Comparison, run date {run_date} (test split, full ranking)"))
+    intervals = intervals_table(metrics)
+    if not intervals.empty:
+        console.print(comparison_view(intervals, "95% bootstrap intervals over users; paired differences, "
+                                                 "(noise): the interval holds zero"))
     if registered:
         console.print(f"registered: {registered}")
     console.print(f"report: {report}")

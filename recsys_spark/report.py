@@ -48,15 +48,48 @@ def comparison_table(metrics: pd.DataFrame, k: int = 10) -> pd.DataFrame:
     return table
 
 
+def intervals_table(metrics: pd.DataFrame, k: int = 10) -> pd.DataFrame:
+    """HR@K and NDCG@K with their bootstrap intervals, and each model's paired NDCG@K difference to the evaluator's
+    reference model (the `ndcg_minus_<reference>` rows), as text; a difference whose interval holds zero is marked
+    "(noise)". Sorted by NDCG@K. Empty when the metrics have no intervals."""
+    if "ci_low" not in metrics.columns:
+        return pd.DataFrame()
+    at_k = metrics[metrics["k"] == k]
+    rows: dict[str, dict[str, str]] = {}
+    order: dict[str, float] = {}
+    for rec in at_k.itertuples():
+        if pd.isna(rec.ci_low):
+            continue
+        cell = f"{rec.value:.4f} [{rec.ci_low:.4f}, {rec.ci_high:.4f}]"
+        if rec.metric in ("hr", "ndcg"):
+            rows.setdefault(rec.model, {})[f"{rec.metric}@{k} (95% CI)"] = cell
+            if rec.metric == "ndcg":
+                order[rec.model] = rec.value
+        elif rec.metric.startswith("ndcg_minus_"):
+            noise = "" if rec.ci_low > 0 or rec.ci_high < 0 else " (noise)"
+            rows.setdefault(rec.model, {})[f"ndcg@{k} - {rec.metric.removeprefix('ndcg_minus_')}"] = (
+                f"{rec.value:+.4f} [{rec.ci_low:+.4f}, {rec.ci_high:+.4f}]{noise}")
+    if not rows:
+        return pd.DataFrame()
+    table = pd.DataFrame.from_dict(rows, orient="index").fillna("")
+    table = table.loc[sorted(table.index, key=lambda m: -order.get(m, 0.0))]
+    table.index.name = "model"
+    return table
+
+
+def _cell(value) -> str:
+    if isinstance(value, str):
+        return value
+    return "" if pd.isna(value) else f"{value:.4f}"
+
+
 def to_markdown(table: pd.DataFrame) -> str:
     if table.empty:
         return "_no metrics yet_\n"
     header = "| model | " + " | ".join(table.columns) + " |"
     rule = "|---|" + "---:|" * len(table.columns)
-    body = [
-        f"| {model} | " + " | ".join("" if pd.isna(v) else f"{v:.4f}" for v in row) + " |"
-        for model, row in zip(table.index, table.itertuples(index=False))
-    ]
+    body = [f"| {model} | " + " | ".join(_cell(v) for v in row) + " |"
+            for model, row in zip(table.index, table.itertuples(index=False))]
     return "\n".join([header, rule, *body]) + "\n"
 
 
@@ -130,6 +163,11 @@ def write_report(warehouse: str | Path, reports_dir: str | Path, run_date: dt.da
         "",
         to_markdown(table),
     ]
+    intervals = intervals_table(metrics)
+    if not intervals.empty:
+        lines += ["95% intervals: a seeded bootstrap over the test users; a difference to the reference model is "
+                  "paired (the same resampled users) and marked (noise) when its interval holds zero.", "",
+                  to_markdown(intervals)]
     lines += [f"![{name}]({name})" for name in images]
     report = out / "report.md"
     report.write_text("\n".join(lines) + "\n")

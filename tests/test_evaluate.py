@@ -194,3 +194,15 @@ def test_a_metrics_table_from_before_the_intervals_is_migrated(tmp_path):
     rows = {r["model"]: r for r in read_metrics(tmp_path).to_pylist()}
     assert rows["als"]["value"] == 0.9 and rows["als"]["ci_low"] is None
     assert rows["pop"]["ci_low"] == 0.04
+
+
+def test_intervals_table_marks_differences_inside_the_noise(spark, warehouse):
+    from recsys_spark.report import intervals_table, load_metrics, to_markdown
+
+    evaluate(spark, warehouse, run_date=DAY, config=EvaluateConfig(ks=[10], bootstrap_resamples=200,
+                                                                   reference_model="b"))
+    table = intervals_table(load_metrics(warehouse, DAY), k=10)
+    assert list(table.columns) == ["hr@10 (95% CI)", "ndcg@10 (95% CI)", "ndcg@10 - b"]
+    assert table.loc["a", "hr@10 (95% CI)"].startswith("0.5000 [")
+    assert table.loc["a", "ndcg@10 - b"].endswith("(noise)") and table.loc["b", "ndcg@10 - b"] == ""
+    assert "(noise)" in to_markdown(table)
