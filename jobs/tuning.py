@@ -26,7 +26,6 @@ import datetime as dt
 import os
 import shutil
 import subprocess
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -195,7 +194,6 @@ def tune(warehouse: str | Path, model_name: str, trials: int, timeout: float | N
          env_name: str = "local", seed: int = 0, out: str | Path | None = None) -> TuneResult:
     """Run (or resume) the study of `model_name` until it holds `trials` finished trials or `timeout` seconds
     pass; write the best values as a config layer file and return them."""
-    import mlflow
     import optuna
     from mlflow.tracking import MlflowClient
 
@@ -238,7 +236,7 @@ def tune(warehouse: str | Path, model_name: str, trials: int, timeout: float | N
         layer_file = trial_dir / "trial.yaml"
         layer_file.write_text(yaml.safe_dump(merge(run_layer, as_layer(values)), sort_keys=True))
         run = client.create_run(tracking["MLFLOW_EXPERIMENT_ID"], run_name=f"trial-{trial.number}",
-                                tags={"mlflow.parentRunId": parent_id, "recsys.step": f"tune-trial"})
+                                tags={"mlflow.parentRunId": parent_id, "recsys.step": "tune-trial"})
         run_id = run.info.run_id
         for key, value in values.items():
             client.log_param(run_id, key, value)
