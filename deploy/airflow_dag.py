@@ -37,7 +37,7 @@ STEPS = [  # (task_id, queue, command, upstream task_ids)
      '$SPARK_SUBMIT jobs/topn.py --model als_implicit --k 100 --run-date "$RUN_DATE" --warehouse "$WAREHOUSE" --env cluster',
      ['als_implicit']),
     ('baselines', 'default',
-     '$SPARK_SUBMIT jobs/baselines.py --k 100 --run-date "$RUN_DATE" --warehouse "$WAREHOUSE" --env cluster \'baselines.models=[popularity,genre,markov,ar2,hybrid]\'',
+     '$SPARK_SUBMIT jobs/baselines.py --k 100 --run-date "$RUN_DATE" --warehouse "$WAREHOUSE" --env cluster \'baselines.models=[popularity,genre,markov,ar2,hybrid,itemcf]\'',
      ['etl']),
     ('export_sequences', 'default',
      '$SPARK_SUBMIT jobs/export_sequences.py --warehouse "$WAREHOUSE" --env cluster',
@@ -60,9 +60,12 @@ STEPS = [  # (task_id, queue, command, upstream task_ids)
     ('topn_ss4rec', 'gpu',
      '$PYTHON jobs/topn.py --model ss4rec --k 100 --run-date "$RUN_DATE" --warehouse "$WAREHOUSE" --env cluster',
      ['train_ss4rec']),
+    ('ensemble', 'default',
+     '$SPARK_SUBMIT jobs/ensemble.py --k 100 --run-date "$RUN_DATE" --warehouse "$WAREHOUSE" --env cluster',
+     ['topn_als', 'topn_als_implicit', 'baselines', 'topn_ncf', 'topn_sasrec', 'topn_ss4rec']),
     ('evaluate', 'default',
      '$SPARK_SUBMIT jobs/evaluate.py --run-date "$RUN_DATE" --warehouse "$WAREHOUSE" --env cluster',
-     ['topn_als', 'topn_als_implicit', 'baselines', 'topn_ncf', 'topn_sasrec', 'topn_ss4rec']),
+     ['topn_als', 'topn_als_implicit', 'baselines', 'topn_ncf', 'topn_sasrec', 'topn_ss4rec', 'ensemble']),
 ]
 
 with DAG(

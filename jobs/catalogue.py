@@ -21,6 +21,7 @@ from jobs.config import ConfigError, section
 # A top-N writer: (resolved config, warehouse, model) -> write(k, run_date, run_id). Everything a user can get
 # wrong is checked when it is called, before MLflow and Spark start; `write` does the work.
 TopnWriter = Callable[[dict, str, str], Callable[[int, dt.date, str], None]]
+LISTS = "lists"  # Family.fit_after of a family that reads the other models' lists (the ensemble)
 
 
 @dataclass(frozen=True)
@@ -30,7 +31,7 @@ class Family:
     sections: tuple[str, ...]         # config sections its models read ("{model}": the model's own section)
     fit_command: str                  # the `recsys` command that fits its models
     fit_step: str                     # the pipeline step's name; without "{model}": one step fits them all
-    fit_after: str                    # the step whose output the fit reads
+    fit_after: str                    # the step whose output the fit reads (LISTS: every step that writes lists)
     fit_runtime: str                  # spark | torch: how a scheduler launches the fit (jobs/plan.py, LAUNCHERS)
     fit_args: tuple[str, ...]         # flags of the fit step ("{model}", "{k}", "{run_date}" filled in)
     fit_overrides: tuple[str, ...]    # key=value of the fit step ("{models}": the family's configured models)
@@ -94,9 +95,24 @@ def _torch_topn(cfg: dict, warehouse: str, model: str):
     def write(k: int, run_date: dt.date, run_id: str) -> None:
         from recsys_torch.infer import topn
 
-        topn(warehouse=warehouse, model=model, k=k, run_date=run_date, run_id=run_id,
-             device=str(train.get("device", "auto")), amp=bool(train.get("amp", True)),
-             sequences=train.get("sequences"), model_dir=train.get("output"))
+        for split in ("test", "validation"):  # the validation-time list: what the ensemble chooses on
+            topn(warehouse=warehouse, model=model, k=k, run_date=run_date, run_id=run_id,
+                 device=str(train.get("device", "auto")), amp=bool(train.get("amp", True)),
+                 sequences=train.get("sequences"), model_dir=train.get("output"), split=split)
+
+    return write
+
+
+def _ensemble_topn(cfg: dict, warehouse: str, model: str):
+    from recsys_spark.ensemble import EnsembleConfig
+
+    config = EnsembleConfig.from_dict(section(cfg, "ensemble"))
+    require_tables(warehouse, "interactions", "recommendations", "recommendations_validation")
+
+    def write(k: int, run_date: dt.date, run_id: str) -> None:
+        from jobs.ensemble import write_ensemble
+
+        write_ensemble(cfg, config, warehouse, k, run_date, run_id)
 
     return write
 
@@ -112,7 +128,10 @@ TORCH = Family("torch", "torch_models", sections=("train", "{model}"), fit_comma
                fit_step="train-{model}", fit_after="export-sequences", fit_runtime="torch",
                fit_args=("--model", "{model}"), fit_overrides=(), fit_per_run_date=False, topn_runtime="python",
                write_topn=_torch_topn)
-FAMILIES = (ALS, BASELINE, TORCH)
+ENSEMBLE = Family("ensemble", "spark_models", sections=("ensemble",), fit_command="ensemble", fit_step="ensemble",
+                  fit_after=LISTS, fit_runtime="spark", fit_args=("--k", "{k}", "--run-date", "{run_date}"),
+                  fit_overrides=(), fit_per_run_date=True, topn_runtime=None, write_topn=_ensemble_topn)
+FAMILIES = (ALS, BASELINE, TORCH, ENSEMBLE)  # in plan order: the ensemble reads every other family's lists
 
 MODELS: dict[str, Model] = {m.name: m for m in (
     Model("als", ALS, "MLlib ALS on the ratings (explicit; RMSE/MAE too)"),
@@ -123,9 +142,11 @@ MODELS: dict[str, Model] = {m.name: m for m in (
     Model("markov", BASELINE, "Markov AR(1): successors of the last item"),
     Model("ar2", BASELINE, "AR(2) of the last two items, backing off to AR(1) and popularity"),
     Model("hybrid", BASELINE, "alpha * AR(1) + (1 - alpha) * popularity"),
+    Model("itemcf", BASELINE, "item-item cosine neighbours of the recent history (item_neighbors)"),
     Model("ncf", TORCH, "NeuMF (GMF + MLP) with sampled negatives"),
     Model("sasrec", TORCH, "SASRec: causal self-attention over the history"),
     Model("ss4rec", TORCH, "SS4Rec: time-aware state-space model over the history"),
+    Model("ensemble", ENSEMBLE, "reciprocal-rank fusion of ensemble.models, weights chosen on validation NDCG@10"),
 )}
 
 

@@ -16,8 +16,10 @@ COMMANDS = {
     "baselines": ("jobs.baselines", f"{catalogue.summary(catalogue.BASELINE)} (+ their top-N)"),
     "export-sequences": ("jobs.export_sequences", "per-user sequences -> Petastorm Parquet shards + meta.json"),
     "train": ("jobs.train", f"torchrun DDP training of {catalogue.summary(catalogue.TORCH)}"),
+    "ensemble": ("jobs.ensemble", "blend of ensemble.models' lists, weights chosen on validation NDCG@10 (+ its top-N)"),
     "topn": ("jobs.topn", "top-K of one model for every user -> recommendations (Delta)"),
     "evaluate": ("jobs.evaluate", "one evaluator for every model -> metrics (Delta)"),
+    "tune": ("jobs.tune", "Optuna study of one model's tune.<model> space on validation NDCG@10"),
     "pipeline": ("jobs.pipeline", "the nightly run: every step above, skipping unchanged inputs"),
     "serve": ("jobs.serve", "read-only API and web page over the warehouse (each model's latest top-N)"),
 }

@@ -20,6 +20,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--warehouse", required=True, help="warehouse directory")
     parser.add_argument("--model", help="evaluate only this model (default: every model in recommendations)")
     parser.add_argument("--run-date", help="evaluate this run date (default: each model's latest)")
+    parser.add_argument("--split", choices=["test", "validation"], default="test",
+                        help="test: recommendations vs the test item (default); validation: "
+                             "recommendations_validation vs the validation item")
     add_config_flags(parser)
     args = parser.parse_intermixed_args(argv)
     from recsys_spark.evaluate import EvaluateConfig
@@ -35,22 +38,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     run_date = parse_run_date(args.run_date) if args.run_date else None
     from jobs.tracking import job_run
 
-    require_tables(args.warehouse, "recommendations", "interactions", "items")
+    from recsys_spark.recommendations import list_table
+
+    require_tables(args.warehouse, list_table(args.split), "interactions", "items")
     spark = get_spark("recsys-evaluate", conf=section(cfg, "spark"))
-    params = {"model": args.model or "all", "run_date": run_date or "latest", "ks": config.ks}
+    params = {"model": args.model or "all", "run_date": run_date or "latest", "ks": config.ks, "split": args.split}
     with job_run(cfg, args.warehouse, "evaluate", params):
         import mlflow
 
-        result = evaluate(spark, args.warehouse, args.model, run_date, config)
+        result = evaluate(spark, args.warehouse, args.model, run_date, config, args.split)
         mlflow.log_metrics({f"{r['model']}.{r['metric']}_at_{r['k']}": r["value"] for r in result.rows})
     console = Console()
     if not console.is_terminal:  # a log file or a pipe: do not squeeze the table into 80 columns
         console = Console(width=160)
-    metrics = load_metrics(args.warehouse, run_date)
+    metrics = load_metrics(args.warehouse, run_date, args.split)
     metrics = metrics[metrics["model"].isin({row["model"] for row in result.rows})]
     for k in config.ks:
         console.print(comparison_view(comparison_table(metrics, k),
-                                      f"Top-N evaluation at K={k} (leave-last-out test item, full ranking)"))
+                                      f"Top-N evaluation at K={k} (leave-last-out {args.split} item, full ranking)"))
     intervals = intervals_table(metrics, 10 if 10 in config.ks else config.ks[0])
     if not intervals.empty:
         console.print(comparison_view(intervals, "95% bootstrap intervals over users; paired differences, "

@@ -125,7 +125,8 @@ def plan(pipe: PipelineConfig, run: Run) -> list[Step]:
             overrides = [o.format(**fill) for o in family.fit_overrides] + [o for m in group for o in m.fit_overrides]
             fit = Step(family.fit_step.format(**fill), family.fit_command,
                        [*(a.format(**fill) for a in family.fit_args), *common, *overrides], family.fit_runtime,
-                       depends=[family.fit_after], sections=group[0].sections, per_run_date=family.fit_per_run_date,
+                       depends=list(writes_lists) if family.fit_after == catalogue.LISTS else [family.fit_after],
+                       sections=group[0].sections, per_run_date=family.fit_per_run_date,
                        overrides=overrides)
             steps.append(fit)
             if family.topn_runtime is None:

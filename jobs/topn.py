@@ -27,7 +27,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--warehouse", required=True, help="warehouse directory")
     parser.add_argument("--model", required=True,
                         help=f"{catalogue.summary(catalogue.ALS)} (or als_<name>) | "
-                             f"{catalogue.summary(catalogue.BASELINE)} | {catalogue.summary(catalogue.TORCH)}")
+                             f"{catalogue.summary(catalogue.BASELINE)} | {catalogue.summary(catalogue.TORCH)} | "
+                             f"{catalogue.summary(catalogue.ENSEMBLE)}")
     parser.add_argument("--k", type=int, default=100, help="list length per user (default 100)")
     parser.add_argument("--run-date", help="partition date YYYY-MM-DD (default: today); a re-run replaces it")
     add_config_flags(parser)

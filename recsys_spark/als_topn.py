@@ -19,7 +19,7 @@ from pyspark.sql import functions as F
 
 from recsys_spark.delta import read_table, table_path
 from recsys_spark.errors import RecsysError
-from recsys_spark.recommendations import seen_pairs, write_recommendations
+from recsys_spark.recommendations import LIST_SPLITS, as_of_validation, list_table, seen_pairs, write_recommendations
 
 TOPN_SCHEMA = "user_idx int, item_idx int, rank int, score double"
 
@@ -138,17 +138,24 @@ def score_top_k(user_factors: DataFrame, item_factors: DataFrame, seen: DataFram
     return users.mapInArrow(top_k_batches, TOPN_SCHEMA)
 
 
-def als_top_k(spark: SparkSession, warehouse: str | Path, model: str, k: int, block_size: int = 256) -> DataFrame:
-    """Top-k of the saved ALS factors (the <model>_user/item_factors tables), train/validation items excluded."""
+def als_top_k(spark: SparkSession, warehouse: str | Path, model: str, k: int, block_size: int = 256,
+              split: str = "test") -> DataFrame:
+    """Top-k of the saved ALS factors (the <model>_user/item_factors tables), the items seen before `split`'s
+    target excluded (test: train + validation; validation: train). The factors are fitted on train only."""
     user_factors = read_table(spark, table_path(warehouse, f"{model}_user_factors"))
     item_factors = read_table(spark, table_path(warehouse, f"{model}_item_factors"))
     interactions = read_table(spark, table_path(warehouse, "interactions"))
+    if split == "validation":
+        interactions = as_of_validation(interactions)
     return score_top_k(user_factors, item_factors, seen_pairs(interactions), k, block_size)
 
 
 def write_als_topn(spark: SparkSession, warehouse: str | Path, model: str, k: int, run_date: dt.date,
                    run_id: str, block_size: int = 256) -> str:
-    recs = als_top_k(spark, warehouse, model, k, block_size)
+    """The test-time list (recommendations) and the validation-time list (recommendations_validation)."""
     items = read_table(spark, table_path(warehouse, "items"))
     users = read_table(spark, table_path(warehouse, "users"))
-    return write_recommendations(recs, warehouse, model, run_date, run_id, items, users)
+    for split in LIST_SPLITS:
+        write_recommendations(als_top_k(spark, warehouse, model, k, block_size, split), warehouse, model,
+                              run_date, run_id, items, users, table=list_table(split))
+    return table_path(warehouse, list_table("test"))

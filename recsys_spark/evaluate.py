@@ -19,6 +19,8 @@ The means are summed in Spark over the hits only (a user without a hit adds 0). 
 `ci_high`) come from a seeded bootstrap over the test users (recsys_spark.bootstrap), for which the rank of each hit
 (one small row per user and model) is collected; the same resamples give each model's paired difference to
 `evaluate.reference_model` (AR(2) by default): rows `<metric>_minus_<reference>` with their own interval.
+The same evaluator scores the validation-time lists (`recommendations_validation`, split `validation`) against
+each user's validation item: what the ensemble and `recsys tune` choose on.
 RMSE/MAE are written by the models that predict ratings (ALS explicit) through `write_metrics`; the comparison of
 models (recsys_spark.report.comparison_table) shows both.
 """
@@ -39,7 +41,7 @@ from recsys_spark.bootstrap import intervals
 from recsys_spark.config import from_mapping
 from recsys_spark.delta import read_arrow, read_table, table_exists, table_path, write_arrow
 from recsys_spark.errors import RecsysError
-from recsys_spark.recommendations import TABLE as RECOMMENDATIONS
+from recsys_spark.recommendations import LIST_SPLITS, list_table
 from recsys_spark.schemas import METRICS as METRICS_SCHEMA
 
 METRICS_TABLE = "metrics"
@@ -200,42 +202,51 @@ class EvaluationResult:
 
 
 def evaluate(spark: SparkSession, warehouse: str | Path, model: str | None = None,
-             run_date: dt.date | None = None, config: EvaluateConfig | None = None) -> EvaluationResult:
-    """Evaluate the chosen recommendation partitions and write their rows to `metrics`."""
+             run_date: dt.date | None = None, config: EvaluateConfig | None = None,
+             split: str = "test") -> EvaluationResult:
+    """Evaluate the chosen recommendation partitions and write their rows to `metrics`.
+
+    split: `test` evaluates `recommendations` against each user's test item; `validation` evaluates
+    `recommendations_validation` against the validation item (metric rows filed under split `validation`): what
+    the ensemble and `recsys tune` choose on, never reading a test item."""
     config = config or EvaluateConfig()
-    recs = read_table(spark, table_path(warehouse, RECOMMENDATIONS))
+    if split not in LIST_SPLITS:
+        raise RecsysError(f"evaluate: split must be one of {LIST_SPLITS}, got {split!r}")
+    table = list_table(split)
+    recs = read_table(spark, table_path(warehouse, table))
     runs = select_runs(recs, model, run_date).collect()
     if not runs:
         what = f"model {model!r}" if model else "any model"
         when = f" on {run_date.isoformat()}" if run_date else ""
-        raise RecsysError(f"no recommendations for {what}{when} in {table_path(warehouse, RECOMMENDATIONS)} "
+        raise RecsysError(f"no recommendations for {what}{when} in {table_path(warehouse, table)} "
                           "(run `recsys topn` first)")
     chosen = spark.createDataFrame([(r.model, r.run_date) for r in runs], "model string, run_date date")
     recs = recs.join(F.broadcast(chosen), ["model", "run_date"])
 
     interactions = read_table(spark, table_path(warehouse, "interactions"))
-    test = interactions.where(F.col("split") == "test")
+    test = interactions.where(F.col("split") == split)  # the target of each list
     items = read_table(spark, table_path(warehouse, "items"))
     catalogue_size = items.where(F.col("item_idx").isNotNull()).count()
     if catalogue_size == 0:
         raise RecsysError("items has no item with an item_idx: the catalogue is empty (re-run the ETL)")
 
-    rows = [metric_row(r.model, r.run_id, r.run_date, "test", r.metric, r.k, r.value)
+    rows = [metric_row(r.model, r.run_id, r.run_date, split, r.metric, r.k, r.value)
             for r in ranking_metrics(recs, test, catalogue_size, config.ks).collect()]
     if config.bootstrap_resamples:
-        reference = _reference_recs(spark, warehouse, config.reference_model, run_date, {r.model for r in runs})
+        reference = _reference_recs(spark, warehouse, config.reference_model, run_date, {r.model for r in runs},
+                                    table)
         ranks = per_user_ranks(recs if reference is None else recs.unionByName(reference), test, max(config.ks))
-        rows = add_intervals(rows, ranks, config)
+        rows = add_intervals(rows, ranks, config, split)
     path = write_metrics(rows, warehouse)
     return EvaluationResult(rows=rows, path=path)
 
 
 def _reference_recs(spark: SparkSession, warehouse, reference: str | None, run_date: dt.date | None,
-                    chosen: set[str]) -> DataFrame | None:
+                    chosen: set[str], table: str) -> DataFrame | None:
     """The reference model's list, when it is not among the evaluated ones (for the paired differences only)."""
     if not reference or reference in chosen:
         return None
-    recs = read_table(spark, table_path(warehouse, RECOMMENDATIONS))
+    recs = read_table(spark, table_path(warehouse, table))
     runs = select_runs(recs, reference, run_date).collect()
     if not runs:
         return None
@@ -254,7 +265,8 @@ def per_user_ranks(recs: DataFrame, test: DataFrame, max_k: int) -> dict[str, np
     return ranks
 
 
-def add_intervals(rows: list[dict], ranks: dict[str, np.ndarray], config: EvaluateConfig) -> list[dict]:
+def add_intervals(rows: list[dict], ranks: dict[str, np.ndarray], config: EvaluateConfig,
+                  split: str = "test") -> list[dict]:
     """The bootstrap intervals on the hr/ndcg/mrr rows (and recall = hr, precision = hr / k, map = mrr), plus one
     `<metric>_minus_<reference>` row per evaluated model, metric and k."""
     single, paired = intervals(ranks, config.ks, config.reference_model, config.bootstrap_resamples, config.seed,
@@ -272,6 +284,6 @@ def add_intervals(rows: list[dict], ranks: dict[str, np.ndarray], config: Evalua
         out.append(row)
     for model, run_id, run_date in sorted(evaluated):
         for (metric, k), diff in paired.get(model, {}).items():
-            out.append(metric_row(model, run_id, run_date, "test", f"{metric}_minus_{config.reference_model}", k,
+            out.append(metric_row(model, run_id, run_date, split, f"{metric}_minus_{config.reference_model}", k,
                                   diff.value, diff.low, diff.high))
     return out

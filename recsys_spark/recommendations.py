@@ -12,8 +12,26 @@ from recsys_spark.delta import read_table, table_path, write_table
 from recsys_spark.schemas import RECOMMENDATIONS
 
 TABLE = "recommendations"
+VALIDATION_TABLE = "recommendations_validation"  # the same lists made one step earlier (see as_of_validation)
+LIST_SPLITS = ("test", "validation")  # every list-writing step writes both
 PARTITION_BY = ["model", "run_date"]
 HISTORY_SPLITS = ("train", "validation")  # what a user "has seen" when the list is evaluated on `test`
+
+
+def list_table(split: str) -> str:
+    """Where a model's lists for `split` go: `recommendations` (test) or `recommendations_validation`."""
+    if split not in LIST_SPLITS:
+        raise ValueError(f"lists are made for {LIST_SPLITS}, not {split!r}")
+    return TABLE if split == "test" else VALIDATION_TABLE
+
+
+def as_of_validation(interactions: DataFrame) -> DataFrame:
+    """The interactions as they stood when each user's validation item was next: test rows dropped, the
+    validation row relabelled `test`. A list made from this view sees train items only (history and seen items)
+    and is evaluated against the validation item; it is what a learned blend or a tuner may choose on, because it
+    never touches a test item."""
+    return (interactions.where(F.col("split") != "test")
+            .withColumn("split", F.when(F.col("split") == "validation", F.lit("test")).otherwise(F.col("split"))))
 
 
 def new_run_id() -> str:
@@ -41,10 +59,11 @@ def write_recommendations(
     run_id: str,
     items: DataFrame,
     users: DataFrame,
+    table: str = TABLE,
 ) -> str:
     """Map dense indices back to MovieLens ids and replace the (model, run_date) partition in one commit.
 
-    `recs` has user_idx, item_idx, rank, score.
+    `recs` has user_idx, item_idx, rank, score; `table`: recommendations or recommendations_validation.
     """
     out = (recs.join(F.broadcast(items.select("item_idx", "movieId")), "item_idx")
            .join(users.select("user_idx", "userId"), "user_idx")
@@ -52,12 +71,12 @@ def write_recommendations(
                    F.lit(run_date).cast("date").alias("run_date"),
                    F.col("userId").cast("long"), F.col("rank").cast("int"),
                    F.col("movieId").cast("long"), F.col("score").cast("double")))
-    path = table_path(warehouse, TABLE)
+    path = table_path(warehouse, table)
     write_table(out, path, partition_by=PARTITION_BY, replace={"model": model, "run_date": run_date},
                 schema=RECOMMENDATIONS)
     return path
 
 
-def read_recommendations(spark, warehouse: str | Path, model: str | None = None) -> DataFrame:
-    df = read_table(spark, table_path(warehouse, TABLE))
+def read_recommendations(spark, warehouse: str | Path, model: str | None = None, table: str = TABLE) -> DataFrame:
+    df = read_table(spark, table_path(warehouse, table))
     return df.where(F.col("model") == model) if model else df

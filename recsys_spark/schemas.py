@@ -43,6 +43,8 @@ METRICS = pa.schema([
 TRANSITIONS_AR1 = pa.schema([("prev_item_idx", pa.int32()), ("next_item_idx", pa.int32()), ("count", pa.int64()),
                              ("prob", pa.float64()), ("rank", pa.int32())])
 TRANSITIONS_AR2 = pa.schema([("prev2_item_idx", pa.int32()), *TRANSITIONS_AR1])
+ITEM_NEIGHBORS = pa.schema([("item_idx", pa.int32()), ("neighbor_idx", pa.int32()), ("similarity", pa.float64()),
+                            ("co_count", pa.int64()), ("rank", pa.int32())])
 USER_FACTORS = pa.schema([("user_idx", pa.int32()), ("userId", pa.int64()), ("features", pa.list_(pa.float32()))])
 ITEM_FACTORS = pa.schema([("item_idx", pa.int32()), ("movieId", pa.int64()), ("features", pa.list_(pa.float32()))])
 ITEM_EMBEDDINGS = pa.schema([
@@ -65,8 +67,9 @@ META_KEYS = ("schema_version", "n_items", "n_users", "max_len", "rows", "tie_bre
 
 # Delta tables by name (`<warehouse>/<name>`; `<name>_user_factors` for any ALS model name) and shards by path.
 TABLES = {"interactions": INTERACTIONS, "items": ITEMS, "users": USERS, "tags": TAGS, "rejects": REJECTS,
-          "etl_report": ETL_REPORT, "recommendations": RECOMMENDATIONS, "metrics": METRICS,
-          "transitions_ar1": TRANSITIONS_AR1, "transitions_ar2": TRANSITIONS_AR2,
+          "etl_report": ETL_REPORT, "recommendations": RECOMMENDATIONS,
+          "recommendations_validation": RECOMMENDATIONS, "metrics": METRICS,
+          "transitions_ar1": TRANSITIONS_AR1, "transitions_ar2": TRANSITIONS_AR2, "item_neighbors": ITEM_NEIGHBORS,
           "als_user_factors": USER_FACTORS, "als_item_factors": ITEM_FACTORS}
 # Written by recsys_torch's top-N step (no Spark code writes them), declared here too so that the contract is one.
 WRITTEN_BY_TORCH = {"item_embeddings": ITEM_EMBEDDINGS}

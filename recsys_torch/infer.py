@@ -1,8 +1,10 @@
-"""Full-ranking top-K for every user of the `test/` shard with a trained model -> the `recommendations` table, and
-the model's item vectors -> the `item_embeddings` table (similar-item look-ups in recsys_serve).
+"""Full-ranking top-K for every user of the `test/` shard with a trained model -> the `recommendations` table
+(and of the `validation/` shard -> `recommendations_validation`, the list a blend or a tuner chooses on), and the
+model's item vectors -> the `item_embeddings` table (similar-item look-ups in recsys_serve).
 
-History = train + validation items (the test row's `items`), scored at the row's `query_timestamp`
-(meta.json `last_gap` says what that time is); the user's seen items are excluded before `torch.topk`.
+History = train + validation items (the test row's `items`; train only in a validation row), scored at the row's
+`query_timestamp` (meta.json `last_gap` says what that time is); the user's seen items are excluded before
+`torch.topk`.
 """
 from __future__ import annotations
 
@@ -79,18 +81,22 @@ def _constant(value: str, n_rows: int) -> pa.Array:
 @torch.no_grad()
 def topn(warehouse: str | Path, model: str, k: int = 100, run_date: dt.date | str | None = None,
          run_id: str | None = None, batch_size: int = 1024, device: str = "auto",
-         sequences: str | Path | None = None, model_dir: str | Path | None = None, amp: bool = True) -> dict:
+         sequences: str | Path | None = None, model_dir: str | Path | None = None, amp: bool = True,
+         split: str = "test") -> dict:
     """Write the top-`k` unseen items of every test user as the (model, run_date) partition of
     `<warehouse>/recommendations`, and the model's item vectors as that of `<warehouse>/item_embeddings`, replacing
     those partitions. Returns stats (users, rows, versions, seconds).
 
     sequences / model_dir: where `recsys train` read its shards and wrote best.pt (train.sequences, train.output);
-    amp: bf16 autocast on CUDA, as in training (train.amp)."""
+    amp: bf16 autocast on CUDA, as in training (train.amp); split: test (recommendations) or validation
+    (recommendations_validation, from the validation/ shard)."""
     started = time.time()
     if model not in MODELS:
         raise RecsysError(f"unknown torch model {model!r}; choose one of {list(MODELS)}")
     if k < 1:
         raise RecsysError(f"k must be >= 1, got {k}")
+    if split not in ("test", "validation"):
+        raise RecsysError(f"split must be test or validation, got {split!r}")
     run_date = _as_date(run_date)
     run_id = run_id or uuid.uuid4().hex
     dev = pick_device(device)
@@ -105,7 +111,7 @@ def topn(warehouse: str | Path, model: str, k: int = 100, run_date: dt.date | st
     movie_ids = read_id_map(seq_dir, "item_map", "item_idx", "movieId")
     user_ids = read_id_map(seq_dir, "user_map", "user_idx", "userId")
 
-    _, loader = make_loader(ShardSpec(seq_dir / "test", EVAL_COLUMNS, batch_size, shuffle=False), 0,
+    _, loader = make_loader(ShardSpec(seq_dir / split, EVAL_COLUMNS, batch_size, shuffle=False), 0,
                             pin_memory=use_cuda)
     k_eff = min(k, int(meta["n_items"]))
     users, items, scores = [], [], []
@@ -120,7 +126,7 @@ def topn(warehouse: str | Path, model: str, k: int = 100, run_date: dt.date | st
     del loader, batch
     gc.collect()  # release the reader's Arrow memory now, not at interpreter exit (apache/arrow#34314)
     if not users:
-        raise RecsysError(f"{seq_dir / 'test'} has no rows")
+        raise RecsysError(f"{seq_dir / split} has no rows")
     user_idx = np.concatenate(users)
     item_idx = np.concatenate(items)
     score = np.concatenate(scores).astype(np.float64)
@@ -128,11 +134,11 @@ def topn(warehouse: str | Path, model: str, k: int = 100, run_date: dt.date | st
     keep = np.isfinite(score)  # fewer than k unseen items: no filler
     n_rows = int(keep.sum())
     if user_idx.max() >= len(user_ids) or item_idx.max() >= len(movie_ids):
-        raise RecsysError(f"{seq_dir}: user_map/item_map do not cover every index in test/")
+        raise RecsysError(f"{seq_dir}: user_map/item_map do not cover every index in {split}/")
     user_col = np.repeat(user_ids[user_idx], k_eff).reshape(item_idx.shape)[keep]
     movie_col = movie_ids[item_idx][keep]
     if (user_col < 0).any() or (movie_col < 0).any():
-        raise RecsysError(f"{seq_dir}: user_map/item_map lack ids for some indices in test/")
+        raise RecsysError(f"{seq_dir}: user_map/item_map lack ids for some indices in {split}/")
     table = pa.table({
         "model": _constant(model, n_rows),
         "run_id": _constant(run_id, n_rows),
@@ -142,8 +148,10 @@ def topn(warehouse: str | Path, model: str, k: int = 100, run_date: dt.date | st
         "movieId": pa.array(movie_col, pa.int64()),
         "score": pa.array(score[keep], pa.float64()),
     })
-    version = write_recommendations(warehouse, table, model, run_date)
-    embeddings_version = write_item_embeddings(warehouse, model, run_date, *item_vectors(net, model, movie_ids))
-    return {"model": model, "run_id": run_id, "run_date": run_date.isoformat(), "users": int(len(user_idx)),
-            "rows": n_rows, "k": k, "table_version": version, "item_embeddings_version": embeddings_version,
-            "seconds": round(time.time() - started, 3)}
+    version = write_recommendations(warehouse, table, model, run_date, split)
+    stats = {"model": model, "split": split, "run_id": run_id, "run_date": run_date.isoformat(),
+             "users": int(len(user_idx)), "rows": n_rows, "k": k, "table_version": version}
+    if split == "test":  # the vectors do not depend on the split: written once, with the serving lists
+        stats["item_embeddings_version"] = write_item_embeddings(warehouse, model, run_date,
+                                                                 *item_vectors(net, model, movie_ids))
+    return stats | {"seconds": round(time.time() - started, 3)}

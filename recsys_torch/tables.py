@@ -1,5 +1,5 @@
-"""The torch side's Delta writes (delta-rs): the (model, run_date) partitions of `recommendations` and
-`item_embeddings`."""
+"""The torch side's Delta writes (delta-rs): the (model, run_date) partitions of `recommendations` (or
+`recommendations_validation`, the validation-time lists) and `item_embeddings`."""
 from __future__ import annotations
 
 import datetime as dt
@@ -13,10 +13,11 @@ from recsys_torch.schemas import ITEM_EMBEDDINGS as ITEM_EMBEDDINGS_SCHEMA
 from recsys_torch.schemas import RECOMMENDATIONS as RECOMMENDATIONS_SCHEMA
 
 PARTITION_BY = ["model", "run_date"]
+TABLES = {"test": "recommendations", "validation": "recommendations_validation"}  # the lists of each split
 
 
-def recommendations_path(warehouse: str | Path) -> Path:
-    return Path(warehouse) / "recommendations"
+def recommendations_path(warehouse: str | Path, split: str = "test") -> Path:
+    return Path(warehouse) / TABLES[split]
 
 
 def item_embeddings_path(warehouse: str | Path) -> Path:
@@ -38,9 +39,11 @@ def _replace_partition(path: Path, table: pa.Table, schema: pa.Schema, model: st
     return deltalake.DeltaTable(str(path)).version()
 
 
-def write_recommendations(warehouse: str | Path, table: pa.Table, model: str, run_date: dt.date) -> int:
-    """Replace the (model, run_date) partition of `<warehouse>/recommendations` with `table`; the new version."""
-    return _replace_partition(recommendations_path(warehouse), table, RECOMMENDATIONS_SCHEMA, model, run_date)
+def write_recommendations(warehouse: str | Path, table: pa.Table, model: str, run_date: dt.date,
+                          split: str = "test") -> int:
+    """Replace the (model, run_date) partition of `<warehouse>/recommendations` (split test) or
+    `recommendations_validation` (split validation) with `table`; the new version."""
+    return _replace_partition(recommendations_path(warehouse, split), table, RECOMMENDATIONS_SCHEMA, model, run_date)
 
 
 def write_item_embeddings(warehouse: str | Path, model: str, run_date: dt.date, movie_ids: np.ndarray,

@@ -24,7 +24,7 @@ $SPARK_SUBMIT jobs/fit_als.py --run-date "$RUN_DATE" --warehouse "$WAREHOUSE" --
 # topn-als_implicit
 $SPARK_SUBMIT jobs/topn.py --model als_implicit --k 100 --run-date "$RUN_DATE" --warehouse "$WAREHOUSE" --env cluster
 # baselines
-$SPARK_SUBMIT jobs/baselines.py --k 100 --run-date "$RUN_DATE" --warehouse "$WAREHOUSE" --env cluster 'baselines.models=[popularity,genre,markov,ar2,hybrid]'
+$SPARK_SUBMIT jobs/baselines.py --k 100 --run-date "$RUN_DATE" --warehouse "$WAREHOUSE" --env cluster 'baselines.models=[popularity,genre,markov,ar2,hybrid,itemcf]'
 # export-sequences
 $SPARK_SUBMIT jobs/export_sequences.py --warehouse "$WAREHOUSE" --env cluster
 # train-ncf
@@ -39,5 +39,7 @@ $PYTHON jobs/topn.py --model sasrec --k 100 --run-date "$RUN_DATE" --warehouse "
 $TORCHRUN jobs/train.py --model ss4rec --warehouse "$WAREHOUSE" --env cluster
 # topn-ss4rec
 $PYTHON jobs/topn.py --model ss4rec --k 100 --run-date "$RUN_DATE" --warehouse "$WAREHOUSE" --env cluster
+# ensemble
+$SPARK_SUBMIT jobs/ensemble.py --k 100 --run-date "$RUN_DATE" --warehouse "$WAREHOUSE" --env cluster
 # evaluate
 $SPARK_SUBMIT jobs/evaluate.py --run-date "$RUN_DATE" --warehouse "$WAREHOUSE" --env cluster

@@ -66,15 +66,22 @@ def test_jobs_import_neither_library_before_a_command_needs_it():
     assert out.stdout.split("\n")[:2] == ["[]", "False"]
 
 
-@pytest.mark.parametrize("model", ["als", "popularity", "sasrec"])  # one model of each family
+@pytest.mark.parametrize("model", ["als", "popularity", "sasrec", "ensemble"])  # one model of each family
 def test_topn_through_the_cli_for_every_family(spark, small_warehouse, model):
     warehouse = small_warehouse
-    assert {catalogue.find(model).family for model in ("als", "popularity", "sasrec")} == set(catalogue.FAMILIES)
-    argv = ["topn", "--warehouse", str(warehouse), "--model", model, "--k", str(K), "--run-date", DAY.isoformat()]
-    assert recsys(argv) == 0
+    assert {catalogue.find(model).family for model in ("als", "popularity", "sasrec", "ensemble")} == \
+        set(catalogue.FAMILIES)
+    # The ensemble blends two members' lists (written first, on a day of their own) and needs k >= 10.
+    k, day = (10, DAY + dt.timedelta(days=1)) if model == "ensemble" else (K, DAY)
+    argv = ["topn", "--warehouse", str(warehouse), "--k", str(k), "--run-date", day.isoformat()]
+    if model == "ensemble":
+        for member in ("als", "popularity"):
+            assert recsys([*argv, "--model", member]) == 0
+        argv += ["ensemble.models=[als,popularity]"]
+    assert recsys([*argv[:5], "--model", model, *argv[5:]]) == 0
     recs = (read_table(spark, table_path(warehouse, "recommendations"))
-            .where((F.col("model") == model) & (F.col("run_date") == F.lit(DAY))))
+            .where((F.col("model") == model) & (F.col("run_date") == F.lit(day))))
     users = read_table(spark, table_path(warehouse, "users")).count()
     per_user = recs.groupBy("userId").agg(F.count(F.lit(1)).alias("n"), F.countDistinct("movieId").alias("items"))
     assert per_user.count() == users
-    assert per_user.where((F.col("n") != K) | (F.col("items") != K)).isEmpty()
+    assert per_user.where((F.col("n") != k) | (F.col("items") != k)).isEmpty()

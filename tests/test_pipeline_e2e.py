@@ -11,9 +11,11 @@ import pytest
 from recsys_spark.delta import read_arrow, table_exists
 
 REPO = Path(__file__).resolve().parent.parent
-MODELS = ["als", "als_implicit", "popularity", "genre", "markov", "ar2", "hybrid", "ncf", "sasrec", "ss4rec"]
-TABLES = ["interactions", "items", "users", "tags", "rejects", "etl_report", "recommendations", "metrics",
-          "transitions_ar1", "transitions_ar2", "als_user_factors", "als_item_factors"]
+MODELS = ["als", "als_implicit", "popularity", "genre", "markov", "ar2", "hybrid", "itemcf", "ncf", "sasrec", "ss4rec",
+          "ensemble"]
+TABLES = ["interactions", "items", "users", "tags", "rejects", "etl_report", "recommendations",
+          "recommendations_validation", "metrics", "transitions_ar1", "transitions_ar2", "item_neighbors",
+          "als_user_factors", "als_item_factors"]
 FAST = ["train.max_steps=6", "train.eval_every=3", "train.patience=1", "pipeline.k=20", "sequences.max_len=50",
         "als.max_iter=5",
         "als.rank=16", "als.temporal=false", "ss4rec.n_layers=1", "sasrec.n_layers=1", "train.warmup=0.2"]
@@ -56,7 +58,7 @@ def first_run(tmp_path_factory):
 def test_every_table_model_and_user(first_run):
     root, out = first_run
     wh = root / "wh"
-    assert step_statuses(out) == {name: "ran" for name in planned_steps(wh)} and len(planned_steps(wh)) == 14
+    assert step_statuses(out) == {name: "ran" for name in planned_steps(wh)} and len(planned_steps(wh)) == 15
     for name in TABLES:
         assert table_exists(wh / name), name
     users = read_arrow(wh / "users").num_rows
@@ -64,6 +66,8 @@ def test_every_table_model_and_user(first_run):
     per_model = recs.groupby("model")["userId"].nunique().to_dict()
     assert per_model == {m: users for m in MODELS}
     assert (recs.groupby(["model", "userId"]).size() == 20).all()
+    validation_lists = read_arrow(wh / "recommendations_validation").to_pandas()
+    assert validation_lists.groupby("model")["userId"].nunique().to_dict() == per_model
     metrics = read_arrow(wh / "metrics").to_pandas()
     assert set(metrics["model"]) == set(MODELS)
     assert "report:" in out and (root / "reports" / "2026-11-23" / "report.md").exists()

@@ -42,7 +42,9 @@ def test_plan_fits_and_ranks_every_catalogue_model_and_ends_with_evaluation():
         assert fit in names, model.name
         if model.family.topn_runtime:
             assert f"topn-{model.name}" in names and names.index(fit) < names.index(f"topn-{model.name}")
-    assert set(steps[-1].depends) == {n for n in names if n.startswith("topn-")} | {"baselines"}
+    list_writers = {n for n in names if n.startswith("topn-")} | {"baselines"}
+    assert set(steps[-1].depends) == list_writers | {"ensemble"}
+    assert set(steps[names.index("ensemble")].depends) == list_writers  # it blends every other model's lists
     for step in steps:
         assert all(names.index(d) < names.index(step.name) for d in step.depends), step.name
     als, implicit = steps[names.index("als")], steps[names.index("als_implicit")]
@@ -191,9 +193,9 @@ def test_an_unchanged_run_skips_every_step_and_a_changed_input_reruns_exactly_it
     assert {name: entry["fingerprint"] for name, entry in state.items()} == fingerprints_before
 
     ran, _, _ = nightly("als.rank=8")  # both ALS models read the als section
-    assert ran == ["als", "topn-als", "als_implicit", "topn-als_implicit", "evaluate"]
+    assert ran == ["als", "topn-als", "als_implicit", "topn-als_implicit", "ensemble", "evaluate"]
     ran, _, _ = nightly("als.rank=8", "sasrec.hidden=32")
-    assert ran == ["train-sasrec", "topn-sasrec", "evaluate"]
+    assert ran == ["train-sasrec", "topn-sasrec", "ensemble", "evaluate"]  # the ensemble blends every list
     ran, _, _ = nightly("als.rank=8", "sasrec.hidden=32", "pipeline.spark_models=[als,als_implicit,popularity]")
     assert ran == ["baselines", "evaluate"]
     ran, _, _ = nightly("als.rank=8", "sasrec.hidden=32", "pipeline.spark_models=[als,als_implicit,popularity]",

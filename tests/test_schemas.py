@@ -97,7 +97,8 @@ def test_spark_writes_every_table_as_declared(spark, small_warehouse):
     from recsys_spark.evaluate import metric_row, write_metrics
 
     day = dt.date(2030, 1, 1)
-    topn(spark, small_warehouse, "ar2", 3, day, "contract")  # recommendations, transitions_ar1 and _ar2
+    topn(spark, small_warehouse, "ar2", 3, day, "contract")  # recommendations(_validation), transitions_ar1, _ar2
+    topn(spark, small_warehouse, "itemcf", 3, day, "contract")  # item_neighbors
     write_metrics([metric_row("ar2", "contract", day, "test", "hr", 3, 0.5)], small_warehouse)
     for name, schema in spark_side.TABLES.items():
         if name not in spark_side.WRITTEN_BY_TORCH:

@@ -1,6 +1,7 @@
 """Fit the baselines on a warehouse and write their top-k to the recommendations table."""
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -11,17 +12,20 @@ from pyspark.sql import functions as F
 
 from recsys_spark.baselines.genre import GenreConfig, recommend_genre
 from recsys_spark.baselines.hybrid import HybridConfig, recommend_hybrid
+from recsys_spark.baselines.itemcf import ItemCFConfig, item_neighbors, recommend_itemcf
 from recsys_spark.baselines.markov import (MarkovConfig, recommend_ar2, recommend_markov, transitions_ar1,
                                            transitions_ar2)
 from recsys_spark.baselines.popularity import PopularityConfig, item_popularity, recommend_popularity
 from recsys_spark.config import from_mapping
 from recsys_spark.delta import read_table, table_path, write_table
 from recsys_spark.errors import RecsysError
-from recsys_spark.recommendations import new_run_id, read_recommendations, write_recommendations
-from recsys_spark.schemas import TRANSITIONS_AR1, TRANSITIONS_AR2
+from recsys_spark.recommendations import (LIST_SPLITS, as_of_validation, list_table, new_run_id,
+                                          read_recommendations, write_recommendations)
+from recsys_spark.schemas import ITEM_NEIGHBORS, TRANSITIONS_AR1, TRANSITIONS_AR2
 
 AR1_TABLE = "transitions_ar1"
 AR2_TABLE = "transitions_ar2"
+NEIGHBORS_TABLE = "item_neighbors"
 
 
 @dataclass
@@ -34,15 +38,31 @@ class TrainTables:
     items: DataFrame
     users: DataFrame
     popularity: DataFrame
-    markov_top_k: int
-    chains: dict[int, DataFrame] = field(default_factory=dict)
+    config: "BaselinesConfig"
+    chains: dict[int, DataFrame] = field(default_factory=dict)  # fitted once, shared with the validation view
 
     def chain(self, order: int) -> DataFrame:
         """transitions_ar1 (order 1) or transitions_ar2 (order 2): counted and stored once per TrainTables."""
         if order not in self.chains:
-            self.chains.update(fit_transitions(self.spark, self.warehouse, self.interactions, self.markov_top_k,
-                                               (order,)))
+            self.chains.update(fit_transitions(self.spark, self.warehouse, self.interactions,
+                                               self.config.markov.top_k, (order,)))
         return self.chains[order]
+
+    def neighbors(self) -> DataFrame:
+        """item_neighbors (ItemCF's similarities): computed and stored once per TrainTables."""
+        if "neighbors" not in self.chains:
+            path = table_path(self.warehouse, NEIGHBORS_TABLE)
+            write_table(item_neighbors(self.interactions, self.config.itemcf), path, schema=ITEM_NEIGHBORS)
+            self.chains["neighbors"] = read_table(self.spark, path)
+        return self.chains["neighbors"]
+
+    def as_of(self, split: str) -> "TrainTables":
+        """The tables as a list for `split` sees them: `validation` drops the test rows and treats the validation
+        item as the target (history and seen items = train only). Everything fitted depends on train rows only
+        (popularity, transitions, neighbours), so it is shared, not refitted."""
+        if split == "test":
+            return self
+        return dataclasses.replace(self, interactions=as_of_validation(self.interactions))
 
     @classmethod
     def open(cls, spark: SparkSession, warehouse: str | Path, config: "BaselinesConfig") -> "TrainTables":
@@ -52,7 +72,7 @@ class TrainTables:
         users = read_table(spark, table_path(path, "users"))
         # Small (one row per item) and used by every model: computed once.
         popularity = item_popularity(interactions, items, config.popularity.recent_days).cache()
-        return cls(spark, path, interactions, items, users, popularity, config.markov.top_k)
+        return cls(spark, path, interactions, items, users, popularity, config)
 
     def close(self) -> None:
         self.popularity.unpersist()
@@ -68,6 +88,8 @@ RECOMMENDERS: dict[str, Callable[[TrainTables, int, "BaselinesConfig"], DataFram
                                                tables.popularity, k),
     "hybrid": lambda tables, k, cfg: recommend_hybrid(tables.interactions, tables.chain(1), tables.popularity, k,
                                                      cfg.hybrid.alpha),
+    "itemcf": lambda tables, k, cfg: recommend_itemcf(tables.interactions, tables.neighbors(), tables.popularity, k,
+                                                     cfg.itemcf),
 }
 BASELINES = tuple(RECOMMENDERS)
 
@@ -81,6 +103,7 @@ class BaselinesConfig:
     genre: GenreConfig = field(default_factory=GenreConfig)
     markov: MarkovConfig = field(default_factory=MarkovConfig)
     hybrid: HybridConfig = field(default_factory=HybridConfig)
+    itemcf: ItemCFConfig = field(default_factory=ItemCFConfig)
 
     def __post_init__(self):
         if self.models is None:
@@ -115,8 +138,12 @@ def recommend(tables: TrainTables, model: str, k: int, config: BaselinesConfig) 
 
 def _write(tables: TrainTables, model: str, k: int, run_date: dt.date, run_id: str,
            config: BaselinesConfig) -> int:
-    recs = recommend(tables, model, k, config)
-    write_recommendations(recs, tables.warehouse, model, run_date, run_id, tables.items, tables.users)
+    """The model's test-time list (recommendations) and validation-time list (recommendations_validation);
+    returns the rows of the test-time one."""
+    for split in LIST_SPLITS:
+        recs = recommend(tables.as_of(split), model, k, config)
+        write_recommendations(recs, tables.warehouse, model, run_date, run_id, tables.items, tables.users,
+                              table=list_table(split))
     written = read_recommendations(tables.spark, tables.warehouse, model).where(F.col("run_date") == F.lit(run_date))
     return written.count()
 

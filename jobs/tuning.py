@@ -1,0 +1,287 @@
+"""`recsys tune`: an Optuna study (TPE, seeded) over one catalogue model's search space.
+
+The space is declared beside the model's config, under `tune.<model>` in the model's own conf file (e.g.
+conf/baselines.yaml holds `tune.itemcf`): a mapping from a dotted config key to its range,
+
+    baselines.itemcf.neighbors: {type: int, low: 10, high: 200, log: true}
+    sasrec.dropout: {type: float, low: 0.0, high: 0.5}
+    train.loss: {type: categorical, choices: [sampled_ce, bce]}
+
+A trial is the model's own nightly steps (jobs/plan.py: its fit and top-N, nothing else) run with the trial's
+values as a config layer, in a scratch warehouse under <warehouse>/_tune/<model>/ that links the input tables
+(interactions, items, users, sequences/), so a trial never touches the nightly's tables or models. Its objective is
+the validation NDCG@10 of its validation-time list (recommendations_validation) from the one evaluator
+(`evaluate(split="validation")`): no test item is read. Spark steps run in this process (one JVM for the study);
+torch training runs under torchrun as a child, and each validation it records (history.json) is reported to the
+pruner, which may stop the trial early (Optuna's median rule).
+
+The study lives in <warehouse>/_tune/optuna.db (SQLite): `--trials N` asks for N finished trials in all, so a
+killed study resumes where it stopped (the trial it was running is marked failed and tried again). Every trial is
+an MLflow run nested in the study's run, and the steps' own runs nest in their trial's. The best values are written
+as a config layer file (<warehouse>/_tune/<model>/best.yaml) that `recsys pipeline --config` accepts.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import os
+import shutil
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+from jobs import catalogue
+from jobs.config import ConfigError, merge
+from jobs.plan import PipelineConfig, Run, Step, local_command, plan
+from jobs.tracking import PARENT_ENV, STEP_ENV, export_env
+
+LINKED = ("interactions", "items", "users", "sequences")  # the inputs every trial reads, never writes
+PREPARE_STEPS = ("etl", "export-sequences", "evaluate")    # the plan's steps a trial does not run
+RUN_DATE = dt.date(2000, 1, 1)                            # the trial warehouses' list partition
+TYPES = ("int", "float", "categorical")
+
+
+@dataclass(frozen=True)
+class Param:
+    key: str             # dotted config key
+    type: str            # int | float | categorical
+    low: float | None = None
+    high: float | None = None
+    log: bool = False
+    choices: tuple = ()
+
+
+def search_space(cfg: dict, model: str) -> list[Param]:
+    """tune.<model> of the resolved config, checked: one ConfigError naming the key for anything wrong."""
+    where = f"tune.{model}"
+    space = (cfg.get("tune") or {}).get(model)
+    if not isinstance(space, dict) or not space:
+        raise ConfigError(f"{where}: no search space declared (add it beside the model's config in conf/)")
+    params = []
+    for key, spec in space.items():
+        name = f"{where}.{key}"
+        if not isinstance(spec, dict) or spec.get("type") not in TYPES:
+            raise ConfigError(f"{name} must be a mapping with type one of {TYPES}, got {spec!r}")
+        unknown = set(spec) - {"type", "low", "high", "log", "choices"}
+        if unknown:
+            raise ConfigError(f"{name}: unknown keys {sorted(unknown)}")
+        if spec["type"] == "categorical":
+            choices = spec.get("choices")
+            if not isinstance(choices, list) or not choices:
+                raise ConfigError(f"{name}.choices must be a non-empty list, got {choices!r}")
+            params.append(Param(key, "categorical", choices=tuple(choices)))
+            continue
+        low, high, log = spec.get("low"), spec.get("high"), spec.get("log", False)
+        number = int if spec["type"] == "int" else (int, float)
+        if not all(isinstance(v, number) and not isinstance(v, bool) for v in (low, high)) or not low < high:
+            raise ConfigError(f"{name}: low and high must be {spec['type']}s with low < high, got {low!r}, {high!r}")
+        if not isinstance(log, bool) or (log and low <= 0):
+            raise ConfigError(f"{name}.log must be true or false, and true only with low > 0")
+        params.append(Param(key, spec["type"], low, high, log))
+    return params
+
+
+def suggest(trial, space: list[Param]) -> dict:
+    values = {}
+    for p in space:
+        if p.type == "int":
+            values[p.key] = trial.suggest_int(p.key, int(p.low), int(p.high), log=p.log)
+        elif p.type == "float":
+            values[p.key] = trial.suggest_float(p.key, float(p.low), float(p.high), log=p.log)
+        else:
+            values[p.key] = trial.suggest_categorical(p.key, list(p.choices))
+    return values
+
+
+def as_layer(values: dict) -> dict:
+    """{"a.b.c": 1} -> {"a": {"b": {"c": 1}}}: a config layer file's shape."""
+    layer: dict = {}
+    for key, value in values.items():
+        node = layer
+        *parents, last = key.split(".")
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[last] = value
+    return layer
+
+
+def tunable(name: str) -> catalogue.Model:
+    model = catalogue.find(name)
+    if model.family is catalogue.ENSEMBLE:
+        raise ConfigError("the ensemble chooses its own weights on validation: tune its members instead")
+    return model
+
+
+def trial_steps(model: catalogue.Model, warehouse: Path, layer_file: Path, env: str) -> list[Step]:
+    """The model's fit and top-N steps of the nightly plan, pointed at a trial warehouse."""
+    key = model.family.pipeline_key
+    pipe = PipelineConfig(spark_models=(model.name,) if key == "spark_models" else (),
+                          torch_models=(model.name,) if key == "torch_models" else ())
+    run = Run(data="-", warehouse=str(warehouse), run_date=RUN_DATE.isoformat(), env=env,
+              config_file=str(layer_file))
+    return [s for s in plan(pipe, run) if s.name not in PREPARE_STEPS]
+
+
+def link_inputs(source: Path, trial_dir: Path) -> None:
+    trial_dir.mkdir(parents=True)
+    for name in LINKED:
+        if (source / name).exists():
+            (trial_dir / name).symlink_to((source / name).resolve(), target_is_directory=True)
+
+
+class Pruned(Exception):
+    pass
+
+
+def run_child(step: Step, env: dict, history: Path | None, report) -> None:
+    """A torch or python step as a child process; with `history`, each validation record it writes is passed to
+    `report(step, value)`, which returns True to stop the trial (the child is terminated)."""
+    log = Path(env["RECSYS_TRIAL_DIR"]) / f"{step.name}.log"
+    with open(log, "w") as out:
+        proc = subprocess.Popen(local_command(step), stdout=out, stderr=subprocess.STDOUT, env=env,
+                                cwd=Path(__file__).resolve().parent.parent)
+        seen = 0
+        while proc.poll() is None:
+            time.sleep(1.0)
+            records = read_history(history) if history else []
+            for record in records[seen:]:
+                if report(record["step"], record["val_ndcg@10"]):
+                    proc.terminate()
+                    proc.wait()
+                    raise Pruned
+            seen = max(seen, len(records))
+    if proc.returncode != 0:
+        raise RuntimeError(f"trial step {step.name} failed (exit {proc.returncode}); log: {log}")
+
+
+def read_history(path: Path) -> list[dict]:
+    try:
+        return yaml.safe_load(path.read_text()) or []  # JSON is YAML; a half-written file reads as nothing new
+    except (OSError, yaml.YAMLError):
+        return []
+
+
+def run_in_process(step: Step, env: dict) -> None:
+    from jobs.cli import main as recsys
+
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    try:
+        code = recsys([step.command, *step.args])
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+    if code != 0:
+        raise RuntimeError(f"trial step {step.name} failed (exit {code})")
+
+
+@dataclass
+class TuneResult:
+    best_value: float
+    best_params: dict
+    best_file: Path
+    complete: int
+    pruned: int
+    failed: int
+
+
+def tune(warehouse: str | Path, model_name: str, trials: int, timeout: float | None, cfg: dict, run_layer: dict,
+         env_name: str = "local", seed: int = 0, out: str | Path | None = None) -> TuneResult:
+    """Run (or resume) the study of `model_name` until it holds `trials` finished trials or `timeout` seconds
+    pass; write the best values as a config layer file and return them."""
+    import optuna
+    from mlflow.tracking import MlflowClient
+
+    from recsys_spark.evaluate import EvaluateConfig, evaluate
+    from recsys_spark.session import get_spark
+
+    model = tunable(model_name)
+    space = search_space(cfg, model.name)
+    if trials < 1:
+        raise ConfigError(f"--trials must be a positive integer, got {trials}")
+    warehouse = Path(warehouse).resolve()
+    root = warehouse / "_tune"
+    root.mkdir(parents=True, exist_ok=True)
+    tracking = export_env(cfg, warehouse)
+    os.environ.update(tracking)  # the steps log into the warehouse's store, not their trial warehouse's
+    client = MlflowClient(tracking["MLFLOW_TRACKING_URI"])
+    spark = get_spark(f"recsys-tune-{model.name}", conf=cfg.get("spark") or {})
+    evaluate_config = EvaluateConfig(ks=[10], bootstrap_resamples=0)
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(
+        study_name=model.name, storage=f"sqlite:///{root / 'optuna.db'}", direction="maximize",
+        sampler=optuna.samplers.TPESampler(seed=seed), pruner=optuna.pruners.MedianPruner(n_startup_trials=2),
+        load_if_exists=True)
+    for stale in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
+        study.tell(stale.number, state=optuna.trial.TrialState.FAIL)  # its process was killed: try it again
+        study.enqueue_trial(stale.params)
+    parent_id = study.user_attrs.get("mlflow_run_id")
+    if parent_id is None:
+        parent_id = client.create_run(tracking["MLFLOW_EXPERIMENT_ID"], run_name=f"tune-{model.name}",
+                                      tags={"recsys.step": "tune"}).info.run_id
+        study.set_user_attr("mlflow_run_id", parent_id)
+        client.log_param(parent_id, "model", model.name)
+
+    def objective(trial) -> float:
+        values = suggest(trial, space)
+        trial_dir = root / model.name / f"trial-{trial.number}"
+        shutil.rmtree(trial_dir, ignore_errors=True)
+        link_inputs(warehouse, trial_dir)
+        layer_file = trial_dir / "trial.yaml"
+        layer_file.write_text(yaml.safe_dump(merge(run_layer, as_layer(values)), sort_keys=True))
+        run = client.create_run(tracking["MLFLOW_EXPERIMENT_ID"], run_name=f"trial-{trial.number}",
+                                tags={"mlflow.parentRunId": parent_id, "recsys.step": "tune-trial"})
+        run_id = run.info.run_id
+        for key, value in values.items():
+            client.log_param(run_id, key, value)
+        env = {**os.environ, **tracking, PARENT_ENV: run_id, "RECSYS_TRIAL_DIR": str(trial_dir)}
+
+        def report(step: int, value: float) -> bool:
+            trial.report(value, step)
+            client.log_metric(run_id, "val_ndcg_10_trainer", value, step=step)
+            return trial.should_prune()
+
+        status = "FAILED"
+        try:
+            for step in trial_steps(model, trial_dir, layer_file, env_name):
+                step_env = {**env, STEP_ENV: step.name}
+                if step.runtime == "spark":
+                    run_in_process(step, {PARENT_ENV: run_id, STEP_ENV: step.name})
+                else:
+                    history = trial_dir / "models" / model.name / "history.json" if step.runtime == "torch" else None
+                    run_child(step, step_env, history, report)
+            value = evaluate(spark, trial_dir, model.name, RUN_DATE, evaluate_config, split="validation").value(
+                model.name, "ndcg", 10, "validation")
+            client.log_metric(run_id, "validation_ndcg_at_10", value)
+            status = "FINISHED"
+            return value
+        except Pruned:
+            status = "KILLED"
+            raise optuna.TrialPruned() from None
+        finally:
+            client.set_terminated(run_id, status)
+            shutil.rmtree(trial_dir, ignore_errors=True)
+
+    finished = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
+    remaining = trials - len(study.get_trials(deepcopy=False, states=finished))
+    if remaining > 0:
+        study.optimize(objective, n_trials=remaining, timeout=timeout, catch=())
+    states = [t.state for t in study.get_trials(deepcopy=False)]
+    complete = states.count(optuna.trial.TrialState.COMPLETE)
+    if complete == 0:
+        raise ConfigError(f"the study of {model.name} has no completed trial yet")
+    best_file = Path(out) if out else root / model.name / "best.yaml"
+    best_file.parent.mkdir(parents=True, exist_ok=True)
+    header = (f"# recsys tune --model {model.name}: best of {complete} trials, validation NDCG@10 "
+              f"{study.best_value:.4f} (trial {study.best_trial.number}); use: recsys pipeline --config {best_file}\n")
+    best_file.write_text(header + yaml.safe_dump(as_layer(study.best_params), sort_keys=True))
+    client.log_metric(parent_id, "best_validation_ndcg_at_10", study.best_value)
+    client.log_artifact(parent_id, str(best_file))
+    return TuneResult(study.best_value, study.best_params, best_file, complete,
+                      states.count(optuna.trial.TrialState.PRUNED), states.count(optuna.trial.TrialState.FAIL))
