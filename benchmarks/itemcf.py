@@ -24,43 +24,27 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "benchmarks"))
 os.environ.setdefault("RECSYS_DELTA_WRITER", "delta-rs")
 
-from _measure import jvm_peak_rss_gb, machine, python_peak_rss_gb, reset_jvm_peak_rss  # noqa: E402
-from markov import input_data  # noqa: E402  (the same generated set and cache)
+from _measure import jvm_peak_rss_gb, python_peak_rss_gb, reset_jvm_peak_rss  # noqa: E402
+from _spark_bench import add_data_args, add_spark_args, spark_over_etl  # noqa: E402  (markov.py's set and cache)
 
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--users", type=int, default=162_541)
-    p.add_argument("--items", type=int, default=59_047)
-    p.add_argument("--ratings", type=int, default=25_000_095)
-    p.add_argument("--ml-small", action="store_true", help="use ml-latest-small instead of generated data")
-    p.add_argument("--cache", default=str(REPO / ".bench" / "ml25m-gen"))
+    add_data_args(p)
     p.add_argument("--neighbors", type=int, default=50, help="baselines.itemcf.neighbors")
     p.add_argument("--shrinkage", type=float, default=0.0, help="baselines.itemcf.shrinkage")
     p.add_argument("--max-user-items", type=int, default=500, help="baselines.itemcf.max_user_items")
     p.add_argument("--k", type=int, default=100, help="list length per user")
-    p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--driver-memory", default="6g")
+    add_spark_args(p)
     args = p.parse_args()
 
     from recsys_spark.baselines import BaselinesConfig, TrainTables
     from recsys_spark.baselines.itemcf import item_neighbors, recommend_itemcf
-    from recsys_spark.delta import read_table, table_exists, table_path, write_table
-    from recsys_spark.etl import EtlConfig, run_etl
+    from recsys_spark.delta import read_table, table_path, write_table
     from recsys_spark.recommendations import write_recommendations
     from recsys_spark.schemas import ITEM_NEIGHBORS
-    from recsys_spark.session import get_spark
 
-    data, name = input_data(args)
-    warehouse = REPO / ".bench" / "itemcf" / name
-    spark = get_spark("bench-itemcf", master=f"local[{args.threads}]",
-                      conf={"spark.driver.memory": args.driver_memory, "spark.ui.enabled": "false",
-                            "spark.sql.shuffle.partitions": str(max(8, 4 * args.threads))})
-    print(machine())
-    if not table_exists(table_path(warehouse, "interactions")):
-        started = time.perf_counter()
-        run_etl(spark, data, warehouse, EtlConfig())
-        print(f"ETL of {name} in {time.perf_counter() - started:.0f} s (cached in {warehouse})")
+    spark, warehouse, name = spark_over_etl(args, "itemcf")
     config = BaselinesConfig.from_dict({"itemcf": {"neighbors": args.neighbors, "shrinkage": args.shrinkage,
                                                    "max_user_items": args.max_user_items}})
     tables = TrainTables.open(spark, warehouse, config)

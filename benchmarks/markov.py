@@ -22,55 +22,21 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "benchmarks"))
 os.environ.setdefault("RECSYS_DELTA_WRITER", "delta-rs")
 
-from _measure import jvm_peak_rss_gb, machine, python_peak_rss_gb, reset_jvm_peak_rss  # noqa: E402
-
-ML_SMALL = REPO.parent / "shared" / "data" / "ml-latest-small"
-
-
-def input_data(args) -> tuple[Path, str]:
-    if args.ml_small:
-        return ML_SMALL, "ml-latest-small"
-    try:
-        from recsys_data.generate import generate
-    except ImportError:
-        print("recsys_data.generate not available: falling back to ml-latest-small")
-        return ML_SMALL, "ml-latest-small"
-    name = f"{args.users}u-{args.items}i-{args.ratings}r"
-    data = Path(args.cache) / name
-    if not (data / "ratings.csv").exists():
-        started = time.perf_counter()
-        generate(data, n_users=args.users, n_items=args.items, n_ratings=args.ratings, seed=0)
-        print(f"generated {name} in {time.perf_counter() - started:.0f} s")
-    return data, name
+from _measure import jvm_peak_rss_gb, python_peak_rss_gb, reset_jvm_peak_rss  # noqa: E402
+from _spark_bench import add_data_args, add_spark_args, spark_over_etl  # noqa: E402
 
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--users", type=int, default=162_541)
-    p.add_argument("--items", type=int, default=59_047)
-    p.add_argument("--ratings", type=int, default=25_000_095)
-    p.add_argument("--ml-small", action="store_true", help="use ml-latest-small instead of generated data")
-    p.add_argument("--cache", default=str(REPO / ".bench" / "ml25m-gen"))
+    add_data_args(p)
     p.add_argument("--top-k", type=int, default=50, help="successors kept per state")
-    p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--driver-memory", default="6g")
+    add_spark_args(p)
     args = p.parse_args()
 
     from recsys_spark.baselines.markov import transitions_ar1, transitions_ar2
-    from recsys_spark.delta import read_table, table_exists, table_path, write_table
-    from recsys_spark.etl import EtlConfig, run_etl
-    from recsys_spark.session import get_spark
+    from recsys_spark.delta import read_table, table_path, write_table
 
-    data, name = input_data(args)
-    warehouse = REPO / ".bench" / "markov" / name
-    spark = get_spark("bench-markov", master=f"local[{args.threads}]",
-                      conf={"spark.driver.memory": args.driver_memory, "spark.ui.enabled": "false",
-                            "spark.sql.shuffle.partitions": str(max(8, 4 * args.threads))})
-    print(machine())
-    if not table_exists(table_path(warehouse, "interactions")):
-        started = time.perf_counter()
-        run_etl(spark, data, warehouse, EtlConfig())
-        print(f"ETL of {name} in {time.perf_counter() - started:.0f} s (cached in {warehouse})")
+    spark, warehouse, name = spark_over_etl(args, "markov")
     interactions = read_table(spark, table_path(warehouse, "interactions"))
     n_train = interactions.where("split = 'train'").count()
     print(f"{name}: {n_train:,} train interactions, top-k {args.top_k}, local[{args.threads}]")

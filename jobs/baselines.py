@@ -10,15 +10,15 @@ from typing import Sequence
 if __package__ in (None, ""):  # `python jobs/baselines.py` / `spark-submit jobs/baselines.py`
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from jobs.common import add_config_flags, guarded, job_config, parse_run_date, require_tables  # noqa: E402
+from jobs.common import (add_config_flags, add_list_flags, guarded, job_config, list_length,  # noqa: E402
+                         parse_run_date, require_tables)
 from jobs.config import section  # noqa: E402
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="recsys baselines", description=__doc__)
     parser.add_argument("--warehouse", required=True, help="directory of the Delta tables (the ETL's output)")
-    parser.add_argument("--k", type=int, default=100, help="items per user (default 100)")
-    parser.add_argument("--run-date", help="YYYY-MM-DD partition to (re)write (default: today)")
+    add_list_flags(parser)
     add_config_flags(parser)
     return parser.parse_intermixed_args(argv)
 
@@ -28,21 +28,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     from jobs.tracking import job_run
     from recsys_spark.baselines import BaselinesConfig, run_baselines
-    from recsys_spark.errors import RecsysError
     from recsys_spark.session import get_spark
 
     # Everything a user can get wrong is checked before Spark and MLflow start.
-    if args.k < 1:
-        raise RecsysError(f"--k must be a positive integer, got {args.k}")
+    k = list_length(args)
     cfg, config = job_config(args, "baselines", BaselinesConfig)
     run_date = parse_run_date(args.run_date)
     require_tables(args.warehouse, "interactions", "items", "users")
     spark = get_spark("recsys-baselines", conf=section(cfg, "spark"))
-    params = {"k": args.k, "run_date": run_date, **{f"baselines.{k}": v for k, v in section(cfg, "baselines").items()}}
+    params = {"k": k, "run_date": run_date, **{f"baselines.{k}": v for k, v in section(cfg, "baselines").items()}}
     with job_run(cfg, args.warehouse, "baselines", params) as run:
         import mlflow
 
-        results = run_baselines(spark, args.warehouse, args.k, run_date, config)
+        results = run_baselines(spark, args.warehouse, k, run_date, config)
         for model, result in results.items():
             mlflow.log_metric(f"rows_{model}", result["rows"])
             mlflow.set_tag(f"run_id.{model}", result["run_id"])

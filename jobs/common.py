@@ -39,6 +39,19 @@ def add_config_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, e.g. als.rank=20")
 
 
+def add_list_flags(parser: argparse.ArgumentParser,
+                   run_date_help: str = "YYYY-MM-DD partition to (re)write (default: today); a re-run replaces it") -> None:
+    """--k and --run-date of a command that writes top-k lists (check --k with `list_length`)."""
+    parser.add_argument("--k", type=int, default=100, help="items per user (default 100)")
+    parser.add_argument("--run-date", help=run_date_help)
+
+
+def list_length(args: argparse.Namespace) -> int:
+    if args.k < 1:
+        raise ConfigError(f"--k must be a positive integer, got {args.k}")
+    return args.k
+
+
 def resolve_config(args: argparse.Namespace, *sections: str) -> dict:
     return load_config(sections, config_file=args.config, overrides=args.overrides, env=args.env)
 

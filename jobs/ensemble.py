@@ -12,18 +12,18 @@ from typing import Sequence
 if __package__ in (None, ""):  # `python jobs/ensemble.py` / `spark-submit jobs/ensemble.py`
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from jobs.common import add_config_flags, guarded, job_config, parse_run_date, require_tables  # noqa: E402
+from jobs.common import (add_config_flags, add_list_flags, guarded, job_config, list_length,  # noqa: E402
+                         parse_run_date, require_tables)
 from jobs.config import section  # noqa: E402
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="recsys ensemble", description=__doc__)
     parser.add_argument("--warehouse", required=True, help="directory of the Delta tables")
-    parser.add_argument("--k", type=int, default=100, help="items per user (default 100)")
-    parser.add_argument("--run-date", help="YYYY-MM-DD partition to (re)write; members' latest lists on or "
-                                           "before it are blended (default: today)")
+    add_list_flags(parser, run_date_help="YYYY-MM-DD partition to (re)write; members' latest lists on or before it "
+                                         "are blended (default: today)")
     add_config_flags(parser)
-    return parser.parse_args(argv)
+    return parser.parse_intermixed_args(argv)
 
 
 def write_ensemble(cfg: dict, config, warehouse: str, k: int, run_date, run_id: str):
@@ -48,18 +48,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     from jobs.tracking import job_run
     from recsys_spark.ensemble import EnsembleConfig
-    from recsys_spark.errors import RecsysError
 
-    if args.k < 1:
-        raise RecsysError(f"--k must be a positive integer, got {args.k}")
+    k = list_length(args)
     cfg, config = job_config(args, "ensemble", EnsembleConfig)
     run_date = parse_run_date(args.run_date)
     require_tables(args.warehouse, "interactions", "recommendations", "recommendations_validation")
     run_id = uuid.uuid4().hex
-    params = {"k": args.k, "run_date": run_date, "run_id": run_id,
+    params = {"k": k, "run_date": run_date, "run_id": run_id,
               **{f"ensemble.{k}": v for k, v in section(cfg, "ensemble").items()}}
     with job_run(cfg, args.warehouse, "ensemble", params):
-        write_ensemble(cfg, config, args.warehouse, args.k, run_date, run_id)
+        write_ensemble(cfg, config, args.warehouse, k, run_date, run_id)
     return 0
 
 

@@ -17,8 +17,8 @@ if __package__ in (None, ""):  # `python jobs/topn.py` / `spark-submit jobs/topn
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from jobs import catalogue  # noqa: E402
-from jobs.common import add_config_flags, guarded, parse_run_date, resolve_config  # noqa: E402
-from jobs.config import ConfigError  # noqa: E402
+from jobs.common import (add_config_flags, add_list_flags, guarded, list_length,  # noqa: E402
+                         parse_run_date, resolve_config)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -29,8 +29,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help=f"{catalogue.summary(catalogue.ALS)} (or als_<name>) | "
                              f"{catalogue.summary(catalogue.BASELINE)} | {catalogue.summary(catalogue.TORCH)} | "
                              f"{catalogue.summary(catalogue.ENSEMBLE)}")
-    parser.add_argument("--k", type=int, default=100, help="list length per user (default 100)")
-    parser.add_argument("--run-date", help="partition date YYYY-MM-DD (default: today); a re-run replaces it")
+    add_list_flags(parser)
     add_config_flags(parser)
     return parser
 
@@ -39,8 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_intermixed_args(argv)
     model = catalogue.find(args.model)
-    if args.k < 1:
-        raise ConfigError(f"--k must be >= 1, got {args.k}")
+    list_length(args)
     run_date, run_id = parse_run_date(args.run_date), uuid.uuid4().hex
     cfg = resolve_config(args, *model.sections)
     write = model.family.write_topn(cfg, args.warehouse, model.name)

@@ -27,7 +27,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0, help="the TPE sampler's seed")
     parser.add_argument("--out", help="best-values layer file (default <warehouse>/_tune/<model>/best.yaml)")
     add_config_flags(parser)
-    args = parser.parse_args(argv)
+    args = parser.parse_intermixed_args(argv)
     from jobs.tuning import search_space, tunable, tune
 
     model = tunable(args.model)

@@ -84,3 +84,22 @@ def test_overrides_may_come_before_and_after_options():
     args = pipeline.parse(["--data", "d", "--warehouse", "w", "train.max_steps=600", "--run-date", "2026-11-30",
                            "train.threads=1"])
     assert args.run_date == "2026-11-30" and args.overrides == ["train.max_steps=600", "train.threads=1"]
+
+
+def test_every_job_with_overrides_parses_them_on_both_sides_of_an_option():
+    """A parser with the `key=value` positional must use parse_intermixed_args; plain parse_args stops collecting
+    overrides at the first option, so `recsys X --warehouse W a=1 --run-date D b=2` fails."""
+    import ast
+
+    jobs_dir = Path(__file__).resolve().parent.parent / "jobs"
+    checked = []
+    for path in sorted(jobs_dir.glob("*.py")):
+        tree = ast.parse(path.read_text())
+        calls = [node.func.attr for node in ast.walk(tree)
+                 if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)]
+        if "add_config_flags" not in {getattr(n.func, "id", None) for n in ast.walk(tree) if isinstance(n, ast.Call)}:
+            continue
+        checked.append(path.name)
+        assert "parse_args" not in calls, f"{path.name} parses with parse_args: use parse_intermixed_args"
+        assert "parse_intermixed_args" in calls, path.name
+    assert {"ensemble.py", "tune.py", "topn.py", "train.py", "pipeline.py"} <= set(checked)

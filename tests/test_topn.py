@@ -106,7 +106,7 @@ def test_score_top_k_in_spark_blocks_matches_brute_force(spark):
 
 def test_job_unknown_model_and_bad_k_are_one_line_errors(tmp_path):
     for flags, message in ((["--model", "svd"], "unknown model 'svd'"),
-                           (["--model", "sasrec", "--k", "0"], "--k must be >= 1")):
+                           (["--model", "sasrec", "--k", "0"], "--k must be a positive integer")):
         proc = subprocess.run([sys.executable, "jobs/topn.py", "--warehouse", str(tmp_path), *flags],
                               capture_output=True, text=True, timeout=120)
         assert proc.returncode == 2, proc.stderr
