@@ -46,6 +46,7 @@ def test_right_values_still_build():
     assert BaselinesConfig.from_dict({"models": "ar2"}).models == ("ar2",)
     assert BaselinesConfig.from_dict(None).hybrid.alpha == 0.5
     assert SequenceConfig.from_dict({"stride": None}).window_stride == 200
-    assert BaselinesConfig.from_dict({"models": None}).models == ("popularity", "genre", "markov", "ar2", "hybrid")
+    assert BaselinesConfig.from_dict({"models": None}).models == ("popularity", "genre", "markov", "ar2", "hybrid",
+                                                                 "itemcf")
     assert BaselinesConfig.from_dict({"models": ["markov"]}).models == ("markov",)
     assert EvaluateConfig.from_dict({"ks": 10}).ks == [10]
