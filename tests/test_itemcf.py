@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from pyspark.sql import functions as F
 
-from recsys_spark.baselines.itemcf import ItemCFConfig, item_neighbors, itemcf_scores, recommend_itemcf
+from recsys_spark.baselines.itemcf import ITEM_BLOCK, ItemCFConfig, item_neighbors, itemcf_scores, recommend_itemcf
 from recsys_spark.errors import RecsysError
 from recsys_spark.recommendations import as_of_validation
 
@@ -52,10 +52,11 @@ def brute_force_top_k(sim: np.ndarray, k: int) -> dict[int, list[tuple[int, floa
     return {i: top for i, top in out.items() if top}
 
 
-def test_neighbors_are_the_brute_force_shrunk_cosine(histories, interactions):
+@pytest.mark.parametrize("block", [ITEM_BLOCK, 7])  # one task for all items; five tasks, the last one short
+def test_neighbors_are_the_brute_force_shrunk_cosine(histories, interactions, block):
     expected = brute_force_top_k(brute_force_similarity(histories, CONFIG), CONFIG.neighbors)
     got: dict[int, list[tuple[int, float]]] = {}
-    for row in item_neighbors(interactions, CONFIG).orderBy("item_idx", "rank").collect():
+    for row in item_neighbors(interactions, CONFIG, block).orderBy("item_idx", "rank").collect():
         got.setdefault(row.item_idx, []).append((row.neighbor_idx, row.similarity))
         assert row.rank == len(got[row.item_idx])
     assert sorted(got) == sorted(expected)
@@ -130,6 +131,13 @@ def test_bad_config_is_one_clear_error():
     with pytest.raises(RecsysError, match="baselines.itemcf.max_user_items"):
         ItemCFConfig(max_user_items=1)
 
+
+def test_ties_at_the_kth_neighbour_break_by_index(spark):
+    """Items 1..6 each shared by the same two users with item 0: six equal similarities for K = 3 places."""
+    rows = [(u, item, seq, "train") for u in (1, 2) for seq, item in enumerate([0, 6, 4, 2, 5, 1, 3], 1)]
+    interactions = spark.createDataFrame(rows, "user_idx int, item_idx int, seq int, split string")
+    top = item_neighbors(interactions, ItemCFConfig(neighbors=3), block=2).where("item_idx = 0").orderBy("rank")
+    assert [(r.neighbor_idx, r.co_count, r.rank) for r in top.collect()] == [(1, 2, 1), (2, 2, 2), (3, 2, 3)]
 
 
 @pytest.mark.slow
