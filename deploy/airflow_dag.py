@@ -60,12 +60,18 @@ STEPS = [  # (task_id, queue, command, upstream task_ids)
     ('topn_ss4rec', 'gpu',
      '$PYTHON jobs/topn.py --model ss4rec --k 100 --run-date "$RUN_DATE" --warehouse "$WAREHOUSE" --env cluster',
      ['train_ss4rec']),
+    ('train_lightgcn', 'gpu',
+     '$TORCHRUN jobs/train.py --model lightgcn --warehouse "$WAREHOUSE" --env cluster',
+     ['export_sequences']),
+    ('topn_lightgcn', 'gpu',
+     '$PYTHON jobs/topn.py --model lightgcn --k 100 --run-date "$RUN_DATE" --warehouse "$WAREHOUSE" --env cluster',
+     ['train_lightgcn']),
     ('ensemble', 'default',
      '$SPARK_SUBMIT jobs/ensemble.py --k 100 --run-date "$RUN_DATE" --warehouse "$WAREHOUSE" --env cluster',
-     ['topn_als', 'topn_als_implicit', 'baselines', 'topn_ncf', 'topn_sasrec', 'topn_ss4rec']),
+     ['topn_als', 'topn_als_implicit', 'baselines', 'topn_ncf', 'topn_sasrec', 'topn_ss4rec', 'topn_lightgcn']),
     ('evaluate', 'default',
      '$SPARK_SUBMIT jobs/evaluate.py --run-date "$RUN_DATE" --warehouse "$WAREHOUSE" --env cluster',
-     ['topn_als', 'topn_als_implicit', 'baselines', 'topn_ncf', 'topn_sasrec', 'topn_ss4rec', 'ensemble']),
+     ['topn_als', 'topn_als_implicit', 'baselines', 'topn_ncf', 'topn_sasrec', 'topn_ss4rec', 'topn_lightgcn', 'ensemble']),
 ]
 
 with DAG(

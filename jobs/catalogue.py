@@ -146,6 +146,7 @@ MODELS: dict[str, Model] = {m.name: m for m in (
     Model("ncf", TORCH, "NeuMF (GMF + MLP) with sampled negatives"),
     Model("sasrec", TORCH, "SASRec: causal self-attention over the history"),
     Model("ss4rec", TORCH, "SS4Rec: time-aware state-space model over the history"),
+    Model("lightgcn", TORCH, "LightGCN: layer-averaged graph propagation over the train graph, BPR"),
     Model("ensemble", ENSEMBLE, "reciprocal-rank fusion of ensemble.models, weights chosen on validation NDCG@10"),
 )}
 

@@ -52,7 +52,7 @@ def register_best(warehouse: Path, cfg: dict, trained: set[str]) -> str | None:
     registered = (cfg.get("mlflow") or {}).get("registered_model_prefix", "recsys-") + model_name
     if model_name not in trained:
         return f"{registered} unchanged (not retrained; validation NDCG@10 {score:.4f})"
-    net, _ = load_best(warehouse, model_name, torch.device("cpu"))
+    net, _ = load_best(warehouse, model_name, torch.device("cpu"), sequences=section(cfg, "train").get("sequences"))
     with mlflow.start_run(run_name=f"register {model_name}", nested=True,
                           tags={"recsys.step": "register"}) as run:
         mlflow.log_metric("val_ndcg_at_10", score)

@@ -61,6 +61,7 @@ SEQUENCE_ROWS = pa.schema([  # train/, validation/, test/
     ("query_timestamp", pa.int64()), ("seen_items", pa.list_(pa.int32())),
 ])
 NCF_ROWS = pa.schema([("user_idx", pa.int32()), ("item_idx", pa.int32())])  # ncf_train/
+EDGE_ROWS = pa.schema([("user_idx", pa.int32()), ("item_idx", pa.int32())])  # edges/ (the train graph)
 ITEM_MAP = pa.schema([("item_idx", pa.int32()), ("movieId", pa.int64())])  # item_map.parquet
 USER_MAP = pa.schema([("user_idx", pa.int32()), ("userId", pa.int64())])  # user_map.parquet
 META_KEYS = ("schema_version", "n_items", "n_users", "max_len", "rows", "tie_break", "seed", "last_gap", "created_at")
@@ -75,4 +76,5 @@ TABLES = {"interactions": INTERACTIONS, "items": ITEMS, "users": USERS, "tags": 
 WRITTEN_BY_TORCH = {"item_embeddings": ITEM_EMBEDDINGS}
 TABLES.update(WRITTEN_BY_TORCH)
 SHARDS = {"train": SEQUENCE_ROWS, "validation": SEQUENCE_ROWS, "test": SEQUENCE_ROWS, "ncf_train": NCF_ROWS,
+          "edges": EDGE_ROWS,
           "item_map.parquet": ITEM_MAP, "user_map.parquet": USER_MAP}

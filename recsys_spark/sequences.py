@@ -10,6 +10,10 @@ small dataset is cut into at least `min_row_groups` groups. Rows are hash-partit
 files that depends only on the row count, then sorted inside each file: the same input gives the same files with
 the same rows in the same order.
 
+`edges/` is the train graph of a graph model (LightGCN): one row per train interaction, ordered by (user, item). It
+holds the same rows as `ncf_train/`, which is NCF's sample stream in history order; the graph is its own contract so
+that either can change without the other.
+
 Train rows carry target_item = target_timestamp = query_timestamp = 0 and an empty seen_items (their loss is on
 `targets`). An evaluation row with no history at all (a user whose only interaction is the target) has all-padding
 items and query_timestamp 0 under `last_gap: query_time`.
@@ -37,11 +41,11 @@ from pyspark.sql import functions as F
 from recsys_spark.config import from_mapping
 from recsys_spark.delta import read_table, table_exists, table_path
 from recsys_spark.errors import RecsysError
-from recsys_spark.schemas import ITEM_MAP, NCF_ROWS, SEQUENCE_ROWS, SHARD_SCHEMA_VERSION, USER_MAP
+from recsys_spark.schemas import EDGE_ROWS, ITEM_MAP, NCF_ROWS, SEQUENCE_ROWS, SHARD_SCHEMA_VERSION, USER_MAP
 
 LAST_GAPS = ("query_time", "target_time")
 REQUIRED_COLUMNS = ("userId", "movieId", "timestamp", "user_idx", "item_idx", "seq", "split")
-DATASETS = ("train", "validation", "test", "ncf_train")
+DATASETS = ("train", "validation", "test", "ncf_train", "edges")
 
 
 @dataclass
@@ -50,7 +54,7 @@ class SequenceConfig:
     stride: int | None = None        # train window stride; None = max_len (non-overlapping windows)
     last_gap: str = "query_time"     # query_time: last history timestamp + 1 s; target_time: the target's timestamp
     rows_per_group: int = 4096       # rows per Parquet row group of train/validation/test
-    ncf_rows_per_group: int = 65536  # rows per row group of ncf_train (two ints a row)
+    ncf_rows_per_group: int = 65536  # rows per row group of ncf_train and edges (two ints a row)
     min_row_groups: int = 8          # per dataset, when it has that many rows: every rank needs a row group
     groups_per_file: int = 16
 
@@ -263,7 +267,7 @@ def planned_rows(histories: DataFrame, stride: int) -> dict:
         F.count(F.lit(1)).alias("users"), F.max("user_idx").alias("n_users"), F.max(last_item).alias("n_items"),
         F.sum(F.when(n >= 2, F.ceil((n - 1) / F.lit(stride))).otherwise(0)).alias("train"),
         F.count("validation_item").alias("validation"), F.count("test_item").alias("test"),
-        F.sum(n).alias("ncf_train")).first()
+        F.sum(n).alias("ncf_train"), F.sum(n).alias("edges")).first()
     return {key: int(totals[key] or 0) for key in ("users", "n_users", "n_items", *DATASETS)}
 
 
@@ -343,6 +347,8 @@ def export_sequences(spark: SparkSession, warehouse: str | Path, out: str | Path
                      config.rows_per_group),
             "ncf_train": (histories.select("user_idx", F.posexplode("train_items").alias("pos", "item_idx")),
                           ["user_idx", "pos"], NCF_ROWS, config.ncf_rows_per_group),
+            "edges": (histories.select("user_idx", F.explode("train_items").alias("item_idx")),
+                      ["user_idx", "item_idx"], EDGE_ROWS, config.ncf_rows_per_group),
         }
         rows = {name: write_parquet_shards(df, plan[name], temp / name, schema, order_by, rows_per_group,
                                            config.min_row_groups, config.groups_per_file)

@@ -32,7 +32,9 @@ warnings.filterwarnings("ignore", category=FutureWarning, module=r"pyarrow(\.|$)
 
 SEQUENCE_COLUMNS = ("items", "timestamps", "targets")
 EVAL_COLUMNS = ("user_idx", "items", "timestamps", "target_item", "query_timestamp", "seen_items")
-NCF_COLUMNS = ("user_idx", "item_idx")
+NCF_COLUMNS = ("user_idx", "item_idx")   # ncf_train/
+EDGE_COLUMNS = ("user_idx", "item_idx")  # edges/
+PAIR_COLUMNS = ("user_idx", "item_idx")  # what a pair model (models/__init__.py) trains on, from either shard
 READER_POOLS = ("thread", "dummy")
 
 

@@ -11,14 +11,15 @@ from recsys_torch.runtime import DistEnv, all_reduce_sum, autocast, to_device, t
 EVAL_K = 10
 
 
-def score_batch(model: nn.Module, model_name: str, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-    """Logits over the whole catalogue, [B, n_items + 1] float32, column 0 = -inf."""
-    if model_name == "ncf":
+def score_batch(model: nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    """Logits over the whole catalogue, [B, n_items + 1] float32, column 0 = -inf: a pair model scores the user
+    (models/__init__.py), a sequence model the row's history."""
+    if model.batches == "pairs":
         return model.score_users(batch["user_idx"]).float()
     return model.score_last(batch["items"], batch["timestamps"], batch["query_timestamp"]).float()
 
 
-def eval_batches(loader, model_name: str, device: torch.device, max_rows: int | None = None):
+def eval_batches(loader, model: nn.Module, device: torch.device, max_rows: int | None = None):
     """The loader's batches on `device` (padding trimmed for sequence models), stopping after `max_rows` rows."""
     rows = 0
     for batch in loader:
@@ -27,20 +28,21 @@ def eval_batches(loader, model_name: str, device: torch.device, max_rows: int | 
         if max_rows is not None and rows + len(batch["target_item"]) > max_rows:
             batch = {name: t[: max_rows - rows] for name, t in batch.items()}
         rows += len(batch["target_item"])
-        yield to_device(batch if model_name == "ncf" else trim_left_padding(batch, ("items", "timestamps")), device)
+        yield to_device(batch if model.batches == "pairs" else trim_left_padding(batch, ("items", "timestamps")),
+                        device)
 
 
 @torch.no_grad()
-def validate(model: nn.Module, model_name: str, loader, env: DistEnv, amp: bool, max_rows: int | None = None,
+def validate(model: nn.Module, loader, env: DistEnv, amp: bool, max_rows: int | None = None,
              k: int = EVAL_K) -> dict[str, float]:
     """HR@k and NDCG@k averaged over the rows scored by every rank; each rank scores at most max_rows / world."""
     was_training = model.training
     model.eval()
     per_rank = None if max_rows is None else max(1, max_rows // env.world)
     sums = torch.zeros(3, dtype=torch.float64, device=env.device)  # hits, ndcg, rows: no host sync per batch
-    for batch in eval_batches(loader, model_name, env.device, per_rank):
+    for batch in eval_batches(loader, model, env.device, per_rank):
         with autocast(env.device, amp):
-            logits = score_batch(model, model_name, batch)
+            logits = score_batch(model, batch)
         hit, ndcg = hit_and_ndcg(target_ranks(mask_seen(logits, batch["seen_items"]), batch["target_item"]), k)
         sums += torch.stack([hit.sum(), ndcg.sum(), torch.tensor(float(len(hit)), device=hit.device,
                                                                    dtype=torch.float64)])

@@ -3,7 +3,8 @@
 model's item vectors -> the `item_embeddings` table (similar-item look-ups in recsys_serve).
 
 History = train + validation items (the test row's `items`; train only in a validation row), scored at the row's
-`query_timestamp` (meta.json `last_gap` says what that time is); the user's seen items are excluded before
+`query_timestamp` (meta.json `last_gap` says what that time is); a graph model propagates over the train edges plus,
+for test lists, each user's validation item (recsys_torch.graph). The user's seen items are excluded before
 `torch.topk`.
 """
 from __future__ import annotations
@@ -23,17 +24,22 @@ from recsys_torch.data import EVAL_COLUMNS, ShardSpec, make_loader, read_id_map,
 from recsys_torch.errors import RecsysError
 from recsys_torch.evaluation import eval_batches, score_batch
 from recsys_torch.metrics import mask_seen
-from recsys_torch.models import MODELS, build_model
+from recsys_torch.graph import build_graph
+from recsys_torch.models import MODELS, build_model, model_class
 from recsys_torch.runtime import autocast, pick_device
 from recsys_torch.tables import write_item_embeddings, write_recommendations
 
-# The embedding whose rows 1..n_items are a model's item vectors (row 0 is padding): NCF's GMF item embedding, whose
-# dot product with the user's GMF vector is the matrix-factorisation half of its score.
-ITEM_VECTORS = {"sasrec": "item_emb", "ss4rec": "item_emb", "ncf": "item_gmf"}
+# A model's item vectors, rows 1..n_items (row 0 is padding): NCF's GMF item embedding, whose dot product with the
+# user's GMF vector is the matrix-factorisation half of its score; LightGCN's layer-averaged vectors, which it ranks by.
+ITEM_VECTORS = {"sasrec": lambda net: net.item_emb.weight, "ss4rec": lambda net: net.item_emb.weight,
+                "ncf": lambda net: net.item_gmf.weight, "lightgcn": lambda net: net.item_vectors()}
 
 
-def load_best(warehouse: str | Path, model: str, device: torch.device, model_dir: str | Path | None = None):
-    """The best weights of `model` (models/<model>/best.pt) on `device`, in eval mode, and the checkpoint dict."""
+def load_best(warehouse: str | Path, model: str, device: torch.device, model_dir: str | Path | None = None,
+              sequences: str | Path | None = None, split: str = "test"):
+    """The best weights of `model` (models/<model>/best.pt) on `device`, in eval mode, and the checkpoint dict. A
+    graph model also gets its graph for lists of `split` from the shards (`sequences`, default
+    <warehouse>/sequences), so that the returned module scores on its own."""
     path = Path(model_dir or Path(warehouse) / "models" / model) / "best.pt"
     if not path.is_file():
         raise RecsysError(f"no trained {model} model: {path} is missing (run `recsys train --model {model}` first)")
@@ -50,12 +56,20 @@ def load_best(warehouse: str | Path, model: str, device: torch.device, model_dir
         first = str(exc).strip().splitlines()[0]
         raise RecsysError(f"{path} does not fit the current {model} code ({first}): retrain with "
                           f"`recsys train --model {model}`") from None
-    return net.eval(), state
+    net.eval()
+    if model_class(model).needs_graph:  # for test lists the graph holds the validation items too (recsys_torch.graph)
+        seq_dir = sequences_dir(warehouse, sequences)
+        try:
+            net.set_graph(build_graph(seq_dir, read_meta(seq_dir), split))
+        except ValueError as exc:  # shards re-exported since training (other users or items)
+            raise RecsysError(f"{path} does not fit the graph of {seq_dir} ({exc}): retrain after re-exporting "
+                              f"the sequences") from None
+    return net, state
 
 
 def item_vectors(net: torch.nn.Module, model: str, movie_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(movieId, vector) of every item in the item map: rows 1..n of the model's item embedding."""
-    weight = getattr(net, ITEM_VECTORS[model]).weight.detach().float().cpu().numpy()
+    weight = ITEM_VECTORS[model](net).detach().float().cpu().numpy()
     item_idx = np.flatnonzero(movie_ids[:len(weight)] >= 0)
     item_idx = item_idx[item_idx > 0]
     return movie_ids[item_idx], weight[item_idx]
@@ -104,10 +118,11 @@ def topn(warehouse: str | Path, model: str, k: int = 100, run_date: dt.date | st
 
     seq_dir = sequences_dir(warehouse, sequences)
     meta = read_meta(seq_dir)
-    net, state = load_best(warehouse, model, dev, model_dir)
-    if int(state["model_config"]["n_items"]) != int(meta["n_items"]):
-        raise RecsysError(f"{model} was trained on {state['model_config']['n_items']} items but {seq_dir} has "
-                          f"{meta['n_items']}: retrain after re-exporting the sequences")
+    net, state = load_best(warehouse, model, dev, model_dir, seq_dir, split)
+    for key in ("n_items", "n_users"):
+        if key in state["model_config"] and int(state["model_config"][key]) != int(meta[key]):
+            raise RecsysError(f"{model} was trained with {key} {state['model_config'][key]} but {seq_dir} has "
+                              f"{meta[key]}: retrain after re-exporting the sequences")
     movie_ids = read_id_map(seq_dir, "item_map", "item_idx", "movieId")
     user_ids = read_id_map(seq_dir, "user_map", "user_idx", "userId")
 
@@ -116,9 +131,9 @@ def topn(warehouse: str | Path, model: str, k: int = 100, run_date: dt.date | st
     k_eff = min(k, int(meta["n_items"]))
     users, items, scores = [], [], []
     batch = None
-    for batch in eval_batches(loader, model, dev):
+    for batch in eval_batches(loader, net, dev):
         with autocast(dev, amp):
-            logits = score_batch(net, model, batch)
+            logits = score_batch(net, batch)
         top_scores, top_items = torch.topk(mask_seen(logits, batch["seen_items"]), k_eff, dim=1)
         users.append(batch["user_idx"].cpu().numpy())
         items.append(top_items.cpu().numpy())

@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import pyarrow as pa
 
-# Sequence shards, read: train/, validation/, test/ (one schema), ncf_train/, item_map.parquet, user_map.parquet.
+# Sequence shards, read: train/, validation/, test/ (one schema), ncf_train/, edges/, item_map.parquet,
+# user_map.parquet.
 SHARD_SCHEMA_VERSION = 1
 META_REQUIRED_KEYS = ("schema_version", "n_items", "n_users", "max_len")  # of meta.json
 SEQUENCE_ROWS = pa.schema([
@@ -16,6 +17,7 @@ SEQUENCE_ROWS = pa.schema([
     ("query_timestamp", pa.int64()), ("seen_items", pa.list_(pa.int32())),
 ])
 NCF_ROWS = pa.schema([("user_idx", pa.int32()), ("item_idx", pa.int32())])
+EDGE_ROWS = pa.schema([("user_idx", pa.int32()), ("item_idx", pa.int32())])  # the train graph (recsys_torch.graph)
 ITEM_MAP = pa.schema([("item_idx", pa.int32()), ("movieId", pa.int64())])
 USER_MAP = pa.schema([("user_idx", pa.int32()), ("userId", pa.int64())])
 

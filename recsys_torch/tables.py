@@ -64,11 +64,12 @@ def write_item_embeddings(warehouse: str | Path, model: str, run_date: dt.date, 
     return _replace_partition(item_embeddings_path(warehouse), table, ITEM_EMBEDDINGS_SCHEMA, model, run_date)
 
 
-def read_recommendations(warehouse: str | Path, version: int | None = None) -> pa.Table:
-    """The recommendations table (any version) as Arrow, partition columns restored from the hive-style paths."""
+def read_recommendations(warehouse: str | Path, version: int | None = None, split: str = "test") -> pa.Table:
+    """The recommendations table (split validation: recommendations_validation), any version, as Arrow, partition
+    columns restored from the hive-style paths."""
     import pyarrow.dataset as pads
 
-    path = recommendations_path(warehouse)
+    path = recommendations_path(warehouse, split)
     table = deltalake.DeltaTable(str(path), version=version)
     files = table.file_uris()
     if not files:

@@ -1,4 +1,4 @@
-"""`train()`: one rank's training of ncf | sasrec | ss4rec on the sequence shards, under torchrun or alone.
+"""`train()`: one rank's training of a torch model (recsys_torch.models.MODELS) on the shards, under torchrun or alone.
 
 The pieces, each in its own module: the `train:` config (recsys_torch.config), where a rank runs
 (recsys_torch.runtime), the shard reader (recsys_torch.data), the losses (recsys_torch.losses), validation

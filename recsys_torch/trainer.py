@@ -23,12 +23,13 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 
 from recsys_torch import checkpoint as ckpt_io
 from recsys_torch.config import TrainConfig, batch_size_for
-from recsys_torch.data import (EVAL_COLUMNS, NCF_COLUMNS, SEQUENCE_COLUMNS, ShardSpec, count_rows, in_lockstep,
+from recsys_torch.data import (EVAL_COLUMNS, PAIR_COLUMNS, SEQUENCE_COLUMNS, ShardSpec, count_rows, in_lockstep,
                                item_counts, make_loader, read_ncf_positives, sample_negatives)
 from recsys_torch.errors import RecsysError
 from recsys_torch.evaluation import EVAL_K, validate
+from recsys_torch.graph import build_graph
 from recsys_torch.losses import NextItemLoss
-from recsys_torch.models import build_model, config_from_meta
+from recsys_torch.models import build_model, config_from_meta, model_class
 from recsys_torch.runtime import DistEnv, all_reduce_sum, autocast, seed_everything, to_device, trim_left_padding
 from recsys_torch.tracking import MlflowLogger, flatten, progress_bar
 
@@ -61,14 +62,15 @@ class LossModule(nn.Module):
     A sequence batch's loss is the mean over its target positions times (its targets / the targets a batch of
     its rows holds on average): every position of the data weighs the same whatever batch it lands in. With
     batches grouped by length, a plain per-batch mean would give each position of a batch of short windows
-    many times the weight of one in a batch of full windows (and over-fit the users with few items)."""
+    many times the weight of one in a batch of full windows (and over-fit the users with few items).
+    A pair batch's loss is the model's own (models/__init__.py)."""
 
-    def __init__(self, model: nn.Module, model_name: str, loss: NextItemLoss | None, targets_per_row: float = 0.0):
+    def __init__(self, model: nn.Module, loss: NextItemLoss | None, targets_per_row: float = 0.0):
         super().__init__()
-        self.model, self.model_name, self.loss, self.targets_per_row = model, model_name, loss, targets_per_row
+        self.model, self.loss, self.targets_per_row = model, loss, targets_per_row
 
     def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        if self.model_name == "ncf":
+        if self.model.batches == "pairs":
             return self.model.training_loss(batch["user_idx"], batch["item_idx"], batch["neg_items"])
         hidden = self.model(batch["items"], batch["timestamps"])
         has_target = batch["targets"] != 0
@@ -108,18 +110,23 @@ class Trainer:
         self.seq_dir, self.meta, self.env = seq_dir, meta, env
         self.out_dir = Path(tcfg.output) if tcfg.output else warehouse / "models" / model_name
         self.amp = tcfg.amp and env.device.type == "cuda"
-        is_ncf = model_name == "ncf"
-        train_split = seq_dir / ("ncf_train" if is_ncf else "train")
+        kind = model_class(model_name)
+        pairs = kind.batches == "pairs"
+        train_split = seq_dir / (kind.pair_shard if pairs else "train")
 
         seed_everything(tcfg.seed)
         self.model, self.model_cfg = build(model_name, cfg.get(model_name), meta, env.device)
+        if kind.needs_graph:  # the train graph, the same on every rank (built from the whole edges/ shard)
+            self.model.set_graph(build_graph(seq_dir, meta, "validation"))
         torch.manual_seed(tcfg.seed + env.rank)  # dropout and sampled negatives differ between ranks
-        self.loss_name = "bce (ncf)" if is_ncf else tcfg.resolved_loss(env.device.type == "cuda")
+        self.loss_name = kind.loss_name if pairs else tcfg.resolved_loss(env.device.type == "cuda")
+        # negatives per pair: the model's own setting (LightGCN's BPR) or train.ncf_negatives (NCF)
+        self.pair_negatives = int(getattr(self.model.cfg, "negatives", tcfg.ncf_negatives))
         rows = count_rows(train_split)
-        counts = None if is_ncf else item_counts(train_split, int(meta["n_items"]))
-        loss = None if is_ncf else NextItemLoss(self.loss_name, int(meta["n_items"]), tcfg.negatives, counts).to(
+        counts = None if pairs else item_counts(train_split, int(meta["n_items"]))
+        loss = None if pairs else NextItemLoss(self.loss_name, int(meta["n_items"]), tcfg.negatives, counts).to(
             env.device)
-        wrapped = LossModule(self.model, model_name, loss, 0.0 if is_ncf else float(counts.sum()) / max(rows, 1))
+        wrapped = LossModule(self.model, loss, 0.0 if pairs else float(counts.sum()) / max(rows, 1))
         self.ddp: nn.Module = (DDP(wrapped, device_ids=[env.local_rank] if env.device.type == "cuda" else None)
                                if env.world > 1 else wrapped)
 
@@ -128,13 +135,13 @@ class Trainer:
         readers = {"rank": env.rank, "world": env.world, "seed": tcfg.seed, "reader_pool": tcfg.reader_pool,
                    "reader_workers": tcfg.reader_workers}
         self.train_ds, self.train_loader = make_loader(ShardSpec(
-            train_split, NCF_COLUMNS if is_ncf else SEQUENCE_COLUMNS, self.batch_size, shuffle=True,
-            shuffle_buffer=tcfg.shuffle_buffer, group_by_length=None if is_ncf or not tcfg.group_by_length else "items",
+            train_split, PAIR_COLUMNS if pairs else SEQUENCE_COLUMNS, self.batch_size, shuffle=True,
+            shuffle_buffer=tcfg.shuffle_buffer, group_by_length=None if pairs or not tcfg.group_by_length else "items",
             **readers), tcfg.num_workers, pin)
         self.val_ds, self.val_loader = make_loader(ShardSpec(
             seq_dir / "validation", EVAL_COLUMNS, tcfg.eval_batch_size, shuffle=False, **readers), 0, pin)
         self.positives = (read_ncf_positives(train_split, meta["n_items"])
-                          if is_ncf and tcfg.ncf_reject_positives else None)
+                          if pairs and tcfg.ncf_reject_positives else None)
 
         micro_per_epoch = math.ceil(rows / (env.world * self.batch_size))
         self.steps_per_epoch = max(1, math.ceil(micro_per_epoch / tcfg.grad_accum))
@@ -143,7 +150,7 @@ class Trainer:
                                            betas=(0.9, 0.98), fused=True if env.device.type == "cuda" else None)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, lr_lambda(round(tcfg.warmup * self.total_steps), self.total_steps, tcfg.min_lr_ratio))
-        # NCF's negatives: a generator of their own, saved in the checkpoint, so resume draws the same ones
+        # A pair model's negatives: a generator of their own, saved in the checkpoint, so resume draws the same ones
         self.ncf_negatives = torch.Generator().manual_seed(tcfg.seed * 1_000_003 + env.rank)
         self.progress = Progress()
         self._window = {"loss": 0.0, "micro": 0, "started": time.time(), "steps": 0}
@@ -246,8 +253,8 @@ class Trainer:
 
     # --- the loop ----------------------------------------------------------------------------------------------
     def prepare(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        if self.model_name == "ncf":
-            batch["neg_items"] = sample_negatives(batch["user_idx"], self.meta["n_items"], self.tcfg.ncf_negatives,
+        if self.model.batches == "pairs":
+            batch["neg_items"] = sample_negatives(batch["user_idx"], self.meta["n_items"], self.pair_negatives,
                                                   self.ncf_negatives, self.positives)
         else:
             batch = trim_left_padding(batch)
@@ -301,7 +308,7 @@ class Trainer:
         tcfg, env, p = self.tcfg, self.env, self.progress
         loss_sum, micro = all_reduce_sum([float(self._window["loss"]), float(self._window["micro"])], env)
         seconds = time.time() - self._window["started"]
-        val = validate(self.model, self.model_name, self.val_loader, env, self.amp, tcfg.eval_rows)
+        val = validate(self.model, self.val_loader, env, self.amp, tcfg.eval_rows)
         self.val_ds.close()
         improved = val[f"ndcg@{EVAL_K}"] > p.best_metric
         if improved:

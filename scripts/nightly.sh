@@ -39,6 +39,10 @@ $PYTHON jobs/topn.py --model sasrec --k 100 --run-date "$RUN_DATE" --warehouse "
 $TORCHRUN jobs/train.py --model ss4rec --warehouse "$WAREHOUSE" --env cluster
 # topn-ss4rec
 $PYTHON jobs/topn.py --model ss4rec --k 100 --run-date "$RUN_DATE" --warehouse "$WAREHOUSE" --env cluster
+# train-lightgcn
+$TORCHRUN jobs/train.py --model lightgcn --warehouse "$WAREHOUSE" --env cluster
+# topn-lightgcn
+$PYTHON jobs/topn.py --model lightgcn --k 100 --run-date "$RUN_DATE" --warehouse "$WAREHOUSE" --env cluster
 # ensemble
 $SPARK_SUBMIT jobs/ensemble.py --k 100 --run-date "$RUN_DATE" --warehouse "$WAREHOUSE" --env cluster
 # evaluate

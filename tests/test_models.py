@@ -8,6 +8,7 @@ import torch
 
 from recsys_torch.losses import NextItemLoss
 from recsys_torch.models import MODELS, build_model
+from recsys_torch.models.lightgcn import normalized_adjacency
 from recsys_torch.models.ss4rec import chunked_linear_scan
 
 N_ITEMS = 50
@@ -28,6 +29,8 @@ def small_config(name: str, **overrides) -> dict:
     cfg = {"n_items": N_ITEMS}
     if name == "ncf":
         cfg |= {"n_users": 100, "gmf_dim": 16, "mlp_dims": [32, 16], "dropout": 0.0}
+    elif name == "lightgcn":
+        cfg |= {"n_users": 100, "dim": 16, "n_layers": 2}
     else:
         cfg |= {"hidden": 32, "n_layers": 1, "dropout": 0.1, "max_len": 20}
     if name == "ss4rec":
@@ -37,7 +40,12 @@ def small_config(name: str, **overrides) -> dict:
 
 def make_model(name: str, seed: int = 0, **overrides):
     torch.manual_seed(seed)
-    return build_model(name, small_config(name, **overrides), "cpu")
+    model = build_model(name, small_config(name, **overrides), "cpu")
+    if model.needs_graph:  # a random graph over every user and item
+        users = torch.arange(1, model.cfg.n_users + 1).repeat_interleave(3)
+        items = torch.randint(1, model.cfg.n_items + 1, (len(users),), generator=torch.Generator().manual_seed(1))
+        model.set_graph(normalized_adjacency(users, items, model.cfg.n_users, model.cfg.n_items))
+    return model
 
 
 def next_item_loss(model, items, timestamps, targets, kind: str = "ce", query_timestamps=None):
@@ -173,7 +181,7 @@ def test_amount_of_left_padding_does_not_change_hidden_states(name):
 def test_runs_under_bfloat16_autocast(name):
     model = make_model(name)
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        if name == "ncf":
+        if model.batches == "pairs":
             loss = model.training_loss(torch.tensor([1, 2]), torch.tensor([3, 4]), torch.tensor([[5], [6]]))
             scores = model.score_users(torch.tensor([1, 2]))
         else:
@@ -182,6 +190,102 @@ def test_runs_under_bfloat16_autocast(name):
             scores = model.score_last(items, timestamps, timestamps[:, -1] + 1)
     loss.backward()
     assert torch.isfinite(loss) and torch.isfinite(scores[:, 1:]).all()
+
+
+# ---------------------------------------------------------------- LightGCN against a dense reference
+
+TINY_EDGES = [(1, 1), (1, 2), (2, 2), (2, 3), (2, 3), (3, 1), (3, 4), (3, 5), (1, 5)]  # (2, 3) twice
+TINY_USERS, TINY_ITEMS = 4, 6  # user 4 and item 6 have no edge
+
+
+def dense_lightgcn(user_emb: torch.Tensor, item_emb: torch.Tensor, n_layers: int):
+    """The paper's equations, dense and in float64: A of the bipartite graph (a repeated edge once), its
+    D^-1/2 A D^-1/2 (0 for a node without edges), E_{k+1} = L E_k, the mean of E_0..E_K."""
+    offset = TINY_USERS + 1
+    n_nodes = offset + TINY_ITEMS + 1
+    adjacency = torch.zeros(n_nodes, n_nodes, dtype=torch.float64)
+    for user, item in set(TINY_EDGES):
+        adjacency[user, offset + item] = adjacency[offset + item, user] = 1.0
+    degree = adjacency.sum(1)
+    inv_sqrt = torch.where(degree > 0, degree.pow(-0.5), torch.zeros_like(degree))
+    laplacian = inv_sqrt[:, None] * adjacency * inv_sqrt[None, :]
+    layers = [torch.cat([user_emb, item_emb]).double()]
+    for _ in range(n_layers):
+        layers.append(laplacian @ layers[-1])
+    final = torch.stack(layers).mean(0)
+    return laplacian, final[:offset], final[offset:]
+
+
+def tiny_lightgcn(n_layers: int = 3, reg: float = 0.01, per_user: bool = True):
+    torch.manual_seed(3)
+    model = build_model("lightgcn", {"n_users": TINY_USERS, "n_items": TINY_ITEMS, "dim": 5, "n_layers": n_layers,
+                                     "reg": reg, "per_user": per_user}, "cpu")
+    users, items = (torch.tensor(column) for column in zip(*TINY_EDGES))
+    model.set_graph(normalized_adjacency(users, items, TINY_USERS, TINY_ITEMS))
+    return model
+
+
+@pytest.mark.parametrize("n_layers", [0, 1, 3])
+def test_lightgcn_propagation_matches_a_dense_reference_on_a_tiny_graph(n_layers):
+    model = tiny_lightgcn(n_layers).eval()
+    laplacian, users, items = dense_lightgcn(model.user_emb.weight.detach(), model.item_emb.weight.detach(), n_layers)
+    torch.testing.assert_close(model.adj.to_dense().double(), laplacian, rtol=1e-6, atol=1e-7)
+    with torch.no_grad():
+        got_users, got_items = model.propagate()
+    torch.testing.assert_close(got_users.double(), users, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(got_items.double(), items, rtol=1e-5, atol=1e-6)
+    with torch.no_grad():
+        scores = model.score_users(torch.tensor([1, 2, 3, 4]))
+    assert torch.isneginf(scores[:, 0]).all()
+    torch.testing.assert_close(scores[:, 1:].double(), users[1:] @ items[1:].T, rtol=1e-5, atol=1e-6)
+    # a node without edges keeps only its own layer-0 share
+    torch.testing.assert_close(got_items[6], model.item_emb.weight[6].detach() / (n_layers + 1))
+
+
+@pytest.mark.parametrize("per_user", [False, True])
+def test_lightgcn_bpr_loss_and_its_gradient_match_the_dense_reference(per_user):
+    model = tiny_lightgcn(n_layers=2, reg=0.01, per_user=per_user).train()
+    users, positives = torch.tensor([1, 2, 3, 3]), torch.tensor([2, 3, 4, 5])
+    negatives = torch.tensor([[3, 6], [1, 4], [2, 6], [1, 3]])
+    loss = model.training_loss(users, positives, negatives)
+    loss.backward()
+
+    user_emb = model.user_emb.weight.detach().double().requires_grad_()
+    item_emb = model.item_emb.weight.detach().double().requires_grad_()
+    _, u, i = dense_lightgcn(user_emb, item_emb, 2)
+    pos = (u[users] * i[positives]).sum(-1)
+    neg = (u[users][:, None] * i[negatives]).sum(-1)
+    bpr = -torch.log(torch.sigmoid(pos[:, None] - neg)).mean(1)
+    if per_user:  # as if users were drawn uniformly: (8 edges / 3 users with edges) / the user's degree
+        degree = {user: sum(1 for u, _ in set(TINY_EDGES) if u == user) for user in (1, 2, 3)}
+        bpr = bpr * torch.tensor([8 / 3 / degree[int(u)] for u in users], dtype=torch.float64)
+    bpr = bpr.mean()
+    l2 = 0.5 * (user_emb[users].pow(2).sum() + item_emb[positives].pow(2).sum()
+                + item_emb[negatives].pow(2).sum() / 2) / len(users)  # the negatives' share averaged over 2 each
+    expected = bpr + 0.01 * l2
+    expected.backward()
+    torch.testing.assert_close(loss.double(), expected, rtol=1e-5, atol=1e-7)
+    torch.testing.assert_close(model.user_emb.weight.grad.double(), user_emb.grad, rtol=1e-4, atol=1e-7)
+    torch.testing.assert_close(model.item_emb.weight.grad.double(), item_emb.grad, rtol=1e-4, atol=1e-7)
+
+
+def test_lightgcn_scores_follow_new_weights_and_a_new_graph():
+    """Eval mode propagates once and reuses it; a training step, weights loaded after eval() or a new graph must
+    not leave stale vectors behind."""
+    model = tiny_lightgcn().eval()
+    with torch.no_grad():
+        before = model.score_users(torch.tensor([1]))
+        model.train()  # scores are bilinear in the layer-0 embeddings: all of them x2 -> scores x4
+        model.user_emb.weight.mul_(2.0)
+        model.item_emb.weight.mul_(2.0)
+        model.eval()
+        assert torch.allclose(model.score_users(torch.tensor([1]))[:, 1:], 4 * before[:, 1:], rtol=1e-5)
+        model.load_state_dict({name: 2 * value for name, value in model.state_dict().items()})
+        assert torch.allclose(model.score_users(torch.tensor([1]))[:, 1:], 16 * before[:, 1:], rtol=1e-5)
+        model.set_graph(normalized_adjacency(torch.tensor([1]), torch.tensor([1]), TINY_USERS, TINY_ITEMS))
+        assert not torch.allclose(model.score_users(torch.tensor([1]))[:, 1:], 16 * before[:, 1:])
+    with pytest.raises(ValueError, match="nodes"):
+        model.set_graph(normalized_adjacency(torch.tensor([1]), torch.tensor([1]), TINY_USERS + 1, TINY_ITEMS))
 
 
 # ---------------------------------------------------------------- SS4Rec scan and time gaps

@@ -12,7 +12,7 @@ from recsys_spark.delta import read_arrow, table_exists
 
 REPO = Path(__file__).resolve().parent.parent
 MODELS = ["als", "als_implicit", "popularity", "genre", "markov", "ar2", "hybrid", "itemcf", "ncf", "sasrec", "ss4rec",
-          "ensemble"]
+          "lightgcn", "ensemble"]
 TABLES = ["interactions", "items", "users", "tags", "rejects", "etl_report", "recommendations",
           "recommendations_validation", "metrics", "transitions_ar1", "transitions_ar2", "item_neighbors",
           "als_user_factors", "als_item_factors"]
@@ -58,7 +58,7 @@ def first_run(tmp_path_factory):
 def test_every_table_model_and_user(first_run):
     root, out = first_run
     wh = root / "wh"
-    assert step_statuses(out) == {name: "ran" for name in planned_steps(wh)} and len(planned_steps(wh)) == 15
+    assert step_statuses(out) == {name: "ran" for name in planned_steps(wh)} and len(planned_steps(wh)) == 17
     for name in TABLES:
         assert table_exists(wh / name), name
     users = read_arrow(wh / "users").num_rows

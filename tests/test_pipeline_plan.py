@@ -200,7 +200,8 @@ def test_an_unchanged_run_skips_every_step_and_a_changed_input_reruns_exactly_it
     assert ran == ["baselines", "evaluate"]
     ran, _, _ = nightly("als.rank=8", "sasrec.hidden=32", "pipeline.spark_models=[als,als_implicit,popularity]",
                         day=DAY + dt.timedelta(days=1))
-    assert ran == ["topn-als", "topn-als_implicit", "baselines", "topn-ncf", "topn-sasrec", "topn-ss4rec", "evaluate"]
+    assert ran == ["topn-als", "topn-als_implicit", "baselines", "topn-ncf", "topn-sasrec", "topn-ss4rec",
+                   "topn-lightgcn", "evaluate"]
 
     (nightly.data / "movies.csv").write_text("movieId,title,genres\n1,A (1999),Comedy\n")
     ran, _, _ = nightly()

@@ -64,7 +64,7 @@ def delta_schema(warehouse: Path, name: str) -> pa.Schema:
 
 def documented_meta_keys() -> list[str]:
     block = DOC.read_text().split("### `meta.json`", 1)[1].split("```json", 1)[1].split("```", 1)[0]
-    return [key for key in re.findall(r'"(\w+)":', block) if key not in ("train", "validation", "test", "ncf_train")]
+    return [key for key in re.findall(r'"(\w+)":', block) if key not in ("train", "validation", "test", "ncf_train", "edges")]
 
 
 def test_the_document_and_the_spark_side_declare_the_same_tables_and_shards():
@@ -82,14 +82,16 @@ def test_the_torch_side_declares_what_the_document_says():
     assert doc["recommendations"] == columns(torch_side.RECOMMENDATIONS)
     assert doc["item_embeddings"] == columns(torch_side.ITEM_EMBEDDINGS)
     for name, schema in {"train": torch_side.SEQUENCE_ROWS, "ncf_train": torch_side.NCF_ROWS,
-                         "item_map.parquet": torch_side.ITEM_MAP, "user_map.parquet": torch_side.USER_MAP}.items():
+                         "edges": torch_side.EDGE_ROWS, "item_map.parquet": torch_side.ITEM_MAP, "user_map.parquet": torch_side.USER_MAP}.items():
         assert doc[name] == columns(schema, arrow_type), name
     assert set(torch_side.META_REQUIRED_KEYS) <= set(documented_meta_keys())
     assert torch_side.SHARD_SCHEMA_VERSION == spark_side.SHARD_SCHEMA_VERSION
-    from recsys_torch.data import EVAL_COLUMNS, NCF_COLUMNS, SEQUENCE_COLUMNS
+    from recsys_torch.data import EDGE_COLUMNS, EVAL_COLUMNS, NCF_COLUMNS, PAIR_COLUMNS, SEQUENCE_COLUMNS
 
     assert set(SEQUENCE_COLUMNS) | set(EVAL_COLUMNS) <= set(torch_side.SEQUENCE_ROWS.names)
     assert set(NCF_COLUMNS) <= set(torch_side.NCF_ROWS.names)
+    assert set(EDGE_COLUMNS) | set(PAIR_COLUMNS) <= set(torch_side.EDGE_ROWS.names)
+    assert set(PAIR_COLUMNS) <= set(torch_side.NCF_ROWS.names)  # a pair model trains from either shard
 
 
 def test_spark_writes_every_table_as_declared(spark, small_warehouse):
@@ -112,8 +114,9 @@ def test_torch_reads_the_shards_and_table_spark_wrote(small_warehouse):
     seq_dir = small_warehouse / "sequences"
     meta = read_meta(seq_dir)
     assert list(meta) == list(spark_side.META_KEYS)
-    for name in ("train", "validation", "test", "ncf_train"):
-        declared = torch_side.NCF_ROWS if name == "ncf_train" else torch_side.SEQUENCE_ROWS
+    pairs = {"ncf_train": torch_side.NCF_ROWS, "edges": torch_side.EDGE_ROWS}
+    for name in ("train", "validation", "test", "ncf_train", "edges"):
+        declared = pairs.get(name, torch_side.SEQUENCE_ROWS)
         for path in sorted((seq_dir / name).glob("*.parquet")):
             assert columns(pq.read_schema(path), arrow_type) == columns(declared, arrow_type), path
     for name, declared in (("item_map", torch_side.ITEM_MAP), ("user_map", torch_side.USER_MAP)):
@@ -122,6 +125,10 @@ def test_torch_reads_the_shards_and_table_spark_wrote(small_warehouse):
     dataset, loader = make_loader(ShardSpec(seq_dir / "test", EVAL_COLUMNS, batch_size=16, shuffle=False))
     assert sum(len(batch["user_idx"]) for batch in loader) == meta["rows"]["test"]
     dataset.close()
+    from recsys_torch.graph import graph_edges
+
+    users, items = graph_edges(seq_dir, meta, "validation")  # Spark's edges pass the torch side's range checks
+    assert len(users) == meta["rows"]["edges"] == meta["rows"]["ncf_train"]
 
     recs = read_recommendations(small_warehouse)
     assert columns(recs.schema) == columns(torch_side.RECOMMENDATIONS)

@@ -213,14 +213,18 @@ def test_meta_row_groups_and_maps(exported, hand_users):
     assert (meta["tie_break"], meta["seed"]) == ("hash", 7)  # copied from etl_report.json
     assert meta["n_users"] == max(hand_users)
     assert meta["n_items"] == max(i for events in hand_users.values() for _, i, _ in events)
-    for name in (*SEQ_DATASETS, "ncf_train"):
+    for name in (*SEQ_DATASETS, "ncf_train", "edges"):
         sizes = row_groups(out / name)
         assert meta["rows"][name] == sum(sizes) > 0, name
         assert len(sizes) >= 2, (name, sizes)  # min_row_groups=2
-        if name != "ncf_train":
-            assert_exact_groups(out / name, 2)  # rows_per_group=2 (ncf_train has ncf_rows_per_group)
+        if name in SEQ_DATASETS:
+            assert_exact_groups(out / name, 2)  # rows_per_group=2 (ncf_train, edges: ncf_rows_per_group)
     ncf = read_rows(out / "ncf_train")
     assert len(ncf) == sum(max(0, len(ev) - 2) for ev in hand_users.values())
+    # the train graph: every (user, train item) exactly once, nothing of validation or test
+    train_pairs = sorted((u, i) for u, events in hand_users.items()
+                         for _, i, _, split in leave_last_out(events) if split == "train")
+    assert sorted((r["user_idx"], r["item_idx"]) for r in read_rows(out / "edges")) == train_pairs
     items = pq.read_table(out / "item_map.parquet")
     users = pq.read_table(out / "user_map.parquet")
     assert str(items.schema.field("item_idx").type) == "int32" and str(items.schema.field("movieId").type) == "int64"
@@ -240,7 +244,7 @@ def petastorm_keys(folder: Path, **shard) -> list[tuple]:
     from petastorm import make_batch_reader
     from petastorm.transform import TransformSpec
 
-    columns = ["user_idx", "item_idx"] if folder.name == "ncf_train" else \
+    columns = ["user_idx", "item_idx"] if folder.name in ("ncf_train", "edges") else \
         ["user_idx", "items", "targets", "target_item", "seen_items"]
     transform = (TransformSpec(seen_padding, edit_fields=[("seen_items", np.int32, (None,), False)])
                  if "seen_items" in columns else None)
@@ -253,7 +257,7 @@ def petastorm_keys(folder: Path, **shard) -> list[tuple]:
     return [tuple(tuple(v) for v in key) for key in keys]
 
 
-@pytest.mark.parametrize("name", [*SEQ_DATASETS, "ncf_train"])
+@pytest.mark.parametrize("name", [*SEQ_DATASETS, "ncf_train", "edges"])
 def test_petastorm_reads_every_row_and_shards_disjointly(exported, name):
     out, meta = exported
     everything = petastorm_keys(out / name)
@@ -314,7 +318,7 @@ def test_cli_rerun_is_deterministic_and_replaces_the_folder(exported, hand_wareh
                  "max_len=3", "sequences.rows_per_group=2", "min_row_groups=2"]) == 0
     assert not (again / "stale.parquet").exists()
     assert [p.name for p in tmp_path.iterdir()] == ["again"]  # no temporary folder left beside it
-    for name in (*SEQ_DATASETS, "ncf_train"):
+    for name in (*SEQ_DATASETS, "ncf_train", "edges"):
         first, second = sorted((out / name).glob("*.parquet")), sorted((again / name).glob("*.parquet"))
         assert [p.name for p in first] == [p.name for p in second]
         for a, b in zip(first, second):
@@ -366,9 +370,9 @@ def test_ml_small_warehouse(spark, ml_small_warehouse, tmp_path):
 
     interactions = read_arrow(ml_small_warehouse / "interactions", columns=["user_idx", "split"]).to_pandas()
     n_train = interactions[interactions["split"] == "train"].groupby("user_idx").size()
-    assert meta["rows"]["ncf_train"] == int(n_train.sum())
+    assert meta["rows"]["ncf_train"] == meta["rows"]["edges"] == int(n_train.sum())
     assert meta["rows"]["train"] == int(sum(math.ceil((n - 1) / 200) for n in n_train if n >= 2))
-    for name in (*SEQ_DATASETS, "ncf_train"):
+    for name in (*SEQ_DATASETS, "ncf_train", "edges"):
         sizes = row_groups(out / name)
         assert sum(sizes) == meta["rows"][name] and len(sizes) >= 8, (name, sizes)
     assert_no_leakage(out)

@@ -31,13 +31,16 @@ REPO = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.filterwarnings("ignore::FutureWarning")  # petastorm 0.12 on pyarrow 14's legacy API
 
 # Small models and few steps: each training here takes seconds on 2 CPU cores. An epoch is 5 sequence steps (160
-# windows of 32) or 40 NCF steps (1,273 pairs); the default (CPU) loss of the sequence models is sampled_ce.
+# windows of 32), 40 NCF steps (1,273 pairs) or 20 LightGCN steps (the same pairs as graph edges, 64 a batch); the
+# default (CPU) loss of the sequence models is sampled_ce.
 FAST = {
     "ncf": ["ncf.gmf_dim=16", "ncf.mlp_dims=[32,16]", "train.lr=0.01", "train.max_steps=200", "train.eval_every=40"],
     "sasrec": ["sasrec.hidden=32", "sasrec.n_layers=1", "sasrec.dropout=0.1", "train.lr=0.01",
                "train.max_steps=15", "train.eval_every=5"],
     "ss4rec": ["ss4rec.hidden=16", "ss4rec.n_layers=1", "ss4rec.state_size=8", "ss4rec.time_state_size=8",
                "ss4rec.dropout=0.1", "train.lr=0.01", "train.max_steps=15", "train.eval_every=5"],
+    "lightgcn": ["lightgcn.dim=16", "lightgcn.n_layers=2", "train.lr=0.05", "train.max_steps=80",
+                 "train.eval_every=40", "train.batch_size=64"],
 }
 MIN_HR = 0.5  # validation HR@10 every model must reach; popularity gets about 0.15 here
 
@@ -81,7 +84,7 @@ def popularity_hr_at_10(seq_dir: Path) -> float:
     return float(hit_and_ndcg(ranks, 10)[0].mean())
 
 
-@pytest.mark.parametrize("model", ["ncf", "sasrec", "ss4rec"])
+@pytest.mark.parametrize("model", ["ncf", "sasrec", "ss4rec", "lightgcn"])
 def test_short_training_beats_popularity_by_far(trained, seq_dir, model):
     warehouse, summary = trained(model)
     popularity = popularity_hr_at_10(seq_dir)
@@ -112,10 +115,10 @@ def params(model_dir: Path) -> dict[str, torch.Tensor]:
     return torch.load(model_dir / "checkpoint.pt", weights_only=True)["model"]
 
 
-@pytest.mark.parametrize("model", ["sasrec", "ncf"])
+@pytest.mark.parametrize("model", ["sasrec", "ncf", "lightgcn"])
 def test_resumed_run_ends_with_the_same_weights_as_an_uninterrupted_one(tmp_path, seq_dir, model):
-    """Cut at step 3, inside an epoch (5 sasrec / 40 ncf steps an epoch): resume skips the batches already
-    trained on and draws the same dropout masks and negatives."""
+    """Cut at step 3, inside an epoch (5 sasrec / 40 ncf / 20 lightgcn steps an epoch): resume skips the batches
+    already trained on and draws the same dropout masks and negatives."""
     budget = ["train.max_steps=8", "train.eval_every=3"]
     (tmp_path / "a").mkdir()
     straight = train(tmp_path / "a", model, config(model, seq_dir, *budget))
@@ -195,7 +198,7 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-def _ddp_worker(rank: int, world: int, port: int, warehouse: str, cfg: dict, out: str) -> None:
+def _ddp_worker(rank: int, world: int, port: int, warehouse: str, cfg: dict, out: str, model: str) -> None:
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world),
                       LOCAL_RANK=str(rank))
     torch.set_num_threads(1)
@@ -205,20 +208,24 @@ def _ddp_worker(rank: int, world: int, port: int, warehouse: str, cfg: dict, out
     seq = Path(tcfg.sequences)
     env = init_distributed("cpu", cpu_threads=1)
     try:
-        trainer = Trainer(Path(warehouse), "sasrec", cfg, tcfg, seq, read_meta(seq), env)
+        trainer = Trainer(Path(warehouse), model, cfg, tcfg, seq, read_meta(seq), env)
         trainer.fit(resume=False)
         torch.save({"state": trainer.model.state_dict(), "steps": trainer.progress.step}, f"{out}/rank{rank}.pt")
     finally:
         close_distributed()
 
 
-def test_two_process_ddp_keeps_the_ranks_identical(tmp_path, seq_dir):
-    cfg = config("sasrec", seq_dir, "train.max_steps=4", "train.grad_accum=2", "train.batch_size=16")
-    torch.multiprocessing.spawn(_ddp_worker, args=(2, _free_port(), str(tmp_path), cfg, str(tmp_path)), nprocs=2)
+@pytest.mark.parametrize("model", ["sasrec", "lightgcn"])
+def test_two_process_ddp_keeps_the_ranks_identical(tmp_path, seq_dir, model):
+    """Each rank trains on its own share of the rows (and, for LightGCN, the same whole graph): the all-reduced
+    gradients keep the weights identical."""
+    cfg = config(model, seq_dir, "train.max_steps=4", "train.grad_accum=2", "train.batch_size=16")
+    torch.multiprocessing.spawn(_ddp_worker, args=(2, _free_port(), str(tmp_path), cfg, str(tmp_path), model),
+                                nprocs=2)
     rank0, rank1 = (torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in range(2))
     assert rank0["steps"] == rank1["steps"] > 0
     assert all(torch.equal(rank0["state"][name], rank1["state"][name]) for name in rank0["state"])
-    init = torch.load(tmp_path / "models" / "sasrec" / "checkpoint.pt", weights_only=True)
+    init = torch.load(tmp_path / "models" / model / "checkpoint.pt", weights_only=True)
     assert init["world_size"] == 2 and len(init["rng"]) == 2
 
 
@@ -312,3 +319,50 @@ def test_topn_reads_the_model_folder_training_used_and_refuses_another_models_we
 
     with pytest.raises(RecsysError, match="holds a 'sasrec' model, not 'ss4rec'"):
         topn(tmp_path, "ss4rec", k=5, sequences=seq_dir, model_dir=elsewhere)
+
+
+def test_lightgcn_lists_propagate_over_the_validation_edges_at_test_time_and_exclude_the_history(trained, seq_dir):
+    from recsys_torch.data import read_meta
+    from recsys_torch.graph import graph_edges
+    from recsys_torch.infer import topn
+
+    meta = read_meta(seq_dir)
+    validation = pq.read_table(seq_dir / "validation").to_pandas()
+    test = pq.read_table(seq_dir / "test").to_pandas()
+    train_users, train_items = graph_edges(seq_dir, meta, "validation")
+    test_users, test_items = graph_edges(seq_dir, meta, "test")
+    assert len(train_users) == meta["rows"]["edges"]
+    assert sorted(zip(test_users.tolist(), test_items.tolist())) == sorted(
+        list(zip(train_users.tolist(), train_items.tolist())) + list(zip(validation.user_idx, validation.target_item)))
+
+    warehouse, _ = trained("lightgcn")
+    for split, rows in (("test", test), ("validation", validation)):
+        stats = topn(warehouse, "lightgcn", k=10, run_date="2024-01-02", run_id=split, sequences=seq_dir,
+                     split=split)
+        recs = read_recommendations(warehouse, split=split).to_pandas()
+        assert stats["users"] == len(rows) and len(recs) == stats["rows"] == 10 * len(rows)
+        seen = {1000 + u: {10 * i + 7 for i in s} for u, s in zip(rows.user_idx, rows.seen_items)}
+        target = {1000 + u: 10 * t + 7 for u, t in zip(rows.user_idx, rows.target_item)}
+        for user, group in recs.groupby("userId"):
+            assert group["movieId"].nunique() == 10 and not set(group["movieId"]) & seen[user]
+        hits = np.mean([target[u] in set(g["movieId"]) for u, g in recs.groupby("userId")])
+        assert hits >= MIN_HR, (split, hits)  # the ids are mapped right: the planted cluster is found
+
+
+def test_lightgcn_without_edges_or_with_bad_edges_is_a_clear_error(tmp_path):
+    import shutil
+
+    import pyarrow as pa
+
+    seq = write_shards(tmp_path, PlantedData(n_users=40))
+    shutil.rmtree(seq / "edges")
+    with pytest.raises(RecsysError, match=r"no Parquet shards in \S+edges \(run `recsys export-sequences`"):
+        train(tmp_path, "lightgcn", config("lightgcn", seq))
+    (seq / "edges").mkdir()
+    pq.write_table(pa.table({"user_idx": pa.array([1, 41], pa.int32()), "item_idx": pa.array([1, 2], pa.int32())}),
+                   seq / "edges" / "part-00000.parquet")
+    with pytest.raises(RecsysError, match=r"edges: user_idx 41 is outside 1..40 \(n_users of meta.json\)"):
+        train(tmp_path, "lightgcn", config("lightgcn", seq))
+    pq.write_table(pa.table({"user_idx": pa.array([1], pa.int32())}), seq / "edges" / "part-00000.parquet")
+    with pytest.raises(RecsysError, match=r"part-00000.parquet: missing column\(s\) \['item_idx'\]"):
+        train(tmp_path, "lightgcn", config("lightgcn", seq))

@@ -15,7 +15,7 @@ SPACE = {"tune": {"itemcf": {"baselines.itemcf.neighbors": {"type": "int", "low"
 
 def test_the_declared_spaces_are_valid_and_bad_ones_are_one_clear_error():
     for model, sections in {"itemcf": ["baselines"], "als_implicit": ["als"], "sasrec": ["train", "sasrec"],
-                            "ss4rec": ["train", "ss4rec"]}.items():
+                            "ss4rec": ["train", "ss4rec"], "lightgcn": ["train", "lightgcn"]}.items():
         assert search_space(load_config(sections), model), model
     with pytest.raises(ConfigError, match="tune.ncf: no search space declared"):
         search_space(load_config(["train", "ncf"]), "ncf")

@@ -17,6 +17,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from recsys_torch.schemas import EDGE_ROWS as EDGE_SCHEMA
 from recsys_torch.schemas import NCF_ROWS as NCF_SCHEMA
 from recsys_torch.schemas import SEQUENCE_ROWS as SEQ_SCHEMA
 
@@ -78,7 +79,7 @@ def _write_parts(table: pa.Table, folder: Path, n_files: int, rows_per_group: in
 
 
 def write_shards(root: str | Path, data: PlantedData | None = None) -> Path:
-    """Write `<root>/sequences/` (train, validation, test, ncf_train, maps, meta.json); returns that folder."""
+    """Write `<root>/sequences/` (train, validation, test, ncf_train, edges, maps, meta.json); returns that folder."""
     data = data or PlantedData()
     out = Path(root) / "sequences"
     L = data.max_len
@@ -102,12 +103,17 @@ def write_shards(root: str | Path, data: PlantedData | None = None) -> Path:
     users, items_ = zip(*ncf)
     _write_parts(pa.Table.from_arrays([pa.array(users, pa.int32()), pa.array(items_, pa.int32())], schema=NCF_SCHEMA),
                  out / "ncf_train", data.n_files, data.rows_per_group * 4)
+    edges = sorted(ncf)
+    users, items_ = zip(*edges)
+    _write_parts(pa.Table.from_arrays([pa.array(users, pa.int32()), pa.array(items_, pa.int32())],
+                                      schema=EDGE_SCHEMA), out / "edges", data.n_files, data.rows_per_group * 4)
     idx = np.arange(1, data.n_items + 1, dtype=np.int32)
     pq.write_table(pa.table({"item_idx": idx, "movieId": (idx.astype(np.int64) * 10 + 7)}), out / "item_map.parquet")
     uidx = np.arange(1, data.n_users + 1, dtype=np.int32)
     pq.write_table(pa.table({"user_idx": uidx, "userId": uidx.astype(np.int64) + 1000}), out / "user_map.parquet")
     meta = {"schema_version": 1, "n_items": data.n_items, "n_users": data.n_users, "max_len": L,
-            "rows": {"train": len(train), "validation": len(validation), "test": len(test), "ncf_train": len(ncf)},
+            "rows": {"train": len(train), "validation": len(validation), "test": len(test), "ncf_train": len(ncf),
+                     "edges": len(edges)},
             "tie_break": "movieId", "seed": data.seed, "last_gap": "query_time", "created_at": "2024-01-01T00:00:00Z"}
     (out / "meta.json").write_text(json.dumps(meta, indent=2))
     return out

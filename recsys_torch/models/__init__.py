@@ -1,4 +1,13 @@
-"""Model registry: name -> (model class, config dataclass), and `build_model`."""
+"""Model registry: name -> (model class, config dataclass), and `build_model`.
+
+Each model class declares what it trains on (recsys_torch.trainer reads it; nothing branches on model names):
+- `batches = "sequences"`: windows of train/, a next-item loss (recsys_torch.losses) over the tied `item_emb`;
+  scored by `score_last(items, timestamps, query_timestamps)`.
+- `batches = "pairs"`: (user_idx, item_idx) rows of the shard `pair_shard`, negatives sampled per row, the model's own
+  `training_loss(users, positives, negatives)` and `loss_name`; scored by `score_users(users)`.
+- `needs_graph = True`: the model is given the normalised user-item graph (`set_graph`, built by
+  recsys_torch.graph from the edges/ shard) before it trains or scores.
+"""
 from __future__ import annotations
 
 import dataclasses
@@ -6,6 +15,7 @@ import dataclasses
 import torch
 from torch import nn
 
+from recsys_torch.models.lightgcn import LightGCN, LightGCNConfig
 from recsys_torch.models.ncf import NCF, NCFConfig
 from recsys_torch.models.sasrec import SASRec, SASRecConfig
 from recsys_torch.models.ss4rec import SS4Rec, SS4RecConfig
@@ -14,6 +24,7 @@ MODELS = {
     "ncf": (NCF, NCFConfig),
     "sasrec": (SASRec, SASRecConfig),
     "ss4rec": (SS4Rec, SS4RecConfig),
+    "lightgcn": (LightGCN, LightGCNConfig),
 }
 
 
@@ -56,4 +67,12 @@ def build_model(name: str, cfg_dict: dict, device: torch.device | str) -> nn.Mod
     return model
 
 
-__all__ = ["MODELS", "build_config", "build_model", "config_from_meta", "NCF", "NCFConfig", "SASRec", "SASRecConfig", "SS4Rec", "SS4RecConfig"]
+def model_class(name: str) -> type[nn.Module]:
+    """The class of model `name`: what it trains on (`batches`, `pair_shard`) and whether it needs the graph."""
+    if name not in MODELS:
+        raise ValueError(f"unknown model {name!r}; known models: {sorted(MODELS)}")
+    return MODELS[name][0]
+
+
+__all__ = ["MODELS", "build_config", "build_model", "config_from_meta", "model_class", "LightGCN", "LightGCNConfig",
+           "NCF", "NCFConfig", "SASRec", "SASRecConfig", "SS4Rec", "SS4RecConfig"]

@@ -35,6 +35,11 @@ class NCFConfig:
 
 
 class NCF(nn.Module):
+    batches = "pairs"         # (user, item) rows with sampled negatives (models/__init__.py) ...
+    pair_shard = "ncf_train"  # ... read from the ncf_train/ shard
+    needs_graph = False
+    loss_name = "bce (ncf)"
+
     def __init__(self, cfg: NCFConfig):
         super().__init__()
         self.cfg = cfg

@@ -86,6 +86,9 @@ def init_dense_layers(model: nn.Module) -> None:
 
 
 class SASRec(nn.Module):
+    batches = "sequences"  # train/ windows, next-item loss over item_emb (models/__init__.py)
+    needs_graph = False
+
     def __init__(self, cfg: SASRecConfig):
         super().__init__()
         self.cfg = cfg

@@ -225,6 +225,9 @@ class SS4RecLayer(nn.Module):
 
 
 class SS4Rec(nn.Module):
+    batches = "sequences"  # train/ windows, next-item loss over item_emb (models/__init__.py)
+    needs_graph = False
+
     def __init__(self, cfg: SS4RecConfig):
         super().__init__()
         self.cfg = cfg
