@@ -176,8 +176,8 @@ def benchmark(name: str, args, device: torch.device) -> dict:
     is_cuda = device.type == "cuda"
     optimizer = torch.optim.AdamW(param_groups(model, 0.01), lr=1e-3, betas=(0.9, 0.98),
                                   fused=True if is_cuda else None)
-    loss_module = LossModule(model, registry_name, NextItemLoss(args.loss, args.n_items, args.negatives,
-                                                                zipf_counts(args.n_items)).to(device))
+    loss_module = LossModule(model, NextItemLoss(args.loss, args.n_items, args.negatives,
+                                                 zipf_counts(args.n_items)).to(device))
     loss_fn = torch.compile(loss_module) if args.compile else loss_module
     batches = synthetic_batches(4, args.batch_size, args.seq_len, args.n_items, device)
 
