@@ -87,6 +87,9 @@ class Step:
     per_run_date: bool = False
     overrides: list[str] = field(default_factory=list)  # the step's own key=value, part of its fingerprint
     reads_data: bool = False     # the ETL: the input files' bytes are part of its fingerprint
+    # What the step's output holds, when code can change it without config (the shard folders the export writes):
+    # part of the fingerprint, so a warehouse made by older code is rebuilt instead of skipped.
+    outputs: tuple[str, ...] = ()
 
     @property
     def script(self) -> str:
@@ -94,7 +97,8 @@ class Step:
 
 
 # The steps that prepare data for a family's fit (catalogue.Family.fit_after), besides the ETL.
-PREPARE = {"export-sequences": dict(command="export-sequences", depends=["etl"], sections=["sequences"])}
+PREPARE = {"export-sequences": dict(command="export-sequences", depends=["etl"], sections=["sequences"],
+                                    outputs=("train", "validation", "test", "ncf_train", "edges"))}
 EXTRA_SECTIONS = ["etl", "evaluate", "pipeline"]
 
 
@@ -161,6 +165,8 @@ def fingerprint(step: Step, cfg: dict, run_date: dt.date, upstream: dict[str, st
         "upstream": {d: upstream.get(d) for d in step.depends},
         "files": {p.name: file_digest(p) for p in files if p.exists()},
     }
+    if step.outputs:  # only where declared, so other steps keep the fingerprints older runs recorded
+        payload["outputs"] = list(step.outputs)
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 

@@ -144,6 +144,23 @@ def test_fingerprints_follow_inputs_config_and_run_date(tmp_path):
     assert all(changed[name] != base[name] for name in base)
 
 
+def test_the_exports_fingerprint_names_every_shard_folder_it_writes(tmp_path):
+    """A warehouse exported before a shard folder existed (edges/, before LightGCN) must be re-exported by the next
+    nightly run, not skipped with unchanged config: the folders are part of the export step's fingerprint."""
+    from dataclasses import replace
+
+    from recsys_spark.sequences import DATASETS
+
+    data = make_data(tmp_path)
+    steps = plan(PipelineConfig(), RUN)
+    export = next(s for s in steps if s.name == "export-sequences")
+    assert set(export.outputs) == set(DATASETS)
+    older = [replace(s, outputs=tuple(d for d in s.outputs if d != "edges")) for s in steps]
+    base, before = fingerprints(steps, {}, DAY, data), fingerprints(older, {}, DAY, data)
+    assert before["export-sequences"] != base["export-sequences"] and before["etl"] == base["etl"]
+    assert before["train-lightgcn"] != base["train-lightgcn"]
+
+
 def test_state_remembers_only_successes(tmp_path):
     state = State(tmp_path)
     state.record("etl", "abc", "ok")
