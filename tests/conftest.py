@@ -34,7 +34,7 @@ def spark():
     session.stop()
 
 
-ML_SMALL_MISSING = f"real data absent: {ML_SMALL}/ratings.csv (MovieLens ml-latest-small, ../shared/data beside the repo)"
+ML_SMALL_MISSING = f"real data absent: {ML_SMALL}/ratings.csv (MovieLens ml-latest-small, in ../shared beside the repo)"
 
 
 def pytest_collection_modifyitems(config, items) -> None:
