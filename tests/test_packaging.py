@@ -135,3 +135,40 @@ def test_every_third_party_import_is_a_pinned_dependency():
         assert not undeclared, f"{scope} import packages that pyproject.toml does not declare: {undeclared}"
     for requirement in [*runtime.values(), *(r for reqs in extras.values() for r in reqs.values())]:
         assert "==" in requirement, f"unpinned dependency {requirement!r} (pin the version it was resolved with)"
+
+
+# --- the README as a front door ---------------------------------------------------------------------------------
+
+def _anchors(markdown: str) -> set[str]:
+    """GitHub's heading anchors: lower case, punctuation dropped, spaces to hyphens."""
+    headings = re.findall(r"^#{1,6} (.+)$", markdown, flags=re.M)
+    return {re.sub(r"[^\w\- ]", "", h.strip().lower()).replace(" ", "-") for h in headings}
+
+
+def test_every_link_in_the_readme_and_docs_resolves():
+    pages = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
+    checked = 0
+    for page in pages:
+        text = page.read_text()
+        for target in re.findall(r"\]\(([^)\s]+)\)", text):
+            if re.match(r"[a-z]+://", target):
+                continue
+            path, _, anchor = target.partition("#")
+            resolved = (page.parent / path).resolve() if path else page
+            assert resolved.exists(), f"{page.relative_to(REPO)}: link to {target} (no such file)"
+            if anchor:
+                headings = _anchors(resolved.read_text())
+                assert anchor in headings, f"{page.relative_to(REPO)}: link to {target} (no such heading)"
+            checked += 1
+    assert checked >= 20  # README's contents list and the docs' links back
+
+
+def test_readme_is_a_front_door_and_ci_runs_its_test_command_verbatim():
+    readme = (REPO / "README.md").read_text()
+    assert len(readme.splitlines()) <= 200
+    blocks = re.findall(r"```bash\n(.*?)\n```", readme, flags=re.S)
+    assert blocks[:2] == ["bash scripts/setup.sh && bash scripts/demo.sh",
+                          "bash scripts/setup.sh --tests && .venv/bin/python -m pytest -q"]
+    ci = (REPO / ".ci" / "run").read_text().splitlines()
+    assert ci[ci.index("# The README's test command, verbatim:") + 1] == blocks[1]
+    assert "mlflow ui --backend-store-uri sqlite:///warehouse/_mlflow/mlflow.db" in readme
