@@ -5,7 +5,9 @@ Modules are imported lazily so that `recsys train` never imports Spark and `recs
 from __future__ import annotations
 
 import importlib
+import importlib.metadata
 import sys
+from pathlib import Path
 
 from jobs import catalogue
 
@@ -25,8 +27,19 @@ COMMANDS = {
 }
 
 
+def version() -> str:
+    """The installed distribution's version; in a checkout that is not installed, pyproject.toml's."""
+    try:
+        return importlib.metadata.version("recsys")
+    except importlib.metadata.PackageNotFoundError:
+        import tomllib
+
+        pyproject = Path(__file__).resolve().parent.parent / "pyproject.toml"
+        return tomllib.loads(pyproject.read_text())["project"]["version"]
+
+
 def usage() -> str:
-    lines = ["usage: recsys <command> [flags]", "", "commands:"]
+    lines = ["usage: recsys <command> [flags] | recsys --version", "", "commands:"]
     lines += [f"  {name:<18} {help_}" for name, (_, help_) in COMMANDS.items()]
     lines += ["", "`recsys <command> --help` for a command's flags."]
     return "\n".join(lines)
@@ -36,6 +49,9 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in {"-h", "--help", "help"}:
         print(usage())
+        return 0
+    if argv[0] in {"-V", "--version"}:
+        print(f"recsys {version()}")
         return 0
     command, rest = argv[0], argv[1:]
     if command not in COMMANDS:

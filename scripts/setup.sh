@@ -1,29 +1,46 @@
 #!/usr/bin/env bash
 # Fresh-machine set-up: Java 17 for Spark, then .venv/ with the project installed editable (console script `recsys`).
+#   bash scripts/setup.sh           what the main job needs
+#   bash scripts/setup.sh --tests   also the test extra and Debian's chromium (the web page's browser test drives it)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+TESTS=0
+for arg in "$@"; do
+  case "$arg" in
+    --tests) TESTS=1 ;;
+    *) echo "usage: bash scripts/setup.sh [--tests]" >&2; exit 2 ;;
+  esac
+done
+SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+
 if ! java -version 2>&1 | grep -qE 'version "17'; then
   echo "setup: Java 17 not found; installing openjdk-17-jre-headless" >&2
-  SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
   $SUDO apt-get update -qq && $SUDO apt-get install -y -qq openjdk-17-jre-headless >/dev/null
 fi
 
-if ! command -v chromium >/dev/null 2>&1; then
+if [ "$TESTS" = 1 ] && ! command -v chromium >/dev/null 2>&1; then
   echo "setup: chromium not found; installing Debian's chromium (the web page's browser test drives it)" >&2
-  SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
   $SUDO apt-get update -qq && $SUDO apt-get install -y -qq chromium >/dev/null
 fi
 
-PY=${PYTHON:-python3.11}
-command -v "$PY" >/dev/null 2>&1 || PY=python3
-if ! "$PY" -c 'import sys; sys.exit(0 if sys.version_info[:2] == (3, 11) else 1)'; then
-  echo "setup: Python 3.11 is required (torch 2.13.0+cpu is installed from a cp311 wheel); found $("$PY" --version)" >&2
+# Python 3.11 or 3.12, as pyproject.toml says (docs/PINS.md); 3.11 first: torch 2.13.0+cpu is a local cp311 wheel.
+in_range='import sys; sys.exit(0 if (3, 11) <= sys.version_info[:2] <= (3, 12) else 1)'
+PY=""
+for candidate in ${PYTHON:-python3.11 python3.12 python3}; do
+  if "$candidate" -c "$in_range" >/dev/null 2>&1; then PY=$candidate; break; fi
+done
+if [ -z "$PY" ]; then
+  echo "setup: Python 3.11 or 3.12 is required (pyproject.toml); none of: ${PYTHON:-python3.11 python3.12 python3}" >&2
   exit 1
+fi
+if ! "$PY" -c 'import sys; sys.exit(0 if sys.version_info[:2] == (3, 11) else 1)'; then
+  echo "setup: $("$PY" --version): torch and the other pins come from the package index (local wheels: cp311)" >&2
 fi
 
 [ -x .venv/bin/python ] || "$PY" -m venv .venv
 .venv/bin/python -m pip install -q --disable-pip-version-check --upgrade pip 2>/dev/null || true
+TARGET="."; [ "$TESTS" = 1 ] && TARGET=".[test]"
 # torch==2.13.0 resolves to the local CPU wheel (pip's find-links); any other request pulls several GB of CUDA builds.
-.venv/bin/python -m pip install -q --disable-pip-version-check -e ".[test]" 2>&1 | grep -vE '^(WARNING: Location|  )' || true
+.venv/bin/python -m pip install -q --disable-pip-version-check -e "$TARGET" 2>&1 | grep -vE '^(WARNING: Location|  )' || true
 .venv/bin/python -c 'import pyspark, petastorm, torch, deltalake, mlflow; print(f"setup: ok (pyspark {pyspark.__version__}, torch {torch.__version__})")'
