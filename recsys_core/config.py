@@ -89,7 +89,7 @@ def build(cls: type[T], values: Any, where: str) -> T:
     if values is None:
         values = {}
     if not isinstance(values, dict):
-        raise ConfigError(f"{where} must be a mapping, got {values!r}")
+        raise ConfigError(f"the {where} config section must be a mapping, got {values!r}")
     fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
     unknown_keys(values, fields, where)
     hints = typing.get_type_hints(cls)
