@@ -95,17 +95,20 @@ def build(cls: type[T], values: Any, where: str) -> T:
     hints = typing.get_type_hints(cls)
     kwargs = {}
     for key, value in values.items():
+        rule = fields[key].metadata.get(_RULE)
         try:
             kwargs[key] = _convert(hints[key], value, f"{where}.{key}")
         except ConfigError:
-            rule = fields[key].metadata.get(_RULE)
             if rule is None:
                 raise
             _fail(f"{where}.{key}", hints[key], rule, value)  # the rule says the type too ("a positive integer")
-    try:
-        return cls(**kwargs)
-    except TypeError as exc:  # a required key is missing
-        raise ConfigError(f"{where} config: {exc}") from None
+        if rule is not None:  # here too, not only on construction: `where` may be more than the class's section
+            _check(f"{where}.{key}", hints[key], rule, kwargs[key])
+    missing = [key for key, f in fields.items() if key not in values
+               and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]
+    if missing:
+        raise ConfigError(f"{', '.join(f'{where}.{key}' for key in missing)}: required, and not given")
+    return cls(**kwargs)
 
 
 def check_rules(config: Any, where: str) -> None:
@@ -113,11 +116,15 @@ def check_rules(config: Any, where: str) -> None:
     hints = typing.get_type_hints(type(config))
     for f in dataclasses.fields(config):
         rule = f.metadata.get(_RULE)
-        value = getattr(config, f.name)
-        if rule is None or (value is None and _allows_none(hints[f.name])):
-            continue
-        if not (_fits_scalar(hints[f.name], value) and rule.ok(value)):
-            _fail(f"{where}.{f.name}" if where else f.name, hints[f.name], rule, value)
+        if rule is not None:
+            _check(f"{where}.{f.name}" if where else f.name, hints[f.name], rule, getattr(config, f.name))
+
+
+def _check(where: str, annotation: Any, rule: Rule, value: Any) -> None:
+    if value is None and _allows_none(annotation):
+        return
+    if not (_fits_scalar(annotation, value) and rule.ok(value)):
+        _fail(where, annotation, rule, value)
 
 
 def _fail(where: str, annotation: Any, rule: Rule, value: Any) -> typing.NoReturn:
