@@ -65,7 +65,7 @@ def test_models_can_be_chosen():
     ({"torch_models": ["sasrec", "ss4recc"]}, "pipeline.torch_models must be a list drawn from .*'ss4recc' is not"),
     ({"spark_models": ["sasrec"]}, "pipeline.spark_models must be a list drawn from"),
     ({"spark_models": 5}, "pipeline.spark_models must be a list of str, got 5"),
-    ({"k": "100"}, "pipeline.k must be int"),
+    ({"k": "100"}, "pipeline.k must be a positive integer, got '100'"),
     ({"k": 0}, "pipeline.k must be a positive integer"),
     ({"models": ["als"]}, r"unknown config key\(s\) pipeline.models; known keys of pipeline: k, spark_models"),
 ])
