@@ -4,7 +4,7 @@
     .venv/bin/python benchmarks/quality.py DATA_DIR --tie-breaks movieId,hash --models sasrec,ss4rec,ncf
     .venv/bin/python benchmarks/quality.py DATA_DIR --json quality.json -- train.max_steps=3000   # extra overrides
 
-For each tie-break: `recsys etl` -> `recsys baselines` (popularity, genre, Markov AR(1), AR(2), hybrid) ->
+For each tie-break: `recsys etl` -> `recsys baselines` (every baseline of the catalogue) ->
 `recsys export-sequences` -> for each torch model `recsys train` + `recsys topn` -> `recsys evaluate`, each the
 same command a user runs, in a fresh warehouse under --work. Then one table per tie-break: HR@10 and NDCG@10 with
 their 95% bootstrap intervals over users, each model's paired NDCG@10 difference to AR(2) (and whether its
@@ -27,8 +27,10 @@ sys.path.insert(0, str(REPO / "benchmarks"))
 
 from _measure import machine  # noqa: E402
 
+from recsys_core import catalogue  # noqa: E402
+
 RUN_DATE = "2026-01-01"
-BASELINES = ("popularity", "genre", "markov", "ar2", "hybrid")
+BASELINES = tuple(catalogue.names(catalogue.BASELINE))  # what `recsys baselines` fits (baselines.models: all)
 
 
 def recsys(*args: str, log: Path) -> float:
@@ -108,7 +110,7 @@ def main(argv=None) -> int:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("data", type=Path, help="MovieLens folder (ratings.csv, movies.csv, ...)")
     p.add_argument("--tie-breaks", default="movieId,hash", help="comma-separated etl.tie_break values")
-    p.add_argument("--models", default="sasrec,ss4rec,ncf", help="torch models, comma-separated")
+    p.add_argument("--models", default="sasrec,ss4rec,ncf", help="torch models of the catalogue, comma-separated")
     p.add_argument("--work", type=Path, default=REPO / ".bench" / "quality", help="warehouses and logs")
     p.add_argument("--json", type=Path, help="also write the figures here")
     p.add_argument("overrides", nargs="*", help="key=value for train/topn (after --), e.g. train.max_steps=3000")
@@ -117,6 +119,10 @@ def main(argv=None) -> int:
         p.error(f"{args.data / 'ratings.csv'} not found")
     tie_breaks = [t.strip() for t in args.tie_breaks.split(",") if t.strip()]
     models = [m.strip() for m in args.models.split(",") if m.strip()]
+    unknown = [m for m in models if m not in catalogue.names(catalogue.TORCH)]
+    if unknown:
+        p.error(f"--models: {', '.join(unknown)} not a torch model of the catalogue "
+                f"({catalogue.summary(catalogue.TORCH)})")
     args.work.mkdir(parents=True, exist_ok=True)
     print(f"{machine()}\ndata {args.data}; models {', '.join(models)}; overrides {args.overrides or 'none'}")
     results = {}

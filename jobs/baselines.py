@@ -13,6 +13,7 @@ if __package__ in (None, ""):  # `python jobs/baselines.py` / `spark-submit jobs
 from jobs.common import (add_config_flags, add_list_flags, guarded, job_config, list_length,  # noqa: E402
                          parse_run_date, require_tables)
 from jobs.config import section  # noqa: E402
+from recsys_core import catalogue  # noqa: E402
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -34,7 +35,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     k = list_length(args)
     cfg, config = job_config(args, "baselines", BaselinesConfig)
     run_date = parse_run_date(args.run_date)
-    require_tables(args.warehouse, "interactions", "items", "users")
+    require_tables(args.warehouse, *catalogue.BASELINE.needs)
     spark = get_spark("recsys-baselines", conf=section(cfg, "spark"))
     params = {"k": k, "run_date": run_date, **{f"baselines.{k}": v for k, v in section(cfg, "baselines").items()}}
     with job_run(cfg, args.warehouse, "baselines", params) as run:

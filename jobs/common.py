@@ -6,7 +6,8 @@ import datetime as dt
 import sys
 from typing import Callable, Sequence
 
-from jobs.config import ConfigError, load_config, qualify, section
+from jobs.config import load_config, qualify, section
+from recsys_core.errors import ConfigError, RecsysError
 
 
 def guarded(main: Callable[[Sequence[str] | None], int]) -> Callable[[Sequence[str] | None], int]:
@@ -15,10 +16,7 @@ def guarded(main: Callable[[Sequence[str] | None], int]) -> Callable[[Sequence[s
     def run(argv: Sequence[str] | None = None) -> int:
         try:
             return main(argv) or 0
-        except ConfigError as exc:
-            print(f"error: {exc}", file=sys.stderr)
-            return 2
-        except Exception as exc:  # noqa: BLE001 - user errors from either library carry exit_code
+        except Exception as exc:  # noqa: BLE001 - user errors carry exit_code (RecsysError, recsys_data's, the server's)
             code = getattr(exc, "exit_code", None)
             if code is None:
                 raise
@@ -69,7 +67,6 @@ def job_config(args: argparse.Namespace, name: str, config_class, *extra_section
 def require_tables(warehouse: str, *names: str) -> None:
     """Refuse to start (one line, exit 2) when an input table is missing, before Spark or MLflow create anything."""
     from recsys_spark.delta import table_exists, table_path
-    from recsys_spark.errors import RecsysError
 
     for name in names:
         if not table_exists(table_path(warehouse, name)):

@@ -16,11 +16,9 @@ from typing import Any, Iterable
 
 import yaml
 
+from recsys_core.errors import ConfigError  # a config file or override that cannot be used (one line, exit 2)
+
 CONF_DIR = Path(__file__).resolve().parent / "conf"
-
-
-class ConfigError(ValueError):
-    """A config file or override that cannot be used; the message names the file or key."""
 
 
 def _read_yaml(path: Path) -> dict:

@@ -15,6 +15,7 @@ if __package__ in (None, ""):  # `python jobs/ensemble.py` / `spark-submit jobs/
 from jobs.common import (add_config_flags, add_list_flags, guarded, job_config, list_length,  # noqa: E402
                          parse_run_date, require_tables)
 from jobs.config import section  # noqa: E402
+from recsys_core import catalogue  # noqa: E402
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -52,7 +53,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     k = list_length(args)
     cfg, config = job_config(args, "ensemble", EnsembleConfig)
     run_date = parse_run_date(args.run_date)
-    require_tables(args.warehouse, "interactions", "recommendations", "recommendations_validation")
+    require_tables(args.warehouse, *catalogue.ENSEMBLE.needs)
     run_id = uuid.uuid4().hex
     params = {"k": k, "run_date": run_date, "run_id": run_id,
               **{f"ensemble.{k}": v for k, v in section(cfg, "ensemble").items()}}

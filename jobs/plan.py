@@ -28,32 +28,30 @@ import yaml
 
 from jobs import catalogue
 from jobs.cli import COMMANDS
-from recsys_spark.config import from_mapping
-from recsys_spark.errors import RecsysError
+from recsys_core.config import POSITIVE, Config, checked
+from recsys_core.errors import ConfigError, RecsysError
 from recsys_spark.inputs import INPUT_FILES
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent  # the folder holding jobs/: where `jobs/<file>.py` resolves
 
 
 @dataclass(frozen=True)
-class PipelineConfig:
+class PipelineConfig(Config):
     """The `pipeline:` section: which catalogue models the nightly run fits, and the list length."""
+
+    section = "pipeline"
 
     spark_models: tuple[str, ...] = tuple(catalogue.pipeline_choices("spark_models"))
     torch_models: tuple[str, ...] = tuple(catalogue.pipeline_choices("torch_models"))
-    k: int = 100
+    k: int = checked(100, POSITIVE)
 
-    def __post_init__(self):
+    def validate(self) -> None:
         for key in ("spark_models", "torch_models"):
             known = catalogue.pipeline_choices(key)
-            if any(name not in known for name in getattr(self, key)):
-                raise RecsysError(f"pipeline.{key} must be a list drawn from {known}, got {list(getattr(self, key))}")
-        if self.k < 1:
-            raise RecsysError(f"pipeline.k must be a positive integer, got {self.k!r}")
-
-    @classmethod
-    def from_dict(cls, values: dict | None) -> "PipelineConfig":
-        return from_mapping(cls, values, "pipeline")
+            bad = [name for name in getattr(self, key) if name not in known]
+            if bad:
+                raise ConfigError(f"pipeline.{key} must be a list drawn from {known}, got {list(getattr(self, key))}: "
+                                  f"{', '.join(map(repr, bad))} is not one of them")
 
     def models(self) -> list[catalogue.Model]:
         """The configured models, in catalogue order."""

@@ -41,7 +41,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     list_length(args)
     run_date, run_id = parse_run_date(args.run_date), uuid.uuid4().hex
     cfg = resolve_config(args, *model.sections)
-    write = model.family.write_topn(cfg, args.warehouse, model.name)
+    write = catalogue.topn_writer(model)(cfg, args.warehouse, model.name)
 
     from jobs.tracking import job_run
 

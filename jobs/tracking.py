@@ -10,34 +10,13 @@ import os
 from pathlib import Path
 from typing import Iterator
 
+from recsys_core.tracking import experiment_id, tracking_uri
+
 # Nightly batch jobs send nothing home: MLflow's usage telemetry is off unless the user turned it on.
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 
 PARENT_ENV = "RECSYS_MLFLOW_PARENT_RUN_ID"
 STEP_ENV = "RECSYS_STEP_NAME"  # the pipeline's name for the step a job runs as
-
-
-def tracking_uri(cfg: dict, warehouse: str | Path) -> str:
-    configured = (cfg.get("mlflow") or {}).get("tracking_uri")
-    if configured:
-        return str(configured)
-    if os.environ.get("MLFLOW_TRACKING_URI"):
-        return os.environ["MLFLOW_TRACKING_URI"]
-    root = Path(warehouse).resolve() / "_mlflow"
-    root.mkdir(parents=True, exist_ok=True)
-    return f"sqlite:///{root / 'mlflow.db'}"
-
-
-def experiment_id(cfg: dict, warehouse: str | Path) -> str:
-    import mlflow
-
-    mlflow.set_tracking_uri(tracking_uri(cfg, warehouse))
-    name = (cfg.get("mlflow") or {}).get("experiment") or "recsys"
-    found = mlflow.get_experiment_by_name(name)
-    if found is not None:
-        return found.experiment_id
-    artifacts = Path(warehouse).resolve() / "_mlflow" / "artifacts"
-    return mlflow.create_experiment(name, artifact_location=artifacts.as_uri())
 
 
 def export_env(cfg: dict, warehouse: str | Path) -> dict[str, str]:

@@ -34,6 +34,7 @@ import yaml
 
 from jobs import catalogue
 from jobs.config import ConfigError, merge
+from recsys_core.config import BOOLEAN, Config, build, checked, one_of
 from jobs.plan import PipelineConfig, Run, Step, local_command, plan
 from jobs.tracking import PARENT_ENV, STEP_ENV, export_env
 
@@ -53,6 +54,17 @@ class Param:
     choices: tuple = ()
 
 
+@dataclass(frozen=True)
+class SearchRange(Config):
+    """What tune.<model>.<key> may say, built by recsys_core.config (unknown keys and wrong types named)."""
+
+    type: str = checked(rule=one_of(*TYPES))  # int | float | categorical
+    low: float | None = None
+    high: float | None = None
+    log: bool = checked(False, BOOLEAN)
+    choices: list | None = None
+
+
 def search_space(cfg: dict, model: str) -> list[Param]:
     """tune.<model> of the resolved config, checked: one ConfigError naming the key for anything wrong."""
     where = f"tune.{model}"
@@ -62,24 +74,18 @@ def search_space(cfg: dict, model: str) -> list[Param]:
     params = []
     for key, spec in space.items():
         name = f"{where}.{key}"
-        if not isinstance(spec, dict) or spec.get("type") not in TYPES:
-            raise ConfigError(f"{name} must be a mapping with type one of {TYPES}, got {spec!r}")
-        unknown = set(spec) - {"type", "low", "high", "log", "choices"}
-        if unknown:
-            raise ConfigError(f"{name}: unknown keys {sorted(unknown)}")
-        if spec["type"] == "categorical":
-            choices = spec.get("choices")
-            if not isinstance(choices, list) or not choices:
-                raise ConfigError(f"{name}.choices must be a non-empty list, got {choices!r}")
-            params.append(Param(key, "categorical", choices=tuple(choices)))
+        r = build(SearchRange, spec, name)
+        if r.type == "categorical":
+            if not r.choices:
+                raise ConfigError(f"{name}.choices must be a non-empty list, got {r.choices!r}")
+            params.append(Param(key, "categorical", choices=tuple(r.choices)))
             continue
-        low, high, log = spec.get("low"), spec.get("high"), spec.get("log", False)
-        number = int if spec["type"] == "int" else (int, float)
-        if not all(isinstance(v, number) and not isinstance(v, bool) for v in (low, high)) or not low < high:
-            raise ConfigError(f"{name}: low and high must be {spec['type']}s with low < high, got {low!r}, {high!r}")
-        if not isinstance(log, bool) or (log and low <= 0):
+        number = int if r.type == "int" else (int, float)
+        if not all(isinstance(v, number) and not isinstance(v, bool) for v in (r.low, r.high)) or not r.low < r.high:
+            raise ConfigError(f"{name}: low and high must be {r.type}s with low < high, got {r.low!r}, {r.high!r}")
+        if r.log and r.low <= 0:
             raise ConfigError(f"{name}.log must be true or false, and true only with low > 0")
-        params.append(Param(key, spec["type"], low, high, log))
+        params.append(Param(key, r.type, r.low, r.high, r.log))
     return params
 
 

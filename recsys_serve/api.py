@@ -19,7 +19,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 
-from jobs import catalogue
+from recsys_core import catalogue
 from recsys_serve import responses as r
 from recsys_serve.errors import BadRequest, NotFound
 from recsys_serve.reader import Warehouse
@@ -42,8 +42,9 @@ class ReportPlot(str, enum.Enum):
 
 
 # The catalogue's names, and als_<name> for an ALS fitted under another name: the schema says exactly what exists.
-MODEL_PATTERN = "^(?:" + "|".join(catalogue.names()) + "|als_[a-z0-9_]{1,60})$"
-ModelName = Annotated[str, Query(pattern=MODEL_PATTERN, description="a model of the catalogue (jobs/catalogue.py)")]
+MODEL_PATTERN = "^(?:" + "|".join(catalogue.names()) + "|" + catalogue.ALS_VARIANT_PATTERN + ")$"
+ModelName = Annotated[str, Query(pattern=MODEL_PATTERN,
+                                 description="a model of the catalogue (recsys_core/catalogue.py)")]
 # Text checked here rather than pydantic's date, which also takes a number as seconds since 1970.
 RunDate = Annotated[str | None, Query(pattern=DATE_PATTERN, json_schema_extra={"format": "date"},
                                       description="YYYY-MM-DD; default: the latest")]

@@ -16,8 +16,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from jobs import catalogue
-from jobs.config import ConfigError
+from recsys_core import catalogue
+from recsys_core.errors import ConfigError
 from recsys_serve.errors import BadRequest, NotFound
 from recsys_serve.index import Catalogue, Histories, ItemVectors, TopLists
 from recsys_serve.reader import Warehouse

@@ -18,7 +18,8 @@ from pyspark.ml.recommendation import ALS, ALSModel
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from recsys_spark.config import from_mapping
+from recsys_core.catalogue import is_als_name
+from recsys_core.config import POSITIVE, Config, Rule, at_least, checked, number_in, unknown_keys
 from recsys_spark.delta import read_table, table_path, write_table
 from recsys_spark.errors import RecsysError
 from recsys_spark.schemas import ITEM_FACTORS, USER_FACTORS
@@ -28,41 +29,29 @@ MODELS_DIR = "models"
 
 
 @dataclass
-class AlsConfig:
-    rank: int = 64
-    reg_param: float = 0.1
-    max_iter: int = 15
-    alpha: float = 1.0
+class AlsConfig(Config):
+    section = "als"
+
+    rank: int = checked(64, POSITIVE)
+    reg_param: float = checked(0.1, at_least(0))
+    max_iter: int = checked(15, POSITIVE)
+    alpha: float = checked(1.0, at_least(0))
     implicit_prefs: bool = False
     seed: int = 42
-    name: str = "als"                      # model name: recommendations/metrics key, models/<name>, <name>_*_factors
-    checkpoint_interval: int = 5
+    # model name: recommendations/metrics key, models/<name>, <name>_*_factors
+    name: str = checked("als", Rule(is_als_name, "`als` or als_<name> (lower-case letters, digits, _)"))
+    checkpoint_interval: int = checked(5, POSITIVE)
     checkpoint_dir: str | None = None      # default <warehouse>/_checkpoints
     num_blocks: int | None = None          # user and item blocks; None = MLlib's default (10)
     tune: bool = False                     # fit every grid point on train, keep the best on validation
     grid: dict[str, list] = field(default_factory=dict)   # e.g. {"rank": [32, 64], "reg_param": [0.05, 0.1]}
     temporal: bool = True                  # explicit only: also fit on temporal train, score temporal test
     random_split: bool = False             # explicit only: also the random 80/20 RMSE of all ratings
-    random_split_train_fraction: float = 0.8
-    topn_block_size: int = 256             # users scored per numpy matmul in the blocked top-N
+    random_split_train_fraction: float = checked(0.8, number_in(0, 1, low_open=True, high_open=True))
+    topn_block_size: int = checked(256, POSITIVE)  # users scored per numpy matmul in the blocked top-N
 
-    def __post_init__(self):
-        checks = [(self.rank >= 1, "rank must be >= 1"), (self.reg_param >= 0, "reg_param must be >= 0"),
-                  (self.max_iter >= 1, "max_iter must be >= 1"), (self.alpha >= 0, "alpha must be >= 0"),
-                  (self.checkpoint_interval >= 1, "checkpoint_interval must be >= 1"),
-                  (0 < self.random_split_train_fraction < 1, "random_split_train_fraction must be in (0, 1)"),
-                  (self.topn_block_size >= 1, "topn_block_size must be >= 1"),
-                  (self.name == "als" or self.name.startswith("als_"), "name must be `als` or start with `als_`")]
-        for ok, message in checks:
-            if not ok:
-                raise RecsysError(f"als config: {message}")
-        unknown = set(self.grid) - set(GRID_KEYS)
-        if unknown:
-            raise RecsysError(f"als.grid: unknown keys {sorted(unknown)}; tunable: {list(GRID_KEYS)}")
-
-    @classmethod
-    def from_dict(cls, values: dict | None) -> "AlsConfig":
-        return from_mapping(cls, values, "als")
+    def validate(self) -> None:
+        unknown_keys(self.grid, GRID_KEYS, "als.grid")  # the tunable keys
 
     def with_params(self, **params) -> "AlsConfig":
         return dataclasses.replace(self, **params)

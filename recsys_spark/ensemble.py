@@ -28,9 +28,9 @@ import numpy as np
 from pyspark.sql import DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 
-from recsys_spark.config import from_mapping
+from recsys_core.config import POSITIVE, Config, at_least, checked
 from recsys_spark.delta import read_table, table_exists, table_path, write_table
-from recsys_spark.errors import RecsysError
+from recsys_spark.errors import ConfigError, RecsysError
 from recsys_spark.recommendations import PARTITION_BY, list_table
 from recsys_spark.schemas import RECOMMENDATIONS
 
@@ -39,32 +39,23 @@ CHOICE_K = 10  # the weights maximise validation NDCG@10
 
 
 @dataclass(frozen=True)
-class EnsembleConfig:
+class EnsembleConfig(Config):
+    section = "ensemble"
+
     models: list[str] = field(default_factory=lambda: ["ar2", "itemcf", "als_implicit"])  # the members
-    depth: int = 100               # each member's top `depth` items enter the blend
-    rrf_k: float = 60.0            # the reciprocal-rank constant: larger flattens the rank discount
-    weight_steps: int = 10         # weights are multiples of 1 / weight_steps summing to 1
-    max_users: int | None = 20000  # validation users the weights are chosen on (a seeded sample); null: all
+    depth: int = checked(100, POSITIVE)               # each member's top `depth` items enter the blend
+    rrf_k: float = checked(60.0, at_least(0))         # the reciprocal-rank constant: larger flattens the discount
+    weight_steps: int = checked(10, POSITIVE)         # weights are multiples of 1 / weight_steps summing to 1
+    max_users: int | None = checked(20000, POSITIVE)  # validation users the weights are chosen on (seeded); null: all
     seed: int = 0
 
-    def __post_init__(self):
+    def validate(self) -> None:
         if len(self.models) < 2 or len(set(self.models)) != len(self.models):
-            raise RecsysError(f"ensemble.models must name at least two distinct models, got {self.models!r}")
+            raise ConfigError(f"ensemble.models must name at least two distinct models, got {self.models!r}")
         if NAME in self.models:
-            raise RecsysError("ensemble.models cannot contain the ensemble itself")
-        for key in ("depth", "weight_steps"):
-            if getattr(self, key) < 1:
-                raise RecsysError(f"ensemble.{key} must be a positive integer, got {getattr(self, key)!r}")
+            raise ConfigError("ensemble.models cannot contain the ensemble itself")
         if self.depth < CHOICE_K:
-            raise RecsysError(f"ensemble.depth must be at least {CHOICE_K}, got {self.depth!r}")
-        if self.rrf_k < 0:
-            raise RecsysError(f"ensemble.rrf_k must be >= 0, got {self.rrf_k!r}")
-        if self.max_users is not None and self.max_users < 1:
-            raise RecsysError(f"ensemble.max_users must be null or a positive integer, got {self.max_users!r}")
-
-    @classmethod
-    def from_dict(cls, values: dict | None) -> "EnsembleConfig":
-        return from_mapping(cls, values, "ensemble")
+            raise ConfigError(f"ensemble.depth must be at least {CHOICE_K}, got {self.depth!r}")
 
 
 @dataclass(frozen=True)

@@ -1,8 +1,4 @@
-class RecsysError(Exception):
-    """An error the user can act on (bad input file, missing table, bad flag): printed as one line, exit code 2."""
+"""recsys_spark's errors are recsys_core's (one type for every package)."""
+from recsys_core.errors import ConfigError, InputError, RecsysError
 
-    exit_code = 2
-
-
-class InputError(RecsysError):
-    """Input data that cannot be read at all: names the file (and line and field where known)."""
+__all__ = ["ConfigError", "InputError", "RecsysError"]

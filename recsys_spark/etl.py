@@ -25,9 +25,8 @@ from pyspark.sql import DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 from pyspark.sql.pandas.types import from_arrow_schema
 
-from recsys_spark.config import from_mapping
+from recsys_core.config import NON_NEGATIVE, POSITIVE, Config, checked, number_in, one_of
 from recsys_spark.delta import read_arrow, table_path, write_arrow, write_table
-from recsys_spark.errors import RecsysError
 from recsys_spark import schemas
 from recsys_spark.inputs import LINKS, MOVIES, RATINGS, REJECT_REASONS, TAGS, CheckedInput, check_inputs
 from recsys_spark.splits import TIE_BREAKS, add_sequence, add_temporal_split, temporal_cutoff
@@ -45,17 +44,12 @@ class EtlIdentityError(RuntimeError):
 
 
 @dataclass(frozen=True)
-class KcoreConfig:
-    min_user_interactions: int = 0   # 0 = off
-    min_item_interactions: int = 0   # 0 = off
-    max_iterations: int = 30
+class KcoreConfig(Config):
+    section = "etl.kcore"
 
-    def __post_init__(self):
-        for name in ("min_user_interactions", "min_item_interactions"):
-            if getattr(self, name) < 0:
-                raise RecsysError(f"etl.kcore.{name} must be an integer >= 0, got {getattr(self, name)!r}")
-        if self.max_iterations < 1:
-            raise RecsysError(f"etl.kcore.max_iterations must be >= 1, got {self.max_iterations!r}")
+    min_user_interactions: int = checked(0, NON_NEGATIVE)   # 0 = off
+    min_item_interactions: int = checked(0, NON_NEGATIVE)   # 0 = off
+    max_iterations: int = checked(30, POSITIVE)
 
     @property
     def enabled(self) -> bool:
@@ -63,21 +57,14 @@ class KcoreConfig:
 
 
 @dataclass(frozen=True)
-class EtlConfig:
-    tie_break: str = "movieId"       # movieId | hash: order of a user's ratings given in the same second
+class EtlConfig(Config):
+    section = "etl"
+
+    tie_break: str = checked("movieId", one_of(*TIE_BREAKS))  # order of a user's ratings given in the same second
     seed: int = 42                   # seeds the hash tie-break
-    temporal_quantile: float = 0.8   # global temporal split: train up to this quantile of timestamps
+    # global temporal split: train up to this quantile of timestamps
+    temporal_quantile: float = checked(0.8, number_in(0, 1, low_open=True))
     kcore: KcoreConfig = field(default_factory=KcoreConfig)
-
-    def __post_init__(self):
-        if self.tie_break not in TIE_BREAKS:
-            raise RecsysError(f"etl.tie_break must be one of {', '.join(TIE_BREAKS)}, got {self.tie_break!r}")
-        if not 0 < self.temporal_quantile <= 1:
-            raise RecsysError(f"etl.temporal_quantile must be in (0, 1], got {self.temporal_quantile!r}")
-
-    @classmethod
-    def from_dict(cls, values: dict | None) -> "EtlConfig":
-        return from_mapping(cls, values, "etl")
 
 
 @dataclass

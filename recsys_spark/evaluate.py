@@ -38,9 +38,9 @@ from pyspark.sql import DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 
 from recsys_spark.bootstrap import intervals
-from recsys_spark.config import from_mapping
+from recsys_core.config import Config, Rule, checked, number_in
 from recsys_spark.delta import read_arrow, read_table, table_exists, table_path, write_arrow
-from recsys_spark.errors import RecsysError
+from recsys_spark.errors import ConfigError, RecsysError
 from recsys_spark.recommendations import LIST_SPLITS, list_table
 from recsys_spark.schemas import METRICS as METRICS_SCHEMA
 
@@ -50,26 +50,20 @@ INTERVAL_METRICS = ("hr", "ndcg", "mrr")  # bootstrapped; recall, precision and 
 
 
 @dataclass
-class EvaluateConfig:
+class EvaluateConfig(Config):
+    section = "evaluate"
+
     ks: list[int] = field(default_factory=lambda: [5, 10, 20])
-    bootstrap_resamples: int = 1000  # resamples of the test users for the intervals (0: no intervals)
-    ci_level: float = 0.95
+    # resamples of the test users for the intervals (0: no intervals)
+    bootstrap_resamples: int = checked(1000, Rule(lambda v: v == 0 or v >= 100, "0 (off) or at least 100"))
+    ci_level: float = checked(0.95, number_in(0.5, 1, high_open=True))
     seed: int = 42
     reference_model: str | None = "ar2"  # every other model's paired difference to this one (null: none)
 
-    def __post_init__(self):
+    def validate(self) -> None:
         if not isinstance(self.ks, (list, tuple)) or not self.ks or any(not isinstance(k, int) or isinstance(k, bool) or k < 1 for k in self.ks):
-            raise RecsysError(f"evaluate.ks must be a non-empty list of positive integers, got {self.ks!r}")
+            raise ConfigError(f"evaluate.ks must be a non-empty list of positive integers, got {self.ks!r}")
         self.ks = sorted(set(self.ks))
-        if self.bootstrap_resamples < 0 or (0 < self.bootstrap_resamples < 100):
-            raise RecsysError(f"evaluate.bootstrap_resamples must be 0 (off) or at least 100, got "
-                              f"{self.bootstrap_resamples}")
-        if not 0.5 <= self.ci_level < 1.0:
-            raise RecsysError(f"evaluate.ci_level must be in [0.5, 1), got {self.ci_level}")
-
-    @classmethod
-    def from_dict(cls, values: dict | None) -> "EvaluateConfig":
-        return from_mapping(cls, values, "evaluate")
 
 
 # ---------------------------------------------------------------------------------------------------------------

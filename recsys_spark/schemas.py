@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import pyarrow as pa
 
+from recsys_core.schemas import META_KEYS, SHARD_SCHEMA_VERSION  # noqa: F401 - the shards' plain-data part
+
 # ---------------------------------------------------------------------------------------------------------------
 # ETL outputs
 
@@ -54,7 +56,6 @@ ITEM_EMBEDDINGS = pa.schema([
 # ---------------------------------------------------------------------------------------------------------------
 # Sequence shards (`recsys export-sequences` -> `recsys train`)
 
-SHARD_SCHEMA_VERSION = 1
 SEQUENCE_ROWS = pa.schema([  # train/, validation/, test/
     ("user_idx", pa.int32()), ("items", pa.list_(pa.int32())), ("timestamps", pa.list_(pa.int64())),
     ("targets", pa.list_(pa.int32())), ("target_item", pa.int32()), ("target_timestamp", pa.int64()),
@@ -64,7 +65,6 @@ NCF_ROWS = pa.schema([("user_idx", pa.int32()), ("item_idx", pa.int32())])  # nc
 EDGE_ROWS = pa.schema([("user_idx", pa.int32()), ("item_idx", pa.int32())])  # edges/ (the train graph)
 ITEM_MAP = pa.schema([("item_idx", pa.int32()), ("movieId", pa.int64())])  # item_map.parquet
 USER_MAP = pa.schema([("user_idx", pa.int32()), ("userId", pa.int64())])  # user_map.parquet
-META_KEYS = ("schema_version", "n_items", "n_users", "max_len", "rows", "tie_break", "seed", "last_gap", "created_at")
 
 # Delta tables by name (`<warehouse>/<name>`; `<name>_user_factors` for any ALS model name) and shards by path.
 TABLES = {"interactions": INTERACTIONS, "items": ITEMS, "users": USERS, "tags": TAGS, "rejects": REJECTS,

@@ -38,9 +38,9 @@ from pyspark import StorageLevel
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from recsys_spark.config import from_mapping
+from recsys_core.config import POSITIVE, Config, checked, one_of
 from recsys_spark.delta import read_table, table_exists, table_path
-from recsys_spark.errors import RecsysError
+from recsys_spark.errors import ConfigError, RecsysError
 from recsys_spark.schemas import EDGE_ROWS, ITEM_MAP, NCF_ROWS, SEQUENCE_ROWS, SHARD_SCHEMA_VERSION, USER_MAP
 
 LAST_GAPS = ("query_time", "target_time")
@@ -49,31 +49,22 @@ DATASETS = ("train", "validation", "test", "ncf_train", "edges")
 
 
 @dataclass
-class SequenceConfig:
-    max_len: int = 200
-    stride: int | None = None        # train window stride; None = max_len (non-overlapping windows)
-    last_gap: str = "query_time"     # query_time: last history timestamp + 1 s; target_time: the target's timestamp
-    rows_per_group: int = 4096       # rows per Parquet row group of train/validation/test
-    ncf_rows_per_group: int = 65536  # rows per row group of ncf_train and edges (two ints a row)
-    min_row_groups: int = 8          # per dataset, when it has that many rows: every rank needs a row group
-    groups_per_file: int = 16
+class SequenceConfig(Config):
+    section = "sequences"
 
-    def __post_init__(self):
-        for name in ("max_len", "stride", "rows_per_group", "ncf_rows_per_group", "min_row_groups",
-                     "groups_per_file"):
-            value = getattr(self, name)
-            if value is not None and value < 1:
-                raise RecsysError(f"sequences.{name} must be a positive integer, got {value!r}")
-        if self.stride is not None:
-            if self.stride > self.max_len:
-                raise RecsysError(f"sequences.stride={self.stride} is larger than max_len={self.max_len}: "
-                                  f"windows would skip items")
-        if self.last_gap not in LAST_GAPS:
-            raise RecsysError(f"sequences.last_gap must be one of {LAST_GAPS}, got {self.last_gap!r}")
+    max_len: int = checked(200, POSITIVE)
+    stride: int | None = checked(None, POSITIVE)  # train window stride; None = max_len (non-overlapping windows)
+    # query_time: last history timestamp + 1 s; target_time: the target's timestamp
+    last_gap: str = checked("query_time", one_of(*LAST_GAPS))
+    rows_per_group: int = checked(4096, POSITIVE)        # rows per Parquet row group of train/validation/test
+    ncf_rows_per_group: int = checked(65536, POSITIVE)   # rows per row group of ncf_train and edges (two ints a row)
+    min_row_groups: int = checked(8, POSITIVE)  # per dataset, when it has that many rows: every rank needs a row group
+    groups_per_file: int = checked(16, POSITIVE)
 
-    @classmethod
-    def from_dict(cls, values: dict | None) -> "SequenceConfig":
-        return from_mapping(cls, values, "sequences")
+    def validate(self) -> None:
+        if self.stride is not None and self.stride > self.max_len:
+            raise ConfigError(f"sequences.stride={self.stride} is larger than max_len={self.max_len}: "
+                              f"windows would skip items")
 
     @property
     def window_stride(self) -> int:

@@ -1,4 +1,4 @@
-class RecsysError(Exception):
-    """An error the user can act on (missing shards, bad config): printed as one line, exit code 2."""
+"""recsys_torch's errors are recsys_core's (one type for every package)."""
+from recsys_core.errors import ConfigError, RecsysError
 
-    exit_code = 2
+__all__ = ["ConfigError", "RecsysError"]

@@ -7,10 +7,10 @@ from __future__ import annotations
 
 import pyarrow as pa
 
+from recsys_core.schemas import META_KEYS, META_REQUIRED_KEYS, SHARD_SCHEMA_VERSION  # noqa: F401 - meta.json's keys
+
 # Sequence shards, read: train/, validation/, test/ (one schema), ncf_train/, edges/, item_map.parquet,
 # user_map.parquet.
-SHARD_SCHEMA_VERSION = 1
-META_REQUIRED_KEYS = ("schema_version", "n_items", "n_users", "max_len")  # of meta.json
 SEQUENCE_ROWS = pa.schema([
     ("user_idx", pa.int32()), ("items", pa.list_(pa.int32())), ("timestamps", pa.list_(pa.int64())),
     ("targets", pa.list_(pa.int32())), ("target_item", pa.int32()), ("target_timestamp", pa.int64()),

@@ -6,6 +6,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from recsys_core.tracking import experiment_id, tracking_uri
+
 
 def flatten(prefix: str, values: Any) -> dict[str, Any]:
     if isinstance(values, dict):
@@ -19,9 +21,9 @@ def flatten(prefix: str, values: Any) -> dict[str, Any]:
 class MlflowLogger:
     """MLflow from rank 0 only; a no-op elsewhere or when `mlflow.enabled: false`.
 
-    Store: `mlflow.tracking_uri`, else $MLFLOW_TRACKING_URI, else SQLite under `<warehouse>/_mlflow` (as
-    jobs/tracking.py); experiment: $MLFLOW_EXPERIMENT_ID (set by `recsys train` for its workers), else
-    `mlflow.experiment` by name. Under `recsys pipeline` the run is tagged with the pipeline's parent run.
+    Store and experiment: recsys_core.tracking's (as for the jobs), the experiment given by $MLFLOW_EXPERIMENT_ID
+    when `recsys train` set it for its workers. Under `recsys pipeline` the run is tagged with the pipeline's parent
+    run.
     """
 
     def __init__(self, cfg: dict, warehouse: Path, active: bool):
@@ -33,18 +35,8 @@ class MlflowLogger:
         import mlflow
 
         self.mlflow = mlflow
-        uri = section.get("tracking_uri") or os.environ.get("MLFLOW_TRACKING_URI")
-        if not uri:
-            root = warehouse.resolve() / "_mlflow"
-            root.mkdir(parents=True, exist_ok=True)
-            uri = f"sqlite:///{root / 'mlflow.db'}"
-        mlflow.set_tracking_uri(uri)
-        self.experiment_id = os.environ.get("MLFLOW_EXPERIMENT_ID")
-        if not self.experiment_id:
-            name = section.get("experiment") or "recsys"
-            found = mlflow.get_experiment_by_name(name)
-            self.experiment_id = found.experiment_id if found else mlflow.create_experiment(
-                name, artifact_location=(warehouse.resolve() / "_mlflow" / "artifacts").as_uri())
+        mlflow.set_tracking_uri(tracking_uri(cfg, warehouse))
+        self.experiment_id = os.environ.get("MLFLOW_EXPERIMENT_ID") or experiment_id(cfg, warehouse)
 
     def start(self, run_name: str, params: dict, resume_run_id: str | None) -> None:
         if not self.active:

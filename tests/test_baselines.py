@@ -163,7 +163,7 @@ def test_every_user_gets_k_distinct_unseen_items(spark, hand_warehouse, hand_lis
 
 def test_bad_config_and_arguments_are_clear_errors(spark, hand_warehouse, tmp_path):
     warehouse, _ = hand_warehouse
-    with pytest.raises(RecsysError, match="unknown key"):
+    with pytest.raises(RecsysError, match=r"unknown config key\(s\) baselines.markov.topk"):
         BaselinesConfig.from_dict({"markov": {"topk": 5}})
     with pytest.raises(RecsysError, match="alpha"):
         BaselinesConfig.from_dict({"hybrid": {"alpha": 1.5}})

@@ -1,5 +1,6 @@
-"""The model catalogue (jobs/catalogue.py): it agrees with each library's registry and with conf/, and
-`recsys topn --model X` works through the real CLI for a model of every family (on conftest's small_warehouse)."""
+"""The model catalogue (recsys_core/catalogue.py, with jobs/catalogue.py's top-N writers): the classes and
+recommenders it names exist, conf/ agrees with it, and `recsys topn --model X` works through the real CLI for a
+model of every family (on conftest's small_warehouse)."""
 from __future__ import annotations
 
 import datetime as dt
@@ -12,8 +13,9 @@ from pyspark.sql import functions as F
 
 from jobs import catalogue
 from jobs.cli import main as recsys
-from jobs.config import CONF_DIR, ConfigError
-from jobs.plan import config_sections
+from jobs.config import CONF_DIR, ConfigError, load_config
+from jobs.plan import PipelineConfig, config_sections
+from recsys_core import schemas
 from recsys_spark.delta import read_table, table_path
 
 REPO = Path(__file__).resolve().parent.parent
@@ -22,14 +24,61 @@ pytestmark = pytest.mark.filterwarnings("ignore::FutureWarning")  # petastorm 0.
 K = 5
 
 
-def test_names_agree_with_the_libraries_registries():
-    import recsys_torch.models
-    import recsys_torch.train
-    from recsys_spark.baselines import BASELINES
+def test_every_torch_model_names_classes_that_import_and_build():
+    import dataclasses
 
-    assert catalogue.names(catalogue.TORCH) == list(recsys_torch.models.MODELS) == list(recsys_torch.train.MODEL_NAMES)
-    assert catalogue.names(catalogue.BASELINE) == list(BASELINES)
-    assert {m.family for m in catalogue.MODELS.values()} == set(catalogue.FAMILIES)
+    import torch
+
+    import recsys_torch.models
+
+    torch_models = catalogue.names(catalogue.TORCH)
+    assert torch_models and list(recsys_torch.models.MODELS) == torch_models
+    for name in torch_models:
+        model_cls, config_cls = recsys_torch.models.MODELS[name]
+        entry = catalogue.MODELS[name]
+        assert f"{model_cls.__module__}:{model_cls.__name__}" == entry.implementation, name
+        assert issubclass(model_cls, torch.nn.Module) and dataclasses.is_dataclass(config_cls), name
+        sizes = {k: 9 for k in ("n_items", "n_users", "max_len") if k in config_cls.__dataclass_fields__}
+        net = recsys_torch.models.build_model(name, sizes, "cpu")
+        assert isinstance(net, model_cls) and sum(p.numel() for p in net.parameters()) > 0, name
+    for name in catalogue.names():
+        assert (catalogue.MODELS[name].implementation is None) == (catalogue.MODELS[name].family is not catalogue.TORCH)
+
+
+def test_every_baseline_of_the_catalogue_has_a_recommender_and_no_other():
+    from recsys_spark.baselines import BASELINES, RECOMMENDERS, BaselinesConfig
+
+    assert catalogue.names(catalogue.BASELINE) and set(RECOMMENDERS) == set(catalogue.names(catalogue.BASELINE))
+    assert BaselinesConfig.from_dict(None).models == BASELINES  # `recsys baselines` fits each by default
+
+
+def test_the_nightly_lists_in_conf_name_every_catalogue_model():
+    configured = PipelineConfig.from_dict(load_config(["pipeline"])["pipeline"])
+    for key in ("spark_models", "torch_models"):
+        assert list(getattr(configured, key)) == catalogue.pipeline_choices(key), key
+    with pytest.raises(ConfigError, match="'sasrecc' is not one of them"):
+        PipelineConfig.from_dict({"torch_models": ["sasrec", "sasrecc"]})
+
+
+def test_the_tables_a_family_needs_and_writes_are_tables_of_the_contract():
+    tables = set(schemas.TABLES)
+    for model in [*catalogue.MODELS.values(), catalogue.find("als_k20")]:
+        named = {t.replace(model.name + "_", "als_") if model.family is catalogue.ALS else t
+                 for t in (*model.needs, *model.writes)}
+        assert model.writes and named <= tables, model.name
+    assert catalogue.find("als_k20").needs[:2] == ["als_k20_user_factors", "als_k20_item_factors"]
+
+
+def test_the_als_name_rule_is_one_rule():
+    from recsys_spark.als import AlsConfig
+
+    assert [catalogue.find(n).family for n in ("als", "als_implicit", "als_k20")] == [catalogue.ALS] * 3
+    for bad in ("als_", "alsx", "als_K20", "ALS"):
+        with pytest.raises(ConfigError):
+            catalogue.find(bad)
+        with pytest.raises(ConfigError, match="als.name must be `als` or als_<name>"):
+            AlsConfig.from_dict({"name": bad})
+    assert AlsConfig.from_dict({"name": "als_k20"}).name == "als_k20"
 
 
 def test_every_config_section_a_step_reads_has_its_file_in_conf():

@@ -16,7 +16,7 @@ import yaml
 from jobs import cli
 
 REPO = Path(__file__).resolve().parent.parent
-SOURCES = ("jobs", "recsys_spark", "recsys_torch", "recsys_data", "conf")
+SOURCES = ("jobs", "recsys_core", "recsys_spark", "recsys_torch", "recsys_data", "conf")
 
 
 def test_a_wheel_install_finds_the_shipped_conf(tmp_path):

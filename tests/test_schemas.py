@@ -13,6 +13,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 
+import recsys_core.schemas as core_schemas
 import recsys_spark.schemas as spark_side
 import recsys_torch.schemas as torch_side
 from recsys_spark.delta import arrow_schema, table_path
@@ -69,6 +70,7 @@ def documented_meta_keys() -> list[str]:
 
 def test_the_document_and_the_spark_side_declare_the_same_tables_and_shards():
     doc = documented()
+    assert set(spark_side.TABLES) == set(core_schemas.TABLES)
     assert set(doc) == set(spark_side.TABLES) | set(spark_side.SHARDS)
     for name, schema in spark_side.TABLES.items():
         assert doc[name] == columns(schema), name
@@ -85,7 +87,8 @@ def test_the_torch_side_declares_what_the_document_says():
                          "edges": torch_side.EDGE_ROWS, "item_map.parquet": torch_side.ITEM_MAP, "user_map.parquet": torch_side.USER_MAP}.items():
         assert doc[name] == columns(schema, arrow_type), name
     assert set(torch_side.META_REQUIRED_KEYS) <= set(documented_meta_keys())
-    assert torch_side.SHARD_SCHEMA_VERSION == spark_side.SHARD_SCHEMA_VERSION
+    version = re.search(r'"schema_version": (\d+)', DOC.read_text().split("### `meta.json`", 1)[1])
+    assert version and int(version.group(1)) == torch_side.SHARD_SCHEMA_VERSION == spark_side.SHARD_SCHEMA_VERSION
     from recsys_torch.data import EDGE_COLUMNS, EVAL_COLUMNS, NCF_COLUMNS, PAIR_COLUMNS, SEQUENCE_COLUMNS
 
     assert set(SEQUENCE_COLUMNS) | set(EVAL_COLUMNS) <= set(torch_side.SEQUENCE_ROWS.names)
@@ -117,7 +120,9 @@ def test_torch_reads_the_shards_and_table_spark_wrote(small_warehouse):
     pairs = {"ncf_train": torch_side.NCF_ROWS, "edges": torch_side.EDGE_ROWS}
     for name in ("train", "validation", "test", "ncf_train", "edges"):
         declared = pairs.get(name, torch_side.SEQUENCE_ROWS)
-        for path in sorted((seq_dir / name).glob("*.parquet")):
+        files = sorted((seq_dir / name).glob("*.parquet"))
+        assert files, f"{seq_dir / name} holds no Parquet file"
+        for path in files:
             assert columns(pq.read_schema(path), arrow_type) == columns(declared, arrow_type), path
     for name, declared in (("item_map", torch_side.ITEM_MAP), ("user_map", torch_side.USER_MAP)):
         assert columns(pq.read_schema(seq_dir / f"{name}.parquet"), arrow_type) == columns(declared, arrow_type)

@@ -14,20 +14,18 @@ from pyspark.sql import DataFrame, Window
 from pyspark.sql import functions as F
 
 from recsys_spark.baselines.common import popular_candidates, rank_candidates, train_rows
-from recsys_spark.errors import RecsysError
+from recsys_core.config import POSITIVE, Config, checked
 
 TIER_GENRE = 1.0
 
 
 @dataclass(frozen=True)
-class GenreConfig:
-    top_genres: int = 3  # the user's favourite genres that are scored
-    items_per_genre: int = 300  # most popular items kept per genre (the rest of a list is padded by popularity)
+class GenreConfig(Config):
+    section = "baselines.genre"
 
-    def __post_init__(self):
-        for name in ("top_genres", "items_per_genre"):
-            if getattr(self, name) < 1:
-                raise RecsysError(f"baselines.genre.{name} must be a positive integer, got {getattr(self, name)!r}")
+    top_genres: int = checked(3, POSITIVE)  # the user's favourite genres that are scored
+    # most popular items kept per genre (the rest of a list is padded by popularity)
+    items_per_genre: int = checked(300, POSITIVE)
 
 
 def item_genres(items: DataFrame) -> DataFrame:

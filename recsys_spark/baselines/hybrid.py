@@ -13,17 +13,15 @@ from pyspark.sql import functions as F
 
 from recsys_spark.baselines.common import last_items, popular_candidates
 from recsys_spark.baselines.markov import ar1_candidates
-from recsys_spark.errors import RecsysError
+from recsys_core.config import Config, checked, number_in
 from recsys_spark.recommendations import seen_pairs, top_k
 
 
 @dataclass(frozen=True)
-class HybridConfig:
-    alpha: float = 0.5  # weight of the AR(1) score; 1 - alpha goes to popularity
+class HybridConfig(Config):
+    section = "baselines.hybrid"
 
-    def __post_init__(self):
-        if not 0.0 <= self.alpha <= 1.0:
-            raise RecsysError(f"baselines.hybrid.alpha must be a number in [0, 1], got {self.alpha!r}")
+    alpha: float = checked(0.5, number_in(0, 1))  # weight of the AR(1) score; 1 - alpha goes to popularity
 
 
 def _normalised(column: str) -> F.Column:

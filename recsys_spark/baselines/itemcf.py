@@ -29,7 +29,7 @@ from pyspark.sql import DataFrame, Window
 from pyspark.sql import functions as F
 
 from recsys_spark.baselines.common import popular_candidates, rank_candidates, train_rows
-from recsys_spark.errors import RecsysError
+from recsys_core.config import POSITIVE, Config, Rule, at_least, checked, number_in
 from recsys_spark.recommendations import HISTORY_SPLITS
 
 TIER_ITEMCF = 1.0
@@ -38,24 +38,16 @@ NEIGHBOR_COLUMNS = "item_idx int, neighbor_idx int, similarity double, co_count 
 
 
 @dataclass(frozen=True)
-class ItemCFConfig:
-    neighbors: int = 50                # K: most similar items kept per item in item_neighbors
-    shrinkage: float = 0.0             # added to the cosine's denominator: damps pairs seen by few users
-    max_user_items: int | None = 500   # a user's most recent train items that count (null: all)
-    history: int = 20                  # the user's most recent items whose neighbours are scored
-    recency_decay: float = 0.8         # weight of the item b back from the newest: recency_decay ** b
+class ItemCFConfig(Config):
+    section = "baselines.itemcf"
 
-    def __post_init__(self):
-        for name in ("neighbors", "history"):
-            if getattr(self, name) < 1:
-                raise RecsysError(f"baselines.itemcf.{name} must be a positive integer, got {getattr(self, name)!r}")
-        if self.max_user_items is not None and self.max_user_items < 2:
-            raise RecsysError(f"baselines.itemcf.max_user_items must be null or at least 2, "
-                              f"got {self.max_user_items!r}")
-        if self.shrinkage < 0:
-            raise RecsysError(f"baselines.itemcf.shrinkage must be >= 0, got {self.shrinkage!r}")
-        if not 0 < self.recency_decay <= 1:
-            raise RecsysError(f"baselines.itemcf.recency_decay must be in (0, 1], got {self.recency_decay!r}")
+    neighbors: int = checked(50, POSITIVE)        # K: most similar items kept per item in item_neighbors
+    shrinkage: float = checked(0.0, at_least(0))  # added to the cosine's denominator: damps pairs seen by few users
+    # a user's most recent train items that count (null: all)
+    max_user_items: int | None = checked(500, Rule(lambda v: v >= 2, "an integer >= 2"))
+    history: int = checked(20, POSITIVE)          # the user's most recent items whose neighbours are scored
+    # weight of the item b back from the newest: recency_decay ** b
+    recency_decay: float = checked(0.8, number_in(0, 1, low_open=True))
 
 
 def _newest_first(rows: DataFrame) -> DataFrame:

@@ -24,7 +24,7 @@ from pyspark.sql import DataFrame, Window
 from pyspark.sql import functions as F
 
 from recsys_spark.baselines.common import last_items, popular_candidates, rank_candidates, train_rows
-from recsys_spark.errors import RecsysError
+from recsys_core.config import POSITIVE, Config, checked
 
 TIER_AR1 = 1.0
 TIER_AR2 = 2.0
@@ -33,12 +33,10 @@ AR2_STATE = ["prev2_item_idx", "prev_item_idx"]
 
 
 @dataclass(frozen=True)
-class MarkovConfig:
-    top_k: int = 50  # successors kept per state in transitions_ar1 / transitions_ar2
+class MarkovConfig(Config):
+    section = "baselines.markov"
 
-    def __post_init__(self):
-        if self.top_k < 1:
-            raise RecsysError(f"baselines.markov.top_k must be a positive integer, got {self.top_k!r}")
+    top_k: int = checked(50, POSITIVE)  # successors kept per state in transitions_ar1 / transitions_ar2
 
 
 def _train_sequences(interactions: DataFrame) -> DataFrame:

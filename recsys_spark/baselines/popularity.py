@@ -7,19 +7,17 @@ from pyspark.sql import DataFrame, Window
 from pyspark.sql import functions as F
 
 from recsys_spark.baselines.common import popular_candidates, rank_candidates, train_rows
-from recsys_spark.errors import RecsysError
+from recsys_core.config import POSITIVE, Config, checked
 
 SECONDS_PER_DAY = 86_400
 
 
 @dataclass(frozen=True)
-class PopularityConfig:
-    recent_days: int | None = None  # None: global train counts; N: only the last N days before the train cut-off
+class PopularityConfig(Config):
+    section = "baselines.popularity"
 
-    def __post_init__(self):
-        if self.recent_days is not None and self.recent_days < 1:
-            raise RecsysError(f"baselines.popularity.recent_days must be null or a positive integer, "
-                              f"got {self.recent_days!r}")
+    # None: global train counts; N: only the last N days before the train cut-off
+    recent_days: int | None = checked(None, POSITIVE)
 
 
 def item_popularity(interactions: DataFrame, items: DataFrame, recent_days: int | None = None) -> DataFrame:

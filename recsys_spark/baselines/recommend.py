@@ -16,9 +16,10 @@ from recsys_spark.baselines.itemcf import ItemCFConfig, item_neighbors, recommen
 from recsys_spark.baselines.markov import (MarkovConfig, recommend_ar2, recommend_markov, transitions_ar1,
                                            transitions_ar2)
 from recsys_spark.baselines.popularity import PopularityConfig, item_popularity, recommend_popularity
-from recsys_spark.config import from_mapping
+from recsys_core import catalogue
+from recsys_core.config import Config
 from recsys_spark.delta import read_table, table_path, write_table
-from recsys_spark.errors import RecsysError
+from recsys_spark.errors import ConfigError, RecsysError
 from recsys_spark.recommendations import (LIST_SPLITS, as_of_validation, list_table, new_run_id,
                                           read_recommendations, write_recommendations)
 from recsys_spark.schemas import ITEM_NEIGHBORS, TRANSITIONS_AR1, TRANSITIONS_AR2
@@ -78,7 +79,8 @@ class TrainTables:
         self.popularity.unpersist()
 
 
-# The baselines by name: user_idx, item_idx, rank, score of every user's top-k (fitting transitions where needed).
+# What computes each baseline of the catalogue (recsys_core.catalogue names them; tests/test_catalogue.py checks that
+# every name has one): user_idx, item_idx, rank, score of every user's top-k (fitting transitions where needed).
 RECOMMENDERS: dict[str, Callable[[TrainTables, int, "BaselinesConfig"], DataFrame]] = {
     "popularity": lambda tables, k, cfg: recommend_popularity(tables.interactions, tables.popularity, k),
     "genre": lambda tables, k, cfg: recommend_genre(tables.interactions, tables.items, tables.popularity, k,
@@ -91,12 +93,14 @@ RECOMMENDERS: dict[str, Callable[[TrainTables, int, "BaselinesConfig"], DataFram
     "itemcf": lambda tables, k, cfg: recommend_itemcf(tables.interactions, tables.neighbors(), tables.popularity, k,
                                                      cfg.itemcf),
 }
-BASELINES = tuple(RECOMMENDERS)
+BASELINES = tuple(catalogue.names(catalogue.BASELINE))
 
 
 @dataclass(frozen=True)
-class BaselinesConfig:
+class BaselinesConfig(Config):
     """The `baselines:` section of conf/baselines.yaml (every key overridable)."""
+
+    section = "baselines"
 
     models: tuple[str, ...] | None = None  # which ones `recsys baselines` fits; None: every baseline
     popularity: PopularityConfig = field(default_factory=PopularityConfig)
@@ -105,15 +109,11 @@ class BaselinesConfig:
     hybrid: HybridConfig = field(default_factory=HybridConfig)
     itemcf: ItemCFConfig = field(default_factory=ItemCFConfig)
 
-    def __post_init__(self):
+    def validate(self) -> None:
         if self.models is None:
             object.__setattr__(self, "models", BASELINES)
-        if not self.models or any(m not in RECOMMENDERS for m in self.models):
-            raise RecsysError(f"baselines.models: {list(self.models)} must be a non-empty subset of {list(BASELINES)}")
-
-    @classmethod
-    def from_dict(cls, section: dict | None) -> "BaselinesConfig":
-        return from_mapping(cls, section, "baselines")
+        if not self.models or any(m not in BASELINES for m in self.models):
+            raise ConfigError(f"baselines.models: {list(self.models)} must be a non-empty subset of {list(BASELINES)}")
 
 
 def fit_transitions(spark: SparkSession, warehouse: str | Path, interactions: DataFrame, top_k: int,
@@ -131,7 +131,7 @@ def fit_transitions(spark: SparkSession, warehouse: str | Path, interactions: Da
 
 def recommend(tables: TrainTables, model: str, k: int, config: BaselinesConfig) -> DataFrame:
     """user_idx, item_idx, rank, score: the model's top-k for every user (fits transitions where it needs them)."""
-    if model not in RECOMMENDERS:
+    if model not in BASELINES:
         raise RecsysError(f"unknown baseline model {model!r}; expected one of {list(BASELINES)}")
     return RECOMMENDERS[model](tables, k, config)
 
@@ -149,7 +149,7 @@ def _write(tables: TrainTables, model: str, k: int, run_date: dt.date, run_id: s
 
 
 def _check(model: str | None, k: int) -> None:
-    if model is not None and model not in RECOMMENDERS:
+    if model is not None and model not in BASELINES:
         raise RecsysError(f"unknown baseline model {model!r}; expected one of {list(BASELINES)}")
     if isinstance(k, bool) or not isinstance(k, int) or k < 1:
         raise RecsysError(f"k must be a positive integer, got {k!r}")

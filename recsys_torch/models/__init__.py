@@ -11,44 +11,44 @@ Each model class declares what it trains on (recsys_torch.trainer reads it; noth
 from __future__ import annotations
 
 import dataclasses
+import importlib
 
 import torch
 from torch import nn
 
+from recsys_core import catalogue
+from recsys_core.config import build
+from recsys_core.errors import ConfigError
 from recsys_torch.models.lightgcn import LightGCN, LightGCNConfig
 from recsys_torch.models.ncf import NCF, NCFConfig
 from recsys_torch.models.sasrec import SASRec, SASRecConfig
 from recsys_torch.models.ss4rec import SS4Rec, SS4RecConfig
 
-MODELS = {
-    "ncf": (NCF, NCFConfig),
-    "sasrec": (SASRec, SASRecConfig),
-    "ss4rec": (SS4Rec, SS4RecConfig),
-    "lightgcn": (LightGCN, LightGCNConfig),
-}
+
+def _load(path: str) -> type:
+    module, name = path.split(":")
+    return getattr(importlib.import_module(module), name)
+
+
+# The torch models of the catalogue (recsys_core.catalogue), each with the classes it names: name -> (model, config).
+MODELS = {model.name: (_load(model.implementation), _load(model.config_class))
+          for model in catalogue.MODELS.values() if model.family is catalogue.TORCH}
 
 
 def build_config(name: str, cfg_dict: dict):
-    """The config dataclass of model `name` from a plain dict; ValueError on an unknown model or key."""
+    """The config dataclass of model `name` from a plain dict (recsys_core.config.build: unknown keys and wrong
+    types named as `<name>.<key>`); a ConfigError, which is a ValueError, on an unknown model or a bad value."""
     if name not in MODELS:
-        raise ValueError(f"unknown model {name!r}; known models: {sorted(MODELS)}")
-    cfg_cls = MODELS[name][1]
-    known = {field.name for field in dataclasses.fields(cfg_cls)}
-    unknown = sorted(set(cfg_dict) - known)
-    if unknown:
-        raise ValueError(f"unknown config key(s) {unknown} for model {name!r}; known keys: {sorted(known)}")
-    try:
-        return cfg_cls(**cfg_dict)
-    except TypeError as error:  # a required key (n_items, n_users) is missing
-        raise ValueError(f"bad config for model {name!r}: {error}") from None
+        raise ConfigError(f"unknown model {name!r}; known models: {sorted(MODELS)}")
+    return build(MODELS[name][1], cfg_dict, name)
 
 
 def config_from_meta(name: str, section: dict | None, meta: dict) -> dict:
     """conf/<model>.yaml's section completed from the shards' meta.json (catalogue sizes, sequence length)."""
     if name not in MODELS:
-        raise ValueError(f"unknown model {name!r}; known models: {sorted(MODELS)}")
+        raise ConfigError(f"unknown model {name!r}; known models: {sorted(MODELS)}")
     if section is not None and not isinstance(section, dict):
-        raise ValueError(f"config section {name!r} must be a mapping, got {section!r}")
+        raise ConfigError(f"the {name} config section must be a mapping, got {section!r}")
     known = {field.name for field in dataclasses.fields(MODELS[name][1])}
     values = dict(section or {})
     for key in ("n_items", "n_users", "max_len"):
@@ -70,7 +70,7 @@ def build_model(name: str, cfg_dict: dict, device: torch.device | str) -> nn.Mod
 def model_class(name: str) -> type[nn.Module]:
     """The class of model `name`: what it trains on (`batches`, `pair_shard`) and whether it needs the graph."""
     if name not in MODELS:
-        raise ValueError(f"unknown model {name!r}; known models: {sorted(MODELS)}")
+        raise ConfigError(f"unknown model {name!r}; known models: {sorted(MODELS)}")
     return MODELS[name][0]
 
 

@@ -1,0 +1,33 @@
+"""Where MLflow tracks, for the jobs and for the torch workers alike (one store, one experiment).
+
+Store: `mlflow.tracking_uri`, else $MLFLOW_TRACKING_URI, else SQLite under `<warehouse>/_mlflow`; experiment:
+`mlflow.experiment` (default "recsys") by name, created with its artifacts under `<warehouse>/_mlflow/artifacts`.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+
+def tracking_uri(cfg: dict, warehouse: str | Path) -> str:
+    configured = (cfg.get("mlflow") or {}).get("tracking_uri")
+    if configured:
+        return str(configured)
+    if os.environ.get("MLFLOW_TRACKING_URI"):
+        return os.environ["MLFLOW_TRACKING_URI"]
+    root = Path(warehouse).resolve() / "_mlflow"
+    root.mkdir(parents=True, exist_ok=True)
+    return f"sqlite:///{root / 'mlflow.db'}"
+
+
+def experiment_id(cfg: dict, warehouse: str | Path) -> str:
+    """The id of the configured experiment in the configured store (set as MLflow's store), created if new."""
+    import mlflow
+
+    mlflow.set_tracking_uri(tracking_uri(cfg, warehouse))
+    name = (cfg.get("mlflow") or {}).get("experiment") or "recsys"
+    found = mlflow.get_experiment_by_name(name)
+    if found is not None:
+        return found.experiment_id
+    artifacts = Path(warehouse).resolve() / "_mlflow" / "artifacts"
+    return mlflow.create_experiment(name, artifact_location=artifacts.as_uri())
