@@ -82,7 +82,7 @@ class Sizes:
 FULL = Sizes(n_items=59_047, seq_len=200, batch=128, widths=(64, 256), steps=10, warmup=3, topn_users=1024,
              topn_batches=8, quality_width=64, quality_steps=300, quality_batch=128, quality_eval_rows=610)
 TINY = Sizes(n_items=500, seq_len=20, batch=4, widths=(16, 32), steps=1, warmup=1, topn_users=16, topn_batches=2,
-             quality_width=32, quality_steps=60, quality_batch=16, quality_eval_rows=200)
+             quality_width=32, quality_steps=30, quality_batch=16, quality_eval_rows=200)
 
 
 def versions(device: torch.device) -> dict:
