@@ -44,7 +44,8 @@ import torch  # noqa: E402
 from torch import nn  # noqa: E402
 
 import train_throughput  # noqa: E402
-from recsys_torch.data import EVAL_COLUMNS, SEQUENCE_COLUMNS, ShardSpec, make_loader, resolve_reader  # noqa: E402
+from recsys_torch.data import (EVAL_COLUMNS, SEQUENCE_COLUMNS, ShardSpec, count_rows, make_loader,  # noqa: E402
+                               read_meta, resolve_reader)
 from recsys_torch.errors import RecsysError  # noqa: E402
 from recsys_torch.evaluation import score_batch, validate  # noqa: E402
 from recsys_torch.losses import NextItemLoss  # noqa: E402
@@ -239,17 +240,10 @@ def reader_matches_arrays(folder: Path, arrays: dict[str, np.ndarray]) -> str:
 
 def read_all(split: Path, columns, reader: str | None = None) -> dict[str, np.ndarray]:
     """Every row of a shard split in file order, as one batch, through recsys_torch.data."""
-    pq_rows = _row_count(split)
-    dataset, loader = make_loader(ShardSpec(split, tuple(columns), batch_size=max(1, pq_rows), shuffle=False,
-                                            reader=reader))
+    _, loader = make_loader(ShardSpec(split, tuple(columns), batch_size=max(1, count_rows(split)), shuffle=False,
+                                      reader=reader))
     batches = list(loader)
     return {name: torch.cat([b[name] for b in batches]).numpy() for name in columns}
-
-
-def _row_count(split: Path) -> int:
-    from recsys_torch.data import count_rows
-
-    return count_rows(split)
 
 
 def quality(device: torch.device, sizes: Sizes, folder: Path, seed: int = 42) -> dict:
@@ -355,14 +349,11 @@ def block(info: dict, rows: list[dict], peer: dict, ddp: dict, topn: list[dict],
 def prepare(shards: Path, out: Path, source: str) -> int:
     """The carried quality set from exported shards: meta.json, train/ and validation/ as exported, and every row
     of both in arrays.npz (read through recsys_torch.data, file order) for a machine without pyarrow."""
-    from recsys_torch.data import read_meta
-
     meta = read_meta(shards)
     arrays = {}
     for split, columns in (("train", ("user_idx",) + SEQUENCE_COLUMNS), ("validation", EVAL_COLUMNS)):
         for name, values in read_all(shards / split, columns).items():
-            arrays[f"{split}.{name}"] = values.astype(np.int32 if name != "timestamps" and "timestamp" not in name
-                                                      else np.int64)
+            arrays[f"{split}.{name}"] = values.astype(np.int64 if "timestamp" in name else np.int32)
     if out.exists():
         shutil.rmtree(out)
     out.mkdir(parents=True)
