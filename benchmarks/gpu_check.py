@@ -421,12 +421,16 @@ def main(argv=None) -> int:
     sizes = TINY if args.tiny else FULL
     if device.type == "cpu":
         torch.set_num_threads(max(1, min(4, os.cpu_count() or 1)))
-    info = versions(device)
-    peak, peak_note = peak_tflops(info["device_name"]) if device.type == "cuda" else (989.0, "H100 dense bf16")
-    rows, peer = throughput(device, sizes, peak)
-    ddp = ddp_smoke(device)
-    topn = topn_throughput(device, sizes)
-    qual = quality(device, sizes, args.data)
+    try:
+        info = versions(device)
+        peak, peak_note = peak_tflops(info["device_name"]) if device.type == "cuda" else (989.0, "H100 dense bf16")
+        rows, peer = throughput(device, sizes, peak)
+        ddp = ddp_smoke(device)
+        topn = topn_throughput(device, sizes)
+        qual = quality(device, sizes, args.data)
+    except RecsysError as error:  # e.g. $RECSYS_SHARD_READER names a reader that is not installed
+        print(f"error: {error}", file=sys.stderr)
+        return 2
     passed = (qual["rose"] and "error" not in ddp and ddp["all_reduce_ok"] and ddp["grads_equal"]
               and not qual["reader"].startswith("DIFFERENT"))
     seconds = time.perf_counter() - started
