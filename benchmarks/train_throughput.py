@@ -1,9 +1,14 @@
-"""Training throughput of SASRec and SS4Rec at ML-25M scale: sequences/s, step time, peak memory and MFU.
+"""Training throughput of the sequence models at ML-25M scale: sequences/s, step time, peak memory and MFU.
 
     .venv/bin/python benchmarks/train_throughput.py                        # GPU: bf16 autocast, ML-25M shapes
-    .venv/bin/python benchmarks/train_throughput.py --models sasrec,ss4rec,ss4rec-wide --compile --json out.json
+    .venv/bin/python benchmarks/train_throughput.py --models sasrec@256,ss4rec@64,ss4rec@256 --compile --json out.json
+    .venv/bin/python benchmarks/train_throughput.py --models sasrec@256 --set sasrec.n_layers=3 --loss bce \\
+        --precision fp32                                                    # pmixer/SASRec.pytorch's setting
     .venv/bin/python benchmarks/train_throughput.py --device cpu --n-items 2000 --seq-len 50 --batch-size 8 \\
         --steps 2 --warmup 1                                                # CPU smoke check (float32)
+
+Models are the registry's sequence models (recsys_torch.models, `batches = "sequences"`), each `name` or
+`name@width`; the rest of a model's config is its dataclass's defaults, changed with `--set name.key=value`.
 
 One step is what the trainer (recsys_torch/train.py) does per batch: `training_loss` under its `autocast`
 (bf16 on CUDA, none on CPU), backward, gradient clipping at norm 1, AdamW (fused on CUDA) step, zero_grad.
@@ -72,11 +77,11 @@ from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
 
 from _measure import machine, peak_rss_gb, reset_peak_rss  # noqa: E402
 from recsys_torch.losses import LOGITS_PER_CHUNK, NextItemLoss  # noqa: E402
-from recsys_torch.models import build_config, build_model  # noqa: E402
+from recsys_torch.models import MODELS, build_config, build_model, model_class  # noqa: E402
 from recsys_torch.runtime import autocast  # noqa: E402
 from recsys_torch.trainer import LossModule, param_groups  # noqa: E402
 
-MODEL_NAMES = ("sasrec", "ss4rec", "ss4rec-wide")
+MODEL_NAMES = tuple(name for name in MODELS if model_class(name).batches == "sequences")
 SECONDS_PER_DAY = 86_400
 
 
@@ -119,14 +124,16 @@ def ss4rec_flops(cfg, batch: int, length: int, fused_attention: bool = False) ->
                      recompute=output_recompute(tokens, d, vocab), elementwise=3 * cfg.n_layers * scan_ops * tokens)
 
 
-def model_spec(name: str, args) -> tuple[str, dict]:
-    """(registry name, config dict) of a benchmark model name."""
-    common = {"n_items": args.n_items, "max_len": args.seq_len}
-    if name == "sasrec":
-        return "sasrec", {**common, "hidden": args.sasrec_hidden, "n_layers": args.sasrec_layers,
-                          "n_heads": args.sasrec_heads}
-    hidden = args.ss4rec_hidden if name == "ss4rec" else args.ss4rec_wide_hidden
-    return "ss4rec", {**common, "hidden": hidden, "n_layers": args.ss4rec_layers}
+STEP_FLOPS = {"sasrec": sasrec_flops, "ss4rec": ss4rec_flops}  # analytic counts; a model without one: no MFU
+
+
+def model_spec(entry: str, args) -> tuple[str, dict]:
+    """(registry name, config dict) of a --models entry `name` or `name@width`, with its --set overrides."""
+    name, _, width = entry.partition("@")
+    cfg = {"n_items": args.n_items, "max_len": args.seq_len, **args.overrides.get(name, {})}
+    if width:
+        cfg["hidden"] = int(width)
+    return name, cfg
 
 
 def synthetic_batches(n: int, batch: int, length: int, n_items: int, device: torch.device) -> list[dict]:
@@ -165,15 +172,15 @@ def count_flops(model: nn.Module, batch: dict, device: torch.device, amp: bool) 
     return total, total - by_op.get("aten.convolution_backward", 0.0) + 2 * conv_forward
 
 
-def benchmark(name: str, args, device: torch.device) -> dict:
-    registry_name, cfg_dict = model_spec(name, args)
+def benchmark(entry: str, args, device: torch.device) -> dict:
+    registry_name, cfg_dict = model_spec(entry, args)
     cfg = build_config(registry_name, cfg_dict)
     torch.manual_seed(0)
     model = build_model(registry_name, cfg_dict, device)
     model.train()
     n_params = sum(p.numel() for p in model.parameters())
-    amp = device.type == "cuda"
     is_cuda = device.type == "cuda"
+    amp = is_cuda and args.precision == "bf16"
     optimizer = torch.optim.AdamW(param_groups(model, 0.01), lr=1e-3, betas=(0.9, 0.98),
                                   fused=True if is_cuda else None)
     loss_module = LossModule(model, NextItemLoss(args.loss, args.n_items, args.negatives,
@@ -205,12 +212,13 @@ def benchmark(name: str, args, device: torch.device) -> dict:
     peak_gib = torch.cuda.max_memory_allocated(device) / 2**30 if is_cuda else None
     process_peak_gb = peak_rss_gb() if rss_reset else None  # the whole process: what one rank would hold
 
-    flops = (sasrec_flops if registry_name == "sasrec" else ss4rec_flops)(cfg, args.batch_size, args.seq_len,
-                                                                         fused_attention=is_cuda)
+    formula = STEP_FLOPS.get(registry_name)
+    flops = (formula(cfg, args.batch_size, args.seq_len, fused_attention=is_cuda) if formula
+             else StepFlops(math.nan, math.nan, math.nan, 0.0))
     counted, counted_corrected = count_flops(loss_module, batches[0], device, amp)
     median = statistics.median(step_seconds)
     result = {
-        "model": registry_name, "config": asdict(cfg), "params": n_params,
+        "model": registry_name, "config": asdict(cfg), "params": n_params, "precision": "bf16" if amp else "fp32",
         "step_ms_median": median * 1e3, "step_ms_min": min(step_seconds) * 1e3,
         "sequences_per_s": args.batch_size / median, "tokens_per_s": args.batch_size * args.seq_len / median,
         "peak_memory_gib": peak_gib, "process_peak_rss_gb": process_peak_gb,
@@ -225,13 +233,14 @@ def benchmark(name: str, args, device: torch.device) -> dict:
     return result
 
 
-def report(name: str, r: dict) -> None:
+def report(r: dict) -> None:
     f = r["flops"]
     memory = f"{r['peak_memory_gib']:.2f} GiB on the GPU" if r["peak_memory_gib"] is not None else "n/a (cpu)"
     if r["process_peak_rss_gb"] is not None:
         memory += f", process peak RSS {r['process_peak_rss_gb']:.2f} GB"
     cfg = r["config"]
-    print(f"{name}: hidden {cfg['hidden']}, layers {cfg['n_layers']}, params {r['params'] / 1e6:.2f}M")
+    print(f"{r['model']}: hidden {cfg['hidden']}, layers {cfg['n_layers']}, {r['precision']}, "
+          f"params {r['params'] / 1e6:.2f}M")
     print(f"  step {r['step_ms_median']:.2f} ms median ({r['step_ms_min']:.2f} min) | "
           f"{r['sequences_per_s']:,.0f} seq/s | {r['tokens_per_s']:,.0f} tok/s | peak memory {memory}")
     print(f"  model FLOPs/step {f['model'] / 1e9:,.2f} G (encoder {f['encoder'] / 1e9:,.2f} + output layer "
@@ -248,7 +257,7 @@ def report(name: str, r: dict) -> None:
 
 def environment(device: torch.device, args) -> dict:
     env = {"torch": torch.__version__, "cuda": torch.version.cuda, "device": str(device),
-           "precision": "bf16 autocast" if device.type == "cuda" else "float32",
+           "precision": "bf16 autocast" if device.type == "cuda" and args.precision == "bf16" else "float32",
            "peak_tflops_assumed": args.peak_tflops, "compile": args.compile}
     if device.type == "cuda":
         env["gpu"] = torch.cuda.get_device_name(device)
@@ -260,19 +269,18 @@ def environment(device: torch.device, args) -> dict:
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--models", default="sasrec,ss4rec", help=f"comma-separated, of {', '.join(MODEL_NAMES)}")
+    p.add_argument("--models", default="sasrec@256,ss4rec@64",
+                   help=f"comma-separated name or name@width, names of the registry: {', '.join(MODEL_NAMES)}")
+    p.add_argument("--set", action="append", default=[], metavar="NAME.KEY=VALUE", dest="settings",
+                   help="a model config value, e.g. sasrec.n_heads=4 (repeatable)")
     p.add_argument("--device", choices=("auto", "cuda", "cpu"), default="auto")
     p.add_argument("--n-items", type=int, default=59_047, help="catalogue size (ML-25M rated movies)")
     p.add_argument("--seq-len", type=int, default=200)
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--steps", type=int, default=20, help="timed steps")
     p.add_argument("--warmup", type=int, default=5, help="untimed steps first (compilation, allocator, autotune)")
-    p.add_argument("--sasrec-hidden", type=int, default=256)
-    p.add_argument("--sasrec-layers", type=int, default=2)
-    p.add_argument("--sasrec-heads", type=int, default=4)
-    p.add_argument("--ss4rec-hidden", type=int, default=64)
-    p.add_argument("--ss4rec-layers", type=int, default=2)
-    p.add_argument("--ss4rec-wide-hidden", type=int, default=256, help="hidden of the ss4rec-wide variant")
+    p.add_argument("--precision", choices=("bf16", "fp32"), default="bf16",
+                   help="CUDA: bf16 autocast (what training uses) or plain float32; the CPU always runs float32")
     p.add_argument("--peak-tflops", type=float, default=989.0,
                    help="peak for MFU, TFLOP/s (default: H100 SXM dense bf16)")
     p.add_argument("--loss", choices=("ce", "sampled_ce", "bce"), default="ce",
@@ -283,11 +291,14 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--json", type=Path, help="also write the figures to this file")
     args = p.parse_args(argv)
     args.models = [m.strip() for m in args.models.split(",") if m.strip()]
-    unknown = sorted(set(args.models) - set(MODEL_NAMES))
+    unknown = sorted({m.partition("@")[0] for m in args.models} - set(MODEL_NAMES))
     if unknown or not args.models:
-        p.error(f"unknown model(s) {unknown}; choose from {', '.join(MODEL_NAMES)}")
-    for flag in ("n_items", "seq_len", "batch_size", "steps", "sasrec_hidden", "ss4rec_hidden",
-                 "ss4rec_wide_hidden", "sasrec_layers", "ss4rec_layers", "sasrec_heads"):
+        p.error(f"unknown model(s) {unknown}; choose from {', '.join(MODEL_NAMES)} (optionally name@width)")
+    bad_widths = [m for m in args.models if "@" in m and not m.partition("@")[2].isdigit()]
+    if bad_widths:
+        p.error(f"bad width in {bad_widths}: name@width takes a positive integer, e.g. sasrec@256")
+    args.overrides = parse_settings(args.settings, p)
+    for flag in ("n_items", "seq_len", "batch_size", "steps"):
         if getattr(args, flag) < 1:
             p.error(f"--{flag.replace('_', '-')} must be >= 1")
     if args.warmup < 0 or args.peak_tflops <= 0:
@@ -295,6 +306,39 @@ def parse_args(argv=None) -> argparse.Namespace:
     if args.device == "cuda" and not torch.cuda.is_available():
         p.error("--device cuda, but torch sees no CUDA device (torch " + torch.__version__ + ")")
     return args
+
+
+def step_time_ratio(results: dict) -> float | None:
+    """The first SS4Rec entry's median step time over the first SASRec entry's (the issue's goal: within 2x)."""
+    first = {}
+    for r in results.values():
+        first.setdefault(r["model"], r["step_ms_median"])
+    return first["ss4rec"] / first["sasrec"] if "sasrec" in first and "ss4rec" in first else None
+
+
+def parse_settings(settings: list[str], parser: argparse.ArgumentParser) -> dict[str, dict]:
+    """--set name.key=value pairs as {name: {key: value}}, values read as int, float, true/false or text."""
+    overrides: dict[str, dict] = {}
+    for item in settings:
+        target, sep, raw = item.partition("=")
+        name, dot, key = target.partition(".")
+        if not sep or not dot or not key:
+            parser.error(f"--set {item!r}: expected NAME.KEY=VALUE, e.g. sasrec.n_heads=4")
+        if name not in MODEL_NAMES:
+            parser.error(f"--set {item!r}: unknown model {name!r}; choose from {', '.join(MODEL_NAMES)}")
+        overrides.setdefault(name, {})[key] = parse_value(raw)
+    return overrides
+
+
+def parse_value(raw: str):
+    if raw.lower() in ("true", "false"):
+        return raw.lower() == "true"
+    for kind in (int, float):
+        try:
+            return kind(raw)
+        except ValueError:
+            pass
+    return raw
 
 
 def main(argv=None) -> int:
@@ -311,17 +355,16 @@ def main(argv=None) -> int:
     print(f"MFU assumes a peak of {args.peak_tflops:g} TFLOP/s (default: H100 SXM dense bf16)")
 
     results = {}
-    for name in args.models:
+    for entry in args.models:
         try:
-            results[name] = benchmark(name, args, device)
-        except ValueError as error:  # a bad model config (e.g. hidden not divisible by heads)
-            print(f"error: {name}: {error}", file=sys.stderr)
+            results[entry] = benchmark(entry, args, device)
+        except ValueError as error:  # a bad model config (e.g. hidden not divisible by heads, an unknown key)
+            print(f"error: {entry}: {error}", file=sys.stderr)
             return 2
-        report(name, results[name])
+        report(results[entry])
 
-    ratio = None
-    if "sasrec" in results and "ss4rec" in results:
-        ratio = results["ss4rec"]["step_ms_median"] / results["sasrec"]["step_ms_median"]
+    ratio = step_time_ratio(results)
+    if ratio is not None:
         print(f"SS4Rec / SASRec step time: {ratio:.2f}x (goal: within 2x: {'met' if ratio <= 2 else 'NOT met'})")
     if args.json:
         settings = {k: v for k, v in vars(args).items() if k != "json"}

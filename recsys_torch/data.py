@@ -1,30 +1,38 @@
-"""Reading the sequence shards of docs/SCHEMAS.md: Petastorm `make_batch_reader`, sharded by rank, in a DataLoader.
+"""Reading the sequence shards of docs/SCHEMAS.md, sharded by rank, in a DataLoader.
 
-Each rank reads the row groups `i % world == rank` (Petastorm shards by row group), in an order shuffled per epoch
+Each rank reads the row groups `i % world == rank` (sharding is by row group), in an order shuffled per epoch
 from `seed + epoch`, then mixes rows through a seeded in-memory shuffle buffer and re-batches to `batch_size`.
 
-Reader pool: 'thread' with one worker (the default) reads the next row group while the model trains and keeps the
-row order a pure function of the seed, so CPU training is reproducible; 'dummy' reads in the calling thread; more
-'thread' workers read faster but in completion order. Every reader is stopped and joined when its pass ends or is
-abandoned: a live pyarrow reader at interpreter exit can abort the process (apache/arrow#34314).
+Two readers deliver the same row groups in the same order with the same in-group shuffle, so the same rows:
+- `petastorm`: Petastorm's `make_batch_reader` (needs pyarrow < 15, as pinned in the project's environment).
+  Reader pool: 'thread' with one worker (the default) reads the next row group while the model trains and keeps
+  the row order a pure function of the seed, so CPU training is reproducible; 'dummy' reads in the calling thread;
+  more 'thread' workers read faster but in completion order. Every reader is stopped and joined when its pass ends
+  or is abandoned: a live pyarrow reader at interpreter exit can abort the process (apache/arrow#34314).
+- `pyarrow`: `pyarrow.parquet` row groups read in the calling thread, Petastorm's order reproduced (see
+  `row_group_order`); any pyarrow version. The pool settings do not apply to it.
+`auto` (the default) takes Petastorm when it is installed, else pyarrow; $RECSYS_SHARD_READER or
+`ShardSpec.reader` forces one. Only torch and numpy are imported at module level: pyarrow and Petastorm are
+imported when a shard is read, so the models and the trainer import on a machine without them.
 """
 from __future__ import annotations
 
 import json
+import os
+import random
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, Sequence
 
 import numpy as np
-import pyarrow.compute as pc
-import pyarrow.parquet as pq
 import torch
 import torch.distributed as dist
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
+from recsys_torch.config import READER_POOLS
 from recsys_torch.errors import RecsysError
-from recsys_torch.schemas import META_REQUIRED_KEYS, SHARD_SCHEMA_VERSION
+from recsys_torch.negatives import sample_negatives  # noqa: F401  (trainer.py imports it from here until it is moved)
 
 # petastorm 0.12.1 drives pyarrow's legacy dataset API, which warns on every call.
 warnings.filterwarnings("ignore", category=FutureWarning, module=r"petastorm(\.|$)")
@@ -32,10 +40,33 @@ warnings.filterwarnings("ignore", category=FutureWarning, module=r"pyarrow(\.|$)
 
 SEQUENCE_COLUMNS = ("items", "timestamps", "targets")
 EVAL_COLUMNS = ("user_idx", "items", "timestamps", "target_item", "query_timestamp", "seen_items")
-NCF_COLUMNS = ("user_idx", "item_idx")   # ncf_train/
-EDGE_COLUMNS = ("user_idx", "item_idx")  # edges/
-PAIR_COLUMNS = ("user_idx", "item_idx")  # what a pair model (models/__init__.py) trains on, from either shard
-READER_POOLS = ("thread", "dummy")
+PAIR_COLUMNS = ("user_idx", "item_idx")  # the rows of ncf_train/ and edges/: what a pair model trains on
+READERS = ("auto", "petastorm", "pyarrow")
+READER_ENV = "RECSYS_SHARD_READER"
+
+
+def _parquet():
+    """pyarrow.parquet, imported when a shard is read (see the module docstring)."""
+    try:
+        import pyarrow.parquet as pq
+    except ImportError:
+        raise RecsysError("reading the sequence shards needs pyarrow, which is not installed") from None
+    return pq
+
+
+def resolve_reader(choice: str | None = None) -> str:
+    """'petastorm' or 'pyarrow': `choice`, else $RECSYS_SHARD_READER, else 'auto' (Petastorm when installed)."""
+    choice = choice or os.environ.get(READER_ENV) or "auto"
+    if choice not in READERS:
+        raise RecsysError(f"shard reader must be one of {', '.join(READERS)} (${READER_ENV} or ShardSpec.reader), "
+                          f"got {choice!r}")
+    if choice == "auto":
+        try:
+            import petastorm  # noqa: F401
+        except ImportError:
+            return "pyarrow"
+        return "petastorm"
+    return choice
 
 
 def sequences_dir(warehouse: str | Path, override: str | Path | None = None) -> Path:
@@ -51,6 +82,8 @@ def read_meta(seq_dir: str | Path) -> dict:
         meta = json.loads(path.read_text())
     except json.JSONDecodeError as exc:
         raise RecsysError(f"{path}: not valid JSON ({exc})") from None
+    from recsys_torch.schemas import META_REQUIRED_KEYS, SHARD_SCHEMA_VERSION  # pyarrow schemas: read time only
+
     missing = [key for key in META_REQUIRED_KEYS if key not in meta]
     if missing:
         raise RecsysError(f"{path}: missing key(s) {missing}")
@@ -69,11 +102,50 @@ def count_row_groups(folder: str | Path) -> int:
     files = parquet_files(folder) if folder.is_dir() else []
     if not files:
         raise RecsysError(f"no Parquet shards in {folder} (run `recsys export-sequences` first)")
+    pq = _parquet()
     return sum(pq.ParquetFile(f).metadata.num_row_groups for f in files)
 
 
 def count_rows(folder: str | Path) -> int:
+    pq = _parquet()
     return sum(pq.ParquetFile(f).metadata.num_rows for f in parquet_files(Path(folder)))
+
+
+def row_groups(folder: Path) -> list[tuple[Path, int]]:
+    """(file, row group) of every row group, files in path order: the indices Petastorm shards and shuffles."""
+    pq = _parquet()
+    return [(f, i) for f in parquet_files(folder) for i in range(pq.ParquetFile(f).metadata.num_row_groups)]
+
+
+def row_group_order(n_groups: int, cur_shard: int, shard_count: int, seed: int, shuffle: bool) -> list[int]:
+    """The row groups one reader reads, in order, as Petastorm 0.12's make_batch_reader picks them: with several
+    shards, the indices shuffled by random.Random(seed), then those with index % shard_count == cur_shard;
+    with shuffle, that list shuffled again by numpy's RandomState(seed) (its ventilator)."""
+    order = list(range(n_groups))
+    if shard_count > 1:
+        random.Random(seed).shuffle(order)
+        order = [i for i in order if i % shard_count == cur_shard]
+    if shuffle:
+        np.random.RandomState(seed).shuffle(order)
+    return order
+
+
+def column_array(column) -> np.ndarray:
+    """A pyarrow column as numpy: scalars 1-D, lists [rows, width] (right-padded with 0 when their lengths differ,
+    at least 1 wide: what Petastorm gives, seen_items padded by _pad_seen_items)."""
+    import pyarrow as pa
+
+    column = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
+    if not pa.types.is_list(column.type) and not pa.types.is_large_list(column.type):
+        return column.to_numpy(zero_copy_only=False)
+    lengths = column.value_lengths().to_numpy(zero_copy_only=False)
+    values = column.flatten().to_numpy(zero_copy_only=False)
+    width = max(1, int(lengths.max(initial=0)))
+    if len(lengths) and (lengths == width).all():
+        return values.reshape(len(lengths), width)
+    out = np.zeros((len(lengths), width), dtype=values.dtype)
+    out[np.arange(width) < lengths[:, None]] = values
+    return out
 
 
 def _pad_seen_items(frame):
@@ -104,8 +176,9 @@ class ShardSpec:
     shuffle: bool = True
     shuffle_buffer: int = 0      # rows mixed in memory across row groups (0: row-group order + in-group shuffle only)
     group_by_length: str | None = None  # a list column: batches of rows of similar length (see batch_order)
-    reader_pool: str = "thread"
+    reader_pool: str = "thread"  # petastorm only
     reader_workers: int = 1
+    reader: str | None = None    # auto | petastorm | pyarrow; None: $RECSYS_SHARD_READER, else auto
 
 
 class ShardDataset(IterableDataset):
@@ -121,6 +194,7 @@ class ShardDataset(IterableDataset):
         if spec.batch_size < 1:
             raise RecsysError(f"batch_size must be >= 1, got {spec.batch_size}")
         self.spec = spec
+        self.reader = resolve_reader(spec.reader)
         self.epoch = 0
         self.row_groups = count_row_groups(spec.path)
         if self.row_groups < spec.world:
@@ -142,7 +216,7 @@ class ShardDataset(IterableDataset):
     def _too_few(self, world: int, workers: int) -> RecsysError:
         return RecsysError(
             f"{self.spec.path} has {self.row_groups} row group(s), fewer than the {world * workers} reader(s) "
-            f"({world} rank(s) x {workers} loader worker(s)); Petastorm shards by row group, so export with "
+            f"({world} rank(s) x {workers} loader worker(s)); the shards are split by row group, so export with "
             f"smaller row groups or train with fewer processes")
 
     def close(self) -> None:
@@ -157,7 +231,29 @@ class ShardDataset(IterableDataset):
             reader.join()
 
     def _row_blocks(self) -> Iterator[dict[str, np.ndarray]]:
-        from petastorm import make_batch_reader
+        """One block of rows per row group, in the reader's order."""
+        return self._petastorm_blocks() if self.reader == "petastorm" else self._pyarrow_blocks()
+
+    def _pyarrow_blocks(self) -> Iterator[dict[str, np.ndarray]]:
+        spec = self.spec
+        cur_shard, shard_count = self._shard()
+        seed = spec.seed + self.epoch
+        groups = row_groups(spec.path)
+        rows_rng = np.random.RandomState(seed)  # Petastorm's worker: one in-group permutation per row group
+        pq = _parquet()
+        for index in row_group_order(len(groups), cur_shard, shard_count, seed, spec.shuffle):
+            path, group = groups[index]
+            table = pq.ParquetFile(path).read_row_group(group, columns=list(spec.columns))
+            if spec.shuffle:
+                table = table.take(rows_rng.permutation(table.num_rows))
+            yield {name: column_array(table.column(name)) for name in spec.columns}
+
+    def _petastorm_blocks(self) -> Iterator[dict[str, np.ndarray]]:
+        try:
+            from petastorm import make_batch_reader
+        except ImportError:
+            raise RecsysError(f"shard reader 'petastorm' was asked for (${READER_ENV} or ShardSpec.reader), but "
+                              f"petastorm is not installed") from None
         from petastorm.transform import TransformSpec
 
         spec = self.spec
@@ -272,35 +368,19 @@ def in_lockstep(loader, dataset: ShardDataset, env) -> Iterator[tuple[dict, bool
 
 def item_counts(train_split: str | Path, n_items: int) -> torch.Tensor:
     """How often each item is a training target in `train/` (the sampled softmax's proposal), [n_items + 1]."""
-    table = pq.read_table(Path(train_split), columns=["targets"])
+    import pyarrow.compute as pc
+
+    table = _parquet().read_table(Path(train_split), columns=["targets"])
     targets = pc.list_flatten(table.column("targets")).to_numpy(zero_copy_only=False)
     return torch.from_numpy(np.bincount(targets[targets > 0], minlength=n_items + 1)[: n_items + 1].astype(np.int64))
 
 
 def read_ncf_positives(path: str | Path, n_items: int) -> torch.Tensor:
     """Sorted keys user_idx * (n_items + 1) + item_idx of every train interaction (for rejecting negatives)."""
-    table = pq.read_table(Path(path), columns=list(NCF_COLUMNS))
+    table = _parquet().read_table(Path(path), columns=list(PAIR_COLUMNS))
     users = torch.from_numpy(table.column("user_idx").to_numpy().astype(np.int64))
     items = torch.from_numpy(table.column("item_idx").to_numpy().astype(np.int64))
     return torch.sort(users * (n_items + 1) + items).values
-
-
-def sample_negatives(users: torch.Tensor, n_items: int, n_neg: int, generator: torch.Generator,
-                     positives: torch.Tensor | None = None, rounds: int = 10) -> torch.Tensor:
-    """Uniform negatives over 1..n_items, [B, n_neg]; with `positives` (sorted keys), items the user has are
-    redrawn up to `rounds` times (a rare leftover positive is kept rather than looping)."""
-    negs = torch.randint(1, n_items + 1, (users.shape[0], n_neg), generator=generator)
-    if positives is None or positives.numel() == 0:
-        return negs
-    for _ in range(rounds):
-        keys = users[:, None] * (n_items + 1) + negs
-        pos = torch.searchsorted(positives, keys).clamp_max(positives.numel() - 1)
-        hit = positives[pos] == keys
-        n_hit = int(hit.sum())
-        if n_hit == 0:
-            break
-        negs[hit] = torch.randint(1, n_items + 1, (n_hit,), generator=generator)
-    return negs
 
 
 def read_id_map(seq_dir: str | Path, name: str, idx_col: str, id_col: str) -> np.ndarray:
@@ -308,7 +388,7 @@ def read_id_map(seq_dir: str | Path, name: str, idx_col: str, id_col: str) -> np
     path = Path(seq_dir) / f"{name}.parquet"
     if not path.exists():
         raise RecsysError(f"{path} is missing (run `recsys export-sequences` first)")
-    table = pq.read_table(path, columns=[idx_col, id_col])
+    table = _parquet().read_table(path, columns=[idx_col, id_col])
     idx = table.column(idx_col).to_numpy().astype(np.int64)
     ids = np.full(int(idx.max(initial=0)) + 1, -1, dtype=np.int64)
     ids[idx] = table.column(id_col).to_numpy()

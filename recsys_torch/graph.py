@@ -10,10 +10,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-import pyarrow.parquet as pq
 import torch
 
-from recsys_torch.data import EDGE_COLUMNS, parquet_files
+from recsys_torch.data import PAIR_COLUMNS, parquet_files
 from recsys_torch.errors import RecsysError
 from recsys_torch.models.lightgcn import normalized_adjacency
 
@@ -21,6 +20,8 @@ SPLITS = ("validation", "test")
 
 
 def _read_pairs(folder: Path, user_col: str, item_col: str) -> tuple[np.ndarray, np.ndarray]:
+    import pyarrow.parquet as pq  # at read time: the models and the trainer import without pyarrow
+
     files = parquet_files(folder) if folder.is_dir() else []
     if not files:
         raise RecsysError(f"no Parquet shards in {folder} (run `recsys export-sequences` to export them)")
@@ -46,7 +47,7 @@ def graph_edges(seq_dir: str | Path, meta: dict, split: str) -> tuple[torch.Tens
     if split not in SPLITS:
         raise RecsysError(f"split must be one of {SPLITS}, got {split!r}")
     seq_dir = Path(seq_dir)
-    users, items = _read_pairs(seq_dir / "edges", *EDGE_COLUMNS)
+    users, items = _read_pairs(seq_dir / "edges", *PAIR_COLUMNS)
     if not len(users):
         raise RecsysError(f"{seq_dir / 'edges'} has no rows: a graph model needs train interactions")
     if split == "test":

@@ -89,11 +89,10 @@ def test_the_torch_side_declares_what_the_document_says():
     assert set(torch_side.META_REQUIRED_KEYS) <= set(documented_meta_keys())
     version = re.search(r'"schema_version": (\d+)', DOC.read_text().split("### `meta.json`", 1)[1])
     assert version and int(version.group(1)) == torch_side.SHARD_SCHEMA_VERSION == spark_side.SHARD_SCHEMA_VERSION
-    from recsys_torch.data import EDGE_COLUMNS, EVAL_COLUMNS, NCF_COLUMNS, PAIR_COLUMNS, SEQUENCE_COLUMNS
+    from recsys_torch.data import EVAL_COLUMNS, PAIR_COLUMNS, SEQUENCE_COLUMNS
 
     assert set(SEQUENCE_COLUMNS) | set(EVAL_COLUMNS) <= set(torch_side.SEQUENCE_ROWS.names)
-    assert set(NCF_COLUMNS) <= set(torch_side.NCF_ROWS.names)
-    assert set(EDGE_COLUMNS) | set(PAIR_COLUMNS) <= set(torch_side.EDGE_ROWS.names)
+    assert set(PAIR_COLUMNS) <= set(torch_side.EDGE_ROWS.names)
     assert set(PAIR_COLUMNS) <= set(torch_side.NCF_ROWS.names)  # a pair model trains from either shard
 
 

@@ -1,4 +1,5 @@
-"""Shard reading (recsys_torch.data): every row arrives exactly once across ranks, seeded order, clean release."""
+"""Shard reading (recsys_torch.data): every row arrives exactly once across ranks, seeded order, clean release;
+the Petastorm and the plain pyarrow reader deliver the same batches."""
 from __future__ import annotations
 
 import json
@@ -12,9 +13,10 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
-from recsys_torch.data import (EVAL_COLUMNS, NCF_COLUMNS, SEQUENCE_COLUMNS, ShardSpec, make_loader, read_meta,
-                               read_ncf_positives, sample_negatives)
+from recsys_torch.data import (EVAL_COLUMNS, PAIR_COLUMNS, READER_ENV, SEQUENCE_COLUMNS, ShardSpec, make_loader,
+                               read_meta, read_ncf_positives, resolve_reader)
 from recsys_torch.errors import RecsysError
+from recsys_torch.negatives import sample_negatives
 from torch_shards import PlantedData, write_shards
 
 REPO = Path(__file__).resolve().parent.parent
@@ -114,8 +116,8 @@ def test_negatives_are_uniform_seeded_and_avoid_positives(seq_dir):
 def test_abandoned_pass_releases_the_reader_and_the_process_exits_0(seq_dir):
     script = textwrap.dedent(f"""
         from pathlib import Path
-        from recsys_torch.data import ShardSpec, make_loader, NCF_COLUMNS
-        dataset, loader = make_loader(ShardSpec(Path({str(seq_dir / 'ncf_train')!r}), NCF_COLUMNS, 4))
+        from recsys_torch.data import ShardSpec, make_loader, PAIR_COLUMNS
+        dataset, loader = make_loader(ShardSpec(Path({str(seq_dir / 'ncf_train')!r}), PAIR_COLUMNS, 4))
         it = iter(loader)
         next(it)
         dataset.close()   # what the training loop does when the other rank ran dry first
@@ -147,3 +149,47 @@ def test_batches_grouped_by_length_keep_every_row_once_and_cut_the_padding(seq_d
             random.append((int(real.sum()), int(real.max()) * len(real)))
     random_use = sum(a for a, _ in random) / sum(b for _, b in random)
     assert min(lengths.values()) > random_use  # less padding left after trimming each batch to its longest row
+
+
+def read_with(reader: str, path: Path, columns, world: int, epoch: int, num_workers: int = 0, **kwargs) -> list:
+    """Every rank's batches, rank after rank, through one reader."""
+    batches = []
+    for rank in range(world):
+        dataset, loader = make_loader(ShardSpec(path, columns, batch_size=7, rank=rank, world=world, seed=11,
+                                                reader=reader, **kwargs), num_workers=num_workers)
+        dataset.set_epoch(epoch)
+        batches.append(list(loader))
+    return batches
+
+
+@pytest.mark.parametrize("split,columns,world,num_workers,kwargs", [
+    ("train", ("user_idx",) + SEQUENCE_COLUMNS, 1, 0, {"shuffle_buffer": 40, "group_by_length": "items"}),
+    ("train", ("user_idx",) + SEQUENCE_COLUMNS, 2, 0, {"shuffle_buffer": 0}),
+    ("validation", EVAL_COLUMNS, 2, 0, {"shuffle": False}),
+    ("validation", EVAL_COLUMNS, 3, 0, {"shuffle_buffer": 30}),
+    ("ncf_train", PAIR_COLUMNS, 2, 2, {"shuffle_buffer": 30}),
+])
+def test_petastorm_and_pyarrow_readers_deliver_the_same_batches(seq_dir, split, columns, world, num_workers, kwargs):
+    for epoch in (0, 1):
+        petastorm = read_with("petastorm", seq_dir / split, columns, world, epoch, num_workers, **kwargs)
+        pyarrow = read_with("pyarrow", seq_dir / split, columns, world, epoch, num_workers, **kwargs)
+        assert [len(rank) for rank in petastorm] == [len(rank) for rank in pyarrow]
+        for rank, (a_batches, b_batches) in enumerate(zip(petastorm, pyarrow)):
+            for step, (a, b) in enumerate(zip(a_batches, b_batches)):
+                assert a.keys() == b.keys() == set(columns)
+                for name in columns:
+                    assert a[name].dtype == b[name].dtype == torch.int64
+                    assert torch.equal(a[name], b[name]), f"epoch {epoch} rank {rank} batch {step}: {name} differs"
+        rows = sorted(u for rank in pyarrow for batch in rank for u in batch["user_idx"].tolist())
+        assert rows == sorted(pq.read_table(seq_dir / split, columns=["user_idx"]).column(0).to_pylist())
+
+
+def test_reader_is_chosen_by_what_is_installed_or_forced(monkeypatch):
+    monkeypatch.delenv(READER_ENV, raising=False)
+    assert resolve_reader() == "petastorm"  # installed in the project's environment
+    monkeypatch.setenv(READER_ENV, "pyarrow")
+    assert resolve_reader() == "pyarrow"
+    assert resolve_reader("petastorm") == "petastorm"  # the spec's choice wins over the environment
+    monkeypatch.setenv(READER_ENV, "parquet")
+    with pytest.raises(RecsysError, match=r"RECSYS_SHARD_READER.*'parquet'"):
+        resolve_reader()
