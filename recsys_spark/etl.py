@@ -2,7 +2,8 @@
 
 Every input row ends in exactly one place: an output table or `rejects` (with its line, raw text, reason and
 field); per file, input = accepted + rejected is asserted before anything is written, and again against the
-written tables.
+written tables. Over an existing load the new one is first compared with it (recsys_spark.etl_guard), and refused
+before the first commit when it shrinks or rejects too much.
 
 Plan for ratings.csv (the big file): a cheap line-count pass, then one pass that numbers, parses and validates the
 lines, marks unknown movies (broadcast join), shuffles once by userId, and marks duplicates within that
@@ -28,6 +29,7 @@ from pyspark.sql.pandas.types import from_arrow_schema
 from recsys_spark.config import from_mapping
 from recsys_spark.delta import read_arrow, table_path, write_arrow, write_table
 from recsys_spark.errors import RecsysError
+from recsys_spark.etl_guard import LoadCounts, check_load, reject_fraction
 from recsys_spark import schemas
 from recsys_spark.inputs import LINKS, MOVIES, RATINGS, REJECT_REASONS, TAGS, CheckedInput, check_inputs
 from recsys_spark.splits import TIE_BREAKS, add_sequence, add_temporal_split, temporal_cutoff
@@ -68,12 +70,17 @@ class EtlConfig:
     seed: int = 42                   # seeds the hash tie-break
     temporal_quantile: float = 0.8   # global temporal split: train up to this quantile of timestamps
     kcore: KcoreConfig = field(default_factory=KcoreConfig)
+    max_shrink: float = 0.2           # refuse a load with fewer ratings/users/movies than this share below the last
+    max_reject_fraction: float = 0.05  # refuse a load (over an existing one) rejecting more of a file's rows
 
     def __post_init__(self):
         if self.tie_break not in TIE_BREAKS:
             raise RecsysError(f"etl.tie_break must be one of {', '.join(TIE_BREAKS)}, got {self.tie_break!r}")
         if not 0 < self.temporal_quantile <= 1:
             raise RecsysError(f"etl.temporal_quantile must be in (0, 1], got {self.temporal_quantile!r}")
+        for name in ("max_shrink", "max_reject_fraction"):
+            if not 0 <= getattr(self, name) <= 1:
+                raise RecsysError(f"etl.{name} must be in [0, 1], got {getattr(self, name)!r}")
 
     @classmethod
     def from_dict(cls, values: dict | None) -> "EtlConfig":
@@ -380,6 +387,12 @@ def run_etl(spark: SparkSession, data_dir: str | Path, warehouse: str | Path,
                     else spark.createDataFrame([], from_arrow_schema(schemas.TAGS)))
             report = _report_rows(read.present)
             n_rejects = sum(sum(o.rejected.values()) for o in read.present)
+            # Before the first commit: a load that must not replace the current one leaves every table as it is.
+            check_load(warehouse, LoadCounts(
+                interactions=read.ratings.accepted, users=n_users, items=read.movies.accepted,
+                rated_items=n_rated_items,
+                reject_fractions={o.name: reject_fraction(o.input_rows, o.rejected) for o in read.present}),
+                config.max_shrink, config.max_reject_fraction)
 
             warehouse.mkdir(parents=True, exist_ok=True)
             write_table(interactions, table_path(warehouse, "interactions"), schema=schemas.INTERACTIONS)
