@@ -1,17 +1,23 @@
 """The ETL's input guard (recsys_spark.etl_guard) through `jobs/etl.py` on small generated data: over a good
 warehouse a header-only ratings.csv is refused before the first commit (exit 2, the numbers, the setting to change,
-every table's Delta version as it was); a reasonable re-load and a deliberate override go through."""
+every table's Delta version as it was, and the server still serving); a reasonable re-load and a deliberate override
+go through."""
 from __future__ import annotations
 
 import subprocess
 import sys
 from pathlib import Path
 
+import datetime as dt
+
 import deltalake
+import pyarrow as pa
 import pytest
 
 from recsys_spark.etl_guard import LoadCounts, LoadRefused, refusals
 
+pytestmark = [pytest.mark.filterwarnings("ignore::FutureWarning"),
+              pytest.mark.filterwarnings("ignore:Using `httpx` with `starlette.testclient`")]
 REPO = Path(__file__).resolve().parent.parent
 TABLES = ("interactions", "items", "users", "tags", "rejects", "etl_report")
 
@@ -36,15 +42,26 @@ def copy_data(source: Path, target: Path, keep_ratings=lambda i: True) -> Path:
     return target
 
 
+SERVED_DAY = dt.date(2030, 1, 2)
+
+
 @pytest.fixture(scope="module")
 def loaded(spark, tmp_path_factory):
-    """Generated data and a warehouse holding its first load."""
+    """Generated data and a warehouse holding its first load, plus a popularity list for every user (what
+    `recsys serve` needs to start)."""
     from recsys_data.generate import generate
+    from recsys_spark.delta import read_arrow
     from recsys_spark.etl import EtlConfig, run_etl
+    from recsys_torch.tables import write_recommendations
 
     root = tmp_path_factory.mktemp("guards")
     generate(root / "data", n_users=50, n_items=120, n_ratings=2000, seed=3)
     run_etl(spark, root / "data", root / "warehouse", EtlConfig())
+    users = read_arrow(root / "warehouse" / "users").column("userId").to_pylist()
+    movies = sorted(read_arrow(root / "warehouse" / "interactions").column("movieId").unique().to_pylist())[:5]
+    rows = [{"model": "popularity", "run_id": "r", "run_date": SERVED_DAY, "userId": u, "rank": i + 1,
+             "movieId": m, "score": 5.0 - i} for u in users for i, m in enumerate(movies)]
+    write_recommendations(root / "warehouse", pa.Table.from_pylist(rows), "popularity", SERVED_DAY)
     return root
 
 
@@ -69,6 +86,16 @@ def test_a_header_only_ratings_file_is_refused_and_nothing_changes(loaded, tmp_p
     assert (warehouse / "etl_report.json").read_text() == report
     assert {t: deltalake.DeltaTable(str(warehouse / t)).get_add_actions(flatten=True).num_rows
             for t in TABLES} == last
+    # and the server still serves every user their list
+    from fastapi.testclient import TestClient
+
+    from recsys_serve.api import create_app
+
+    user = read_arrow(warehouse / "users").column("userId")[0].as_py()
+    with TestClient(create_app(warehouse, reload_interval=0)) as client:
+        body = client.get(f"/users/{user}/recommendations", params={"model": "popularity", "k": 5}).json()
+        assert body["run_date"] == SERVED_DAY.isoformat() and body["fallback"] is None and len(body["items"]) == 5
+        assert client.get("/health").json()["users"] == n_users
 
 
 def test_a_reasonable_reload_passes_and_replaces_the_tables(loaded, tmp_path):
