@@ -13,7 +13,6 @@ from pathlib import Path
 
 import deltalake
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from recsys_spark.delta import read_arrow, table_exists, table_path
 from recsys_spark.errors import RecsysError
