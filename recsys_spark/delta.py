@@ -268,5 +268,13 @@ def read_arrow(path: str | Path, columns: list[str] | None = None, version: int 
     return dataset.to_table(columns=columns)
 
 
+def table_rows(path: str | Path) -> int:
+    """Rows of a Delta table from its log's file statistics (falls back to reading when stats are missing)."""
+    records = pa.table(_require(str(path)).get_add_actions(flatten=True)).column("num_records").to_pylist()
+    if None in records:
+        return read_arrow(path, columns=[]).num_rows
+    return int(sum(records))
+
+
 def table_version(path: str | Path) -> int:
     return _require(str(path)).version()

@@ -19,7 +19,6 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import deltalake
 import pyarrow as pa
 from pyspark import StorageLevel
 from pyspark.sql import DataFrame, SparkSession, Window
@@ -27,7 +26,7 @@ from pyspark.sql import functions as F
 from pyspark.sql.pandas.types import from_arrow_schema
 
 from recsys_spark.config import from_mapping
-from recsys_spark.delta import read_arrow, table_path, write_arrow, write_table
+from recsys_spark.delta import table_path, table_rows, write_arrow, write_table
 from recsys_spark.errors import RecsysError
 from recsys_spark.etl_guard import LoadCounts, check_load, reject_fraction
 from recsys_spark import schemas
@@ -283,17 +282,9 @@ def _report_rows(outcomes: list[FileOutcome]) -> list[tuple[str, str, str | None
     return rows
 
 
-def _table_rows(path: str) -> int:
-    """Rows of a Delta table from its log's file statistics (falls back to reading when stats are missing)."""
-    records = pa.table(deltalake.DeltaTable(path).get_add_actions(flatten=True)).column("num_records").to_pylist()
-    if None in records:
-        return read_arrow(path, columns=[]).num_rows
-    return int(sum(records))
-
-
 def _check_written(warehouse: Path, expected: dict[str, int]) -> None:
     for name, rows in expected.items():
-        written = _table_rows(table_path(warehouse, name))
+        written = table_rows(table_path(warehouse, name))
         if written != rows:
             raise EtlIdentityError(f"{name}: wrote {written} rows, expected {rows}")
 

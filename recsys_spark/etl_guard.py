@@ -11,13 +11,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-import deltalake
-import pyarrow as pa
-
-from recsys_spark.delta import read_arrow, table_exists, table_path
+from recsys_spark.delta import read_arrow, table_exists, table_path, table_rows
 from recsys_spark.errors import RecsysError
 
-# What "shrinks" is measured on: the accepted ratings, the users, the catalogue and the movies anyone rated.
+# What "shrinks" is measured on: the accepted ratings, the users, the movies (items) and those anyone rated.
 MEASURES = {"interactions": "interactions", "users": "users", "items": "movies", "rated_items": "rated movies"}
 DELIBERATE_REJECTS = ("k-core",)  # the k-core filter's drops are configured, not bad input
 
@@ -40,13 +37,6 @@ def reject_fraction(input_rows: int, rejected_by_reason: dict[str, int]) -> floa
     return refused / input_rows if input_rows else 0.0
 
 
-def _rows(path: str) -> int:
-    records = pa.table(deltalake.DeltaTable(path).get_add_actions(flatten=True)).column("num_records").to_pylist()
-    if None in records:
-        return read_arrow(path, columns=[]).num_rows
-    return int(sum(records))
-
-
 def _last_reject_fractions(warehouse: Path) -> dict[str, float]:
     path = table_path(warehouse, "etl_report")
     if not table_exists(path):
@@ -67,8 +57,8 @@ def last_load(warehouse: str | Path) -> LoadCounts | None:
         return None
     item_idx = read_arrow(table_path(warehouse, "items"), columns=["item_idx"]).column("item_idx")
     return LoadCounts(
-        interactions=_rows(table_path(warehouse, "interactions")),
-        users=_rows(table_path(warehouse, "users")),
+        interactions=table_rows(table_path(warehouse, "interactions")),
+        users=table_rows(table_path(warehouse, "users")),
         items=len(item_idx),
         rated_items=len(item_idx) - item_idx.null_count,
         reject_fractions=_last_reject_fractions(warehouse))
