@@ -1,7 +1,9 @@
 """`recsys etl --data DIR --warehouse DIR [--config F] [key=value …]`: raw MovieLens CSVs -> Delta tables.
 
 Writes interactions, items, users, tags, rejects and etl_report (docs/SCHEMAS.md) plus etl_report.json, and prints
-the report. A missing required file or column: exit code 2 with one line naming it, and nothing written.
+the report. A missing required file or column: exit code 2 with one line naming it, and nothing written. Over a
+warehouse that holds a load, a new one that shrinks it by more than etl.max_shrink or rejects more than
+etl.max_reject_fraction of a file's rows is refused the same way (exit 2, the numbers, every table left as it was).
 """
 from __future__ import annotations
 

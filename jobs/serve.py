@@ -3,6 +3,9 @@
 Loads each model's latest lists, the users' recent history and the catalogue from the warehouse's Delta tables,
 then answers until stopped; a new run date committed by the nightly job is picked up without a restart (the
 tables' Delta versions are checked every --reload-interval seconds). Imports neither Spark nor torch.
+
+Only requests naming this server in their Host header are answered: loopback names by default (localhost,
+127.0.0.1, ::1); bound to another address, pass the names clients use with --allowed-hosts.
 """
 from __future__ import annotations
 
@@ -33,7 +36,28 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--reload-interval", type=float, default=10.0,
                    help="seconds between checks of the tables' Delta versions (0: never reload)")
     p.add_argument("--history", type=int, default=10, help="last rated movies shown per user (default 10)")
+    p.add_argument("--allowed-hosts", default=None, metavar="NAMES",
+                   help="comma-separated Host header values to answer, e.g. recsys.internal,10.0.0.5 or "
+                        "'*.example.com' ('*': any). Default: the loopback names, plus --host when it is one address")
     return p
+
+
+def allowed_hosts(args: argparse.Namespace) -> list[str]:
+    """The Host header values the server answers: --allowed-hosts, or the loopback names and the bound address."""
+    from recsys_serve.api import LOOPBACK_HOSTS
+
+    if args.allowed_hosts is not None:
+        hosts = [h.strip() for h in args.allowed_hosts.split(",") if h.strip()]
+        if not hosts:
+            raise ServeError("--allowed-hosts names no host (use '*' to answer any Host header)")
+        for host in hosts:
+            if "*" in host[1:] or (host.startswith("*") and host != "*" and not host.startswith("*.")):
+                raise ServeError(f"--allowed-hosts: {host!r} is not a host name, an address, '*.domain' or '*'")
+        return hosts
+    hosts = list(LOOPBACK_HOSTS)
+    if args.host not in ("0.0.0.0", "::", "") and args.host not in hosts:
+        hosts.append(args.host)
+    return hosts
 
 
 @guarded
@@ -43,6 +67,7 @@ def main(argv=None) -> int:
         raise ServeError(f"--port must be 0..65535, got {args.port}")
     if args.reload_interval < 0 or args.history < 0:
         raise ServeError("--reload-interval and --history must not be negative")
+    hosts = allowed_hosts(args)
     from recsys_serve.reader import Warehouse
     from recsys_serve.store import SERVED_TABLES
 
@@ -56,8 +81,8 @@ def main(argv=None) -> int:
     except ValueError:
         loopback = args.host == "localhost"
     if not loopback:
-        print(f"warning: binding {args.host}, not loopback: anyone who can reach it can read the warehouse's lists",
-              file=sys.stderr)
+        print(f"warning: binding {args.host}, not loopback: anyone who can reach it can read the warehouse's lists "
+              f"(Host headers answered: {', '.join(hosts)}; --allowed-hosts changes them)", file=sys.stderr)
 
     import uvicorn
 
@@ -65,7 +90,7 @@ def main(argv=None) -> int:
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     app = create_app(args.warehouse, reload_interval=args.reload_interval, reports=args.reports,
-                     history_len=args.history)
+                     history_len=args.history, allowed_hosts=hosts)
     uvicorn.run(app, host=args.host, port=args.port, access_log=False, log_level="info")
     return 0
 

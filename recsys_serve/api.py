@@ -2,14 +2,20 @@
 
 Every answer comes from the Store's current snapshot (recsys_serve.store); the latest lists are in memory, so those
 handlers are plain coroutines. What may read the warehouse (an older run date, a model's item vectors the first
-time) runs in the thread pool. Bad input is a 4xx whose body is one line ({"detail": ...}), never a 500.
+time) runs in the thread pool. Bad input is a 4xx whose body is one line ({"detail": ...}), never a 500; what the
+warehouse cannot give right now (nothing loaded yet, a table that cannot be read) is a 503, one line too.
+
+Only requests whose Host header names this server are answered (Starlette's TrustedHostMiddleware, loopback names
+by default): a page on another origin cannot read the users' histories through DNS rebinding.
 """
 from __future__ import annotations
 
 import contextlib
 import datetime as dt
 import enum
+import logging
 import re
+import time
 from pathlib import Path as FilePath
 from typing import Annotated
 
@@ -18,19 +24,25 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
+from starlette.middleware.trustedhost import TrustedHostMiddleware
 
 from recsys_core import catalogue
 from recsys_serve import responses as r
-from recsys_serve.errors import BadRequest, NotFound
+from recsys_serve.errors import BadRequest, NotFound, Unavailable
 from recsys_serve.reader import Warehouse
 from recsys_serve.store import Snapshot, Store
+
+log = logging.getLogger("recsys_serve")
 
 STATIC = FilePath(__file__).parent / "static"
 MAX_ID = 2**63 - 1  # ids are Delta `long`s
 MAX_K = 100
 DATE_PATTERN = r"^\d{4}-\d{2}-\d{2}$"
+UNAVAILABLE = {503: {"model": r.Error, "description": "nothing can be served right now (the reason, in one line)"}}
 ERRORS = {404: {"model": r.Error, "description": "no such user, movie, model or run date in this warehouse"},
-          422: {"model": r.Error, "description": "a malformed or out-of-range request value"}}
+          422: {"model": r.Error, "description": "a malformed or out-of-range request value"}, **UNAVAILABLE}
+# The names a browser on this machine uses for it ("testserver": FastAPI's TestClient); `--allowed-hosts` adds more.
+LOOPBACK_HOSTS = ("localhost", "127.0.0.1", "::1", "testserver")
 
 
 class ReportPlot(str, enum.Enum):
@@ -52,15 +64,20 @@ TopK = Annotated[int, Query(ge=1, le=MAX_K, description="list length")]
 
 
 def create_app(warehouse: str | FilePath, reload_interval: float = 10.0, reports: str | FilePath | None = None,
-               history_len: int = 10) -> FastAPI:
+               history_len: int = 10, allowed_hosts: list[str] | tuple[str, ...] = LOOPBACK_HOSTS) -> FastAPI:
     """The app over `warehouse`; it loads the served tables at start-up and checks their Delta versions every
-    `reload_interval` seconds (0: never). `reports`: where recsys_spark.report wrote reports/<run_date>/."""
+    `reload_interval` seconds (0: never). `reports`: where recsys_spark.report wrote reports/<run_date>/.
+    `allowed_hosts`: the Host header values answered (host names or addresses, `*.example.com`, or `*` for any).
+    A start-up load that fails does not stop the server: it answers 503 with the reason until a reload succeeds."""
     state: dict[str, Store] = {}
 
     @contextlib.asynccontextmanager
     async def lifespan(_app: FastAPI):
         store = Store(Warehouse(warehouse), history_len=history_len)
-        await run_in_threadpool(store.load)
+        try:
+            await run_in_threadpool(store.load)
+        except Exception:  # noqa: BLE001 - served as 503 (and in /health) until a reload succeeds
+            log.warning("nothing to serve yet: %s", store.last_error)
         store.start_reloading(reload_interval)
         state["store"] = store
         try:
@@ -71,6 +88,7 @@ def create_app(warehouse: str | FilePath, reload_interval: float = 10.0, reports
 
     app = FastAPI(title="recsys", version="1", lifespan=lifespan,
                   description="Read-only API over the nightly recommendations warehouse (Delta tables).")
+    app.add_middleware(TrustedHostMiddleware, allowed_hosts=host_patterns(allowed_hosts))
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
 
     @app.exception_handler(NotFound)
@@ -80,6 +98,10 @@ def create_app(warehouse: str | FilePath, reload_interval: float = 10.0, reports
     @app.exception_handler(BadRequest)
     async def bad_request(_request: Request, exc: BadRequest):
         return JSONResponse({"detail": str(exc)}, status_code=422)
+
+    @app.exception_handler(Unavailable)
+    async def unavailable(_request: Request, exc: Unavailable):
+        return JSONResponse({"detail": str(exc)}, status_code=503)
 
     @app.exception_handler(RequestValidationError)
     async def invalid(_request: Request, exc: RequestValidationError):
@@ -92,14 +114,20 @@ def create_app(warehouse: str | FilePath, reload_interval: float = 10.0, reports
     async def page():
         return HTMLResponse((STATIC / "index.html").read_text())
 
-    @app.get("/health", response_model=r.Health)
+    @app.get("/health", response_model=r.Health, responses=UNAVAILABLE)
     async def health():
-        snap = store().snapshot
-        return {"status": "ok", "models": len(snap.latest), "users": len(snap.histories.user_ids),
-                "items": len(snap.catalogue.movie_ids), "reloads": store().reloads, "versions": snap.versions,
-                "loaded_at": dt.datetime.fromtimestamp(snap.loaded_at, dt.timezone.utc)}
+        s = store()
+        snap = s.snapshot  # none loaded yet: 503 with the reason
+        now = time.time()
+        return {"status": "stale" if s.failing else "ok", "run_date": snap.run_date,
+                "committed_at": timestamp(snap.committed_at),
+                "age_s": round(now - snap.committed_at, 1) if snap.committed_at is not None else None,
+                "loaded_at": timestamp(snap.loaded_at), "checked_at": timestamp(s.checked_at),
+                "last_error": s.last_error, "last_error_at": timestamp(s.last_error_at),
+                "models": len(snap.latest), "users": len(snap.histories.user_ids),
+                "movies": len(snap.movies.movie_ids), "reloads": s.reloads, "versions": snap.versions}
 
-    @app.get("/models", response_model=r.Models)
+    @app.get("/models", response_model=r.Models, responses=UNAVAILABLE)
     async def models():
         snap = store().snapshot
         return {"models": [model_info(store(), snap, name) for name in snap.latest],
@@ -133,14 +161,14 @@ def create_app(warehouse: str | FilePath, reload_interval: float = 10.0, reports
     def similar(movieId: Annotated[int, Path(ge=0, le=MAX_ID)], model: ModelName, k: TopK = 10):  # noqa: N803
         s = store()
         snap = s.snapshot
-        pos = snap.catalogue.position(movieId)
+        pos = snap.movies.position(movieId)
         if pos is None:
             raise NotFound(f"unknown movie {movieId}")
         vectors = s.vectors(snap, model)
         found = vectors.similar(pos, k)
         if found is None:
             raise NotFound(f"movie {movieId} has no vector in {model}'s {vectors.source}")
-        cat = snap.catalogue
+        cat = snap.movies
         return {"model": model, "source": vectors.source, "run_date": vectors.run_date, "item": cat.movie(pos),
                 "items": [{**cat.movie(p), "rank": i + 1, "similarity": float(c)}
                           for i, (p, c) in enumerate(zip(*found))]}
@@ -153,6 +181,22 @@ def create_app(warehouse: str | FilePath, reload_interval: float = 10.0, reports
         return FileResponse(path, media_type="image/png")
 
     return app
+
+
+def host_patterns(hosts) -> list[str]:
+    """Host header patterns as TrustedHostMiddleware compares them: an IPv6 address in brackets, lower case."""
+    patterns = []
+    for host in hosts:
+        host = host.strip().lower()
+        if ":" in host and not host.startswith("["):
+            host = f"[{host}]"
+        if host:
+            patterns.append(host)
+    return patterns
+
+
+def timestamp(seconds: float | None) -> dt.datetime | None:
+    return None if seconds is None else dt.datetime.fromtimestamp(seconds, dt.timezone.utc)
 
 
 def one_line(exc: RequestValidationError) -> str:
@@ -185,7 +229,7 @@ def model_info(store: Store, snap: Snapshot, name: str) -> dict:
 
 
 def user_lists(snap: Snapshot, lists, user_id: int, user: int, model: str, k: int) -> dict:
-    cat, histories = snap.catalogue, snap.histories
+    cat, histories = snap.movies, snap.histories
     held = int(histories.held_out_pos[user])
     found = lists.of(user, k)
     if found is None:

@@ -12,3 +12,8 @@ class NotFound(ServeError):
 
 class BadRequest(ServeError):
     """A request value that can never be right (422)."""
+
+
+class Unavailable(ServeError):
+    """Nothing can be served for the request right now (503): no snapshot loaded yet, or a table that cannot be
+    read; the message names the reason."""

@@ -1,7 +1,7 @@
 """What the API answers from: the served tables loaded once into numpy arrays keyed by position.
 
 A request is a binary search for the user (or movie) and a slice; nothing is read from disk while serving the
-latest lists. Movies are referred to by their position in the Catalogue (int32), users by their position in the
+latest lists. Movies are referred to by their position in Movies (int32), users by their position in the
 Histories, so that a model's 100 x 162k list costs 8 bytes a row (position + float32 score).
 """
 from __future__ import annotations
@@ -50,7 +50,7 @@ class IdIndex:
 
 
 @dataclass(frozen=True)
-class Catalogue:
+class Movies:
     """The `items` table, sorted by movieId."""
 
     movie_ids: np.ndarray  # int64, ascending
@@ -60,7 +60,7 @@ class Catalogue:
     index: IdIndex
 
     @classmethod
-    def load(cls, warehouse: Warehouse) -> "Catalogue":
+    def load(cls, warehouse: Warehouse) -> "Movies":
         cols = warehouse.query("SELECT movieId, title, genres, year FROM {items} ORDER BY movieId", items="items")
         years = [None if np.ma.is_masked(y) else int(y) for y in cols["year"]]
         movie_ids = np.asarray(cols["movieId"], np.int64)
@@ -86,20 +86,20 @@ class Histories:
     user_ids: np.ndarray  # int64, ascending
     n_interactions: np.ndarray  # int64
     offsets: np.ndarray  # int64, len(user_ids) + 1: the user's rows in the arrays below
-    item_pos: np.ndarray  # int32 catalogue positions
+    item_pos: np.ndarray  # int32 movie positions
     rating: np.ndarray  # float32
     timestamp: np.ndarray  # int64
     held_out_pos: np.ndarray  # int32 per user, -1: none
     held_out_rating: np.ndarray
     held_out_timestamp: np.ndarray
-    popular: np.ndarray  # int32 catalogue positions: the most-rated train items, most first (ties by movieId)
+    popular: np.ndarray  # int32 movie positions: the most-rated train items, most first (ties by movieId)
     popular_count: np.ndarray  # their train ratings
     by_text: np.ndarray  # user positions in the order of their ids as text (prefix search)
     id_text: np.ndarray  # the ids as text, in that order
     index: IdIndex
 
     @classmethod
-    def load(cls, warehouse: Warehouse, catalogue: Catalogue, length: int = 10) -> "Histories":
+    def load(cls, warehouse: Warehouse, movies: Movies, length: int = 10) -> "Histories":
         users = warehouse.query("SELECT userId, n_interactions FROM {users} ORDER BY userId", users="users")
         user_ids = np.asarray(users["userId"], np.int64)
         index = IdIndex(user_ids)
@@ -109,7 +109,7 @@ class Histories:
             "JOIN {users} u ON i.userId = u.userId WHERE i.seq > u.n_interactions - ? "
             "ORDER BY i.userId, i.seq DESC", [length + 1], interactions="interactions", users="users")
         user_pos = index.positions(rows["userId"])
-        item_pos = catalogue.positions(rows["movieId"])
+        item_pos = movies.positions(rows["movieId"])
         is_test = rows["split"] == "test"
         keep = (user_pos >= 0) & (item_pos >= 0)
         seen = keep & np.isin(rows["split"], HISTORY_SPLITS)
@@ -128,7 +128,7 @@ class Histories:
         popular = warehouse.query(
             "SELECT movieId, count(*) AS n FROM {interactions} WHERE split = 'train' GROUP BY movieId "
             "ORDER BY n DESC, movieId LIMIT ?", [POPULAR_LEN + length], interactions="interactions")
-        popular_pos = catalogue.positions(popular["movieId"])
+        popular_pos = movies.positions(popular["movieId"])
         id_text = user_ids.astype(str)
         by_text = np.argsort(id_text, kind="stable")
         return cls(user_ids, np.asarray(users["n_interactions"], np.int64), offsets,
@@ -166,8 +166,9 @@ class TopLists:
     run_id: str
     files: tuple[str, ...]  # the partition's data files when it was loaded
     offsets: np.ndarray  # int64, n_users + 1
-    item_pos: np.ndarray  # int32 catalogue positions, rank order
-    score: np.ndarray  # float32
+    item_pos: np.ndarray  # int32 movie positions, rank order
+    score: np.ndarray  # float32, finite
+    dropped: int = 0  # rows left out because their score was NaN or infinite
 
     @property
     def users(self) -> int:
@@ -178,7 +179,7 @@ class TopLists:
         return int(np.diff(self.offsets).max(initial=0))
 
     @classmethod
-    def load(cls, warehouse: Warehouse, histories: Histories, catalogue: Catalogue, model: str, run_date: dt.date,
+    def load(cls, warehouse: Warehouse, histories: Histories, movies: Movies, model: str, run_date: dt.date,
              files: tuple[str, ...]) -> "TopLists":
         where = "WHERE model = ? AND run_date = ?"
         run_ids = warehouse.query(f"SELECT DISTINCT run_id FROM {{recs}} {where}", [model, run_date],
@@ -187,24 +188,38 @@ class TopLists:
                                [model, run_date], recs="recommendations")
         # The id columns are dropped as soon as they are positions: a 16M-row partition's peak memory is the server's.
         user_pos = histories.index.positions(rows.pop("userId"))
-        item_pos = catalogue.positions(rows.pop("movieId"))
+        item_pos = movies.positions(rows.pop("movieId"))
         rank, score = rows.pop("rank"), rows.pop("score")
         keep = (user_pos >= 0) & (item_pos >= 0)  # rows of users or movies the ETL tables no longer have
+        finite = np.isfinite(score)  # a NaN or infinite score is no recommendation (nor a hit for the evaluator)
+        dropped = int(np.count_nonzero(keep & ~finite))
+        keep &= finite
         if not keep.all():
             user_pos, item_pos, rank, score = user_pos[keep], item_pos[keep], rank[keep], score[keep]
         counts = np.bincount(user_pos, minlength=len(histories.user_ids))
         offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
         order = _rank_order(user_pos, rank, offsets)
         return cls(model, run_date, ",".join(sorted(str(r) for r in run_ids)), files, offsets,
-                   item_pos[order], score[order])
+                   item_pos[order], score[order], dropped)
 
     def of(self, user_pos: int, k: int) -> tuple[np.ndarray, np.ndarray] | None:
-        """The user's first k (catalogue positions, scores); None when the run did not cover the user."""
+        """The user's first k (movie positions, scores); None when the run did not cover the user."""
         start, end = int(self.offsets[user_pos]), int(self.offsets[user_pos + 1])
         if start == end:
             return None
         end = min(end, start + k)
         return self.item_pos[start:end], self.score[start:end]
+
+
+def _vector(value) -> np.ndarray | None:
+    """A vector cell as a 1-d float array; None when it is NULL or has a NULL or non-number element."""
+    if value is None or np.ma.is_masked(value):
+        return None
+    try:
+        vector = np.asarray(value, np.float64)
+    except (TypeError, ValueError):
+        return None
+    return vector if vector.ndim == 1 else None
 
 
 def _rank_order(user_pos: np.ndarray, rank: np.ndarray, offsets: np.ndarray) -> np.ndarray:
@@ -229,36 +244,45 @@ class ItemVectors:
 
     source: str  # the table they came from
     run_date: dt.date | None  # None for ALS factors (a fit replaces them)
-    item_pos: np.ndarray  # int32 catalogue positions, one per row
+    item_pos: np.ndarray  # int32 movie positions, one per row
     unit: np.ndarray  # float32 [rows, dim]
-    row_of: np.ndarray  # int32 per catalogue position: its row, -1 without a vector
+    row_of: np.ndarray  # int32 per movie position: its row, -1 without a vector
+    dropped: int = 0  # rows left out: a NULL vector, one of another length than the rest, or not finite
 
     @classmethod
-    def from_rows(cls, source: str, run_date: dt.date | None, catalogue: Catalogue, movie_ids: np.ndarray,
+    def from_rows(cls, source: str, run_date: dt.date | None, movies: Movies, movie_ids: np.ndarray,
                   vectors: np.ndarray) -> "ItemVectors":
-        item_pos = catalogue.positions(movie_ids)
-        keep = item_pos >= 0
-        matrix = np.stack(vectors[keep]).astype(np.float32) if keep.any() else np.zeros((0, 1), np.float32)
+        item_pos = movies.positions(movie_ids)
+        rows = [_vector(v) for v in vectors]
+        lengths = np.array([len(v) if v is not None else 0 for v in rows], np.int64)
+        known = (item_pos >= 0) & (lengths > 0)
+        dim = 0
+        if known.any():  # the model's dimension: the usual length
+            values, counts = np.unique(lengths[known], return_counts=True)
+            dim = int(values[counts.argmax()])
+        keep = known & (lengths == dim) & np.array([v is not None and np.isfinite(v).all() for v in rows], bool)
+        matrix = (np.stack([rows[i] for i in np.flatnonzero(keep)]).astype(np.float32) if keep.any()
+                  else np.zeros((0, 1), np.float32))
         norms = np.linalg.norm(matrix, axis=1, keepdims=True)
         unit = matrix / np.where(norms > 0, norms, 1)
-        row_of = np.full(len(catalogue.movie_ids), -1, np.int32)
+        row_of = np.full(len(movies.movie_ids), -1, np.int32)
         row_of[item_pos[keep]] = np.arange(int(keep.sum()), dtype=np.int32)
-        return cls(source, run_date, item_pos[keep], unit, row_of)
+        return cls(source, run_date, item_pos[keep], unit, row_of, int(np.count_nonzero((item_pos >= 0) & ~keep)))
 
     @classmethod
-    def load_factors(cls, warehouse: Warehouse, catalogue: Catalogue, table: str) -> "ItemVectors":
+    def load_factors(cls, warehouse: Warehouse, movies: Movies, table: str) -> "ItemVectors":
         rows = warehouse.query("SELECT movieId, features FROM {t}", t=table)
-        return cls.from_rows(table, None, catalogue, rows["movieId"], rows["features"])
+        return cls.from_rows(table, None, movies, rows["movieId"], rows["features"])
 
     @classmethod
-    def load_embeddings(cls, warehouse: Warehouse, catalogue: Catalogue, model: str,
+    def load_embeddings(cls, warehouse: Warehouse, movies: Movies, model: str,
                         run_date: dt.date) -> "ItemVectors":
         rows = warehouse.query("SELECT movieId, vector FROM {t} WHERE model = ? AND run_date = ?", [model, run_date],
                                t="item_embeddings")
-        return cls.from_rows("item_embeddings", run_date, catalogue, rows["movieId"], rows["vector"])
+        return cls.from_rows("item_embeddings", run_date, movies, rows["movieId"], rows["vector"])
 
     def similar(self, pos: int, k: int) -> tuple[np.ndarray, np.ndarray] | None:
-        """The k items of highest cosine similarity to the item at catalogue position `pos` (itself left out);
+        """The k items of highest cosine similarity to the item at movie position `pos` (itself left out);
         None when the item has no vector."""
         row = int(self.row_of[pos])
         if row < 0:

@@ -24,6 +24,17 @@ DELTA_EXTENSION = (Path(duckdb_extension_delta.__file__).parent / "extensions" /
                    / "delta.duckdb_extension")
 TABLE_NAME = re.compile(r"^[A-Za-z0-9_]+$")
 FACTORS_SUFFIX = "_item_factors"
+COMMIT_FILE = re.compile(r"^\d{20}\.(?:json|checkpoint(?:\.\d+\.\d+)?\.parquet)$")
+
+
+def has_commit(table: Path) -> bool:
+    """Whether the folder is a Delta table with at least one commit. A `_delta_log` without one (a first write that
+    was killed, or still running) is not a table yet: reading it would fail."""
+    log = table / "_delta_log"
+    try:
+        return any(COMMIT_FILE.match(entry.name) for entry in log.iterdir())
+    except (FileNotFoundError, NotADirectoryError):
+        return False
 
 
 class Warehouse:
@@ -52,7 +63,8 @@ class Warehouse:
         return self.root / table
 
     def exists(self, table: str) -> bool:
-        return (self.path(table) / "_delta_log").is_dir()
+        """Whether the table has a committed version (see has_commit)."""
+        return has_commit(self.path(table))
 
     def require(self, *tables: str) -> None:
         missing = [t for t in tables if not self.exists(t)]
@@ -64,6 +76,13 @@ class Warehouse:
         if not self.exists(table):
             return None
         return deltalake.DeltaTable(str(self.path(table))).version()
+
+    def committed_at(self, table: str) -> float | None:
+        """When the table's latest version was committed (seconds since 1970); None when it does not exist."""
+        if not self.exists(table):
+            return None
+        history = deltalake.DeltaTable(str(self.path(table))).history(1)
+        return history[0]["timestamp"] / 1000 if history and "timestamp" in history[0] else None
 
     def partitions(self, table: str) -> dict[tuple[str, dt.date], tuple[str, ...]]:
         """{(model, run_date): its data files} of a table partitioned by model and run_date. The files say whether a
@@ -81,7 +100,7 @@ class Warehouse:
     def factor_tables(self) -> dict[str, str]:
         """{ALS model: its `<model>_item_factors` table}, as found in the warehouse."""
         return {p.name[:-len(FACTORS_SUFFIX)]: p.name for p in sorted(self.root.glob(f"*{FACTORS_SUFFIX}"))
-                if TABLE_NAME.match(p.name) and (p / "_delta_log").is_dir()}
+                if TABLE_NAME.match(p.name) and has_commit(p)}
 
     def query(self, sql: str, params: list | None = None, **tables: str) -> dict[str, np.ndarray]:
         """Run `sql`, in which `{name}` stands for the Delta table `tables[name]`; columns as numpy arrays."""

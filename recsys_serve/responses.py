@@ -11,11 +11,20 @@ class Error(BaseModel):
 
 
 class Health(BaseModel):
-    status: str
+    """What is being served and how fresh it is. A 503 (with the reason) instead when nothing can be served."""
+
+    status: str = Field(description="`ok`, or `stale` when the last reload failed and the previous snapshot is "
+                                    "still served (see last_error)")
+    run_date: dt.date | None = Field(description="the newest run date of the lists being served")
+    committed_at: dt.datetime | None = Field(description="the newest commit of the served tables")
+    age_s: float | None = Field(description="seconds since that commit")
+    loaded_at: dt.datetime = Field(description="when the served snapshot was loaded")
+    checked_at: dt.datetime | None = Field(description="the last check of the tables' versions")
+    last_error: str | None = Field(description="the last reload error, one line (null: none since start-up)")
+    last_error_at: dt.datetime | None
     models: int = Field(description="models with recommendations being served")
     users: int
-    items: int
-    loaded_at: dt.datetime = Field(description="when the served snapshot was loaded")
+    movies: int = Field(description="movies in `items`")
     reloads: int = Field(description="new snapshots picked up since start-up")
     versions: dict[str, int | None] = Field(description="Delta version of each watched table")
 
@@ -57,7 +66,7 @@ class Movie(BaseModel):
 
 class RankedMovie(Movie):
     rank: int
-    score: float
+    score: float = Field(description="always finite: list rows with a NaN or infinite score are not served")
     held_out: bool = Field(description="the user's held-out test item")
 
 

@@ -4,6 +4,12 @@
 reloaded (a new run date, or a partition whose files a re-run replaced, or a new ETL), what did not is reused, and
 the new snapshot replaces the old one in one assignment, so a request always sees one consistent state and none
 fails while a reload runs. A background thread calls it every `reload_interval` seconds.
+
+A reload that fails (a table being rewritten, a file gone) keeps the previous snapshot served and is remembered
+(`last_error`, shown by /health); when nothing could be loaded yet, every request is a 503 naming the error until a
+reload succeeds. Rows the server cannot answer honestly are dropped at load, with a warning in the log: list rows
+whose score is NaN or infinite (the evaluator counts them as misses too) and item vectors that are NULL, of
+another length than the model's, or not finite (the movie has no vector: /similar answers 404).
 """
 from __future__ import annotations
 
@@ -13,13 +19,16 @@ import threading
 import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import unquote, urlparse
 
+import duckdb
 import numpy as np
 
 from recsys_core import catalogue
 from recsys_core.errors import ConfigError
-from recsys_serve.errors import BadRequest, NotFound
-from recsys_serve.index import Catalogue, Histories, ItemVectors, TopLists
+from recsys_serve.errors import BadRequest, NotFound, Unavailable
+from recsys_serve.index import Histories, ItemVectors, Movies, TopLists
 from recsys_serve.reader import Warehouse
 
 log = logging.getLogger("recsys_serve")
@@ -39,14 +48,20 @@ def known_model(name: str) -> catalogue.Model | None:
 @dataclass(frozen=True)
 class Snapshot:
     versions: dict[str, int | None]  # of WATCHED_TABLES and each <model>_item_factors table
-    catalogue: Catalogue
+    movies: Movies
     histories: Histories
     partitions: dict[tuple[str, dt.date], tuple[str, ...]]  # recommendations: (model, run_date) -> files
     latest: dict[str, TopLists]  # each catalogue model's latest run date, loaded
     metrics: dict[str, list[dict]]  # model -> rows of its latest run date in `metrics`
     factor_tables: dict[str, str]  # ALS model -> its item factors table
     embeddings: dict[str, dt.date]  # torch model -> latest run date in item_embeddings
+    committed_at: float | None = None  # the newest commit of the served tables (seconds since 1970)
     loaded_at: float = field(default_factory=time.time)
+
+    @property
+    def run_date(self) -> dt.date | None:
+        """The newest run date of the lists being served."""
+        return max((lists.run_date for lists in self.latest.values()), default=None)
 
     def run_dates(self, model: str) -> list[dt.date]:
         return sorted((d for m, d in self.partitions if m == model), reverse=True)
@@ -68,15 +83,20 @@ class Store:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.reloads = 0
+        self.checked_at: float | None = None  # the last refresh, successful or not
+        self.failing = False  # whether that refresh failed
+        self.last_error: str | None = None  # the last refresh error, one line (kept after a later success)
+        self.last_error_at: float | None = None
+        self._logged: str | None = None
 
     @property
     def snapshot(self) -> Snapshot:
+        """The served snapshot; Unavailable (503) when none could be loaded yet."""
         if self._snapshot is None:
-            raise RuntimeError("the store is not loaded yet")
+            raise Unavailable(f"nothing to serve yet: {self.last_error or 'the warehouse is still being loaded'}")
         return self._snapshot
 
     def load(self) -> Snapshot:
-        self.warehouse.require(*SERVED_TABLES)
         self.refresh()
         return self.snapshot
 
@@ -87,21 +107,29 @@ class Store:
     def refresh(self) -> bool:
         """Reload what changed since the last snapshot; True when a new snapshot is served."""
         with self._refresh_lock:
-            versions = self.versions()
+            self.checked_at = time.time()
             old = self._snapshot
-            if old is not None and versions == old.versions:
-                return False
-            self._snapshot = self._build(versions, old)
-            self.reloads += old is not None
-            return True
+            try:
+                self.warehouse.require(*SERVED_TABLES)
+                versions = self.versions()
+                changed = old is None or versions != old.versions
+                if changed:
+                    self._snapshot = self._build(versions, old)
+            except Exception as exc:
+                self.failing = True
+                self.last_error, self.last_error_at = one_line(exc), time.time()
+                raise
+            self.failing = False
+            self.reloads += changed and old is not None
+            return changed
 
     def _build(self, versions: dict[str, int | None], old: Snapshot | None) -> Snapshot:
         base_changed = old is None or any(versions[t] != old.versions.get(t) for t in BASE_TABLES)
         if base_changed:
-            items = Catalogue.load(self.warehouse)
-            histories = Histories.load(self.warehouse, items, self.history_len)
+            movies = Movies.load(self.warehouse)
+            histories = Histories.load(self.warehouse, movies, self.history_len)
         else:
-            items, histories = old.catalogue, old.histories
+            movies, histories = old.movies, old.histories
         partitions = {key: files for key, files in self.warehouse.partitions("recommendations").items()
                       if known_model(key[0])}
         latest = {}
@@ -112,8 +140,9 @@ class Store:
             if current is not None and (current.run_date, current.files) == (run_date, files):
                 latest[model] = current
             else:
-                latest[model] = TopLists.load(self.warehouse, histories, items, model, run_date, files)
+                latest[model] = TopLists.load(self.warehouse, histories, movies, model, run_date, files)
                 log.info("loaded %s %s: %d users", model, run_date, latest[model].users)
+                _warn_dropped(latest[model])
         embeddings: dict[str, dt.date] = {}
         for model, run_date in self.warehouse.partitions("item_embeddings"):
             if known_model(model):
@@ -123,8 +152,9 @@ class Store:
             if base_changed:
                 self._older.clear()
                 self._vectors.clear()
-        return Snapshot(versions, items, histories, partitions, latest, self._load_metrics(), factor_tables,
-                        embeddings)
+        committed = [self.warehouse.committed_at(t) for t in SERVED_TABLES]
+        return Snapshot(versions, movies, histories, partitions, latest, self._load_metrics(), factor_tables,
+                        embeddings, max((c for c in committed if c is not None), default=None))
 
     def _load_metrics(self) -> dict[str, list[dict]]:
         if not self.warehouse.exists("metrics"):
@@ -135,7 +165,7 @@ class Store:
             "ORDER BY model, split, metric, k NULLS FIRST", m="metrics")
         rows: dict[str, list[dict]] = {}
         for i, model in enumerate(cols["model"]):
-            if not known_model(model):
+            if not known_model(model) or not np.isfinite(cols["value"][i]):  # a NaN metric is not shown
                 continue
             rows.setdefault(str(model), []).append({
                 "run_id": str(cols["run_id"][i]), "run_date": _date(cols["run_date"][i]),
@@ -172,7 +202,18 @@ class Store:
             if key in self._older:
                 self._older.move_to_end(key)
                 return self._older[key]
-            lists = TopLists.load(self.warehouse, snapshot.histories, snapshot.catalogue, model, run_date, files)
+            try:
+                lists = TopLists.load(self.warehouse, snapshot.histories, snapshot.movies, model, run_date, files)
+            except (duckdb.Error, OSError) as exc:
+                if any(not _local_path(f).exists() for f in files):
+                    raise NotFound(f"model {model!r}'s run on {run_date.isoformat()} is gone: its files were "
+                                   f"removed from the warehouse") from None
+                raise Unavailable(f"could not read model {model!r}'s run on {run_date.isoformat()}: "
+                                  f"{one_line(exc)}") from None
+            if lists.users == 0:
+                raise NotFound(f"model {model!r}'s run on {run_date.isoformat()} is gone: the table no longer has "
+                               f"its rows")
+            _warn_dropped(lists)
             self._older[key] = lists
             while len(self._older) > self.cached_partitions:
                 self._older.popitem(last=False)
@@ -191,13 +232,20 @@ class Store:
             raise NotFound(f"model {model!r} has no item vectors in this warehouse (similar items come from ALS "
                            "item factors and the torch models' item_embeddings)")
         source = table or f"item_embeddings/{model}"
-        key = (source, snapshot.versions.get(table or "item_embeddings"), id(snapshot.catalogue))
+        key = (source, snapshot.versions.get(table or "item_embeddings"), id(snapshot.movies))
         with self._cache_lock:
             if key not in self._vectors:
-                if table is not None:
-                    vectors = ItemVectors.load_factors(self.warehouse, snapshot.catalogue, table)
-                else:
-                    vectors = ItemVectors.load_embeddings(self.warehouse, snapshot.catalogue, model, run_date)
+                try:
+                    if table is not None:
+                        vectors = ItemVectors.load_factors(self.warehouse, snapshot.movies, table)
+                    else:
+                        vectors = ItemVectors.load_embeddings(self.warehouse, snapshot.movies, model, run_date)
+                except (duckdb.Error, OSError) as exc:
+                    raise Unavailable(f"could not read {model!r}'s item vectors from {source}: "
+                                      f"{one_line(exc)}") from None
+                if vectors.dropped:
+                    log.warning("%s: %d item vectors dropped (NULL, of another length, or not finite)", source,
+                                vectors.dropped)
                 self._vectors = {k: v for k, v in self._vectors.items() if k[0] != source}  # older versions
                 self._vectors[key] = vectors
             return self._vectors[key]
@@ -214,7 +262,12 @@ class Store:
                     if self.refresh():
                         log.info("serving a new snapshot of the warehouse")
                 except Exception:  # noqa: BLE001 - a half-written table must not stop the reloads; keep serving
-                    log.exception("reload failed; still serving the previous snapshot")
+                    # a warning once per distinct error, not every interval; the traceback at debug level
+                    level = logging.WARNING if self.last_error != self._logged else logging.DEBUG
+                    serving = "still serving the previous snapshot" if self._snapshot else "nothing to serve yet"
+                    log.log(level, "reload failed (%s): %s", serving, self.last_error, exc_info=log.isEnabledFor(
+                        logging.DEBUG))
+                    self._logged = self.last_error
 
         self._thread = threading.Thread(target=loop, name="recsys-serve-reload", daemon=True)
         self._thread.start()
@@ -223,6 +276,21 @@ class Store:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=30)
+
+
+def one_line(exc: BaseException) -> str:
+    """An exception as one line: its type and the first line of its message."""
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
+
+
+def _local_path(uri: str) -> Path:
+    return Path(unquote(urlparse(uri).path)) if uri.startswith("file:") else Path(uri)
+
+
+def _warn_dropped(lists: TopLists) -> None:
+    if lists.dropped:
+        log.warning("%s %s: %d rows with a NaN or infinite score dropped", lists.model, lists.run_date, lists.dropped)
 
 
 def _date(value) -> dt.date:

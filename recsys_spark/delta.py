@@ -4,14 +4,22 @@ Either way a write is one atomic commit, the table is readable by Spark, delta-r
 with `replace` replaces exactly the rows matching it (a (model, run_date) partition), never appending twice.
 
 delta-rs path: Spark writes the rows as Parquet into a staging folder beside the table, and delta-rs commits them
-as one transaction from a streaming Arrow reader, so the driver never holds the whole table in memory.
+as one transaction from a streaming Arrow reader, so the driver never holds the whole table in memory. A staging
+folder is named after its writer (host and pid); one a killed writer left behind is removed at the start of the
+next write beside it (`remove_stale_staging`), never one whose writer is still running.
+
+A partition replace never commits an empty frame: a step that produced no rows for its (model, run_date) is refused
+(EmptyPartitionError) and the partition keeps its current rows.
 """
 from __future__ import annotations
 
 import datetime as dt
 import json
 import os
+import re
 import shutil
+import socket
+import time
 import uuid
 from pathlib import Path
 from typing import Mapping
@@ -25,6 +33,14 @@ from pyspark.sql.types import StructType
 from recsys_spark.errors import RecsysError
 
 WRITER_ENV = "RECSYS_DELTA_WRITER"  # auto | spark | delta-rs
+STAGING_PREFIX = "_staging-"
+# _staging-<table>-<host>-<pid>-<random>; folders of an older layout have no owner and are judged by age alone
+STAGING_OWNER = re.compile(r"^_staging-.+-(?P<host>[A-Za-z0-9_.]+)-(?P<pid>\d+)-[0-9a-f]{8}$")
+STAGING_MAX_AGE_S = 24 * 3600  # a folder whose writer cannot be checked (another host) is stale after this
+
+
+class EmptyPartitionError(RecsysError):
+    """A partition replace with no rows: it would wipe a good (model, run_date) partition."""
 
 
 def spark_has_delta(spark: SparkSession) -> bool:
@@ -65,6 +81,59 @@ def replace_predicate(replace: Mapping[str, object]) -> str:
     return " AND ".join(f"{col} = {_sql_literal(val)}" for col, val in replace.items())
 
 
+def _host() -> str:
+    return re.sub(r"[^A-Za-z0-9_.]", "_", socket.gethostname()) or "host"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's live process
+        return True
+    return True
+
+
+def staging_dir(path: str | Path) -> Path:
+    """A fresh staging folder name beside the table at `path`, naming this process as its writer."""
+    path = Path(path)
+    return path.parent / f"{STAGING_PREFIX}{path.name}-{_host()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+
+
+def is_stale_staging(folder: Path, now: float | None = None, max_age_s: float = STAGING_MAX_AGE_S) -> bool:
+    """Whether a staging folder was left by a writer that is gone: one of this host whose pid is no longer running,
+    or, when the writer cannot be checked (another host, an older name), one untouched for `max_age_s`."""
+    owner = STAGING_OWNER.match(folder.name)
+    if owner and owner["host"] == _host():
+        pid = int(owner["pid"])
+        return pid != os.getpid() and not _alive(pid)
+    try:
+        age = (now if now is not None else time.time()) - folder.stat().st_mtime
+    except FileNotFoundError:  # removed meanwhile by another writer
+        return False
+    return age > max_age_s
+
+
+def remove_stale_staging(warehouse: str | Path) -> list[Path]:
+    """Remove the staging folders killed writers left in `warehouse` (see is_stale_staging); the removed ones."""
+    root = Path(warehouse)
+    if not root.is_dir():
+        return []
+    removed = []
+    for folder in sorted(root.glob(f"{STAGING_PREFIX}*")):
+        if folder.is_dir() and is_stale_staging(folder):
+            shutil.rmtree(folder, ignore_errors=True)
+            removed.append(folder)
+    return removed
+
+
+def _refuse_empty(path: str | Path, replace: Mapping[str, object]) -> None:
+    what = ", ".join(f"{col}={val}" for col, val in replace.items())
+    raise EmptyPartitionError(f"refusing to replace the ({what}) partition of {path} with no rows: the step produced "
+                              f"nothing for it; the partition keeps its current rows")
+
+
 def check_schema(df: DataFrame, schema: pa.Schema, path: str | Path) -> None:
     """`df` has exactly the declared columns and types (recsys_spark.schemas): anything else is a bug, refused
     before it is written."""
@@ -86,13 +155,16 @@ def write_table(
     """Write `df` to the Delta table at `path` in one commit; `schema`: the table's declared schema, checked first.
 
     replace=None overwrites the whole table; replace={"model": "als", "run_date": date} replaces only those rows
-    (every row of `df` must match it). Earlier versions stay readable by time travel.
+    (every row of `df` must match it; an empty `df` is refused: EmptyPartitionError). Earlier versions stay readable
+    by time travel.
     """
     if schema is not None:
         check_schema(df, schema, path)
     path = str(path)
     spark = df.sparkSession
     if use_spark_writer(spark):
+        if replace and df.isEmpty():
+            _refuse_empty(path, replace)
         writer = df.write.format("delta").mode("overwrite")
         if replace:
             writer = writer.option("replaceWhere", replace_predicate(replace))
@@ -103,10 +175,13 @@ def write_table(
         writer.save(path)
         return
 
-    staging = Path(path).parent / f"_staging-{Path(path).name}-{uuid.uuid4().hex[:8]}"
+    remove_stale_staging(Path(path).parent)
+    staging = staging_dir(path)
     try:
         df.write.mode("overwrite").parquet(str(staging))
         dataset = pads.dataset(str(staging), format="parquet")
+        if replace and dataset.count_rows() == 0:
+            _refuse_empty(path, replace)
         reader = dataset.scanner(batch_size=64_000).to_reader()
         kwargs = {"mode": "overwrite", "partition_by": partition_by}
         if replace and table_exists(path):
@@ -121,7 +196,10 @@ def write_table(
 
 def write_arrow(table: pa.Table, path: str | Path, partition_by: list[str] | None = None,
                 replace: Mapping[str, object] | None = None) -> None:
-    """Commit a small Arrow table (a report, a metrics table) with delta-rs."""
+    """Commit a small Arrow table (a report, a metrics table) with delta-rs; a partition `replace` with no rows is
+    refused (EmptyPartitionError)."""
+    if replace and table.num_rows == 0:
+        _refuse_empty(path, replace)
     kwargs = {"mode": "overwrite", "partition_by": partition_by}
     if replace and table_exists(path):
         kwargs["predicate"] = replace_predicate(replace)
@@ -188,6 +266,14 @@ def read_arrow(path: str | Path, columns: list[str] | None = None, version: int 
     dataset = pads.dataset(files, format="parquet", partitioning="hive" if partition_cols else None,
                            partition_base_dir=str(path))
     return dataset.to_table(columns=columns)
+
+
+def table_rows(path: str | Path) -> int:
+    """Rows of a Delta table from its log's file statistics (falls back to reading when stats are missing)."""
+    records = pa.table(_require(str(path)).get_add_actions(flatten=True)).column("num_records").to_pylist()
+    if None in records:
+        return read_arrow(path, columns=[]).num_rows
+    return int(sum(records))
 
 
 def table_version(path: str | Path) -> int:

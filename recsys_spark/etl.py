@@ -2,7 +2,8 @@
 
 Every input row ends in exactly one place: an output table or `rejects` (with its line, raw text, reason and
 field); per file, input = accepted + rejected is asserted before anything is written, and again against the
-written tables.
+written tables. Over an existing load the new one is first compared with it (recsys_spark.etl_guard), and refused
+before the first commit when it shrinks or rejects too much.
 
 Plan for ratings.csv (the big file): a cheap line-count pass, then one pass that numbers, parses and validates the
 lines, marks unknown movies (broadcast join), shuffles once by userId, and marks duplicates within that
@@ -18,7 +19,6 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import deltalake
 import pyarrow as pa
 from pyspark import StorageLevel
 from pyspark.sql import DataFrame, SparkSession, Window
@@ -26,7 +26,8 @@ from pyspark.sql import functions as F
 from pyspark.sql.pandas.types import from_arrow_schema
 
 from recsys_core.config import NON_NEGATIVE, POSITIVE, Config, checked, number_in, one_of
-from recsys_spark.delta import read_arrow, table_path, write_arrow, write_table
+from recsys_spark.delta import table_path, table_rows, write_arrow, write_table
+from recsys_spark.etl_guard import LoadCounts, check_load, reject_fraction
 from recsys_spark import schemas
 from recsys_spark.inputs import LINKS, MOVIES, RATINGS, REJECT_REASONS, TAGS, CheckedInput, check_inputs
 from recsys_spark.splits import TIE_BREAKS, add_sequence, add_temporal_split, temporal_cutoff
@@ -65,6 +66,10 @@ class EtlConfig(Config):
     # global temporal split: train up to this quantile of timestamps
     temporal_quantile: float = checked(0.8, number_in(0, 1, low_open=True))
     kcore: KcoreConfig = field(default_factory=KcoreConfig)
+    # refuse a load with fewer ratings/users/movies than this share below the last
+    max_shrink: float = checked(0.2, number_in(0, 1))
+    # refuse a load (over an existing one) rejecting more of a file's rows
+    max_reject_fraction: float = checked(0.05, number_in(0, 1))
 
 
 @dataclass
@@ -263,17 +268,9 @@ def _report_rows(outcomes: list[FileOutcome]) -> list[tuple[str, str, str | None
     return rows
 
 
-def _table_rows(path: str) -> int:
-    """Rows of a Delta table from its log's file statistics (falls back to reading when stats are missing)."""
-    records = pa.table(deltalake.DeltaTable(path).get_add_actions(flatten=True)).column("num_records").to_pylist()
-    if None in records:
-        return read_arrow(path, columns=[]).num_rows
-    return int(sum(records))
-
-
 def _check_written(warehouse: Path, expected: dict[str, int]) -> None:
     for name, rows in expected.items():
-        written = _table_rows(table_path(warehouse, name))
+        written = table_rows(table_path(warehouse, name))
         if written != rows:
             raise EtlIdentityError(f"{name}: wrote {written} rows, expected {rows}")
 
@@ -367,6 +364,12 @@ def run_etl(spark: SparkSession, data_dir: str | Path, warehouse: str | Path,
                     else spark.createDataFrame([], from_arrow_schema(schemas.TAGS)))
             report = _report_rows(read.present)
             n_rejects = sum(sum(o.rejected.values()) for o in read.present)
+            # Before the first commit: a load that must not replace the current one leaves every table as it is.
+            check_load(warehouse, LoadCounts(
+                interactions=read.ratings.accepted, users=n_users, items=read.movies.accepted,
+                rated_items=n_rated_items,
+                reject_fractions={o.name: reject_fraction(o.input_rows, o.rejected) for o in read.present}),
+                config.max_shrink, config.max_reject_fraction)
 
             warehouse.mkdir(parents=True, exist_ok=True)
             write_table(interactions, table_path(warehouse, "interactions"), schema=schemas.INTERACTIONS)

@@ -2,7 +2,8 @@
 
 Every user has exactly one relevant item (their test item), and lists are full rankings over the catalogue with the
 user's train/validation items already excluded. With r = the rank of the test item in the user's list (no hit when
-it is absent from the first K, or the user has no list), the metrics at K are, per user:
+it is absent from the first K, the user has no list, or its row's score is NaN or infinite: a diverged model's
+list never scores), the metrics at K are, per user:
 
     hr@K        = 1 if r <= K else 0
     recall@K    = |top K ∩ relevant| / |relevant|                      = hr@K
@@ -141,6 +142,15 @@ def select_runs(recs: DataFrame, model: str | None = None, run_date: dt.date | N
     return runs
 
 
+def finite_scores(recs: DataFrame) -> DataFrame:
+    """The rows of `recs` whose score is finite (or null, or absent: lists without scores): a NaN or infinite
+    score (a diverged model) is never a hit and never counts for coverage, whatever its rank."""
+    if "score" not in recs.columns:
+        return recs
+    score = F.col("score")
+    return recs.where(score.isNull() | (F.abs(score) < F.lit(float("inf"))))  # Spark orders NaN above +inf
+
+
 def ranking_metrics(recs: DataFrame, test: DataFrame, catalogue_size: int, ks: Iterable[int]) -> DataFrame:
     """Long-format metrics (model, run_date, run_id, metric, k, value) for every (model, run_date) in `recs`.
 
@@ -152,6 +162,7 @@ def ranking_metrics(recs: DataFrame, test: DataFrame, catalogue_size: int, ks: I
     if n_users == 0:
         raise RecsysError("interactions has no `test` rows: nothing to evaluate against (re-run the ETL)")
     runs = recs.select("model", "run_date", "run_id").distinct()
+    recs = finite_scores(recs)  # after `runs`: a model whose every score is NaN still gets its (zero) rows
 
     hit_rank = (recs.join(test, ["userId", "movieId"])
                 .groupBy("model", "run_date", "userId").agg(F.min("rank").alias("r")))
@@ -251,7 +262,8 @@ def per_user_ranks(recs: DataFrame, test: DataFrame, max_k: int) -> dict[str, np
     """model -> the rank of each test user's item in that model's list (np.inf beyond max_k or absent), over the
     test users sorted by userId. Only the hits are collected: at most one small row per user and model."""
     users = np.array(sorted(r.userId for r in test.select("userId").distinct().collect()), dtype=np.int64)
-    hits = (recs.where(F.col("rank") <= max_k).join(test.select("userId", "movieId"), ["userId", "movieId"])
+    hits = (finite_scores(recs).where(F.col("rank") <= max_k)
+            .join(test.select("userId", "movieId"), ["userId", "movieId"])
             .groupBy("model", "userId").agg(F.min("rank").alias("r")).collect())
     ranks = {m: np.full(len(users), np.inf) for m in {r.model for r in recs.select("model").distinct().collect()}}
     for row in hits:

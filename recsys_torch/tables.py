@@ -9,11 +9,16 @@ import deltalake
 import numpy as np
 import pyarrow as pa
 
+from recsys_torch.errors import RecsysError
 from recsys_torch.schemas import ITEM_EMBEDDINGS as ITEM_EMBEDDINGS_SCHEMA
 from recsys_torch.schemas import RECOMMENDATIONS as RECOMMENDATIONS_SCHEMA
 
 PARTITION_BY = ["model", "run_date"]
 TABLES = {"test": "recommendations", "validation": "recommendations_validation"}  # the lists of each split
+
+
+class EmptyPartitionError(RecsysError):
+    """A partition replace with no rows: it would wipe a good (model, run_date) partition."""
 
 
 def recommendations_path(warehouse: str | Path, split: str = "test") -> Path:
@@ -28,8 +33,12 @@ def _replace_partition(path: Path, table: pa.Table, schema: pa.Schema, model: st
     """Replace the (model, run_date) partition of the Delta table at `path` with `table` in one commit.
 
     A re-run of the same date replaces its rows instead of appending; older versions stay readable by time travel.
-    Returns the new table version.
+    An empty `table` is refused (EmptyPartitionError): the partition keeps its rows. Returns the new table version.
     """
+    if table.num_rows == 0:
+        raise EmptyPartitionError(f"refusing to replace the (model={model}, run_date={run_date}) partition of {path} "
+                                  f"with no rows: the step produced nothing for it; the partition keeps its current "
+                                  f"rows")
     table = table.select(schema.names).cast(schema)
     kwargs: dict = {"mode": "overwrite", "partition_by": PARTITION_BY}
     if (path / "_delta_log").is_dir():

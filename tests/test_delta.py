@@ -61,3 +61,83 @@ def test_tables_read_through_a_symlinked_warehouse(spark, tmp_path):
     rows = sorted((r.model, r.userId) for r in read_table(spark, str(link / "t")).collect())
     assert rows == [("als", 1), ("ar2", 2)]
     assert read_arrow(str(link / "t")).num_rows == 2
+
+
+def test_an_empty_frame_never_replaces_a_partition(spark, tmp_path):
+    import pytest
+
+    from recsys_spark.delta import EmptyPartitionError, write_arrow
+    from recsys_torch.tables import EmptyPartitionError as TorchEmptyPartitionError
+    from recsys_torch.tables import read_recommendations, write_recommendations
+
+    day = dt.date(2026, 11, 23)
+    cols = "model string, run_id string, run_date date, userId long, rank int, movieId long, score double"
+    path = tmp_path / "recommendations"
+    write_table(spark.createDataFrame([("als", "r1", day, 1, 1, 10, 0.9)], cols), str(path),
+                partition_by=["model", "run_date"])
+    empty = spark.createDataFrame([], cols)
+    with pytest.raises(EmptyPartitionError, match=r"refusing to replace the \(model=als, run_date=2026-11-23\) "
+                                                  r"partition of .*recommendations with no rows"):
+        write_table(empty, str(path), partition_by=["model", "run_date"], replace={"model": "als", "run_date": day})
+    with pytest.raises(EmptyPartitionError):
+        write_arrow(read_arrow(str(path)).slice(0, 0), str(path), partition_by=["model", "run_date"],
+                    replace={"model": "als", "run_date": day})
+    with pytest.raises(TorchEmptyPartitionError, match="model=als, run_date=2026-11-23"):
+        write_recommendations(tmp_path, read_recommendations(tmp_path).slice(0, 0), "als", day)
+    assert table_version(str(path)) == 0
+    assert [r["movieId"] for r in read_arrow(str(path)).to_pylist()] == [10]
+    assert not list(tmp_path.glob("_staging-*"))
+    # a non-empty frame still replaces it
+    write_table(spark.createDataFrame([("als", "r2", day, 1, 1, 11, 0.8)], cols), str(path),
+                partition_by=["model", "run_date"], replace={"model": "als", "run_date": day})
+    assert [r["movieId"] for r in read_arrow(str(path)).to_pylist()] == [11]
+
+
+KILLED_WRITER = """
+import os, signal, sys
+from recsys_spark.delta import staging_dir
+staging = staging_dir(sys.argv[1])
+staging.mkdir()
+(staging / "part-0.parquet").write_bytes(b"half a file")
+print(staging, flush=True)
+os.kill(os.getpid(), signal.SIGKILL)
+"""
+
+
+def test_staging_left_by_a_killed_writer_is_removed_by_the_next_write(spark, tmp_path):
+    import os
+    import subprocess
+    import sys
+    import time
+
+    from recsys_spark.delta import staging_dir
+
+    warehouse = tmp_path / "warehouse"
+    warehouse.mkdir()
+    killed = subprocess.run([sys.executable, "-c", KILLED_WRITER, str(warehouse / "recommendations")],
+                            capture_output=True, text=True, timeout=120)
+    assert killed.returncode == -9, killed.stderr
+    dead = warehouse / killed.stdout.strip().rsplit("/", 1)[-1]
+    assert dead.is_dir() and dead.name.startswith("_staging-recommendations-")
+
+    live_writer = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
+    try:
+        live = staging_dir(warehouse / "items")
+        live = live.with_name(live.name.replace(f"-{os.getpid()}-", f"-{live_writer.pid}-"))
+        ours = staging_dir(warehouse / "users")  # this process's own: a write in progress in another thread
+        other_host_fresh = warehouse / "_staging-tags-otherhost-123-0123abcd"
+        other_host_old = warehouse / "_staging-tags-otherhost-124-0123abcd"
+        old_layout = warehouse / "_staging-rejects-89abcdef"
+        for folder in (live, ours, other_host_fresh, other_host_old, old_layout):
+            folder.mkdir()
+        day_and_a_half = time.time() - 36 * 3600
+        for folder in (other_host_old, old_layout):
+            os.utime(folder, (day_and_a_half, day_and_a_half))
+
+        write_table(spark.createDataFrame([(1,)], "a long"), str(warehouse / "t"))
+        left = sorted(p.name for p in warehouse.glob("_staging-*"))
+        assert left == sorted([live.name, ours.name, other_host_fresh.name])
+    finally:
+        live_writer.kill()
+        live_writer.wait()
+    assert read_arrow(str(warehouse / "t")).num_rows == 1

@@ -206,3 +206,27 @@ def test_intervals_table_marks_differences_inside_the_noise(spark, warehouse):
     assert table.loc["a", "hr@10 (95% CI)"].startswith("0.5000 [")
     assert table.loc["a", "ndcg@10 - b"].endswith("(noise)") and table.loc["b", "ndcg@10 - b"] == ""
     assert "(noise)" in to_markdown(table)
+
+
+def test_a_non_finite_score_is_never_a_hit(spark, warehouse, tmp_path):
+    """Model c finds every test item at rank 1, but user 1's row scores NaN and user 2's +inf: only users 3-6 are
+    hits (and the two rows are not coverage). Model d's every score is NaN: all zeros, still reported."""
+    import shutil
+
+    for name in ("interactions", "items"):
+        shutil.copytree(warehouse / name, tmp_path / name)
+    scores = {1: float("nan"), 2: float("inf")}
+    recs = [("c", "run-c", DAY, user, 1, item, scores.get(user, 0.5)) for user, item in TEST_ITEM.items()]
+    recs += [("d", "run-d", DAY, user, 1, item, float("nan")) for user, item in TEST_ITEM.items()]
+    write_table(spark.createDataFrame(recs, "model string, run_id string, run_date date, userId long, rank int, "
+                                            "movieId long, score double"),
+                table_path(tmp_path, "recommendations"), partition_by=["model", "run_date"])
+    result = evaluate(spark, tmp_path, config=EvaluateConfig(ks=[10], bootstrap_resamples=200, reference_model="d"))
+    assert result.value("c", "hr", 10) == pytest.approx(4 / 6)
+    assert result.value("c", "ndcg", 10) == pytest.approx(4 / 6)
+    assert result.value("c", "coverage", 10) == pytest.approx(4 / 100)
+    assert result.value("d", "hr", 10) == 0.0 and result.value("d", "ndcg", 10) == 0.0
+    rows = {(r["model"], r["metric"], r["k"]): r for r in result.rows}
+    # the per-user ranks behind the intervals see the same misses
+    assert rows["c", "hr_minus_d", 10]["value"] == pytest.approx(4 / 6)
+    assert rows["c", "ndcg_minus_d", 10]["value"] == pytest.approx(4 / 6)

@@ -51,7 +51,9 @@ def test_health_and_models(served):
     client, warehouse = served
     health = client.get("/health").json()
     assert health["status"] == "ok" and health["models"] == len(SERVED_MODELS)
-    assert health["users"] == len(table(warehouse, "users")) and health["items"] == len(table(warehouse, "items"))
+    assert health["users"] == len(table(warehouse, "users")) and health["movies"] == len(table(warehouse, "items"))
+    assert health["run_date"] == LATEST.isoformat() and health["last_error"] is None
+    assert 0 <= health["age_s"] < 24 * 3600  # the warehouse was written by this test run
 
     models = {m["name"]: m for m in client.get("/models").json()["models"]}
     assert set(models) == set(SERVED_MODELS)

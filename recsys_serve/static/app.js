@@ -138,7 +138,7 @@ async function start() {
   try {
     const [health, models] = await Promise.all([getJSON("/health"), getJSON("/models")]);
     $("status").textContent = `${health.models} models · ${health.users.toLocaleString()} users · ` +
-      `${health.items.toLocaleString()} movies · snapshot loaded ${health.loaded_at.slice(0, 19).replace("T", " ")} UTC`;
+      `${health.movies.toLocaleString()} movies · snapshot loaded ${health.loaded_at.slice(0, 19).replace("T", " ")} UTC`;
     renderModels(models);
   } catch (error) {
     $("status").textContent = "";
