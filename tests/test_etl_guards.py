@@ -172,5 +172,5 @@ def test_guard_settings_out_of_range_are_refused(override):
     from recsys_spark.errors import RecsysError
     from recsys_spark.etl import EtlConfig
 
-    with pytest.raises(RecsysError, match=override.split("=")[0].replace(".", r"\.") + r" must be in \[0, 1\]"):
+    with pytest.raises(RecsysError, match=override.split("=")[0].replace(".", r"\.") + r" must be a number in \[0, 1\]"):
         EtlConfig.from_dict(section(load_config(["etl"], overrides=[override]), "etl"))
