@@ -14,10 +14,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from recsys_data.generate import (
-    GENRES, ML_FIRST_TIMESTAMP, ML_LAST_TIMESTAMP, MOVIES_REASONS, NO_GENRES, RATINGS_REASONS, GenerateError,
-    GeneratorConfig, allocate_user_counts, build_catalogue, generate, simulate_chunk,
-)
+from recsys_data.bad_rows import MOVIES_REASONS, RATINGS_REASONS
+from recsys_data.config import GenerateError, GeneratorConfig
+from recsys_data.generate import generate
+from recsys_data.movielens import GENRES, ML_FIRST_TIMESTAMP, ML_LAST_TIMESTAMP, NO_GENRES
+from recsys_data.movies import build_movies
+from recsys_data.ratings import simulate_chunk
+from recsys_data.users import allocate_user_counts
 
 REPO = Path(__file__).resolve().parent.parent
 SMALL = dict(n_users=300, n_items=2000, n_ratings=20_000, seed=7)
@@ -144,11 +147,11 @@ def test_rating_distribution_is_movielens_like(ratings):
 
 def test_histories_in_generation_order_have_increasing_times_and_ties():
     cfg = GeneratorConfig(**SMALL)
-    cat = build_catalogue(cfg)
+    movies = build_movies(cfg)
     counts = allocate_user_counts(cfg)[:50]
-    chunk = simulate_chunk(cat, cfg, counts, 0)
+    chunk = simulate_chunk(movies, cfg, counts, 0)
     assert (np.bincount(chunk.user, minlength=50) == counts).all()
-    assert len(np.unique(chunk.user * len(cat.movie_ids) + chunk.item)) == len(chunk.user)
+    assert len(np.unique(chunk.user * len(movies.movie_ids) + chunk.item)) == len(chunk.user)
     same_user = chunk.user[1:] == chunk.user[:-1]
     gaps = np.diff(chunk.timestamp)[same_user]
     assert (gaps >= 0).all()
@@ -258,11 +261,11 @@ def test_corrupt_mode_plants_every_class_and_lists_it(clean, corrupt, movie_ids)
         assert valid == (n not in bad_movies), (n, text)
 
 
-def test_tiny_catalogue_and_low_ratio_still_exact():
+def test_few_movies_and_low_ratio_still_exact():
     cfg = GeneratorConfig(n_users=4, n_items=6, n_ratings=24, seed=1)  # everyone rates everything
     counts = allocate_user_counts(cfg)
     assert counts.tolist() == [6, 6, 6, 6]
-    chunk = simulate_chunk(build_catalogue(cfg), cfg, counts, 0)
+    chunk = simulate_chunk(build_movies(cfg), cfg, counts, 0)
     assert sorted(zip(chunk.user.tolist(), chunk.item.tolist())) == [(u, i) for u in range(4) for i in range(6)]
     counts = allocate_user_counts(GeneratorConfig(n_users=100, n_items=1000, n_ratings=1234))
     assert counts.sum() == 1234 and counts.min() == 12
@@ -303,7 +306,7 @@ def test_cli_bad_arguments_exit_2_with_one_line(tmp_path, args):
 def test_sampler_draws_for_a_genre_without_movies_at_the_end_of_the_pool():
     import numpy as np
 
-    from recsys_data.generate import Sampler
+    from recsys_data.movies import Sampler
 
     genre_mask = np.array([[1, 0], [1, 0], [1, 0]], dtype=bool)  # genre 1 (the last) has no movie
     sampler = Sampler.build(np.array([3.0, 2.0, 1.0]), genre_mask)
