@@ -1,4 +1,5 @@
-"""`recsys tune`: an Optuna study (TPE, seeded) over one catalogue model's search space.
+"""The study behind `recsys tune` (the command: jobs/tune.py): Optuna (TPE, seeded) over one catalogue model's
+search space.
 
 The space is declared beside the model's config, under `tune.<model>` in the model's own conf file (e.g.
 conf/baselines.yaml holds `tune.itemcf`): a mapping from a dotted config key to its range,
