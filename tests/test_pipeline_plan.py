@@ -291,3 +291,27 @@ def test_printed_lines_run_when_pasted_into_a_shell(tmp_path):
     unset = subprocess.run(["bash", "-c", "\n".join(lines[:3])], capture_output=True, text=True, timeout=60,
                            env={k: v for k, v in os.environ.items() if k not in ("DATA", "WAREHOUSE")})
     assert unset.returncode != 0 and "set DATA, or pass --data" in unset.stderr
+
+
+def test_every_step_run_carries_the_runs_config_file_and_overrides(tmp_path):
+    data, warehouse = make_data(tmp_path), tmp_path / "wh"
+    (tmp_path / "tuned.yaml").write_text("als:\n  rank: 12\n")
+    seen = []
+
+    def runner(step, log, env):
+        seen.append(step.args)
+        return StepOutcome(step.name, 0, 0.0, log)
+
+    def resolve(sections):
+        return load_config(sections, config_file=tmp_path / "tuned.yaml", overrides=["als.max_iter=3"])
+
+    run_pipeline(data, warehouse, {"als": {"rank": 12, "max_iter": 3}}, resolve, DAY, runner=runner,
+                 config_file=tmp_path / "tuned.yaml", overrides=["als.max_iter=3"])
+    assert len(seen) == len(ALL_STEPS)
+    for args in seen:
+        at = args.index("--config")
+        assert args[at + 1] == str(tmp_path / "tuned.yaml") and "als.max_iter=3" in args
+    implicit = seen[ALL_STEPS.index("als_implicit")]
+    assert implicit.index("als.max_iter=3") < implicit.index("als.name=als_implicit")  # the step's own win
+    record = warehouse / "_pipeline" / DAY.isoformat() / "config.yaml"
+    assert load_config([], config_file=record)["als"] == {"rank": 12, "max_iter": 3}
