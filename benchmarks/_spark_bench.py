@@ -18,6 +18,8 @@ def add_data_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--ratings", type=int, default=25_000_095)
     p.add_argument("--ml-small", action="store_true", help="use ml-latest-small instead of generated data")
     p.add_argument("--cache", default=str(REPO / ".bench" / "ml25m-gen"))
+    p.add_argument("--warehouse", help="the warehouse to use: one the ETL filled is used as it is (no data is "
+                                       "generated), another is filled first (default .bench/<benchmark>/<data>)")
 
 
 def add_spark_args(p: argparse.ArgumentParser) -> None:
@@ -48,8 +50,12 @@ def spark_over_etl(args, bench: str):
     from recsys_spark.etl import EtlConfig, run_etl
     from recsys_spark.session import get_spark
 
-    data, name = input_data(args)
-    warehouse = REPO / ".bench" / bench / name
+    given = Path(args.warehouse) if args.warehouse else None
+    if given is not None and table_exists(table_path(given, "interactions")):
+        data, name = None, given.name
+    else:
+        data, name = input_data(args)
+    warehouse = given or REPO / ".bench" / bench / name
     spark = get_spark(f"bench-{bench}", master=f"local[{args.threads}]",
                       conf={"spark.driver.memory": args.driver_memory, "spark.ui.enabled": "false",
                             "spark.sql.shuffle.partitions": str(max(8, 4 * args.threads))})

@@ -53,6 +53,9 @@ def main(argv=None) -> int:
     parser.add_argument("--ratings", type=int, default=2_000_000)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--cache", default=str(REPO / ".bench"))
+    parser.add_argument("--warehouse", help="a warehouse the ETL filled: used as it is, no data generated "
+                                            "(default: <cache>/wh-<data>, filled when missing)")
+    parser.add_argument("--driver-memory", default="8g")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--rank", type=int, default=64)
     parser.add_argument("--max-iter", type=int, default=10)
@@ -72,12 +75,14 @@ def main(argv=None) -> int:
     from recsys_spark.session import get_spark
     from recsys_spark.als_topn import score_top_k
 
-    data = prepare_data(args)
-    warehouse = Path(args.cache) / f"wh-{data.name}"
+    filled = args.warehouse and (Path(args.warehouse) / "interactions" / "_delta_log").exists()
+    data = None if filled else prepare_data(args)
+    warehouse = Path(args.warehouse) if args.warehouse else Path(args.cache) / f"wh-{data.name}"
     spark = get_spark("bench-als", master=f"local[{args.threads}]",
-                      conf={"spark.driver.memory": "8g", "spark.sql.shuffle.partitions": str(4 * args.threads)})
+                      conf={"spark.driver.memory": args.driver_memory,
+                            "spark.sql.shuffle.partitions": str(4 * args.threads)})
     spark.sparkContext.setCheckpointDir(str(Path(args.cache) / "_checkpoints"))
-    figures: dict[str, object] = {"machine": machine(), "data": str(data), "threads": args.threads,
+    figures: dict[str, object] = {"machine": machine(), "data": str(data or warehouse), "threads": args.threads,
                                   "rank": args.rank, "max_iter": args.max_iter, "k": args.k}
     if not (warehouse / "interactions" / "_delta_log").exists():
         start = time.perf_counter()

@@ -47,15 +47,17 @@ def recsys(*args: str, log: Path) -> float:
     return time.perf_counter() - start
 
 
-def run_one(data: Path, work: Path, tie_break: str, models: list[str], overrides: list[str]) -> dict:
+def run_one(data: Path, work: Path, tie_break: str, models: list[str], overrides: list[str],
+            config: Path | None = None) -> dict:
     warehouse = work / f"warehouse-{tie_break}"
     log = work / f"quality-{tie_break}.log"
     log.write_text("")
-    common = ["--warehouse", str(warehouse)]
+    common = ["--warehouse", str(warehouse), *(["--config", str(config)] if config else [])]
     seconds: dict[str, float] = {}
     recsys("etl", "--data", str(data), *common, f"etl.tie_break={tie_break}", log=log)
     seconds["baselines"] = recsys("baselines", *common, "--run-date", RUN_DATE, log=log)
-    recsys("export-sequences", *common, log=log)
+    if models:
+        recsys("export-sequences", *common, log=log)
     for model in models:
         seconds[model] = recsys("train", *common, "--model", model, "mlflow.experiment=quality", *overrides, log=log)
         seconds[model] += recsys("topn", *common, "--model", model, "--run-date", RUN_DATE, *overrides, log=log)
@@ -113,6 +115,7 @@ def main(argv=None) -> int:
     p.add_argument("--models", default="sasrec,ss4rec,ncf", help="torch models of the catalogue, comma-separated")
     p.add_argument("--work", type=Path, default=REPO / ".bench" / "quality", help="warehouses and logs")
     p.add_argument("--json", type=Path, help="also write the figures here")
+    p.add_argument("--config", type=Path, help="a config layer file every command reads (recsys <command> --config)")
     p.add_argument("overrides", nargs="*", help="key=value for train/topn (after --), e.g. train.max_steps=3000")
     args = p.parse_intermixed_args(argv)
     if not (args.data / "ratings.csv").is_file():
@@ -127,7 +130,8 @@ def main(argv=None) -> int:
     print(f"{machine()}\ndata {args.data}; models {', '.join(models)}; overrides {args.overrides or 'none'}")
     results = {}
     for tie_break in tie_breaks:
-        results[tie_break] = run_one(args.data.resolve(), args.work.resolve(), tie_break, models, args.overrides)
+        results[tie_break] = run_one(args.data.resolve(), args.work.resolve(), tie_break, models, args.overrides,
+                                     args.config.resolve() if args.config else None)
         show(tie_break, results[tie_break])
     if args.json:
         args.json.write_text(json.dumps({"machine": machine(), "data": str(args.data), "overrides": args.overrides,

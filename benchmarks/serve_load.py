@@ -152,11 +152,13 @@ def write_metric_rows(warehouse: Path, models: list[str]) -> None:
 
 def compare_readers(warehouse: Path, model: str, users: np.ndarray, lookups: int = 200) -> dict:
     """The measurement behind the server's reader: one model's partition (users x 100 rows, and its run ids) loaded
-    whole into numpy by DuckDB's delta extension and by polars' scan_delta (alternately, twice each, the faster
-    kept), and one user's list asked per request from DuckDB (the alternative to holding the lists in memory),
-    against the in-memory lookup the server does."""
-    import polars as pl
-
+    whole into numpy by DuckDB's delta extension and, when it is installed, by polars' scan_delta (alternately,
+    twice each, the faster kept), and one user's list asked per request from DuckDB (the alternative to holding
+    the lists in memory), against the in-memory lookup the server does."""
+    try:
+        import polars as pl
+    except ImportError:  # not a dependency of the project: its figure is left out
+        pl = None
     from recsys_serve.reader import Warehouse
 
     wh = Warehouse(warehouse)
@@ -174,14 +176,15 @@ def compare_readers(warehouse: Path, model: str, users: np.ndarray, lookups: int
         frame = rows.select("userId", "rank", "movieId", "score").collect()
         return {c: frame[c].to_numpy() for c in frame.columns}["userId"]
 
-    seconds = {"duckdb": [], "polars": []}
+    loaders = {"duckdb": duckdb_partition, **({"polars": polars_partition} if pl is not None else {})}
+    seconds = {name: [] for name in loaders}
     for _ in range(2):
-        for name, load in (("duckdb", duckdb_partition), ("polars", polars_partition)):
+        for name, load in loaders.items():
             started = time.perf_counter()
             user_ids = load()
             seconds[name].append(time.perf_counter() - started)
-    figures = {"partition_rows": len(user_ids), "duckdb_partition_s": round(min(seconds["duckdb"]), 2),
-               "polars_partition_s": round(min(seconds["polars"]), 2)}
+    figures = {"partition_rows": len(user_ids),
+               **{f"{name}_partition_s": round(min(times), 2) for name, times in seconds.items()}}
     sample = np.random.default_rng(5).choice(users, lookups)
     started = time.perf_counter()
     for user in sample:

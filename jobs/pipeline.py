@@ -2,7 +2,10 @@
 
 The steps are the plan of jobs/plan.py; `--print-plan` prints them as the commands they run and runs nothing:
 `--print-plan` (or `--print-plan local`) what this command runs here, `--print-plan cluster` the same plan as the
-spark-submit / torchrun script the cluster schedulers run (scripts/nightly.sh, deploy/airflow_dag.py).
+spark-submit / torchrun script the cluster schedulers run (scripts/nightly.sh, deploy/airflow_dag.py). Every printed
+line runs as printed when pasted into a shell: each step's command carries the run's --config file and key=value
+overrides itself. Without --data / --warehouse the plan names them $DATA and $WAREHOUSE, set by its second line
+(which stops with a message while they are unset).
 """
 from __future__ import annotations
 
@@ -19,8 +22,12 @@ if __package__ in (None, ""):  # run as a script (`python jobs/pipeline.py`): th
 from jobs import catalogue  # noqa: E402
 from jobs.common import add_config_flags, comparison_view, guarded, parse_run_date  # noqa: E402
 from jobs.config import ConfigError, load_config, run_layer, section  # noqa: E402
-from jobs.plan import (PROJECT_ROOT, PipelineConfig, Run, config_sections, local_command, plan,  # noqa: E402
-                       run_layer_file, run_pipeline)
+from jobs.plan import PipelineConfig, Run, config_sections, plan, run_pipeline  # noqa: E402
+from jobs.steps import PROJECT_ROOT, local_command  # noqa: E402
+
+# What a printed plan says in place of a path it was not given: a shell variable its second line sets.
+PLACEHOLDERS = {"--data": ("DATA", "the folder of ratings.csv and movies.csv"),
+                "--warehouse": ("WAREHOUSE", "the folder of the Delta tables")}
 
 
 def best_by_validation(warehouse: Path, models: list[str]) -> tuple[str, float] | None:
@@ -65,37 +72,61 @@ def register_best(warehouse: Path, cfg: dict, trained: set[str]) -> str | None:
 
 def parse(argv):
     p = argparse.ArgumentParser(prog="recsys pipeline", description=__doc__)
-    p.add_argument("--data", required=True, help="folder with ratings.csv, movies.csv (tags.csv, links.csv)")
-    p.add_argument("--warehouse", required=True, help="folder of the Delta tables")
+    p.add_argument("--data", help="folder with ratings.csv, movies.csv (tags.csv, links.csv)")
+    p.add_argument("--warehouse", help="folder of the Delta tables")
     p.add_argument("--run-date", help="YYYY-MM-DD (default: today)")
     p.add_argument("--reports", default="reports", help="where reports/<run_date>/report.md goes")
     p.add_argument("--force", action="store_true", help="re-run every step even when its inputs did not change")
     p.add_argument("--print-plan", nargs="?", const="local", choices=["local", "cluster"],
                    help="print the steps as the commands they run (here: local; or the cluster script) and stop")
     add_config_flags(p)
-    return p.parse_intermixed_args(argv)
+    args = p.parse_intermixed_args(argv)
+    missing = [flag for flag in ("--data", "--warehouse") if getattr(args, flag[2:]) is None]
+    if missing and not args.print_plan:
+        p.error(f"the following arguments are required: {', '.join(missing)} (only --print-plan runs without them)")
+    # The steps run from the project root: the config file by its absolute path.
+    args.config = str(Path(args.config).resolve()) if args.config else None
+    bare = [item for item in args.overrides if "." not in item.split("=", 1)[0]]
+    if bare:  # on a step's own line a bare key means that step's section: the run's overrides must say which
+        raise ConfigError(f"override {bare[0]!r}: name its section (e.g. als.rank=20); every step of the run gets it")
+    return args
 
 
-def print_plan(launcher: str, data: Path, warehouse: Path, run_date: dt.date, args: argparse.Namespace, cfg: dict,
-               pipe: PipelineConfig) -> None:
+def given_or_placeholder(args: argparse.Namespace, flag: str) -> tuple[str, str | None]:
+    """A path flag's absolute value, or its placeholder `$NAME` and the shell line that sets it."""
+    value = getattr(args, flag[2:])
+    if value is not None:
+        return str(Path(value).resolve()), None
+    name, what = PLACEHOLDERS[flag]
+    return f"${name}", f"{name}=${{{name}:?{what} ({flag}): set {name}, or pass {flag} to --print-plan}}"
+
+
+def print_plan(launcher: str, args: argparse.Namespace, run_date: dt.date, cfg: dict, pipe: PipelineConfig) -> None:
     """`local`: the commands `recsys pipeline` runs for these flags; `cluster`: the script the schedulers run."""
+    (data, set_data), (warehouse, set_warehouse) = (given_or_placeholder(args, f) for f in ("--data", "--warehouse"))
     if launcher == "local":
-        run = Run(str(data), str(warehouse), run_date.isoformat(), args.env, str(run_layer_file(warehouse, run_date)))
+        run = Run(data, warehouse, run_date.isoformat(), args.env, args.config, tuple(args.overrides))
+        placeholders = {word for word, setter in ((data, set_data), (warehouse, set_warehouse)) if setter}
+
+        def word(w: str) -> str:
+            return f'"{w}"' if w in placeholders else shlex.quote(w)
+
         print(f"cd {shlex.quote(str(PROJECT_ROOT))}")
+        if set_data or set_warehouse:
+            print("; ".join(line for line in (set_data, set_warehouse) if line))
         for step in plan(pipe, run):
-            print(shlex.join(local_command(step)))
+            print(" ".join(word(w) for w in local_command(step)))
         return
-    from jobs.schedules import PLACEHOLDERS, script
+    from jobs.schedules import PLACEHOLDERS as CLUSTER, script
 
     if args.overrides:
         raise ConfigError("--print-plan cluster takes no key=value overrides: the cluster steps read conf/ at --env "
                           "and a --config file only")
-    config = Path(args.config).resolve() if args.config else None
-    header = ["set -euo pipefail", f"cd {shlex.quote(str(PROJECT_ROOT))}",
-              f"DATA={shlex.quote(str(data))}; WAREHOUSE={shlex.quote(str(warehouse))}; RUN_DATE={run_date}"]
-    if config:
-        header.append(f"CONFIG={shlex.quote(str(config))}")
-    run = dataclasses.replace(PLACEHOLDERS, env=args.env, config_file="$CONFIG" if config else None)
+    paths = [set_data or f"DATA={shlex.quote(data)}", set_warehouse or f"WAREHOUSE={shlex.quote(warehouse)}"]
+    header = ["set -euo pipefail", f"cd {shlex.quote(str(PROJECT_ROOT))}", "; ".join([*paths, f"RUN_DATE={run_date}"])]
+    if args.config:
+        header.append(f"CONFIG={shlex.quote(args.config)}")
+    run = dataclasses.replace(CLUSTER, env=args.env, config_file="$CONFIG" if args.config else None)
     print(script(cfg, run, header), end="")
 
 
@@ -110,10 +141,10 @@ def main(argv=None) -> int:
     cfg = resolve(config_sections())
     pipe = PipelineConfig.from_dict(section(cfg, "pipeline"))  # pipeline.* mistakes: before anything is made
     run_date = parse_run_date(args.run_date)
-    warehouse, data = Path(args.warehouse).resolve(), Path(args.data).resolve()
     if args.print_plan:
-        print_plan(args.print_plan, data, warehouse, run_date, args, cfg, pipe)
+        print_plan(args.print_plan, args, run_date, cfg, pipe)
         return 0
+    warehouse, data = Path(args.warehouse).resolve(), Path(args.data).resolve()
 
     import mlflow
     from rich.console import Console
@@ -135,7 +166,8 @@ def main(argv=None) -> int:
         mlflow.log_params({"data": str(data), "warehouse": str(warehouse), "run_date": str(run_date)})
         mlflow.log_dict(cfg, "resolved_config.yaml")
         results = run_pipeline(data, warehouse, layer, resolve, run_date, {**env, PARENT_ENV: parent.info.run_id},
-                               force=args.force, env_name=args.env, on_step=show)
+                               force=args.force, env_name=args.env, on_step=show,
+                               config_file=Path(args.config) if args.config else None, overrides=args.overrides)
         for result in results:
             mlflow.log_metric(f"step_seconds.{result.name}", result.seconds)
         ran = {r.name for r in results if r.status == "ran"}

@@ -1,8 +1,8 @@
 """The nightly plan: ETL → each configured model's fit and top-N (jobs/catalogue.py) → evaluation.
 
 Every step is one `recsys` command run as its script, `jobs/<file>.py`, so the same plan is what `recsys pipeline`
-runs on this machine (`python jobs/<file>.py …`, one child process per step), what `recsys pipeline --print-plan`
-prints, and what the generated schedulers run on a cluster (`spark-submit jobs/<file>.py …`, `torchrun …
+runs on this machine (`python jobs/<file>.py …`, one child process per step, jobs/steps.py), what `recsys pipeline
+--print-plan` prints, and what the generated schedulers run on a cluster (`spark-submit jobs/<file>.py …`, `torchrun …
 jobs/train.py …`, `python jobs/topn.py …`; jobs/schedules.py). Only the launcher differs.
 
 A step is skipped when its content fingerprint (its config sections and own overrides, its run date where that
@@ -15,24 +15,18 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
-import os
-import shlex
-import subprocess
-import sys
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Mapping, Sequence
 
 import yaml
 
 from jobs import catalogue
 from jobs.cli import COMMANDS
+from jobs.steps import StepOutcome, run_child
 from recsys_core.config import POSITIVE, Config, checked
 from recsys_core.errors import ConfigError, RecsysError
 from recsys_spark.inputs import INPUT_FILES
-
-PROJECT_ROOT = Path(__file__).resolve().parent.parent  # the folder holding jobs/: where `jobs/<file>.py` resolves
 
 
 @dataclass(frozen=True)
@@ -61,17 +55,20 @@ class PipelineConfig(Config):
 
 @dataclass(frozen=True)
 class Run:
-    """What one run's commands say: paths, date, environment and config file (or shell placeholders for them)."""
+    """What one run's commands say: paths, date, environment, the run's config file and key=value overrides (or
+    shell placeholders for them). Every step gets the same --config and overrides, before its own overrides (which
+    win), so a step's line resolves on its own exactly what it resolves inside the run."""
 
     data: str
     warehouse: str
     run_date: str
     env: str
     config_file: str | None = None
+    overrides: tuple[str, ...] = ()
 
     def common(self) -> list[str]:
         config = ["--config", self.config_file] if self.config_file else []
-        return ["--warehouse", self.warehouse, *config, "--env", self.env]
+        return ["--warehouse", self.warehouse, *config, "--env", self.env, *self.overrides]
 
 
 @dataclass
@@ -196,32 +193,10 @@ class StepResult:
     fingerprint: str
 
 
-def local_command(step: Step) -> list[str]:
-    """What `recsys pipeline` runs for a step on this machine (from PROJECT_ROOT): the job's script in this Python.
-    `python jobs/train.py` starts torchrun itself; Spark runs embedded (local mode)."""
-    return [sys.executable, step.script, *step.args]
-
-
-def run_step(step: Step, log_dir: Path, extra_env: dict[str, str]) -> int:
-    """Run the step's local command; its output goes to the console and to <log_dir>/<step>.log."""
-    log_dir.mkdir(parents=True, exist_ok=True)
-    env = {**os.environ, **extra_env, "RECSYS_STEP_NAME": step.name}
-    cmd = local_command(step)
-    with open(log_dir / f"{step.name}.log", "w") as log:
-        log.write("$ " + shlex.join(cmd) + "\n")
-        log.flush()
-        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env, text=True,
-                                cwd=PROJECT_ROOT)
-        assert proc.stdout is not None
-        for line in proc.stdout:
-            log.write(line)
-            sys.stdout.write(f"  [{step.name}] {line}")
-        return proc.wait()
-
-
-def run_layer_file(warehouse: Path, run_date: dt.date) -> Path:
-    """Where a run's own configuration (its --config file and key=value overrides) is saved for its steps."""
-    return warehouse / "_pipeline" / run_date.isoformat() / "config.yaml"
+def run_dir(warehouse: Path, run_date: dt.date) -> Path:
+    """A run's own folder: config.yaml (what the run added on top of conf/: its --config file and key=value
+    overrides, merged; a record, the steps read the file and overrides themselves) and logs/<step>.log."""
+    return warehouse / "_pipeline" / run_date.isoformat()
 
 
 def run_pipeline(
@@ -234,41 +209,44 @@ def run_pipeline(
     force: bool = False,
     env_name: str = "local",
     on_step: Callable[[StepResult], None] | None = None,
-    runner: Callable[[Step, Path, dict[str, str]], int] = run_step,
+    runner: Callable[[Step, Path, Mapping[str, str]], StepOutcome] = run_child,
+    config_file: Path | None = None,
+    overrides: Sequence[str] = (),
 ) -> list[StepResult]:
     """Run every step in order, skipping the unchanged ones; raise RecsysError naming the step that failed.
 
-    `run_layer` is this run's own configuration (the --config file and key=value overrides): it is saved and handed
-    to every step as its --config, so each step resolves exactly what a user running it by hand would get.
-    `resolve(sections)` returns the configuration a step with those sections resolves. `runner` runs one step
-    (its exit code); the default starts its local command.
+    `config_file` and `overrides` are this run's own configuration (the --config file, absolute, and key=value
+    overrides): every step's command carries them, so each step resolves exactly what its line in `recsys pipeline
+    --print-plan` resolves when a user runs it by hand. `run_layer` is the two merged, saved as the run's record.
+    `resolve(sections)` returns the configuration a step with those sections resolves. `runner(step, log, env)`
+    runs one step (jobs/steps.py; the default starts its local command).
     """
-    config_file = run_layer_file(warehouse, run_date)
-    config_file.parent.mkdir(parents=True, exist_ok=True)
-    config_file.write_text(yaml.safe_dump(run_layer, sort_keys=True))
-    log_dir = config_file.parent / "logs"
+    folder = run_dir(warehouse, run_date)
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "config.yaml").write_text(yaml.safe_dump(run_layer, sort_keys=True))
+    log_dir = folder / "logs"
     pipe = PipelineConfig.from_dict(resolve(["pipeline"]).get("pipeline"))
-    run = Run(str(data), str(warehouse), run_date.isoformat(), env_name, str(config_file))
+    run = Run(str(data), str(warehouse), run_date.isoformat(), env_name, str(config_file) if config_file else None,
+              tuple(overrides))
 
     state = State(warehouse)
     done: dict[str, str] = {}
     results: list[StepResult] = []
     for step in plan(pipe, run):
         fp = fingerprint(step, resolve(step.sections), run_date, done, data)
-        start = time.monotonic()
         if not force and state.succeeded_with(step.name) == fp:
             result = StepResult(step.name, "skipped", 0.0, fp)
         else:
-            code = runner(step, log_dir, env_for_steps or {})
-            if code != 0:
+            outcome = runner(step, log_dir / f"{step.name}.log", env_for_steps or {})
+            if not outcome.ok:
                 state.record(step.name, fp, "failed")
-                result = StepResult(step.name, "failed", time.monotonic() - start, fp)
+                result = StepResult(step.name, "failed", outcome.seconds, fp)
                 if on_step:
                     on_step(result)
-                raise RecsysError(f"pipeline step '{step.name}' failed (exit {code}); log: "
-                                  f"{log_dir / (step.name + '.log')}. The next run starts from '{step.name}'.")
+                raise RecsysError(f"pipeline step '{step.name}' failed (exit {outcome.exit_code}); log: "
+                                  f"{outcome.log}. The next run starts from '{step.name}'.")
             state.record(step.name, fp, "ok")
-            result = StepResult(step.name, "ran", time.monotonic() - start, fp)
+            result = StepResult(step.name, "ran", outcome.seconds, fp)
         done[step.name] = fp
         results.append(result)
         if on_step:

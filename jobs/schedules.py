@@ -20,7 +20,8 @@ if __package__ in (None, ""):  # `python jobs/schedules.py`
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from jobs.config import load_config, section  # noqa: E402
-from jobs.plan import PROJECT_ROOT, PipelineConfig, Run, Step, config_sections, plan  # noqa: E402
+from jobs.plan import PipelineConfig, Run, Step, config_sections, plan  # noqa: E402
+from jobs.steps import PROJECT_ROOT  # noqa: E402
 
 # How a cluster starts each kind of step: shell variables, defined at the top of every rendering.
 LAUNCHERS = {"spark": "$SPARK_SUBMIT", "torch": "$TORCHRUN", "python": "$PYTHON"}

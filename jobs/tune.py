@@ -1,7 +1,7 @@
 """`recsys tune --warehouse DIR --model NAME --trials N [--timeout S] [--seed 0] [--out FILE] [key=value ...]`:
 an Optuna study (TPE, seeded; SQLite in <warehouse>/_tune, so a killed study resumes) over the search space
 declared as `tune.<model>` beside the model's config; objective: validation NDCG@10 from the one evaluator. Writes
-the best values as a config layer file for `recsys pipeline --config` (jobs/tuning.py says how)."""
+the best values as a config layer file for `recsys pipeline --config` (jobs/tuning_study.py says how)."""
 from __future__ import annotations
 
 import argparse
@@ -28,7 +28,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--out", help="best-values layer file (default <warehouse>/_tune/<model>/best.yaml)")
     add_config_flags(parser)
     args = parser.parse_intermixed_args(argv)
-    from jobs.tuning import search_space, tunable, tune
+    from jobs.tuning_study import search_space, tunable, tune
 
     model = tunable(args.model)
     if args.trials < 1:

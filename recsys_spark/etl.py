@@ -31,7 +31,7 @@ from recsys_spark.etl_guard import LoadCounts, check_load, reject_fraction
 from recsys_spark import schemas
 from recsys_spark.inputs import LINKS, MOVIES, RATINGS, REJECT_REASONS, TAGS, CheckedInput, check_inputs
 from recsys_spark.splits import TIE_BREAKS, add_sequence, add_temporal_split, temporal_cutoff
-from recsys_spark.validate import (long_map, mark_duplicates, mark_unknown_movies, numbered_lines, parse_rows,
+from recsys_spark.row_checks import (long_map, mark_duplicates, mark_unknown_movies, numbered_lines, parse_rows,
                                    rejects_of)
 
 NO_GENRES = "(no genres listed)"

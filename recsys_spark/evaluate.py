@@ -17,7 +17,7 @@ each averaged over ALL test users (users without recommendations count as zeros)
     coverage@K  = distinct items recommended in anyone's top K / catalogue size (items with an item_idx).
 
 The means are summed in Spark over the hits only (a user without a hit adds 0). Their intervals (`ci_low`,
-`ci_high`) come from a seeded bootstrap over the test users (recsys_spark.bootstrap), for which the rank of each hit
+`ci_high`) come from a seeded bootstrap over the test users (recsys_spark.intervals), for which the rank of each hit
 (one small row per user and model) is collected; the same resamples give each model's paired difference to
 `evaluate.reference_model` (AR(2) by default): rows `<metric>_minus_<reference>` with their own interval.
 The same evaluator scores the validation-time lists (`recommendations_validation`, split `validation`) against
@@ -38,16 +38,15 @@ import pyarrow.compute as pc
 from pyspark.sql import DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 
-from recsys_spark.bootstrap import intervals
 from recsys_core.config import Config, Rule, checked, number_in
 from recsys_spark.delta import read_arrow, read_table, table_exists, table_path, write_arrow
 from recsys_spark.errors import ConfigError, RecsysError
+from recsys_spark.intervals import intervals
 from recsys_spark.recommendations import LIST_SPLITS, list_table
 from recsys_spark.schemas import METRICS as METRICS_SCHEMA
 
 METRICS_TABLE = "metrics"
 RANKING_METRICS = ("hr", "ndcg", "mrr", "recall", "precision", "map")
-INTERVAL_METRICS = ("hr", "ndcg", "mrr")  # bootstrapped; recall, precision and map follow from hr and mrr
 
 
 @dataclass

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from recsys_spark.errors import InputError
 
-# How a column is checked and typed (recsys_spark.validate):
+# How a column is checked and typed (recsys_spark.row_checks):
 ID = "id"                    # required positive integer -> long
 RATING = "rating"            # 0.5 .. 5.0 in half stars -> double
 TIMESTAMP = "timestamp"      # positive integer seconds -> long

@@ -1,11 +1,11 @@
-"""The bootstrap intervals (recsys_spark.bootstrap) against what statistics says they must be."""
+"""The bootstrap intervals (recsys_spark.intervals) against what statistics says they must be."""
 from __future__ import annotations
 
 import math
 
 import numpy as np
 
-from recsys_spark.bootstrap import bootstrap_means, intervals, per_user_values
+from recsys_spark.intervals import bootstrap_means, intervals, per_user_values
 
 
 def test_hit_rate_interval_matches_the_normal_approximation():

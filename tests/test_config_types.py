@@ -68,7 +68,7 @@ def _model_section(name):
 
 
 def _search_range(values):
-    from jobs.tuning import search_space
+    from jobs.tuning_study import search_space
 
     return search_space({"tune": {"m": {"a.b": {"type": "float", "low": 0.1, "high": 1.0, **values}}}}, "m")
 

@@ -105,7 +105,7 @@ def test_movies_titles_years_genres_and_links(items):
 
 
 def test_line_numbers_are_exact_over_many_partitions(spark, ml_small):
-    from recsys_spark.validate import numbered_lines
+    from recsys_spark.row_checks import numbered_lines
 
     path = ml_small / "ratings.csv"
     settings = {"spark.sql.files.maxPartitionBytes": "65536", "spark.sql.files.openCostInBytes": "0"}

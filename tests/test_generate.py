@@ -14,10 +14,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from recsys_data.generate import (
-    GENRES, ML_FIRST_TIMESTAMP, ML_LAST_TIMESTAMP, MOVIES_REASONS, NO_GENRES, RATINGS_REASONS, GenerateError,
-    GeneratorConfig, allocate_user_counts, build_catalogue, generate, simulate_chunk,
-)
+from recsys_data.bad_rows import MOVIES_REASONS, RATINGS_REASONS
+from recsys_data.config import GenerateError, GeneratorConfig
+from recsys_data.generate import generate
+from recsys_data.movielens import GENRES, ML_FIRST_TIMESTAMP, ML_LAST_TIMESTAMP, NO_GENRES
+from recsys_data.movies import build_movies
+from recsys_data.ratings import simulate_chunk
+from recsys_data.users import allocate_user_counts
 
 REPO = Path(__file__).resolve().parent.parent
 SMALL = dict(n_users=300, n_items=2000, n_ratings=20_000, seed=7)
@@ -144,11 +147,11 @@ def test_rating_distribution_is_movielens_like(ratings):
 
 def test_histories_in_generation_order_have_increasing_times_and_ties():
     cfg = GeneratorConfig(**SMALL)
-    cat = build_catalogue(cfg)
+    movies = build_movies(cfg)
     counts = allocate_user_counts(cfg)[:50]
-    chunk = simulate_chunk(cat, cfg, counts, 0)
+    chunk = simulate_chunk(movies, cfg, counts, 0)
     assert (np.bincount(chunk.user, minlength=50) == counts).all()
-    assert len(np.unique(chunk.user * len(cat.movie_ids) + chunk.item)) == len(chunk.user)
+    assert len(np.unique(chunk.user * len(movies.movie_ids) + chunk.item)) == len(chunk.user)
     same_user = chunk.user[1:] == chunk.user[:-1]
     gaps = np.diff(chunk.timestamp)[same_user]
     assert (gaps >= 0).all()
@@ -258,11 +261,11 @@ def test_corrupt_mode_plants_every_class_and_lists_it(clean, corrupt, movie_ids)
         assert valid == (n not in bad_movies), (n, text)
 
 
-def test_tiny_catalogue_and_low_ratio_still_exact():
+def test_few_movies_and_low_ratio_still_exact():
     cfg = GeneratorConfig(n_users=4, n_items=6, n_ratings=24, seed=1)  # everyone rates everything
     counts = allocate_user_counts(cfg)
     assert counts.tolist() == [6, 6, 6, 6]
-    chunk = simulate_chunk(build_catalogue(cfg), cfg, counts, 0)
+    chunk = simulate_chunk(build_movies(cfg), cfg, counts, 0)
     assert sorted(zip(chunk.user.tolist(), chunk.item.tolist())) == [(u, i) for u in range(4) for i in range(6)]
     counts = allocate_user_counts(GeneratorConfig(n_users=100, n_items=1000, n_ratings=1234))
     assert counts.sum() == 1234 and counts.min() == 12
@@ -303,9 +306,38 @@ def test_cli_bad_arguments_exit_2_with_one_line(tmp_path, args):
 def test_sampler_draws_for_a_genre_without_movies_at_the_end_of_the_pool():
     import numpy as np
 
-    from recsys_data.generate import Sampler
+    from recsys_data.movies import Sampler
 
     genre_mask = np.array([[1, 0], [1, 0], [1, 0]], dtype=bool)  # genre 1 (the last) has no movie
     sampler = Sampler.build(np.array([3.0, 2.0, 1.0]), genre_mask)
     drawn = sampler.in_genre(np.random.default_rng(0), np.array([1, 0, 1, 1]))
     assert drawn.shape == (4,) and set(drawn.tolist()) <= {0, 1, 2}
+
+
+# The bytes of two tiny sets, pinned when the generator was one module: splitting or renaming its parts must not
+# change a byte (a deliberate change to the generated data updates these and says so in its commit).
+PINNED = {
+    "clean": (dict(n_users=40, n_items=300, n_ratings=2000, seed=3), {
+        "README.txt": "e96737013e998d44bdd3815873b86febc0925c2c4098c7b7c949826ad84b76a6",
+        "corruptions.json": "f21533fd30e9392a46b32a386e861c18d4c39fcde4ebe8a1cdb0a518cef73a3f",
+        "links.csv": "4fb612d5aea9cf90112c3a0e6b92c00eb97e62a5129b4718504cddc2e7ecc842",
+        "movies.csv": "9bfcec57d6d28dfb8654803ff9f587b92a40b5b5b114f57547903b649eebff98",
+        "ratings.csv": "3fbba83f0d4d7508f2bc79916db02aa5d3001c014a7198bdf760e37bff8a8f92",
+        "tags.csv": "99a952bb5957592191dff002b64efbc89b1b0a8d7b57b393a5c583229f89e55c"}),
+    "corrupt, several chunks": (dict(n_users=40, n_items=300, n_ratings=2000, seed=3, corrupt_fraction=0.05,
+                                     users_per_chunk=16), {
+        "README.txt": "87b521510da1e7fa4f17c39e2f6ec91d98e59ffb04f638cc9d64dbe8efc1153d",
+        "corruptions.json": "aea2c9162c11b019164decb5b7deabb54067f59549978d2781bf0c3c479ba91a",
+        "links.csv": "4fb612d5aea9cf90112c3a0e6b92c00eb97e62a5129b4718504cddc2e7ecc842",
+        "movies.csv": "f8a93ff125920eedf298b88c1873ea18b7f804dab4dd80971636c8af85c857c5",
+        "ratings.csv": "ed44aa91be5904293b9bff754f218e4b38acd5563b0ed5ff6807d67a35fdfd35",
+        "tags.csv": "09bac87b118f873d334d4ae5f36305ceae7ce6edb47c5240db760662a634c2d4"}),
+}
+
+
+@pytest.mark.parametrize("name", PINNED)
+def test_a_tiny_set_keeps_its_pinned_bytes(tmp_path, name):
+    values, expected = PINNED[name]
+    generate(tmp_path, config=GeneratorConfig(**values))
+    assert {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in tmp_path.iterdir()
+            if p.name != "SHA256SUMS"} == expected

@@ -6,6 +6,7 @@ their jobs (the jobs themselves run in tests/test_pipeline_e2e.py): run_pipeline
 """
 import datetime as dt
 import json
+import os
 import shlex
 import subprocess
 import sys
@@ -15,7 +16,8 @@ import pytest
 
 from jobs import catalogue
 from jobs.config import load_config
-from jobs.plan import PipelineConfig, Run, State, fingerprint, local_command, plan, run_pipeline
+from jobs.plan import PipelineConfig, Run, State, fingerprint, plan, run_pipeline
+from jobs.steps import StepOutcome, local_command
 from recsys_spark.errors import RecsysError
 
 REPO = Path(__file__).resolve().parent.parent
@@ -87,21 +89,45 @@ def test_pipeline_job_refuses_a_typo_before_creating_anything(tmp_path, capsys):
 
 def test_print_plan_prints_the_commands_it_runs_and_makes_nothing(tmp_path):
     data, warehouse = make_data(tmp_path), tmp_path / "wh"
+    (tmp_path / "tuned.yaml").write_text("als:\n  rank: 12\n")
     code = ("import sys\nfrom jobs.pipeline import main\n"
-            f"code = main(['--data', {str(data)!r}, '--warehouse', {str(warehouse)!r}, '--run-date', "
-            f"'2026-11-23', 'pipeline.torch_models=[sasrec]', '--print-plan'])\n"
+            f"code = main(['--data', 'data', '--warehouse', 'wh', '--run-date', '2026-11-23', '--config', "
+            f"'tuned.yaml', 'pipeline.torch_models=[sasrec]', '--print-plan'])\n"
             "print('heavy', sorted(m for m in ('pyspark', 'torch', 'mlflow') if m in sys.modules))\n"
             "sys.exit(code)\n")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     lines = proc.stdout.splitlines()
     assert lines[-1] == "heavy []" and not warehouse.exists()
-    run = Run(str(data), str(warehouse), "2026-11-23", "local",
-              str(warehouse / "_pipeline" / "2026-11-23" / "config.yaml"))
+    # Relative paths are made absolute (the steps run from the project root); the run's --config file and
+    # overrides are on every line, before the step's own.
+    run = Run(str(data), str(warehouse), "2026-11-23", "local", str(tmp_path / "tuned.yaml"),
+              ("pipeline.torch_models=[sasrec]",))
     steps = plan(PipelineConfig(torch_models=("sasrec",)), run)
     assert lines[0] == f"cd {REPO}"
     assert [shlex.split(line) for line in lines[1:-1]] == [local_command(s) for s in steps]
-    assert lines[1].endswith(f"jobs/etl.py --data {data} --warehouse {warehouse} --config {run.config_file} --env local")
+    assert lines[1].endswith(f"jobs/etl.py --data {data} --warehouse {warehouse} --config {tmp_path / 'tuned.yaml'} "
+                             "--env local 'pipeline.torch_models=[sasrec]'")
+    implicit = next(line for line in lines if "als.name=als_implicit" in line)
+    assert implicit.endswith("'pipeline.torch_models=[sasrec]' als.name=als_implicit als.implicit_prefs=true")
+
+
+def test_print_plan_needs_no_paths_and_names_them_as_shell_variables(capsys):
+    from jobs.pipeline import main
+
+    assert main(["--run-date", "2026-11-23", "--print-plan"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == f"cd {REPO}" and lines[1].startswith("DATA=${DATA:?") and "; WAREHOUSE=${WAREHOUSE:?" in lines[1]
+    run = Run("$DATA", "$WAREHOUSE", "2026-11-23", "local")
+    assert [shlex.split(line) for line in lines[2:]] == [local_command(s) for s in plan(PipelineConfig(), run)]
+    assert lines[2].endswith('jobs/etl.py --data "$DATA" --warehouse "$WAREHOUSE" --env local')  # the shell expands
+    assert main(["--print-plan", "cluster"]) == 0
+    assert capsys.readouterr().out.splitlines()[2].startswith("DATA=${DATA:?")
+    with pytest.raises(SystemExit, match="2"):  # argparse's usage error
+        main(["--warehouse", "wh"])
+    assert "required: --data" in capsys.readouterr().err
+    assert main(["rank=5", "--print-plan"]) == 2
+    assert "override 'rank=5': name its section" in capsys.readouterr().err
 
 
 def test_print_plan_cluster_is_the_nightly_script_for_this_run(tmp_path, capsys):
@@ -178,9 +204,9 @@ class StepRecorder:
         self.ran: list[str] = []
         self.fail_at = fail_at
 
-    def __call__(self, step, log_dir, env) -> int:
+    def __call__(self, step, log, env) -> StepOutcome:
         self.ran.append(step.name)
-        return 3 if step.name == self.fail_at else 0
+        return StepOutcome(step.name, 3 if step.name == self.fail_at else 0, 0.0, log)
 
 
 @pytest.fixture
@@ -238,3 +264,55 @@ def test_a_failed_step_stops_the_run_and_the_next_run_starts_there(nightly):
     assert ran == ALL_STEPS[failed_at:]
     assert [r.status for r in results] == ["skipped"] * failed_at + ["ran"] * (len(ALL_STEPS) - failed_at)
     assert all(entry["status"] == "ok" for entry in state.values())
+
+
+def test_printed_lines_run_when_pasted_into_a_shell(tmp_path):
+    """The first step of `recsys pipeline --print-plan`, pasted as printed (cd, the paths' line, the ETL) into bash
+    with DATA and WAREHOUSE set: it runs, with the run's --config file and override."""
+    import deltalake
+
+    from recsys_data.generate import generate
+
+    generate(tmp_path / "data", n_users=30, n_items=80, n_ratings=900, seed=2)
+    (tmp_path / "small.yaml").write_text("spark:\n  spark.master: local[1]\n  spark.driver.memory: 2g\n")
+    printed = subprocess.run(
+        [sys.executable, "-m", "jobs.cli", "pipeline", "--print-plan", "--config", "small.yaml",
+         "etl.kcore.min_user_interactions=40", "etl.kcore.max_iterations=2"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert printed.returncode == 0, printed.stderr
+    lines = printed.stdout.splitlines()
+    assert "jobs/etl.py" in lines[2]
+    warehouse = tmp_path / "wh"
+    pasted = subprocess.run(["bash", "-e", "-c", "\n".join(lines[:3])], capture_output=True, text=True, timeout=600,
+                            env={**os.environ, "DATA": str(tmp_path / "data"), "WAREHOUSE": str(warehouse)})
+    assert pasted.returncode == 0, pasted.stderr[-3000:]
+    reasons = deltalake.DeltaTable(str(warehouse / "rejects")).to_pyarrow_table(columns=["reason"])["reason"]
+    assert "k-core" in set(reasons.to_pylist())  # the override reached the step
+
+    unset = subprocess.run(["bash", "-c", "\n".join(lines[:3])], capture_output=True, text=True, timeout=60,
+                           env={k: v for k, v in os.environ.items() if k not in ("DATA", "WAREHOUSE")})
+    assert unset.returncode != 0 and "set DATA, or pass --data" in unset.stderr
+
+
+def test_every_step_run_carries_the_runs_config_file_and_overrides(tmp_path):
+    data, warehouse = make_data(tmp_path), tmp_path / "wh"
+    (tmp_path / "tuned.yaml").write_text("als:\n  rank: 12\n")
+    seen = []
+
+    def runner(step, log, env):
+        seen.append(step.args)
+        return StepOutcome(step.name, 0, 0.0, log)
+
+    def resolve(sections):
+        return load_config(sections, config_file=tmp_path / "tuned.yaml", overrides=["als.max_iter=3"])
+
+    run_pipeline(data, warehouse, {"als": {"rank": 12, "max_iter": 3}}, resolve, DAY, runner=runner,
+                 config_file=tmp_path / "tuned.yaml", overrides=["als.max_iter=3"])
+    assert len(seen) == len(ALL_STEPS)
+    for args in seen:
+        at = args.index("--config")
+        assert args[at + 1] == str(tmp_path / "tuned.yaml") and "als.max_iter=3" in args
+    implicit = seen[ALL_STEPS.index("als_implicit")]
+    assert implicit.index("als.max_iter=3") < implicit.index("als.name=als_implicit")  # the step's own win
+    record = warehouse / "_pipeline" / DAY.isoformat() / "config.yaml"
+    assert load_config([], config_file=record)["als"] == {"rank": 12, "max_iter": 3}

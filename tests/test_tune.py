@@ -1,5 +1,6 @@
-"""`recsys tune` (jobs/tuning.py): the search space is checked, a study writes a layer file the config loader
-accepts, every trial is a nested MLflow run, and a killed study resumes (on conftest's small_warehouse, ItemCF)."""
+"""`recsys tune` (the study: jobs/tuning_study.py): the search space is checked, a study writes a layer file the
+config loader accepts, every trial is a nested MLflow run, and a killed study resumes (on conftest's
+small_warehouse, ItemCF)."""
 from __future__ import annotations
 
 import shutil
@@ -7,7 +8,7 @@ import shutil
 import pytest
 
 from jobs.config import ConfigError, load_config
-from jobs.tuning import as_layer, search_space
+from jobs.tuning_study import as_layer, search_space
 
 SPACE = {"tune": {"itemcf": {"baselines.itemcf.neighbors": {"type": "int", "low": 5, "high": 40, "log": True},
                              "baselines.itemcf.shrinkage": {"type": "float", "low": 0.0, "high": 20.0}}}}
@@ -32,7 +33,7 @@ def test_a_killed_study_resumes_and_its_best_values_are_a_config_layer(spark, sm
     import mlflow
     import optuna
 
-    from jobs.tuning import tune
+    from jobs.tuning_study import tune
 
     warehouse = tmp_path / "warehouse"
     for table in ("interactions", "items", "users"):

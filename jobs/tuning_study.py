@@ -1,4 +1,5 @@
-"""`recsys tune`: an Optuna study (TPE, seeded) over one catalogue model's search space.
+"""The study behind `recsys tune` (the command: jobs/tune.py): Optuna (TPE, seeded) over one catalogue model's
+search space.
 
 The space is declared beside the model's config, under `tune.<model>` in the model's own conf file (e.g.
 conf/baselines.yaml holds `tune.itemcf`): a mapping from a dotted config key to its range,
@@ -25,8 +26,6 @@ from __future__ import annotations
 import datetime as dt
 import os
 import shutil
-import subprocess
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -35,8 +34,9 @@ import yaml
 from jobs import catalogue
 from jobs.config import ConfigError, merge
 from recsys_core.config import BOOLEAN, Config, build, checked, one_of
-from jobs.plan import PipelineConfig, Run, Step, local_command, plan
-from jobs.tracking import PARENT_ENV, STEP_ENV, export_env
+from jobs.plan import PipelineConfig, Run, Step, plan
+from jobs.steps import run_child, run_in_process
+from jobs.tracking import PARENT_ENV, export_env
 
 LINKED = ("interactions", "items", "users", "sequences")  # the inputs every trial reads, never writes
 PREPARE_STEPS = ("etl", "export-sequences", "evaluate")    # the plan's steps a trial does not run
@@ -141,27 +141,6 @@ class Pruned(Exception):
     pass
 
 
-def run_child(step: Step, env: dict, history: Path | None, report) -> None:
-    """A torch or python step as a child process; with `history`, each validation record it writes is passed to
-    `report(step, value)`, which returns True to stop the trial (the child is terminated)."""
-    log = Path(env["RECSYS_TRIAL_DIR"]) / f"{step.name}.log"
-    with open(log, "w") as out:
-        proc = subprocess.Popen(local_command(step), stdout=out, stderr=subprocess.STDOUT, env=env,
-                                cwd=Path(__file__).resolve().parent.parent)
-        seen = 0
-        while proc.poll() is None:
-            time.sleep(1.0)
-            records = read_history(history) if history else []
-            for record in records[seen:]:
-                if report(record["step"], record["val_ndcg@10"]):
-                    proc.terminate()
-                    proc.wait()
-                    raise Pruned
-            seen = max(seen, len(records))
-    if proc.returncode != 0:
-        raise RuntimeError(f"trial step {step.name} failed (exit {proc.returncode}); log: {log}")
-
-
 def read_history(path: Path) -> list[dict]:
     try:
         return yaml.safe_load(path.read_text()) or []  # JSON is YAML; a half-written file reads as nothing new
@@ -169,21 +148,36 @@ def read_history(path: Path) -> list[dict]:
         return []
 
 
-def run_in_process(step: Step, env: dict) -> None:
-    from jobs.cli import main as recsys
+def history_watch(history: Path, report):
+    """A `stop_when` for the step runner: passes each new validation record of `history` to `report(step, value)`,
+    which returns True to stop the trial."""
+    seen = 0
 
-    saved = {k: os.environ.get(k) for k in env}
-    os.environ.update(env)
-    try:
-        code = recsys([step.command, *step.args])
-    finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
-    if code != 0:
-        raise RuntimeError(f"trial step {step.name} failed (exit {code})")
+    def stop() -> bool:
+        nonlocal seen
+        records = read_history(history)
+        for record in records[seen:]:
+            seen += 1
+            if report(record["step"], record["val_ndcg@10"]):
+                return True
+        return False
+
+    return stop
+
+
+def run_trial_step(step: Step, trial_dir: Path, env: dict, history: Path | None, report) -> None:
+    """A Spark step in this process (the study's one JVM); a torch or python step as a child process whose
+    validations (`history`) go to `report`. Raises Pruned when the pruner stopped it, RuntimeError when it failed."""
+    if step.runtime == "spark":
+        outcome = run_in_process(step, env)
+    else:
+        outcome = run_child(step, trial_dir / f"{step.name}.log", env, echo=False,
+                            stop_when=history_watch(history, report) if history else None)
+    if outcome.stopped:
+        raise Pruned
+    if outcome.exit_code != 0:
+        log = f"; log: {outcome.log}" if outcome.log else ""
+        raise RuntimeError(f"trial step {step.name} failed (exit {outcome.exit_code}){log}")
 
 
 @dataclass
@@ -246,7 +240,7 @@ def tune(warehouse: str | Path, model_name: str, trials: int, timeout: float | N
         run_id = run.info.run_id
         for key, value in values.items():
             client.log_param(run_id, key, value)
-        env = {**os.environ, **tracking, PARENT_ENV: run_id, "RECSYS_TRIAL_DIR": str(trial_dir)}
+        env = {**tracking, PARENT_ENV: run_id}
 
         def report(step: int, value: float) -> bool:
             trial.report(value, step)
@@ -256,12 +250,8 @@ def tune(warehouse: str | Path, model_name: str, trials: int, timeout: float | N
         status = "FAILED"
         try:
             for step in trial_steps(model, trial_dir, layer_file, env_name):
-                step_env = {**env, STEP_ENV: step.name}
-                if step.runtime == "spark":
-                    run_in_process(step, {PARENT_ENV: run_id, STEP_ENV: step.name})
-                else:
-                    history = trial_dir / "models" / model.name / "history.json" if step.runtime == "torch" else None
-                    run_child(step, step_env, history, report)
+                history = trial_dir / "models" / model.name / "history.json" if step.runtime == "torch" else None
+                run_trial_step(step, trial_dir, env, history, report)
             value = evaluate(spark, trial_dir, model.name, RUN_DATE, evaluate_config, split="validation").value(
                 model.name, "ndcg", 10, "validation")
             client.log_metric(run_id, "validation_ndcg_at_10", value)

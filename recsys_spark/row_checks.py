@@ -1,5 +1,5 @@
-"""Row validation in Spark SQL: every physical line of an input file gets a line number, typed columns and either
-no reason (accepted so far) or the reason it is refused and the field to blame.
+"""Row checks of the input CSV files in Spark SQL: every physical line of an input file gets a line number, typed
+columns and either no reason (accepted so far) or the reason it is refused and the field to blame.
 
 No Python UDFs: the lines stay in the JVM. The first failing check wins, in this order: non_utf8, malformed
 (unbalanced quotes or a wrong field count), then each column in the file's column order; unknown_movie and
@@ -23,8 +23,6 @@ WELL_QUOTED_LINE = rf"^{_FIELD}(?:,{_FIELD})*+$"
 COMMA_OUTSIDE_QUOTES = r',(?=(?:[^"]*+"[^"]*+")*+[^"]*+$)'
 DECIMAL = r"^[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)$"
 DIGITS_ONLY = r"^[0-9]+$"
-
-VALIDATION_COLUMNS = ["line", "raw", "reason", "field"]
 
 
 def numbered_lines(spark: SparkSession, path: Path) -> tuple[DataFrame, int]:
