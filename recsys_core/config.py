@@ -28,6 +28,7 @@ T = TypeVar("T")
 
 _SCALARS = (bool, int, float, str)
 _RULE = "recsys_rule"  # the dataclass field metadata key of a field's rule
+_LABEL = "recsys_label"  # ... and of the name a message gives the field, where it is not `section.key`
 
 
 @dataclass(frozen=True)
@@ -62,9 +63,14 @@ def one_of(*choices: str) -> Rule:
     return Rule(lambda v: v in choices, f"one of {', '.join(choices)}")
 
 
-def checked(default: Any = dataclasses.MISSING, rule: Rule | None = None, **kwargs) -> Any:
-    """A dataclass field with a default and the rule its value must follow."""
-    return field(default=default, metadata={_RULE: rule} if rule else {}, **kwargs)
+def checked(default: Any = dataclasses.MISSING, rule: Rule | None = None, *, label: str | None = None,
+            **kwargs) -> Any:
+    """A dataclass field with a default and the rule its value must follow; `label` names the field in messages
+    where the user set it some other way than `section.key` (a command-line flag: `--users`)."""
+    metadata = {_RULE: rule} if rule else {}
+    if label:
+        metadata[_LABEL] = label
+    return field(default=default, metadata=metadata, **kwargs)
 
 
 class Config:
@@ -117,7 +123,8 @@ def check_rules(config: Any, where: str) -> None:
     for f in dataclasses.fields(config):
         rule = f.metadata.get(_RULE)
         if rule is not None:
-            _check(f"{where}.{f.name}" if where else f.name, hints[f.name], rule, getattr(config, f.name))
+            name = f.metadata.get(_LABEL) or (f"{where}.{f.name}" if where else f.name)
+            _check(name, hints[f.name], rule, getattr(config, f.name))
 
 
 def _check(where: str, annotation: Any, rule: Rule, value: Any) -> None:

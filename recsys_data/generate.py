@@ -39,7 +39,6 @@ def generate(out_dir, n_users: int = 162_541, n_items: int = 59_047, n_ratings: 
     """Write the MovieLens-shaped files into out_dir and return summary counts. `config` overrides the keywords."""
     cfg = config or GeneratorConfig(n_users=n_users, n_items=n_items, n_ratings=n_ratings, seed=seed,
                                     corrupt_fraction=corrupt_fraction)
-    cfg.validate()
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
         raise GenerateError(f"--out {out} exists and is not a directory")
