@@ -1,9 +1,11 @@
 """What a user of `recsys serve` can get wrong, as one line: exit 2 on the command line, a 4xx in the API."""
 from __future__ import annotations
 
+from recsys_core.errors import RecsysError
 
-class ServeError(Exception):
-    exit_code = 2
+
+class ServeError(RecsysError):
+    """The one error type's serving branch: a subclass says which HTTP status it becomes."""
 
 
 class NotFound(ServeError):
