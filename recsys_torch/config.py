@@ -17,7 +17,8 @@ LOSSES = ("auto", "ce", "sampled_ce", "bce")
 READER_POOLS = ("thread", "dummy")
 DEVICES = ("auto", "cpu", "cuda")
 RENAMED = {"epochs": "max_epochs (the budget is train.max_steps)", "warmup_steps": "warmup (a fraction of the run)",
-           "stop_after_epoch": "stop_after_step"}
+           "stop_after_epoch": "stop_after_step", "ncf_negatives": "pair_negatives",
+           "ncf_reject_positives": "pair_reject_positives"}
 
 
 @dataclass
@@ -46,8 +47,8 @@ class TrainConfig:
     reader_workers: int = 1          # petastorm pool threads; 1 keeps the row order deterministic
     shuffle_buffer: int = 10_000     # rows mixed in memory across row groups
     group_by_length: bool = True     # sequence models: batches of windows of similar length (less padding)
-    ncf_negatives: int = 4           # sampled negatives per positive (NCF)
-    ncf_reject_positives: bool = True
+    pair_negatives: int = 4          # pair models: sampled negatives per positive (NCF; LightGCN has its own)
+    pair_reject_positives: bool = True  # pair models: redraw a negative that is one of the user's train items
     amp: bool = True                 # bf16 autocast, on GPU only
     device: str = "auto"             # auto | cpu | cuda
     nproc: int = 1                   # processes per node (read by the launcher, jobs/train.py)
@@ -75,7 +76,7 @@ class TrainConfig:
     def validate(self) -> None:
         for name in ("max_steps", "max_epochs", "eval_every", "patience", "batch_size", "min_batch_size",
                      "min_steps_per_epoch", "grad_accum", "eval_batch_size", "negatives", "nproc", "reader_workers",
-                     "ncf_negatives", "log_every"):
+                     "pair_negatives", "log_every"):
             _require(name, getattr(self, name), _is_int, lambda v: v >= 1, "a positive integer")
         for name in ("num_workers", "seed", "shuffle_buffer"):
             _require(name, getattr(self, name), _is_int, lambda v: v >= 0, "an integer >= 0")
@@ -88,7 +89,7 @@ class TrainConfig:
         _require("min_lr_ratio", self.min_lr_ratio, _is_number, lambda v: 0 <= v <= 1, "a number in [0, 1]")
         if self.max_grad_norm is not None:
             _require("max_grad_norm", self.max_grad_norm, _is_number, lambda v: v > 0, "a number > 0 (or null)")
-        for name in ("amp", "ncf_reject_positives", "group_by_length"):
+        for name in ("amp", "pair_reject_positives", "group_by_length"):
             _require(name, getattr(self, name), lambda v: isinstance(v, bool), lambda v: True, "true or false")
         for name, allowed in (("loss", LOSSES), ("reader_pool", READER_POOLS), ("device", DEVICES)):
             if getattr(self, name) not in allowed:

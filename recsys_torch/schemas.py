@@ -11,6 +11,7 @@ import pyarrow as pa
 # user_map.parquet.
 SHARD_SCHEMA_VERSION = 1
 META_REQUIRED_KEYS = ("schema_version", "n_items", "n_users", "max_len")  # of meta.json
+META_KEYS = ("schema_version", "n_items", "n_users", "max_len", "rows", "tie_break", "seed", "last_gap", "created_at")
 SEQUENCE_ROWS = pa.schema([
     ("user_idx", pa.int32()), ("items", pa.list_(pa.int32())), ("timestamps", pa.list_(pa.int64())),
     ("targets", pa.list_(pa.int32())), ("target_item", pa.int32()), ("target_timestamp", pa.int64()),

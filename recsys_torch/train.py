@@ -16,9 +16,7 @@ from recsys_torch.models import MODELS
 from recsys_torch.runtime import close_distributed, init_distributed
 from recsys_torch.trainer import Trainer
 
-MODEL_NAMES = tuple(MODELS)
-
-__all__ = ["MODEL_NAMES", "TrainConfig", "train"]
+__all__ = ["TrainConfig", "train"]
 
 
 def train(warehouse: str | Path, model_name: str, cfg: dict, resume: bool = False) -> dict:
@@ -27,8 +25,8 @@ def train(warehouse: str | Path, model_name: str, cfg: dict, resume: bool = Fals
     warehouse = Path(warehouse)
     if not warehouse.is_dir():
         raise RecsysError(f"warehouse not found: {warehouse}")
-    if model_name not in MODEL_NAMES:
-        raise RecsysError(f"unknown model {model_name!r}; choose one of {list(MODEL_NAMES)}")
+    if model_name not in MODELS:
+        raise RecsysError(f"unknown model {model_name!r}; choose one of {list(MODELS)}")
     tcfg = TrainConfig.from_dict(cfg.get("train"))
     seq_dir = sequences_dir(warehouse, tcfg.sequences)
     meta = read_meta(seq_dir)

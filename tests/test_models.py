@@ -8,6 +8,7 @@ import torch
 
 from recsys_torch.losses import NextItemLoss
 from recsys_torch.models import MODELS, build_model
+from recsys_torch.models.base import PairModel
 from recsys_torch.models.lightgcn import normalized_adjacency
 from recsys_torch.models.ss4rec import chunked_linear_scan
 
@@ -140,7 +141,7 @@ def test_sasrec_sampled_losses_are_finite_with_padded_rows(kind):
 def test_ncf_shapes_and_scores_equal_textbook_neumf():
     model = make_model("ncf", mlp_dims=[32, 16, 8]).eval()
     users = torch.tensor([1, 2, 100])
-    loss = model.training_loss(users, torch.tensor([1, 2, 3]), torch.randint(1, N_ITEMS + 1, (3, 4)))
+    loss = model.pair_loss(users, torch.tensor([1, 2, 3]), torch.randint(1, N_ITEMS + 1, (3, 4)))
     loss.backward()
     assert loss.ndim == 0 and torch.isfinite(loss)
     with torch.no_grad():
@@ -181,8 +182,8 @@ def test_amount_of_left_padding_does_not_change_hidden_states(name):
 def test_runs_under_bfloat16_autocast(name):
     model = make_model(name)
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        if model.batches == "pairs":
-            loss = model.training_loss(torch.tensor([1, 2]), torch.tensor([3, 4]), torch.tensor([[5], [6]]))
+        if isinstance(model, PairModel):
+            loss = model.pair_loss(torch.tensor([1, 2]), torch.tensor([3, 4]), torch.tensor([[5], [6]]))
             scores = model.score_users(torch.tensor([1, 2]))
         else:
             items, timestamps = left_padded_batch([20, 4, 0], 20, torch.Generator().manual_seed(4))
@@ -247,7 +248,7 @@ def test_lightgcn_bpr_loss_and_its_gradient_match_the_dense_reference(per_user):
     model = tiny_lightgcn(n_layers=2, reg=0.01, per_user=per_user).train()
     users, positives = torch.tensor([1, 2, 3, 3]), torch.tensor([2, 3, 4, 5])
     negatives = torch.tensor([[3, 6], [1, 4], [2, 6], [1, 3]])
-    loss = model.training_loss(users, positives, negatives)
+    loss = model.pair_loss(users, positives, negatives)
     loss.backward()
 
     user_emb = model.user_emb.weight.detach().double().requires_grad_()
@@ -458,7 +459,7 @@ def test_ncf_learns_user_item_clusters():
     for _ in range(300):
         rows = torch.randint(0, len(train_users), (128,), generator=generator)
         negatives = torch.randint(1, N_ITEMS + 1, (128, 4), generator=generator)
-        loss = model.training_loss(train_users[rows], train_items[rows], negatives)
+        loss = model.pair_loss(train_users[rows], train_items[rows], negatives)
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()

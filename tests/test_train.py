@@ -105,7 +105,7 @@ def test_checkpoints_load_with_weights_only(trained):
     assert [h["step"] for h in last["progress"]["history"]] == [5, 10, 15]
     assert set(last) == {"model_name", "model_config", "model", "optimizer", "scheduler", "rng", "world_size",
                          "batch_size", "progress"}
-    assert set(last["rng"][0]) >= {"torch", "numpy", "python", "ncf_negatives"}
+    assert set(last["rng"][0]) >= {"torch", "numpy", "python", "pair_negatives"}
     assert best["step"] == summary["best_step"]
     assert best["metrics"]["ndcg@10"] == pytest.approx(summary["best_ndcg@10"])
     assert not list(out.glob(".*tmp*"))  # atomic writes leave no temporaries
