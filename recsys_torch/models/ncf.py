@@ -87,7 +87,8 @@ class NCF(PairModel):
 
     def pair_loss(self, users: Tensor, pos_items: Tensor, neg_items: Tensor) -> Tensor:
         """users[B], pos_items[B], neg_items[B, n_neg] -> mean BCE over all B * (1 + n_neg) pairs."""
-        return pointwise_bce(self.pair_logits(users[:, None], torch.cat([pos_items[:, None], neg_items], dim=1)).float())
+        items = torch.cat([pos_items[:, None], neg_items], dim=1)
+        return pointwise_bce(self.pair_logits(users[:, None], items).float())
 
     def score_users(self, users: Tensor, items_per_chunk: int = 8192) -> Tensor:
         """Logits of every item for users[B]: [B, n_items + 1], column 0 = -inf.
