@@ -1,8 +1,9 @@
 """`train()`: one rank's training of a torch model (recsys_torch.models.MODELS) on the shards, under torchrun or alone.
 
 The pieces, each in its own module: the `train:` config (recsys_torch.config), where a rank runs
-(recsys_torch.runtime), the shard reader (recsys_torch.data), the losses (recsys_torch.losses), validation
-(recsys_torch.evaluation), the loop and its checkpoints (recsys_torch.trainer), MLflow (recsys_torch.tracking).
+(recsys_torch.runtime), the shard reader (recsys_torch.data), what a model declares to the trainer
+(recsys_torch.models.base), the losses (recsys_torch.losses), validation (recsys_torch.evaluation), the loop
+(recsys_torch.trainer), checkpoint files (recsys_torch.checkpoint), MLflow (recsys_torch.tracking).
 """
 from __future__ import annotations
 

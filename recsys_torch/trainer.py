@@ -1,6 +1,8 @@
 """The training loop: DDP, bf16 autocast on GPU, gradient accumulation, AdamW with a linear warm-up and cosine decay
 over a budget of optimizer steps, validation every `eval_every` steps with early stopping on NDCG@10, and an atomic
-checkpoint at every validation from which a resumed run continues exactly (same data order, same RNG draws).
+checkpoint at every validation from which a resumed run continues exactly (same data order, same RNG draws). What
+it trains on, its loss and its sampled negatives are the model's to say (recsys_torch.models.base). A non-finite
+training loss stops the run before the next checkpoint, so checkpoint.pt and best.pt keep the last finite state.
 
 Outputs in `<warehouse>/models/<model>/`: checkpoint.pt (the last validation), best.pt (the best validation
 NDCG@10), config.json (the resolved config), history.json (one record per validation). Rank 0 writes files and
@@ -25,7 +27,6 @@ from recsys_torch.data import (EVAL_COLUMNS, ShardSpec, count_rows, in_lockstep,
                                read_pair_positives, sample_negatives)
 from recsys_torch.errors import RecsysError
 from recsys_torch.evaluation import EVAL_K, validate
-from recsys_torch.graph import build_graph
 from recsys_torch.models import build_model, config_from_meta
 from recsys_torch.models.base import Recommender, TrainSplit
 from recsys_torch.runtime import DistEnv, all_reduce_sum, autocast, seed_everything, to_device
@@ -93,14 +94,16 @@ class Trainer:
         self.warehouse, self.model_name, self.cfg, self.tcfg = warehouse, model_name, cfg, tcfg
         self.seq_dir, self.meta, self.env = seq_dir, meta, env
         self.out_dir = Path(tcfg.output) if tcfg.output else warehouse / "models" / model_name
-        self.amp = tcfg.amp and env.device.type == "cuda"
         on_gpu = env.device.type == "cuda"
+        self.amp = tcfg.amp and on_gpu
         n_items = int(meta["n_items"])
 
         seed_everything(tcfg.seed)
         self.model, self.model_cfg = build(model_name, cfg.get(model_name), meta, env.device)
         model = self.model
         if model.needs_graph:  # the train graph, the same on every rank (built from the whole edges/ shard)
+            from recsys_torch.graph import build_graph  # here: it reads Parquet, as recsys_torch.data does
+
             model.set_graph(build_graph(seq_dir, meta, "validation"))
         torch.manual_seed(tcfg.seed + env.rank)  # dropout and sampled negatives differ between ranks
         train_split = seq_dir / model.train_shard
