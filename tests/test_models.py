@@ -199,8 +199,12 @@ def test_runs_under_bfloat16_autocast(name):
 def test_every_model_trains_scores_and_gives_item_vectors_through_the_contract_alone(name):
     """What the trainer, validation and top-N call (models/base.py), on batches of the columns the model declares:
     a finite loss whose gradient reaches every parameter, full-ranking logits, one item vector per item."""
+    from recsys_torch import schemas
+
     model = make_model(name)
-    assert isinstance(model, (SequenceModel, PairModel)) and model.train_shard
+    assert isinstance(model, (SequenceModel, PairModel))
+    shard_rows = {"train": schemas.SEQUENCE_ROWS, "ncf_train": schemas.NCF_ROWS, "edges": schemas.EDGE_ROWS}
+    assert set(model.train_columns) <= set(shard_rows[model.train_shard].names)  # columns its shard has
     generator = torch.Generator().manual_seed(5)
     items, timestamps = left_padded_batch([12, 7, 3], 20, generator)
     users = torch.tensor([1, 2, 3])

@@ -36,7 +36,8 @@ class TrainSplit:
 
 class Recommender(nn.Module):
     """Scores the whole catalogue for a batch of evaluation rows (user_idx, items, timestamps, query_timestamp,
-    seen_items, target_item): logits [B, n_items + 1], column 0 (padding) = -inf."""
+    seen_items, target_item): logits [B, n_items + 1], column 0 (padding) = -inf. Built from its config dataclass
+    `cfg` (which has n_items) on the meta device, then materialised and `init_weights()` (models/__init__.py)."""
     train_shard: str                    # the shard folder it trains on
     train_columns: tuple[str, ...]      # the columns of a training batch
     length_column: str | None = None    # train.group_by_length: batches of rows of similar length in this column
