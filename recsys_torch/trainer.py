@@ -262,12 +262,20 @@ class Trainer:
         if micro == 0:
             raise RecsysError(f"{self.train_ds.spec.path}: this rank read no training rows")
 
+    def stop_if_diverged(self, loss_sum: float) -> None:
+        """Before anything is written: a non-finite loss or weight ends the run, checkpoint.pt and best.pt stay as
+        they were. (A NaN model would otherwise validate at 0, beat a fresh run's -1 and become best.pt.)"""
+        weights_finite = bool(torch.stack([torch.isfinite(w).all() for w in self.model.parameters()]).all())
+        if math.isfinite(loss_sum) and weights_finite:
+            return
+        what = f"the training loss is {loss_sum}" if not math.isfinite(loss_sum) else "the weights are not finite"
+        raise RecsysError(f"{self.model_name}: {what} by step {self.progress.step}; training stopped, "
+                          f"{self.checkpoint_path.name} and {self.best_path.name} left as they were")
+
     def validate_and_checkpoint(self) -> None:
         tcfg, env, p = self.tcfg, self.env, self.progress
         loss_sum, micro = all_reduce_sum([float(self._window["loss"]), float(self._window["micro"])], env)
-        if not math.isfinite(loss_sum):  # before anything is written: checkpoint.pt and best.pt stay as they were
-            raise RecsysError(f"{self.model_name}: the training loss is {loss_sum} by step {p.step}; training "
-                              f"stopped, {self.checkpoint_path.name} and {self.best_path.name} left as they were")
+        self.stop_if_diverged(loss_sum)
         seconds = time.time() - self._window["started"]
         val = validate(self.model, self.val_loader, env, self.amp, tcfg.eval_rows)
         self.val_ds.close()

@@ -98,3 +98,26 @@ def test_topn_refuses_non_finite_scores_and_keeps_the_last_lists(tmp_path, seq_d
         topn(tmp_path, "ncf", k=5, run_date="2024-01-02", run_id="bad", sequences=seq_dir)
     recs = read_recommendations(tmp_path).to_pandas()
     assert set(recs.run_id) == {"good"} and len(recs) == first["rows"] == 5 * 40
+
+
+def test_nan_weights_with_a_finite_loss_stop_before_a_fresh_run_writes_anything(tmp_path, seq_dir):
+    """The batch whose gradient turned the weights NaN can itself have a finite loss: the weights are checked too,
+    or the NaN model would validate at 0, beat a fresh run's -1 and become best.pt."""
+    from recsys_torch.config import TrainConfig
+    from recsys_torch.data import read_meta
+    from recsys_torch.runtime import close_distributed, init_distributed
+    from recsys_torch.trainer import Trainer
+
+    cfg = load_config(["train", "sasrec"], overrides=overrides(seq_dir, "sasrec.hidden=16", "sasrec.n_layers=1"))
+    env = init_distributed("cpu", cpu_threads=1)
+    trainer = Trainer(tmp_path, "sasrec", cfg, TrainConfig.from_dict(cfg["train"]), seq_dir, read_meta(seq_dir), env)
+    try:
+        trainer._window.update(loss=2.5, micro=1)
+        with torch.no_grad():
+            trainer.model.item_emb.weight[3, 0] = NAN
+        with pytest.raises(RecsysError, match="sasrec: the weights are not finite by step 0; training stopped"):
+            trainer.validate_and_checkpoint()
+        assert not (tmp_path / "models").exists()
+    finally:
+        trainer.release()
+        close_distributed()
