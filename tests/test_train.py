@@ -184,6 +184,8 @@ def test_unknown_keys_are_clear_errors(tmp_path, seq_dir):
     ({"warmup": 100}, r"train.warmup must be a fraction in \[0, 1\)"),
     ({"loss": "hinge"}, "train.loss must be one of auto, ce, sampled_ce, bce"),
     ({"epochs": 3}, "train.epochs is gone: use train.max_epochs"),
+    ({"ncf_negatives": 4}, "train.ncf_negatives is gone: use train.pair_negatives"),
+    ({"ncf_reject_positives": True}, "train.ncf_reject_positives is gone: use train.pair_reject_positives"),
     ({"batch_size": 8, "min_batch_size": 16}, "must not exceed train.batch_size"),
     ({"max_grad_norm": 0}, "train.max_grad_norm must be a number > 0"),
     ({"amp": "yes"}, "train.amp must be true or false"),
