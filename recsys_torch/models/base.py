@@ -8,7 +8,8 @@ Every model is one of two kinds, each a base class here:
   loss            next-item (losses.NextItemLoss, train.loss)      its own `pair_loss` (losses.pointwise_bce, .bpr)
                   over the tied item table `item_emb`
   scores          an evaluation row's history at its query time    the evaluation row's user
-  item vectors    `item_emb`                                       what its scores rank by (`item_vectors`)
+  item vectors    `item_emb`                                       its own `item_vectors` (LightGCN's propagated
+                                                                   vectors, NCF's GMF table)
 
 recsys_torch.trainer, .evaluation and .infer call only what `Recommender` declares, never a model's name or the
 kind of its batches. A new model subclasses one of the two bases and is registered in recsys_torch.models.
