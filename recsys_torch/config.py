@@ -18,7 +18,8 @@ LOSSES = ("auto", "ce", "sampled_ce", "bce")
 READER_POOLS = ("thread", "dummy")
 DEVICES = ("auto", "cpu", "cuda")
 RENAMED = {"epochs": "max_epochs (the budget is train.max_steps)", "warmup_steps": "warmup (a fraction of the run)",
-           "stop_after_epoch": "stop_after_step"}
+           "stop_after_epoch": "stop_after_step", "ncf_negatives": "pair_negatives",
+           "ncf_reject_positives": "pair_reject_positives"}
 
 
 @dataclass
@@ -49,8 +50,8 @@ class TrainConfig(Config):
     reader_workers: int = checked(1, POSITIVE)     # petastorm pool threads; 1 keeps the row order deterministic
     shuffle_buffer: int = checked(10_000, NON_NEGATIVE)  # rows mixed in memory across row groups
     group_by_length: bool = checked(True, BOOLEAN)  # sequence models: batches of windows of similar length
-    ncf_negatives: int = checked(4, POSITIVE)       # sampled negatives per positive (NCF)
-    ncf_reject_positives: bool = checked(True, BOOLEAN)
+    pair_negatives: int = checked(4, POSITIVE)      # pair models: sampled negatives per positive (NCF; LightGCN has its own)
+    pair_reject_positives: bool = checked(True, BOOLEAN)  # pair models: redraw a negative that is one of the user's train items
     amp: bool = checked(True, BOOLEAN)              # bf16 autocast, on GPU only
     device: str = checked("auto", one_of(*DEVICES))  # auto | cpu | cuda
     nproc: int = checked(1, POSITIVE)               # processes per node (read by the launcher, jobs/train.py)

@@ -375,7 +375,7 @@ def item_counts(train_split: str | Path, n_items: int) -> torch.Tensor:
     return torch.from_numpy(np.bincount(targets[targets > 0], minlength=n_items + 1)[: n_items + 1].astype(np.int64))
 
 
-def read_ncf_positives(path: str | Path, n_items: int) -> torch.Tensor:
+def read_pair_positives(path: str | Path, n_items: int) -> torch.Tensor:
     """Sorted keys user_idx * (n_items + 1) + item_idx of every train interaction (for rejecting negatives)."""
     table = _parquet().read_table(Path(path), columns=list(PAIR_COLUMNS))
     users = torch.from_numpy(table.column("user_idx").to_numpy().astype(np.int64))

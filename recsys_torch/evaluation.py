@@ -3,24 +3,21 @@ NDCG@10 of the validation targets, seen items excluded, over all ranks' shards (
 from __future__ import annotations
 
 import torch
-from torch import nn
 
 from recsys_torch.metrics import hit_and_ndcg, mask_seen, target_ranks
-from recsys_torch.runtime import DistEnv, all_reduce_sum, autocast, to_device, trim_left_padding
+from recsys_torch.models.base import Recommender
+from recsys_torch.runtime import DistEnv, all_reduce_sum, autocast, to_device
 
 EVAL_K = 10
 
 
-def score_batch(model: nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-    """Logits over the whole catalogue, [B, n_items + 1] float32, column 0 = -inf: a pair model scores the user
-    (models/__init__.py), a sequence model the row's history."""
-    if model.batches == "pairs":
-        return model.score_users(batch["user_idx"]).float()
-    return model.score_last(batch["items"], batch["timestamps"], batch["query_timestamp"]).float()
+def score_batch(model: Recommender, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    """Logits over the whole catalogue, [B, n_items + 1] float32, column 0 = -inf (models/base.py)."""
+    return model.score(batch).float()
 
 
-def eval_batches(loader, model: nn.Module, device: torch.device, max_rows: int | None = None):
-    """The loader's batches on `device` (padding trimmed for sequence models), stopping after `max_rows` rows."""
+def eval_batches(loader, model: Recommender, device: torch.device, max_rows: int | None = None):
+    """The loader's batches, trimmed by the model, on `device`, stopping after `max_rows` rows."""
     rows = 0
     for batch in loader:
         if max_rows is not None and rows >= max_rows:
@@ -28,12 +25,11 @@ def eval_batches(loader, model: nn.Module, device: torch.device, max_rows: int |
         if max_rows is not None and rows + len(batch["target_item"]) > max_rows:
             batch = {name: t[: max_rows - rows] for name, t in batch.items()}
         rows += len(batch["target_item"])
-        yield to_device(batch if model.batches == "pairs" else trim_left_padding(batch, ("items", "timestamps")),
-                        device)
+        yield to_device(model.trim(batch), device)
 
 
 @torch.no_grad()
-def validate(model: nn.Module, loader, env: DistEnv, amp: bool, max_rows: int | None = None,
+def validate(model: Recommender, loader, env: DistEnv, amp: bool, max_rows: int | None = None,
              k: int = EVAL_K) -> dict[str, float]:
     """HR@k and NDCG@k averaged over the rows scored by every rank; each rank scores at most max_rows / world."""
     was_training = model.training

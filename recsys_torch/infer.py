@@ -16,7 +16,6 @@ import uuid
 from pathlib import Path
 
 import numpy as np
-import pyarrow as pa
 import torch
 
 from recsys_torch import checkpoint as ckpt_io
@@ -24,19 +23,13 @@ from recsys_torch.data import EVAL_COLUMNS, ShardSpec, make_loader, read_id_map,
 from recsys_torch.errors import RecsysError
 from recsys_torch.evaluation import eval_batches, score_batch
 from recsys_torch.metrics import mask_seen
-from recsys_torch.graph import build_graph
-from recsys_torch.models import MODELS, build_model, model_class
+from recsys_torch.models import MODELS, build_model
+from recsys_torch.models.base import Recommender
 from recsys_torch.runtime import autocast, pick_device
-from recsys_torch.tables import write_item_embeddings, write_recommendations
-
-# A model's item vectors, rows 1..n_items (row 0 is padding): NCF's GMF item embedding, whose dot product with the
-# user's GMF vector is the matrix-factorisation half of its score; LightGCN's layer-averaged vectors, which it ranks by.
-ITEM_VECTORS = {"sasrec": lambda net: net.item_emb.weight, "ss4rec": lambda net: net.item_emb.weight,
-                "ncf": lambda net: net.item_gmf.weight, "lightgcn": lambda net: net.item_vectors()}
 
 
 def load_best(warehouse: str | Path, model: str, device: torch.device, model_dir: str | Path | None = None,
-              sequences: str | Path | None = None, split: str = "test"):
+              sequences: str | Path | None = None, split: str = "test") -> tuple[Recommender, dict]:
     """The best weights of `model` (models/<model>/best.pt) on `device`, in eval mode, and the checkpoint dict. A
     graph model also gets its graph for lists of `split` from the shards (`sequences`, default
     <warehouse>/sequences), so that the returned module scores on its own."""
@@ -57,7 +50,9 @@ def load_best(warehouse: str | Path, model: str, device: torch.device, model_dir
         raise RecsysError(f"{path} does not fit the current {model} code ({first}): retrain with "
                           f"`recsys train --model {model}`") from None
     net.eval()
-    if model_class(model).needs_graph:  # for test lists the graph holds the validation items too (recsys_torch.graph)
+    if net.needs_graph:  # for test lists the graph holds the validation items too (recsys_torch.graph)
+        from recsys_torch.graph import build_graph
+
         seq_dir = sequences_dir(warehouse, sequences)
         try:
             net.set_graph(build_graph(seq_dir, read_meta(seq_dir), split))
@@ -67,9 +62,9 @@ def load_best(warehouse: str | Path, model: str, device: torch.device, model_dir
     return net, state
 
 
-def item_vectors(net: torch.nn.Module, model: str, movie_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(movieId, vector) of every item in the item map: rows 1..n of the model's item embedding."""
-    weight = ITEM_VECTORS[model](net).detach().float().cpu().numpy()
+def item_vectors(net: Recommender, movie_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(movieId, vector) of every item in the item map: rows 1..n of the model's item vectors (models/base.py)."""
+    weight = net.item_vectors().detach().float().cpu().numpy()
     item_idx = np.flatnonzero(movie_ids[:len(weight)] >= 0)
     item_idx = item_idx[item_idx > 0]
     return movie_ids[item_idx], weight[item_idx]
@@ -88,7 +83,9 @@ def _as_date(run_date: dt.date | str | None) -> dt.date:
         raise RecsysError(f"run_date must be YYYY-MM-DD, got {run_date!r}") from None
 
 
-def _constant(value: str, n_rows: int) -> pa.Array:
+def _constant(value: str, n_rows: int):
+    import pyarrow as pa
+
     return pa.DictionaryArray.from_arrays(np.zeros(n_rows, np.int32), pa.array([value])).cast(pa.string())
 
 
@@ -103,7 +100,13 @@ def topn(warehouse: str | Path, model: str, k: int = 100, run_date: dt.date | st
 
     sequences / model_dir: where `recsys train` read its shards and wrote best.pt (train.sequences, train.output);
     amp: bf16 autocast on CUDA, as in training (train.amp); split: test (recommendations) or validation
-    (recommendations_validation, from the validation/ shard)."""
+    (recommendations_validation, from the validation/ shard).
+
+    Scores that are not finite (a diverged model) write nothing: the error names how many users have them."""
+    import pyarrow as pa
+
+    from recsys_torch.tables import write_item_embeddings, write_recommendations
+
     started = time.time()
     if model not in MODELS:
         raise RecsysError(f"unknown torch model {model!r}; choose one of {list(MODELS)}")
@@ -130,10 +133,12 @@ def topn(warehouse: str | Path, model: str, k: int = 100, run_date: dt.date | st
                             pin_memory=use_cuda)
     k_eff = min(k, int(meta["n_items"]))
     users, items, scores = [], [], []
+    broken = []  # users whose model scores hold a NaN or an infinity
     batch = None
     for batch in eval_batches(loader, net, dev):
         with autocast(dev, amp):
             logits = score_batch(net, batch)
+        broken.append(batch["user_idx"][~torch.isfinite(logits[:, 1:]).all(dim=1)].cpu().numpy())
         top_scores, top_items = torch.topk(mask_seen(logits, batch["seen_items"]), k_eff, dim=1)
         users.append(batch["user_idx"].cpu().numpy())
         items.append(top_items.cpu().numpy())
@@ -142,12 +147,18 @@ def topn(warehouse: str | Path, model: str, k: int = 100, run_date: dt.date | st
     gc.collect()  # release the reader's Arrow memory now, not at interpreter exit (apache/arrow#34314)
     if not users:
         raise RecsysError(f"{seq_dir / split} has no rows")
+    broken = np.concatenate(broken)
+    if len(broken):
+        raise RecsysError(f"{model}: non-finite scores for {len(broken)} of {sum(len(u) for u in users)} users of "
+                          f"{split}/ (user_idx {broken[:5].tolist()}); nothing written: retrain the model")
     user_idx = np.concatenate(users)
     item_idx = np.concatenate(items)
     score = np.concatenate(scores).astype(np.float64)
     rank = np.broadcast_to(np.arange(1, k_eff + 1, dtype=np.int32), item_idx.shape)
-    keep = np.isfinite(score)  # fewer than k unseen items: no filler
+    keep = np.isfinite(score)  # fewer than k unseen items (the seen ones are -inf): no filler
     n_rows = int(keep.sum())
+    if n_rows == 0:
+        raise RecsysError(f"{model}: every user of {split}/ has seen every item; nothing written")
     if user_idx.max() >= len(user_ids) or item_idx.max() >= len(movie_ids):
         raise RecsysError(f"{seq_dir}: user_map/item_map do not cover every index in {split}/")
     user_col = np.repeat(user_ids[user_idx], k_eff).reshape(item_idx.shape)[keep]
@@ -168,5 +179,5 @@ def topn(warehouse: str | Path, model: str, k: int = 100, run_date: dt.date | st
              "users": int(len(user_idx)), "rows": n_rows, "k": k, "table_version": version}
     if split == "test":  # the vectors do not depend on the split: written once, with the serving lists
         stats["item_embeddings_version"] = write_item_embeddings(warehouse, model, run_date,
-                                                                 *item_vectors(net, model, movie_ids))
+                                                                 *item_vectors(net, movie_ids))
     return stats | {"seconds": round(time.time() - started, 3)}

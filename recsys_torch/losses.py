@@ -8,6 +8,9 @@
   of Yi et al. 2019); the target's own logit is left as it is, and a negative that is the row's target is
   dropped (masked to -inf), never counted against it.
 - `bce`: one uniform negative per position, binary cross-entropy (the original SASRec objective).
+
+The pair models' losses (recsys_torch.models.base.PairModel), over the scores of a positive and its sampled
+negatives: `pointwise_bce` (NCF) and `bpr` (LightGCN).
 """
 from __future__ import annotations
 
@@ -20,11 +23,14 @@ LOGITS_PER_CHUNK = 1 << 27  # float32 logits held at once by the full softmax (5
 
 
 class NextItemLoss(nn.Module):
-    def __init__(self, kind: str, n_items: int, negatives: int = 1024, item_counts: Tensor | None = None):
+    """`targets_per_row` (the train split's targets / its rows) weighs a batch of windows in `over_windows`."""
+
+    def __init__(self, kind: str, n_items: int, negatives: int = 1024, item_counts: Tensor | None = None,
+                 targets_per_row: float = 0.0):
         super().__init__()
         if kind not in ("ce", "sampled_ce", "bce"):
             raise ValueError(f"loss must be ce, sampled_ce or bce, got {kind!r}")
-        self.kind, self.n_items, self.negatives = kind, n_items, negatives
+        self.kind, self.n_items, self.negatives, self.targets_per_row = kind, n_items, negatives, targets_per_row
         if kind == "sampled_ce":
             if item_counts is None:
                 raise ValueError("sampled_ce needs the train item counts (its proposal distribution)")
@@ -42,6 +48,19 @@ class NextItemLoss(nn.Module):
             return one_negative_bce(hidden, item_weight, targets, self.n_items)
         negatives = torch.multinomial(self.probs, self.negatives, replacement=True)
         return sampled_softmax_cross_entropy(hidden, item_weight, targets, negatives, self.log_kq)
+
+    def over_windows(self, hidden: Tensor, item_weight: Tensor, targets: Tensor) -> Tensor:
+        """The loss of a batch of windows, hidden[B, L, D] and targets[B, L] (0: no target at that position).
+
+        The mean over the batch's target positions times (its targets / the targets a batch of its rows holds on
+        average): every position of the data weighs the same whatever batch it lands in. With batches grouped by
+        length, a plain per-batch mean would give each position of a batch of short windows many times the weight
+        of one in a batch of full windows (and over-fit the users with few items). targets_per_row 0: the mean."""
+        has_target = targets != 0
+        loss = self(hidden[has_target], item_weight, targets[has_target])
+        if self.targets_per_row:
+            loss = loss * (has_target.sum() / (len(has_target) * self.targets_per_row))
+        return loss
 
 
 def proposal(item_counts: Tensor, n_items: int) -> Tensor:
@@ -96,3 +115,18 @@ def one_negative_bce(hidden: Tensor, item_weight: Tensor, targets: Tensor, n_ite
     logits = torch.cat([positive, negative]).float()
     labels = torch.cat([torch.ones_like(positive), torch.zeros_like(negative)]).float()
     return F.binary_cross_entropy_with_logits(logits, labels)
+
+
+def pointwise_bce(logits: Tensor) -> Tensor:
+    """logits[B, 1 + n_neg] of a positive (column 0) and its negatives -> mean binary cross-entropy over all pairs
+    (label 1 for the positive, 0 for each negative)."""
+    labels = torch.zeros_like(logits)
+    labels[:, 0] = 1.0
+    return F.binary_cross_entropy_with_logits(logits, labels)
+
+
+def bpr(positive: Tensor, negative: Tensor, row_weight: Tensor | None = None) -> Tensor:
+    """Bayesian personalised ranking: positive[B] and negative[B, n_neg] scores -> -log sigmoid(pos - neg)
+    averaged over each row's negatives, then over the rows (weighted by row_weight[B] when given)."""
+    per_row = F.softplus(negative - positive[:, None]).mean(1)
+    return (per_row * row_weight).mean() if row_weight is not None else per_row.mean()

@@ -11,9 +11,13 @@ def mask_seen(logits: torch.Tensor, seen_items: torch.Tensor) -> torch.Tensor:
 
 def target_ranks(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     """0-based rank of each row's target. Ties count against the target, so a constant score ranks it last
-    among its equals instead of first."""
+    among its equals instead of first. A row whose target score is not finite, or that holds a NaN, ranks it
+    last (n_items + 1, a miss at any k): no item is >= NaN, so a broken model would otherwise rank every target
+    first."""
     target_logit = logits.gather(1, targets[:, None])
-    return (logits >= target_logit).sum(dim=1) - 1
+    ranks = (logits >= target_logit).sum(dim=1) - 1
+    broken = ~torch.isfinite(target_logit[:, 0]) | torch.isnan(logits).any(dim=1)
+    return ranks.masked_fill(broken, logits.shape[1])
 
 
 def hit_and_ndcg(ranks: torch.Tensor, k: int = 10) -> tuple[torch.Tensor, torch.Tensor]:

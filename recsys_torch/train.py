@@ -1,8 +1,9 @@
 """`train()`: one rank's training of a torch model (recsys_torch.models.MODELS) on the shards, under torchrun or alone.
 
 The pieces, each in its own module: the `train:` config (recsys_torch.config), where a rank runs
-(recsys_torch.runtime), the shard reader (recsys_torch.data), the losses (recsys_torch.losses), validation
-(recsys_torch.evaluation), the loop and its checkpoints (recsys_torch.trainer), MLflow (recsys_torch.tracking).
+(recsys_torch.runtime), the shard reader (recsys_torch.data), what a model declares to the trainer
+(recsys_torch.models.base), the losses (recsys_torch.losses), validation (recsys_torch.evaluation), the loop
+(recsys_torch.trainer), checkpoint files (recsys_torch.checkpoint), MLflow (recsys_torch.tracking).
 """
 from __future__ import annotations
 
@@ -16,9 +17,7 @@ from recsys_torch.models import MODELS
 from recsys_torch.runtime import close_distributed, init_distributed
 from recsys_torch.trainer import Trainer
 
-MODEL_NAMES = tuple(MODELS)
-
-__all__ = ["MODEL_NAMES", "TrainConfig", "train"]
+__all__ = ["TrainConfig", "train"]
 
 
 def train(warehouse: str | Path, model_name: str, cfg: dict, resume: bool = False) -> dict:
@@ -27,8 +26,8 @@ def train(warehouse: str | Path, model_name: str, cfg: dict, resume: bool = Fals
     warehouse = Path(warehouse)
     if not warehouse.is_dir():
         raise RecsysError(f"warehouse not found: {warehouse}")
-    if model_name not in MODEL_NAMES:
-        raise RecsysError(f"unknown model {model_name!r}; choose one of {list(MODEL_NAMES)}")
+    if model_name not in MODELS:
+        raise RecsysError(f"unknown model {model_name!r}; choose one of {list(MODELS)}")
     tcfg = TrainConfig.from_dict(cfg.get("train"))
     seq_dir = sequences_dir(warehouse, tcfg.sequences)
     meta = read_meta(seq_dir)

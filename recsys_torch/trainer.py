@@ -1,6 +1,8 @@
 """The training loop: DDP, bf16 autocast on GPU, gradient accumulation, AdamW with a linear warm-up and cosine decay
 over a budget of optimizer steps, validation every `eval_every` steps with early stopping on NDCG@10, and an atomic
-checkpoint at every validation from which a resumed run continues exactly (same data order, same RNG draws).
+checkpoint at every validation from which a resumed run continues exactly (same data order, same RNG draws). What
+it trains on, its loss and its sampled negatives are the model's to say (recsys_torch.models.base). A non-finite
+training loss stops the run before the next checkpoint, so checkpoint.pt and best.pt keep the last finite state.
 
 Outputs in `<warehouse>/models/<model>/`: checkpoint.pt (the last validation), best.pt (the best validation
 NDCG@10), config.json (the resolved config), history.json (one record per validation). Rank 0 writes files and
@@ -10,9 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import json
 import math
-import os
 import time
 from pathlib import Path
 
@@ -23,17 +23,14 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 
 from recsys_torch import checkpoint as ckpt_io
 from recsys_torch.config import TrainConfig, batch_size_for
-from recsys_torch.data import (EVAL_COLUMNS, PAIR_COLUMNS, SEQUENCE_COLUMNS, ShardSpec, count_rows, in_lockstep,
-                               item_counts, make_loader, read_ncf_positives, sample_negatives)
+from recsys_torch.data import (EVAL_COLUMNS, ShardSpec, count_rows, in_lockstep, item_counts, make_loader,
+                               read_pair_positives, sample_negatives)
 from recsys_torch.errors import RecsysError
 from recsys_torch.evaluation import EVAL_K, validate
-from recsys_torch.graph import build_graph
-from recsys_torch.losses import NextItemLoss
-from recsys_torch.models import build_model, config_from_meta, model_class
-from recsys_torch.runtime import DistEnv, all_reduce_sum, autocast, seed_everything, to_device, trim_left_padding
+from recsys_torch.models import build_model, config_from_meta
+from recsys_torch.models.base import Recommender, TrainSplit
+from recsys_torch.runtime import DistEnv, all_reduce_sum, autocast, seed_everything, to_device
 from recsys_torch.tracking import MlflowLogger, flatten, progress_bar
-
-META_KEYS = ("schema_version", "n_items", "n_users", "max_len", "rows", "tie_break", "seed", "last_gap", "created_at")
 
 
 def lr_lambda(warmup_steps: int, total_steps: int, min_ratio: float):
@@ -57,30 +54,18 @@ def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
 
 
 class LossModule(nn.Module):
-    """What DDP wraps: the model and its loss, so DDP's gradient hooks see the whole computation.
+    """What DDP wraps: the model and the loss it made (Recommender.make_loss), so DDP's gradient hooks see the
+    whole computation."""
 
-    A sequence batch's loss is the mean over its target positions times (its targets / the targets a batch of
-    its rows holds on average): every position of the data weighs the same whatever batch it lands in. With
-    batches grouped by length, a plain per-batch mean would give each position of a batch of short windows
-    many times the weight of one in a batch of full windows (and over-fit the users with few items).
-    A pair batch's loss is the model's own (models/__init__.py)."""
-
-    def __init__(self, model: nn.Module, loss: NextItemLoss | None, targets_per_row: float = 0.0):
+    def __init__(self, model: Recommender, loss: nn.Module | None):
         super().__init__()
-        self.model, self.loss, self.targets_per_row = model, loss, targets_per_row
+        self.model, self.loss = model, loss
 
     def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        if self.model.batches == "pairs":
-            return self.model.training_loss(batch["user_idx"], batch["item_idx"], batch["neg_items"])
-        hidden = self.model(batch["items"], batch["timestamps"])
-        has_target = batch["targets"] != 0
-        loss = self.loss(hidden[has_target], self.model.item_emb.weight, batch["targets"][has_target])
-        if self.targets_per_row:
-            loss = loss * (has_target.sum() / (len(has_target) * self.targets_per_row))
-        return loss
+        return self.model.training_loss(batch, self.loss)
 
 
-def build(model_name: str, section: dict | None, meta: dict, device: torch.device) -> tuple[nn.Module, dict]:
+def build(model_name: str, section: dict | None, meta: dict, device: torch.device) -> tuple[Recommender, dict]:
     """The model of conf/<model>.yaml's section sized by meta.json, and that resolved model config."""
     try:
         model_cfg = config_from_meta(model_name, section, meta)
@@ -109,49 +94,48 @@ class Trainer:
         self.warehouse, self.model_name, self.cfg, self.tcfg = warehouse, model_name, cfg, tcfg
         self.seq_dir, self.meta, self.env = seq_dir, meta, env
         self.out_dir = Path(tcfg.output) if tcfg.output else warehouse / "models" / model_name
-        self.amp = tcfg.amp and env.device.type == "cuda"
-        kind = model_class(model_name)
-        pairs = kind.batches == "pairs"
-        train_split = seq_dir / (kind.pair_shard if pairs else "train")
+        on_gpu = env.device.type == "cuda"
+        self.amp = tcfg.amp and on_gpu
+        n_items = int(meta["n_items"])
 
         seed_everything(tcfg.seed)
         self.model, self.model_cfg = build(model_name, cfg.get(model_name), meta, env.device)
-        if kind.needs_graph:  # the train graph, the same on every rank (built from the whole edges/ shard)
-            self.model.set_graph(build_graph(seq_dir, meta, "validation"))
+        model = self.model
+        if model.needs_graph:  # the train graph, the same on every rank (built from the whole edges/ shard)
+            from recsys_torch.graph import build_graph  # here: it reads Parquet, as recsys_torch.data does
+
+            model.set_graph(build_graph(seq_dir, meta, "validation"))
         torch.manual_seed(tcfg.seed + env.rank)  # dropout and sampled negatives differ between ranks
-        self.loss_name = kind.loss_name if pairs else tcfg.resolved_loss(env.device.type == "cuda")
-        # negatives per pair: the model's own setting (LightGCN's BPR) or train.ncf_negatives (NCF)
-        self.pair_negatives = int(getattr(self.model.cfg, "negatives", tcfg.ncf_negatives))
+        train_split = seq_dir / model.train_shard
         rows = count_rows(train_split)
-        counts = None if pairs else item_counts(train_split, int(meta["n_items"]))
-        loss = None if pairs else NextItemLoss(self.loss_name, int(meta["n_items"]), tcfg.negatives, counts).to(
-            env.device)
-        wrapped = LossModule(self.model, loss, 0.0 if pairs else float(counts.sum()) / max(rows, 1))
-        self.ddp: nn.Module = (DDP(wrapped, device_ids=[env.local_rank] if env.device.type == "cuda" else None)
+        self.loss_name = model.loss_name(tcfg, on_gpu)
+        loss = model.make_loss(tcfg, on_gpu, TrainSplit(rows, lambda: item_counts(train_split, n_items)))
+        wrapped = LossModule(model, loss)
+        self.ddp: nn.Module = (DDP(wrapped, device_ids=[env.local_rank] if on_gpu else None)
                                if env.world > 1 else wrapped)
 
         self.batch_size = batch_size_for(rows, env.world, tcfg)
-        pin = env.device.type == "cuda"
         readers = {"rank": env.rank, "world": env.world, "seed": tcfg.seed, "reader_pool": tcfg.reader_pool,
                    "reader_workers": tcfg.reader_workers}
         self.train_ds, self.train_loader = make_loader(ShardSpec(
-            train_split, PAIR_COLUMNS if pairs else SEQUENCE_COLUMNS, self.batch_size, shuffle=True,
-            shuffle_buffer=tcfg.shuffle_buffer, group_by_length=None if pairs or not tcfg.group_by_length else "items",
-            **readers), tcfg.num_workers, pin)
+            train_split, model.train_columns, self.batch_size, shuffle=True, shuffle_buffer=tcfg.shuffle_buffer,
+            group_by_length=model.length_column if tcfg.group_by_length else None, **readers), tcfg.num_workers, on_gpu)
         self.val_ds, self.val_loader = make_loader(ShardSpec(
-            seq_dir / "validation", EVAL_COLUMNS, tcfg.eval_batch_size, shuffle=False, **readers), 0, pin)
-        self.positives = (read_ncf_positives(train_split, meta["n_items"])
-                          if pairs and tcfg.ncf_reject_positives else None)
+            seq_dir / "validation", EVAL_COLUMNS, tcfg.eval_batch_size, shuffle=False, **readers), 0, on_gpu)
+        # The negatives the model asks for, from a generator of their own (saved in the checkpoint, so resume draws
+        # the same ones), redrawn where they hit one of the user's train items (train.pair_reject_positives)
+        self.negatives = model.negatives_per_row(tcfg)
+        self.negative_rng = torch.Generator().manual_seed(tcfg.seed * 1_000_003 + env.rank)
+        self.positives = (read_pair_positives(train_split, n_items)
+                          if self.negatives and tcfg.pair_reject_positives else None)
 
         micro_per_epoch = math.ceil(rows / (env.world * self.batch_size))
         self.steps_per_epoch = max(1, math.ceil(micro_per_epoch / tcfg.grad_accum))
         self.total_steps = min(tcfg.max_steps, tcfg.max_epochs * self.steps_per_epoch)
-        self.optimizer = torch.optim.AdamW(param_groups(self.model, tcfg.weight_decay), lr=tcfg.lr,
-                                           betas=(0.9, 0.98), fused=True if env.device.type == "cuda" else None)
+        self.optimizer = torch.optim.AdamW(param_groups(model, tcfg.weight_decay), lr=tcfg.lr,
+                                           betas=(0.9, 0.98), fused=True if on_gpu else None)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, lr_lambda(round(tcfg.warmup * self.total_steps), self.total_steps, tcfg.min_lr_ratio))
-        # A pair model's negatives: a generator of their own, saved in the checkpoint, so resume draws the same ones
-        self.ncf_negatives = torch.Generator().manual_seed(tcfg.seed * 1_000_003 + env.rank)
         self.progress = Progress()
         self._window = {"loss": 0.0, "micro": 0, "started": time.time(), "steps": 0}
 
@@ -171,7 +155,7 @@ class Trainer:
         return self.out_dir / "best.pt"
 
     def _gather_rng(self) -> list[dict]:
-        state = {**ckpt_io.rng_state(), "ncf_negatives": self.ncf_negatives.get_state()}
+        state = {**ckpt_io.rng_state(), "pair_negatives": self.negative_rng.get_state()}
         if self.env.world == 1:
             return [state]
         states: list = [None] * self.env.world
@@ -180,41 +164,18 @@ class Trainer:
 
     def save_checkpoint(self) -> None:
         rng = self._gather_rng()  # a collective: every rank takes part
-        if not self.env.is_main:
-            return
-        ckpt_io.save_atomic({
-            "model_name": self.model_name,
-            "model_config": self.model_cfg,
-            "model": self.model.state_dict(),
-            "optimizer": self.optimizer.state_dict(),
-            "scheduler": self.scheduler.state_dict(),
-            "rng": rng,
-            "world_size": self.env.world,
-            "batch_size": self.batch_size,
-            "progress": dataclasses.asdict(self.progress),
-        }, self.checkpoint_path)
+        if self.env.is_main:
+            ckpt_io.save_training(self.checkpoint_path, self.model_name, self.model_cfg, self.model, self.optimizer,
+                                  self.scheduler, rng, self.env.world, self.batch_size,
+                                  dataclasses.asdict(self.progress))
 
     def save_best(self, metrics: dict) -> None:
         if self.env.is_main:
-            ckpt_io.save_atomic({
-                "model_name": self.model_name,
-                "model_config": self.model_cfg,
-                "model": self.model.state_dict(),
-                "step": self.progress.step,
-                "metrics": {k: float(v) for k, v in metrics.items()},
-                "meta": {k: self.meta.get(k) for k in META_KEYS if k not in ("rows", "created_at")},
-            }, self.best_path)
+            ckpt_io.save_best(self.best_path, self.model_name, self.model_cfg, self.model, self.progress.step,
+                              metrics, self.meta)
 
     def load_checkpoint(self) -> None:
-        state = ckpt_io.load(self.checkpoint_path, map_location="cpu")
-        if state.get("model_name") != self.model_name or state.get("model_config") != self.model_cfg:
-            raise RecsysError(f"{self.checkpoint_path} was written for {state.get('model_name')} with config "
-                              f"{state.get('model_config')}, not {self.model_name} with {self.model_cfg}; "
-                              f"train without --resume to start over")
-        if state.get("batch_size") != self.batch_size:
-            raise RecsysError(f"{self.checkpoint_path} was trained with micro-batches of {state.get('batch_size')} "
-                              f"rows, this run would use {self.batch_size}; resume with the same train.batch_size "
-                              f"and number of processes, or train without --resume")
+        state = ckpt_io.load_training(self.checkpoint_path, self.model_name, self.model_cfg, self.batch_size)
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
@@ -222,19 +183,18 @@ class Trainer:
         if state["world_size"] == self.env.world:
             rng = state["rng"][self.env.rank]
             ckpt_io.set_rng_state(rng)
-            self.ncf_negatives.set_state(rng["ncf_negatives"])
+            # "ncf_negatives": the key before pair models shared one name for it
+            self.negative_rng.set_state(rng["pair_negatives"] if "pair_negatives" in rng else rng["ncf_negatives"])
         else:  # another world size: the data order changes anyway; keep runs reproducible per world size
             seed_everything(self.tcfg.seed + 1000 * self.progress.step + self.env.rank)
 
     def write_json(self, name: str, value) -> None:
-        if not self.env.is_main:
-            return
-        self.out_dir.mkdir(parents=True, exist_ok=True)
-        tmp = self.out_dir / f".{name}.tmp"
-        tmp.write_text(json.dumps(value, indent=2, default=str))
-        os.replace(tmp, self.out_dir / name)
+        if self.env.is_main:
+            ckpt_io.write_json(self.out_dir / name, value)
 
     def resolved_config(self) -> dict:
+        from recsys_torch.schemas import META_KEYS  # here: recsys_torch.schemas needs pyarrow, training does not
+
         return {
             "model": self.model_name,
             "model_config": self.model_cfg,
@@ -253,12 +213,10 @@ class Trainer:
 
     # --- the loop ----------------------------------------------------------------------------------------------
     def prepare(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        if self.model.batches == "pairs":
-            batch["neg_items"] = sample_negatives(batch["user_idx"], self.meta["n_items"], self.pair_negatives,
-                                                  self.ncf_negatives, self.positives)
-        else:
-            batch = trim_left_padding(batch)
-        return to_device(batch, self.env.device)
+        if self.negatives:
+            batch["neg_items"] = sample_negatives(batch["user_idx"], self.meta["n_items"], self.negatives,
+                                                  self.negative_rng, self.positives)
+        return to_device(self.model.trim(batch), self.env.device)
 
     def finished(self) -> bool:
         p, tcfg = self.progress, self.tcfg
@@ -304,9 +262,20 @@ class Trainer:
         if micro == 0:
             raise RecsysError(f"{self.train_ds.spec.path}: this rank read no training rows")
 
+    def stop_if_diverged(self, loss_sum: float) -> None:
+        """Before anything is written: a non-finite loss or weight ends the run, checkpoint.pt and best.pt stay as
+        they were. (A NaN model would otherwise validate at 0, beat a fresh run's -1 and become best.pt.)"""
+        weights_finite = bool(torch.stack([torch.isfinite(w).all() for w in self.model.parameters()]).all())
+        if math.isfinite(loss_sum) and weights_finite:
+            return
+        what = f"the training loss is {loss_sum}" if not math.isfinite(loss_sum) else "the weights are not finite"
+        raise RecsysError(f"{self.model_name}: {what} by step {self.progress.step}; training stopped, "
+                          f"{self.checkpoint_path.name} and {self.best_path.name} left as they were")
+
     def validate_and_checkpoint(self) -> None:
         tcfg, env, p = self.tcfg, self.env, self.progress
         loss_sum, micro = all_reduce_sum([float(self._window["loss"]), float(self._window["micro"])], env)
+        self.stop_if_diverged(loss_sum)
         seconds = time.time() - self._window["started"]
         val = validate(self.model, self.val_loader, env, self.amp, tcfg.eval_rows)
         self.val_ds.close()

@@ -62,4 +62,4 @@ def write_sasrec_embeddings(warehouse: Path) -> None:
         movie_ids[item_idx] = movie_id
     torch.manual_seed(0)
     net = build_model("sasrec", {"n_items": len(movie_ids) - 1, "hidden": 16, "n_layers": 1, "max_len": 20}, "cpu")
-    write_item_embeddings(warehouse, "sasrec", LATEST, *item_vectors(net, "sasrec", movie_ids))
+    write_item_embeddings(warehouse, "sasrec", LATEST, *item_vectors(net, movie_ids))

@@ -124,7 +124,7 @@ def test_every_target_position_weighs_the_same_whatever_the_batch():
     torch.manual_seed(0)
     model = build_model("sasrec", {"n_items": N_ITEMS, "hidden": 8, "n_heads": 1, "n_layers": 1, "max_len": 6,
                                    "dropout": 0.0}, "cpu")
-    module = LossModule(model, NextItemLoss("ce", N_ITEMS), targets_per_row=4.0)
+    module = LossModule(model, NextItemLoss("ce", N_ITEMS, targets_per_row=4.0))
     full = {"items": torch.tensor([[1, 2, 3, 4, 5, 6]] * 2), "timestamps": torch.zeros(2, 6, dtype=torch.long),
             "targets": torch.tensor([[0, 0, 4, 5, 6, 7]] * 2)}  # 4 targets a row: the average
     short = {**full, "targets": torch.tensor([[0, 0, 0, 0, 6, 7]] * 2)}  # 2 a row

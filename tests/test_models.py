@@ -8,6 +8,9 @@ import torch
 
 from recsys_torch.losses import NextItemLoss
 from recsys_torch.models import MODELS, build_model
+from recsys_torch.config import TrainConfig
+from recsys_torch.models.base import PairModel, SequenceModel, TrainSplit
+from recsys_torch.trainer import LossModule
 from recsys_torch.models.lightgcn import normalized_adjacency
 from recsys_torch.models.ss4rec import chunked_linear_scan
 
@@ -140,7 +143,7 @@ def test_sasrec_sampled_losses_are_finite_with_padded_rows(kind):
 def test_ncf_shapes_and_scores_equal_textbook_neumf():
     model = make_model("ncf", mlp_dims=[32, 16, 8]).eval()
     users = torch.tensor([1, 2, 100])
-    loss = model.training_loss(users, torch.tensor([1, 2, 3]), torch.randint(1, N_ITEMS + 1, (3, 4)))
+    loss = model.pair_loss(users, torch.tensor([1, 2, 3]), torch.randint(1, N_ITEMS + 1, (3, 4)))
     loss.backward()
     assert loss.ndim == 0 and torch.isfinite(loss)
     with torch.no_grad():
@@ -181,8 +184,8 @@ def test_amount_of_left_padding_does_not_change_hidden_states(name):
 def test_runs_under_bfloat16_autocast(name):
     model = make_model(name)
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        if model.batches == "pairs":
-            loss = model.training_loss(torch.tensor([1, 2]), torch.tensor([3, 4]), torch.tensor([[5], [6]]))
+        if isinstance(model, PairModel):
+            loss = model.pair_loss(torch.tensor([1, 2]), torch.tensor([3, 4]), torch.tensor([[5], [6]]))
             scores = model.score_users(torch.tensor([1, 2]))
         else:
             items, timestamps = left_padded_batch([20, 4, 0], 20, torch.Generator().manual_seed(4))
@@ -190,6 +193,48 @@ def test_runs_under_bfloat16_autocast(name):
             scores = model.score_last(items, timestamps, timestamps[:, -1] + 1)
     loss.backward()
     assert torch.isfinite(loss) and torch.isfinite(scores[:, 1:]).all()
+
+
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_every_model_trains_scores_and_gives_item_vectors_through_the_contract_alone(name):
+    """What the trainer, validation and top-N call (models/base.py), on batches of the columns the model declares:
+    a finite loss whose gradient reaches every parameter, full-ranking logits, one item vector per item."""
+    from recsys_torch import schemas
+
+    model = make_model(name)
+    assert isinstance(model, (SequenceModel, PairModel))
+    shard_rows = {"train": schemas.SEQUENCE_ROWS, "ncf_train": schemas.NCF_ROWS, "edges": schemas.EDGE_ROWS}
+    assert set(model.train_columns) <= set(shard_rows[model.train_shard].names)  # columns its shard has
+    generator = torch.Generator().manual_seed(5)
+    items, timestamps = left_padded_batch([12, 7, 3], 20, generator)
+    users = torch.tensor([1, 2, 3])
+    columns = {"user_idx": users, "item_idx": torch.tensor([4, 5, 6]), "items": items, "timestamps": timestamps,
+               "targets": items.roll(-1, dims=1) * (items != 0)}
+    batch = {column: columns[column] for column in model.train_columns}
+    tcfg = TrainConfig(negatives=8)
+    negatives = model.negatives_per_row(tcfg)
+    assert negatives == 0 if isinstance(model, SequenceModel) else negatives >= 1  # a pair model needs negatives
+    if negatives:
+        batch["neg_items"] = torch.randint(1, N_ITEMS + 1, (3, negatives), generator=generator)
+    split = TrainSplit(rows=3, target_counts=lambda: torch.ones(N_ITEMS + 1, dtype=torch.long))
+    model.train()
+    loss = LossModule(model, model.make_loss(tcfg, False, split))(model.trim(batch))
+    loss.backward()
+    assert loss.ndim == 0 and torch.isfinite(loss) and isinstance(model.loss_name(tcfg, False), str)
+    assert all(p.grad is not None for p in model.parameters())
+
+    evaluation = {"user_idx": users, "items": items, "timestamps": timestamps, "seen_items": items,
+                  "query_timestamp": timestamps[:, -1] + 60, "target_item": torch.tensor([1, 2, 3])}
+    model.eval()
+    with torch.no_grad():
+        trimmed = model.trim(evaluation)
+        logits = model.score(trimmed)
+        torch.testing.assert_close(logits, model.score(evaluation), rtol=0, atol=1e-5)  # trimming changes no score
+    if isinstance(model, SequenceModel):  # the history's left padding is cut: 12 of 20 positions are items
+        assert trimmed["items"].shape == (3, 12)
+    assert logits.shape == (3, N_ITEMS + 1) and torch.isneginf(logits[:, 0]).all()
+    assert torch.isfinite(logits[:, 1:]).all()
+    assert model.item_vectors().shape[0] == N_ITEMS + 1
 
 
 # ---------------------------------------------------------------- LightGCN against a dense reference
@@ -247,7 +292,7 @@ def test_lightgcn_bpr_loss_and_its_gradient_match_the_dense_reference(per_user):
     model = tiny_lightgcn(n_layers=2, reg=0.01, per_user=per_user).train()
     users, positives = torch.tensor([1, 2, 3, 3]), torch.tensor([2, 3, 4, 5])
     negatives = torch.tensor([[3, 6], [1, 4], [2, 6], [1, 3]])
-    loss = model.training_loss(users, positives, negatives)
+    loss = model.pair_loss(users, positives, negatives)
     loss.backward()
 
     user_emb = model.user_emb.weight.detach().double().requires_grad_()
@@ -458,7 +503,7 @@ def test_ncf_learns_user_item_clusters():
     for _ in range(300):
         rows = torch.randint(0, len(train_users), (128,), generator=generator)
         negatives = torch.randint(1, N_ITEMS + 1, (128, 4), generator=generator)
-        loss = model.training_loss(train_users[rows], train_items[rows], negatives)
+        loss = model.pair_loss(train_users[rows], train_items[rows], negatives)
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()

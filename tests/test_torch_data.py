@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from recsys_torch.data import (EVAL_COLUMNS, PAIR_COLUMNS, READER_ENV, SEQUENCE_COLUMNS, ShardSpec, make_loader,
-                               read_meta, read_ncf_positives, resolve_reader)
+                               read_meta, read_pair_positives, resolve_reader)
 from recsys_torch.errors import RecsysError
 from recsys_torch.negatives import sample_negatives
 from torch_shards import PlantedData, write_shards
@@ -101,7 +101,7 @@ def test_missing_or_foreign_meta_is_a_clear_error(tmp_path):
 
 def test_negatives_are_uniform_seeded_and_avoid_positives(seq_dir):
     meta = read_meta(seq_dir)
-    positives = read_ncf_positives(seq_dir / "ncf_train", meta["n_items"])
+    positives = read_pair_positives(seq_dir / "ncf_train", meta["n_items"])
     users = torch.from_numpy(pq.read_table(seq_dir / "ncf_train").column("user_idx").to_numpy().astype(np.int64))
     negs = sample_negatives(users, meta["n_items"], 4, torch.Generator().manual_seed(1), positives)
     again = sample_negatives(users, meta["n_items"], 4, torch.Generator().manual_seed(1), positives)

@@ -22,8 +22,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
+
+from recsys_torch.losses import bpr
+from recsys_torch.models.base import PairModel
 
 
 @dataclass
@@ -61,11 +63,10 @@ def normalized_adjacency(users: Tensor, items: Tensor, n_users: int, n_items: in
                                    check_invariants=True).coalesce()
 
 
-class LightGCN(nn.Module):
-    batches = "pairs"     # the trainer's (user, item) rows with sampled negatives (models/__init__.py) ...
-    pair_shard = "edges"  # ... read from the edges/ shard
+class LightGCN(PairModel):
+    train_shard = "edges"  # one (user, item) row per train edge; lightgcn.negatives negatives sampled per row
     needs_graph = True
-    loss_name = "bpr"
+    pair_loss_name = "bpr"
 
     def __init__(self, cfg: LightGCNConfig):
         super().__init__()
@@ -121,18 +122,20 @@ class LightGCN(nn.Module):
             self._propagated = (users, items)
         return users, items
 
-    def training_loss(self, users: Tensor, pos_items: Tensor, neg_items: Tensor) -> Tensor:
+    def negatives_per_row(self, tcfg) -> int:
+        return self.cfg.negatives
+
+    def pair_loss(self, users: Tensor, pos_items: Tensor, neg_items: Tensor) -> Tensor:
         """users[B], pos_items[B], neg_items[B, n_neg] -> BPR averaged over the B * n_neg pairs (each user's
         weighted by user_weight with per_user) + reg * L2."""
         user_vecs, item_vecs = self.propagate()
         u = user_vecs[users]
         pos = (u * item_vecs[pos_items]).sum(-1)
         neg = (u[:, None] * item_vecs[neg_items]).sum(-1)
-        bpr = F.softplus(neg - pos[:, None]).mean(1)  # -log sigmoid(pos - neg)
-        bpr = (bpr * self.user_weight[users]).mean() if self.cfg.per_user else bpr.mean()
+        ranking = bpr(pos, neg, self.user_weight[users] if self.cfg.per_user else None)
         l2 = (self.user_emb(users).pow(2).sum() + self.item_emb(pos_items).pow(2).sum()
               + self.item_emb(neg_items).pow(2).sum() / neg_items.shape[1]) / (2 * len(users))
-        return bpr + self.cfg.reg * l2
+        return ranking + self.cfg.reg * l2
 
     def score_users(self, users: Tensor) -> Tensor:
         """Scores of every item for users[B]: [B, n_items + 1], column 0 = -inf."""

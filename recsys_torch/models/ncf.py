@@ -15,6 +15,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from recsys_torch.losses import pointwise_bce
+from recsys_torch.models.base import PairModel
+
 
 @dataclass
 class NCFConfig:
@@ -34,11 +37,9 @@ class NCFConfig:
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
 
 
-class NCF(nn.Module):
-    batches = "pairs"         # (user, item) rows with sampled negatives (models/__init__.py) ...
-    pair_shard = "ncf_train"  # ... read from the ncf_train/ shard
-    needs_graph = False
-    loss_name = "bce (ncf)"
+class NCF(PairModel):
+    train_shard = "ncf_train"  # (user, item) rows; train.pair_negatives negatives sampled per row
+    pair_loss_name = "bce (ncf)"
 
     def __init__(self, cfg: NCFConfig):
         super().__init__()
@@ -84,12 +85,10 @@ class NCF(nn.Module):
             hidden = F.relu(layer(self.dropout(hidden)))
         return gmf + hidden @ mlp_weight + self.output.bias
 
-    def training_loss(self, users: Tensor, pos_items: Tensor, neg_items: Tensor) -> Tensor:
+    def pair_loss(self, users: Tensor, pos_items: Tensor, neg_items: Tensor) -> Tensor:
         """users[B], pos_items[B], neg_items[B, n_neg] -> mean BCE over all B * (1 + n_neg) pairs."""
-        logits = self.pair_logits(users[:, None], torch.cat([pos_items[:, None], neg_items], dim=1)).float()
-        labels = torch.zeros_like(logits)
-        labels[:, 0] = 1.0
-        return F.binary_cross_entropy_with_logits(logits, labels)
+        items = torch.cat([pos_items[:, None], neg_items], dim=1)
+        return pointwise_bce(self.pair_logits(users[:, None], items).float())
 
     def score_users(self, users: Tensor, items_per_chunk: int = 8192) -> Tensor:
         """Logits of every item for users[B]: [B, n_items + 1], column 0 = -inf.
@@ -102,3 +101,8 @@ class NCF(nn.Module):
         logits = torch.cat(chunks, dim=1)
         logits[:, 0] = float("-inf")
         return logits
+
+    def item_vectors(self) -> Tensor:
+        """The GMF item embedding: its dot product with the user's GMF vector is the matrix-factorisation half of
+        the score."""
+        return self.item_gmf.weight

@@ -16,6 +16,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from recsys_torch.models.base import SequenceModel
+
 
 @dataclass
 class SASRecConfig:
@@ -85,9 +87,7 @@ def init_dense_layers(model: nn.Module) -> None:
             nn.init.zeros_(module.bias)
 
 
-class SASRec(nn.Module):
-    batches = "sequences"  # train/ windows, next-item loss over item_emb (models/__init__.py)
-    needs_graph = False
+class SASRec(SequenceModel):  # train/ windows, a next-item loss over the tied item_emb (models/base.py)
 
     def __init__(self, cfg: SASRecConfig):
         super().__init__()
@@ -125,11 +125,3 @@ class SASRec(nn.Module):
         for block in self.blocks:
             x = block(x, attend)
         return self.final_norm(x) * is_item[..., None]
-
-    def score_last(self, items: Tensor, timestamps: Tensor | None, query_timestamps: Tensor | None = None) -> Tensor:
-        """Scores of every item as the next one after the last position: [B, n_items + 1], column 0 = -inf."""
-        last_hidden = self(items, timestamps)[:, -1]
-        logits = last_hidden.float() @ self.item_emb.weight.float().T
-        logits[:, 0] = float("-inf")
-        return logits
-

@@ -44,6 +44,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from recsys_torch.models.base import SequenceModel
 from recsys_torch.models.sasrec import init_dense_layers
 from recsys_torch.models.selective_scan import selective_scan
 
@@ -224,9 +225,7 @@ class SS4RecLayer(nn.Module):
         return self.ffn_norm(x + self.dropout(self.ffn(x)))
 
 
-class SS4Rec(nn.Module):
-    batches = "sequences"  # train/ windows, next-item loss over item_emb (models/__init__.py)
-    needs_graph = False
+class SS4Rec(SequenceModel):  # train/ windows, a next-item loss over the tied item_emb (models/base.py)
 
     def __init__(self, cfg: SS4RecConfig):
         super().__init__()
@@ -262,10 +261,3 @@ class SS4Rec(nn.Module):
         for layer in self.layers:
             x = layer(x, step_scale, is_item)
         return x * is_item[..., None]
-
-    def score_last(self, items: Tensor, timestamps: Tensor, query_timestamps: Tensor | None = None) -> Tensor:
-        """Scores of every item at query_timestamps[B] after the last position: [B, n_items + 1], column 0 = -inf."""
-        last_hidden = self(items, timestamps, query_timestamps)[:, -1]
-        logits = last_hidden.float() @ self.item_emb.weight.float().T
-        logits[:, 0] = float("-inf")
-        return logits
