@@ -263,8 +263,8 @@ def quality(device: torch.device, sizes: Sizes, folder: Path, seed: int = 42) ->
     targets = train["targets"][train["targets"] > 0]
     counts = torch.bincount(targets, minlength=n_items + 1)[: n_items + 1]
     loss_name = "ce" if on_gpu else "sampled_ce"  # TrainConfig.resolved_loss's `auto`
-    loss = NextItemLoss(loss_name, n_items, 1024, counts).to(device)
-    module = LossModule(model, loss, float(counts.sum()) / max(rows, 1))
+    loss = NextItemLoss(loss_name, n_items, 1024, counts, targets_per_row=float(counts.sum()) / max(rows, 1)).to(device)
+    module = LossModule(model, loss)
     optimizer = torch.optim.AdamW(param_groups(model, 0.01), lr=2e-3, betas=(0.9, 0.98),
                                   fused=True if on_gpu else None)
     scheduler = torch.optim.lr_scheduler.LambdaLR(

@@ -7,7 +7,7 @@
     .venv/bin/python benchmarks/train_throughput.py --device cpu --n-items 2000 --seq-len 50 --batch-size 8 \\
         --steps 2 --warmup 1                                                # CPU smoke check (float32)
 
-Models are the registry's sequence models (recsys_torch.models, `batches = "sequences"`), each `name` or
+Models are the registry's sequence models (recsys_torch.models whose class is a `models.base.SequenceModel`), each `name` or
 `name@width`; the rest of a model's config is its dataclass's defaults, changed with `--set name.key=value`.
 
 One step is what the trainer (recsys_torch/train.py) does per batch: `training_loss` under its `autocast`
@@ -78,10 +78,11 @@ from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
 from _measure import machine, peak_rss_gb, reset_peak_rss  # noqa: E402
 from recsys_torch.losses import LOGITS_PER_CHUNK, NextItemLoss  # noqa: E402
 from recsys_torch.models import MODELS, build_config, build_model, model_class  # noqa: E402
+from recsys_torch.models.base import SequenceModel  # noqa: E402
 from recsys_torch.runtime import autocast  # noqa: E402
 from recsys_torch.trainer import LossModule, param_groups  # noqa: E402
 
-MODEL_NAMES = tuple(name for name in MODELS if model_class(name).batches == "sequences")
+MODEL_NAMES = tuple(name for name in MODELS if issubclass(model_class(name), SequenceModel))
 SECONDS_PER_DAY = 86_400
 
 

@@ -1,12 +1,8 @@
-"""Model registry: name -> (model class, config dataclass), and `build_model`.
+"""Model registry: name -> (model class, config dataclass), derived from the catalogue (recsys_core.catalogue), and
+`build_model`.
 
-Each model class declares what it trains on (recsys_torch.trainer reads it; nothing branches on model names):
-- `batches = "sequences"`: windows of train/, a next-item loss (recsys_torch.losses) over the tied `item_emb`;
-  scored by `score_last(items, timestamps, query_timestamps)`.
-- `batches = "pairs"`: (user_idx, item_idx) rows of the shard `pair_shard`, negatives sampled per row, the model's own
-  `training_loss(users, positives, negatives)` and `loss_name`; scored by `score_users(users)`.
-- `needs_graph = True`: the model is given the normalised user-item graph (`set_graph`, built by
-  recsys_torch.graph from the edges/ shard) before it trains or scores.
+What a model trains on, its loss, how it scores and its item vectors are its base class's contract
+(recsys_torch/models/base.py: SequenceModel or PairModel); nothing here or in the trainer branches on a model's name.
 """
 from __future__ import annotations
 
