@@ -23,6 +23,7 @@ from jobs import catalogue  # noqa: E402
 from jobs.common import add_config_flags, comparison_view, guarded, parse_run_date  # noqa: E402
 from jobs.config import ConfigError, load_config, run_layer, section  # noqa: E402
 from jobs.plan import PipelineConfig, Run, config_sections, plan, run_pipeline  # noqa: E402
+from jobs.runlock import RunLock  # noqa: E402
 from jobs.steps import PROJECT_ROOT, local_command  # noqa: E402
 
 # What a printed plan says in place of a path it was not given: a shell variable its second line sets.
@@ -146,15 +147,23 @@ def main(argv=None) -> int:
         return 0
     warehouse, data = Path(args.warehouse).resolve(), Path(args.data).resolve()
 
-    import mlflow
     from rich.console import Console
 
-    from jobs.tracking import PARENT_ENV, export_env
-    from recsys_spark.report import comparison_table, intervals_table, load_metrics, write_report
     from recsys_spark.inputs import check_inputs
 
     console = Console(width=None if sys.stdout.isatty() else 140)
     check_inputs(data)  # before any MLflow run or folder is made
+    with RunLock(warehouse):
+        return run_nightly(args, cfg, layer, resolve, pipe, run_date, data, warehouse, console)
+
+
+def run_nightly(args, cfg, layer, resolve, pipe, run_date, data, warehouse, console) -> int:
+    """The run itself, while this process holds the warehouse's run lock."""
+    import mlflow
+
+    from jobs.tracking import PARENT_ENV, export_env
+    from recsys_spark.report import comparison_table, intervals_table, load_metrics, write_report
+
     env = export_env(cfg, warehouse)
 
     def show(result):
