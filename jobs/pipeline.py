@@ -22,7 +22,7 @@ if __package__ in (None, ""):  # run as a script (`python jobs/pipeline.py`): th
 from jobs import catalogue  # noqa: E402
 from jobs.common import add_config_flags, comparison_view, guarded, parse_run_date  # noqa: E402
 from jobs.config import ConfigError, load_config, run_layer, section  # noqa: E402
-from jobs.plan import PipelineConfig, Run, config_sections, plan, run_pipeline  # noqa: E402
+from jobs.plan import PipelineConfig, Run, config_sections, plan, run_pipeline, summary  # noqa: E402
 from jobs.runlock import RunLock  # noqa: E402
 from jobs.steps import PROJECT_ROOT, local_command  # noqa: E402
 
@@ -167,9 +167,10 @@ def run_nightly(args, cfg, layer, resolve, pipe, run_date, data, warehouse, cons
     env = export_env(cfg, warehouse)
 
     def show(result):
-        style = {"ran": "green", "skipped": "dim", "failed": "red"}[result.status]
+        style = {"ran": "green", "skipped": "dim", "failed": "red", "not run": "yellow"}[result.status]
         console.print(f"[{style}]{result.status:>7}[/] {result.name:<20} {result.seconds:7.1f}s")
 
+    report = registered = table = metrics = None
     with mlflow.start_run(experiment_id=env["MLFLOW_EXPERIMENT_ID"], run_name=f"pipeline {run_date}",
                           tags={"recsys.step": "pipeline", "recsys.run_date": str(run_date)}) as parent:
         mlflow.log_params({"data": str(data), "warehouse": str(warehouse), "run_date": str(run_date)})
@@ -179,27 +180,36 @@ def run_nightly(args, cfg, layer, resolve, pipe, run_date, data, warehouse, cons
                                config_file=Path(args.config) if args.config else None, overrides=args.overrides)
         for result in results:
             mlflow.log_metric(f"step_seconds.{result.name}", result.seconds)
-        ran = {r.name for r in results if r.status == "ran"}
+        status = {r.name: r.status for r in results}
+        ran = {name for name, s in status.items() if s == "ran"}
         trained = {m for m in pipe.torch_models if catalogue.TORCH.fit_step.format(model=m) in ran}
         registered = register_best(warehouse, cfg, trained)
-        report = write_report(warehouse, args.reports, run_date)
-        mlflow.log_artifacts(str(report.parent), "report")
-        metrics = load_metrics(warehouse, run_date)
-        table = comparison_table(metrics)
-        for model, row in table.iterrows():
-            for metric, value in row.dropna().items():
-                mlflow.log_metric(f"{model}.{metric.replace('@', '_at_')}", float(value))
+        if status.get("evaluate") in ("ran", "skipped"):  # the report of the models that were evaluated
+            report = write_report(warehouse, args.reports, run_date)
+            mlflow.log_artifacts(str(report.parent), "report")
+            metrics = load_metrics(warehouse, run_date)
+            table = comparison_table(metrics)
+            for model, row in table.iterrows():
+                for metric, value in row.dropna().items():
+                    mlflow.log_metric(f"{model}.{metric.replace('@', '_at_')}", float(value))
+        if "failed" in status.values():
+            mlflow.set_tag("recsys.failed_steps", ",".join(n for n, s in status.items() if s == "failed"))
 
-    console.print(comparison_view(table, f"Comparison, run date {run_date} (test split, full ranking)"))
-    intervals = intervals_table(metrics)
-    if not intervals.empty:
-        console.print(comparison_view(intervals, "95% bootstrap intervals over users; paired differences, "
-                                                 "(noise): the interval holds zero"))
+    if table is not None:
+        console.print(comparison_view(table, f"Comparison, run date {run_date} (test split, full ranking)"))
+        intervals = intervals_table(metrics)
+        if not intervals.empty:
+            console.print(comparison_view(intervals, "95% bootstrap intervals over users; paired differences, "
+                                                     "(noise): the interval holds zero"))
     if registered:
         console.print(f"registered: {registered}")
-    console.print(f"report: {report}")
-    return 0
-
+    if report is not None:
+        console.print(f"report: {report}")
+    print("\n".join(["", f"nightly {run_date}:", *summary(results)]))
+    failures = [line for line in summary(results) if line.startswith("FAILED ")]
+    if failures:
+        print("\n".join(failures), file=sys.stderr)
+    return 1 if failures else 0
 
 if __name__ == "__main__":
     sys.exit(main())

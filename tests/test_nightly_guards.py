@@ -1,4 +1,5 @@
-"""The nightly run's guarantees through the real CLI (`recsys pipeline`): one run per warehouse (the run lock)."""
+"""The nightly run's guarantees through the real CLI (`recsys pipeline`): one run per warehouse (the run lock),
+a failing model step that stops only that model."""
 from __future__ import annotations
 
 import json
@@ -6,6 +7,8 @@ import socket
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -77,3 +80,35 @@ def test_the_lock_is_atomic_released_and_a_dead_holders_lock_is_taken_over(tmp_p
     except KeyboardInterrupt:
         pass
     assert not lock.exists()
+
+
+@pytest.mark.slow
+def test_a_failing_torch_step_still_evaluates_the_other_models_and_a_dead_runs_lock_is_taken_over(tmp_path):
+    """One small nightly through `recsys pipeline`: a lock left by a dead process, and a training step that fails
+    (sasrec.hidden=63 is not divisible by its 2 heads, a config the trainer refuses)."""
+    from recsys_data.generate import generate
+    from recsys_spark.delta import read_arrow
+
+    generate(tmp_path / "data", n_users=60, n_items=200, n_ratings=2500, seed=4)
+    warehouse = tmp_path / "wh"
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    lock = write_lock(warehouse, dead.pid)
+    proc = recsys("pipeline", "--data", str(tmp_path / "data"), "--warehouse", str(warehouse), "--reports",
+                  str(tmp_path / "reports"), "--run-date", "2026-11-23", "pipeline.spark_models=[popularity,markov]",
+                  "pipeline.torch_models=[sasrec]", "pipeline.k=20", "sequences.max_len=50", "sasrec.hidden=63",
+                  timeout=900)
+    assert proc.returncode == 1, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert f"taking over the run lock of a run that is gone (pid {dead.pid}" in proc.stderr
+    log = warehouse / "_pipeline" / "2026-11-23" / "logs" / "train-sasrec.log"
+    assert proc.stderr.strip().splitlines()[-1].startswith(f"FAILED train-sasrec (exit ")
+    assert proc.stderr.strip().endswith(f"log: {log}. The next run retries it.") and log.is_file()
+    summary = {line.split()[1]: line.split()[0] for line in proc.stdout.splitlines()
+               if line.split()[:1] in (["ran"], ["failed"], ["skipped"])}
+    assert summary["train-sasrec"] == "failed" and summary["evaluate"] == summary["baselines"] == "ran"
+    assert "not run  topn-sasrec" in proc.stdout and "(after train-sasrec failed)" in proc.stdout
+    metrics = read_arrow(warehouse / "metrics").to_pandas()
+    assert set(metrics["model"]) == {"popularity", "markov"}  # the surviving models were evaluated
+    state = json.loads((warehouse / "_pipeline" / "state.json").read_text())
+    assert state["train-sasrec"]["status"] == "failed" and state["evaluate"]["status"] == "ok"
+    assert not lock.exists()  # released at the end
