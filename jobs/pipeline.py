@@ -71,6 +71,23 @@ def register_best(warehouse: Path, cfg: dict, trained: set[str]) -> str | None:
     return f"{registered} (validation NDCG@10 {score:.4f})"
 
 
+def setup_logging() -> None:
+    """Timestamped lines (UTC) for the runner's own messages (logger recsys.pipeline: lock, steps, leftovers), on
+    stderr, unless the caller configured logging already."""
+    import logging
+    import time
+
+    root = logging.getLogger()
+    if root.handlers:
+        return
+    handler = logging.StreamHandler()
+    formatter = logging.Formatter("%(asctime)sZ %(levelname)s %(name)s: %(message)s", "%Y-%m-%dT%H:%M:%S")
+    formatter.converter = time.gmtime
+    handler.setFormatter(formatter)
+    root.addHandler(handler)
+    logging.getLogger("recsys").setLevel(logging.INFO)
+
+
 def parse(argv):
     p = argparse.ArgumentParser(prog="recsys pipeline", description=__doc__)
     p.add_argument("--data", help="folder with ratings.csv, movies.csv (tags.csv, links.csv)")
@@ -146,6 +163,7 @@ def main(argv=None) -> int:
         print_plan(args.print_plan, args, run_date, cfg, pipe)
         return 0
     warehouse, data = Path(args.warehouse).resolve(), Path(args.data).resolve()
+    setup_logging()
 
     from rich.console import Console
 

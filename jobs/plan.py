@@ -24,6 +24,8 @@ import dataclasses
 import datetime as dt
 import hashlib
 import json
+import logging
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Mapping, Sequence
@@ -36,6 +38,8 @@ from jobs.steps import PROJECT_ROOT, StepOutcome, run_child
 from recsys_core.config import POSITIVE, Config, checked
 from recsys_core.errors import ConfigError
 from recsys_spark.inputs import INPUT_FILES
+
+log = logging.getLogger("recsys.pipeline")
 
 
 @dataclass(frozen=True)
@@ -272,6 +276,27 @@ class StepResult:
     exit_code: int | None = None
     log: Path | None = None
     blocked_by: str | None = None  # not run: the failed step it depends on
+    peak_rss_mb: float | None = None
+
+
+class RunLog:
+    """<warehouse>/_pipeline/<run_date>/run.jsonl: a JSON line per step of every run on that date (docs/SCHEMAS.md)."""
+
+    def __init__(self, path: Path, run_date: dt.date):
+        self.path = path
+        self.common = {"run_date": run_date.isoformat(), "run_started": _now(), "pid": os.getpid()}
+
+    def write(self, result: StepResult) -> None:
+        line = {**self.common, "step": result.name, "status": result.status, "seconds": round(result.seconds, 3),
+                "exit_code": result.exit_code, "peak_rss_mb": None if result.peak_rss_mb is None
+                else round(result.peak_rss_mb, 1), "fingerprint": result.fingerprint,
+                "blocked_by": result.blocked_by, "log": str(result.log) if result.log else None, "at": _now()}
+        with open(self.path, "a") as handle:
+            handle.write(json.dumps(line, sort_keys=True) + "\n")
+
+
+def _now() -> str:
+    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
 
 
 def summary(results: Sequence[StepResult]) -> list[str]:
@@ -351,6 +376,11 @@ def run_pipeline(
     run = Run(str(data), str(warehouse), run_date.isoformat(), env_name, str(config_file) if config_file else None,
               tuple(overrides))
 
+    from recsys_spark.delta import remove_stale_staging
+
+    for leftover in remove_stale_staging(warehouse):  # a killed writer's; this run holds the warehouse's lock
+        log.warning("removed the staging leftover %s", leftover)
+    run_log = RunLog(folder / "run.jsonl", run_date)
     state = State(warehouse)
     done: dict[str, str] = {}     # the fingerprints of the steps that succeeded (ran or skipped)
     failed: dict[str, str] = {}   # a step that failed or did not run -> the failed step at its root
@@ -380,16 +410,24 @@ def run_pipeline(
                 if not force:
                     step = resumed(step, state.steps.get(step.name), fp, warehouse)
                 state.record(step.name, fp, "started")  # still there after a kill: the next run resumes it
+                log.info("step %s: started%s", step.name, " (resuming its training)" if "--resume" in step.args else "")
                 outcome = runner(step, log_dir / f"{step.name}.log", env_for_steps or {})
                 status = "ok" if outcome.ok else "failed"
                 state.record(step.name, fp, status)
                 result = StepResult(step.name, "ran" if outcome.ok else "failed", outcome.seconds, fp,
-                                    outcome.exit_code, outcome.log)
+                                    outcome.exit_code, outcome.log, peak_rss_mb=outcome.peak_rss_mb)
             if result.status == "failed":
                 failed[step.name] = step.name
             else:
                 done[step.name] = fp
         results.append(result)
+        run_log.write(result)
+        if result.status == "failed":
+            log.error("step %s: failed (exit %s) after %.1fs; log: %s", result.name, result.exit_code,
+                      result.seconds, result.log)
+        else:
+            log.info("step %s: %s%s", result.name, result.status,
+                     f" (after {result.blocked_by} failed)" if result.blocked_by else f" in {result.seconds:.1f}s")
         if on_step:
             on_step(result)
     return results

@@ -436,3 +436,32 @@ def test_a_training_that_did_not_finish_resumes_with_the_same_fingerprint(tmp_pa
     state_file.write_text(json.dumps(state))
     (warehouse / "models" / "sasrec" / "checkpoint.pt").unlink()
     assert run("sasrec.hidden=32") == {"train-sasrec": False}  # nothing to resume from
+
+
+def test_a_run_removes_staging_leftovers_and_logs_each_step_as_a_json_line(nightly, caplog):
+    import logging
+
+    from recsys_spark.delta import staging_dir
+
+    warehouse = nightly.data.parent / "wh"
+    dead = subprocess.Popen(["true"])
+    dead.wait()  # a writer that is gone: its staging folder is a leftover
+    mine = staging_dir(warehouse / "recommendations")
+    leftover = mine.with_name(mine.name.replace(f"-{os.getpid()}-", f"-{dead.pid}-"))
+    (leftover / "part").mkdir(parents=True)
+    caplog.set_level(logging.INFO, logger="recsys.pipeline")
+    nightly(fail_at="train-ncf")
+    assert not leftover.exists() and f"removed the staging leftover {leftover}" in caplog.text
+    assert "step train-ncf: failed (exit 3)" in caplog.text and "step etl: ran in " in caplog.text
+    lines = [json.loads(line) for line in (warehouse / "_pipeline" / DAY.isoformat() / "run.jsonl").read_text()
+             .splitlines()]
+    assert [line["step"] for line in lines] == ALL_STEPS
+    by_step = {line["step"]: line for line in lines}
+    assert by_step["train-ncf"]["status"] == "failed" and by_step["train-ncf"]["exit_code"] == 3
+    assert by_step["topn-ncf"] == {**by_step["topn-ncf"], "status": "not run", "blocked_by": "train-ncf"}
+    assert set(lines[0]) == {"run_date", "run_started", "pid", "step", "status", "seconds", "exit_code", "peak_rss_mb",
+                             "fingerprint", "blocked_by", "log", "at"}
+    nightly()  # a second run on the date appends its own lines
+    again = (warehouse / "_pipeline" / DAY.isoformat() / "run.jsonl").read_text().splitlines()
+    assert len(again) == 2 * len(ALL_STEPS)
+    assert {json.loads(line)["status"] for line in again[len(ALL_STEPS):]} == {"ran", "skipped"}

@@ -14,6 +14,7 @@ def test_a_child_step_has_its_log_exit_status_and_time(tmp_path, capsys):
     outcome = run_child(generate_step(tmp_path / "data", "--users", "5", "--items", "20", "--ratings", "50"),
                         tmp_path / "logs" / "make-data.log", {})
     assert outcome.ok and outcome.exit_code == 0 and outcome.seconds > 0 and not outcome.stopped
+    assert 10 < outcome.peak_rss_mb < 4096  # a Python process with numpy: tens to hundreds of MB
     assert (tmp_path / "data" / "ratings.csv").is_file()
     log = outcome.log.read_text().splitlines()
     assert log[0].startswith("$ ") and log[0].endswith("jobs/generate.py --out " + str(tmp_path / "data") +
