@@ -64,16 +64,21 @@ def run_child(step: Step, log: Path, env: Mapping[str, str], *, echo: bool = Tru
                                   daemon=True)
         copier.start()
         # wait4 rather than Popen.wait: it also returns the child's resource use (its peak RSS).
-        while True:
-            pid, status, usage = os.wait4(proc.pid, os.WNOHANG if stop_when else 0)
-            if pid:
-                break
-            if stop_when():
-                stopped = True
-                proc.terminate()
-                _, status, usage = os.wait4(proc.pid, 0)
-                break
-            time.sleep(poll_seconds)
+        try:
+            while True:
+                pid, status, usage = os.wait4(proc.pid, os.WNOHANG if stop_when else 0)
+                if pid:
+                    break
+                if stop_when():
+                    stopped = True
+                    proc.terminate()
+                    _, status, usage = os.wait4(proc.pid, 0)
+                    break
+                time.sleep(poll_seconds)
+        except BaseException:  # this process is being stopped (SIGTERM, Ctrl-C): the step does not outlive it
+            proc.terminate()
+            proc.wait()
+            raise
         proc.returncode = os.waitstatus_to_exitcode(status)
         copier.join()
     # ru_maxrss: kilobytes on Linux, bytes on macOS
