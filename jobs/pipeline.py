@@ -6,6 +6,9 @@ spark-submit / torchrun script the cluster schedulers run (scripts/nightly.sh, d
 line runs as printed when pasted into a shell: each step's command carries the run's --config file and key=value
 overrides itself. Without --data / --warehouse the plan names them $DATA and $WAREHOUSE, set by its second line
 (which stops with a message while they are unset).
+
+A run holds the warehouse's run lock (jobs/runlock.py; another run on it exits 2), goes on past a failed model step
+(jobs/plan.py) and exits 1 when a step failed, with a summary of every step and the failed step's log.
 """
 from __future__ import annotations
 
@@ -228,6 +231,7 @@ def run_nightly(args, cfg, layer, resolve, pipe, run_date, data, warehouse, cons
     if failures:
         print("\n".join(failures), file=sys.stderr)
     return 1 if failures else 0
+
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -3,8 +3,8 @@
 A step runs as its local command, `python jobs/<file>.py …` from the project root, in a child process whose output
 goes to the step's log (and, when asked, to the console, each line prefixed with the step's name). The runner
 returns what happened: the exit status, the seconds it took, the child's peak memory, the log, and whether the caller
-stopped it (`stop_when`, polled while it runs: the tuner's pruner). `recsys tune` runs its Spark steps in its own process instead
-(`run_in_process`, one JVM for the whole study); those report the same outcome.
+stopped it (`stop_when`, polled while it runs: the tuner's pruner). `recsys tune` runs its Spark steps in its own
+process instead (`run_in_process`, one JVM for the whole study); those report the same outcome.
 """
 from __future__ import annotations
 

@@ -29,7 +29,8 @@ def recsys(*argv: str, timeout: int = 120) -> subprocess.CompletedProcess:
 def write_lock(warehouse: Path, pid: int, host: str | None = None) -> Path:
     path = warehouse / "_pipeline" / "run.lock"
     path.parent.mkdir(parents=True)
-    path.write_text(json.dumps({"pid": pid, "host": host or socket.gethostname(), "started": "2026-11-23T02:15:00+00:00"}))
+    path.write_text(json.dumps({"pid": pid, "host": host or socket.gethostname(),
+                                "started": "2026-11-23T02:15:00+00:00"}))
     return path
 
 
