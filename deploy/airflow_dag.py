@@ -73,16 +73,20 @@ STEPS = [  # (task_id, queue, command, upstream task_ids)
      '$SPARK_SUBMIT jobs/evaluate.py --run-date "$RUN_DATE" --warehouse "$WAREHOUSE" --env cluster',
      ['topn_als', 'topn_als_implicit', 'baselines', 'topn_ncf', 'topn_sasrec', 'topn_ss4rec', 'topn_lightgcn', 'ensemble']),
 ]
+# A task running longer than this is killed and failed (then retried once): a hung step never blocks the next night.
+TIMEOUT = {"default": dt.timedelta(hours=3), "gpu": dt.timedelta(hours=8)}
 
 with DAG(
     dag_id="recsys_nightly",
     start_date=dt.datetime(2026, 1, 1),
     schedule="15 2 * * *",
     catchup=False,
+    max_active_runs=1,  # one nightly at a time on the warehouse (recsys pipeline's run lock, for the scheduler)
     default_args={"retries": 1, "retry_delay": dt.timedelta(minutes=10), "cwd": REPO},
 ) as dag:
     tasks = {}
     for task_id, queue, command, upstream in STEPS:
-        tasks[task_id] = BashOperator(task_id=task_id, queue=queue, bash_command=command, env=ENV, append_env=True)
+        tasks[task_id] = BashOperator(task_id=task_id, queue=queue, bash_command=command, env=ENV, append_env=True,
+                                      execution_timeout=TIMEOUT[queue])
         for name in upstream:
             tasks[name] >> tasks[task_id]

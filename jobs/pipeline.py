@@ -6,6 +6,9 @@ spark-submit / torchrun script the cluster schedulers run (scripts/nightly.sh, d
 line runs as printed when pasted into a shell: each step's command carries the run's --config file and key=value
 overrides itself. Without --data / --warehouse the plan names them $DATA and $WAREHOUSE, set by its second line
 (which stops with a message while they are unset).
+
+A run holds the warehouse's run lock (jobs/runlock.py; another run on it exits 2), goes on past a failed model step
+(jobs/plan.py) and exits 1 when a step failed, with a summary of every step and the failed step's log.
 """
 from __future__ import annotations
 
@@ -22,7 +25,8 @@ if __package__ in (None, ""):  # run as a script (`python jobs/pipeline.py`): th
 from jobs import catalogue  # noqa: E402
 from jobs.common import add_config_flags, comparison_view, guarded, parse_run_date  # noqa: E402
 from jobs.config import ConfigError, load_config, run_layer, section  # noqa: E402
-from jobs.plan import PipelineConfig, Run, config_sections, plan, run_pipeline  # noqa: E402
+from jobs.plan import PipelineConfig, Run, config_sections, plan, run_pipeline, summary  # noqa: E402
+from jobs.runlock import RunLock  # noqa: E402
 from jobs.steps import PROJECT_ROOT, local_command  # noqa: E402
 
 # What a printed plan says in place of a path it was not given: a shell variable its second line sets.
@@ -68,6 +72,23 @@ def register_best(warehouse: Path, cfg: dict, trained: set[str]) -> str | None:
                                           pip_requirements=[f"torch=={torch.__version__.split('+')[0]}"])
         mlflow.register_model(logged.model_uri, registered)
     return f"{registered} (validation NDCG@10 {score:.4f})"
+
+
+def setup_logging() -> None:
+    """Timestamped lines (UTC) for the runner's own messages (logger recsys.pipeline: lock, steps, leftovers), on
+    stderr, unless the caller configured logging already."""
+    import logging
+    import time
+
+    root = logging.getLogger()
+    if root.handlers:
+        return
+    handler = logging.StreamHandler()
+    formatter = logging.Formatter("%(asctime)sZ %(levelname)s %(name)s: %(message)s", "%Y-%m-%dT%H:%M:%S")
+    formatter.converter = time.gmtime
+    handler.setFormatter(formatter)
+    root.addHandler(handler)
+    logging.getLogger("recsys").setLevel(logging.INFO)
 
 
 def parse(argv):
@@ -145,22 +166,32 @@ def main(argv=None) -> int:
         print_plan(args.print_plan, args, run_date, cfg, pipe)
         return 0
     warehouse, data = Path(args.warehouse).resolve(), Path(args.data).resolve()
+    setup_logging()
 
-    import mlflow
     from rich.console import Console
 
-    from jobs.tracking import PARENT_ENV, export_env
-    from recsys_spark.report import comparison_table, intervals_table, load_metrics, write_report
     from recsys_spark.inputs import check_inputs
 
     console = Console(width=None if sys.stdout.isatty() else 140)
     check_inputs(data)  # before any MLflow run or folder is made
+    with RunLock(warehouse):
+        return run_nightly(args, cfg, layer, resolve, pipe, run_date, data, warehouse, console)
+
+
+def run_nightly(args, cfg, layer, resolve, pipe, run_date, data, warehouse, console) -> int:
+    """The run itself, while this process holds the warehouse's run lock."""
+    import mlflow
+
+    from jobs.tracking import PARENT_ENV, export_env
+    from recsys_spark.report import comparison_table, intervals_table, load_metrics, write_report
+
     env = export_env(cfg, warehouse)
 
     def show(result):
-        style = {"ran": "green", "skipped": "dim", "failed": "red"}[result.status]
+        style = {"ran": "green", "skipped": "dim", "failed": "red", "not run": "yellow"}[result.status]
         console.print(f"[{style}]{result.status:>7}[/] {result.name:<20} {result.seconds:7.1f}s")
 
+    report = registered = table = metrics = None
     with mlflow.start_run(experiment_id=env["MLFLOW_EXPERIMENT_ID"], run_name=f"pipeline {run_date}",
                           tags={"recsys.step": "pipeline", "recsys.run_date": str(run_date)}) as parent:
         mlflow.log_params({"data": str(data), "warehouse": str(warehouse), "run_date": str(run_date)})
@@ -170,26 +201,36 @@ def main(argv=None) -> int:
                                config_file=Path(args.config) if args.config else None, overrides=args.overrides)
         for result in results:
             mlflow.log_metric(f"step_seconds.{result.name}", result.seconds)
-        ran = {r.name for r in results if r.status == "ran"}
+        status = {r.name: r.status for r in results}
+        ran = {name for name, s in status.items() if s == "ran"}
         trained = {m for m in pipe.torch_models if catalogue.TORCH.fit_step.format(model=m) in ran}
         registered = register_best(warehouse, cfg, trained)
-        report = write_report(warehouse, args.reports, run_date)
-        mlflow.log_artifacts(str(report.parent), "report")
-        metrics = load_metrics(warehouse, run_date)
-        table = comparison_table(metrics)
-        for model, row in table.iterrows():
-            for metric, value in row.dropna().items():
-                mlflow.log_metric(f"{model}.{metric.replace('@', '_at_')}", float(value))
+        if status.get("evaluate") in ("ran", "skipped"):  # the report of the models that were evaluated
+            report = write_report(warehouse, args.reports, run_date)
+            mlflow.log_artifacts(str(report.parent), "report")
+            metrics = load_metrics(warehouse, run_date)
+            table = comparison_table(metrics)
+            for model, row in table.iterrows():
+                for metric, value in row.dropna().items():
+                    mlflow.log_metric(f"{model}.{metric.replace('@', '_at_')}", float(value))
+        if "failed" in status.values():
+            mlflow.set_tag("recsys.failed_steps", ",".join(n for n, s in status.items() if s == "failed"))
 
-    console.print(comparison_view(table, f"Comparison, run date {run_date} (test split, full ranking)"))
-    intervals = intervals_table(metrics)
-    if not intervals.empty:
-        console.print(comparison_view(intervals, "95% bootstrap intervals over users; paired differences, "
-                                                 "(noise): the interval holds zero"))
+    if table is not None:
+        console.print(comparison_view(table, f"Comparison, run date {run_date} (test split, full ranking)"))
+        intervals = intervals_table(metrics)
+        if not intervals.empty:
+            console.print(comparison_view(intervals, "95% bootstrap intervals over users; paired differences, "
+                                                     "(noise): the interval holds zero"))
     if registered:
         console.print(f"registered: {registered}")
-    console.print(f"report: {report}")
-    return 0
+    if report is not None:
+        console.print(f"report: {report}")
+    print("\n".join(["", f"nightly {run_date}:", *summary(results)]))
+    failures = [line for line in summary(results) if line.startswith("FAILED ")]
+    if failures:
+        print("\n".join(failures), file=sys.stderr)
+    return 1 if failures else 0
 
 
 if __name__ == "__main__":

@@ -7,14 +7,25 @@ jobs/train.py …`, `python jobs/topn.py …`; jobs/schedules.py). Only the laun
 
 A step is skipped when its content fingerprint (its config sections and own overrides, its run date where that
 matters, the fingerprints of the steps it reads, and for the ETL the bytes of the input files) equals the one
-recorded by its last successful run in <warehouse>/_pipeline/state.json. A failed step stops the run; the next run
-starts from it, because everything before it still matches.
+recorded by its last successful run in <warehouse>/_pipeline/state.json. The fingerprint includes the step's code
+too (code_fingerprint: the package version, the step's script and the jobs/ modules it imports, and the library
+packages its runtime uses), so a deploy re-runs exactly the steps whose code changed.
+
+A failed step stops only what depends on it. A model's step failing (its fit, training or top-N) marks that model
+failed; the steps that gather every model's lists (the ensemble, over the surviving members, and the evaluation) still
+run. A shared step failing (the ETL, the sequence export) leaves everything downstream of it not run. The state
+records the failure, so the next run retries the failed step and what it blocked; everything else still matches.
+A training step that started with the same fingerprint and did not finish (killed, or failed) is resumed from its
+checkpoint (`recsys train --resume`) instead of starting over.
 """
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import hashlib
 import json
+import logging
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Mapping, Sequence
@@ -23,10 +34,12 @@ import yaml
 
 from jobs import catalogue
 from jobs.cli import COMMANDS
-from jobs.steps import StepOutcome, run_child
+from jobs.steps import PROJECT_ROOT, StepOutcome, run_child
 from recsys_core.config import POSITIVE, Config, checked
-from recsys_core.errors import ConfigError, RecsysError
+from recsys_core.errors import ConfigError
 from recsys_spark.inputs import INPUT_FILES
+
+log = logging.getLogger("recsys.pipeline")
 
 
 @dataclass(frozen=True)
@@ -85,6 +98,9 @@ class Step:
     # What the step's output holds, when code can change it without config (the shard folders the export writes):
     # part of the fingerprint, so a warehouse made by older code is rebuilt instead of skipped.
     outputs: tuple[str, ...] = ()
+    shared: bool = False         # prepares data for many models (etl, export-sequences): its failure stops them all
+    gathers: bool = False        # reads every model's lists (ensemble, evaluate): runs over the models that survived
+    lists_of: tuple[str, ...] = ()  # the models whose lists the step writes
 
     @property
     def script(self) -> str:
@@ -108,7 +124,8 @@ def config_sections() -> list[str]:
 def plan(pipe: PipelineConfig, run: Run) -> list[Step]:
     """The step graph of one run, in the order the steps run."""
     common, date = run.common(), ["--run-date", run.run_date]
-    steps = [Step("etl", "etl", ["--data", run.data, *common], "spark", sections=["etl"], reads_data=True)]
+    steps = [Step("etl", "etl", ["--data", run.data, *common], "spark", sections=["etl"], reads_data=True,
+                  shared=True)]
     writes_lists = []  # the steps that write recommendations: what the evaluation reads
     models = pipe.models()
     for family in catalogue.FAMILIES:
@@ -116,7 +133,8 @@ def plan(pipe: PipelineConfig, run: Run) -> list[Step]:
         if not members:
             continue
         if family.fit_after in PREPARE and family.fit_after not in {s.name for s in steps}:
-            steps.append(Step(family.fit_after, runtime="spark", args=common, **PREPARE[family.fit_after]))
+            steps.append(Step(family.fit_after, runtime="spark", args=common, shared=True,
+                              **PREPARE[family.fit_after]))
         one_fit_each = "{model}" in family.fit_step
         for group in ([[m] for m in members] if one_fit_each else [members]):
             fill = {"model": group[0].name, "k": str(pipe.k), "run_date": run.run_date,
@@ -126,7 +144,8 @@ def plan(pipe: PipelineConfig, run: Run) -> list[Step]:
                        [*(a.format(**fill) for a in family.fit_args), *common, *overrides], family.fit_runtime,
                        depends=list(writes_lists) if family.fit_after == catalogue.LISTS else [family.fit_after],
                        sections=group[0].sections, per_run_date=family.fit_per_run_date,
-                       overrides=overrides)
+                       overrides=overrides, gathers=family.fit_after == catalogue.LISTS,
+                       lists_of=tuple(m.name for m in group) if family.topn_runtime is None else ())
             steps.append(fit)
             if family.topn_runtime is None:
                 writes_lists.append(fit.name)
@@ -134,10 +153,10 @@ def plan(pipe: PipelineConfig, run: Run) -> list[Step]:
             for model in group:
                 steps.append(Step(f"topn-{model.name}", "topn",
                                   ["--model", model.name, "--k", str(pipe.k), *date, *common], family.topn_runtime,
-                                  depends=[fit.name], per_run_date=True))
+                                  depends=[fit.name], per_run_date=True, lists_of=(model.name,)))
                 writes_lists.append(steps[-1].name)
     steps.append(Step("evaluate", "evaluate", [*date, *common], "spark", writes_lists, ["evaluate"],
-                      per_run_date=True))
+                      per_run_date=True, gathers=True))
     return steps
 
 
@@ -149,10 +168,73 @@ def file_digest(path: Path, chunk: int = 8 << 20) -> str:
     return digest.hexdigest()
 
 
-def fingerprint(step: Step, cfg: dict, run_date: dt.date, upstream: dict[str, str], data: Path) -> str:
-    """`cfg` is the configuration the step itself resolves (environment < its sections < the run's layer)."""
+# The library packages whose whole source a step's code fingerprint hashes, by how the step runs: Spark steps use
+# recsys_spark (and recsys_core under it), training recsys_torch, a torch model's top-N both (it reads the model with
+# recsys_torch and writes Delta with recsys_spark).
+CODE_PACKAGES = {"spark": ("recsys_core", "recsys_spark"), "torch": ("recsys_core", "recsys_torch"),
+                 "python": ("recsys_core", "recsys_spark", "recsys_torch")}
+_digests: dict[tuple[Path, int, int], str] = {}
+_imports: dict[tuple[Path, int, int], tuple[str, ...]] = {}
+
+
+def _source_digest(path: Path) -> str:
+    stat = path.stat()
+    key = (path, stat.st_mtime_ns, stat.st_size)
+    if key not in _digests:
+        _digests[key] = file_digest(path)
+    return _digests[key]
+
+
+def _imported_jobs_modules(path: Path) -> tuple[str, ...]:
+    """The `jobs.…` modules one file imports (by the file's stat: parsed once while it is unchanged)."""
+    import ast
+
+    stat = path.stat()
+    key = (path, stat.st_mtime_ns, stat.st_size)
+    if key not in _imports:
+        names = []
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.ImportFrom) and node.level == 0 and (node.module or "").split(".")[0] == "jobs":
+                names += [node.module] + [f"{node.module}.{alias.name}" for alias in node.names]
+            elif isinstance(node, ast.Import):
+                names += [alias.name for alias in node.names if alias.name.split(".")[0] == "jobs"]
+        _imports[key] = tuple(name for name in names if name != "jobs")
+    return _imports[key]
+
+
+def job_modules(script: Path, root: Path) -> list[Path]:
+    """The script and every module of jobs/ it imports, directly or through another (read from their imports)."""
+    found, todo = set(), [script]
+    while todo:
+        path = todo.pop()
+        if path in found or not path.is_file():
+            continue
+        found.add(path)
+        todo += [root.joinpath(*name.split(".")).with_suffix(".py") for name in _imported_jobs_modules(path)]
+    return sorted(found)
+
+
+def code_fingerprint(step: Step, root: Path = PROJECT_ROOT) -> dict:
+    """What code the step runs: the package version, its script with the jobs/ modules it imports, and the whole
+    source of the library packages its runtime uses (CODE_PACKAGES). A deploy that changes any of them re-runs the
+    step (and, through the upstream fingerprints, what reads its output); one that does not, skips it."""
+    from jobs.cli import version
+
+    files = job_modules(root / step.script, root)
+    files += sorted(p for package in CODE_PACKAGES[step.runtime] for p in (root / package).rglob("*.py"))
+    digest = hashlib.sha256()
+    for path in files:
+        digest.update(f"{path.relative_to(root)}\0{_source_digest(path)}\n".encode())
+    return {"version": version(), "source": digest.hexdigest()[:16]}
+
+
+def fingerprint(step: Step, cfg: dict, run_date: dt.date, upstream: dict[str, str], data: Path,
+                code_root: Path = PROJECT_ROOT) -> str:
+    """`cfg` is the configuration the step itself resolves (environment < its sections < the run's layer);
+    `code_root` the project whose source the step runs (code_fingerprint)."""
     files = [data / spec.name for spec in INPUT_FILES] if step.reads_data else []
     payload = {
+        "code": code_fingerprint(step, code_root),
         "step": step.name,
         "config": {s: cfg.get(s) for s in step.sections},
         "overrides": step.overrides,
@@ -188,9 +270,73 @@ class State:
 @dataclass
 class StepResult:
     name: str
-    status: str  # ran | skipped | failed
+    status: str  # ran | skipped | failed | not run
     seconds: float
     fingerprint: str
+    exit_code: int | None = None
+    log: Path | None = None
+    blocked_by: str | None = None  # not run: the failed step it depends on
+    peak_rss_mb: float | None = None
+
+
+class RunLog:
+    """<warehouse>/_pipeline/<run_date>/run.jsonl: a JSON line per step of every run on that date (docs/SCHEMAS.md)."""
+
+    def __init__(self, path: Path, run_date: dt.date):
+        self.path = path
+        self.common = {"run_date": run_date.isoformat(), "run_started": _now(), "pid": os.getpid()}
+
+    def write(self, result: StepResult) -> None:
+        line = {**self.common, "step": result.name, "status": result.status, "seconds": round(result.seconds, 3),
+                "exit_code": result.exit_code, "peak_rss_mb": None if result.peak_rss_mb is None
+                else round(result.peak_rss_mb, 1), "fingerprint": result.fingerprint,
+                "blocked_by": result.blocked_by, "log": str(result.log) if result.log else None, "at": _now()}
+        with open(self.path, "a") as handle:
+            handle.write(json.dumps(line, sort_keys=True) + "\n")
+
+
+def _now() -> str:
+    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+
+
+def summary(results: Sequence[StepResult]) -> list[str]:
+    """The run on one screen: a line per step (status, seconds), then what failed, its log, and what it blocked."""
+    lines = [f"{r.status:>8}  {r.name:<22} {r.seconds:8.1f}s" + (f"  (after {r.blocked_by} failed)"
+                                                                  if r.blocked_by else "") for r in results]
+    for r in results:
+        if r.status == "failed":
+            lines.append(f"FAILED {r.name} (exit {r.exit_code}); log: {r.log}. The next run retries it.")
+    return lines
+
+
+def resumed(step: Step, last: dict | None, fp: str, warehouse: Path) -> Step:
+    """A training step that started with this same fingerprint and did not finish (killed: still `started`; or
+    `failed`) continues from its checkpoint: `recsys train --resume`. Any other step, or a changed fingerprint, or
+    no checkpoint: the step as planned (a new training starts over)."""
+    if step.command != "train" or not last or last.get("fingerprint") != fp \
+            or last.get("status") not in ("started", "failed"):
+        return step
+    at = step.args.index("--model") + 2
+    if not (warehouse / "models" / step.args[at - 1] / "checkpoint.pt").is_file():
+        return step
+    return dataclasses.replace(step, args=[*step.args[:at], "--resume", *step.args[at:]])
+
+
+def over_survivors(step: Step, missing: list[str], by_name: dict[str, Step],
+                   resolve: Callable[[list[str]], dict]) -> Step | None:
+    """A gathering step whose upstream steps in `missing` failed or did not run: the ensemble blends the members that
+    survived (an ensemble.models override; None when fewer than two are left), the evaluation reads what was written."""
+    if "ensemble" not in step.sections:
+        return step
+    lost = {model for name in missing for model in by_name[name].lists_of}
+    members = list((resolve(["ensemble"]).get("ensemble") or {}).get("models") or [])
+    if not lost & set(members):
+        return step
+    survivors = [m for m in members if m not in lost]
+    if len(survivors) < 2:
+        return None
+    override = f"ensemble.models=[{','.join(survivors)}]"
+    return dataclasses.replace(step, args=[*step.args, override], overrides=[*step.overrides, override])
 
 
 def run_dir(warehouse: Path, run_date: dt.date) -> Path:
@@ -213,7 +359,8 @@ def run_pipeline(
     config_file: Path | None = None,
     overrides: Sequence[str] = (),
 ) -> list[StepResult]:
-    """Run every step in order, skipping the unchanged ones; raise RecsysError naming the step that failed.
+    """Run every step in order, skipping the unchanged ones and those that depend on a failure (module docstring);
+    the results say which ran, were skipped, failed or did not run.
 
     `config_file` and `overrides` are this run's own configuration (the --config file, absolute, and key=value
     overrides): every step's command carries them, so each step resolves exactly what its line in `recsys pipeline
@@ -229,26 +376,58 @@ def run_pipeline(
     run = Run(str(data), str(warehouse), run_date.isoformat(), env_name, str(config_file) if config_file else None,
               tuple(overrides))
 
+    from recsys_spark.delta import remove_stale_staging
+
+    for leftover in remove_stale_staging(warehouse):  # a killed writer's; this run holds the warehouse's lock
+        log.warning("removed the staging leftover %s", leftover)
+    run_log = RunLog(folder / "run.jsonl", run_date)
     state = State(warehouse)
-    done: dict[str, str] = {}
+    done: dict[str, str] = {}     # the fingerprints of the steps that succeeded (ran or skipped)
+    failed: dict[str, str] = {}   # a step that failed or did not run -> the failed step at its root
     results: list[StepResult] = []
-    for step in plan(pipe, run):
-        fp = fingerprint(step, resolve(step.sections), run_date, done, data)
-        if not force and state.succeeded_with(step.name) == fp:
-            result = StepResult(step.name, "skipped", 0.0, fp)
+    steps = plan(pipe, run)
+    by_name = {step.name: step for step in steps}
+    for planned in steps:
+        step, blocked_by = planned, None
+        missing = [d for d in planned.depends if d in failed]
+        if missing:
+            roots = [failed[d] for d in missing]
+            survivable = planned.gathers and len(missing) < len(planned.depends) \
+                and not any(by_name[root].shared for root in roots)
+            step = over_survivors(planned, missing, by_name, resolve) if survivable else None
+            if step is None:
+                step, blocked_by = planned, roots[0]
+        if blocked_by:
+            fp = fingerprint(step, resolve(step.sections), run_date, done, data)
+            failed[step.name] = blocked_by
+            state.record(step.name, fp, "not run")
+            result = StepResult(step.name, "not run", 0.0, fp, blocked_by=blocked_by)
         else:
-            outcome = runner(step, log_dir / f"{step.name}.log", env_for_steps or {})
-            if not outcome.ok:
-                state.record(step.name, fp, "failed")
-                result = StepResult(step.name, "failed", outcome.seconds, fp)
-                if on_step:
-                    on_step(result)
-                raise RecsysError(f"pipeline step '{step.name}' failed (exit {outcome.exit_code}); log: "
-                                  f"{outcome.log}. The next run starts from '{step.name}'.")
-            state.record(step.name, fp, "ok")
-            result = StepResult(step.name, "ran", outcome.seconds, fp)
-        done[step.name] = fp
+            fp = fingerprint(step, resolve(step.sections), run_date, done, data)
+            if not force and state.succeeded_with(step.name) == fp:
+                result = StepResult(step.name, "skipped", 0.0, fp)
+            else:
+                if not force:
+                    step = resumed(step, state.steps.get(step.name), fp, warehouse)
+                state.record(step.name, fp, "started")  # still there after a kill: the next run resumes it
+                log.info("step %s: started%s", step.name, " (resuming its training)" if "--resume" in step.args else "")
+                outcome = runner(step, log_dir / f"{step.name}.log", env_for_steps or {})
+                status = "ok" if outcome.ok else "failed"
+                state.record(step.name, fp, status)
+                result = StepResult(step.name, "ran" if outcome.ok else "failed", outcome.seconds, fp,
+                                    outcome.exit_code, outcome.log, peak_rss_mb=outcome.peak_rss_mb)
+            if result.status == "failed":
+                failed[step.name] = step.name
+            else:
+                done[step.name] = fp
         results.append(result)
+        run_log.write(result)
+        if result.status == "failed":
+            log.error("step %s: failed (exit %s) after %.1fs; log: %s", result.name, result.exit_code,
+                      result.seconds, result.log)
+        else:
+            log.info("step %s: %s%s", result.name, result.status,
+                     f" (after {result.blocked_by} failed)" if result.blocked_by else f" in {result.seconds:.1f}s")
         if on_step:
             on_step(result)
     return results

@@ -2,9 +2,9 @@
 
 A step runs as its local command, `python jobs/<file>.py …` from the project root, in a child process whose output
 goes to the step's log (and, when asked, to the console, each line prefixed with the step's name). The runner
-returns what happened: the exit status, the seconds it took, the log, and whether the caller stopped it (`stop_when`,
-polled while it runs: the tuner's pruner). `recsys tune` runs its Spark steps in its own process instead
-(`run_in_process`, one JVM for the whole study); those report the same outcome.
+returns what happened: the exit status, the seconds it took, the child's peak memory, the log, and whether the caller
+stopped it (`stop_when`, polled while it runs: the tuner's pruner). `recsys tune` runs its Spark steps in its own
+process instead (`run_in_process`, one JVM for the whole study); those report the same outcome.
 """
 from __future__ import annotations
 
@@ -33,6 +33,7 @@ class StepOutcome:
     seconds: float
     log: Path | None      # the step's log file (None: it ran in this process)
     stopped: bool = False  # ended by the caller's stop_when, not by itself
+    peak_rss_mb: float | None = None  # the child's peak resident memory, its own children included (None: unknown)
 
     @property
     def ok(self) -> bool:
@@ -62,18 +63,27 @@ def run_child(step: Step, log: Path, env: Mapping[str, str], *, echo: bool = Tru
         copier = threading.Thread(target=_copy_lines, args=(proc.stdout, out, f"  [{step.name}] " if echo else None),
                                   daemon=True)
         copier.start()
-        while True:
-            try:
-                proc.wait(timeout=poll_seconds if stop_when else None)
-                break
-            except subprocess.TimeoutExpired:
-                if stop_when is not None and stop_when():
+        # wait4 rather than Popen.wait: it also returns the child's resource use (its peak RSS).
+        try:
+            while True:
+                pid, status, usage = os.wait4(proc.pid, os.WNOHANG if stop_when else 0)
+                if pid:
+                    break
+                if stop_when():
                     stopped = True
                     proc.terminate()
-                    proc.wait()
+                    _, status, usage = os.wait4(proc.pid, 0)
                     break
+                time.sleep(poll_seconds)
+        except BaseException:  # this process is being stopped (SIGTERM, Ctrl-C): the step does not outlive it
+            proc.terminate()
+            proc.wait()
+            raise
+        proc.returncode = os.waitstatus_to_exitcode(status)
         copier.join()
-    return StepOutcome(step.name, proc.returncode, time.monotonic() - start, log, stopped)
+    # ru_maxrss: kilobytes on Linux, bytes on macOS
+    peak_mb = usage.ru_maxrss / (1 << 20 if sys.platform == "darwin" else 1 << 10)
+    return StepOutcome(step.name, proc.returncode, time.monotonic() - start, log, stopped, peak_mb)
 
 
 def _copy_lines(source, log, console_prefix: str | None) -> None:

@@ -9,6 +9,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DATA=${1:?data dir}; WAREHOUSE=${2:?warehouse}; RUN_DATE=${3:-$(date -u +%F)}
+mkdir -p "$WAREHOUSE/_pipeline"; exec 9>"$WAREHOUSE/_pipeline/nightly.sh.lock"
+flock -n 9 || { echo "error: another scripts/nightly.sh holds $WAREHOUSE" >&2; exit 2; }
 SPARK_SUBMIT="spark-submit --master ${SPARK_MASTER:-yarn} --conf spark.sql.session.timeZone=UTC"
 TORCHRUN="torchrun --standalone --nproc_per_node=${NPROC:-8}"
 PYTHON="${PYTHON:-python}"

@@ -16,7 +16,7 @@ import pytest
 
 from jobs import catalogue
 from jobs.config import load_config
-from jobs.plan import PipelineConfig, Run, State, fingerprint, plan, run_pipeline
+from jobs.plan import PipelineConfig, Run, State, fingerprint, plan, run_pipeline, summary
 from jobs.steps import StepOutcome, local_command
 from recsys_spark.errors import RecsysError
 
@@ -211,15 +211,15 @@ class StepRecorder:
 
 @pytest.fixture
 def nightly(tmp_path):
-    """run(*overrides, day=, fail_at=) -> (steps the runner was asked to run, results, state.json)."""
+    """run(*overrides, day=, fail_at=, force=) -> (steps the runner was asked to run, results, state.json)."""
     data, warehouse = make_data(tmp_path), tmp_path / "wh"
 
-    def run(*overrides, day=DAY, fail_at=None):
+    def run(*overrides, day=DAY, fail_at=None, force=False):
         def resolve(sections):
             return load_config(sections, overrides=overrides)
 
         recorder = StepRecorder(fail_at)
-        results = run_pipeline(data, warehouse, {}, resolve, day, runner=recorder)
+        results = run_pipeline(data, warehouse, {}, resolve, day, runner=recorder, force=force)
         return recorder.ran, results, json.loads((warehouse / "_pipeline" / "state.json").read_text())
 
     run.data = data
@@ -252,18 +252,55 @@ def test_an_unchanged_run_skips_every_step_and_a_changed_input_reruns_exactly_it
     assert ran == ALL_STEPS
 
 
-def test_a_failed_step_stops_the_run_and_the_next_run_starts_there(nightly):
-    with pytest.raises(RecsysError, match="pipeline step 'train-sasrec' failed \\(exit 3\\).*starts from 'train-sasrec'"):
-        nightly(fail_at="train-sasrec")
-    state = json.loads((Path(nightly.data).parent / "wh" / "_pipeline" / "state.json").read_text())
-    failed_at = ALL_STEPS.index("train-sasrec")
-    assert {name: entry["status"] for name, entry in state.items()} == {
-        **{name: "ok" for name in ALL_STEPS[:failed_at]}, "train-sasrec": "failed"}
+def test_a_failed_model_step_stops_only_that_model_and_the_next_run_retries_it(nightly):
+    ran, results, state = nightly(fail_at="train-sasrec")
+    status = {r.name: r.status for r in results}
+    assert status["train-sasrec"] == "failed" and status["topn-sasrec"] == "not run"
+    assert ran == [name for name in ALL_STEPS if name != "topn-sasrec"]  # the others, ensemble and evaluation too
+    assert {n for n, s in status.items() if s == "ran"} == set(ALL_STEPS) - {"train-sasrec", "topn-sasrec"}
+    blocked = next(r for r in results if r.name == "topn-sasrec")
+    assert blocked.blocked_by == "train-sasrec"
+    assert state["train-sasrec"]["status"] == "failed" and state["topn-sasrec"]["status"] == "not run"
+    assert any(line.startswith("FAILED train-sasrec (exit 3); log: ") for line in summary(results))
 
-    ran, results, state = nightly()
-    assert ran == ALL_STEPS[failed_at:]
-    assert [r.status for r in results] == ["skipped"] * failed_at + ["ran"] * (len(ALL_STEPS) - failed_at)
+    ran, results, state = nightly()  # retries the failure, what it blocked, and what reads their lists
+    assert ran == ["train-sasrec", "topn-sasrec", "ensemble", "evaluate"]
     assert all(entry["status"] == "ok" for entry in state.values())
+
+
+def test_a_failed_shared_step_stops_everything_downstream(nightly):
+    ran, results, _ = nightly(fail_at="export-sequences")
+    status = {r.name: r.status for r in results}
+    torch_steps = [n for n in ALL_STEPS if n.startswith(("train-", "topn-")) and n not in ("topn-als",
+                                                                                          "topn-als_implicit")]
+    assert status["export-sequences"] == "failed"
+    assert {n: status[n] for n in torch_steps + ["ensemble", "evaluate"]} == \
+        {n: "not run" for n in torch_steps + ["ensemble", "evaluate"]}
+    assert status["als"] == status["baselines"] == "ran"
+    ran, results, _ = nightly(fail_at="etl", force=True)
+    assert ran == ["etl"] and [r.status for r in results] == ["failed"] + ["not run"] * (len(ALL_STEPS) - 1)
+
+
+def test_the_ensemble_blends_the_members_that_survived(nightly):
+    seen = {}
+
+    def record(fail_at):
+        def runner(step, log, env):
+            seen[step.name] = step.args
+            return StepOutcome(step.name, 3 if step.name == fail_at else 0, 0.0, log)
+        return runner
+
+    def run(fail_at, *overrides):
+        def resolve(sections):
+            return load_config(sections, overrides=overrides)
+        seen.clear()
+        results = run_pipeline(nightly.data, nightly.data.parent / fail_at, {}, resolve, DAY, runner=record(fail_at))
+        return {r.name: r.status for r in results}
+
+    status = run("baselines", "ensemble.models=[ar2,itemcf,als_implicit]")  # ar2, itemcf are baselines' lists
+    assert status["ensemble"] == "not run" and status["evaluate"] == "ran"
+    status = run("topn-als", "ensemble.models=[als,itemcf,als_implicit]")
+    assert status["ensemble"] == "ran" and seen["ensemble"][-1] == "ensemble.models=[itemcf,als_implicit]"
 
 
 def test_printed_lines_run_when_pasted_into_a_shell(tmp_path):
@@ -316,3 +353,115 @@ def test_every_step_run_carries_the_runs_config_file_and_overrides(tmp_path):
     assert implicit.index("als.max_iter=3") < implicit.index("als.name=als_implicit")  # the step's own win
     record = warehouse / "_pipeline" / DAY.isoformat() / "config.yaml"
     assert load_config([], config_file=record)["als"] == {"rank": 12, "max_iter": 3}
+
+
+def test_a_step_reruns_exactly_when_the_code_it_runs_changes(tmp_path, monkeypatch):
+    """The fingerprint holds the step's code (plan.code_fingerprint): in a copy of the project, changing one module
+    changes the fingerprints of the steps that run it and of what reads their output, and of no other."""
+    import shutil
+
+    root = tmp_path / "project"
+    for package in ("jobs", "recsys_core", "recsys_spark", "recsys_torch"):
+        shutil.copytree(REPO / package, root / package, ignore=shutil.ignore_patterns("__pycache__"))
+    data = make_data(tmp_path)
+    steps = plan(PipelineConfig(), RUN)
+
+    def prints():
+        done = {}
+        for step in steps:
+            done[step.name] = fingerprint(step, {}, DAY, done, data, code_root=root)
+        return done
+
+    def changed_by(path: str) -> set[str]:
+        before = prints()
+        with open(root / path, "a") as module:
+            module.write("\n# a deploy changed this module\n")
+        after = prints()
+        return {name for name in before if before[name] != after[name]}
+
+    base = prints()
+    assert base == prints()
+    torch_lists = {n for n in ALL_STEPS if n.startswith(("train-", "topn-")) and n not in ("topn-als",
+                                                                                         "topn-als_implicit")}
+    assert changed_by("recsys_torch/losses.py") == torch_lists | {"ensemble", "evaluate"}
+    assert changed_by("jobs/fit_als.py") == {"als", "topn-als", "als_implicit", "topn-als_implicit", "ensemble",
+                                             "evaluate"}
+    assert changed_by("jobs/evaluate.py") == {"evaluate"}
+    assert changed_by("recsys_spark/etl.py") == set(ALL_STEPS)  # the ETL's output feeds every step
+    before = prints()
+    monkeypatch.setattr("jobs.cli.version", lambda: "9.9.9")  # a new release
+    after = prints()
+    assert all(after[name] != before[name] for name in ALL_STEPS)
+
+
+def test_a_training_that_did_not_finish_resumes_with_the_same_fingerprint(tmp_path):
+    """`train-<model>` carries --resume exactly when the state says the same fingerprint started (a kill leaves
+    `started`) or failed, and its checkpoint is there; a changed config, --force or no checkpoint start over."""
+    data, warehouse = make_data(tmp_path), tmp_path / "wh"
+    state_file = warehouse / "_pipeline" / "state.json"
+
+    def run(*overrides, fail_at=None, force=False):
+        seen = {}
+
+        def runner(step, log, env):
+            seen[step.name] = step.args
+            return StepOutcome(step.name, 3 if step.name == fail_at else 0, 0.0, log)
+
+        def resolve(sections):
+            return load_config(sections, overrides=overrides)
+
+        run_pipeline(data, warehouse, {}, resolve, DAY, runner=runner, force=force)
+        return {name: "--resume" in args for name, args in seen.items() if name.startswith("train-")}
+
+    assert run() == {f"train-{m}": False for m in ("ncf", "sasrec", "ss4rec", "lightgcn")}
+    (warehouse / "models" / "sasrec").mkdir(parents=True)
+    (warehouse / "models" / "sasrec" / "checkpoint.pt").write_bytes(b"step 1400")
+    state = json.loads(state_file.read_text())
+    state["train-sasrec"]["status"] = "started"  # what a SIGKILL during training leaves
+    state_file.write_text(json.dumps(state))
+    assert run(fail_at="train-sasrec") == {"train-sasrec": True}
+    argv = local_command(next(s for s in plan(PipelineConfig(), RUN) if s.name == "train-sasrec"))
+    assert argv[argv.index("--model") + 1] == "sasrec"
+    assert run() == {"train-sasrec": True}  # failed with this fingerprint: resumed again, now it finished
+    assert run() == {}                      # finished: skipped
+    state = json.loads(state_file.read_text())
+    state["train-sasrec"]["status"] = "started"
+    state_file.write_text(json.dumps(state))
+    assert run("sasrec.hidden=32") == {"train-sasrec": False}  # another fingerprint: a new training
+    state = json.loads(state_file.read_text())
+    state["train-sasrec"]["status"] = "started"
+    state_file.write_text(json.dumps(state))
+    assert run("sasrec.hidden=32", force=True)["train-sasrec"] is False
+    state["train-sasrec"]["status"] = "started"
+    state_file.write_text(json.dumps(state))
+    (warehouse / "models" / "sasrec" / "checkpoint.pt").unlink()
+    assert run("sasrec.hidden=32") == {"train-sasrec": False}  # nothing to resume from
+
+
+def test_a_run_removes_staging_leftovers_and_logs_each_step_as_a_json_line(nightly, caplog):
+    import logging
+
+    from recsys_spark.delta import staging_dir
+
+    warehouse = nightly.data.parent / "wh"
+    dead = subprocess.Popen(["true"])
+    dead.wait()  # a writer that is gone: its staging folder is a leftover
+    mine = staging_dir(warehouse / "recommendations")
+    leftover = mine.with_name(mine.name.replace(f"-{os.getpid()}-", f"-{dead.pid}-"))
+    (leftover / "part").mkdir(parents=True)
+    caplog.set_level(logging.INFO, logger="recsys.pipeline")
+    nightly(fail_at="train-ncf")
+    assert not leftover.exists() and f"removed the staging leftover {leftover}" in caplog.text
+    assert "step train-ncf: failed (exit 3)" in caplog.text and "step etl: ran in " in caplog.text
+    lines = [json.loads(line) for line in (warehouse / "_pipeline" / DAY.isoformat() / "run.jsonl").read_text()
+             .splitlines()]
+    assert [line["step"] for line in lines] == ALL_STEPS
+    by_step = {line["step"]: line for line in lines}
+    assert by_step["train-ncf"]["status"] == "failed" and by_step["train-ncf"]["exit_code"] == 3
+    assert by_step["topn-ncf"] == {**by_step["topn-ncf"], "status": "not run", "blocked_by": "train-ncf"}
+    assert set(lines[0]) == {"run_date", "run_started", "pid", "step", "status", "seconds", "exit_code", "peak_rss_mb",
+                             "fingerprint", "blocked_by", "log", "at"}
+    nightly()  # a second run on the date appends its own lines
+    again = (warehouse / "_pipeline" / DAY.isoformat() / "run.jsonl").read_text().splitlines()
+    assert len(again) == 2 * len(ALL_STEPS)
+    assert {json.loads(line)["status"] for line in again[len(ALL_STEPS):]} == {"ran", "skipped"}

@@ -64,3 +64,29 @@ def test_the_generator_runs_as_a_module():
     proc = subprocess.run([sys.executable, "-m", "jobs.schedules", "--check"], cwd=REPO, capture_output=True,
                           text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
+
+
+def test_airflow_runs_one_nightly_at_a_time_and_times_out_each_task():
+    tree = ast.parse((REPO / schedules.AIRFLOW).read_text())
+    dag = next(node for node in ast.walk(tree) if isinstance(node, ast.Call) and getattr(node.func, "id", "") == "DAG")
+    assert {kw.arg: ast.literal_eval(kw.value) for kw in dag.keywords if kw.arg == "max_active_runs"} == \
+        {"max_active_runs": 1}
+    operator = next(node for node in ast.walk(tree) if isinstance(node, ast.Call)
+                    and getattr(node.func, "id", "") == "BashOperator")
+    assert "execution_timeout" in {kw.arg for kw in operator.keywords}
+    timeouts = next(node.value for node in tree.body if isinstance(node, ast.Assign)
+                    and getattr(node.targets[0], "id", "") == "TIMEOUT")
+    assert sorted(ast.literal_eval(key) for key in timeouts.keys) == ["default", "gpu"]
+
+
+def test_nightly_sh_refuses_a_warehouse_another_copy_holds(tmp_path):
+    held = subprocess.Popen(["bash", "-c", f'mkdir -p "{tmp_path}/_pipeline"; exec 9>"{tmp_path}/_pipeline/'
+                             'nightly.sh.lock"; flock -n 9; echo held; sleep 30'], stdout=subprocess.PIPE, text=True)
+    try:
+        assert held.stdout.readline().strip() == "held"
+        proc = subprocess.run(["bash", str(REPO / schedules.NIGHTLY), str(tmp_path / "data"), str(tmp_path)],
+                              capture_output=True, text=True, timeout=60)
+        assert proc.returncode == 2 and f"another scripts/nightly.sh holds {tmp_path}" in proc.stderr
+    finally:
+        held.kill()
+        held.wait()
