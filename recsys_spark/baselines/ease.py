@@ -86,9 +86,10 @@ def gram_matrix(interactions: DataFrame, kept: np.ndarray, block: int = ITEM_BLO
     if X is None:
         return G
     rows = item_block_product(interactions.sparkSession, X, block, _gram_block, GRAM_COLUMNS).toArrow()
-    for item, others, counts in zip(rows.column("item_idx").to_numpy(), rows.column("other_idx").to_pylist(),
-                                    rows.column("co_count").to_pylist()):
-        G[item, others] = counts
+    for item, others, counts in zip(rows.column("item_idx").chunks, rows.column("other_idx").chunks,
+                                    rows.column("co_count").chunks):
+        row = np.repeat(item.to_numpy(), others.value_lengths().to_numpy())
+        G[row, others.flatten().to_numpy()] = counts.flatten().to_numpy()
     return G
 
 
