@@ -7,9 +7,9 @@ solves, in numpy,
     P = (G + l2 * I)^-1,    B = -P / diag(P) (column-wise),    diag(B) = 0
 
 and a user's scores over the kept items are x_u · B, x_u the user's history (train + validation items by the
-test-time view, train only by the validation-time view). Scores are computed per block of users in Spark tasks
-(H and B broadcast); each user's positive scores go to tier 1 (1, 2] by the user's best, popularity pads below
-(tier 0), seen items excluded: the same ranking as ItemCF's.
+test-time view, train only by the validation-time view). Scores are computed on the driver per block of users (B
+is not shipped to the workers); each user's k best positive scores go to tier 1 (1, 2] by the user's best,
+popularity pads below (tier 0), seen items excluded, top-k in Spark: the same ranking as ItemCF's.
 
 Memory on the driver: G, then P in its place and B in P's, float64: n^2 * 8 bytes a matrix, about two at once
 during the inverse (10,000 items: 0.8 GB a matrix). The inverse costs n^3 flops.
@@ -30,7 +30,7 @@ from recsys_spark.recommendations import HISTORY_SPLITS
 
 TIER_EASE = 1.0
 ITEM_BLOCK = 256   # Gram rows per task
-USER_BLOCK = 1024  # users scored per task: a block's dense scores are USER_BLOCK * max_items * 8 bytes
+USER_BLOCK = 1024  # users scored at once: a block's dense scores are USER_BLOCK * max_items * 8 bytes
 GRAM_COLUMNS = "item_idx int, other_idx array<int>, co_count array<int>"
 CANDIDATE_COLUMNS = "user_idx int, item_idx int, score double"
 
@@ -140,7 +140,8 @@ def _block_candidates(H, B, kept: np.ndarray, user_ids: np.ndarray, k: int) -> p
 def ease_scores(interactions: DataFrame, kept: np.ndarray, B: np.ndarray, k: int,
                 block: int = USER_BLOCK) -> DataFrame:
     """user_idx, item_idx, score: each user's top-k unseen x_u · B over the kept items (users with a kept item in
-    their history only)."""
+    their history only). Scored on the driver a block of users at a time: B stays where it was solved rather than
+    being broadcast (max_items^2 * 8 bytes to every worker); only the k candidates a user go to Spark."""
     spark = interactions.sparkSession
     pairs = (interactions.where(F.col("split").isin(*HISTORY_SPLITS)).select("user_idx", "item_idx").distinct()
              .toArrow())
@@ -151,17 +152,9 @@ def ease_scores(interactions: DataFrame, kept: np.ndarray, B: np.ndarray, k: int
         return spark.createDataFrame([], CANDIDATE_COLUMNS)
     user_ids, row = np.unique(users[keep], return_inverse=True)
     H = binary_matrix(row, col[keep], len(kept)).astype(np.float64)
-    shared = spark.sparkContext.broadcast((H, B, kept, user_ids))
-
-    def blocks(batches):
-        H, B, kept, user_ids = shared.value
-        for batch in batches:
-            for lo in batch["id"]:
-                hi = min(int(lo) + block, H.shape[0])
-                yield _block_candidates(H[int(lo):hi], B, kept, user_ids[int(lo):hi], k)
-
-    n = H.shape[0]
-    return spark.range(0, n, block, numPartitions=-(-n // block)).mapInPandas(blocks, CANDIDATE_COLUMNS)
+    candidates = pd.concat([_block_candidates(H[lo:lo + block], B, kept, user_ids[lo:lo + block], k)
+                            for lo in range(0, H.shape[0], block)], ignore_index=True)
+    return spark.createDataFrame(candidates, CANDIDATE_COLUMNS)
 
 
 def recommend_ease(interactions: DataFrame, weights: tuple[np.ndarray, np.ndarray], popularity: DataFrame, k: int
