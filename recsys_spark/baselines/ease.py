@@ -39,7 +39,7 @@ CANDIDATE_COLUMNS = "user_idx int, item_idx int, score double"
 class EASEConfig(Config):
     section = "baselines.ease"
 
-    l2: float = checked(200.0, above(0))            # lambda: added to G's diagonal before the inverse
+    l2: float = checked(50.0, above(0))             # lambda: added to G's diagonal before the inverse
     max_items: int = checked(10_000, POSITIVE)      # the most-rated train items kept: B is max_items^2 float64
 
 
