@@ -124,6 +124,7 @@ MODELS: dict[str, Model] = {m.name: m for m in (
     Model("ar2", BASELINE, "AR(2) of the last two items, backing off to AR(1) and popularity"),
     Model("hybrid", BASELINE, "alpha * AR(1) + (1 - alpha) * popularity"),
     Model("itemcf", BASELINE, "item-item cosine neighbours of the recent history (item_neighbors)"),
+    Model("ease", BASELINE, "EASE: closed-form item-item autoencoder (G + l2 I)^-1 over the most-rated items"),
     _torch("ncf", "ncf", "NCF", "NeuMF (GMF + MLP) with sampled negatives"),
     _torch("sasrec", "sasrec", "SASRec", "SASRec: causal self-attention over the history"),
     _torch("ss4rec", "ss4rec", "SS4Rec", "SS4Rec: time-aware state-space model over the history"),

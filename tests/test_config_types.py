@@ -55,7 +55,7 @@ def test_right_values_still_build():
     assert BaselinesConfig.from_dict(None).hybrid.alpha == 0.5
     assert SequenceConfig.from_dict({"stride": None}).window_stride == 200
     assert BaselinesConfig.from_dict({"models": None}).models == ("popularity", "genre", "markov", "ar2", "hybrid",
-                                                                 "itemcf")
+                                                                 "itemcf", "ease")
     assert BaselinesConfig.from_dict({"models": ["markov"]}).models == ("markov",)
     assert EvaluateConfig.from_dict({"ks": 10}).ks == [10]
 
@@ -90,7 +90,7 @@ def _sections():
         "baselines": (BaselinesConfig.from_dict, "models", 5),
         **{f"baselines.{name}": (_nested(BaselinesConfig, name), key, "x") for name, key in (
             ("popularity", "recent_days"), ("genre", "top_genres"), ("markov", "top_k"), ("hybrid", "alpha"),
-            ("itemcf", "shrinkage"))},
+            ("itemcf", "shrinkage"), ("ease", "l2"))},
         "ensemble": (EnsembleConfig.from_dict, "models", 3),
         "evaluate": (EvaluateConfig.from_dict, "reference_model", 3),
         "sequences": (SequenceConfig.from_dict, "last_gap", 3),

@@ -11,8 +11,8 @@ import pytest
 from recsys_spark.delta import read_arrow, table_exists
 
 REPO = Path(__file__).resolve().parent.parent
-MODELS = ["als", "als_implicit", "popularity", "genre", "markov", "ar2", "hybrid", "itemcf", "ncf", "sasrec", "ss4rec",
-          "ensemble"]
+MODELS = ["als", "als_implicit", "popularity", "genre", "markov", "ar2", "hybrid", "itemcf", "ease", "ncf", "sasrec",
+          "ss4rec", "ensemble"]
 TABLES = ["interactions", "items", "users", "tags", "rejects", "etl_report", "recommendations",
           "recommendations_validation", "metrics", "transitions_ar1", "transitions_ar2", "item_neighbors",
           "als_user_factors", "als_item_factors"]

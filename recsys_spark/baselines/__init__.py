@@ -1,4 +1,5 @@
-"""Spark baselines: popularity, genre, Markov AR(1), AR(2) with back-off, an AR(1)/popularity hybrid, and ItemCF."""
+"""Spark baselines: popularity, genre, Markov AR(1), AR(2) with back-off, an AR(1)/popularity hybrid, and ItemCF, EASE."""
+from recsys_spark.baselines.ease import EASEConfig
 from recsys_spark.baselines.genre import GenreConfig
 from recsys_spark.baselines.hybrid import HybridConfig
 from recsys_spark.baselines.itemcf import ItemCFConfig
@@ -7,5 +8,5 @@ from recsys_spark.baselines.popularity import PopularityConfig
 from recsys_spark.baselines.recommend import (BASELINES, RECOMMENDERS, BaselinesConfig, TrainTables, fit_transitions,
                                               recommend, run_baselines, topn)
 
-__all__ = ["BASELINES", "RECOMMENDERS", "BaselinesConfig", "GenreConfig", "HybridConfig", "ItemCFConfig", "MarkovConfig",
+__all__ = ["BASELINES", "RECOMMENDERS", "BaselinesConfig", "EASEConfig", "GenreConfig", "HybridConfig", "ItemCFConfig", "MarkovConfig",
            "PopularityConfig", "TrainTables", "fit_transitions", "recommend", "run_baselines", "topn"]

@@ -94,11 +94,32 @@ def block_neighbors(X, XT, lo: int, hi: int, neighbors: int, shrinkage: float) -
                          "rank": np.concatenate(out_rank)})
 
 
+def binary_matrix(users: np.ndarray, items: np.ndarray, n_items: int):
+    """The binary user × item CSR matrix of (user, item) pairs (int32 ones; pairs must be distinct)."""
+    from scipy import sparse
+
+    return sparse.csr_matrix((np.ones(len(users), np.int32), (users, items)), shape=(int(users.max()) + 1, n_items))
+
+
+def item_block_product(spark, X, block: int, compute, schema: str) -> DataFrame:
+    """Rows of `compute(X, XT, lo, hi)` (a pandas DataFrame, `schema`) for every block lo..hi-1 of X's columns, one
+    Spark task a block, X and XT = X^T (CSR) broadcast: `XT[lo:hi] @ X` is the block's rows of X^T X."""
+    n_items = X.shape[1]
+    matrices = spark.sparkContext.broadcast((X, X.T.tocsr()))
+
+    def blocks_of_rows(batches):
+        X, XT = matrices.value
+        for batch in batches:
+            for lo in batch["id"]:
+                yield compute(X, XT, int(lo), min(int(lo) + block, n_items))
+
+    return (spark.range(0, n_items, block, numPartitions=-(-n_items // block))
+            .mapInPandas(blocks_of_rows, schema))
+
+
 def item_neighbors(interactions: DataFrame, config: ItemCFConfig, block: int = ITEM_BLOCK) -> DataFrame:
     """item_idx, neighbor_idx, similarity, co_count, rank (1 = most similar): each item's top `neighbors`,
     `block` items per task."""
-    from scipy import sparse
-
     spark = interactions.sparkSession
     pairs = user_items(interactions, config.max_user_items).toArrow()
     if pairs.num_rows == 0:
@@ -106,20 +127,12 @@ def item_neighbors(interactions: DataFrame, config: ItemCFConfig, block: int = I
     users = pairs.column("user_idx").to_numpy().astype(np.int64)
     items = pairs.column("item_idx").to_numpy().astype(np.int64)
     del pairs
-    n_items = int(items.max()) + 1
-    X = sparse.csr_matrix((np.ones(len(users), np.int32), (users, items)), shape=(int(users.max()) + 1, n_items))
+    X = binary_matrix(users, items, int(items.max()) + 1)
     del users, items
-    matrices = spark.sparkContext.broadcast((X, X.T.tocsr()))
     neighbors, shrinkage = config.neighbors, float(config.shrinkage)
-
-    def blocks_of_rows(batches):
-        X, XT = matrices.value
-        for batch in batches:
-            for lo in batch["id"]:
-                yield block_neighbors(X, XT, int(lo), min(int(lo) + block, n_items), neighbors, shrinkage)
-
-    return (spark.range(0, n_items, block, numPartitions=-(-n_items // block))
-            .mapInPandas(blocks_of_rows, NEIGHBOR_COLUMNS))
+    return item_block_product(spark, X, block,
+                              lambda X, XT, lo, hi: block_neighbors(X, XT, lo, hi, neighbors, shrinkage),
+                              NEIGHBOR_COLUMNS)
 
 
 def recent_history(interactions: DataFrame, config: ItemCFConfig) -> DataFrame:

@@ -10,6 +10,7 @@ from typing import Callable
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
+from recsys_spark.baselines.ease import EASEConfig, fit_ease, recommend_ease
 from recsys_spark.baselines.genre import GenreConfig, recommend_genre
 from recsys_spark.baselines.hybrid import HybridConfig, recommend_hybrid
 from recsys_spark.baselines.itemcf import ItemCFConfig, item_neighbors, recommend_itemcf
@@ -57,10 +58,16 @@ class TrainTables:
             self.chains["neighbors"] = read_table(self.spark, path)
         return self.chains["neighbors"]
 
+    def ease(self):
+        """(kept item_idx, B): EASE's weights, fitted once per TrainTables on the train rows (shared by both views)."""
+        if "ease" not in self.chains:
+            self.chains["ease"] = fit_ease(self.interactions, self.config.ease)
+        return self.chains["ease"]
+
     def as_of(self, split: str) -> "TrainTables":
         """The tables as a list for `split` sees them: `validation` drops the test rows and treats the validation
         item as the target (history and seen items = train only). Everything fitted depends on train rows only
-        (popularity, transitions, neighbours), so it is shared, not refitted."""
+        (popularity, transitions, neighbours, EASE's weights), so it is shared, not refitted."""
         if split == "test":
             return self
         return dataclasses.replace(self, interactions=as_of_validation(self.interactions))
@@ -92,6 +99,7 @@ RECOMMENDERS: dict[str, Callable[[TrainTables, int, "BaselinesConfig"], DataFram
                                                      cfg.hybrid.alpha),
     "itemcf": lambda tables, k, cfg: recommend_itemcf(tables.interactions, tables.neighbors(), tables.popularity, k,
                                                      cfg.itemcf),
+    "ease": lambda tables, k, cfg: recommend_ease(tables.interactions, tables.ease(), tables.popularity, k),
 }
 BASELINES = tuple(catalogue.names(catalogue.BASELINE))
 
@@ -108,6 +116,7 @@ class BaselinesConfig(Config):
     markov: MarkovConfig = field(default_factory=MarkovConfig)
     hybrid: HybridConfig = field(default_factory=HybridConfig)
     itemcf: ItemCFConfig = field(default_factory=ItemCFConfig)
+    ease: EASEConfig = field(default_factory=EASEConfig)
 
     def validate(self) -> None:
         if self.models is None:

@@ -1,0 +1,166 @@
+"""EASE (Steck 2019, "Embarrassingly Shallow Autoencoders"): an item × item weight matrix in closed form.
+
+X is the binary user × item matrix of the train interactions over the `max_items` most-rated items (by train count,
+ties by item index). With G = X^T X (in Spark: ItemCF's sparse block product, one task a block of items) the driver
+solves, in numpy,
+
+    P = (G + l2 * I)^-1,    B = -P / diag(P) (column-wise),    diag(B) = 0
+
+and a user's scores over the kept items are x_u · B, x_u the user's history (train + validation items by the
+test-time view, train only by the validation-time view). Scores are computed on the driver per block of users (B
+is not shipped to the workers); each user's k best positive scores go to tier 1 (1, 2] by the user's best,
+popularity pads below (tier 0), seen items excluded, top-k in Spark: the same ranking as ItemCF's.
+
+Memory on the driver: G, then P in its place and B in P's, float64: n^2 * 8 bytes a matrix, about two at once
+during the inverse (10,000 items: 0.8 GB a matrix). The inverse costs n^3 flops.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+from pyspark.sql import DataFrame, Window
+from pyspark.sql import functions as F
+
+from recsys_core.config import POSITIVE, Config, above, checked
+from recsys_spark.baselines.common import popular_candidates, rank_candidates, train_rows
+from recsys_spark.baselines.itemcf import binary_matrix, item_block_product
+from recsys_spark.recommendations import HISTORY_SPLITS
+
+TIER_EASE = 1.0
+ITEM_BLOCK = 256   # Gram rows per task
+USER_BLOCK = 1024  # users scored at once: a block's dense scores are USER_BLOCK * max_items * 8 bytes
+GRAM_COLUMNS = "item_idx int, other_idx array<int>, co_count array<int>"
+CANDIDATE_COLUMNS = "user_idx int, item_idx int, score double"
+
+
+@dataclass(frozen=True)
+class EASEConfig(Config):
+    section = "baselines.ease"
+
+    l2: float = checked(50.0, above(0))             # lambda: added to G's diagonal before the inverse
+    max_items: int = checked(10_000, POSITIVE)      # the most-rated train items kept: B is max_items^2 float64
+
+
+def kept_items(interactions: DataFrame, max_items: int) -> np.ndarray:
+    """item_idx of the `max_items` items with the most train users (ties by item index), ascending."""
+    counts = (train_rows(interactions).select("user_idx", "item_idx").distinct()
+              .groupBy("item_idx").agg(F.count(F.lit(1)).alias("n"))
+              .orderBy(F.col("n").desc(), F.col("item_idx").asc()).limit(max_items))
+    return np.sort(counts.toArrow().column("item_idx").to_numpy().astype(np.int64))
+
+
+def _kept_columns(kept: np.ndarray, items: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(column in kept, whether the item is kept) of each item id."""
+    if len(kept) == 0:
+        return np.zeros(len(items), np.int64), np.zeros(len(items), bool)
+    col = np.minimum(np.searchsorted(kept, items), len(kept) - 1)
+    return col, kept[col] == items
+
+
+def _train_matrix(interactions: DataFrame, kept: np.ndarray):
+    """The binary train matrix over the kept items (column c = item kept[c]), or None without train rows."""
+    pairs = train_rows(interactions).select("user_idx", "item_idx").distinct().toArrow()
+    users = pairs.column("user_idx").to_numpy().astype(np.int64)
+    items = pairs.column("item_idx").to_numpy().astype(np.int64)
+    col, keep = _kept_columns(kept, items)
+    if not keep.any():
+        return None
+    return binary_matrix(users[keep], col[keep], len(kept))
+
+
+def _gram_block(X, XT, lo: int, hi: int) -> pd.DataFrame:
+    co = (XT[lo:hi] @ X).tocsr()
+    return pd.DataFrame({"item_idx": np.arange(lo, hi, dtype=np.int32),
+                         "other_idx": [co.indices[co.indptr[r]:co.indptr[r + 1]].astype(np.int32)
+                                       for r in range(hi - lo)],
+                         "co_count": [co.data[co.indptr[r]:co.indptr[r + 1]].astype(np.int32)
+                                      for r in range(hi - lo)]})
+
+
+def gram_matrix(interactions: DataFrame, kept: np.ndarray, block: int = ITEM_BLOCK) -> np.ndarray:
+    """G = X^T X (float64, len(kept) square) of the binary train matrix over the kept items, computed in Spark."""
+    G = np.zeros((len(kept), len(kept)), np.float64)
+    X = _train_matrix(interactions, kept)
+    if X is None:
+        return G
+    rows = item_block_product(interactions.sparkSession, X, block, _gram_block, GRAM_COLUMNS).toArrow()
+    for item, others, counts in zip(rows.column("item_idx").chunks, rows.column("other_idx").chunks,
+                                    rows.column("co_count").chunks):
+        row = np.repeat(item.to_numpy(), others.value_lengths().to_numpy())
+        G[row, others.flatten().to_numpy()] = counts.flatten().to_numpy()
+    return G
+
+
+def ease_weights(G: np.ndarray, l2: float) -> np.ndarray:
+    """B = -P / diag(P) with P = (G + l2 I)^-1 and a zero diagonal; G is overwritten (P, then B, take its place)."""
+    from scipy import linalg
+
+    G[np.diag_indices_from(G)] += l2
+    P = linalg.inv(G, overwrite_a=True, check_finite=False)
+    del G
+    P /= -np.diag(P)[np.newaxis, :]  # column j divided by -P_jj
+    P[np.diag_indices_from(P)] = 0.0
+    return P
+
+
+def fit_ease(interactions: DataFrame, config: EASEConfig) -> tuple[np.ndarray, np.ndarray]:
+    """(kept item_idx, B): the item ids of B's rows/columns and the EASE weights, fitted on train rows only."""
+    kept = kept_items(interactions, config.max_items)
+    if len(kept) == 0:
+        return kept, np.zeros((0, 0))
+    return kept, ease_weights(gram_matrix(interactions, kept), float(config.l2))
+
+
+def _block_candidates(H, B, kept: np.ndarray, user_ids: np.ndarray, k: int) -> pd.DataFrame:
+    """Each user's k best unseen positive scores (everything tied with the k-th stays) as tier-1 candidates."""
+    S = np.asarray((H @ B))
+    S[H.nonzero()] = -np.inf  # seen (the history is exactly the seen items over the kept ones)
+    out_user, out_item, out_score = [], [], []
+    for r in range(S.shape[0]):
+        s = S[r]
+        cols = np.flatnonzero(s > 0)
+        if len(cols) == 0:
+            continue
+        scores = s[cols]
+        if len(cols) > k:
+            kth = np.partition(scores, len(scores) - k)[len(scores) - k]
+            cols, scores = cols[scores >= kth], scores[scores >= kth]
+        out_user.append(np.full(len(cols), user_ids[r], np.int32))
+        out_item.append(kept[cols].astype(np.int32))
+        out_score.append(scores)
+    if not out_user:
+        return pd.DataFrame({"user_idx": np.array([], np.int32), "item_idx": np.array([], np.int32),
+                             "score": np.array([], np.float64)})
+    return pd.DataFrame({"user_idx": np.concatenate(out_user), "item_idx": np.concatenate(out_item),
+                         "score": np.concatenate(out_score)})
+
+
+def ease_scores(interactions: DataFrame, kept: np.ndarray, B: np.ndarray, k: int,
+                block: int = USER_BLOCK) -> DataFrame:
+    """user_idx, item_idx, score: each user's top-k unseen x_u · B over the kept items (users with a kept item in
+    their history only). Scored on the driver a block of users at a time: B stays where it was solved rather than
+    being broadcast (max_items^2 * 8 bytes to every worker); only the k candidates a user go to Spark."""
+    spark = interactions.sparkSession
+    pairs = (interactions.where(F.col("split").isin(*HISTORY_SPLITS)).select("user_idx", "item_idx").distinct()
+             .toArrow())
+    users = pairs.column("user_idx").to_numpy().astype(np.int64)
+    items = pairs.column("item_idx").to_numpy().astype(np.int64)
+    col, keep = _kept_columns(kept, items)
+    if not keep.any():
+        return spark.createDataFrame([], CANDIDATE_COLUMNS)
+    user_ids, row = np.unique(users[keep], return_inverse=True)
+    H = binary_matrix(row, col[keep], len(kept)).astype(np.float64)
+    candidates = pd.concat([_block_candidates(H[lo:lo + block], B, kept, user_ids[lo:lo + block], k)
+                            for lo in range(0, H.shape[0], block)], ignore_index=True)
+    return spark.createDataFrame(candidates, CANDIDATE_COLUMNS)
+
+
+def recommend_ease(interactions: DataFrame, weights: tuple[np.ndarray, np.ndarray], popularity: DataFrame, k: int
+                   ) -> DataFrame:
+    kept, B = weights
+    scores = ease_scores(interactions, kept, B, k)
+    best = F.max("score").over(Window.partitionBy("user_idx"))
+    tiered = scores.select("user_idx", "item_idx", (F.lit(TIER_EASE) + F.col("score") / best).alias("score"))
+    return rank_candidates(tiered.unionByName(popular_candidates(interactions, popularity, k)), interactions, k)
