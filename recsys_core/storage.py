@@ -199,6 +199,17 @@ def listdir(location: str) -> list[str]:
     return sorted(entry.base_name for entry in filesys.get_file_info(fs.FileSelector(path, allow_not_found=True)))
 
 
+def read_bytes(location: str) -> bytes | None:
+    """The contents of a file; None when there is none at `location`."""
+    from pyarrow import fs
+
+    filesys, path, info = _info(location)
+    if info.type != fs.FileType.File:
+        return None
+    with filesys.open_input_stream(path) as stream:
+        return stream.read()
+
+
 def remove(location: str) -> None:
     """Delete a file or a folder with everything under it; nothing when it does not exist."""
     from pyarrow import fs
