@@ -165,7 +165,11 @@ def main(argv=None) -> int:
     if args.print_plan:
         print_plan(args.print_plan, args, run_date, cfg, pipe)
         return 0
-    warehouse, data = Path(args.warehouse).resolve(), Path(args.data).resolve()
+    from recsys_core import storage  # a file:// warehouse is a local folder; s3://, hdfs:// stay URIs
+
+    local = storage.is_local(args.warehouse)
+    warehouse = Path(storage.local_path(args.warehouse)).resolve() if local else args.warehouse
+    data = Path(args.data).resolve()
     setup_logging()
 
     from rich.console import Console

@@ -2,11 +2,15 @@
 
 Store: `mlflow.tracking_uri`, else $MLFLOW_TRACKING_URI, else SQLite under `<warehouse>/_mlflow`; experiment:
 `mlflow.experiment` (default "recsys") by name, created with its artifacts under `<warehouse>/_mlflow/artifacts`.
+A warehouse on object storage or HDFS has no place for the SQLite file: there the store must be configured.
 """
 from __future__ import annotations
 
 import os
 from pathlib import Path
+
+from recsys_core import storage
+from recsys_core.errors import ConfigError
 
 
 def tracking_uri(cfg: dict, warehouse: str | Path) -> str:
@@ -15,7 +19,10 @@ def tracking_uri(cfg: dict, warehouse: str | Path) -> str:
         return str(configured)
     if os.environ.get("MLFLOW_TRACKING_URI"):
         return os.environ["MLFLOW_TRACKING_URI"]
-    root = Path(warehouse).resolve() / "_mlflow"
+    if not storage.is_local(str(warehouse)):
+        raise ConfigError(f"the warehouse {warehouse} is not on a local disk: set mlflow.tracking_uri (or "
+                          f"$MLFLOW_TRACKING_URI) to a tracking server or database for it")
+    root = Path(storage.local_path(str(warehouse))) / "_mlflow"
     root.mkdir(parents=True, exist_ok=True)
     return f"sqlite:///{root / 'mlflow.db'}"
 
@@ -29,5 +36,8 @@ def experiment_id(cfg: dict, warehouse: str | Path) -> str:
     found = mlflow.get_experiment_by_name(name)
     if found is not None:
         return found.experiment_id
-    artifacts = Path(warehouse).resolve() / "_mlflow" / "artifacts"
-    return mlflow.create_experiment(name, artifact_location=artifacts.as_uri())
+    if storage.is_local(str(warehouse)):
+        artifacts = Path(storage.local_path(str(warehouse)), "_mlflow", "artifacts").as_uri()
+    else:
+        artifacts = storage.native_path(storage.join(str(warehouse), "_mlflow", "artifacts"))
+    return mlflow.create_experiment(name, artifact_location=artifacts)

@@ -18,6 +18,7 @@ import duckdb
 import duckdb_extension_delta
 import numpy as np
 
+from recsys_core import storage
 from recsys_serve.errors import ServeError
 
 DELTA_EXTENSION = (Path(duckdb_extension_delta.__file__).parent / "extensions" / f"v{duckdb.__version__}"
@@ -41,7 +42,9 @@ class Warehouse:
     """One warehouse directory: versions, partitions and queries of its Delta tables."""
 
     def __init__(self, root: str | Path, threads: int = 2, memory_limit: str = "2GB"):
-        self.root = Path(root).resolve()
+        if not storage.is_local(str(root)):  # DuckDB reads object storage only with its httpfs extension
+            raise ServeError(f"the server reads a warehouse on the local filesystem (a path or file://), not {root}")
+        self.root = Path(storage.local_path(str(root))).resolve()
         if not self.root.is_dir():
             raise ServeError(f"warehouse not found: {self.root}")
         if not DELTA_EXTENSION.is_file():

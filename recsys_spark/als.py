@@ -18,6 +18,7 @@ from pyspark.ml.recommendation import ALS, ALSModel
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
+from recsys_core import storage
 from recsys_core.catalogue import is_als_name
 from recsys_core.config import POSITIVE, Config, Rule, at_least, checked, number_in, unknown_keys
 from recsys_spark.delta import read_table, table_path, write_table
@@ -78,9 +79,9 @@ def ensure_checkpoint_dir(spark: SparkSession, configured: str | None, default: 
     if configured is None and spark.sparkContext.getCheckpointDir() is not None:
         return
     directory = configured or str(default)
-    if "://" not in directory:
-        Path(directory).mkdir(parents=True, exist_ok=True)
-    spark.sparkContext.setCheckpointDir(directory)
+    if storage.is_local(directory):
+        Path(storage.local_path(directory)).mkdir(parents=True, exist_ok=True)
+    spark.sparkContext.setCheckpointDir(storage.spark_path(directory))
 
 
 def ratings(interactions: DataFrame) -> DataFrame:
@@ -179,8 +180,8 @@ def random_split_errors(interactions: DataFrame, config: AlsConfig) -> RatingErr
 
 def save(model: ALSModel, warehouse: str | Path, name: str, users: DataFrame, items: DataFrame) -> dict[str, str]:
     """The MLlib model to <warehouse>/models/<name>, its factors to the <name>_user/item_factors Delta tables."""
-    model_path = str(Path(warehouse) / MODELS_DIR / name)
-    model.write().overwrite().save(model_path)
+    model_path = storage.join(str(warehouse), MODELS_DIR, name)
+    model.write().overwrite().save(storage.spark_path(model_path))
     user_factors = (model.userFactors.withColumnRenamed("id", "user_idx")
                     .join(users.select("user_idx", "userId"), "user_idx")
                     .select(F.col("user_idx").cast("int"), F.col("userId").cast("long"), "features"))
@@ -196,10 +197,10 @@ def save(model: ALSModel, warehouse: str | Path, name: str, users: DataFrame, it
 
 
 def load_model(warehouse: str | Path, name: str = "als") -> ALSModel:
-    path = Path(warehouse) / MODELS_DIR / name
-    if not (path / "metadata").exists():
+    path = storage.join(str(warehouse), MODELS_DIR, name)
+    if not storage.exists(storage.join(path, "metadata")):
         raise RecsysError(f"no ALS model at {path} (run `recsys als` first)")
-    return ALSModel.load(str(path))
+    return ALSModel.load(storage.spark_path(path))
 
 
 @dataclass
@@ -218,7 +219,7 @@ def run_als(spark: SparkSession, warehouse: str | Path, config: AlsConfig, run_d
     """Fit on train (after an optional grid search), save model and factors, write the RMSE/MAE rows to `metrics`."""
     from recsys_spark.evaluate import metric_row, write_metrics
 
-    ensure_checkpoint_dir(spark, config.checkpoint_dir, Path(warehouse) / "_checkpoints")
+    ensure_checkpoint_dir(spark, config.checkpoint_dir, storage.join(str(warehouse), "_checkpoints"))
     interactions = read_table(spark, table_path(warehouse, "interactions"))
     users = read_table(spark, table_path(warehouse, "users"))
     items = read_table(spark, table_path(warehouse, "items"))

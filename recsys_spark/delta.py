@@ -17,7 +17,6 @@ import datetime as dt
 import json
 import os
 import re
-import shutil
 import socket
 import time
 import uuid
@@ -30,6 +29,7 @@ import pyarrow.dataset as pads
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql.types import StructType
 
+from recsys_core import storage
 from recsys_spark.errors import RecsysError
 
 WRITER_ENV = "RECSYS_DELTA_WRITER"  # auto | spark | delta-rs
@@ -62,11 +62,12 @@ def use_spark_writer(spark: SparkSession) -> bool:
 
 
 def table_path(warehouse: str | Path, name: str) -> str:
-    return str(Path(warehouse) / name)
+    """The table `name` of the warehouse at `warehouse`: a path or a URI (recsys_core.storage), never mangled."""
+    return storage.join(str(warehouse), name)
 
 
 def table_exists(path: str | Path) -> bool:
-    return Path(path, "_delta_log").is_dir()
+    return storage.is_dir(storage.join(str(path), "_delta_log"))
 
 
 def _sql_literal(value) -> str:
@@ -95,35 +96,35 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def staging_dir(path: str | Path) -> Path:
-    """A fresh staging folder name beside the table at `path`, naming this process as its writer."""
-    path = Path(path)
-    return path.parent / f"{STAGING_PREFIX}{path.name}-{_host()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+def staging_dir(path: str | Path) -> str:
+    """A fresh staging folder beside the table at `path` (on its filesystem), naming this process as its writer."""
+    path = str(path)
+    name = f"{STAGING_PREFIX}{storage.basename(path)}-{_host()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    return storage.join(storage.parent(path), name)
 
 
-def is_stale_staging(folder: Path, now: float | None = None, max_age_s: float = STAGING_MAX_AGE_S) -> bool:
+def is_stale_staging(folder: str | Path, now: float | None = None, max_age_s: float = STAGING_MAX_AGE_S) -> bool:
     """Whether a staging folder was left by a writer that is gone: one of this host whose pid is no longer running,
-    or, when the writer cannot be checked (another host, an older name), one untouched for `max_age_s`."""
-    owner = STAGING_OWNER.match(folder.name)
+    or, when the writer cannot be checked (another host, an older name), one untouched for `max_age_s` (never, on a
+    store that keeps no folder times)."""
+    folder = str(folder)
+    owner = STAGING_OWNER.match(storage.basename(folder))
     if owner and owner["host"] == _host():
         pid = int(owner["pid"])
         return pid != os.getpid() and not _alive(pid)
-    try:
-        age = (now if now is not None else time.time()) - folder.stat().st_mtime
-    except FileNotFoundError:  # removed meanwhile by another writer
+    mtime = storage.modified(folder) if storage.exists(folder) else None
+    if mtime is None:  # removed meanwhile by another writer, or an object-store prefix
         return False
-    return age > max_age_s
+    return (now if now is not None else time.time()) - mtime > max_age_s
 
 
-def remove_stale_staging(warehouse: str | Path) -> list[Path]:
+def remove_stale_staging(warehouse: str | Path) -> list[str]:
     """Remove the staging folders killed writers left in `warehouse` (see is_stale_staging); the removed ones."""
-    root = Path(warehouse)
-    if not root.is_dir():
-        return []
     removed = []
-    for folder in sorted(root.glob(f"{STAGING_PREFIX}*")):
-        if folder.is_dir() and is_stale_staging(folder):
-            shutil.rmtree(folder, ignore_errors=True)
+    for name in storage.listdir(str(warehouse)):
+        folder = storage.join(str(warehouse), name)
+        if name.startswith(STAGING_PREFIX) and storage.is_dir(folder) and is_stale_staging(folder):
+            storage.remove(folder)
             removed.append(folder)
     return removed
 
@@ -172,26 +173,27 @@ def write_table(
             writer = writer.option("overwriteSchema", "true")
         if partition_by:
             writer = writer.partitionBy(*partition_by)
-        writer.save(path)
+        writer.save(storage.spark_path(path))
         return
 
-    remove_stale_staging(Path(path).parent)
+    remove_stale_staging(storage.parent(path))
     staging = staging_dir(path)
     try:
-        df.write.mode("overwrite").parquet(str(staging))
-        dataset = pads.dataset(str(staging), format="parquet")
+        df.write.mode("overwrite").parquet(storage.spark_path(staging))
+        filesys, staged = storage.filesystem(staging)
+        dataset = pads.dataset(staged, format="parquet", filesystem=filesys)
         if replace and dataset.count_rows() == 0:
             _refuse_empty(path, replace)
         reader = dataset.scanner(batch_size=64_000).to_reader()
-        kwargs = {"mode": "overwrite", "partition_by": partition_by}
+        kwargs = {"mode": "overwrite", "partition_by": partition_by, "storage_options": storage.storage_options(path)}
         if replace and table_exists(path):
             kwargs["predicate"] = replace_predicate(replace)
         else:
             kwargs["schema_mode"] = "overwrite"
-        deltalake.write_deltalake(path, reader, **kwargs)
+        deltalake.write_deltalake(storage.native_path(path), reader, **kwargs)
         del reader, dataset
     finally:
-        shutil.rmtree(staging, ignore_errors=True)
+        storage.remove(staging)
 
 
 def write_arrow(table: pa.Table, path: str | Path, partition_by: list[str] | None = None,
@@ -200,18 +202,18 @@ def write_arrow(table: pa.Table, path: str | Path, partition_by: list[str] | Non
     refused (EmptyPartitionError)."""
     if replace and table.num_rows == 0:
         _refuse_empty(path, replace)
-    kwargs = {"mode": "overwrite", "partition_by": partition_by}
+    kwargs = {"mode": "overwrite", "partition_by": partition_by, "storage_options": storage.storage_options(str(path))}
     if replace and table_exists(path):
         kwargs["predicate"] = replace_predicate(replace)
     else:
         kwargs["schema_mode"] = "overwrite"
-    deltalake.write_deltalake(str(path), table, **kwargs)
+    deltalake.write_deltalake(storage.native_path(str(path)), table, **kwargs)
 
 
 def _require(path: str) -> deltalake.DeltaTable:
     if not table_exists(path):
         raise RecsysError(f"Delta table not found: {path} (run the step that writes it first)")
-    return deltalake.DeltaTable(path)
+    return deltalake.DeltaTable(storage.native_path(path), storage_options=storage.storage_options(path))
 
 
 def read_table(spark: SparkSession, path: str | Path, version: int | None = None) -> DataFrame:
@@ -221,17 +223,17 @@ def read_table(spark: SparkSession, path: str | Path, version: int | None = None
         reader = spark.read.format("delta")
         if version is not None:
             reader = reader.option("versionAsOf", version)
-        return reader.load(path)
+        return reader.load(storage.spark_path(path))
     table = _require(path)
     if version is not None:
         table.load_as_version(version)
     # A Delta schema is serialised exactly as Spark's StructType JSON.
     schema = StructType.fromJson(json.loads(table.schema().to_json()))
-    files = table.file_uris()
+    files = [storage.spark_path(f) for f in table.file_uris()]
     if not files:
         return spark.createDataFrame([], schema)
     # delta-rs resolves symlinks in the file URIs; its table_uri is resolved the same way (a symlinked warehouse).
-    return spark.read.schema(schema).option("basePath", table.table_uri).parquet(*files)
+    return spark.read.schema(schema).option("basePath", storage.spark_path(table.table_uri)).parquet(*files)
 
 
 _ARROW_TYPES = {"string": pa.string(), "long": pa.int64(), "integer": pa.int32(), "short": pa.int16(),
@@ -263,8 +265,10 @@ def read_arrow(path: str | Path, columns: list[str] | None = None, version: int 
     partition_cols = table.metadata().partition_columns
     if not files:
         return arrow_schema(table).empty_table()
+    filesys, base = storage.filesystem(str(path))
+    files = [storage.filesystem_path(f) for f in files]
     dataset = pads.dataset(files, format="parquet", partitioning="hive" if partition_cols else None,
-                           partition_base_dir=str(path))
+                           partition_base_dir=base, filesystem=filesys)
     return dataset.to_table(columns=columns)
 
 

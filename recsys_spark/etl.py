@@ -25,6 +25,7 @@ from pyspark.sql import DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 from pyspark.sql.pandas.types import from_arrow_schema
 
+from recsys_core import storage
 from recsys_core.config import NON_NEGATIVE, POSITIVE, Config, checked, number_in, one_of
 from recsys_spark.delta import table_path, table_rows, write_arrow, write_table
 from recsys_spark.etl_guard import LoadCounts, check_load, reject_fraction
@@ -324,7 +325,7 @@ def run_etl(spark: SparkSession, data_dir: str | Path, warehouse: str | Path,
     started = time.perf_counter()
     config = config or EtlConfig()
     inputs = check_inputs(data_dir)  # plain Python: a missing file or column fails before anything is read/written
-    warehouse = Path(warehouse)
+    warehouse = Path(storage.local_path(str(warehouse)) if storage.scheme(str(warehouse)) == "file" else warehouse)
     persisted: list[DataFrame] = []
     stages: dict[str, float] = {}
     mark = time.perf_counter()

@@ -38,6 +38,7 @@ from pyspark import StorageLevel
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 
+from recsys_core import storage
 from recsys_core.config import POSITIVE, Config, checked, one_of
 from recsys_spark.delta import read_table, table_exists, table_path
 from recsys_spark.errors import ConfigError, RecsysError
@@ -272,13 +273,14 @@ def write_id_map(pairs: DataFrame, path: Path, schema: pa.Schema) -> int:
     return table.num_rows
 
 
-def etl_provenance(warehouse: Path) -> dict:
+def etl_provenance(warehouse: str | Path) -> dict:
     """tie_break and seed from <warehouse>/etl_report.json when the ETL left one (null otherwise)."""
-    path = warehouse / "etl_report.json"
+    path = storage.join(str(warehouse), "etl_report.json")
     report: dict = {}
-    if path.is_file():
+    text = storage.read_bytes(path)
+    if text is not None:
         try:
-            report = json.loads(path.read_text())
+            report = json.loads(text)
         except json.JSONDecodeError as exc:
             raise RecsysError(f"{path}: not valid JSON ({exc})") from None
     config = report.get("config") if isinstance(report.get("config"), dict) else {}
@@ -317,8 +319,11 @@ def export_sequences(spark: SparkSession, warehouse: str | Path, out: str | Path
                      config: SequenceConfig | None = None) -> dict:
     """Read <warehouse>/interactions, write the shards to `out` (default <warehouse>/sequences); returns meta.json."""
     config = config or SequenceConfig()
-    warehouse = Path(warehouse)
-    out = Path(out) if out else warehouse / "sequences"
+    warehouse = str(warehouse)
+    out = str(out) if out else storage.join(warehouse, "sequences")
+    if not storage.is_local(out):  # the executors write the shards with local file calls (a shared mount on a cluster)
+        raise ConfigError(f"the sequence shards go to a local or shared folder, not {out}: give one with --out")
+    out = Path(storage.local_path(out))
     interactions = read_table(spark, require_interactions(warehouse))
     check_interactions(interactions)
     histories = build_histories(interactions).persist(StorageLevel.MEMORY_AND_DISK)

@@ -9,6 +9,7 @@ import deltalake
 import numpy as np
 import pyarrow as pa
 
+from recsys_core import storage
 from recsys_torch.errors import RecsysError
 from recsys_torch.schemas import ITEM_EMBEDDINGS as ITEM_EMBEDDINGS_SCHEMA
 from recsys_torch.schemas import RECOMMENDATIONS as RECOMMENDATIONS_SCHEMA
@@ -21,15 +22,15 @@ class EmptyPartitionError(RecsysError):
     """A partition replace with no rows: it would wipe a good (model, run_date) partition."""
 
 
-def recommendations_path(warehouse: str | Path, split: str = "test") -> Path:
-    return Path(warehouse) / TABLES[split]
+def recommendations_path(warehouse: str | Path, split: str = "test") -> str:
+    return storage.join(str(warehouse), TABLES[split])
 
 
-def item_embeddings_path(warehouse: str | Path) -> Path:
-    return Path(warehouse) / "item_embeddings"
+def item_embeddings_path(warehouse: str | Path) -> str:
+    return storage.join(str(warehouse), "item_embeddings")
 
 
-def _replace_partition(path: Path, table: pa.Table, schema: pa.Schema, model: str, run_date: dt.date) -> int:
+def _replace_partition(path: str, table: pa.Table, schema: pa.Schema, model: str, run_date: dt.date) -> int:
     """Replace the (model, run_date) partition of the Delta table at `path` with `table` in one commit.
 
     A re-run of the same date replaces its rows instead of appending; older versions stay readable by time travel.
@@ -40,12 +41,13 @@ def _replace_partition(path: Path, table: pa.Table, schema: pa.Schema, model: st
                                   f"with no rows: the step produced nothing for it; the partition keeps its current "
                                   f"rows")
     table = table.select(schema.names).cast(schema)
-    kwargs: dict = {"mode": "overwrite", "partition_by": PARTITION_BY}
-    if (path / "_delta_log").is_dir():
+    options = storage.storage_options(path)
+    kwargs: dict = {"mode": "overwrite", "partition_by": PARTITION_BY, "storage_options": options}
+    if storage.is_dir(storage.join(path, "_delta_log")):
         model_sql = model.replace("'", "''")
         kwargs["predicate"] = f"model = '{model_sql}' AND run_date = '{run_date.isoformat()}'"
-    deltalake.write_deltalake(str(path), table, **kwargs)
-    return deltalake.DeltaTable(str(path)).version()
+    deltalake.write_deltalake(storage.native_path(path), table, **kwargs)
+    return deltalake.DeltaTable(storage.native_path(path), storage_options=options).version()
 
 
 def write_recommendations(warehouse: str | Path, table: pa.Table, model: str, run_date: dt.date,
@@ -79,11 +81,13 @@ def read_recommendations(warehouse: str | Path, version: int | None = None, spli
     import pyarrow.dataset as pads
 
     path = recommendations_path(warehouse, split)
-    table = deltalake.DeltaTable(str(path), version=version)
-    files = table.file_uris()
+    table = deltalake.DeltaTable(storage.native_path(path), version=version,
+                                 storage_options=storage.storage_options(path))
+    files = [storage.filesystem_path(f) for f in table.file_uris()]
     if not files:
         return RECOMMENDATIONS_SCHEMA.empty_table()
-    dataset = pads.dataset(files, format="parquet", partition_base_dir=str(path),
+    filesys, base = storage.filesystem(path)
+    dataset = pads.dataset(files, format="parquet", partition_base_dir=base, filesystem=filesys,
                            partitioning=pads.partitioning(pa.schema([("model", pa.string()),
                                                                      ("run_date", pa.date32())]), flavor="hive"))
     return dataset.to_table().select(RECOMMENDATIONS_SCHEMA.names)

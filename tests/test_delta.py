@@ -95,8 +95,9 @@ def test_an_empty_frame_never_replaces_a_partition(spark, tmp_path):
 
 KILLED_WRITER = """
 import os, signal, sys
+from pathlib import Path
 from recsys_spark.delta import staging_dir
-staging = staging_dir(sys.argv[1])
+staging = Path(staging_dir(sys.argv[1]))
 staging.mkdir()
 (staging / "part-0.parquet").write_bytes(b"half a file")
 print(staging, flush=True)
@@ -109,6 +110,7 @@ def test_staging_left_by_a_killed_writer_is_removed_by_the_next_write(spark, tmp
     import subprocess
     import sys
     import time
+    from pathlib import Path
 
     from recsys_spark.delta import staging_dir
 
@@ -122,9 +124,9 @@ def test_staging_left_by_a_killed_writer_is_removed_by_the_next_write(spark, tmp
 
     live_writer = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
     try:
-        live = staging_dir(warehouse / "items")
+        live = Path(staging_dir(warehouse / "items"))
         live = live.with_name(live.name.replace(f"-{os.getpid()}-", f"-{live_writer.pid}-"))
-        ours = staging_dir(warehouse / "users")  # this process's own: a write in progress in another thread
+        ours = Path(staging_dir(warehouse / "users"))  # this process's own: a write in progress in another thread
         other_host_fresh = warehouse / "_staging-tags-otherhost-123-0123abcd"
         other_host_old = warehouse / "_staging-tags-otherhost-124-0123abcd"
         old_layout = warehouse / "_staging-rejects-89abcdef"
@@ -141,3 +143,23 @@ def test_staging_left_by_a_killed_writer_is_removed_by_the_next_write(spark, tmp
         live_writer.kill()
         live_writer.wait()
     assert read_arrow(str(warehouse / "t")).num_rows == 1
+
+
+def test_a_file_uri_warehouse_is_written_in_place(spark, tmp_path, monkeypatch):
+    # Path("file:///x") is the relative folder "file:/x": neither the tables nor their staging may land there.
+    from recsys_spark.delta import table_exists, table_path
+
+    monkeypatch.chdir(tmp_path)
+    warehouse = f"file://{tmp_path}/wh"
+    path = table_path(warehouse, "recommendations")
+    assert path == f"file://{tmp_path}/wh/recommendations"
+    day = dt.date(2026, 11, 23)
+    cols = "model string, run_date date, userId long, rank int, movieId long, score double"
+    for model, movie in (("als", 10), ("popularity", 20), ("als", 11)):
+        write_table(spark.createDataFrame([(model, day, 1, 1, movie, 1.0)], cols), path,
+                    partition_by=["model", "run_date"], replace={"model": model, "run_date": day})
+    assert table_exists(path) and table_version(path) == 2
+    assert sorted(r.movieId for r in read_table(spark, path).collect()) == [11, 20]
+    assert sorted(read_arrow(path).column("movieId").to_pylist()) == [11, 20]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["wh"]  # no stray "file:" folder
+    assert sorted(p.name for p in (tmp_path / "wh").iterdir()) == ["recommendations"]  # no staging left behind
