@@ -37,7 +37,7 @@ STEPS = [  # (task_id, queue, command, upstream task_ids)
      '$SPARK_SUBMIT jobs/topn.py --model als_implicit --k 100 --run-date "$RUN_DATE" --warehouse "$WAREHOUSE" --env cluster',
      ['als_implicit']),
     ('baselines', 'default',
-     '$SPARK_SUBMIT jobs/baselines.py --k 100 --run-date "$RUN_DATE" --warehouse "$WAREHOUSE" --env cluster \'baselines.models=[popularity,genre,markov,ar2,hybrid,itemcf]\'',
+     '$SPARK_SUBMIT jobs/baselines.py --k 100 --run-date "$RUN_DATE" --warehouse "$WAREHOUSE" --env cluster \'baselines.models=[popularity,genre,markov,ar2,hybrid,itemcf,ease]\'',
      ['etl']),
     ('export_sequences', 'default',
      '$SPARK_SUBMIT jobs/export_sequences.py --warehouse "$WAREHOUSE" --env cluster',

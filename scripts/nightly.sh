@@ -26,7 +26,7 @@ $SPARK_SUBMIT jobs/fit_als.py --run-date "$RUN_DATE" --warehouse "$WAREHOUSE" --
 # topn-als_implicit
 $SPARK_SUBMIT jobs/topn.py --model als_implicit --k 100 --run-date "$RUN_DATE" --warehouse "$WAREHOUSE" --env cluster
 # baselines
-$SPARK_SUBMIT jobs/baselines.py --k 100 --run-date "$RUN_DATE" --warehouse "$WAREHOUSE" --env cluster 'baselines.models=[popularity,genre,markov,ar2,hybrid,itemcf]'
+$SPARK_SUBMIT jobs/baselines.py --k 100 --run-date "$RUN_DATE" --warehouse "$WAREHOUSE" --env cluster 'baselines.models=[popularity,genre,markov,ar2,hybrid,itemcf,ease]'
 # export-sequences
 $SPARK_SUBMIT jobs/export_sequences.py --warehouse "$WAREHOUSE" --env cluster
 # train-ncf

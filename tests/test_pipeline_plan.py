@@ -446,7 +446,7 @@ def test_a_run_removes_staging_leftovers_and_logs_each_step_as_a_json_line(night
     warehouse = nightly.data.parent / "wh"
     dead = subprocess.Popen(["true"])
     dead.wait()  # a writer that is gone: its staging folder is a leftover
-    mine = staging_dir(warehouse / "recommendations")
+    mine = Path(staging_dir(warehouse / "recommendations"))  # staging_dir gives a location string
     leftover = mine.with_name(mine.name.replace(f"-{os.getpid()}-", f"-{dead.pid}-"))
     (leftover / "part").mkdir(parents=True)
     caplog.set_level(logging.INFO, logger="recsys.pipeline")
