@@ -8,25 +8,19 @@ from recsys_spark.baselines import BaselinesConfig
 from recsys_spark.baselines.ease import EASEConfig, ease_weights, fit_ease, gram_matrix, kept_items, recommend_ease
 from recsys_spark.errors import ConfigError
 from recsys_spark.recommendations import as_of_validation
+from item_histories import interactions_frame, random_histories
 
 N_USERS, N_ITEMS, MAX_ITEMS, L2 = 40, 30, 20, 3.0
 
 
 @pytest.fixture(scope="module")
 def histories() -> dict[int, list[int]]:
-    """user_idx -> distinct items, oldest first (the last one is test, the one before validation)."""
-    rng = np.random.default_rng(5)
-    weights = rng.pareto(1.5, N_ITEMS) + 0.1
-    return {u: [int(i) for i in rng.choice(N_ITEMS, size=int(rng.integers(3, 15)), replace=False,
-                                          p=weights / weights.sum())]
-            for u in range(1, N_USERS + 1)}
+    return random_histories(5, N_USERS, N_ITEMS, first_item=0)
 
 
 @pytest.fixture(scope="module")
 def interactions(spark, histories):
-    rows = [(u, item, seq, "test" if seq == len(items) else "validation" if seq == len(items) - 1 else "train")
-            for u, items in histories.items() for seq, item in enumerate(items, 1)]
-    return spark.createDataFrame(rows, "user_idx int, item_idx int, seq int, split string").cache()
+    return interactions_frame(spark, histories)
 
 
 def dense_train(histories) -> np.ndarray:

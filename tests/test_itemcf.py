@@ -8,6 +8,7 @@ from pyspark.sql import functions as F
 from recsys_spark.baselines.itemcf import ITEM_BLOCK, ItemCFConfig, item_neighbors, itemcf_scores, recommend_itemcf
 from recsys_spark.errors import RecsysError
 from recsys_spark.recommendations import as_of_validation
+from item_histories import interactions_frame, random_histories
 
 N_USERS, N_ITEMS = 40, 30
 CONFIG = ItemCFConfig(neighbors=5, shrinkage=2.0, max_user_items=7, history=4, recency_decay=0.7)
@@ -15,19 +16,12 @@ CONFIG = ItemCFConfig(neighbors=5, shrinkage=2.0, max_user_items=7, history=4, r
 
 @pytest.fixture(scope="module")
 def histories() -> dict[int, list[int]]:
-    """user_idx -> distinct items, oldest first (the last one is test, the one before validation)."""
-    rng = np.random.default_rng(11)
-    weights = rng.pareto(1.5, N_ITEMS) + 0.1  # some items far more popular than others
-    return {u: [int(i) + 1 for i in rng.choice(N_ITEMS, size=int(rng.integers(3, 15)), replace=False,
-                                              p=weights / weights.sum())]
-            for u in range(1, N_USERS + 1)}
+    return random_histories(11, N_USERS, N_ITEMS, first_item=1)
 
 
 @pytest.fixture(scope="module")
 def interactions(spark, histories):
-    rows = [(u, item, seq, "test" if seq == len(items) else "validation" if seq == len(items) - 1 else "train")
-            for u, items in histories.items() for seq, item in enumerate(items, 1)]
-    return spark.createDataFrame(rows, "user_idx int, item_idx int, seq int, split string").cache()
+    return interactions_frame(spark, histories)
 
 
 def brute_force_similarity(histories: dict[int, list[int]], config: ItemCFConfig) -> np.ndarray:
