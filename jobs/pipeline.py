@@ -167,8 +167,11 @@ def main(argv=None) -> int:
         return 0
     from recsys_core import storage  # a file:// warehouse is a local folder; s3://, hdfs:// stay URIs
 
-    local = storage.is_local(args.warehouse)
-    warehouse = Path(storage.local_path(args.warehouse)).resolve() if local else args.warehouse
+    if not storage.is_local(args.warehouse):  # its lock, state and step logs are local files for now
+        raise ConfigError(f"recsys pipeline needs a local or file:// warehouse, got {args.warehouse!r}: the run "
+                          "lock, state.json and step logs live beside the tables (each job alone takes s3:// and "
+                          "hdfs://; the pipeline's turn comes with the cluster runner)")
+    warehouse = Path(storage.local_path(args.warehouse)).resolve()
     data = Path(args.data).resolve()
     setup_logging()
 

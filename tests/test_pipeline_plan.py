@@ -465,3 +465,12 @@ def test_a_run_removes_staging_leftovers_and_logs_each_step_as_a_json_line(night
     again = (warehouse / "_pipeline" / DAY.isoformat() / "run.jsonl").read_text().splitlines()
     assert len(again) == 2 * len(ALL_STEPS)
     assert {json.loads(line)["status"] for line in again[len(ALL_STEPS):]} == {"ran", "skipped"}
+
+
+def test_a_remote_warehouse_is_refused_by_the_pipeline_in_one_line(tmp_path, ml_small):
+    """The run's lock, state and logs are local files: an s3:// warehouse is one clear line, exit 2, nothing made."""
+    proc = subprocess.run([sys.executable, str(REPO / "jobs" / "pipeline.py"), "--data", str(ml_small),
+                           "--warehouse", "s3://bucket/wh"], capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert proc.returncode == 2, proc.stderr
+    assert "needs a local or file:// warehouse, got 's3://bucket/wh'" in proc.stderr
+    assert "Traceback" not in proc.stderr and list(tmp_path.iterdir()) == []
