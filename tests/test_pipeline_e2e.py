@@ -101,3 +101,22 @@ def test_same_date_again_skips_and_forced_rerun_keeps_counts(first_run):
     out = run_pipeline(root / "data", root / "wh", root / "reports", "--force")
     assert step_statuses(out) == {name: "ran" for name in steps}
     assert counts(root / "wh") == before
+
+
+def test_nightly_benchmark_records_every_step_and_keeps_an_earlier_runs_figures(first_run, tmp_path):
+    """benchmarks/nightly.py over the finished warehouse: every step of the plan gets an entry (here all skipped), and
+    a step an earlier benchmark run on this warehouse completed keeps that run's figures."""
+    root, _ = first_run
+    out = tmp_path / "nightly.json"
+    earlier = {"step": "etl", "status": "ran", "seconds": 12.5, "peak_rss_gb": 1.5, "rows": 6000}
+    out.write_text(json.dumps({"warehouse": str((root / "wh").resolve()), "steps": [earlier]}))
+    proc = subprocess.run([sys.executable, "benchmarks/nightly.py", "--data", str(root / "data"), "--warehouse",
+                           str(root / "wh"), "--run-date", "2026-11-23", "--out", str(out), "--no-demo-overrides",
+                           *FAST], cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    figures = json.loads(out.read_text())
+    assert [s["step"] for s in figures["steps"]] == planned_steps(root / "wh")
+    assert figures["steps"][0] == {**earlier, "earlier_run": True}
+    assert {s["status"] for s in figures["steps"][1:]} == {"skipped"}
+    assert figures["complete"] and figures["ratings"] == 6000 and figures["users"] and figures["items"]
+    assert figures["total_seconds"] >= 12.5

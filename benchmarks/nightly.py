@@ -1,0 +1,208 @@
+"""The whole nightly at a given size, run as scripts/demo.sh runs it: wall time, peak memory and rows of every step.
+
+    .venv/bin/python benchmarks/nightly.py --ratings 25000095 --out benchmarks/results/nightly-25m.json
+    .venv/bin/python benchmarks/nightly.py --data data/ml-25m --out benchmarks/results/nightly-25m.json
+    .venv/bin/python benchmarks/nightly.py --ratings 1000000 --out benchmarks/results/nightly-1m.json
+
+Without --data it generates a MovieLens-shaped set of --ratings ratings (`recsys generate`, cached under --cache): at
+ML-25M's 154 ratings per user, with the catalogue growing as the square root of the ratings (59,047 movies at 25M),
+unless --users / --items say otherwise. It then runs `recsys pipeline` with demo.sh's own overrides (read from
+scripts/demo.sh, so the two cannot drift apart) and any key=value given after the flags.
+
+Per step it records the seconds and status from the run log (<warehouse>/_pipeline/<run_date>/run.jsonl), the rows
+the step wrote where the run log has them, and the peak resident memory of the step's whole process tree (the job's
+Python, its JVM, torchrun's workers), sampled here every --sample-seconds from /proc and attributed to a step by the
+RECSYS_STEP_NAME every process of a step inherits. The JSON (--out) is rewritten after every step: a run cut short
+leaves its figures, and re-running on the same warehouse resumes the pipeline where it stopped, keeping the figures
+of the steps the earlier run completed (marked "earlier_run": true).
+"""
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import math
+import os
+import re
+import shlex
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO / "benchmarks"))
+
+from _measure import machine  # noqa: E402
+
+STEP_ENV = "RECSYS_STEP_NAME"  # jobs/tracking.py: every process of a step carries its name
+ML25M = {"ratings": 25_000_095, "users": 162_541, "items": 59_047}
+PAGE = os.sysconf("SC_PAGE_SIZE")
+
+
+def demo_overrides(script: Path = REPO / "scripts" / "demo.sh") -> list[str]:
+    """The key=value overrides scripts/demo.sh passes to `recsys pipeline` (its DEMO=(…) array)."""
+    found = re.search(r"^DEMO=\((.*)\)\s*$", script.read_text(), re.MULTILINE)
+    if not found:
+        raise SystemExit(f"error: {script} has no DEMO=(...) line to take the demo's overrides from")
+    return shlex.split(found.group(1))
+
+
+def sized(ratings: int, users: int | None, items: int | None) -> dict[str, int]:
+    """ML-25M's shape at another size: ratings per user kept, movies growing as the square root of the ratings."""
+    users = users or max(20, round(ratings * ML25M["users"] / ML25M["ratings"]))
+    items = items or max(100, round(ML25M["items"] * min(1.0, math.sqrt(ratings / ML25M["ratings"]))))
+    return {"ratings": ratings, "users": users, "items": items}
+
+
+def _children() -> dict[int, list[int]]:
+    tree: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            fields = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        tree.setdefault(int(fields[1]), []).append(int(entry))
+    return tree
+
+
+def step_rss_bytes(root: int) -> dict[str, int]:
+    """Resident bytes per step name, summed over every process below `root` that carries RECSYS_STEP_NAME."""
+    tree, todo, by_step = _children(), list(_children().get(root, [])), {}
+    while todo:
+        pid = todo.pop()
+        todo += tree.get(pid, [])
+        try:
+            environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+            rss = int(Path(f"/proc/{pid}/statm").read_text().split()[1]) * PAGE
+        except (OSError, IndexError, ValueError):
+            continue  # ended between the listing and the read
+        name = next((e.split(b"=", 1)[1].decode() for e in environ if e.startswith(STEP_ENV.encode() + b"=")), None)
+        if name:
+            by_step[name] = by_step.get(name, 0) + rss
+    return by_step
+
+
+def count_lines(path: Path) -> int:
+    with open(path, "rb") as handle:
+        return sum(block.count(b"\n") for block in iter(lambda: handle.read(1 << 24), b""))
+
+
+def input_data(args) -> tuple[Path, dict[str, int | None]]:
+    if args.data:
+        data = Path(args.data)
+        if not (data / "ratings.csv").is_file():
+            raise SystemExit(f"error: --data {data}: no ratings.csv there")
+        return data, {"ratings": count_lines(data / "ratings.csv") - 1, "users": None, "items": None}
+    size = sized(args.ratings, args.users, args.items)
+    data = Path(args.cache) / f"{size['users']}u-{size['items']}i-{size['ratings']}r"
+    if not (data / "ratings.csv").is_file():
+        started = time.perf_counter()
+        subprocess.run([sys.executable, "-m", "jobs.cli", "generate", "--out", str(data), "--users",
+                        str(size["users"]), "--items", str(size["items"]), "--ratings", str(size["ratings"]),
+                        "--seed", "7"], cwd=REPO, check=True)
+        print(f"generated {data.name} in {time.perf_counter() - started:.0f} s", flush=True)
+    return data, size
+
+
+def earlier_steps(out: Path, warehouse: Path) -> dict[str, dict]:
+    """The steps a previous run of this benchmark on the same warehouse completed, by name."""
+    if not out.is_file():
+        return {}
+    try:
+        previous = json.loads(out.read_text())
+    except json.JSONDecodeError:
+        return {}
+    if previous.get("warehouse") != str(warehouse):
+        return {}
+    return {s["step"]: s for s in previous.get("steps", []) if s.get("status") == "ran"}
+
+
+def entry(line: dict, peaks: dict[str, int], earlier: dict[str, dict]) -> dict:
+    if line["status"] == "skipped" and line["step"] in earlier:
+        return {**earlier[line["step"]], "earlier_run": True}
+    sampled = peaks.get(line["step"])
+    logged = line.get("peak_rss_mb")
+    peak_gb = sampled / 2**30 if sampled else (logged / 1024 if logged else None)
+    return {"step": line["step"], "status": line["status"], "seconds": line["seconds"],
+            "peak_rss_gb": None if peak_gb is None else round(peak_gb, 3), "rows": line.get("rows")}
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--ratings", type=int, default=ML25M["ratings"], help="size of the generated set")
+    p.add_argument("--users", type=int, help="default: ML-25M's ratings per user")
+    p.add_argument("--items", type=int, help="default: 59,047 x sqrt(ratings / 25M)")
+    p.add_argument("--data", help="take this MovieLens folder instead of generating one")
+    p.add_argument("--cache", default=str(REPO / ".bench" / "nightly" / "data"))
+    p.add_argument("--warehouse", help="default .bench/nightly/<data>/warehouse (re-use it to resume)")
+    p.add_argument("--run-date", default=dt.date.today().isoformat())
+    p.add_argument("--out", required=True, help="the JSON figures, rewritten after every step")
+    p.add_argument("--sample-seconds", type=float, default=0.5)
+    p.add_argument("--no-demo-overrides", action="store_true", help="the pipeline's defaults, not demo.sh's")
+    p.add_argument("overrides", nargs="*", help="key=value for `recsys pipeline`, after demo.sh's")
+    args = p.parse_args(argv)
+
+    data, size = input_data(args)
+    warehouse = Path(args.warehouse or REPO / ".bench" / "nightly" / data.name / "warehouse").resolve()
+    out = Path(args.out).resolve()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    overrides = ([] if args.no_demo_overrides else demo_overrides()) + list(args.overrides)
+    cmd = [sys.executable, "-m", "jobs.cli", "pipeline", "--data", str(data.resolve()), "--warehouse",
+           str(warehouse), "--reports", str(warehouse.parent / "reports"), "--run-date", args.run_date, *overrides]
+    run_log = warehouse / "_pipeline" / args.run_date / "run.jsonl"
+    seen_lines = count_lines(run_log) if run_log.is_file() else 0  # an earlier run's lines: not this run's
+    earlier = earlier_steps(out, warehouse)
+    figures = {"ratings": size["ratings"], "users": size["users"], "items": size["items"], "data": str(data),
+               "warehouse": str(warehouse), "run_date": args.run_date, "overrides": overrides,
+               "command": shlex.join(cmd), "machine": machine(), "load_before": os.getloadavg()[0],
+               "started": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), "steps": [],
+               "total_seconds": 0.0, "complete": False}
+
+    def write() -> None:
+        figures["total_seconds"] = round(sum(s["seconds"] or 0 for s in figures["steps"]), 1)
+        tmp = out.with_suffix(".tmp")
+        tmp.write_text(json.dumps(figures, indent=2) + "\n")
+        tmp.replace(out)
+
+    print("$ " + figures["command"], flush=True)
+    started = time.monotonic()
+    proc = subprocess.Popen(cmd, cwd=REPO)
+    peaks: dict[str, int] = {}
+    while True:
+        for name, rss in step_rss_bytes(proc.pid).items():
+            peaks[name] = max(peaks.get(name, 0), rss)
+        if run_log.is_file():
+            lines = run_log.read_text().splitlines()
+            for raw in lines[seen_lines:]:
+                figures["steps"].append(entry(json.loads(raw), peaks, earlier))
+                write()
+            seen_lines = len(lines)
+        if proc.poll() is not None:
+            break
+        time.sleep(args.sample_seconds)
+
+    figures["exit_code"] = proc.returncode
+    figures["wall_seconds"] = round(time.monotonic() - started, 1)
+    figures["complete"] = proc.returncode == 0
+    etl = warehouse / "etl_report.json"
+    if etl.is_file():  # the users and movies the load kept (given data has no size of its own)
+        loaded = json.loads(etl.read_text()).get("tables") or {}
+        figures["users"] = figures["users"] or loaded.get("users")
+        figures["items"] = figures["items"] or loaded.get("items")
+    write()
+    print(f"\n{'step':<24}{'status':>9}{'seconds':>10}{'peak GB':>9}{'rows':>13}")
+    for s in figures["steps"]:
+        peak = "-" if s["peak_rss_gb"] is None else f"{s['peak_rss_gb']:.2f}"
+        rows = "-" if s.get("rows") is None else f"{s['rows']:,}"
+        print(f"{s['step']:<24}{s['status']:>9}{s['seconds']:>10.1f}{peak:>9}{rows:>13}"
+              + ("  (earlier run)" if s.get("earlier_run") else ""))
+    print(f"{'total':<24}{'':>9}{figures['total_seconds']:>10.1f}   wall {figures['wall_seconds']:.0f} s, "
+          f"exit {proc.returncode}; figures in {out}")
+    return proc.returncode
+
+
+if __name__ == "__main__":
+    sys.exit(main())

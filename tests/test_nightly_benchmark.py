@@ -1,0 +1,48 @@
+"""benchmarks/nightly.py's parts that need no pipeline: the demo's overrides, the generated size, and the memory of a
+step's whole process tree."""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO / "benchmarks"))
+
+import nightly  # noqa: E402
+
+
+def test_the_demo_overrides_are_demo_shs():
+    overrides = nightly.demo_overrides()
+    assert overrides and all("=" in o for o in overrides)
+    assert f"DEMO=({' '.join(overrides)})" in (REPO / "scripts" / "demo.sh").read_text()
+
+
+def test_sizes_keep_ml25ms_shape():
+    assert nightly.sized(25_000_095, None, None) == {"ratings": 25_000_095, "users": 162_541, "items": 59_047}
+    small = nightly.sized(1_000_000, None, None)
+    assert small["users"] == round(1_000_000 * 162_541 / 25_000_095) and small["items"] < 59_047
+    assert nightly.sized(1_000_000, 10, 20) == {"ratings": 1_000_000, "users": 10, "items": 20}
+
+
+def test_step_memory_sums_the_steps_process_tree():
+    """A step whose child holds 200 MB and grandchild 100 MB more: both counted under the step's name."""
+    hold = "import sys, time; x = bytearray(int(sys.argv[1]) << 20); x[::4096] = b'x' * len(x[::4096]); time.sleep(30)"
+    spawn = (f"import subprocess, sys; subprocess.Popen([sys.executable, '-c', {hold!r}, '100']); "
+             f"exec({hold!r}.replace('sys.argv[1]', '200'))")
+    parent = subprocess.Popen([sys.executable, "-c", f"import subprocess, sys; subprocess.run([sys.executable, '-c', "
+                               f"{spawn!r}])"], env={**os.environ, nightly.STEP_ENV: "probe"}, start_new_session=True)
+    try:
+        peak = 0
+        for _ in range(100):
+            peak = max(peak, nightly.step_rss_bytes(parent.pid).get("probe", 0))
+            if peak > 300 << 20:
+                break
+            time.sleep(0.1)
+        assert peak > 300 << 20
+    finally:
+        os.killpg(parent.pid, signal.SIGKILL)
+        parent.wait()
