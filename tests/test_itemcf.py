@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 from pyspark.sql import functions as F
 
-from recsys_spark.baselines.itemcf import ITEM_BLOCK, ItemCFConfig, item_neighbors, itemcf_scores, recommend_itemcf
+from recsys_spark.baselines.itemcf import (ITEM_BLOCK, ItemCFConfig, item_neighbors, itemcf_candidates,
+                                           recommend_itemcf)
 from recsys_spark.errors import RecsysError
 from recsys_spark.recommendations import as_of_validation
 from item_histories import interactions_frame, random_histories
@@ -81,7 +82,8 @@ def test_user_scores_and_lists_match_brute_force(spark, histories, interactions,
     view = interactions if split == "test" else as_of_validation(interactions)
     neighbors = item_neighbors(interactions, CONFIG).cache()
     kept = kept_similarities(histories)
-    scores = {(r.user_idx, r.item_idx): r.score for r in itemcf_scores(view, neighbors, CONFIG).collect()}
+    scores = {(r.user_idx, r.item_idx): r.score
+              for r in itemcf_candidates(view, neighbors, CONFIG, N_ITEMS).collect()}
     popularity = spark.createDataFrame([(i, 1.0 / i, i) for i in range(1, N_ITEMS + 1)],
                                        "item_idx int, score double, pop_rank int")
     k = N_ITEMS
@@ -90,12 +92,13 @@ def test_user_scores_and_lists_match_brute_force(spark, histories, interactions,
         lists.setdefault(row.user_idx, []).append(row.item_idx)
     for user in histories:
         expected = brute_force_scores(histories, kept, user, before_test=split == "test")
+        seen = set(histories[user][:-1] if split == "test" else histories[user][:-2])
         got = np.zeros(N_ITEMS + 1)
         for (u, item), value in scores.items():
             if u == user:
                 got[item] = value
-        np.testing.assert_allclose(got, expected, rtol=1e-12, atol=1e-15)
-        seen = set(histories[user][:-1] if split == "test" else histories[user][:-2])
+        unseen = np.array([i not in seen for i in range(N_ITEMS + 1)])
+        np.testing.assert_allclose(got, np.where(unseen, expected, 0.0), rtol=1e-12, atol=1e-15)
         positive = [i for i in range(1, N_ITEMS + 1) if expected[i] > 0 and i not in seen]
         ranked = lists[user]
         assert len(ranked) == N_ITEMS - len(seen) and not seen & set(ranked)

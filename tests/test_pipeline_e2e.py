@@ -115,7 +115,7 @@ def test_nightly_benchmark_records_every_step_and_keeps_an_earlier_runs_figures(
                            *FAST], cwd=REPO, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     figures = json.loads(out.read_text())
-    assert [s["step"] for s in figures["steps"]] == planned_steps(root / "wh")
+    assert sorted(s["step"] for s in figures["steps"]) == sorted(planned_steps(root / "wh"))  # state.json: by name
     assert figures["steps"][0] == {**earlier, "earlier_run": True}
     assert {s["status"] for s in figures["steps"][1:]} == {"skipped"}
     assert figures["complete"] and figures["ratings"] == 6000 and figures["users"] and figures["items"]

@@ -30,11 +30,13 @@ from pyspark.sql import functions as F
 
 from recsys_spark.baselines.common import popular_candidates, rank_candidates, train_rows
 from recsys_core.config import POSITIVE, Config, Rule, at_least, checked, number_in
-from recsys_spark.recommendations import HISTORY_SPLITS
+from recsys_spark.recommendations import HISTORY_SPLITS, seen_pairs
 
 TIER_ITEMCF = 1.0
 ITEM_BLOCK = 256  # items per task: a block's co-count rows stay below ~200 MB at ML-25M size
+USER_BLOCK = 4096  # users scored at once on the driver: a block's sparse scores are about history * neighbors each
 NEIGHBOR_COLUMNS = "item_idx int, neighbor_idx int, similarity double, co_count long, rank int"
+CANDIDATE_COLUMNS = "user_idx int, item_idx int, score double"
 
 
 @dataclass(frozen=True)
@@ -142,18 +144,67 @@ def recent_history(interactions: DataFrame, config: ItemCFConfig) -> DataFrame:
     return recent.select("user_idx", "item_idx", F.pow(F.lit(config.recency_decay), F.col("back")).alias("weight"))
 
 
-def itemcf_scores(interactions: DataFrame, neighbors: DataFrame, config: ItemCFConfig) -> DataFrame:
-    """user_idx, item_idx, score: the recency-weighted sum of similarities (seen items not yet removed)."""
-    recent = recent_history(interactions, config)
-    return (recent.join(neighbors, "item_idx")
-            .groupBy("user_idx", F.col("neighbor_idx").alias("item_idx"))
-            .agg(F.sum(F.col("weight") * F.col("similarity")).alias("score")))
+def itemcf_candidates(interactions: DataFrame, neighbors: DataFrame, config: ItemCFConfig, k: int,
+                      block: int = USER_BLOCK) -> DataFrame:
+    """user_idx, item_idx, score: each user's k best unseen recency-weighted sums of similarities (everything tied
+    with the k-th stays), scored on the driver a block of users at a time as the sparse product H @ S of the users'
+    weighted recent items and the item_neighbors matrix. A SQL join of the recent items to their neighbours would
+    emit every (user, neighbour) pair as a row (history * neighbors a user: 162M at ML-25M size) to be summed and
+    ranked in shuffles; the product touches the same pairs in compiled code, and only k a user go back to Spark."""
+    spark = interactions.sparkSession
+    recent = recent_history(interactions, config).toArrow()
+    if recent.num_rows == 0:
+        return spark.createDataFrame([], CANDIDATE_COLUMNS)
+    sims = neighbors.select("item_idx", "neighbor_idx", "similarity").toArrow()
+    seen = seen_pairs(interactions).distinct().toArrow()
+    seen_users = seen.column("user_idx").to_numpy().astype(np.int64)
+    seen_items = seen.column("item_idx").to_numpy().astype(np.int64)
+    user_ids, user_row = np.unique(recent.column("user_idx").to_numpy().astype(np.int64), return_inverse=True)
+    recent_items = recent.column("item_idx").to_numpy().astype(np.int64)
+    sim_items = sims.column("item_idx").to_numpy().astype(np.int64)
+    sim_neighbors = sims.column("neighbor_idx").to_numpy().astype(np.int64)
+    n_items = int(max(recent_items.max(), seen_items.max(), sim_items.max(initial=0), sim_neighbors.max(initial=0))) + 1
+    from scipy import sparse
+
+    H = sparse.csr_matrix((recent.column("weight").to_numpy(), (user_row, recent_items)),
+                          shape=(len(user_ids), n_items))
+    S = sparse.csr_matrix((sims.column("similarity").to_numpy(), (sim_items, sim_neighbors)), shape=(n_items, n_items))
+    # The recent items are the newest seen ones: every user with a seen item has a row of H.
+    seen_matrix = sparse.csr_matrix((np.ones(len(seen_users), bool), (np.searchsorted(user_ids, seen_users),
+                                                                       seen_items)), shape=H.shape)
+    del recent, sims, seen, seen_users, seen_items
+    parts = []
+    for lo in range(0, H.shape[0], block):
+        scores = (H[lo:lo + block] @ S).tocsr()
+        scores = scores - scores.multiply(seen_matrix[lo:lo + block])
+        scores.eliminate_zeros()
+        parts.append(row_top_k(scores, user_ids[lo:lo + block], k))
+    return spark.createDataFrame(pd.concat(parts, ignore_index=True), CANDIDATE_COLUMNS)
+
+
+def row_top_k(scores, user_ids: np.ndarray, k: int) -> pd.DataFrame:
+    """user_idx, item_idx, score of each CSR row's k best positive entries (everything tied with the k-th stays)."""
+    out_user, out_item, out_score = [], [], []
+    for r in range(scores.shape[0]):
+        start, end = scores.indptr[r], scores.indptr[r + 1]
+        cols, values = scores.indices[start:end], scores.data[start:end]
+        positive = values > 0
+        cols, values = cols[positive], values[positive]
+        if len(cols) > k:
+            kth = np.partition(values, len(values) - k)[len(values) - k]
+            cols, values = cols[values >= kth], values[values >= kth]
+        out_user.append(np.full(len(cols), user_ids[r], np.int32))
+        out_item.append(cols.astype(np.int32))
+        out_score.append(values.astype(np.float64))
+    return pd.DataFrame({"user_idx": np.concatenate(out_user or [np.array([], np.int32)]),
+                         "item_idx": np.concatenate(out_item or [np.array([], np.int32)]),
+                         "score": np.concatenate(out_score or [np.array([], np.float64)])})
 
 
 def recommend_itemcf(interactions: DataFrame, neighbors: DataFrame, popularity: DataFrame, k: int,
                      config: ItemCFConfig) -> DataFrame:
-    scores = itemcf_scores(interactions, neighbors, config)
+    scores = itemcf_candidates(interactions, neighbors, config, k)
     best = F.max("score").over(Window.partitionBy("user_idx"))
-    tiered = scores.where(F.col("score") > 0).select(
+    tiered = scores.select(
         "user_idx", "item_idx", (F.lit(TIER_ITEMCF) + F.col("score") / best).alias("score"))
     return rank_candidates(tiered.unionByName(popular_candidates(interactions, popularity, k)), interactions, k)
