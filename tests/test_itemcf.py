@@ -98,7 +98,7 @@ def test_user_scores_and_lists_match_brute_force(spark, histories, interactions,
             if u == user:
                 got[item] = value
         unseen = np.array([i not in seen for i in range(N_ITEMS + 1)])
-        np.testing.assert_allclose(got, np.where(unseen, expected, 0.0), rtol=1e-12, atol=1e-15)
+        np.testing.assert_allclose(got, np.where(unseen, expected, 0.0), rtol=0, atol=1e-12)  # rounded to 12 places
         positive = [i for i in range(1, N_ITEMS + 1) if expected[i] > 0 and i not in seen]
         ranked = lists[user]
         assert len(ranked) == N_ITEMS - len(seen) and not seen & set(ranked)

@@ -17,7 +17,9 @@ b places back from the newest weighted `recency_decay ** b`:
 
     score(u, j) = sum over recent items i of weight(i) * sim(i, j)
 
-normalised by the user's best score into tier 1 (1, 2]; popularity pads below (tier 0), seen items excluded.
+normalised by the user's best unseen score into tier 1 (1, 2]; popularity pads below (tier 0), seen items excluded.
+The sums are the sparse product H @ S (H: users' weighted recent items, S: item_neighbors), a block of users at a
+time on the driver (itemcf_candidates), rounded to 12 decimal places so that equal sums stay ties.
 """
 from __future__ import annotations
 
@@ -177,6 +179,9 @@ def itemcf_candidates(interactions: DataFrame, neighbors: DataFrame, config: Ite
     for lo in range(0, H.shape[0], block):
         scores = (H[lo:lo + block] @ S).tocsr()
         scores = scores - scores.multiply(seen_matrix[lo:lo + block])
+        # Sums of the same similarities in another order differ in the last bit: rounded, such ties stay ties and
+        # fall to the item index as everywhere else.
+        scores.data = np.round(scores.data, 12)
         scores.eliminate_zeros()
         parts.append(row_top_k(scores, user_ids[lo:lo + block], k))
     return spark.createDataFrame(pd.concat(parts, ignore_index=True), CANDIDATE_COLUMNS)
