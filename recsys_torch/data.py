@@ -11,9 +11,16 @@ Two readers deliver the same row groups in the same order with the same in-group
   or is abandoned: a live pyarrow reader at interpreter exit can abort the process (apache/arrow#34314).
 - `pyarrow`: `pyarrow.parquet` row groups read in the calling thread, Petastorm's order reproduced (see
   `row_group_order`); any pyarrow version. The pool settings do not apply to it.
-`auto` (the default) takes Petastorm when it is installed, else pyarrow; $RECSYS_SHARD_READER or
-`ShardSpec.reader` forces one. Only torch and numpy are imported at module level: pyarrow and Petastorm are
-imported when a shard is read, so the models and the trainer import on a machine without them.
+`auto` (the default) takes Petastorm when it is installed and the shards are local, else pyarrow;
+$RECSYS_SHARD_READER or `ShardSpec.reader` forces one.
+
+The shards' location is a path or a URI (`file:///…`, `s3://bucket/prefix/sequences`, `hdfs://…`), read through
+the pyarrow filesystem of recsys_core.storage: the same filesystem and AWS_* settings as the warehouse. Petastorm 0.12
+resolves an `s3://` URL through fsspec's s3fs, which the project does not install, so `auto` reads remote shards
+with the pyarrow reader (the same rows in the same order).
+
+Only torch and numpy are imported at module level: pyarrow and Petastorm are imported when a shard is read, so the
+models and the trainer import on a machine without them.
 """
 from __future__ import annotations
 
@@ -30,6 +37,7 @@ import torch
 import torch.distributed as dist
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
+from recsys_core import storage
 from recsys_torch.config import READER_POOLS
 from recsys_torch.errors import RecsysError
 from recsys_torch.negatives import sample_negatives  # noqa: F401  (trainer.py imports it from here until it is moved)
@@ -54,13 +62,16 @@ def _parquet():
     return pq
 
 
-def resolve_reader(choice: str | None = None) -> str:
-    """'petastorm' or 'pyarrow': `choice`, else $RECSYS_SHARD_READER, else 'auto' (Petastorm when installed)."""
+def resolve_reader(choice: str | None = None, location: str | Path | None = None) -> str:
+    """'petastorm' or 'pyarrow': `choice`, else $RECSYS_SHARD_READER, else 'auto' (Petastorm when installed and
+    the shards at `location` are local)."""
     choice = choice or os.environ.get(READER_ENV) or "auto"
     if choice not in READERS:
         raise RecsysError(f"shard reader must be one of {', '.join(READERS)} (${READER_ENV} or ShardSpec.reader), "
                           f"got {choice!r}")
     if choice == "auto":
+        if location is not None and not storage.is_local(str(location)):
+            return "pyarrow"
         try:
             import petastorm  # noqa: F401
         except ImportError:
@@ -69,17 +80,46 @@ def resolve_reader(choice: str | None = None) -> str:
     return choice
 
 
-def sequences_dir(warehouse: str | Path, override: str | Path | None = None) -> Path:
-    return Path(override) if override else Path(warehouse) / "sequences"
+def sequences_dir(warehouse: str | Path, override: str | Path | None = None) -> str:
+    """The shards' location (a path or a URI): `override` (train.sequences), else <warehouse>/sequences."""
+    return str(override) if override else storage.join(str(warehouse), "sequences")
+
+
+def shard_path(seq_dir: str | Path, *parts: str) -> str:
+    """A split or file of the shards: shard_path("s3://b/wh/sequences", "train") == "s3://b/wh/sequences/train"."""
+    return storage.join(str(seq_dir), *parts)
+
+
+def _filesystem(location: str | Path):
+    """(pyarrow filesystem, path inside it) of a shard location (recsys_core.storage: the warehouse's settings)."""
+    try:
+        return storage.filesystem(str(location))
+    except (OSError, ValueError) as exc:
+        raise RecsysError(f"{location}: cannot open its filesystem ({exc})") from None
+
+
+def _file_type(filesys, path: str, location: str | Path):
+    try:
+        return filesys.get_file_info(path).type
+    except OSError as exc:  # no such bucket, no credentials, endpoint unreachable: one line, not a trace
+        raise RecsysError(f"{location}: cannot read it ({exc})") from None
 
 
 def read_meta(seq_dir: str | Path) -> dict:
     """meta.json of the shards, checked for the keys the torch side needs."""
-    path = Path(seq_dir) / "meta.json"
-    if not path.is_file():
+    from pyarrow import fs
+
+    path = shard_path(seq_dir, "meta.json")
+    filesys, inner = _filesystem(path)
+    if _file_type(filesys, inner, path) != fs.FileType.File:
         raise RecsysError(f"sequence shards not found: {path} is missing (run `recsys export-sequences` first)")
     try:
-        meta = json.loads(path.read_text())
+        with filesys.open_input_stream(inner) as stream:
+            text = stream.read().decode()
+    except OSError as exc:
+        raise RecsysError(f"{path}: cannot read it ({exc})") from None
+    try:
+        meta = json.loads(text)
     except json.JSONDecodeError as exc:
         raise RecsysError(f"{path}: not valid JSON ({exc})") from None
     from recsys_torch.schemas import META_REQUIRED_KEYS, SHARD_SCHEMA_VERSION  # pyarrow schemas: read time only
@@ -93,28 +133,81 @@ def read_meta(seq_dir: str | Path) -> dict:
     return meta
 
 
-def parquet_files(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.rglob("*.parquet") if not any(part.startswith(("_", ".")) for part in p.parts[-1:]))
+def _listing(folder: str | Path) -> tuple[object, list[str]]:
+    """(filesystem, paths inside it) of the Parquet files under `folder` (none when it is no folder), in path
+    order component by component, as pathlib sorts them (Petastorm's order); `_*` and `.*` files left out."""
+    from pyarrow import fs
+
+    filesys, inner = _filesystem(folder)
+    if _file_type(filesys, inner, folder) != fs.FileType.Directory:
+        return filesys, []
+    try:
+        entries = filesys.get_file_info(fs.FileSelector(inner, recursive=True))
+    except OSError as exc:
+        raise RecsysError(f"{folder}: cannot list it ({exc})") from None
+    files = [e.path for e in entries if e.type == fs.FileType.File and e.base_name.endswith(".parquet")
+             and not e.base_name.startswith(("_", "."))]
+    return filesys, sorted(files, key=lambda path: path.split("/"))
+
+
+def parquet_files(folder: str | Path) -> list[str]:
+    """The Parquet files under `folder` as locations of its kind (plain paths, or URIs for a URI), in path order."""
+    filesys, files = _listing(folder)
+    if storage.is_local(str(folder)):
+        return files
+    _, inner = _filesystem(folder)
+    root = storage.normalize(str(folder))
+    return [root + path[len(inner.rstrip("/")):] for path in files]
+
+
+def _metadata(filesys, path: str):
+    try:
+        return _parquet().ParquetFile(path, filesystem=filesys).metadata
+    except OSError as exc:
+        raise RecsysError(f"{path}: cannot read its Parquet footer ({exc})") from None
+
+
+def _shard_files(folder: str | Path) -> tuple[object, list[str]]:
+    filesys, files = _listing(folder)
+    if not files:
+        raise RecsysError(f"no Parquet shards in {folder} (run `recsys export-sequences` first)")
+    return filesys, files
 
 
 def count_row_groups(folder: str | Path) -> int:
-    folder = Path(folder)
-    files = parquet_files(folder) if folder.is_dir() else []
-    if not files:
-        raise RecsysError(f"no Parquet shards in {folder} (run `recsys export-sequences` first)")
-    pq = _parquet()
-    return sum(pq.ParquetFile(f).metadata.num_row_groups for f in files)
+    filesys, files = _shard_files(folder)
+    return sum(_metadata(filesys, f).num_row_groups for f in files)
 
 
 def count_rows(folder: str | Path) -> int:
-    pq = _parquet()
-    return sum(pq.ParquetFile(f).metadata.num_rows for f in parquet_files(Path(folder)))
+    filesys, files = _listing(folder)
+    return sum(_metadata(filesys, f).num_rows for f in files)
 
 
-def row_groups(folder: Path) -> list[tuple[Path, int]]:
-    """(file, row group) of every row group, files in path order: the indices Petastorm shards and shuffles."""
+def row_groups(folder: str | Path) -> tuple[object, list[tuple[str, int]]]:
+    """The filesystem, and (file, row group) of every row group, files in path order: the indices Petastorm shards
+    and shuffles."""
+    filesys, files = _listing(folder)
+    return filesys, [(f, i) for f in files for i in range(_metadata(filesys, f).num_row_groups)]
+
+
+def column_names(location: str | Path) -> list[str]:
+    """The columns of one Parquet file (a location, as parquet_files gives them)."""
+    filesys, inner = _filesystem(location)
+    try:
+        return _parquet().read_schema(inner, filesystem=filesys).names
+    except OSError as exc:
+        raise RecsysError(f"{location}: cannot read its Parquet schema ({exc})") from None
+
+
+def read_columns(location: str | Path, columns: Sequence[str]):
+    """A pyarrow Table of `columns` of a shard folder or file, through its filesystem; a missing column is named."""
     pq = _parquet()
-    return [(f, i) for f in parquet_files(folder) for i in range(pq.ParquetFile(f).metadata.num_row_groups)]
+    filesys, inner = _filesystem(location)
+    try:
+        return pq.read_table(inner, columns=list(columns), filesystem=filesys)
+    except (OSError, KeyError, ValueError) as exc:  # pyarrow.lib.ArrowInvalid is a ValueError
+        raise RecsysError(f"{location}: cannot read column(s) {list(columns)} ({exc})") from None
 
 
 def row_group_order(n_groups: int, cur_shard: int, shard_count: int, seed: int, shuffle: bool) -> list[int]:
@@ -167,7 +260,7 @@ def _concat_rows(parts: list[np.ndarray]) -> np.ndarray:
 @dataclass
 class ShardSpec:
     """One split of the shards as this rank reads it."""
-    path: Path
+    path: str | Path             # a split's folder: a path or a URI (file://, s3://, ...)
     columns: Sequence[str]
     batch_size: int
     rank: int = 0
@@ -194,7 +287,7 @@ class ShardDataset(IterableDataset):
         if spec.batch_size < 1:
             raise RecsysError(f"batch_size must be >= 1, got {spec.batch_size}")
         self.spec = spec
-        self.reader = resolve_reader(spec.reader)
+        self.reader = resolve_reader(spec.reader, spec.path)
         self.epoch = 0
         self.row_groups = count_row_groups(spec.path)
         if self.row_groups < spec.world:
@@ -238,12 +331,15 @@ class ShardDataset(IterableDataset):
         spec = self.spec
         cur_shard, shard_count = self._shard()
         seed = spec.seed + self.epoch
-        groups = row_groups(spec.path)
+        filesys, groups = row_groups(spec.path)
         rows_rng = np.random.RandomState(seed)  # Petastorm's worker: one in-group permutation per row group
         pq = _parquet()
+        files = {}
         for index in row_group_order(len(groups), cur_shard, shard_count, seed, spec.shuffle):
             path, group = groups[index]
-            table = pq.ParquetFile(path).read_row_group(group, columns=list(spec.columns))
+            if path not in files:
+                files[path] = pq.ParquetFile(path, filesystem=filesys)
+            table = files[path].read_row_group(group, columns=list(spec.columns))
             if spec.shuffle:
                 table = table.take(rows_rng.permutation(table.num_rows))
             yield {name: column_array(table.column(name)) for name in spec.columns}
@@ -262,19 +358,29 @@ class ShardDataset(IterableDataset):
         if "seen_items" in spec.columns:
             transform = TransformSpec(_pad_seen_items, edit_fields=[("seen_items", np.int32, (None,), False)])
         seed = spec.seed + self.epoch
-        reader = make_batch_reader(
-            spec.path.resolve().as_uri(),
-            schema_fields=list(spec.columns),
-            reader_pool_type=spec.reader_pool,
-            workers_count=spec.reader_workers,
-            num_epochs=1,
-            seed=seed,
-            shuffle_row_groups=spec.shuffle,
-            shuffle_rows=spec.shuffle,
-            cur_shard=cur_shard if shard_count > 1 else None,
-            shard_count=shard_count if shard_count > 1 else None,
-            transform_spec=transform,
-        )
+        location = str(spec.path)
+        if storage.is_local(location):
+            url, filesys = Path(storage.local_path(location)).as_uri(), None
+        else:  # Petastorm turns the URL into a path with fsspec (s3fs for s3://), then reads through `filesys`
+            url, filesys = storage.native_path(location), _filesystem(location)[0]
+        try:
+            reader = make_batch_reader(
+                url,
+                filesystem=filesys,
+                schema_fields=list(spec.columns),
+                reader_pool_type=spec.reader_pool,
+                workers_count=spec.reader_workers,
+                num_epochs=1,
+                seed=seed,
+                shuffle_row_groups=spec.shuffle,
+                shuffle_rows=spec.shuffle,
+                cur_shard=cur_shard if shard_count > 1 else None,
+                shard_count=shard_count if shard_count > 1 else None,
+                transform_spec=transform,
+            )
+        except ImportError as exc:
+            raise RecsysError(f"shard reader 'petastorm' cannot read {location} ({exc}); the pyarrow reader can "
+                              f"(${READER_ENV}=pyarrow, or auto)") from None
         self._readers.append(reader)
         try:
             for batch in reader:
@@ -370,14 +476,14 @@ def item_counts(train_split: str | Path, n_items: int) -> torch.Tensor:
     """How often each item is a training target in `train/` (the sampled softmax's proposal), [n_items + 1]."""
     import pyarrow.compute as pc
 
-    table = _parquet().read_table(Path(train_split), columns=["targets"])
+    table = read_columns(train_split, ["targets"])
     targets = pc.list_flatten(table.column("targets")).to_numpy(zero_copy_only=False)
     return torch.from_numpy(np.bincount(targets[targets > 0], minlength=n_items + 1)[: n_items + 1].astype(np.int64))
 
 
 def read_pair_positives(path: str | Path, n_items: int) -> torch.Tensor:
     """Sorted keys user_idx * (n_items + 1) + item_idx of every train interaction (for rejecting negatives)."""
-    table = _parquet().read_table(Path(path), columns=list(PAIR_COLUMNS))
+    table = read_columns(path, PAIR_COLUMNS)
     users = torch.from_numpy(table.column("user_idx").to_numpy().astype(np.int64))
     items = torch.from_numpy(table.column("item_idx").to_numpy().astype(np.int64))
     return torch.sort(users * (n_items + 1) + items).values
@@ -385,10 +491,13 @@ def read_pair_positives(path: str | Path, n_items: int) -> torch.Tensor:
 
 def read_id_map(seq_dir: str | Path, name: str, idx_col: str, id_col: str) -> np.ndarray:
     """item_map/user_map as a lookup array: ids[idx] = MovieLens id (-1 where no row)."""
-    path = Path(seq_dir) / f"{name}.parquet"
-    if not path.exists():
+    from pyarrow import fs
+
+    path = shard_path(seq_dir, f"{name}.parquet")
+    filesys, inner = _filesystem(path)
+    if _file_type(filesys, inner, path) == fs.FileType.NotFound:
         raise RecsysError(f"{path} is missing (run `recsys export-sequences` first)")
-    table = _parquet().read_table(path, columns=[idx_col, id_col])
+    table = read_columns(path, [idx_col, id_col])
     idx = table.column(idx_col).to_numpy().astype(np.int64)
     ids = np.full(int(idx.max(initial=0)) + 1, -1, dtype=np.int64)
     ids[idx] = table.column(id_col).to_numpy()

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from recsys_torch import checkpoint as ckpt_io
-from recsys_torch.data import EVAL_COLUMNS, ShardSpec, make_loader, read_id_map, read_meta, sequences_dir
+from recsys_torch.data import EVAL_COLUMNS, ShardSpec, make_loader, read_id_map, read_meta, sequences_dir, shard_path
 from recsys_torch.errors import RecsysError
 from recsys_torch.evaluation import eval_batches, score_batch
 from recsys_torch.metrics import mask_seen
@@ -129,7 +129,7 @@ def topn(warehouse: str | Path, model: str, k: int = 100, run_date: dt.date | st
     movie_ids = read_id_map(seq_dir, "item_map", "item_idx", "movieId")
     user_ids = read_id_map(seq_dir, "user_map", "user_idx", "userId")
 
-    _, loader = make_loader(ShardSpec(seq_dir / split, EVAL_COLUMNS, batch_size, shuffle=False), 0,
+    _, loader = make_loader(ShardSpec(shard_path(seq_dir, split), EVAL_COLUMNS, batch_size, shuffle=False), 0,
                             pin_memory=use_cuda)
     k_eff = min(k, int(meta["n_items"]))
     users, items, scores = [], [], []
@@ -146,7 +146,7 @@ def topn(warehouse: str | Path, model: str, k: int = 100, run_date: dt.date | st
     del loader, batch
     gc.collect()  # release the reader's Arrow memory now, not at interpreter exit (apache/arrow#34314)
     if not users:
-        raise RecsysError(f"{seq_dir / split} has no rows")
+        raise RecsysError(f"{shard_path(seq_dir, split)} has no rows")
     broken = np.concatenate(broken)
     if len(broken):
         raise RecsysError(f"{model}: non-finite scores for {len(broken)} of {sum(len(u) for u in users)} users of "

@@ -24,7 +24,7 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 from recsys_torch import checkpoint as ckpt_io
 from recsys_torch.config import TrainConfig, batch_size_for
 from recsys_torch.data import (EVAL_COLUMNS, ShardSpec, count_rows, in_lockstep, item_counts, make_loader,
-                               read_pair_positives, sample_negatives)
+                               read_pair_positives, sample_negatives, shard_path)
 from recsys_torch.errors import RecsysError
 from recsys_torch.evaluation import EVAL_K, validate
 from recsys_torch.models import build_model, config_from_meta
@@ -89,7 +89,7 @@ class Progress:
 
 
 class Trainer:
-    def __init__(self, warehouse: Path, model_name: str, cfg: dict, tcfg: TrainConfig, seq_dir: Path, meta: dict,
+    def __init__(self, warehouse: Path, model_name: str, cfg: dict, tcfg: TrainConfig, seq_dir: str, meta: dict,
                  env: DistEnv):
         self.warehouse, self.model_name, self.cfg, self.tcfg = warehouse, model_name, cfg, tcfg
         self.seq_dir, self.meta, self.env = seq_dir, meta, env
@@ -106,7 +106,7 @@ class Trainer:
 
             model.set_graph(build_graph(seq_dir, meta, "validation"))
         torch.manual_seed(tcfg.seed + env.rank)  # dropout and sampled negatives differ between ranks
-        train_split = seq_dir / model.train_shard
+        train_split = shard_path(seq_dir, model.train_shard)
         rows = count_rows(train_split)
         self.loss_name = model.loss_name(tcfg, on_gpu)
         loss = model.make_loss(tcfg, on_gpu, TrainSplit(rows, lambda: item_counts(train_split, n_items)))
@@ -121,7 +121,7 @@ class Trainer:
             train_split, model.train_columns, self.batch_size, shuffle=True, shuffle_buffer=tcfg.shuffle_buffer,
             group_by_length=model.length_column if tcfg.group_by_length else None, **readers), tcfg.num_workers, on_gpu)
         self.val_ds, self.val_loader = make_loader(ShardSpec(
-            seq_dir / "validation", EVAL_COLUMNS, tcfg.eval_batch_size, shuffle=False, **readers), 0, on_gpu)
+            shard_path(seq_dir, "validation"), EVAL_COLUMNS, tcfg.eval_batch_size, shuffle=False, **readers), 0, on_gpu)
         # The negatives the model asks for, from a generator of their own (saved in the checkpoint, so resume draws
         # the same ones), redrawn where they hit one of the user's train items (train.pair_reject_positives)
         self.negatives = model.negatives_per_row(tcfg)

@@ -193,3 +193,59 @@ def test_reader_is_chosen_by_what_is_installed_or_forced(monkeypatch):
     monkeypatch.setenv(READER_ENV, "parquet")
     with pytest.raises(RecsysError, match=r"RECSYS_SHARD_READER.*'parquet'"):
         resolve_reader()
+
+
+# --- shards on object storage: moto's S3 server on loopback (tests/test_storage.py's fixtures) ----------------------
+
+from test_storage import s3_server, s3_warehouse  # noqa: E402,F401  (pytest fixtures)
+
+
+def _upload(folder: Path, bucket: str, prefix: str, s3_server: str) -> None:
+    """Every file under `folder` to s3://bucket/prefix/..., as `aws s3 cp --recursive` would put it."""
+    import boto3
+
+    client = boto3.client("s3", endpoint_url=s3_server, region_name="us-east-1")
+    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+        client.put_object(Bucket=bucket, Key=f"{prefix}/{path.relative_to(folder).as_posix()}", Body=path.read_bytes())
+
+
+def test_every_row_of_shards_on_s3_arrives_as_from_the_local_copy(seq_dir, s3_server, s3_warehouse, monkeypatch):
+    from recsys_torch.data import count_rows, item_counts, read_id_map, sequences_dir
+
+    monkeypatch.delenv(READER_ENV, raising=False)
+    bucket = s3_warehouse.split("/")[2]
+    _upload(seq_dir, bucket, "warehouse/sequences", s3_server)
+    remote = sequences_dir(s3_warehouse)
+    assert remote == f"{s3_warehouse}/sequences" and resolve_reader(None, remote) == "pyarrow"
+    assert read_meta(remote) == read_meta(seq_dir)
+    meta = read_meta(seq_dir)
+    assert torch.equal(item_counts(f"{remote}/train", meta["n_items"]), item_counts(seq_dir / "train", meta["n_items"]))
+    assert np.array_equal(read_id_map(remote, "item_map", "item_idx", "movieId"),
+                          read_id_map(seq_dir, "item_map", "item_idx", "movieId"))
+    for split, columns in (("train", ("user_idx",) + SEQUENCE_COLUMNS), ("validation", EVAL_COLUMNS)):
+        assert count_rows(f"{remote}/{split}") == count_rows(seq_dir / split) > 0
+        for epoch in (0, 1):
+            local = read_with("pyarrow", seq_dir / split, columns, 2, epoch, 0, shuffle_buffer=30)
+            over_s3 = read_with("auto", f"{remote}/{split}", columns, 2, epoch, 0, shuffle_buffer=30)
+            assert [len(rank) for rank in over_s3] == [len(rank) for rank in local]
+            for a, b in zip((b for rank in local for b in rank), (b for rank in over_s3 for b in rank)):
+                assert all(torch.equal(a[name], b[name]) for name in columns)
+        rows = sorted(u for rank in over_s3 for batch in rank for u in batch["user_idx"].tolist())
+        assert rows == sorted(pq.read_table(seq_dir / split, columns=["user_idx"]).column(0).to_pylist())
+
+
+def test_shards_as_a_file_uri_and_petastorm_without_s3fs_on_s3(seq_dir, s3_server, s3_warehouse, monkeypatch):
+    monkeypatch.delenv(READER_ENV, raising=False)
+    uri = f"file://{seq_dir / 'validation'}"
+    for reader in ("petastorm", "pyarrow"):
+        assert [len(rank) for rank in read_with(reader, uri, EVAL_COLUMNS, 2, 0, 0)] == \
+            [len(rank) for rank in read_with(reader, seq_dir / "validation", EVAL_COLUMNS, 2, 0, 0)]
+    bucket = s3_warehouse.split("/")[2]
+    _upload(seq_dir / "validation", bucket, "warehouse/sequences/validation", s3_server)
+    try:
+        import s3fs  # noqa: F401  (Petastorm resolves s3:// through it)
+    except ImportError:
+        with pytest.raises(RecsysError, match=r"shard reader 'petastorm' cannot read s3://.*the pyarrow reader can"):
+            read_with("petastorm", f"{s3_warehouse}/sequences/validation", EVAL_COLUMNS, 1, 0, 0)
+    with pytest.raises(RecsysError, match=r"no Parquet shards in s3://.*/sequences/missing"):
+        read_with("auto", f"{s3_warehouse}/sequences/missing", EVAL_COLUMNS, 1, 0, 0)
