@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import signal
 import socket
 import subprocess
 import sys
@@ -69,7 +70,8 @@ def on_s3(served_warehouse, s3_env, tmp_path_factory):
             time.sleep(0.2)
     yield url, uri
     server.terminate()
-    assert server.wait(timeout=30) == 0, log.read_text()[-3000:]
+    # uvicorn shuts down and re-raises SIGTERM (as over a local warehouse): stopped by it, not crashed in S3 clean-up
+    assert server.wait(timeout=30) in (0, -signal.SIGTERM), log.read_text()[-3000:]
 
 
 def test_the_s3_server_answers_what_the_local_one_does(local, on_s3):
