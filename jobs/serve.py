@@ -1,4 +1,4 @@
-"""`recsys serve --warehouse DIR [--host 127.0.0.1] [--port 8000]`: the read-only API and web page (recsys_serve).
+"""`recsys serve --warehouse DIR|s3://BUCKET/PREFIX [--host 127.0.0.1] [--port 8000]`: the read-only API and web page (recsys_serve).
 
 Loads each model's latest lists, the users' recent history and the catalogue from the warehouse's Delta tables,
 then answers until stopped; a new run date committed by the nightly job is picked up without a restart (the
@@ -29,7 +29,8 @@ class _OneLineErrors(argparse.ArgumentParser):
 
 def build_parser() -> argparse.ArgumentParser:
     p = _OneLineErrors(prog="recsys serve", description="Serve the warehouse's recommendations: API and web page.")
-    p.add_argument("--warehouse", required=True, help="the warehouse directory the nightly run writes")
+    p.add_argument("--warehouse", required=True, help="the warehouse the nightly run writes: a directory, file:///… or s3://bucket/prefix "
+                        "(S3 settings from the AWS_* environment variables, docs/SERVING.md)")
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default: loopback only)")
     p.add_argument("--port", type=int, default=8000, help="port (default 8000)")
     p.add_argument("--reports", default="reports", help="where the pipeline wrote reports/<run_date>/ (plots)")

@@ -136,6 +136,22 @@ def storage_options(location: str) -> dict[str, str] | None:
     return options
 
 
+def duckdb_s3_secret(location: str) -> dict[str, str | bool] | None:
+    """The settings of a DuckDB `CREATE SECRET (TYPE s3, …)` for `location` (httpfs), from the same environment as
+    `storage_options`; None for anything but S3. An endpoint (MinIO, moto) is addressed by path, over plain HTTP when
+    its URL says http://."""
+    if not is_s3(location):
+        return None
+    secret: dict[str, str | bool] = {key: value for key, value in (
+        ("KEY_ID", os.environ.get("AWS_ACCESS_KEY_ID")), ("SECRET", os.environ.get("AWS_SECRET_ACCESS_KEY")),
+        ("SESSION_TOKEN", os.environ.get("AWS_SESSION_TOKEN")), ("REGION", _s3_region())) if value}
+    endpoint = _s3_endpoint()
+    if endpoint:
+        url = urlsplit(endpoint if "://" in endpoint else "https://" + endpoint)
+        secret.update(ENDPOINT=url.netloc, URL_STYLE="path", USE_SSL=url.scheme != "http")
+    return secret
+
+
 def filesystem(location: str):
     """(pyarrow FileSystem, path inside it) for `location`."""
     from pyarrow import fs

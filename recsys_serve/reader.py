@@ -1,10 +1,12 @@
-"""Reading the warehouse's Delta tables without Spark.
+"""Reading the warehouse's Delta tables without Spark, on the local filesystem or on S3.
 
 Rows come through DuckDB's delta extension, loaded from the `duckdb-extension-delta` wheel's file (never downloaded:
-auto-install and auto-load are off); the table versions and the partitions' files, which say when something must be
-reloaded, come from the Delta log through delta-rs. delta-rs' own readers are not used for rows: under pyarrow 14
-they cannot filter a partitioned table. Table names come from this code or from listing the warehouse, never from a
-request.
+auto-install and auto-load are off); on S3 DuckDB reads through its httpfs extension, loaded the same way from the
+`duckdb-extension-httpfs` wheel, with a DuckDB secret made of the AWS_* settings recsys_core.storage reads. The table
+versions and the partitions' files, which say when something must be reloaded, come from the Delta log through
+delta-rs (with the same settings as its `storage_options`). delta-rs' own readers are not used for rows: under
+pyarrow 14 they cannot filter a partitioned table. Table names come from this code or from listing the warehouse,
+never from a request.
 """
 from __future__ import annotations
 
@@ -21,49 +23,86 @@ import numpy as np
 from recsys_core import storage
 from recsys_serve.errors import ServeError
 
-DELTA_EXTENSION = (Path(duckdb_extension_delta.__file__).parent / "extensions" / f"v{duckdb.__version__}"
-                   / "delta.duckdb_extension")
+
+def _extension_file(package, name: str) -> Path:
+    return Path(package.__file__).parent / "extensions" / f"v{duckdb.__version__}" / f"{name}.duckdb_extension"
+
+
+DELTA_EXTENSION = _extension_file(duckdb_extension_delta, "delta")
 TABLE_NAME = re.compile(r"^[A-Za-z0-9_]+$")
 FACTORS_SUFFIX = "_item_factors"
 COMMIT_FILE = re.compile(r"^\d{20}\.(?:json|checkpoint(?:\.\d+\.\d+)?\.parquet)$")
 
 
-def has_commit(table: Path) -> bool:
-    """Whether the folder is a Delta table with at least one commit. A `_delta_log` without one (a first write that
-    was killed, or still running) is not a table yet: reading it would fail."""
-    log = table / "_delta_log"
+def httpfs_extension() -> Path:
+    """DuckDB's httpfs extension file (the `duckdb-extension-httpfs` wheel); ServeError when it is not installed."""
     try:
-        return any(COMMIT_FILE.match(entry.name) for entry in log.iterdir())
-    except (FileNotFoundError, NotADirectoryError):
-        return False
+        import duckdb_extension_httpfs
+    except ImportError:
+        raise ServeError(f"a warehouse on S3 needs DuckDB's httpfs extension: pip install "
+                         f"duckdb-extension-httpfs=={duckdb.__version__}") from None
+    return _extension_file(duckdb_extension_httpfs, "httpfs")
+
+
+def has_commit(table: str) -> bool:
+    """Whether the location is a Delta table with at least one commit. A `_delta_log` without one (a first write that
+    was killed, or still running) is not a table yet: reading it would fail."""
+    return any(COMMIT_FILE.match(name) for name in storage.listdir(storage.join(table, "_delta_log")))
+
+
+def _sql_text(value: str) -> str:
+    return "'" + str(value).replace("'", "''") + "'"
 
 
 class Warehouse:
-    """One warehouse directory: versions, partitions and queries of its Delta tables."""
+    """One warehouse (a directory, `file:///…` or `s3://bucket/prefix`): versions, partitions and queries of its Delta
+    tables."""
 
     def __init__(self, root: str | Path, threads: int = 2, memory_limit: str = "2GB"):
-        if not storage.is_local(str(root)):  # DuckDB reads object storage only with its httpfs extension
-            raise ServeError(f"the server reads a warehouse on the local filesystem (a path or file://), not {root}")
-        self.root = Path(storage.local_path(str(root))).resolve()
-        if not self.root.is_dir():
-            raise ServeError(f"warehouse not found: {self.root}")
+        root = str(root)
+        if not (storage.is_local(root) or storage.is_s3(root)):
+            raise ServeError(f"the server reads a warehouse on the local filesystem (a path or file://) or on S3 "
+                             f"(s3://bucket/prefix), not {root}")
+        self.root = storage.native_path(root)  # an absolute path, or s3://…
         if not DELTA_EXTENSION.is_file():
             raise ServeError(f"DuckDB's delta extension is missing: {DELTA_EXTENSION} (pip install "
                              f"duckdb-extension-delta=={duckdb.__version__})")
+        extensions = [DELTA_EXTENSION]
+        if storage.is_s3(self.root):
+            extensions.insert(0, httpfs_extension())
+            if not extensions[0].is_file():
+                raise ServeError(f"DuckDB's httpfs extension is missing: {extensions[0]} (pip install "
+                                 f"duckdb-extension-httpfs=={duckdb.__version__})")
+        try:
+            found = storage.is_dir(self.root)
+        except OSError as exc:  # S3 unreachable, no such bucket, refused credentials: one line
+            raise ServeError(f"cannot read the warehouse {self.root}: {str(exc).strip().splitlines()[0]}") from None
+        if not found:
+            raise ServeError(f"warehouse not found: {self.root}")
+        self._options = storage.storage_options(self.root)
         self._con = duckdb.connect(config={
             "autoinstall_known_extensions": False, "autoload_known_extensions": False,
             "threads": threads, "memory_limit": memory_limit, "enable_external_access": True,
         })
-        self._con.execute(f"LOAD '{DELTA_EXTENSION}'")
+        for extension in extensions:
+            self._con.execute(f"LOAD {_sql_text(extension)}")
+        secret = storage.duckdb_s3_secret(self.root)
+        if secret is not None:
+            settings = ", ".join(f"{key} {str(value).lower() if isinstance(value, bool) else _sql_text(value)}"
+                                 for key, value in secret.items())
+            self._con.execute(f"CREATE SECRET warehouse (TYPE s3, {settings})")
         self._lock = threading.Lock()
 
     def close(self) -> None:
         self._con.close()
 
-    def path(self, table: str) -> Path:
+    def path(self, table: str) -> str:
         if not TABLE_NAME.match(table):
             raise ValueError(f"not a table name: {table!r}")
-        return self.root / table
+        return storage.join(self.root, table)
+
+    def _delta(self, table: str) -> deltalake.DeltaTable:
+        return deltalake.DeltaTable(self.path(table), storage_options=self._options)
 
     def exists(self, table: str) -> bool:
         """Whether the table has a committed version (see has_commit)."""
@@ -78,13 +117,13 @@ class Warehouse:
         """The table's latest committed version; None when it does not exist."""
         if not self.exists(table):
             return None
-        return deltalake.DeltaTable(str(self.path(table))).version()
+        return self._delta(table).version()
 
     def committed_at(self, table: str) -> float | None:
         """When the table's latest version was committed (seconds since 1970); None when it does not exist."""
         if not self.exists(table):
             return None
-        history = deltalake.DeltaTable(str(self.path(table))).history(1)
+        history = self._delta(table).history(1)
         return history[0]["timestamp"] / 1000 if history and "timestamp" in history[0] else None
 
     def partitions(self, table: str) -> dict[tuple[str, dt.date], tuple[str, ...]]:
@@ -92,7 +131,7 @@ class Warehouse:
         partition was rewritten (a re-run of the same date commits new files)."""
         if not self.exists(table):
             return {}
-        delta = deltalake.DeltaTable(str(self.path(table)))
+        delta = self._delta(table)
         parts = {}
         for values in delta.partitions():
             key = (values["model"], dt.date.fromisoformat(values["run_date"]))
@@ -102,8 +141,8 @@ class Warehouse:
 
     def factor_tables(self) -> dict[str, str]:
         """{ALS model: its `<model>_item_factors` table}, as found in the warehouse."""
-        return {p.name[:-len(FACTORS_SUFFIX)]: p.name for p in sorted(self.root.glob(f"*{FACTORS_SUFFIX}"))
-                if TABLE_NAME.match(p.name) and has_commit(p)}
+        return {name[:-len(FACTORS_SUFFIX)]: name for name in storage.listdir(self.root)
+                if name.endswith(FACTORS_SUFFIX) and TABLE_NAME.match(name) and self.exists(name)}
 
     def query(self, sql: str, params: list | None = None, **tables: str) -> dict[str, np.ndarray]:
         """Run `sql`, in which `{name}` stands for the Delta table `tables[name]`; columns as numpy arrays."""
@@ -119,8 +158,8 @@ class Warehouse:
 
     def tables(self) -> list[str]:
         """The Delta tables in the warehouse, by name."""
-        return sorted(p.name for p in self.root.iterdir() if TABLE_NAME.match(p.name) and self.exists(p.name))
+        return [name for name in storage.listdir(self.root) if TABLE_NAME.match(name) and self.exists(name)]
 
 
-def _delta_scan(path: Path) -> str:
-    return "delta_scan('" + str(path).replace("'", "''") + "')"
+def _delta_scan(location: str) -> str:
+    return f"delta_scan({_sql_text(location)})"

@@ -19,13 +19,11 @@ import threading
 import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
-from pathlib import Path
-from urllib.parse import unquote, urlparse
 
 import duckdb
 import numpy as np
 
-from recsys_core import catalogue
+from recsys_core import catalogue, storage
 from recsys_core.errors import ConfigError
 from recsys_serve.errors import BadRequest, NotFound, Unavailable
 from recsys_serve.index import Histories, ItemVectors, Movies, TopLists
@@ -205,7 +203,11 @@ class Store:
             try:
                 lists = TopLists.load(self.warehouse, snapshot.histories, snapshot.movies, model, run_date, files)
             except (duckdb.Error, OSError) as exc:
-                if any(not _local_path(f).exists() for f in files):
+                try:
+                    gone = any(not storage.exists(f) for f in files)
+                except OSError:  # the store itself cannot be reached: not a sign the run is gone
+                    gone = False
+                if gone:
                     raise NotFound(f"model {model!r}'s run on {run_date.isoformat()} is gone: its files were "
                                    f"removed from the warehouse") from None
                 raise Unavailable(f"could not read model {model!r}'s run on {run_date.isoformat()}: "
@@ -282,10 +284,6 @@ def one_line(exc: BaseException) -> str:
     """An exception as one line: its type and the first line of its message."""
     text = str(exc).strip().splitlines()
     return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
-
-
-def _local_path(uri: str) -> Path:
-    return Path(unquote(urlparse(uri).path)) if uri.startswith("file:") else Path(uri)
 
 
 def _warn_dropped(lists: TopLists) -> None:

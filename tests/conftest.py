@@ -168,3 +168,38 @@ def _isolated_mlflow_env():
             mlflow.end_run()
     except Exception:  # noqa: BLE001
         pass
+
+
+@pytest.fixture(scope="session")
+def s3_env(tmp_path_factory) -> dict:
+    """moto's S3 server in its own process on a free loopback port for the whole run (skipped without moto[server]);
+    the AWS_* settings recsys_core.storage reads to reach it. Tests set them with monkeypatch or pass them to a
+    subprocess. Its own process: a server thread inside pytest would share the GIL with the clients it answers."""
+    import socket
+    import subprocess
+    import time
+    import urllib.request
+
+    pytest.importorskip("moto.server", reason="moto[server] is not installed (the S3 API tests)")
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    log = tmp_path_factory.mktemp("moto") / "moto.log"
+    with log.open("w") as out:
+        server = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+                                  stdout=out, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            with urllib.request.urlopen(url + "/moto-api/", timeout=2):
+                break
+        except OSError:
+            if server.poll() is not None or time.monotonic() > deadline:
+                server.kill()
+                pytest.fail(f"moto's server did not start: {log.read_text()[-3000:]}")
+            time.sleep(0.2)
+    yield {"AWS_ENDPOINT_URL": url, "AWS_REGION": "us-east-1", "AWS_ACCESS_KEY_ID": "testing",
+           "AWS_SECRET_ACCESS_KEY": "testing"}
+    server.terminate()
+    server.wait(timeout=30)
