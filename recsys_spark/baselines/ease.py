@@ -160,7 +160,11 @@ def ease_scores(interactions: DataFrame, kept: np.ndarray, B: np.ndarray, k: int
 def recommend_ease(interactions: DataFrame, weights: tuple[np.ndarray, np.ndarray], popularity: DataFrame, k: int
                    ) -> DataFrame:
     kept, B = weights
-    scores = ease_scores(interactions, kept, B, k)
+    return rank_ease(interactions, ease_scores(interactions, kept, B, k), popularity, k)
+
+
+def rank_ease(interactions: DataFrame, scores: DataFrame, popularity: DataFrame, k: int) -> DataFrame:
+    """The top-k of every user from ease_scores' candidates (tier 1, by the user's best) over popularity (tier 0)."""
     best = F.max("score").over(Window.partitionBy("user_idx"))
     tiered = scores.select("user_idx", "item_idx", (F.lit(TIER_EASE) + F.col("score") / best).alias("score"))
     return rank_candidates(tiered.unionByName(popular_candidates(interactions, popularity, k)), interactions, k)
