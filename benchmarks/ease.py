@@ -31,38 +31,47 @@ from _measure import jvm_peak_rss_gb, peak_rss_gb, reset_jvm_peak_rss, reset_pea
 from _spark_bench import add_data_args, add_spark_args, spark_over_etl  # noqa: E402
 
 
+def tree_rss_bytes(root: int) -> int:
+    """Summed resident memory of process `root` and all its descendants, from /proc."""
+    children: dict[int, list[int]] = {}
+    rss: dict[int, int] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            fields = stat[stat.rindex(")") + 2:].split()  # after the command name, which may hold spaces
+            children.setdefault(int(fields[1]), []).append(int(entry.name))
+            rss[int(entry.name)] = int(fields[21]) * os.sysconf("SC_PAGE_SIZE")
+        except (OSError, ValueError, IndexError):
+            continue
+    total, todo = 0, [root]
+    while todo:
+        pid = todo.pop()
+        total += rss.get(pid, 0)
+        todo.extend(children.get(pid, []))
+    return total
+
+
 class TreeRss:
     """The largest summed RSS of this process and all its descendants, sampled in a thread."""
 
     def __init__(self, interval: float = 0.2):
-        import psutil
-
-        self.me, self.interval, self.peak = psutil.Process(), interval, 0
+        self.interval, self.peak = interval, 0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._thread.start()
 
-    def _sample(self) -> int:
-        import psutil
-
-        total = 0
-        for proc in [self.me, *self.me.children(recursive=True)]:
-            try:
-                total += proc.memory_info().rss
-            except psutil.Error:
-                pass
-        return total
-
     def _run(self) -> None:
         while not self._stop.is_set():
-            self.peak = max(self.peak, self._sample())
+            self.peak = max(self.peak, tree_rss_bytes(os.getpid()))
             self._stop.wait(self.interval)
 
     def reset(self) -> None:
-        self.peak = self._sample()
+        self.peak = tree_rss_bytes(os.getpid())
 
     def peak_gb(self) -> float:
-        self.peak = max(self.peak, self._sample())
+        self.peak = max(self.peak, tree_rss_bytes(os.getpid()))
         return self.peak / 2**30
 
 
