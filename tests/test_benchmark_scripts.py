@@ -2,6 +2,7 @@
 runs first): a tiny CPU run of each, not a measurement."""
 import json
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -70,6 +71,14 @@ def test_markov_counts_both_orders(warehouse):
 def test_itemcf_writes_neighbors_and_lists(warehouse):
     out = run_script("itemcf.py", "--warehouse", str(warehouse), "--neighbors", "5", "--k", "10", *SPARK)
     assert "item_neighbors:" in out and "top-10 of every user:" in out
+
+
+def test_ease_times_its_phases_and_writes_lists(warehouse):
+    out = run_script("ease.py", "--warehouse", str(warehouse), "--max-items", "60", "--k", "10", *SPARK)
+    for phase in ("kept items:", "Gram (", "solve:", "scores of every user", "top-10 ranked and written:"):
+        assert phase in out, out
+    rows = int(re.search(r"([\d,]+) rows written", out).group(1).replace(",", ""))
+    assert "process tree peak" in out and rows > 0 and rows % 10 == 0  # every listed user gets 10
 
 
 def test_als_topn_times_both_ways_and_their_agreement(warehouse, tmp_path):

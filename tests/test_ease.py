@@ -72,7 +72,7 @@ def test_lists_are_the_brute_force_ranking(spark, histories, interactions, split
     lists: dict[int, list[int]] = {}
     for row in recommend_ease(view, (kept, B), popularity, k).orderBy("user_idx", "rank").collect():
         lists.setdefault(row.user_idx, []).append(row.item_idx)
-    n_scored = 0
+    n_scored = n_full = 0
     for user, items in histories.items():
         seen = items[:-1] if split == "test" else items[:-2]
         history = np.isin(kept, seen).astype(float)
@@ -83,7 +83,9 @@ def test_lists_are_the_brute_force_ranking(spark, histories, interactions, split
         expected += [i for i in pop_order if i not in seen and i not in expected][:k - len(expected)]
         assert lists[user] == expected, user
         n_scored += bool(ranked)
+        n_full += len(ranked) >= k
     assert n_scored > N_USERS // 2
+    assert 0 < n_full < N_USERS  # users with k EASE candidates (no padding) and users padded with popularity
 
 
 def test_tied_scores_break_by_item_index(spark):

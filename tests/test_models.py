@@ -314,6 +314,60 @@ def test_lightgcn_bpr_loss_and_its_gradient_match_the_dense_reference(per_user):
     torch.testing.assert_close(model.item_emb.weight.grad.double(), item_emb.grad, rtol=1e-4, atol=1e-7)
 
 
+# the paper's reference settings (He et al. 2020, section 4.1.2, and the authors' code): 64-d embeddings, K = 3
+# layers, L2 1e-4 on the batch's layer-0 embeddings, BPR with one negative
+PAPER_SETTINGS = {"dim": 64, "n_layers": 3, "reg": 1e-4, "negatives": 1, "per_user": False}
+
+
+def test_lightgcn_at_the_papers_settings_equals_its_matrix_form_on_a_random_graph():
+    """The paper's formulas written another way than the layer loop: A = [[0, R], [R^T, 0]] over the real ids only
+    (no padding rows), A_hat = D^-1/2 A D^-1/2 (an isolated node's 0^-1/2 set to 0, as the authors' code),
+    E = (sum_k alpha_k A_hat^k) E_0 with alpha_k = 1 / (K + 1); loss = mean of -ln sigmoid(y_ui - y_uj) over the
+    batch + reg * (||e_u^0||^2 + ||e_i^0||^2 + ||e_j^0||^2) / (2 B) (the authors' `reg_loss`: layer-0 vectors of
+    the batch only). Loss and every embedding's gradient must agree."""
+    n_users, n_items = 30, 40
+    gen = torch.Generator().manual_seed(11)
+    users = torch.randint(1, n_users, (300,), generator=gen)  # user n_users and item n_items stay isolated;
+    items = torch.randint(1, n_items, (300,), generator=gen)  # repeated pairs are one edge
+    torch.manual_seed(5)
+    model = build_model("lightgcn", {"n_users": n_users, "n_items": n_items, **PAPER_SETTINGS}, "cpu").train()
+    model.set_graph(normalized_adjacency(users, items, n_users, n_items))
+
+    R = torch.zeros(n_users, n_items, dtype=torch.float64)
+    R[users - 1, items - 1] = 1.0
+    A = torch.zeros(n_users + n_items, n_users + n_items, dtype=torch.float64)
+    A[:n_users, n_users:], A[n_users:, :n_users] = R, R.T
+    d_inv_sqrt = A.sum(1).pow(-0.5)
+    d_inv_sqrt[torch.isinf(d_inv_sqrt)] = 0.0
+    A_hat = d_inv_sqrt[:, None] * A * d_inv_sqrt[None, :]
+    K = PAPER_SETTINGS["n_layers"]
+    smoothing = sum(torch.linalg.matrix_power(A_hat, k) for k in range(K + 1)) / (K + 1)
+    E0 = torch.cat([model.user_emb.weight[1:], model.item_emb.weight[1:]]).detach().double().requires_grad_()
+    E = smoothing @ E0
+    e_user, e_item = E[:n_users], E[n_users:]
+
+    batch = torch.randint(0, len(users), (64,), generator=gen)
+    b_users, b_pos = users[batch], items[batch]
+    b_neg = torch.randint(1, n_items + 1, (64,), generator=gen)
+    y_ui = (e_user[b_users - 1] * e_item[b_pos - 1]).sum(1)
+    y_uj = (e_user[b_users - 1] * e_item[b_neg - 1]).sum(1)
+    ego = E0[b_users - 1].pow(2).sum() + E0[n_users + b_pos - 1].pow(2).sum() + E0[n_users + b_neg - 1].pow(2).sum()
+    expected = -torch.log(torch.sigmoid(y_ui - y_uj)).mean() + PAPER_SETTINGS["reg"] * ego / (2 * len(batch))
+    expected.backward()
+
+    loss = model.pair_loss(b_users, b_pos, b_neg[:, None])
+    loss.backward()
+    torch.testing.assert_close(loss.double(), expected, rtol=1e-5, atol=1e-7)
+    grad_users, grad_items = model.user_emb.weight.grad.double(), model.item_emb.weight.grad.double()
+    torch.testing.assert_close(grad_users[1:], E0.grad[:n_users], rtol=1e-4, atol=1e-8)
+    torch.testing.assert_close(grad_items[1:], E0.grad[n_users:], rtol=1e-4, atol=1e-8)
+    assert not grad_users[0].any() and not grad_items[0].any()  # padding: no edge, never in a batch
+    with torch.no_grad():  # and the propagated vectors themselves, which score_users ranks by
+        got_users, got_items = model.propagate()
+    torch.testing.assert_close(got_users[1:].double(), e_user.detach(), rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(got_items[1:].double(), e_item.detach(), rtol=1e-5, atol=1e-6)
+
+
 def test_lightgcn_scores_follow_new_weights_and_a_new_graph():
     """Eval mode propagates once and reuses it; a training step, weights loaded after eval() or a new graph must
     not leave stale vectors behind."""
