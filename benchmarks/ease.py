@@ -85,7 +85,8 @@ def main() -> int:
     args = p.parse_args()
 
     from recsys_spark.baselines import BaselinesConfig, TrainTables
-    from recsys_spark.baselines.ease import ease_scores, ease_weights, gram_matrix, kept_items, rank_ease
+    from recsys_spark.baselines.common import rank_over_popularity
+    from recsys_spark.baselines.ease import ease_scores, ease_weights, gram_matrix, kept_items
     from recsys_spark.delta import read_table, table_path
     from recsys_spark.recommendations import write_recommendations
 
@@ -122,7 +123,7 @@ def main() -> int:
     candidates = phase("candidates to Spark", scores.count)
     del B
     phase(f"top-{args.k} ranked and written",
-          lambda: write_recommendations(rank_ease(tables.interactions, scores, tables.popularity, args.k), warehouse,
+          lambda: write_recommendations(rank_over_popularity(tables.interactions, scores, tables.popularity, args.k), warehouse,
                                         "ease", dt.date(2030, 1, 1), "bench", tables.items, tables.users))
     rows = read_table(spark, table_path(warehouse, "recommendations")).where("model = 'ease'").count()
     print(f"total: {sum(figures.values()):.1f} s; {candidates:,} EASE candidates, {rows:,} rows written")

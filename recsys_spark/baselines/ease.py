@@ -20,15 +20,14 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
-from pyspark.sql import DataFrame, Window
+from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
 from recsys_core.config import POSITIVE, Config, above, checked
-from recsys_spark.baselines.common import popular_candidates, rank_candidates, train_rows
+from recsys_spark.baselines.common import rank_over_popularity, train_rows
 from recsys_spark.baselines.itemcf import binary_matrix, item_block_product
 from recsys_spark.recommendations import HISTORY_SPLITS
 
-TIER_EASE = 1.0
 ITEM_BLOCK = 256   # Gram rows per task
 USER_BLOCK = 1024  # users scored at once: a block's dense scores are USER_BLOCK * max_items * 8 bytes
 GRAM_COLUMNS = "item_idx int, other_idx array<int>, co_count array<int>"
@@ -160,16 +159,4 @@ def ease_scores(interactions: DataFrame, kept: np.ndarray, B: np.ndarray, k: int
 def recommend_ease(interactions: DataFrame, weights: tuple[np.ndarray, np.ndarray], popularity: DataFrame, k: int
                    ) -> DataFrame:
     kept, B = weights
-    return rank_ease(interactions, ease_scores(interactions, kept, B, k), popularity, k)
-
-
-def rank_ease(interactions: DataFrame, scores: DataFrame, popularity: DataFrame, k: int) -> DataFrame:
-    """The top-k of every user from ease_scores' candidates (tier 1, by the user's best) over popularity (tier 0)."""
-    best = F.max("score").over(Window.partitionBy("user_idx"))
-    tiered = scores.select("user_idx", "item_idx", (F.lit(TIER_EASE) + F.col("score") / best).alias("score"))
-    # Popularity's scores are in [0, 1], EASE's tier above 1: a user with k EASE candidates never reaches the
-    # padding, so only the others get it. The lists are the same; at 25M (every user full) this spares the
-    # users * (k + n_seen) padding rows (41M) their grouping and ranking: 3.6x faster (docs/BENCHMARKS.md).
-    full = scores.groupBy("user_idx").agg(F.count(F.lit(1)).alias("n")).where(F.col("n") >= k).select("user_idx")
-    short = interactions.join(F.broadcast(full), "user_idx", "left_anti")
-    return rank_candidates(tiered.unionByName(popular_candidates(short, popularity, k)), interactions, k)
+    return rank_over_popularity(interactions, ease_scores(interactions, kept, B, k), popularity, k)

@@ -30,11 +30,10 @@ import pandas as pd
 from pyspark.sql import DataFrame, Window
 from pyspark.sql import functions as F
 
-from recsys_spark.baselines.common import popular_candidates, rank_candidates, train_rows
+from recsys_spark.baselines.common import rank_over_popularity, train_rows
 from recsys_core.config import POSITIVE, Config, Rule, at_least, checked, number_in
 from recsys_spark.recommendations import HISTORY_SPLITS, seen_pairs
 
-TIER_ITEMCF = 1.0
 ITEM_BLOCK = 256  # items per task: a block's co-count rows stay below ~200 MB at ML-25M size
 USER_BLOCK = 4096  # users scored at once on the driver: a block's sparse scores are about history * neighbors each
 NEIGHBOR_COLUMNS = "item_idx int, neighbor_idx int, similarity double, co_count long, rank int"
@@ -208,8 +207,4 @@ def row_top_k(scores, user_ids: np.ndarray, k: int) -> pd.DataFrame:
 
 def recommend_itemcf(interactions: DataFrame, neighbors: DataFrame, popularity: DataFrame, k: int,
                      config: ItemCFConfig) -> DataFrame:
-    scores = itemcf_candidates(interactions, neighbors, config, k)
-    best = F.max("score").over(Window.partitionBy("user_idx"))
-    tiered = scores.select(
-        "user_idx", "item_idx", (F.lit(TIER_ITEMCF) + F.col("score") / best).alias("score"))
-    return rank_candidates(tiered.unionByName(popular_candidates(interactions, popularity, k)), interactions, k)
+    return rank_over_popularity(interactions, itemcf_candidates(interactions, neighbors, config, k), popularity, k)
