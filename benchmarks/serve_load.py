@@ -375,19 +375,30 @@ def build_realtime_warehouse(args) -> None:
     from recsys_serve.reader import Warehouse
 
     wh = Warehouse(warehouse)
-    items = wh.query("SELECT item_idx, movieId FROM {i} WHERE item_idx IS NOT NULL ORDER BY item_idx", i="items")
+    items = wh.query("SELECT item_idx, movieId FROM {i} ORDER BY item_idx NULLS LAST, movieId", i="items")
     wh.close()
+    # Every movie of the catalogue gets an index (the rated ones keep theirs), so that the models score 59,047
+    # listable movies, as they would at ML-25M size where all of them are rated.
+    rated = ~np.ma.getmaskarray(items["item_idx"])
+    item_idx = np.zeros(len(rated), np.int64)
+    item_idx[rated] = np.asarray(items["item_idx"])[rated]
+    item_idx[~rated] = item_idx[rated].max(initial=0) + 1 + np.arange(int((~rated).sum()))
     (warehouse / "sequences").mkdir(exist_ok=True)
-    pq.write_table(pa.table({"item_idx": pa.array(items["item_idx"], pa.int32()),
-                             "movieId": pa.array(items["movieId"], pa.int64())}),
+    pq.write_table(pa.table({"item_idx": pa.array(item_idx, pa.int32()),
+                             "movieId": pa.array(np.asarray(items["movieId"]), pa.int64())}),
                    warehouse / "sequences" / "item_map.parquet")
-    n_items = max(args.items, int(np.max(items["item_idx"])))
+    n_items = int(item_idx.max())
     for model in RT_MODELS:
         path = warehouse / "models" / model / "best.pt"
         if not path.exists():
             seeded_checkpoint(path, model, n_items)
-    print(f"real-time warehouse: {len(users):,} users, {len(movies):,} rated movies of {args.items:,}; "
-          f"models at {n_items:,} items")
+    print(f"real-time warehouse: {len(users):,} users, {len(movies):,} rated movies; models at {n_items:,} items")
+
+
+def pq_movie_ids(warehouse: Path) -> np.ndarray:
+    import pyarrow.parquet as pq
+
+    return pq.read_table(warehouse / "sequences" / "item_map.parquet").column("movieId").to_numpy()
 
 
 def seeded_checkpoint(path: Path, model: str, n_items: int) -> None:
@@ -446,7 +457,7 @@ def in_process(warehouse: Path, model: str, bodies: list[bytes], threads: int, r
 def realtime_main(args) -> int:
     build_realtime_warehouse(args)
     warehouse = Path(args.rt_warehouse)
-    _, movies = warehouse_ids(warehouse)
+    movies = np.asarray(pq_movie_ids(warehouse))
     before = os.getloadavg()
     server, ready_s = start_server(warehouse, args.port, 0, ("--torch-threads", str(args.torch_threads)))
     results = {"machine": machine(), "load_average_before": [round(x, 2) for x in before],
