@@ -114,12 +114,8 @@ class SequenceModels:
         try:
             if slot.live is not None and slot.live is not live:
                 return slot.live  # another request swapped it while this one waited
-            if self.threads:
-                import torch
-
-                torch.set_num_threads(self.threads)
             try:
-                fresh = rt.LiveModel.load(self.root, name, path)
+                fresh = rt.LiveModel.load(self.root, name, path, threads=self.threads)
             except (rt.RecsysError, OSError) as exc:
                 slot.last_error = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
                 slot.failed = (path, key)  # a file still being written gets a new key when it is complete

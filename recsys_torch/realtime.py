@@ -72,7 +72,10 @@ class LiveModel:
 
     @classmethod
     def load(cls, warehouse: str | Path, model: str, path: Path | None = None,
-             sequences: str | Path | None = None) -> "LiveModel":
+             sequences: str | Path | None = None, threads: int | None = None) -> "LiveModel":
+        """`threads`: torch's intra-op threads for the process (None: leave them)."""
+        if threads:
+            torch.set_num_threads(threads)
         path = path or checkpoint_path(warehouse, model)
         if path is None:
             raise RecsysError(f"no trained {model} model: neither models/{model}/published.pt nor best.pt in "
