@@ -10,7 +10,6 @@ import shutil
 import threading
 import time
 
-import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
