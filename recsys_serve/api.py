@@ -42,6 +42,7 @@ DATE_PATTERN = r"^\d{4}-\d{2}-\d{2}$"
 UNAVAILABLE = {503: {"model": r.Error, "description": "nothing can be served right now (the reason, in one line)"}}
 ERRORS = {404: {"model": r.Error, "description": "no such user, movie, model or run date in this warehouse"},
           422: {"model": r.Error, "description": "a malformed or out-of-range request value"}, **UNAVAILABLE}
+BODY_ERRORS = {400: {"model": r.Error, "description": "a body that is not JSON"}, **ERRORS}
 # The names a browser on this machine uses for it ("testserver": FastAPI's TestClient); `--allowed-hosts` adds more.
 LOOPBACK_HOSTS = ("localhost", "127.0.0.1", "::1", "testserver")
 
@@ -178,12 +179,12 @@ def create_app(warehouse: str | FilePath, reload_interval: float = 10.0, reports
                 "items": [{**cat.movie(p), "rank": i + 1, "similarity": float(c)}
                           for i, (p, c) in enumerate(zip(*found))]}
 
-    @app.post("/recommendations", response_model=r.RealtimeList, responses=ERRORS)
+    @app.post("/recommendations", response_model=r.RealtimeList, responses=BODY_ERRORS)
     def realtime(body: r.RealtimeRequest):
         """The model's top-k for a history posted now (docs/SERVING.md, Real-time lists)."""
         return state["realtime"].lists(body.model, [body], body.k, store().snapshot)[0]
 
-    @app.post("/recommendations/batch", response_model=r.RealtimeBatch, responses=ERRORS)
+    @app.post("/recommendations/batch", response_model=r.RealtimeBatch, responses=BODY_ERRORS)
     def realtime_batch(body: r.RealtimeBatchRequest):
         """Many histories at once; a sequence model scores them in one forward."""
         return {"model": body.model, "k": body.k,
