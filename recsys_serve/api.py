@@ -30,6 +30,7 @@ from recsys_core import catalogue
 from recsys_serve import responses as r
 from recsys_serve.errors import BadRequest, NotFound, Unavailable
 from recsys_serve.reader import Warehouse
+from recsys_serve.realtime import Realtime
 from recsys_serve.store import Snapshot, Store
 
 log = logging.getLogger("recsys_serve")
@@ -41,6 +42,7 @@ DATE_PATTERN = r"^\d{4}-\d{2}-\d{2}$"
 UNAVAILABLE = {503: {"model": r.Error, "description": "nothing can be served right now (the reason, in one line)"}}
 ERRORS = {404: {"model": r.Error, "description": "no such user, movie, model or run date in this warehouse"},
           422: {"model": r.Error, "description": "a malformed or out-of-range request value"}, **UNAVAILABLE}
+BODY_ERRORS = {400: {"model": r.Error, "description": "a body that is not JSON"}, **ERRORS}
 # The names a browser on this machine uses for it ("testserver": FastAPI's TestClient); `--allowed-hosts` adds more.
 LOOPBACK_HOSTS = ("localhost", "127.0.0.1", "::1", "testserver")
 
@@ -64,12 +66,15 @@ TopK = Annotated[int, Query(ge=1, le=MAX_K, description="list length")]
 
 
 def create_app(warehouse: str | FilePath, reload_interval: float = 10.0, reports: str | FilePath | None = None,
-               history_len: int = 10, allowed_hosts: list[str] | tuple[str, ...] = LOOPBACK_HOSTS) -> FastAPI:
+               history_len: int = 10, allowed_hosts: list[str] | tuple[str, ...] = LOOPBACK_HOSTS,
+               checkpoint_interval: float = 1.0, torch_threads: int | None = None) -> FastAPI:
     """The app over `warehouse`; it loads the served tables at start-up and checks their Delta versions every
     `reload_interval` seconds (0: never). `reports`: where recsys_spark.report wrote reports/<run_date>/.
     `allowed_hosts`: the Host header values answered (host names or addresses, `*.example.com`, or `*` for any).
-    A start-up load that fails does not stop the server: it answers 503 with the reason until a reload succeeds."""
-    state: dict[str, Store] = {}
+    A start-up load that fails does not stop the server: it answers 503 with the reason until a reload succeeds.
+    `checkpoint_interval`: how often (seconds) a real-time request looks whether a sequence model's checkpoint was
+    replaced; `torch_threads`: torch's intra-op threads for them (None: torch's default)."""
+    state: dict = {}
 
     @contextlib.asynccontextmanager
     async def lifespan(_app: FastAPI):
@@ -80,6 +85,7 @@ def create_app(warehouse: str | FilePath, reload_interval: float = 10.0, reports
             log.warning("nothing to serve yet: %s", store.last_error)
         store.start_reloading(reload_interval)
         state["store"] = store
+        state["realtime"] = Realtime(store.warehouse, checkpoint_interval, torch_threads)
         try:
             yield
         finally:
@@ -172,6 +178,17 @@ def create_app(warehouse: str | FilePath, reload_interval: float = 10.0, reports
         return {"model": model, "source": vectors.source, "run_date": vectors.run_date, "item": cat.movie(pos),
                 "items": [{**cat.movie(p), "rank": i + 1, "similarity": float(c)}
                           for i, (p, c) in enumerate(zip(*found))]}
+
+    @app.post("/recommendations", response_model=r.RealtimeList, responses=BODY_ERRORS)
+    def realtime(body: r.RealtimeRequest):
+        """The model's top-k for a history posted now (docs/SERVING.md, Real-time lists)."""
+        return state["realtime"].lists(body.model, [body], body.k, store().snapshot)[0]
+
+    @app.post("/recommendations/batch", response_model=r.RealtimeBatch, responses=BODY_ERRORS)
+    def realtime_batch(body: r.RealtimeBatchRequest):
+        """Many histories at once; a sequence model scores them in one forward."""
+        return {"model": body.model, "k": body.k,
+                "lists": state["realtime"].lists(body.model, body.requests, body.k, store().snapshot, batch=True)}
 
     @app.get("/report/{plot}", response_class=FileResponse, responses=ERRORS)
     async def report_plot(plot: ReportPlot):

@@ -2,8 +2,9 @@
 from __future__ import annotations
 
 import datetime as dt
+from typing import Annotated
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field, StrictInt
 
 
 class Error(BaseModel):
@@ -110,3 +111,62 @@ class Similar(BaseModel):
     run_date: dt.date | None
     item: Movie
     items: list[SimilarMovie]
+
+
+# -- real-time lists (recsys_serve.realtime) ----------------------------------------------------------------------
+
+MAX_HISTORY = 10_000
+MAX_BATCH = 256
+MAX_ID = 2**63 - 1  # ids are Delta `long`s
+MovieId = Annotated[StrictInt, Field(ge=0, le=MAX_ID)]
+Seconds = Annotated[StrictInt, Field(ge=-2**62, le=2**62)]  # room for the + 1 s of the default query time
+
+
+class HistoryRequest(BaseModel):
+    """One history to score now (docs/SERVING.md, Real-time lists)."""
+    model_config = ConfigDict(extra="forbid")
+
+    history: list[MovieId] = Field(default_factory=list, max_length=MAX_HISTORY,
+                                     description="movieIds, oldest first (appended after the user's stored history "
+                                                 "with userId)")
+    timestamps: list[Seconds] | None = Field(None, max_length=MAX_HISTORY,
+                                               description="seconds since 1970, one per history item, non-decreasing")
+    query_timestamp: Seconds | None = Field(None, description="the time the list is for (default: the last "
+                                                               "timestamp + 1 s)")
+    userId: StrictInt | None = Field(None, ge=0, le=MAX_ID, description="start from this user's stored train + validation "
+                                                             "history")
+
+
+class RealtimeRequest(HistoryRequest):
+    model: str = Field(description="sasrec, ss4rec, popularity, markov, ar2 or itemcf")
+    k: StrictInt = Field(10, ge=1, le=100, description="list length")
+
+
+class RealtimeBatchRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    model: str
+    k: StrictInt = Field(10, ge=1, le=100)
+    requests: list[HistoryRequest] = Field(min_length=1, max_length=MAX_BATCH)
+
+
+class ScoredMovie(Movie):
+    rank: int
+    score: float = Field(description="always finite")
+
+
+class RealtimeList(BaseModel):
+    model: str
+    userId: int | None = Field(description="the user whose stored history the list started from")
+    k: int
+    source: str = Field(description="the checkpoint (models/<model>/published.pt or best.pt) or the tables")
+    loaded_at: dt.datetime | None = Field(description="when that checkpoint or table was loaded")
+    history_len: int = Field(description="movies in the history (stored + posted)")
+    used: int = Field(description="movies the model read (a sequence model's last max_len, AR(2)'s last two ...)")
+    items: list[ScoredMovie] = Field(description="best first; every movie of the history excluded")
+
+
+class RealtimeBatch(BaseModel):
+    model: str
+    k: int
+    lists: list[RealtimeList] = Field(description="one per request, in order")

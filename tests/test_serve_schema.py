@@ -9,7 +9,8 @@ from __future__ import annotations
 import pytest
 
 OPERATIONS = ["GET /health", "GET /models", "GET /users", "GET /users/{userId}/recommendations",
-              "GET /items/{movieId}/similar", "GET /report/{plot}"]
+              "GET /items/{movieId}/similar", "GET /report/{plot}", "POST /recommendations",
+              "POST /recommendations/batch"]
 EXAMPLES = 20
 
 
@@ -34,14 +35,20 @@ def test_no_5xx_and_every_response_matches_the_schema(api_schema, served_url, la
     from hypothesis import HealthCheck, given, settings
     from schemathesis import GenerationMode
 
+    from schemathesis.specs.openapi.checks import positive_data_acceptance
+
     operation = api_schema.find_operation_by_label(label)
     calls = []
+    # A real-time body the schema allows may still name movies this warehouse lacks, an empty history or timestamps
+    # out of order (a 4xx naming the field: tests/test_serve_realtime.py checks each); no 5xx and the response
+    # schema are still checked here.
+    excluded = [positive_data_acceptance] if label.startswith("POST ") else []
 
     @given(case=operation.as_strategy(generation_mode=GenerationMode(mode)))
     @settings(max_examples=EXAMPLES, derandomize=True, deadline=None, database=None,
               suppress_health_check=list(HealthCheck))
     def fuzz(case):
-        response = case.call_and_validate(base_url=served_url, timeout=10)
+        response = case.call_and_validate(base_url=served_url, timeout=10, excluded_checks=excluded)
         calls.append(response.status_code)
 
     fuzz()
