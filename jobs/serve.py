@@ -2,7 +2,8 @@
 
 Loads each model's latest lists, the users' recent history and the catalogue from the warehouse's Delta tables,
 then answers until stopped; a new run date committed by the nightly job is picked up without a restart (the
-tables' Delta versions are checked every --reload-interval seconds). Imports neither Spark nor torch.
+tables' Delta versions are checked every --reload-interval seconds). Imports neither Spark nor torch, until a
+real-time request for a sequence model (POST /recommendations) loads its checkpoint (recsys_torch.realtime).
 
 Only requests naming this server in their Host header are answered: loopback names by default (localhost,
 127.0.0.1, ::1); bound to another address, pass the names clients use with --allowed-hosts.
@@ -39,6 +40,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--allowed-hosts", default=None, metavar="NAMES",
                    help="comma-separated Host header values to answer, e.g. recsys.internal,10.0.0.5 or "
                         "'*.example.com' ('*': any). Default: the loopback names, plus --host when it is one address")
+    p.add_argument("--torch-threads", type=int, default=1,
+                   help="torch threads per real-time request of a sequence model (default 1: concurrent requests "
+                        "run side by side instead of sharing the cores' threads)")
+    p.add_argument("--checkpoint-interval", type=float, default=1.0,
+                   help="seconds between looks at a sequence model's checkpoint file for a swap (default 1)")
     return p
 
 
@@ -65,8 +71,10 @@ def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     if not 0 <= args.port <= 65535:
         raise ServeError(f"--port must be 0..65535, got {args.port}")
-    if args.reload_interval < 0 or args.history < 0:
-        raise ServeError("--reload-interval and --history must not be negative")
+    if args.reload_interval < 0 or args.history < 0 or args.checkpoint_interval < 0:
+        raise ServeError("--reload-interval, --history and --checkpoint-interval must not be negative")
+    if args.torch_threads < 1:
+        raise ServeError(f"--torch-threads must be >= 1, got {args.torch_threads}")
     hosts = allowed_hosts(args)
     from recsys_serve.reader import Warehouse
     from recsys_serve.store import SERVED_TABLES
@@ -90,7 +98,8 @@ def main(argv=None) -> int:
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     app = create_app(args.warehouse, reload_interval=args.reload_interval, reports=args.reports,
-                     history_len=args.history, allowed_hosts=hosts)
+                     history_len=args.history, allowed_hosts=hosts,
+                     checkpoint_interval=args.checkpoint_interval, torch_threads=args.torch_threads)
     uvicorn.run(app, host=args.host, port=args.port, access_log=False, log_level="info")
     return 0
 

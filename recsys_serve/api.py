@@ -31,6 +31,7 @@ from recsys_serve import responses as r
 from recsys_serve.drift import drift_report
 from recsys_serve.errors import BadRequest, NotFound, Unavailable
 from recsys_serve.reader import Warehouse
+from recsys_serve.realtime import Realtime
 from recsys_serve.store import Snapshot, Store
 
 log = logging.getLogger("recsys_serve")
@@ -66,12 +67,15 @@ TopK = Annotated[int, Query(ge=1, le=MAX_K, description="list length")]
 
 
 def create_app(warehouse: str | FilePath, reload_interval: float = 10.0, reports: str | FilePath | None = None,
-               history_len: int = 10, allowed_hosts: list[str] | tuple[str, ...] = LOOPBACK_HOSTS) -> FastAPI:
+               history_len: int = 10, allowed_hosts: list[str] | tuple[str, ...] = LOOPBACK_HOSTS,
+               checkpoint_interval: float = 1.0, torch_threads: int | None = None) -> FastAPI:
     """The app over `warehouse`; it loads the served tables at start-up and checks their Delta versions every
     `reload_interval` seconds (0: never). `reports`: where recsys_spark.report wrote reports/<run_date>/.
     `allowed_hosts`: the Host header values answered (host names or addresses, `*.example.com`, or `*` for any).
-    A start-up load that fails does not stop the server: it answers 503 with the reason until a reload succeeds."""
-    state: dict[str, Store] = {}
+    A start-up load that fails does not stop the server: it answers 503 with the reason until a reload succeeds.
+    `checkpoint_interval`: how often (seconds) a real-time request looks whether a sequence model's checkpoint was
+    replaced; `torch_threads`: torch's intra-op threads for them (None: torch's default)."""
+    state: dict = {}
 
     @contextlib.asynccontextmanager
     async def lifespan(_app: FastAPI):
@@ -82,6 +86,7 @@ def create_app(warehouse: str | FilePath, reload_interval: float = 10.0, reports
             log.warning("nothing to serve yet: %s", store.last_error)
         store.start_reloading(reload_interval)
         state["store"] = store
+        state["realtime"] = Realtime(store.warehouse, checkpoint_interval, torch_threads)
         try:
             yield
         finally:
@@ -186,6 +191,17 @@ def create_app(warehouse: str | FilePath, reload_interval: float = 10.0, reports
     def drift(run_date: RunDate = None):
         """How far a run's input and lists moved from the last published run's (the nightly's drift step)."""
         return drift_report(store().warehouse, parse_date(run_date))
+
+    @app.post("/recommendations", response_model=r.RealtimeList, responses=ERRORS)
+    def realtime(body: r.RealtimeRequest):
+        """The model's top-k for a history posted now (docs/SERVING.md, Real-time lists)."""
+        return state["realtime"].lists(body.model, [body], body.k, store().snapshot)[0]
+
+    @app.post("/recommendations/batch", response_model=r.RealtimeBatch, responses=ERRORS)
+    def realtime_batch(body: r.RealtimeBatchRequest):
+        """Many histories at once; a sequence model scores them in one forward."""
+        return {"model": body.model, "k": body.k,
+                "lists": state["realtime"].lists(body.model, body.requests, body.k, store().snapshot, batch=True)}
 
     @app.get("/report/{plot}", response_class=FileResponse, responses=ERRORS)
     async def report_plot(plot: ReportPlot):

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import datetime as dt
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field, StrictInt
 
 
 class Error(BaseModel):
@@ -138,3 +138,59 @@ class Drift(BaseModel):
     run_dates: list[dt.date] = Field(description="every run date the drift table has, newest first")
     rows: list[DriftRow]
     warnings: list[str] = Field(description="the rows' warning lines")
+
+
+# -- real-time lists (recsys_serve.realtime) ----------------------------------------------------------------------
+
+MAX_HISTORY = 10_000
+MAX_BATCH = 256
+
+
+class HistoryRequest(BaseModel):
+    """One history to score now (docs/SERVING.md, Real-time lists)."""
+    model_config = ConfigDict(extra="forbid")
+
+    history: list[StrictInt] = Field(default_factory=list, max_length=MAX_HISTORY,
+                                     description="movieIds, oldest first (appended after the user's stored history "
+                                                 "with userId)")
+    timestamps: list[StrictInt] | None = Field(None, max_length=MAX_HISTORY,
+                                               description="seconds since 1970, one per history item, non-decreasing")
+    query_timestamp: StrictInt | None = Field(None, description="the time the list is for (default: the last "
+                                                               "timestamp + 1 s)")
+    userId: StrictInt | None = Field(None, ge=0, description="start from this user's stored train + validation "
+                                                             "history")
+
+
+class RealtimeRequest(HistoryRequest):
+    model: str = Field(description="sasrec, ss4rec, popularity, markov, ar2 or itemcf")
+    k: StrictInt = Field(10, ge=1, le=100, description="list length")
+
+
+class RealtimeBatchRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    model: str
+    k: StrictInt = Field(10, ge=1, le=100)
+    requests: list[HistoryRequest] = Field(min_length=1, max_length=MAX_BATCH)
+
+
+class ScoredMovie(Movie):
+    rank: int
+    score: float = Field(description="always finite")
+
+
+class RealtimeList(BaseModel):
+    model: str
+    userId: int | None = Field(description="the user whose stored history the list started from")
+    k: int
+    source: str = Field(description="the checkpoint (models/<model>/published.pt or best.pt) or the tables")
+    loaded_at: dt.datetime | None = Field(description="when that checkpoint or table was loaded")
+    history_len: int = Field(description="movies in the history (stored + posted)")
+    used: int = Field(description="movies the model read (a sequence model's last max_len, AR(2)'s last two ...)")
+    items: list[ScoredMovie] = Field(description="best first; every movie of the history excluded")
+
+
+class RealtimeBatch(BaseModel):
+    model: str
+    k: int
+    lists: list[RealtimeList] = Field(description="one per request, in order")

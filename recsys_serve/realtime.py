@@ -1,0 +1,406 @@
+"""Real-time lists (POST /recommendations): a model's top-k for a history posted now, the history excluded.
+
+- Sequence models (SASRec, SS4Rec) score the history with the checkpoint `recsys topn` would use:
+  models/<model>/published.pt when it exists, else best.pt (recsys_torch.realtime, imported on the first such
+  request: the server imports no torch until then). Each model is loaded once; every `check_interval` seconds a
+  request looks at the file (inode, mtime, size) and, when it changed, one request loads the new one while the
+  others keep using the old; the new model is swapped in by one assignment, so a request in flight finishes on
+  the model it started with. A checkpoint that cannot be loaded (half copied, another code version) leaves the
+  previous one served and is tried again at the next check.
+- Count models answer from their tables, as `recsys baselines` scores a stored history (recsys_spark.baselines):
+  popularity (global train counts: exact unless `baselines.popularity.recent_days` is set), markov (AR(1) from
+  transitions_ar1 + popularity), ar2 (transitions_ar2, then AR(1), then popularity, as score tiers), itemcf (the
+  item_neighbors of the newest 20 items weighted 0.8^back — the defaults of `baselines.itemcf`, which the server
+  does not read — normalised into tier 1, popularity below). Loaded at first use, again when the table's Delta
+  version moves.
+- Every other model (ALS, NCF, LightGCN, genre, hybrid, EASE, the ensemble) scores users it was fitted on, not a
+  new history: a 422 that says so.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+from recsys_core import catalogue
+from recsys_serve.errors import BadRequest, NotFound, Unavailable
+from recsys_serve.reader import Warehouse
+
+log = logging.getLogger("recsys_serve")
+
+TABLE_MODELS = ("popularity", "markov", "ar2", "itemcf")
+TABLE_SOURCES = {"popularity": ("interactions",), "markov": ("transitions_ar1", "interactions"),
+                 "ar2": ("transitions_ar2", "transitions_ar1", "interactions"),
+                 "itemcf": ("item_neighbors", "interactions")}
+SEQUENCE_MODELS = ("sasrec", "ss4rec")  # the catalogue's torch models that read a history (recsys_torch checks)
+MAX_HISTORY = 10_000  # a posted history longer than this is refused before anything else (sequence models: max_len)
+ITEMCF_HISTORY, ITEMCF_DECAY = 20, 0.8  # baselines.itemcf.history / recency_decay defaults
+TIER_AR1, TIER_AR2, TIER_ITEMCF = 1.0, 2.0, 1.0
+
+
+@dataclass(frozen=True)
+class History:
+    """One request's history: movieIds oldest first, their timestamps (None: none given), the query time, the
+    userId it started from, and how many of its items were posted (the rest are the user's stored history)."""
+    movie_ids: np.ndarray
+    timestamps: np.ndarray | None
+    query_timestamp: int | None
+    user_id: int | None
+    posted: int
+
+
+def can_score(model: str) -> bool:
+    return model in SEQUENCE_MODELS or model in TABLE_MODELS
+
+
+def check_model(name: str) -> catalogue.Model:
+    try:
+        model = catalogue.find(name)
+    except Exception:  # noqa: BLE001 - the catalogue's one message
+        raise BadRequest(f"model: unknown model {name!r}; one of: {', '.join(catalogue.names())}") from None
+    if not can_score(name):
+        raise BadRequest(f"model: {name!r} cannot score a new history ({model.summary}: it scores the users it was "
+                         f"fitted on); models that can: {', '.join((*SEQUENCE_MODELS, *TABLE_MODELS))}")
+    return model
+
+
+# -- sequence models ---------------------------------------------------------------------------------------------
+
+class _Slot:
+    def __init__(self):
+        self.live = None  # recsys_torch.realtime.LiveModel
+        self.checked = 0.0
+        self.lock = threading.Lock()
+        self.last_error: str | None = None
+        self.failed: tuple | None = None  # (path, key) of a checkpoint that could not be loaded: not retried
+
+
+class SequenceModels:
+    """The loaded sequence models of one warehouse, each swapped when its checkpoint file changes."""
+
+    def __init__(self, root, check_interval: float = 1.0, threads: int | None = None):
+        self.root = root
+        self.check_interval = check_interval
+        self.threads = threads
+        self._slots = {name: _Slot() for name in SEQUENCE_MODELS}
+        self.swaps = 0
+
+    def get(self, name: str):
+        from recsys_torch import realtime as rt  # torch: imported on the first sequence-model request
+
+        slot = self._slots[name]
+        live, now = slot.live, time.monotonic()
+        if live is not None and now - slot.checked < self.check_interval:
+            return live
+        path = rt.checkpoint_path(self.root, name)
+        if path is None:
+            if live is not None:
+                return live  # the file went away under a served model: keep serving it
+            raise NotFound(f"model: {name!r} has no checkpoint in this warehouse (models/{name}/published.pt or "
+                           f"best.pt; run `recsys train --model {name}`)")
+        try:
+            key = rt.file_key(path)
+        except OSError:
+            return self._first_or_current(live, name)
+        if live is not None and ((live.path, live.key) == (path, key) or slot.failed == (path, key)):
+            slot.checked = now
+            return live
+        # Changed (or never loaded): one request loads, the others keep the current model meanwhile.
+        if not slot.lock.acquire(blocking=live is None):
+            return live
+        try:
+            if slot.live is not None and slot.live is not live:
+                return slot.live  # another request swapped it while this one waited
+            if self.threads:
+                import torch
+
+                torch.set_num_threads(self.threads)
+            try:
+                fresh = rt.LiveModel.load(self.root, name, path)
+            except (rt.RecsysError, OSError) as exc:
+                slot.last_error = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+                slot.failed = (path, key)  # a file still being written gets a new key when it is complete
+                if live is None:
+                    raise Unavailable(f"model: {name}'s checkpoint cannot be loaded: {slot.last_error}") from None
+                log.warning("%s: keeping the served model, the new checkpoint cannot be loaded: %s", name,
+                            slot.last_error)
+                return live
+            slot.live, slot.checked = fresh, time.monotonic()
+            if live is not None:
+                self.swaps += 1
+                log.info("%s: serving %s (replaced)", name, path)
+            return fresh
+        finally:
+            slot.lock.release()
+
+    @staticmethod
+    def _first_or_current(live, name: str):
+        if live is None:
+            raise Unavailable(f"model: {name}'s checkpoint cannot be read right now")
+        return live
+
+
+# -- count models ------------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class ItemSpace:
+    """The ranking catalogue of the count models: item_idx <-> movieId, and the global train popularity."""
+    movie_of: np.ndarray  # int64 [max item_idx + 1], -1: none
+    table: np.ndarray  # int32 movieId -> item_idx (-1)
+    pop_score: np.ndarray  # float64 per item_idx: train count / max train count (0 for idx 0 / unrated)
+
+    def indices(self, movie_ids: np.ndarray) -> np.ndarray:
+        out = np.full(len(movie_ids), -1, np.int64)
+        inside = (movie_ids >= 0) & (movie_ids < len(self.table))
+        out[inside] = self.table[movie_ids[inside]]
+        return out
+
+
+def _item_space(warehouse: Warehouse) -> ItemSpace:
+    items = warehouse.query("SELECT movieId, item_idx FROM {items} WHERE item_idx IS NOT NULL", items="items")
+    idx, movies = np.asarray(items["item_idx"], np.int64), np.asarray(items["movieId"], np.int64)
+    movie_of = np.full(int(idx.max(initial=0)) + 1, -1, np.int64)
+    movie_of[idx] = movies
+    table = np.full(int(movies.max(initial=0)) + 1, -1, np.int32)
+    table[movies] = idx
+    counts = warehouse.query("SELECT item_idx, count(*) AS n FROM {i} WHERE split = 'train' AND item_idx IS NOT "
+                             "NULL GROUP BY item_idx", i="interactions")
+    train = np.zeros(len(movie_of), np.float64)
+    cidx = np.asarray(counts["item_idx"], np.int64)
+    ok = (cidx >= 0) & (cidx < len(train))
+    train[cidx[ok]] = np.asarray(counts["n"], np.float64)[ok]
+    pop = train / train.max() if train.max() > 0 else train
+    pop[movie_of < 0] = -np.inf  # index 0 and gaps: never listed
+    return ItemSpace(movie_of, table, pop)
+
+
+@dataclass(frozen=True)
+class Transitions:
+    """A transition table as sorted state keys: the successors of state s are rows start[s]..end[s]."""
+    keys: np.ndarray  # int64, ascending
+    next_idx: np.ndarray
+    weight: np.ndarray  # prob (AR) or similarity (ItemCF)
+
+    @classmethod
+    def load(cls, warehouse: Warehouse, sql: str, table: str) -> "Transitions":
+        rows = warehouse.query(sql, t=table)
+        keys = np.asarray(rows["k"], np.int64)
+        order = np.argsort(keys, kind="stable")
+        return cls(keys[order], np.asarray(rows["n"], np.int64)[order], np.asarray(rows["w"], np.float64)[order])
+
+    def of(self, key: int) -> tuple[np.ndarray, np.ndarray]:
+        lo, hi = np.searchsorted(self.keys, key, "left"), np.searchsorted(self.keys, key, "right")
+        return self.next_idx[lo:hi], self.weight[lo:hi]
+
+
+AR_KEY = 1 << 32  # AR(2) state key: prev2 * AR_KEY + prev
+
+
+class CountModels:
+    """The count models' tables, loaded at first use and again when a table's Delta version moves."""
+
+    def __init__(self, warehouse: Warehouse):
+        self.warehouse = warehouse
+        self._cache: dict = {}
+        self._lock = threading.Lock()
+
+    def _get(self, name: str, load, tables: tuple[str, ...]):
+        for table in tables:
+            if not self.warehouse.exists(table):
+                raise NotFound(f"model: {name!r} needs the {table} table, which this warehouse lacks (run "
+                               f"`recsys baselines`)")
+        versions = tuple(self.warehouse.version(t) for t in tables)
+        hit = self._cache.get(name)
+        if hit is not None and hit[0] == versions:
+            return hit[1]
+        with self._lock:
+            hit = self._cache.get(name)
+            if hit is None or hit[0] != versions:
+                hit = (versions, load(), time.time())
+                self._cache[name] = hit
+            return hit[1]
+
+    def loaded_at(self, name: str) -> float | None:
+        hit = self._cache.get(name)
+        return None if hit is None else hit[2]
+
+    def space(self) -> ItemSpace:
+        return self._get("items", lambda: _item_space(self.warehouse), ("items", "interactions"))
+
+    def ar1(self) -> Transitions:
+        return self._get("ar1", lambda: Transitions.load(
+            self.warehouse, "SELECT prev_item_idx::BIGINT AS k, next_item_idx AS n, prob AS w FROM {t}",
+            "transitions_ar1"), ("transitions_ar1",))
+
+    def ar2(self) -> Transitions:
+        return self._get("ar2", lambda: Transitions.load(
+            self.warehouse, f"SELECT prev2_item_idx::BIGINT * {AR_KEY} + prev_item_idx AS k, next_item_idx AS n, "
+            "prob AS w FROM {t}", "transitions_ar2"), ("transitions_ar2",))
+
+    def neighbors(self) -> Transitions:
+        return self._get("itemcf", lambda: Transitions.load(
+            self.warehouse, "SELECT item_idx::BIGINT AS k, neighbor_idx AS n, similarity AS w FROM {t}",
+            "item_neighbors"), ("item_neighbors",))
+
+    def top_k(self, model: str, history: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray, int]:
+        """(movieIds, scores, items read) of `model`'s k best items after `history` (item indices, oldest first)."""
+        space = self.space()
+        scores = space.pop_score.copy()  # tier 0: popularity pads every list
+        used = 0
+        if model == "markov" or model == "ar2":
+            if len(history):
+                nxt, prob = self.ar1().of(int(history[-1]))
+                np.maximum.at(scores, nxt, TIER_AR1 + prob)
+                used = 1
+            if model == "ar2" and len(history) >= 2:
+                nxt, prob = self.ar2().of(int(history[-2]) * AR_KEY + int(history[-1]))
+                np.maximum.at(scores, nxt, TIER_AR2 + prob)
+                used = 2
+        elif model == "itemcf":
+            recent = history[::-1]
+            seen_recent: list[int] = []
+            for item in recent:  # the newest ITEMCF_HISTORY distinct items, newest first
+                if int(item) not in seen_recent:
+                    seen_recent.append(int(item))
+                if len(seen_recent) == ITEMCF_HISTORY:
+                    break
+            total = np.zeros(len(scores))
+            neighbors = self.neighbors()
+            for back, item in enumerate(seen_recent):
+                nxt, sim = neighbors.of(item)
+                np.add.at(total, nxt, ITEMCF_DECAY ** back * sim)
+            best = total.max(initial=0.0)
+            if best > 0:
+                hit = total > 0
+                scores[hit] = np.maximum(scores[hit], TIER_ITEMCF + total[hit] / best)
+            used = len(seen_recent)
+        scores[history[(history >= 0) & (history < len(scores))]] = -np.inf
+        top = _top(scores, k)
+        return space.movie_of[top], scores[top], used
+
+
+def _top(scores: np.ndarray, k: int) -> np.ndarray:
+    """Indices of the k highest finite scores, ties by ascending index (the Spark baselines' order)."""
+    finite = np.isfinite(scores)
+    k = min(k, int(finite.sum()))
+    if k <= 0:
+        return np.zeros(0, np.int64)
+    threshold = np.partition(scores[finite], -k)[-k]
+    candidates = np.flatnonzero(finite & (scores >= threshold))
+    order = np.lexsort((candidates, -scores[candidates]))
+    return candidates[order[:k]]
+
+
+# -- one request -------------------------------------------------------------------------------------------------
+
+class Realtime:
+    """Turns posted histories into lists: checks them (a BadRequest naming the field), adds a userId's stored
+    history, and asks the model."""
+
+    def __init__(self, warehouse: Warehouse, check_interval: float = 1.0, threads: int | None = None):
+        self.warehouse = warehouse
+        self.sequence = SequenceModels(warehouse.root, check_interval, threads)
+        self.counts = CountModels(warehouse)
+
+    def stored_history(self, user_id: int) -> tuple[np.ndarray, np.ndarray]:
+        """The user's train + validation movieIds and timestamps by seq: the history `recsys topn` scored."""
+        rows = self.warehouse.query("SELECT movieId, timestamp FROM {i} WHERE userId = ? AND split IN "
+                                    "('train', 'validation') ORDER BY seq", [user_id], i="interactions")
+        return np.asarray(rows["movieId"], np.int64), np.asarray(rows["timestamp"], np.int64)
+
+    def history(self, request, snapshot, field: str = "") -> History:
+        """The request's history, checked: `field` prefixes the names in the messages (a batch's requests[i].)."""
+        posted = np.asarray(request.history, np.int64)
+        stamps = None if request.timestamps is None else np.asarray(request.timestamps, np.int64)
+        if stamps is not None and len(stamps) != len(posted):
+            raise BadRequest(f"{field}timestamps: {len(stamps)} values for {len(posted)} history items (one "
+                             f"timestamp per movie)")
+        unknown = posted[snapshot.movies.positions(posted) < 0]
+        if len(unknown):
+            shown = ", ".join(str(m) for m in dict.fromkeys(unknown.tolist()))
+            raise BadRequest(f"{field}history: unknown movieId(s) {_clip(shown)} (not in the items table)")
+        movie_ids = posted
+        if request.userId is not None:
+            if snapshot.histories.position(request.userId) is None:
+                raise NotFound(f"{field}userId: unknown user {request.userId}")
+            stored, stored_ts = self.stored_history(request.userId)
+            if stamps is None and len(posted):  # posted without times: rated now
+                stamps = np.full(len(posted), int(time.time()), np.int64)
+            movie_ids = np.concatenate([stored, posted])
+            stamps = np.concatenate([stored_ts, stamps if stamps is not None else np.zeros(0, np.int64)])
+        if len(movie_ids) == 0:
+            raise BadRequest(f"{field}history: empty; give at least one movieId (or a userId that has a stored "
+                             f"history)")
+        if stamps is not None and len(stamps) > 1:
+            back = np.flatnonzero(np.diff(stamps) < 0)
+            if len(back):
+                i = int(back[0]) + 1 - (len(stamps) - len(posted))
+                where = f"[{i}]" if i >= 0 else " (the first posted one is before the stored history's last)"
+                raise BadRequest(f"{field}timestamps{where}: not non-decreasing ({stamps[back[0] + 1]} after "
+                                 f"{stamps[back[0]]})")
+        if request.query_timestamp is not None and stamps is not None and request.query_timestamp < stamps[-1]:
+            raise BadRequest(f"{field}query_timestamp: {request.query_timestamp} is before the last timestamp "
+                             f"{stamps[-1]}")
+        return History(movie_ids, stamps, request.query_timestamp, request.userId, len(posted))
+
+    def lists(self, model: str, requests: list, k: int, snapshot, batch: bool = False) -> list[dict]:
+        check_model(model)
+        histories = [self.history(r, snapshot, f"requests[{i}]." if batch else "") for i, r in enumerate(requests)]
+        if model in SEQUENCE_MODELS:
+            return self._sequence_lists(model, histories, k, snapshot, batch)
+        found = [self.counts.top_k(model, self.counts.space().indices(h.movie_ids), k) for h in histories]
+        source = "+".join(TABLE_SOURCES[model][:-1]) or "interactions (train counts)"
+        if model != "popularity":
+            source += " + popularity"
+        loaded = self.counts.loaded_at("items")
+        return [_body(snapshot, model, h, k, ids, scores, used, source, loaded)
+                for h, (ids, scores, used) in zip(histories, found)]
+
+    def _sequence_lists(self, model: str, histories: list[History], k: int, snapshot, batch: bool) -> list[dict]:
+        from recsys_torch.realtime import Query
+
+        live = self.sequence.get(model)  # this request's model, whatever a swap does meanwhile
+        queries = []
+        for i, h in enumerate(histories):
+            if h.posted > live.max_len:
+                name = f"requests[{i}].history" if batch else "history"
+                raise BadRequest(f"{name}: {h.posted} items, more than {model}'s max_len {live.max_len} (the "
+                                 f"longest history it reads)")
+            idx = live.indices(h.movie_ids)
+            known = idx > 0
+            queries.append(Query(idx[known], None if h.timestamps is None else h.timestamps[known],
+                                 h.query_timestamp, idx[known]))
+        empty = [i for i, q in enumerate(queries) if len(q.items) == 0]
+        if empty:
+            name = f"requests[{empty[0]}].history" if batch else "history"
+            raise BadRequest(f"{name}: none of its movies is in {model}'s item map (movies nobody rated in train)")
+        try:
+            found = live.top_k(queries, k)
+        except Exception as exc:  # noqa: BLE001 - a non-finite forward: one line, 503
+            raise Unavailable(f"model: {model}: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") \
+                from None
+        source = str(live.path.relative_to(self.warehouse.root)) if live.path.is_relative_to(self.warehouse.root) \
+            else str(live.path)
+        return [_body(snapshot, model, h, k, ids, scores, min(len(q.items), live.max_len), source, live.loaded_at)
+                for h, q, (ids, scores) in zip(histories, queries, found)]
+
+
+def _clip(text: str, limit: int = 200) -> str:
+    return text if len(text) <= limit else text[:limit].rsplit(",", 1)[0] + ", ..."
+
+
+def _body(snapshot, model: str, h: History, k: int, movie_ids: np.ndarray, scores: np.ndarray, used: int,
+          source: str, loaded_at: float | None) -> dict:
+    import datetime as dt
+
+    cat = snapshot.movies
+    positions = cat.positions(movie_ids)
+    items = [{**cat.movie(int(p)), "rank": rank, "score": float(s)}
+             for rank, (p, s) in enumerate(((p, s) for p, s in zip(positions.tolist(), scores.tolist())
+                                            if p >= 0 and np.isfinite(s)), start=1)]
+    return {"model": model, "userId": h.user_id, "k": k, "source": source,
+            "loaded_at": None if loaded_at is None else dt.datetime.fromtimestamp(loaded_at, dt.timezone.utc),
+            "history_len": int(len(h.movie_ids)), "used": int(used), "items": items}
