@@ -141,6 +141,35 @@ def test_choose_models_and_run_date_search_titles_and_see_the_drift(browser, ser
     assert page.locator("#movie-results li").count() == len(found["movies"]) >= 3
     assert page.locator("#movie-results li .title").first.inner_text().startswith(found["movies"][0]["title"])
 
+    # the real-time panel: two picked movies, and the lists scored now update; a model without a checkpoint here
+    # (sasrec) says so in its card
+    def posted(history):
+        request = urllib.request.Request(served_url + "/recommendations", method="POST",
+                                         data=json.dumps({"model": "ar2", "history": history, "k": 10}).encode(),
+                                         headers={"content-type": "application/json"})
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return [m["title"] for m in json.loads(response.read())["items"]]
+
+    picked = [m["movieId"] for m in found["movies"][:2]]
+    page.locator("#movie-results li button.add").nth(0).click()
+    page.wait_for_selector(".rt-list[data-model=ar2] li", timeout=20_000)
+    page.locator("#movie-results li button.add").nth(1).click()
+    page.wait_for_function("document.querySelectorAll('#rt-history li').length === 2")
+    expected = posted(picked)
+    page.wait_for_function(
+        f"(document.querySelector('.rt-list[data-model=ar2] li') || {{}}).textContent?.startsWith({json.dumps(expected[0])})",
+        timeout=20_000)
+    shown = page.locator(".rt-list[data-model=ar2] li").all_inner_texts()
+    assert len(shown) == len(expected) > 0 and all(text.startswith(title) for text, title in zip(shown, expected))
+    assert page.locator(".rt-list[data-model=markov] li").count() > 0
+    assert "checkpoint" in page.locator(".rt-list[data-model=sasrec] .note").inner_text()
+    page.locator("#rt-history li").nth(0).click()  # remove the first pick: the lists follow
+    expected = posted(picked[1:])
+    page.wait_for_function("document.querySelectorAll('#rt-history li').length === 1")
+    page.wait_for_function(
+        f"(document.querySelector('.rt-list[data-model=ar2] li') || {{}}).textContent?.startsWith({json.dumps(expected[0])})",
+        timeout=20_000)
+
     # the drift panel: the drift table's rows of the newest run, warnings highlighted
     drift = get("/drift")
     page.wait_for_selector("#drift-table tbody tr", timeout=20_000)
