@@ -76,12 +76,20 @@ def row(run_date: dt.date, kind: str, metric: str, value: float | None, previous
 # What tonight is compared with
 
 
+def as_date(value) -> dt.date | None:
+    """A date read back from a Delta table: a partition column comes back from the hive-style paths as text."""
+    if value is None or isinstance(value, dt.date):
+        return value
+    return dt.date.fromisoformat(str(value)[:10])
+
+
 def last_published_run(warehouse: str | Path, run_date: dt.date) -> dict | None:
     """The newest row of the `runs` table before `run_date` (None without the table or such a run)."""
     path = table_path(warehouse, RUNS_TABLE)
     if not table_exists(path):
         return None
-    runs = [r for r in read_arrow(path).to_pylist() if r["run_date"] is not None and r["run_date"] < run_date]
+    runs = [{**r, "run_date": as_date(r["run_date"])} for r in read_arrow(path).to_pylist()]
+    runs = [r for r in runs if r["run_date"] is not None and r["run_date"] < run_date]
     if not runs:
         return None
     run = max(runs, key=lambda r: (r["run_date"], str(r.get("published_at") or "")))
@@ -272,7 +280,7 @@ def load_drift(warehouse: str | Path, run_date: dt.date | None = None) -> list[d
     path = table_path(warehouse, DRIFT_TABLE)
     if not table_exists(path):
         return []
-    rows = read_arrow(path).to_pylist()
+    rows = [{**r, "run_date": as_date(r["run_date"])} for r in read_arrow(path).to_pylist()]
     if run_date is None and rows:
         run_date = max(r["run_date"] for r in rows)
     order = {"input": 0, "output": 1}
