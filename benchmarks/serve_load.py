@@ -15,6 +15,17 @@ of one model is committed: the time until /models serves it, and the errors mean
 127.0.0.1; every loop is bounded in count and time.
 Goals on 2 cores: >= 1,000 requests/s with p99 <= 20 ms and no errors; ready <= 30 s; RSS <= 2 GB; a new run date
 served within 60 s under load without failed requests.
+
+    .venv/bin/python benchmarks/serve_load.py --realtime           # POST /recommendations at 59,047 items
+
+Real-time mode (--realtime): a small generated warehouse with the full 59,047-movie catalogue (--rt-users users,
+--rt-ratings ratings, through the real ETL), its item map written as `recsys export-sequences` writes it, and
+SASRec and SS4Rec checkpoints of their default configs (conf/: hidden 64, 2 layers, max_len 200) at 59,047 items
+with seeded initial weights: the work of a forward does not depend on the weights' values, so the latency is a
+trained model's. `recsys serve` in its own process (--torch-threads), then for each model: one connection posting
+one random history of --rt-history movies with timestamps (the single form), then two connections, then the batch
+form with --rt-batch histories a request; and the same forward in-process without HTTP (where the time goes).
+Goal: p99 <= 15 ms for one history of 50 items on 2 cores.
 """
 from __future__ import annotations
 
@@ -204,10 +215,11 @@ def compare_readers(warehouse: Path, model: str, users: np.ndarray, lookups: int
 
 # ---- the server ---------------------------------------------------------------------------------------------
 
-def start_server(warehouse: Path, port: int, reload_interval: float) -> tuple[subprocess.Popen, float]:
+def start_server(warehouse: Path, port: int, reload_interval: float,
+                 extra: tuple[str, ...] = ()) -> tuple[subprocess.Popen, float]:
     started = time.perf_counter()
     server = subprocess.Popen([sys.executable, "-m", "jobs.cli", "serve", "--warehouse", str(warehouse), "--host",
-                               HOST, "--port", str(port), "--reload-interval", str(reload_interval)], cwd=REPO,
+                               HOST, "--port", str(port), "--reload-interval", str(reload_interval), *extra], cwd=REPO,
                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline:
@@ -239,8 +251,11 @@ def get_json(port: int, path: str) -> dict:
 class Load:
     """Keep-alive HTTP/1.1 connections to 127.0.0.1, one request in flight each; bounded by time and count."""
 
-    def __init__(self, port: int, paths: list[bytes], duration: float, max_requests: int, connections: int):
+    def __init__(self, port: int, paths: list[bytes], duration: float, max_requests: int, connections: int,
+                 bodies: list[bytes] | None = None):
+        """`bodies`: POST each (JSON) to paths[0] instead of GET paths."""
         self.port, self.paths, self.duration = port, paths, duration
+        self.bodies = bodies
         self.max_requests, self.connections = max_requests, connections
         self.latencies: list[float] = []
         self.errors: dict[str, int] = {}
@@ -251,9 +266,15 @@ class Load:
         try:
             while time.perf_counter() < deadline and self.sent < self.max_requests:
                 self.sent += 1
-                path = random.choice(self.paths)
+                if self.bodies is None:
+                    request = b"GET " + random.choice(self.paths) + b" HTTP/1.1\r\nHost: " + HOST.encode() + b"\r\n\r\n"
+                else:
+                    body = random.choice(self.bodies)
+                    request = (b"POST " + self.paths[0] + b" HTTP/1.1\r\nHost: " + HOST.encode() +
+                               b"\r\nContent-Type: application/json\r\nContent-Length: " + str(len(body)).encode() +
+                               b"\r\n\r\n" + body)
                 started = time.perf_counter()
-                writer.write(b"GET " + path + b" HTTP/1.1\r\nHost: " + HOST.encode() + b"\r\n\r\n")
+                writer.write(request)
                 head = await reader.readuntil(b"\r\n\r\n")
                 status = head[9:12]
                 length = 0
@@ -277,6 +298,7 @@ class Load:
         lat = np.array(self.latencies) * 1000
         return {"requests": len(lat), "seconds": round(elapsed, 2), "rps": round(len(lat) / elapsed),
                 "p50_ms": round(float(np.percentile(lat, 50)), 2) if len(lat) else None,
+                "p95_ms": round(float(np.percentile(lat, 95)), 2) if len(lat) else None,
                 "p99_ms": round(float(np.percentile(lat, 99)), 2) if len(lat) else None,
                 "max_ms": round(float(lat.max()), 1) if len(lat) else None,
                 "errors": sum(self.errors.values()), "error_kinds": self.errors}
@@ -329,6 +351,151 @@ def remove_new_run_date(warehouse: Path, model: str) -> None:
         f"model = '{model}' AND run_date = '{NEW_RUN_DATE.isoformat()}'")
 
 
+# ---- real-time lists (--realtime) ---------------------------------------------------------------------------
+
+RT_MODELS = ("sasrec", "ss4rec")
+
+
+def build_realtime_warehouse(args) -> None:
+    """Generated data with the full catalogue through the real ETL, the item map, a stored list (the server needs
+    one table of lists) and seeded checkpoints of the default SASRec and SS4Rec at --items items."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    data, warehouse = Path(args.rt_data), Path(args.rt_warehouse)
+    if not (data / "ratings.csv").exists():
+        run([sys.executable, "-m", "jobs.cli", "generate", "--out", str(data), "--users", str(args.rt_users),
+             "--items", str(args.items), "--ratings", str(args.rt_ratings), "--quiet"], "generate")
+    if not (warehouse / "interactions" / "_delta_log").is_dir():
+        run([sys.executable, "-m", "jobs.cli", "etl", "--data", str(data), "--warehouse", str(warehouse),
+             "mlflow.enabled=false"], "etl", env={**os.environ, "RECSYS_DELTA_WRITER": "delta-rs"})
+    users, movies = warehouse_ids(warehouse)
+    if not written_partitions(warehouse):
+        write_lists(warehouse, "popularity", RUN_DATE, users, movies, seed=0)
+    from recsys_serve.reader import Warehouse
+
+    wh = Warehouse(warehouse)
+    items = wh.query("SELECT item_idx, movieId FROM {i} ORDER BY item_idx NULLS LAST, movieId", i="items")
+    wh.close()
+    # Every movie of the catalogue gets an index (the rated ones keep theirs), so that the models score 59,047
+    # listable movies, as they would at ML-25M size where all of them are rated.
+    rated = ~np.ma.getmaskarray(items["item_idx"])
+    item_idx = np.zeros(len(rated), np.int64)
+    item_idx[rated] = np.asarray(items["item_idx"])[rated]
+    item_idx[~rated] = item_idx[rated].max(initial=0) + 1 + np.arange(int((~rated).sum()))
+    (warehouse / "sequences").mkdir(exist_ok=True)
+    pq.write_table(pa.table({"item_idx": pa.array(item_idx, pa.int32()),
+                             "movieId": pa.array(np.asarray(items["movieId"]), pa.int64())}),
+                   warehouse / "sequences" / "item_map.parquet")
+    n_items = int(item_idx.max())
+    for model in RT_MODELS:
+        path = warehouse / "models" / model / "best.pt"
+        if not path.exists():
+            seeded_checkpoint(path, model, n_items)
+    print(f"real-time warehouse: {len(users):,} users, {len(movies):,} rated movies; models at {n_items:,} items")
+
+
+def pq_movie_ids(warehouse: Path) -> np.ndarray:
+    import pyarrow.parquet as pq
+
+    return pq.read_table(warehouse / "sequences" / "item_map.parquet").column("movieId").to_numpy()
+
+
+def seeded_checkpoint(path: Path, model: str, n_items: int) -> None:
+    import torch
+    import yaml
+
+    from recsys_torch import checkpoint
+    from recsys_torch.models import build_model
+
+    section = dict(yaml.safe_load((REPO / "conf" / f"{model}.yaml").read_text())[model])
+    config = {**section, "n_items": n_items, "max_len": 200}
+    torch.manual_seed(0)
+    net = build_model(model, config, "cpu")
+    checkpoint.save_best(path, model, config, net, 0, {}, {})
+
+
+def realtime_bodies(movies: np.ndarray, model: str, history: int, batch: int, n: int = 500,
+                    seed: int = 0) -> tuple[list[bytes], list[bytes]]:
+    """n single-form bodies (one random history of `history` distinct movies, increasing timestamps) and n // 10
+    batch-form bodies of `batch` such histories."""
+    rng = np.random.default_rng(seed)
+
+    def one() -> dict:
+        stamps = 1_500_000_000 + np.cumsum(rng.integers(1, 86_400 * 30, history))
+        return {"history": rng.choice(movies, history, replace=False).tolist(), "timestamps": stamps.tolist()}
+
+    single = [json.dumps({"model": model, "k": 10, **one()}).encode() for _ in range(n)]
+    batched = [json.dumps({"model": model, "k": 10, "requests": [one() for _ in range(batch)]}).encode()
+               for _ in range(max(1, n // 10))]
+    return single, batched
+
+
+def in_process(warehouse: Path, model: str, bodies: list[bytes], threads: int, rounds: int = 300) -> dict:
+    """The same forward without HTTP: recsys_torch.realtime.LiveModel.top_k on one history, ms per call (wall and
+    CPU time)."""
+    import torch
+
+    from recsys_torch.realtime import LiveModel, Query
+
+    torch.set_num_threads(threads)
+    live = LiveModel.load(warehouse, model)
+    queries = []
+    for body in bodies[:rounds]:
+        request = json.loads(body)
+        idx = live.indices(np.asarray(request["history"]))
+        queries.append(Query(idx, np.asarray(request["timestamps"]), None, idx))
+    for q in queries[:20]:
+        live.top_k([q], 10)
+    lat, cpu = [], []
+    for q in queries:
+        started, started_cpu = time.perf_counter(), time.thread_time()
+        live.top_k([q], 10)
+        lat.append((time.perf_counter() - started) * 1000)
+        cpu.append((time.thread_time() - started_cpu) * 1000)
+    # CPU time of the calling thread (one torch thread): what a call costs on a core of its own, whatever the
+    # machine's load does to the wall time
+    return {**{f"p{p}_ms": round(float(np.percentile(lat, p)), 2) for p in (50, 95, 99)},
+            **{f"cpu_p{p}_ms": round(float(np.percentile(cpu, p)), 2) for p in (50, 99)}}
+
+
+def realtime_main(args) -> int:
+    build_realtime_warehouse(args)
+    warehouse = Path(args.rt_warehouse)
+    movies = np.asarray(pq_movie_ids(warehouse))
+    before = os.getloadavg()
+    server, ready_s = start_server(warehouse, args.port, 0, ("--torch-threads", str(args.torch_threads)))
+    results = {"machine": machine(), "load_average_before": [round(x, 2) for x in before],
+               "torch_threads": args.torch_threads, "history": args.rt_history, "batch": args.rt_batch}
+    try:
+        for model in RT_MODELS:
+            single, batched = realtime_bodies(movies, model, args.rt_history, args.rt_batch)
+            path = [b"/recommendations"]
+            asyncio.run(Load(args.port, path, 3, 300, 1, single).run())  # warm-up: loads the checkpoint
+            figures = {
+                "single_1_connection": asyncio.run(Load(args.port, path, args.duration, args.max_requests, 1,
+                                                        single).run()),
+                "single_2_connections": asyncio.run(Load(args.port, path, args.duration, args.max_requests, 2,
+                                                         single).run()),
+                "batch_1_connection": asyncio.run(Load(args.port, [b"/recommendations/batch"], args.duration,
+                                                       args.max_requests, 1, batched).run()),
+            }
+            figures["batch_1_connection"]["histories_per_s"] = figures["batch_1_connection"]["rps"] * args.rt_batch
+            figures["in_process_forward"] = in_process(warehouse, model, single, args.torch_threads)
+            results[model] = figures
+            print(model, json.dumps(figures), flush=True)
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+    results["load_average_after"] = [round(x, 2) for x in os.getloadavg()]
+    print(json.dumps(results, indent=1))
+    for model in RT_MODELS:
+        for name, f in results[model].items():
+            print(f"{model} {name}: p50 {f['p50_ms']} ms, p95 {f['p95_ms']} ms, p99 {f['p99_ms']} ms"
+                  + (f", {f['rps']:,} req/s, {f['errors']} errors" if "rps" in f else ""))
+    return 0
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data", default=str(REPO / ".bench" / "ml25m"), help="generated CSVs (made when missing)")
@@ -345,9 +512,19 @@ def main(argv=None) -> int:
     p.add_argument("--reload-interval", type=float, default=5.0, help="the server's --reload-interval")
     p.add_argument("--no-reload", action="store_true", help="skip the hot-reload phase")
     p.add_argument("--no-readers", action="store_true", help="skip the reader comparison")
+    p.add_argument("--realtime", action="store_true", help="measure POST /recommendations instead (see above)")
+    p.add_argument("--rt-data", default=str(REPO / ".bench" / "rt59k"))
+    p.add_argument("--rt-warehouse", default=str(REPO / ".bench" / "serve_rt59k"))
+    p.add_argument("--rt-users", type=int, default=3_000)
+    p.add_argument("--rt-ratings", type=int, default=300_000)
+    p.add_argument("--rt-history", type=int, default=50, help="movies in each posted history")
+    p.add_argument("--rt-batch", type=int, default=32, help="histories in each batch request")
+    p.add_argument("--torch-threads", type=int, default=1, help="the server's --torch-threads")
     args = p.parse_args(argv)
     args.models = args.models.split(",")
     print(machine())
+    if args.realtime:
+        return realtime_main(args)
     build_warehouse(args)
     warehouse = Path(args.warehouse)
     users, movies = warehouse_ids(warehouse)

@@ -114,12 +114,8 @@ class SequenceModels:
         try:
             if slot.live is not None and slot.live is not live:
                 return slot.live  # another request swapped it while this one waited
-            if self.threads:
-                import torch
-
-                torch.set_num_threads(self.threads)
             try:
-                fresh = rt.LiveModel.load(self.root, name, path)
+                fresh = rt.LiveModel.load(self.root, name, path, threads=self.threads)
             except (rt.RecsysError, OSError) as exc:
                 slot.last_error = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
                 slot.failed = (path, key)  # a file still being written gets a new key when it is complete
@@ -207,11 +203,13 @@ class CountModels:
         self._cache: dict = {}
         self._lock = threading.Lock()
 
-    def _get(self, name: str, load, tables: tuple[str, ...]):
-        for table in tables:
+    def require(self, model: str) -> None:
+        for table in TABLE_SOURCES[model]:
             if not self.warehouse.exists(table):
-                raise NotFound(f"model: {name!r} needs the {table} table, which this warehouse lacks (run "
+                raise NotFound(f"model: {model!r} needs the {table} table, which this warehouse lacks (run "
                                f"`recsys baselines`)")
+
+    def _get(self, name: str, load, tables: tuple[str, ...]):
         versions = tuple(self.warehouse.version(t) for t in tables)
         hit = self._cache.get(name)
         if hit is not None and hit[0] == versions:
@@ -247,6 +245,7 @@ class CountModels:
 
     def top_k(self, model: str, history: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray, int]:
         """(movieIds, scores, items read) of `model`'s k best items after `history` (item indices, oldest first)."""
+        self.require(model)
         space = self.space()
         scores = space.pop_score.copy()  # tier 0: popularity pads every list
         used = 0
@@ -352,7 +351,7 @@ class Realtime:
         if model in SEQUENCE_MODELS:
             return self._sequence_lists(model, histories, k, snapshot, batch)
         found = [self.counts.top_k(model, self.counts.space().indices(h.movie_ids), k) for h in histories]
-        source = "+".join(TABLE_SOURCES[model][:-1]) or "interactions (train counts)"
+        source = " + ".join(TABLE_SOURCES[model][:-1]) or "interactions (train counts)"
         if model != "popularity":
             source += " + popularity"
         loaded = self.counts.loaded_at("items")

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import datetime as dt
+from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field, StrictInt
 
@@ -144,20 +145,23 @@ class Drift(BaseModel):
 
 MAX_HISTORY = 10_000
 MAX_BATCH = 256
+MAX_ID = 2**63 - 1  # ids are Delta `long`s
+MovieId = Annotated[StrictInt, Field(ge=0, le=MAX_ID)]
+Seconds = Annotated[StrictInt, Field(ge=-2**62, le=2**62)]  # room for the + 1 s of the default query time
 
 
 class HistoryRequest(BaseModel):
     """One history to score now (docs/SERVING.md, Real-time lists)."""
     model_config = ConfigDict(extra="forbid")
 
-    history: list[StrictInt] = Field(default_factory=list, max_length=MAX_HISTORY,
+    history: list[MovieId] = Field(default_factory=list, max_length=MAX_HISTORY,
                                      description="movieIds, oldest first (appended after the user's stored history "
                                                  "with userId)")
-    timestamps: list[StrictInt] | None = Field(None, max_length=MAX_HISTORY,
+    timestamps: list[Seconds] | None = Field(None, max_length=MAX_HISTORY,
                                                description="seconds since 1970, one per history item, non-decreasing")
-    query_timestamp: StrictInt | None = Field(None, description="the time the list is for (default: the last "
+    query_timestamp: Seconds | None = Field(None, description="the time the list is for (default: the last "
                                                                "timestamp + 1 s)")
-    userId: StrictInt | None = Field(None, ge=0, description="start from this user's stored train + validation "
+    userId: StrictInt | None = Field(None, ge=0, le=MAX_ID, description="start from this user's stored train + validation "
                                                              "history")
 
 

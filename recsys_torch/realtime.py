@@ -67,11 +67,15 @@ class LiveModel:
     index_table: np.ndarray  # int32: movieId -> item index (-1: none)
     max_len: int
     step: int | None
+    unlisted: torch.Tensor  # item indices without a movie (0, padding, and any the item map lacks): never listed
     loaded_at: float = field(default_factory=time.time)
 
     @classmethod
     def load(cls, warehouse: str | Path, model: str, path: Path | None = None,
-             sequences: str | Path | None = None) -> "LiveModel":
+             sequences: str | Path | None = None, threads: int | None = None) -> "LiveModel":
+        """`threads`: torch's intra-op threads for the process (None: leave them)."""
+        if threads:
+            torch.set_num_threads(threads)
         path = path or checkpoint_path(warehouse, model)
         if path is None:
             raise RecsysError(f"no trained {model} model: neither models/{model}/published.pt nor best.pt in "
@@ -99,7 +103,9 @@ class LiveModel:
         index_table = np.full(int(movie_ids.max(initial=0)) + 1, -1, np.int32)
         index_table[movie_ids[known]] = np.flatnonzero(known).astype(np.int32)
         matrix = net.item_emb.weight.detach().float().contiguous()
-        return cls(model, path, key, net, matrix, movie_ids, index_table, int(net.cfg.max_len), state.get("step"))
+        unlisted = torch.from_numpy(np.flatnonzero(~known))
+        return cls(model, path, key, net, matrix, movie_ids, index_table, int(net.cfg.max_len), state.get("step"),
+                   unlisted)
 
     def indices(self, movie_ids: np.ndarray) -> np.ndarray:
         """Model indices of `movie_ids` (int64; -1 where the model has none)."""
@@ -130,7 +136,7 @@ class LiveModel:
         if not bool(torch.isfinite(hidden).all()):  # a diverged checkpoint: no list rather than NaN scores
             raise RecsysError(f"{self.path} gives non-finite scores for this history: retrain the model")
         logits = F.linear(hidden.float(), self.item_matrix)
-        logits[:, 0] = float("-inf")
+        logits[:, self.unlisted] = float("-inf")
         for row, q in enumerate(queries):
             seen = q.items if q.exclude is None else q.exclude
             if len(seen):

@@ -3,7 +3,8 @@
 recsys_core is imported by everyone and imports none of them (nor Spark, torch or pyarrow at module level);
 recsys_spark and recsys_torch meet only through files, never through imports; nothing but the entry points' own
 callers (tests, benchmarks, scripts) imports jobs; the reading side (recsys_serve) and the generator (recsys_data)
-import neither Spark nor torch.
+import neither Spark nor torch (recsys_serve reaches recsys_torch.realtime only inside a function, for a real-time
+request of a sequence model).
 """
 from __future__ import annotations
 
@@ -74,6 +75,9 @@ def violations(path: Path) -> list[str]:
             bad.append(f"{where}: only tests, benchmarks and scripts import the entry points")
         elif owner in ("recsys_serve", "recsys_data") and target in ("pyspark", "torch"):
             bad.append(f"{where}: {owner} imports neither Spark nor torch")
+        elif owner == "recsys_serve" and target in ("recsys_spark", "recsys_torch") and imp.top_level:
+            bad.append(f"{where}: recsys_serve imports recsys_torch only inside a function (torch loads with the "
+                       f"first real-time request of a sequence model), and never recsys_spark at module level")
     return bad
 
 

@@ -10,7 +10,6 @@ import shutil
 import threading
 import time
 
-import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
@@ -102,7 +101,8 @@ def test_a_posted_history_gets_the_list_topn_wrote(client, warehouse, model):
         assert answer["userId"] == user and answer["source"] == f"models/{model}/best.pt"
         assert_same_list(answer, *lists[user])
 
-    long_user = next(u for u in users if len(user_history(warehouse, u)[0]) > 25)
+    long_user = min((u for u in users if len(user_history(warehouse, u)[0]) > 25),
+                    key=lambda u: len(user_history(warehouse, u)[0]))
     movies, stamps = user_history(warehouse, long_user)
     one = client.post("/recommendations", json={"model": model, "history": movies[-20:], "timestamps": stamps[-20:],
                                                  "k": 100})
@@ -111,8 +111,9 @@ def test_a_posted_history_gets_the_list_topn_wrote(client, warehouse, model):
     assert answer["history_len"] == 20 and answer["used"] == 20 and answer["userId"] is None
     older = set(movies[:-20])
     kept = [m for m in answer["items"] if m["movieId"] not in older][:K]
-    assert [m["movieId"] for m in kept] == lists[long_user][0]
-    assert [m["score"] for m in kept] == pytest.approx(lists[long_user][1], rel=1e-4, abs=1e-5)
+    assert len(kept) >= 10
+    assert [m["movieId"] for m in kept] == lists[long_user][0][:len(kept)]
+    assert [m["score"] for m in kept] == pytest.approx(lists[long_user][1][:len(kept)], rel=1e-4, abs=1e-5)
     assert not set(movies[-20:]) & {m["movieId"] for m in answer["items"]}
 
 

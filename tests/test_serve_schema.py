@@ -9,7 +9,8 @@ from __future__ import annotations
 import pytest
 
 OPERATIONS = ["GET /health", "GET /models", "GET /users", "GET /users/{userId}/recommendations",
-              "GET /items/{movieId}/similar", "GET /report/{plot}"]
+              "GET /items/{movieId}/similar", "GET /report/{plot}", "POST /recommendations",
+              "POST /recommendations/batch"]
 EXAMPLES = 20
 
 
