@@ -21,6 +21,7 @@ COMMANDS = {
     "ensemble": ("jobs.ensemble", "blend of ensemble.models' lists, weights chosen on validation NDCG@10 (+ its top-N)"),
     "topn": ("jobs.topn", "top-K of one model for every user -> recommendations (Delta)"),
     "evaluate": ("jobs.evaluate", "one evaluator for every model -> metrics (Delta)"),
+    "drift": ("jobs.drift", "input and output drift against the last published run -> drift (Delta), warnings"),
     "tune": ("jobs.tune", "Optuna study of one model's tune.<model> space on validation NDCG@10"),
     "pipeline": ("jobs.pipeline", "the nightly run: every step above, skipping unchanged inputs"),
     "serve": ("jobs.serve", "read-only API and web page over the warehouse (each model's latest top-N)"),

@@ -199,6 +199,7 @@ def run_nightly(args, cfg, layer, resolve, pipe, run_date, data, warehouse, cons
         console.print(f"[{style}]{result.status:>7}[/] {result.name:<20} {result.seconds:7.1f}s")
 
     report = registered = table = metrics = None
+    drift_lines: list[str] = []
     with mlflow.start_run(experiment_id=env["MLFLOW_EXPERIMENT_ID"], run_name=f"pipeline {run_date}",
                           tags={"recsys.step": "pipeline", "recsys.run_date": str(run_date)}) as parent:
         mlflow.log_params({"data": str(data), "warehouse": str(warehouse), "run_date": str(run_date)})
@@ -220,6 +221,10 @@ def run_nightly(args, cfg, layer, resolve, pipe, run_date, data, warehouse, cons
             for model, row in table.iterrows():
                 for metric, value in row.dropna().items():
                     mlflow.log_metric(f"{model}.{metric.replace('@', '_at_')}", float(value))
+        if status.get("drift") in ("ran", "skipped"):  # its warnings, read back from the drift table
+            from recsys_spark.drift import load_drift, warnings
+
+            drift_lines = warnings(load_drift(warehouse, run_date))
         if "failed" in status.values():
             mlflow.set_tag("recsys.failed_steps", ",".join(n for n, s in status.items() if s == "failed"))
 
@@ -233,7 +238,7 @@ def run_nightly(args, cfg, layer, resolve, pipe, run_date, data, warehouse, cons
         console.print(f"registered: {registered}")
     if report is not None:
         console.print(f"report: {report}")
-    print("\n".join(["", f"nightly {run_date}:", *summary(results)]))
+    print("\n".join(["", f"nightly {run_date}:", *summary(results), *drift_lines]))
     failures = [line for line in summary(results) if line.startswith("FAILED ")]
     if failures:
         print("\n".join(failures), file=sys.stderr)

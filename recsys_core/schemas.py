@@ -6,7 +6,7 @@ from __future__ import annotations
 # The Delta tables under <warehouse>/ by name (an ALS model named <name> writes <name>_user_factors and
 # <name>_item_factors: recsys_core.catalogue.factor_tables).
 TABLES = ("interactions", "items", "users", "tags", "rejects", "etl_report", "recommendations",
-          "recommendations_validation", "metrics", "transitions_ar1", "transitions_ar2", "item_neighbors",
+          "recommendations_validation", "metrics", "drift", "transitions_ar1", "transitions_ar2", "item_neighbors",
           "als_user_factors", "als_item_factors", "item_embeddings")
 
 # Sequence shards (<warehouse>/sequences): meta.json's keys, in the order the export writes them.

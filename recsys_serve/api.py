@@ -28,6 +28,7 @@ from fastapi.middleware.trustedhost import TrustedHostMiddleware
 
 from recsys_core import catalogue
 from recsys_serve import responses as r
+from recsys_serve.drift import drift_report
 from recsys_serve.errors import BadRequest, NotFound, Unavailable
 from recsys_serve.reader import Warehouse
 from recsys_serve.realtime import Realtime
@@ -53,6 +54,7 @@ class ReportPlot(str, enum.Enum):
     ndcg_hr = "ndcg_hr.png"
     metric_at_k = "metric_at_k.png"
     training_curves = "training_curves.png"
+    drift = "drift.png"
 
 
 # The catalogue's names, and als_<name> for an ALS fitted under another name: the schema says exactly what exists.
@@ -147,6 +149,13 @@ def create_app(warehouse: str | FilePath, reload_interval: float = 10.0, reports
         return {"users": [{"userId": int(histories.user_ids[p]), "n_interactions": int(histories.n_interactions[p])}
                           for p in positions[:limit]], "total": len(positions)}
 
+    @app.get("/movies", response_model=r.MovieSearch, responses=ERRORS)
+    async def movies(q: Annotated[str, Query(min_length=1, max_length=100, description="part of the title")],
+                     limit: Annotated[int, Query(ge=1, le=100)] = 20):
+        cat = store().snapshot.movies
+        found = cat.search(q.strip() or q)
+        return {"movies": [cat.movie(p) for p in found[:limit]], "total": len(found)}
+
     @app.get("/users/{userId}/recommendations", response_model=r.Recommendations, responses=ERRORS)
     async def recommendations(userId: Annotated[int, Path(ge=0, le=MAX_ID)], model: ModelName,  # noqa: N803
                               k: TopK = 10,
@@ -178,6 +187,11 @@ def create_app(warehouse: str | FilePath, reload_interval: float = 10.0, reports
         return {"model": model, "source": vectors.source, "run_date": vectors.run_date, "item": cat.movie(pos),
                 "items": [{**cat.movie(p), "rank": i + 1, "similarity": float(c)}
                           for i, (p, c) in enumerate(zip(*found))]}
+
+    @app.get("/drift", response_model=r.Drift, responses=ERRORS)
+    def drift(run_date: RunDate = None):
+        """How far a run's input and lists moved from the last published run's (the nightly's drift step)."""
+        return drift_report(store().warehouse, parse_date(run_date))
 
     @app.post("/recommendations", response_model=r.RealtimeList, responses=BODY_ERRORS)
     def realtime(body: r.RealtimeRequest):

@@ -77,6 +77,14 @@ class Movies:
         return {"movieId": int(self.movie_ids[pos]), "title": self.titles[pos], "genres": self.genres[pos],
                 "year": self.years[pos]}
 
+    def search(self, text: str) -> list[int]:
+        """Positions of the movies whose title contains `text` (any case): titles that start with it first, then
+        by title."""
+        needle = text.casefold()
+        found = [(not title.casefold().startswith(needle), title.casefold(), pos)
+                 for pos, title in enumerate(self.titles) if needle in title.casefold()]
+        return [pos for *_, pos in sorted(found)]
+
 
 @dataclass(frozen=True)
 class Histories:

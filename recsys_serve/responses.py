@@ -65,6 +65,11 @@ class Movie(BaseModel):
     year: int | None
 
 
+class MovieSearch(BaseModel):
+    movies: list[Movie] = Field(description="titles that start with the text first, then by title")
+    total: int = Field(description="movies whose title contains the text")
+
+
 class RankedMovie(Movie):
     rank: int
     score: float = Field(description="always finite: list rows with a NaN or infinite score are not served")
@@ -111,6 +116,29 @@ class Similar(BaseModel):
     run_date: dt.date | None
     item: Movie
     items: list[SimilarMovie]
+
+
+class DriftRow(BaseModel):
+    kind: str = Field(description="`input` (the interactions) or `output` (one model's list)")
+    model: str | None
+    metric: str
+    k: int | None
+    value: float | None
+    previous: float | None = Field(description="the same measure before, where it has one")
+    ci_low: float | None = Field(description="ndcg_change: the paired bootstrap interval over the test users")
+    ci_high: float | None
+    compared_to: str | None = Field(description="what tonight was compared with")
+    threshold: float | None
+    warning: str | None = Field(description="the warning line when the value is beyond its threshold")
+
+
+class Drift(BaseModel):
+    """One run date of the `drift` table (docs/SCHEMAS.md)."""
+
+    run_date: dt.date
+    run_dates: list[dt.date] = Field(description="every run date the drift table has, newest first")
+    rows: list[DriftRow]
+    warnings: list[str] = Field(description="the rows' warning lines")
 
 
 # -- real-time lists (recsys_serve.realtime) ----------------------------------------------------------------------

@@ -8,6 +8,7 @@ import datetime as dt
 import json
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from recsys_spark.delta import read_arrow, table_exists, table_path
@@ -93,6 +94,38 @@ def to_markdown(table: pd.DataFrame) -> str:
     return "\n".join([header, rule, *body]) + "\n"
 
 
+def bar_errors(metrics: pd.DataFrame, table: pd.DataFrame, columns: list[str]) -> np.ndarray:
+    """The error bars of `table[columns]` (comparison_table rows) from the metrics' bootstrap intervals, as
+    matplotlib takes asymmetric ones per bar series: [column, (below, above), model], value - ci_low and
+    ci_high - value; 0 where a row has no interval."""
+    errors = np.zeros((len(columns), 2, len(table.index)))
+    if "ci_low" not in metrics.columns:
+        return errors
+    for c, column in enumerate(columns):
+        metric, k = column.split("@")
+        rows = metrics[(metrics["metric"] == metric) & (metrics["k"] == int(k))].set_index("model")
+        for m, model in enumerate(table.index):
+            if model in rows.index and pd.notna(rows.at[model, "ci_low"]):
+                value = table.at[model, column]
+                errors[c, :, m] = [value - rows.at[model, "ci_low"], rows.at[model, "ci_high"] - value]
+    return errors
+
+
+def interval_bars(metrics: pd.DataFrame, table: pd.DataFrame, columns: list[str], title: str):
+    """A bar chart of `table[columns]` per model with each bar's bootstrap interval (bar_errors); None when the
+    table has none of the columns."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    columns = [c for c in columns if c in table.columns]
+    if not columns:
+        return None
+    ax = table[columns].plot.bar(figsize=(8, 4), rot=30, title=title, yerr=bar_errors(metrics, table, columns),
+                                 capsize=3, error_kw={"elinewidth": 1})
+    ax.figure.tight_layout()
+    return ax.figure
+
+
 def _plots(metrics: pd.DataFrame, table: pd.DataFrame, out: Path, curves: dict[str, list[dict]]) -> list[str]:
     import matplotlib
 
@@ -100,12 +133,11 @@ def _plots(metrics: pd.DataFrame, table: pd.DataFrame, out: Path, curves: dict[s
     import matplotlib.pyplot as plt
 
     made = []
-    bars = [c for c in ("hr@10", "ndcg@10") if c in table.columns]
-    if bars:
-        ax = table[bars].plot.bar(figsize=(8, 4), rot=30, title="HR@10 and NDCG@10 per model (test, full ranking)")
-        ax.figure.tight_layout()
-        ax.figure.savefig(out / "ndcg_hr.png", dpi=110)
-        plt.close(ax.figure)
+    figure = interval_bars(metrics, table, ["hr@10", "ndcg@10"],
+                           "HR@10 and NDCG@10 per model (test, full ranking; 95% bootstrap intervals)")
+    if figure is not None:
+        figure.savefig(out / "ndcg_hr.png", dpi=110)
+        plt.close(figure)
         made.append("ndcg_hr.png")
     ranked = metrics[metrics["metric"].isin(["ndcg", "hr"]) & metrics["k"].notna()]
     if not ranked.empty:
@@ -136,6 +168,77 @@ def _plots(metrics: pd.DataFrame, table: pd.DataFrame, out: Path, curves: dict[s
         plt.close(fig)
         made.append("training_curves.png")
     return made
+
+
+INPUT_PLOTTED = ("psi_item_popularity", "psi_rating", "new_user_share", "new_item_share")
+
+
+def drift_figure(rows: list[dict]):
+    """The drift of one run date (recsys_spark.drift rows): the input measures against their thresholds, each
+    model's list overlap and coverage change, and each model's NDCG change with its paired interval. None without
+    rows."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    if not rows:
+        return None
+    fig, axes = plt.subplots(1, 3, figsize=(13, 4))
+    inputs = {r["metric"]: r for r in rows if r["kind"] == "input" and r["metric"] in INPUT_PLOTTED}
+    names = [m for m in INPUT_PLOTTED if m in inputs]
+    warned = ["tab:red" if inputs[m]["warning"] else "tab:blue" for m in names]
+    axes[0].bar(range(len(names)), [inputs[m]["value"] for m in names], color=warned)
+    axes[0].scatter(range(len(names)), [inputs[m]["threshold"] for m in names], marker="_", s=400, color="black",
+                    label="threshold", zorder=3)
+    axes[0].set_xticks(range(len(names)), [n.replace("_", " ") for n in names], rotation=20, fontsize=8)
+    axes[0].set_title("input: this load vs the one before")
+    axes[0].legend(fontsize=8)
+    outputs = [r for r in rows if r["kind"] == "output"]
+    models = sorted({r["model"] for r in outputs})
+    overlap = {r["model"]: r["value"] for r in outputs if r["metric"] == "list_overlap"}
+    cover = {r["model"]: (r["value"] / r["previous"] - 1.0) for r in outputs
+             if r["metric"] == "coverage" and r["previous"]}
+    x = np.arange(len(models))
+    axes[1].bar(x - 0.2, [overlap.get(m, np.nan) for m in models], 0.4, label="list overlap@k")
+    axes[1].bar(x + 0.2, [cover.get(m, np.nan) for m in models], 0.4, label="coverage@k change (relative)")
+    axes[1].axhline(0, color="black", linewidth=0.5)
+    axes[1].set_xticks(x, models, rotation=30, fontsize=8)
+    axes[1].set_title("lists: tonight vs the last published")
+    axes[1].legend(fontsize=8)
+    ndcg = {r["model"]: r for r in outputs if r["metric"] == "ndcg_change"}
+    shown = [m for m in models if m in ndcg]
+    values = np.array([ndcg[m]["value"] for m in shown])
+    errors = np.array([[ndcg[m]["value"] - ndcg[m]["ci_low"], ndcg[m]["ci_high"] - ndcg[m]["value"]]
+                       for m in shown]).T.reshape(2, len(shown))
+    if shown:
+        axes[2].errorbar(np.arange(len(shown)), values, yerr=errors, fmt="none", capsize=4, ecolor="tab:gray")
+        axes[2].scatter(np.arange(len(shown)), values, zorder=3,
+                        color=["tab:red" if ndcg[m]["warning"] else "tab:blue" for m in shown])
+    axes[2].axhline(0, color="black", linewidth=0.5)
+    axes[2].set_xticks(np.arange(len(shown)), shown, rotation=30, fontsize=8)
+    axes[2].set_title("NDCG@k now - before (95% paired interval)")
+    fig.tight_layout()
+    return fig
+
+
+def drift_markdown(rows: list[dict]) -> list[str]:
+    """The report's drift section: a row per measure, the warnings first."""
+    from recsys_spark.drift import warnings
+
+    def number(value):
+        return "" if value is None else f"{value:.4f}"
+
+    lines = ["## Drift", "", "Tonight against the last published run (else the previous load and run date); "
+             "thresholds in conf/drift.yaml.", ""]
+    lines += [f"- **{line}**" for line in warnings(rows)] + ([""] if warnings(rows) else [])
+    lines += ["| kind | model | metric | value | before | 95% interval | compared with |", "|---|---|---|---:|---:|---|---|"]
+    for r in rows:
+        ci = "" if r["ci_low"] is None else f"[{r['ci_low']:+.4f}, {r['ci_high']:+.4f}]"
+        metric = r["metric"] + (f"@{r['k']}" if r["k"] else "") + (" ⚠" if r["warning"] else "")
+        lines.append(f"| {r['kind']} | {r['model'] or ''} | {metric} | {number(r['value'])} | "
+                     f"{number(r['previous'])} | {ci} | {r['compared_to'] or ''} |")
+    return lines + [""]
 
 
 def training_curves(warehouse: str | Path) -> dict[str, list[dict]]:
@@ -169,6 +272,16 @@ def write_report(warehouse: str | Path, reports_dir: str | Path, run_date: dt.da
                   "paired (the same resampled users) and marked (noise) when its interval holds zero.", "",
                   to_markdown(intervals)]
     lines += [f"![{name}]({name})" for name in images]
+    from recsys_spark.drift import load_drift
+
+    drift = load_drift(warehouse, run_date)
+    figure = drift_figure(drift)
+    if figure is not None:
+        import matplotlib.pyplot as plt
+
+        figure.savefig(out / "drift.png", dpi=110)
+        plt.close(figure)
+        lines += ["", *drift_markdown(drift), "![drift.png](drift.png)"]
     report = out / "report.md"
     report.write_text("\n".join(lines) + "\n")
     table.to_csv(out / "metrics.csv")

@@ -42,6 +42,11 @@ METRICS = pa.schema([
     ("metric", pa.string()), ("k", pa.int32()), ("value", pa.float64()), ("ci_low", pa.float64()),
     ("ci_high", pa.float64()),
 ])
+DRIFT = pa.schema([  # recsys_spark.drift
+    ("run_date", pa.date32()), ("kind", pa.string()), ("model", pa.string()), ("metric", pa.string()),
+    ("k", pa.int32()), ("value", pa.float64()), ("previous", pa.float64()), ("ci_low", pa.float64()),
+    ("ci_high", pa.float64()), ("compared_to", pa.string()), ("threshold", pa.float64()), ("warning", pa.string()),
+])
 TRANSITIONS_AR1 = pa.schema([("prev_item_idx", pa.int32()), ("next_item_idx", pa.int32()), ("count", pa.int64()),
                              ("prob", pa.float64()), ("rank", pa.int32())])
 TRANSITIONS_AR2 = pa.schema([("prev2_item_idx", pa.int32()), *TRANSITIONS_AR1])
@@ -69,7 +74,7 @@ USER_MAP = pa.schema([("user_idx", pa.int32()), ("userId", pa.int64())])  # user
 # Delta tables by name (`<warehouse>/<name>`; `<name>_user_factors` for any ALS model name) and shards by path.
 TABLES = {"interactions": INTERACTIONS, "items": ITEMS, "users": USERS, "tags": TAGS, "rejects": REJECTS,
           "etl_report": ETL_REPORT, "recommendations": RECOMMENDATIONS,
-          "recommendations_validation": RECOMMENDATIONS, "metrics": METRICS,
+          "recommendations_validation": RECOMMENDATIONS, "metrics": METRICS, "drift": DRIFT,
           "transitions_ar1": TRANSITIONS_AR1, "transitions_ar2": TRANSITIONS_AR2, "item_neighbors": ITEM_NEIGHBORS,
           "als_user_factors": USER_FACTORS, "als_item_factors": ITEM_FACTORS}
 # Written by recsys_torch's top-N step (no Spark code writes them), declared here too so that the contract is one.

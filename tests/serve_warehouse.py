@@ -1,7 +1,9 @@
 """A warehouse for the serving tests, made from ml-latest-small with the project's own writers, no training beyond a
 tiny ALS: the real ETL tables (copied from conftest's ml_small_warehouse), the popularity, Markov and AR(2)
 baselines' top-20 on two run dates, a small ALS fit (item factors + its top-20), an untrained SASRec's item
-embeddings through the torch top-N step's export, the evaluator's metrics with intervals, and the comparison report.
+embeddings through the torch top-N step's export, the evaluator's metrics with intervals, the drift step's rows (the
+first load: its last 30 days against the rest; popularity's list against its earlier run date) and the comparison
+report.
 """
 from __future__ import annotations
 
@@ -22,6 +24,7 @@ def build(spark, etl_warehouse: Path, root: Path) -> dict:
     from recsys_spark.als_topn import write_als_topn
     from recsys_spark.baselines import BaselinesConfig, run_baselines, topn
     from recsys_spark.delta import read_table, table_path
+    from recsys_spark.drift import DriftConfig, measure, write_drift
     from recsys_spark.evaluate import EvaluateConfig, evaluate
     from recsys_spark.report import write_report
 
@@ -39,6 +42,7 @@ def build(spark, etl_warehouse: Path, root: Path) -> dict:
 
     write_sasrec_embeddings(warehouse)
     evaluate(spark, warehouse, run_date=LATEST, config=EvaluateConfig(ks=[10], bootstrap_resamples=200))
+    write_drift(measure(spark, warehouse, LATEST, DriftConfig(bootstrap_resamples=200)), warehouse, LATEST)
     reports = root / "reports"
     write_report(warehouse, reports, LATEST)
     return {"warehouse": warehouse, "reports": reports}

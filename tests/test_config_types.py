@@ -73,6 +73,12 @@ def _search_range(values):
     return search_space({"tune": {"m": {"a.b": {"type": "float", "low": 0.1, "high": 1.0, **values}}}}, "m")
 
 
+def _drift_config(values):
+    from recsys_spark.drift import DriftConfig
+
+    return DriftConfig.from_dict(values)
+
+
 def _nested(outer, name):
     return lambda values: outer.from_dict({name: values})
 
@@ -93,6 +99,7 @@ def _sections():
             ("itemcf", "shrinkage"), ("ease", "l2"))},
         "ensemble": (EnsembleConfig.from_dict, "models", 3),
         "evaluate": (EvaluateConfig.from_dict, "reference_model", 3),
+        "drift": (_drift_config, "max_psi", "x"),
         "sequences": (SequenceConfig.from_dict, "last_gap", 3),
         "train": (TrainConfig.from_dict, "lr", "fast"),
         "pipeline": (PipelineConfig.from_dict, "k", "100"),

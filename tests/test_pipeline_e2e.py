@@ -15,7 +15,7 @@ MODELS = ["als", "als_implicit", "popularity", "genre", "markov", "ar2", "hybrid
           "ss4rec", "ensemble"]
 TABLES = ["interactions", "items", "users", "tags", "rejects", "etl_report", "recommendations",
           "recommendations_validation", "metrics", "transitions_ar1", "transitions_ar2", "item_neighbors",
-          "als_user_factors", "als_item_factors"]
+          "als_user_factors", "als_item_factors", "drift"]
 # LightGCN is in the nightly's torch models but not here: its two steps cost what NCF's do (~60 s a run on 2 cores,
 # nearly all process start-up), and this file runs the pipeline twice; the same TORCH-family steps are exercised by
 # the others, and LightGCN's training and lists by tests/test_train.py.
@@ -61,7 +61,7 @@ def first_run(tmp_path_factory):
 def test_every_table_model_and_user(first_run):
     root, out = first_run
     wh = root / "wh"
-    assert step_statuses(out) == {name: "ran" for name in planned_steps(wh)} and len(planned_steps(wh)) == 15
+    assert step_statuses(out) == {name: "ran" for name in planned_steps(wh)} and len(planned_steps(wh)) == 16
     for name in TABLES:
         assert table_exists(wh / name), name
     users = read_arrow(wh / "users").num_rows
@@ -74,6 +74,11 @@ def test_every_table_model_and_user(first_run):
     metrics = read_arrow(wh / "metrics").to_pandas()
     assert set(metrics["model"]) == set(MODELS)
     assert "report:" in out and (root / "reports" / "2026-11-23" / "report.md").exists()
+    # the first load has no earlier version: the drift step compares its last 30 days with the rest, every model's
+    # coverage is measured, and the report has its section
+    drift = read_arrow(wh / "drift").to_pandas()
+    assert set(drift[drift.kind == "output"]["model"]) == set(MODELS)
+    assert "## Drift" in (root / "reports" / "2026-11-23" / "report.md").read_text()
 
 
 def test_mlflow_has_parent_and_step_runs(first_run):

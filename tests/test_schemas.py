@@ -98,12 +98,15 @@ def test_the_torch_side_declares_what_the_document_says():
 
 def test_spark_writes_every_table_as_declared(spark, small_warehouse):
     from recsys_spark.baselines import topn
+    from recsys_spark.drift import row as drift_row
+    from recsys_spark.drift import write_drift
     from recsys_spark.evaluate import metric_row, write_metrics
 
     day = dt.date(2030, 1, 1)
     topn(spark, small_warehouse, "ar2", 3, day, "contract")  # recommendations(_validation), transitions_ar1, _ar2
     topn(spark, small_warehouse, "itemcf", 3, day, "contract")  # item_neighbors
     write_metrics([metric_row("ar2", "contract", day, "test", "hr", 3, 0.5)], small_warehouse)
+    write_drift([drift_row(day, "input", "interactions", 1.0)], small_warehouse, day)
     for name, schema in spark_side.TABLES.items():
         if name not in spark_side.WRITTEN_BY_TORCH:
             assert columns(delta_schema(small_warehouse, name)) == columns(schema), name

@@ -294,3 +294,36 @@ def test_ids_and_ranks_are_placed_like_a_sort_would():
     assert (_rank_order(user_pos, rank, offsets) == np.lexsort((rank, user_pos))).all()
     rank[rank == 2] = 9  # gaps: sorted instead
     assert (_rank_order(user_pos, rank, offsets) == np.lexsort((rank, user_pos))).all()
+
+
+def test_drift_is_the_drift_tables_rows_of_a_run_date(served):
+    """GET /drift: the drift step's rows (tests/serve_warehouse.py measures LATEST), the newest run date by default."""
+    client, warehouse = served
+    body = client.get("/drift").json()
+    stored = table(warehouse, "drift", run_date=LATEST)
+    assert body["run_date"] == LATEST.isoformat() and body["run_dates"] == [LATEST.isoformat()]
+    assert len(body["rows"]) == len(stored) and len(stored) > 5
+    got = {(r["kind"], r["model"], r["metric"]): r for r in body["rows"]}
+    for row in stored.itertuples():
+        served_row = got[(row.kind, row.model if isinstance(row.model, str) else None, row.metric)]
+        assert served_row["value"] == pytest.approx(row.value)
+    overlap = got[("output", "popularity", "list_overlap")]
+    assert overlap["compared_to"] == f"run_date {EARLIER}" and 0 <= overlap["value"] <= 1
+    assert got[("input", None, "interactions")]["compared_to"] == "interactions up to 30 days before the newest"
+    assert body["warnings"] == [r["warning"] for r in body["rows"] if r["warning"]]
+    assert client.get("/drift", params={"run_date": LATEST.isoformat()}).json() == body
+    assert "2030-01-01" in one_line_error(client.get("/drift", params={"run_date": EARLIER.isoformat()}), 404)
+    one_line_error(client.get("/drift", params={"run_date": "yesterday"}), 422)
+    assert "drift.png" in client.get("/models").json()["report_plots"]
+
+
+def test_movies_by_title(served):
+    client, warehouse = served
+    items = table(warehouse, "items")
+    body = client.get("/movies", params={"q": "toy story", "limit": 5}).json()
+    expected = items[items.title.str.casefold().str.contains("toy story", regex=False)]
+    assert body["total"] == len(expected) >= 3
+    assert [m["title"] for m in body["movies"]] == sorted(expected.title.tolist(), key=str.casefold)[:5]
+    assert body["movies"][0]["title"].casefold().startswith("toy story")
+    assert client.get("/movies", params={"q": "no such title at all"}).json() == {"movies": [], "total": 0}
+    one_line_error(client.get("/movies", params={"q": ""}), 422)

@@ -90,3 +90,91 @@ def test_a_held_out_item_a_model_found_is_highlighted(browser, served_url):
     assert "hit" in hit.nth(rank - 1).get_attribute("class")
     assert page.locator(f".model-list[data-model={model}] .badge").inner_text() == f"test item at {rank}"
     page.close()
+
+
+def test_choose_models_and_run_date_search_titles_and_see_the_drift(browser, served_url):
+    import json
+    import urllib.request
+
+    from serve_warehouse import EARLIER
+
+    def get(path):
+        with urllib.request.urlopen(served_url + path, timeout=10) as response:
+            return json.loads(response.read())
+
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    errors = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    page.goto(served_url + "/")
+    page.wait_for_selector("body[data-ready=true]", timeout=20_000)
+
+    # each model's paired NDCG@10 difference to AR(2), with its interval; AR(2) itself is the reference
+    assert page.locator("#paired-head").inner_text() == "NDCG@10 − AR(2) (paired)"
+    paired = {m["name"]: next(x for x in m["metrics"] if x["metric"] == "ndcg_minus_ar2" and x["k"] == 10)
+              for m in get("/models")["models"] if m["name"] != "ar2"}
+    for name, row in paired.items():
+        cell = page.locator(f"#models tbody tr[data-model={name}] td.paired").inner_text()
+        assert cell.startswith(f"{row['value']:+.4f}".replace("+-", "-")) and f"{row['ci_low']:+.4f}" in cell, cell
+    assert page.locator("#models tbody tr[data-model=ar2] td.paired").inner_text() == "reference"
+
+    # choose which models to show: the unticked one leaves the comparison and the lists
+    page.uncheck("#model-picks input[value=markov]")
+    assert page.locator("#models tbody tr[data-model=markov]").is_hidden()
+    page.fill("#user-input", "1")
+    page.click("#show-user")
+    page.wait_for_selector("#user-view:not([hidden]) .model-list", timeout=20_000)
+    assert page.locator(".model-list[data-model=markov]").is_hidden()
+    assert page.locator(".model-list[data-model=ar2]").is_visible()
+
+    # an earlier run date: popularity has one, the others say they do not
+    page.select_option("#run-date", EARLIER.isoformat())
+    page.wait_for_selector(".model-list[data-model=ar2] .note", timeout=20_000)
+    assert page.locator(".model-list[data-model=popularity] li").count() == 10
+    earlier = get(f"/users/1/recommendations?model=popularity&k=10&run_date={EARLIER}")
+    assert page.locator(".model-list[data-model=popularity] li").first.inner_text().startswith(
+        earlier["items"][0]["title"])
+
+    # movies by title
+    page.fill("#movie-input", "toy story")
+    page.wait_for_selector("#movie-results li", timeout=20_000)
+    found = get("/movies?q=toy%20story&limit=30")
+    assert page.locator("#movie-results li").count() == len(found["movies"]) >= 3
+    assert page.locator("#movie-results li .title").first.inner_text().startswith(found["movies"][0]["title"])
+
+    # the real-time panel: two picked movies, and the lists scored now update; a model without a checkpoint here
+    # (sasrec) says so in its card
+    def posted(history):
+        request = urllib.request.Request(served_url + "/recommendations", method="POST",
+                                         data=json.dumps({"model": "ar2", "history": history, "k": 10}).encode(),
+                                         headers={"content-type": "application/json"})
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return [m["title"] for m in json.loads(response.read())["items"]]
+
+    picked = [m["movieId"] for m in found["movies"][:2]]
+    page.locator("#movie-results li button.add").nth(0).click()
+    page.wait_for_selector(".rt-list[data-model=ar2] li", timeout=20_000)
+    page.locator("#movie-results li button.add").nth(1).click()
+    page.wait_for_function("document.querySelectorAll('#rt-history li').length === 2")
+    expected = posted(picked)
+    page.wait_for_function(
+        f"(document.querySelector('.rt-list[data-model=ar2] li') || {{}}).textContent?.startsWith({json.dumps(expected[0])})",
+        timeout=20_000)
+    shown = page.locator(".rt-list[data-model=ar2] li").all_inner_texts()
+    assert len(shown) == len(expected) > 0 and all(text.startswith(title) for text, title in zip(shown, expected))
+    assert page.locator(".rt-list[data-model=markov] li").count() > 0
+    assert "checkpoint" in page.locator(".rt-list[data-model=sasrec] .note").inner_text()
+    page.locator("#rt-history li").nth(0).click()  # remove the first pick: the lists follow
+    expected = posted(picked[1:])
+    page.wait_for_function("document.querySelectorAll('#rt-history li').length === 1")
+    page.wait_for_function(
+        f"(document.querySelector('.rt-list[data-model=ar2] li') || {{}}).textContent?.startsWith({json.dumps(expected[0])})",
+        timeout=20_000)
+
+    # the drift panel: the drift table's rows of the newest run, warnings highlighted
+    drift = get("/drift")
+    page.wait_for_selector("#drift-table tbody tr", timeout=20_000)
+    assert page.locator("#drift-table tbody tr").count() == len(drift["rows"])
+    assert page.locator("#drift-table tbody tr.warn").count() == len(drift["warnings"])
+    assert page.locator("#drift-table tr[data-metric=list_overlap]").count() == 1
+    assert errors == []
+    page.close()

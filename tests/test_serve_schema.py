@@ -10,7 +10,7 @@ import pytest
 
 OPERATIONS = ["GET /health", "GET /models", "GET /users", "GET /users/{userId}/recommendations",
               "GET /items/{movieId}/similar", "GET /report/{plot}", "POST /recommendations",
-              "POST /recommendations/batch"]
+              "POST /recommendations/batch", "GET /movies", "GET /drift"]
 EXAMPLES = 20
 
 
