@@ -3,9 +3,9 @@ its steps, re-run after each kill until it completes; then compared with one uni
 warehouse (docs/OPERATIONS.md "Chaos").
 
 The kill moments: the steps of the uninterrupted run, each `--kills / steps` times (the remainder to the longest
-steps), in plan order; kill i waits for its step's `step <name>: started` line and kills after a seeded random
-fraction (5-95 %) of that step's uninterrupted time. A kill whose step never starts (it finished in an earlier
-attempt) is not counted and the next target is tried. After the last kill the run is repeated until it exits 0.
+steps), in plan order; kill i waits for the `step <name>: started` line of its step, or of the first later step
+that starts (its step may have finished before the previous kill), and kills after a seeded random fraction
+(5-95 %) of that step's uninterrupted time. After the last kill the run is repeated until it exits 0.
 
 Compared: the Delta tables present, each table's rows (rows lost: fewer than the reference), duplicate
 (model, run_date, userId, rank) in recommendations and duplicate (model, run_date, split, metric, k) in metrics,
@@ -68,15 +68,16 @@ def pipeline_command(args, data: Path, warehouse: Path) -> list[str]:
             *overrides(args)]
 
 
-def attempt(cmd: list[str], log: Path, kill_step: str | None = None, kill_after: float = 0.0,
-            timeout: float = 3600) -> dict:
-    """One pipeline run in its own process group; with `kill_step`, SIGKILL the group `kill_after` seconds after that
-    step starts. {"exit": code, "seconds", "killed": bool, "steps_started": [...]}."""
+def attempt(cmd: list[str], log: Path, kill_steps: dict[str, float] | None = None, timeout: float = 3600) -> dict:
+    """One pipeline run in its own process group; with `kill_steps` (step -> seconds), SIGKILL the group that many
+    seconds after the first of those steps starts. {"exit": code, "seconds", "killed": bool, "killed_in",
+    "steps_started": [...]}."""
+    kill_steps = kill_steps or {}
     env = {**os.environ, "RECSYS_DELTA_WRITER": os.environ.get("RECSYS_DELTA_WRITER", "delta-rs")}
     start = time.monotonic()
     proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             start_new_session=True)
-    started, target = [], threading.Event()
+    started, target, killed_in = [], threading.Event(), []
 
     def read():
         with open(log, "a") as out:
@@ -85,20 +86,21 @@ def attempt(cmd: list[str], log: Path, kill_step: str | None = None, kill_after:
                 found = STARTED.search(line)
                 if found:
                     started.append(found[1])
-                    if found[1] == kill_step:
+                    if found[1] in kill_steps and not target.is_set():
+                        killed_in.append(found[1])
                         target.set()
 
     reader = threading.Thread(target=read, daemon=True)
     reader.start()
     killed = False
     while proc.poll() is None and time.monotonic() - start < timeout:
-        if kill_step and target.wait(0.2):
-            time.sleep(kill_after)
+        if kill_steps and target.wait(0.2):
+            time.sleep(kill_steps[killed_in[0]])
             if proc.poll() is None:
                 os.killpg(proc.pid, signal.SIGKILL)
                 killed = True
             break
-        if not kill_step:
+        if not kill_steps:
             time.sleep(0.2)
     if proc.poll() is None and not killed:  # over the timeout
         os.killpg(proc.pid, signal.SIGKILL)
@@ -109,7 +111,7 @@ def attempt(cmd: list[str], log: Path, kill_step: str | None = None, kill_after:
     except ProcessLookupError:
         pass
     return {"exit": proc.returncode, "seconds": round(time.monotonic() - start, 2), "killed": killed,
-            "steps_started": started}
+            "killed_in": killed_in[0] if killed else None, "steps_started": started}
 
 
 def step_seconds(warehouse: Path) -> dict[str, float]:
@@ -119,14 +121,20 @@ def step_seconds(warehouse: Path) -> dict[str, float]:
 
 
 def kill_targets(seconds: dict[str, float], kills: int, seed: int) -> list[tuple[str, float]]:
-    """(step, seconds after its start) for each kill: every step `kills // steps` times, the remainder to the
-    longest, in plan order; the moment a seeded fraction of the step's time."""
+    """(step, fraction of its time) for each kill: every step `kills // steps` times, the remainder to the
+    longest, in plan order; the fraction seeded, in [0.05, 0.95]."""
     rng = random.Random(seed)
     names = list(seconds)
     each = {n: kills // len(names) for n in names}
     for name in sorted(names, key=seconds.get, reverse=True)[:kills % len(names)]:
         each[name] += 1
-    return [(n, round(rng.uniform(0.05, 0.95) * seconds[n], 2)) for n in names for _ in range(each[n])]
+    return [(n, round(rng.uniform(0.05, 0.95), 3)) for n in names for _ in range(each[n])]
+
+
+def kill_moments(seconds: dict[str, float], step: str, fraction: float) -> dict[str, float]:
+    """Step -> seconds after its start: `step` and every later one (the first of them to start is killed)."""
+    names = list(seconds)
+    return {n: round(fraction * seconds[n], 2) for n in names[names.index(step):]}
 
 
 # --- the comparison -------------------------------------------------------------------------------------------
@@ -221,14 +229,17 @@ def main(argv=None) -> int:
     results.setdefault("attempts", [])
     done = sum(1 for a in results["attempts"] if a["killed"])
     tried = len([a for a in results["attempts"] if "target" in a])
-    for step, after in targets[tried:]:
-        run = attempt(pipeline_command(args, data, chaos), work / "chaos.log", step, after, args.timeout)
-        run["target"] = [step, after]
+    for step, fraction in targets[tried:]:
+        moments = kill_moments(results["reference"]["steps"], step, fraction)
+        run = attempt(pipeline_command(args, data, chaos), work / "chaos.log", moments, args.timeout)
+        run["target"] = [step, fraction]
         results["attempts"].append(run)
         done += run["killed"]
         save()
-        what = "killed" if run["killed"] else f"not killed (exit {run['exit']})"
-        print(f"kill {done}/{args.kills}: {step} after {after:.1f}s -> {what} at {run['seconds']:.0f}s", flush=True)
+        what = (f"killed in {run['killed_in']} {moments[run['killed_in']]:.1f}s after its start" if run["killed"]
+                else f"not killed (exit {run['exit']})")
+        print(f"kill {done}/{args.kills}: aimed at {step} ({fraction:.0%} in) -> {what}, attempt "
+              f"{run['seconds']:.0f}s", flush=True)
     while not results["attempts"] or results["attempts"][-1]["exit"] != 0 or results["attempts"][-1]["killed"]:
         run = attempt(pipeline_command(args, data, chaos), work / "chaos.log", timeout=args.timeout)
         results["attempts"].append(run)
