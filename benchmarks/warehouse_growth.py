@@ -58,6 +58,35 @@ def removable_bytes(warehouse: Path, days: int) -> int:
     return total
 
 
+def delta_bytes_at(warehouse: Path, until_ms: int) -> tuple[int, int]:
+    """(every data file the Delta tables' commits up to `until_ms` added, the files their versions then read): the
+    tables' bytes without any vacuum, and what a vacuum keeping only the current versions leaves (log files aside),
+    replayed from the logs' add/remove actions."""
+    from recsys_spark.retention import delta_tables
+
+    added = current = 0
+    for table in delta_tables(warehouse):
+        live: dict[str, int] = {}
+        for log in sorted((table / "_delta_log").glob("*.json")):
+            actions = [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
+            stamp = next((a["commitInfo"].get("timestamp") for a in actions if "commitInfo" in a), None)
+            if stamp is not None and stamp > until_ms:
+                break
+            for action in actions:
+                if "add" in action:
+                    live[action["add"]["path"]] = action["add"]["size"]
+                    added += action["add"]["size"]
+                elif "remove" in action:
+                    live.pop(action["remove"]["path"], None)
+        current += sum(live.values())
+    return added, current
+
+
+def night_end_ms(warehouse: Path, run_date: str) -> int:
+    lines = (warehouse / "_pipeline" / run_date / "run.jsonl").read_text().splitlines()
+    return int(dt.datetime.fromisoformat(json.loads(lines[-1])["at"]).timestamp() * 1000) + 999
+
+
 def main(argv=None) -> int:
     from recsys_spark.retention import folder_bytes
 
@@ -105,6 +134,13 @@ def main(argv=None) -> int:
         results["conditions"]["finished"] = time.strftime("%Y-%m-%dT%H:%M:%SZ")
         results["conditions"]["load_at_end"] = os.getloadavg()[0]
         out.write_text(json.dumps(results, indent=2))
+    print("Delta tables only (data files, replayed from the logs): night, without retention, with (current "
+          "versions only)")
+    for night in results["nights"]:
+        added, current = delta_bytes_at(warehouse, night_end_ms(warehouse, night["run_date"]))
+        night["delta_without_bytes"], night["delta_with_bytes"] = added, current
+        print(f"  night {night['night']}: {added / 1e3:.0f} kB, {current / 1e3:.0f} kB")
+    out.write_text(json.dumps(results, indent=2))
     last = results["nights"][-1]
     print(f"after {len(results['nights'])} nights: without retention {last['without_bytes'] / 1e6:.2f} MB, with "
           f"{last['with_bytes'] / 1e6:.2f} MB predicted, {results['after_retention_bytes'] / 1e6:.2f} MB after a "

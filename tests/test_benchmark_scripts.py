@@ -145,3 +145,26 @@ def test_chaos_nightly_spreads_its_kills_and_its_comparison_finds_duplicates_and
     assert found["rows_lost"] == 1 and found["rows"]["recommendations"] == [5, 4]
     assert found["deterministic_lists_differing"] == ["ease", "popularity"]
     assert found["staging_left"] == ["_staging-recommendations-host-1-0123abcd"] and not found["lock_left"]
+
+
+def test_warehouse_growth_replays_what_each_night_added_and_kept(tmp_path):
+    """benchmarks/warehouse_growth.py's Delta figures (its nightly runs take minutes: docs/OPERATIONS.md)."""
+    import time
+
+    import deltalake
+    import pyarrow as pa
+
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    try:
+        import warehouse_growth as growth
+    finally:
+        sys.path.remove(str(REPO / "benchmarks"))
+    table = tmp_path / "wh" / "items"
+    deltalake.write_deltalake(str(table), pa.table({"movieId": list(range(100))}))
+    first = int(time.time() * 1000) + 1
+    time.sleep(0.01)
+    deltalake.write_deltalake(str(table), pa.table({"movieId": list(range(50))}), mode="overwrite")
+    sizes = {p.name: p.stat().st_size for p in table.glob("*.parquet")}
+    newest = deltalake.DeltaTable(str(table)).file_uris()[0].rsplit("/", 1)[1]
+    assert growth.delta_bytes_at(tmp_path / "wh", first) == (sizes[next(n for n in sizes if n != newest)],) * 2
+    assert growth.delta_bytes_at(tmp_path / "wh", first + 10**9) == (sum(sizes.values()), sizes[newest])
