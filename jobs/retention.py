@@ -56,7 +56,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     for r in results:
         kept = f", kept published version(s) {r.kept_versions}" if r.kept_versions else ""
         print(f"{r.table}: removed {r.files_removed} file(s), {r.bytes_removed / 1e6:.2f} MB{kept}"
-              f"{'' if r.log_cleaned else '; log kept whole'}")
+              f"{'; old log entries removed' if r.log_cleaned else ''}")
     after = folder_bytes(warehouse)
     print(f"retention ({config.days} days) over {len(results)} tables of {warehouse}: "
           f"{before / 1e6:.2f} MB -> {after / 1e6:.2f} MB")

@@ -43,7 +43,7 @@ class TableRetention:
     files_removed: int
     bytes_removed: int
     kept_versions: list[int]
-    log_cleaned: bool
+    log_cleaned: bool  # log entries older than the table's delta.logRetentionDuration were removed
 
 
 def delta_tables(warehouse: str | Path) -> list[Path]:
@@ -116,7 +116,11 @@ def vacuum_table(path: Path, days: int, keep: set[int], now: dt.datetime | None 
     window = _log_retention(table.metadata().configuration)
     now = now or dt.datetime.now(dt.timezone.utc)
     oldest_kept = min((_commit_time(table, v) for v in keep), default=None, key=lambda t: t or now)
-    if window is not None and (not keep or (oldest_kept is not None and oldest_kept > now - window)):
+    history = table.history()
+    oldest_commit = dt.datetime.fromtimestamp(min(h.get("timestamp") or 0 for h in history) / 1000, dt.timezone.utc)
+    # a checkpoint (and a cleanup) only when some log entry is older than the log's window: nothing to clean else
+    if window is not None and oldest_commit < now - window \
+            and (not keep or (oldest_kept is not None and oldest_kept > now - window)):
         table = deltalake.DeltaTable(str(path))
         table.create_checkpoint()
         table.cleanup_metadata()
