@@ -75,6 +75,9 @@ STEPS = [  # (task_id, queue, command, upstream task_ids)
     ('drift', 'default',
      '$SPARK_SUBMIT jobs/drift.py --run-date "$RUN_DATE" --warehouse "$WAREHOUSE" --env cluster',
      ['evaluate']),
+    ('retention', 'gpu',
+     '$PYTHON jobs/retention.py --warehouse "$WAREHOUSE" --env cluster',
+     []),
 ]
 # A task running longer than this is killed and failed (then retried once): a hung step never blocks the next night.
 TIMEOUT = {"default": dt.timedelta(hours=3), "gpu": dt.timedelta(hours=8)}

@@ -1,4 +1,4 @@
-"""The nightly plan: ETL → each configured model's fit and top-N (jobs/catalogue.py) → evaluation.
+"""The nightly plan: ETL → each configured model's fit and top-N (jobs/catalogue.py) → evaluation → retention.
 
 Every step is one `recsys` command run as its script, `jobs/<file>.py`, so the same plan is what `recsys pipeline`
 runs on this machine (`python jobs/<file>.py …`, one child process per step, jobs/steps.py), what `recsys pipeline
@@ -110,7 +110,7 @@ class Step:
 # The steps that prepare data for a family's fit (catalogue.Family.fit_after), besides the ETL.
 PREPARE = {"export-sequences": dict(command="export-sequences", depends=["etl"], sections=["sequences"],
                                     outputs=("train", "validation", "test", "ncf_train", "edges"))}
-EXTRA_SECTIONS = ["etl", "evaluate", "drift", "pipeline"]
+EXTRA_SECTIONS = ["etl", "evaluate", "drift", "pipeline", "retention"]
 
 
 def config_sections() -> list[str]:
@@ -158,6 +158,9 @@ def plan(pipe: PipelineConfig, run: Run) -> list[Step]:
     steps.append(Step("evaluate", "evaluate", [*date, *common], "spark", writes_lists, ["evaluate"],
                       per_run_date=True, gathers=True))
     steps.append(Step("drift", "drift", [*date, *common], "spark", ["evaluate"], ["drift"], per_run_date=True))
+    # Housekeeping once a night, after every write (recsys_spark/retention.py): it depends on nothing, so it runs
+    # whatever failed.
+    steps.append(Step("retention", "retention", common, "python", sections=["retention"], per_run_date=True))
     return steps
 
 
@@ -278,6 +281,7 @@ class StepResult:
     log: Path | None = None
     blocked_by: str | None = None  # not run: the failed step it depends on
     peak_rss_mb: float | None = None
+    rows: dict[str, int] | None = None  # table -> rows the step's commits wrote (recsys_spark.delta.rows_committed)
 
 
 class RunLog:
@@ -291,7 +295,8 @@ class RunLog:
         line = {**self.common, "step": result.name, "status": result.status, "seconds": round(result.seconds, 3),
                 "exit_code": result.exit_code, "peak_rss_mb": None if result.peak_rss_mb is None
                 else round(result.peak_rss_mb, 1), "fingerprint": result.fingerprint,
-                "blocked_by": result.blocked_by, "log": str(result.log) if result.log else None, "at": _now()}
+                "blocked_by": result.blocked_by, "rows": None if result.rows is None else sum(result.rows.values()),
+                "rows_by_table": result.rows, "log": str(result.log) if result.log else None, "at": _now()}
         with open(self.path, "a") as handle:
             handle.write(json.dumps(line, sort_keys=True) + "\n")
 
@@ -377,7 +382,7 @@ def run_pipeline(
     run = Run(str(data), str(warehouse), run_date.isoformat(), env_name, str(config_file) if config_file else None,
               tuple(overrides))
 
-    from recsys_spark.delta import remove_stale_staging
+    from recsys_spark.delta import log_versions, remove_stale_staging, rows_committed
 
     for leftover in remove_stale_staging(warehouse):  # a killed writer's; this run holds the warehouse's lock
         log.warning("removed the staging leftover %s", leftover)
@@ -412,11 +417,13 @@ def run_pipeline(
                     step = resumed(step, state.steps.get(step.name), fp, warehouse)
                 state.record(step.name, fp, "started")  # still there after a kill: the next run resumes it
                 log.info("step %s: started%s", step.name, " (resuming its training)" if "--resume" in step.args else "")
+                versions = log_versions(warehouse)
                 outcome = runner(step, log_dir / f"{step.name}.log", env_for_steps or {})
+                rows = rows_committed(warehouse, versions)
                 status = "ok" if outcome.ok else "failed"
                 state.record(step.name, fp, status)
                 result = StepResult(step.name, "ran" if outcome.ok else "failed", outcome.seconds, fp,
-                                    outcome.exit_code, outcome.log, peak_rss_mb=outcome.peak_rss_mb)
+                                    outcome.exit_code, outcome.log, peak_rss_mb=outcome.peak_rss_mb, rows=rows)
             if result.status == "failed":
                 failed[step.name] = step.name
             else:

@@ -24,7 +24,30 @@ def tracking_uri(cfg: dict, warehouse: str | Path) -> str:
                           f"$MLFLOW_TRACKING_URI) to a tracking server or database for it")
     root = Path(storage.local_path(str(warehouse))) / "_mlflow"
     root.mkdir(parents=True, exist_ok=True)
-    return f"sqlite:///{root / 'mlflow.db'}"
+    database = root / "mlflow.db"
+    if not database.exists():
+        _create_store(database)
+    return f"sqlite:///{database}"
+
+
+def _create_store(database: Path) -> None:
+    """Create the SQLite store beside its final name and link it into place once MLflow's schema migrations are
+    done: they run as many transactions, and a process killed among them (the nightly, SIGKILLed at its start) left
+    a half-made mlflow.db that failed every later run ("table ... already exists")."""
+    from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
+
+    for stale in database.parent.glob(f"{database.name}.init-*"):  # a killed creator's (its pid is gone)
+        if not _alive(int(stale.name.rsplit("-", 1)[1])):
+            stale.unlink(missing_ok=True)
+    building = database.with_name(f"{database.name}.init-{os.getpid()}")
+    store = SqlAlchemyStore(f"sqlite:///{building}", (database.parent / "artifacts").as_uri())
+    store.engine.dispose()
+    try:
+        os.link(building, database)  # never over a store another process finished first
+    except FileExistsError:
+        pass
+    finally:
+        building.unlink(missing_ok=True)
 
 
 def experiment_id(cfg: dict, warehouse: str | Path) -> str:
@@ -41,3 +64,13 @@ def experiment_id(cfg: dict, warehouse: str | Path) -> str:
     else:
         artifacts = storage.native_path(storage.join(str(warehouse), "_mlflow", "artifacts"))
     return mlflow.create_experiment(name, artifact_location=artifacts)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

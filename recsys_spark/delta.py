@@ -282,3 +282,44 @@ def table_rows(path: str | Path) -> int:
 
 def table_version(path: str | Path) -> int:
     return _require(str(path)).version()
+
+
+_COMMIT_FILE = re.compile(r"^(\d{20})\.json$")
+
+
+def log_versions(warehouse: str | Path) -> dict[str, int]:
+    """Each Delta table of a local warehouse (a top-level folder with a `_delta_log`) -> its newest commit number,
+    read from the log's file names alone (no table is opened)."""
+    versions = {}
+    for folder in Path(warehouse).iterdir() if Path(warehouse).is_dir() else ():
+        log = folder / "_delta_log"
+        if folder.name.startswith(("_", ".")) or not log.is_dir():
+            continue
+        numbers = [int(m[1]) for m in map(_COMMIT_FILE.match, os.listdir(log)) if m]
+        if numbers:
+            versions[folder.name] = max(numbers)
+    return versions
+
+
+def rows_committed(warehouse: str | Path, since: Mapping[str, int]) -> dict[str, int]:
+    """Table -> rows written by the commits made after `since` (log_versions taken earlier), from each commit's
+    operationMetrics: delta-rs's `num_added_rows`, Spark's `numOutputRows`. Tables with no new commit are left out;
+    a commit with no row count (a vacuum, a checkpoint) adds nothing."""
+    written = {}
+    for table, newest in log_versions(warehouse).items():
+        first = since.get(table, -1) + 1
+        if newest < first:
+            continue
+        rows = 0
+        for version in range(first, newest + 1):
+            try:
+                lines = (Path(warehouse) / table / "_delta_log" / f"{version:020d}.json").read_text().splitlines()
+            except FileNotFoundError:  # cleaned up meanwhile
+                continue
+            for line in lines:
+                info = json.loads(line).get("commitInfo") if line.strip() else None
+                metrics = (info or {}).get("operationMetrics") or {}
+                count = metrics.get("num_added_rows", metrics.get("numOutputRows"))
+                rows += int(count or 0)
+        written[table] = rows
+    return written

@@ -180,6 +180,7 @@ class Trainer:
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         self.progress = Progress(**state["progress"])
+        self.keep_a_better_best()
         if state["world_size"] == self.env.world:
             rng = state["rng"][self.env.rank]
             ckpt_io.set_rng_state(rng)
@@ -187,6 +188,16 @@ class Trainer:
             self.negative_rng.set_state(rng["pair_negatives"] if "pair_negatives" in rng else rng["ncf_negatives"])
         else:  # another world size: the data order changes anyway; keep runs reproducible per world size
             seed_everything(self.tcfg.seed + 1000 * self.progress.step + self.env.rank)
+
+    def keep_a_better_best(self) -> None:
+        """A kill between writing best.pt and checkpoint.pt (in that order) leaves a best.pt better than the
+        checkpoint's best_metric: resume measures against it, so a worse validation never replaces it."""
+        if not self.best_path.is_file():
+            return
+        best = ckpt_io.load(self.best_path)
+        score = (best.get("metrics") or {}).get(f"ndcg@{EVAL_K}")
+        if best.get("model_config") == self.model_cfg and score is not None and score > self.progress.best_metric:
+            self.progress.best_metric, self.progress.best_step = float(score), int(best.get("step", -1))
 
     def write_json(self, name: str, value) -> None:
         if self.env.is_main:

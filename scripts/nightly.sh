@@ -51,3 +51,5 @@ $SPARK_SUBMIT jobs/ensemble.py --k 100 --run-date "$RUN_DATE" --warehouse "$WARE
 $SPARK_SUBMIT jobs/evaluate.py --run-date "$RUN_DATE" --warehouse "$WAREHOUSE" --env cluster
 # drift
 $SPARK_SUBMIT jobs/drift.py --run-date "$RUN_DATE" --warehouse "$WAREHOUSE" --env cluster
+# retention
+$PYTHON jobs/retention.py --warehouse "$WAREHOUSE" --env cluster

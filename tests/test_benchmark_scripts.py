@@ -116,3 +116,64 @@ def test_train_memory_measures_a_real_training_run(warehouse, tmp_path):
                      str(tmp_path / "model"), "--", "train.max_steps=2", "train.eval_every=2", "train.device=cpu",
                      "sasrec.hidden=16", "sasrec.n_layers=1")
     assert "sasrec --nproc 1: peak RSS of the process tree" in out
+
+
+def test_chaos_nightly_spreads_its_kills_and_its_comparison_finds_duplicates_and_lost_rows(tmp_path):
+    """The chaos benchmark's parts that decide its figures (the run itself takes minutes: docs/OPERATIONS.md): the
+    kill moments cover every step, and the comparison counts what a kill could break, on real Delta tables."""
+    import datetime as dt
+
+    import deltalake
+    import pyarrow as pa
+
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    try:
+        import chaos_nightly as chaos
+    finally:
+        sys.path.remove(str(REPO / "benchmarks"))
+    targets = chaos.kill_targets({"etl": 30.0, "baselines": 60.0, "evaluate": 20.0}, 20, seed=1)
+    assert len(targets) == 20 and [t[0] for t in targets] == ["etl"] * 7 + ["baselines"] * 7 + ["evaluate"] * 6
+    assert all(0.05 <= fraction <= 0.95 for _, fraction in targets)
+    assert chaos.kill_moments({"etl": 30.0, "baselines": 60.0, "evaluate": 20.0}, "baselines", 0.5) == \
+        {"baselines": 30.0, "evaluate": 10.0}  # a later step is killed when the aimed-at one is already done
+    assert targets == chaos.kill_targets({"etl": 30.0, "baselines": 60.0, "evaluate": 20.0}, 20, seed=1)
+
+    def recs(users, model="popularity"):
+        return pa.table({"model": [model] * len(users), "run_date": [dt.date(2026, 11, 23)] * len(users), "userId": users,
+                         "rank": [1] * len(users), "movieId": [5] * len(users)})
+
+    reference, broken = tmp_path / "reference", tmp_path / "broken"
+    deltalake.write_deltalake(str(reference / "recommendations"), pa.concat_tables([recs([1, 2, 3]),
+                                                                                  recs([1, 2], "ease")]))
+    deltalake.write_deltalake(str(reference / "items"), pa.table({"movieId": [5]}))
+    deltalake.write_deltalake(str(broken / "recommendations"), pa.concat_tables([recs([1, 1, 2]), recs([1], "ease")]))
+    (broken / "_staging-recommendations-host-1-0123abcd").mkdir()
+    assert chaos.compare(reference, reference)["rows_lost"] == 0
+    found = chaos.compare(reference, broken)
+    assert found["tables_missing"] == ["items"] and found["duplicate_recommendations"] == 1
+    assert found["rows_lost"] == 1 and found["rows"]["recommendations"] == [5, 4]
+    assert found["deterministic_lists_differing"] == ["ease", "popularity"]
+    assert found["staging_left"] == ["_staging-recommendations-host-1-0123abcd"] and not found["lock_left"]
+
+
+def test_warehouse_growth_replays_what_each_night_added_and_kept(tmp_path):
+    """benchmarks/warehouse_growth.py's Delta figures (its nightly runs take minutes: docs/OPERATIONS.md)."""
+    import time
+
+    import deltalake
+    import pyarrow as pa
+
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    try:
+        import warehouse_growth as growth
+    finally:
+        sys.path.remove(str(REPO / "benchmarks"))
+    table = tmp_path / "wh" / "items"
+    deltalake.write_deltalake(str(table), pa.table({"movieId": list(range(100))}))
+    first = int(time.time() * 1000) + 1
+    time.sleep(0.01)
+    deltalake.write_deltalake(str(table), pa.table({"movieId": list(range(50))}), mode="overwrite")
+    sizes = {p.name: p.stat().st_size for p in table.glob("*.parquet")}
+    newest = deltalake.DeltaTable(str(table)).file_uris()[0].rsplit("/", 1)[1]
+    assert growth.delta_bytes_at(tmp_path / "wh", first) == (sizes[next(n for n in sizes if n != newest)],) * 2
+    assert growth.delta_bytes_at(tmp_path / "wh", first + 10**9) == (sum(sizes.values()), sizes[newest])

@@ -86,6 +86,7 @@ def _nested(outer, name):
 def _sections():
     from jobs.plan import PipelineConfig
     from recsys_spark.ensemble import EnsembleConfig
+    from recsys_spark.retention import RetentionConfig
     from recsys_torch.config import TrainConfig
 
     # section -> (its builder, a key of it, a value of the wrong type for that key)
@@ -103,6 +104,7 @@ def _sections():
         "sequences": (SequenceConfig.from_dict, "last_gap", 3),
         "train": (TrainConfig.from_dict, "lr", "fast"),
         "pipeline": (PipelineConfig.from_dict, "k", "100"),
+        "retention": (RetentionConfig.from_dict, "days", "7"),
         **{name: (_model_section(name), "dropout", "x") for name in ("ncf", "sasrec", "ss4rec")},
         "lightgcn": (_model_section("lightgcn"), "reg", "x"),
         "tune.m.a.b": (_search_range, "low", "x"),

@@ -34,11 +34,12 @@ def make_data(tmp_path):
     return data
 
 
-def test_plan_fits_and_ranks_every_catalogue_model_and_ends_with_evaluation_and_drift():
+def test_plan_fits_and_ranks_every_catalogue_model_then_evaluates_measures_drift_and_ends_with_retention():
     configured = PipelineConfig.from_dict(load_config(["pipeline"])["pipeline"])  # conf/pipeline.yaml's lists
     steps = plan(configured, RUN)
     names = [s.name for s in steps]
-    assert names[0] == "etl" and names[-2:] == ["evaluate", "drift"] and len(names) == len(set(names))
+    assert names[0] == "etl" and names[-3:] == ["evaluate", "drift", "retention"] and len(names) == len(set(names))
+    assert steps[-1].depends == [] and steps[-1].runtime == "python"  # housekeeping runs whatever failed
     assert names == ALL_STEPS  # the nightly configuration runs every catalogue model, as the defaults do
     for model in catalogue.MODELS.values():
         fit = model.family.fit_step.format(model=model.name)
@@ -46,8 +47,8 @@ def test_plan_fits_and_ranks_every_catalogue_model_and_ends_with_evaluation_and_
         if model.family.topn_runtime:
             assert f"topn-{model.name}" in names and names.index(fit) < names.index(f"topn-{model.name}")
     list_writers = {n for n in names if n.startswith("topn-")} | {"baselines"}
-    assert set(steps[-2].depends) == list_writers | {"ensemble"}
-    assert steps[-1].depends == ["evaluate"] and steps[-1].sections == ["drift"]
+    assert set(steps[names.index("evaluate")].depends) == list_writers | {"ensemble"}
+    assert steps[names.index("drift")].depends == ["evaluate"] and steps[names.index("drift")].sections == ["drift"]
     assert set(steps[names.index("ensemble")].depends) == list_writers  # it blends every other model's lists
     for step in steps:
         assert all(names.index(d) < names.index(step.name) for d in step.depends), step.name
@@ -58,10 +59,11 @@ def test_plan_fits_and_ranks_every_catalogue_model_and_ends_with_evaluation_and_
 def test_models_can_be_chosen():
     steps = plan(PipelineConfig(spark_models=("popularity",), torch_models=("sasrec",)), RUN)
     names = [s.name for s in steps]
-    assert names == ["etl", "baselines", "export-sequences", "train-sasrec", "topn-sasrec", "evaluate", "drift"]
+    assert names == ["etl", "baselines", "export-sequences", "train-sasrec", "topn-sasrec", "evaluate", "drift",
+                     "retention"]
     assert steps[1].args[-1] == "baselines.models=[popularity]"
     assert [s.name for s in plan(PipelineConfig(spark_models=("als",), torch_models=()), RUN)] == \
-        ["etl", "als", "topn-als", "evaluate", "drift"]
+        ["etl", "als", "topn-als", "evaluate", "drift", "retention"]
 
 
 @pytest.mark.parametrize("pipeline, message", [
@@ -169,7 +171,8 @@ def test_fingerprints_follow_inputs_config_and_run_date(tmp_path):
 
     (data / "ratings.csv").write_text("userId,movieId,rating,timestamp\n1,1,5.0,1\n")
     changed = fingerprints(steps, {}, DAY, data)
-    assert all(changed[name] != base[name] for name in base)
+    assert all(changed[name] != base[name] for name in base if name != "retention")  # it reads no step's output
+    assert changed["retention"] == base["retention"] != other_day["retention"]  # once a night
 
 
 def test_the_exports_fingerprint_names_every_shard_folder_it_writes(tmp_path):
@@ -249,7 +252,7 @@ def test_an_unchanged_run_skips_every_step_and_a_changed_input_reruns_exactly_it
     ran, _, _ = nightly("als.rank=8", "sasrec.hidden=32", "pipeline.spark_models=[als,als_implicit,popularity]",
                         day=DAY + dt.timedelta(days=1))
     assert ran == ["topn-als", "topn-als_implicit", "baselines", "topn-ncf", "topn-sasrec", "topn-ss4rec",
-                   "topn-lightgcn", "evaluate", "drift"]
+                   "topn-lightgcn", "evaluate", "drift", "retention"]  # retention: once a night
 
     (nightly.data / "movies.csv").write_text("movieId,title,genres\n1,A (1999),Comedy\n")
     ran, _, _ = nightly()
@@ -282,7 +285,8 @@ def test_a_failed_shared_step_stops_everything_downstream(nightly):
         {n: "not run" for n in torch_steps + ["ensemble", "evaluate", "drift"]}
     assert status["als"] == status["baselines"] == "ran"
     ran, results, _ = nightly(fail_at="etl", force=True)
-    assert ran == ["etl"] and [r.status for r in results] == ["failed"] + ["not run"] * (len(ALL_STEPS) - 1)
+    assert ran == ["etl", "retention"]  # retention depends on no step: it runs whatever failed
+    assert [r.status for r in results] == ["failed"] + ["not run"] * (len(ALL_STEPS) - 2) + ["ran"]
 
 
 def test_the_ensemble_blends_the_members_that_survived(nightly):
@@ -387,7 +391,8 @@ def test_a_step_reruns_exactly_when_the_code_it_runs_changes(tmp_path, monkeypat
     assert base == prints()
     torch_lists = {n for n in ALL_STEPS if n.startswith(("train-", "topn-")) and n not in ("topn-als",
                                                                                          "topn-als_implicit")}
-    assert changed_by("recsys_torch/losses.py") == torch_lists | {"ensemble", "evaluate", "drift"}
+    # retention's runtime (python) is hashed with every package
+    assert changed_by("recsys_torch/losses.py") == torch_lists | {"ensemble", "evaluate", "drift", "retention"}
     assert changed_by("jobs/fit_als.py") == {"als", "topn-als", "als_implicit", "topn-als_implicit", "ensemble",
                                              "evaluate", "drift"}
     assert changed_by("jobs/evaluate.py") == {"evaluate", "drift"}
@@ -465,7 +470,7 @@ def test_a_run_removes_staging_leftovers_and_logs_each_step_as_a_json_line(night
     assert by_step["train-ncf"]["status"] == "failed" and by_step["train-ncf"]["exit_code"] == 3
     assert by_step["topn-ncf"] == {**by_step["topn-ncf"], "status": "not run", "blocked_by": "train-ncf"}
     assert set(lines[0]) == {"run_date", "run_started", "pid", "step", "status", "seconds", "exit_code", "peak_rss_mb",
-                             "fingerprint", "blocked_by", "log", "at"}
+                             "fingerprint", "blocked_by", "rows", "rows_by_table", "log", "at"}
     nightly()  # a second run on the date appends its own lines
     again = (warehouse / "_pipeline" / DAY.isoformat() / "run.jsonl").read_text().splitlines()
     assert len(again) == 2 * len(ALL_STEPS)
@@ -479,3 +484,28 @@ def test_a_remote_warehouse_is_refused_by_the_pipeline_in_one_line(tmp_path, ml_
     assert proc.returncode == 2, proc.stderr
     assert "needs a local or file:// warehouse, got 's3://bucket/wh'" in proc.stderr
     assert "Traceback" not in proc.stderr and list(tmp_path.iterdir()) == []
+
+
+def test_the_run_log_counts_the_rows_each_step_committed(tmp_path):
+    """`rows` in run.jsonl: what the Delta commits a step made while it ran wrote (a replace: its partition's rows)."""
+    import deltalake
+    import pyarrow as pa
+
+    data, warehouse = make_data(tmp_path), tmp_path / "wh"
+    deltalake.write_deltalake(str(warehouse / "items"), pa.table({"movie_id": [1, 2]}))  # before the run: not counted
+
+    def runner(step, log, env):
+        if step.name == "etl":
+            deltalake.write_deltalake(str(warehouse / "items"), pa.table({"movie_id": [1, 2, 3]}), mode="overwrite")
+            deltalake.write_deltalake(str(warehouse / "users"), pa.table({"user_id": [7]}))
+        if step.name == "evaluate":
+            for rows in (4, 5):  # two commits in one step
+                deltalake.write_deltalake(str(warehouse / "metrics"), pa.table({"v": [0.5] * rows}), mode="append")
+        return StepOutcome(step.name, 0, 0.0, log)
+
+    run_pipeline(data, warehouse, {}, lambda sections: load_config(sections), DAY, runner=runner)
+    lines = {json.loads(line)["step"]: json.loads(line)
+             for line in (warehouse / "_pipeline" / DAY.isoformat() / "run.jsonl").read_text().splitlines()}
+    assert lines["etl"]["rows"] == 4 and lines["etl"]["rows_by_table"] == {"items": 3, "users": 1}
+    assert lines["evaluate"]["rows"] == 9 and lines["evaluate"]["rows_by_table"] == {"metrics": 9}
+    assert lines["als"]["rows"] == 0 and lines["als"]["rows_by_table"] == {}
