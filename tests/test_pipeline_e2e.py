@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -26,10 +27,11 @@ FAST = ["train.max_steps=6", "train.eval_every=3", "train.patience=1", "pipeline
 pytestmark = pytest.mark.slow
 
 
-def run_pipeline(data: Path, warehouse: Path, reports: Path, *extra: str) -> str:
+def run_pipeline(data: Path, warehouse: Path | str, reports: Path, *extra: str, cwd: Path = REPO) -> str:
     cmd = [sys.executable, "-m", "jobs.cli", "pipeline", "--data", str(data), "--warehouse", str(warehouse),
            "--reports", str(reports), "--run-date", "2026-11-23", *extra, *FAST]
-    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=1500)
+    proc = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=1500,
+                          env={**os.environ, "PYTHONPATH": str(REPO)})
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
     return proc.stdout
 
@@ -54,8 +56,18 @@ def first_run(tmp_path_factory):
 
     root = tmp_path_factory.mktemp("pipeline")
     generate(root / "data", n_users=120, n_items=400, n_ratings=6000, seed=3)
-    out = run_pipeline(root / "data", root / "wh", root / "reports")
+    # The first run names its warehouse as a file:// URI, from an empty working directory (issue 20:
+    # `Path("file:///x")` is the relative folder `file:/x`); the later runs name the same folder as a path.
+    (root / "cwd").mkdir()
+    out = run_pipeline(root / "data", (root / "wh").as_uri(), root / "reports", cwd=root / "cwd")
     return root, out
+
+
+def test_a_file_uri_warehouse_leaves_nothing_outside_it(first_run):
+    root, _ = first_run
+    assert list((root / "cwd").iterdir()) == []  # nothing made relative to the working directory
+    assert not list((root / "wh").rglob("_staging-*")), "staging leftovers in the warehouse"
+    assert (root / "wh" / "_pipeline" / "state.json").is_file()
 
 
 def test_every_table_model_and_user(first_run):
