@@ -22,6 +22,7 @@ COMMANDS = {
     "topn": ("jobs.topn", "top-K of one model for every user -> recommendations (Delta)"),
     "evaluate": ("jobs.evaluate", "one evaluator for every model -> metrics (Delta)"),
     "tune": ("jobs.tune", "Optuna study of one model's tune.<model> space on validation NDCG@10"),
+    "publish": ("jobs.publish", "the regression gate per model, then one `runs` commit: the snapshot readers read"),
     "pipeline": ("jobs.pipeline", "the nightly run: every step above, skipping unchanged inputs"),
     "serve": ("jobs.serve", "read-only API and web page over the warehouse (each model's latest top-N)"),
 }

@@ -110,7 +110,7 @@ class Step:
 # The steps that prepare data for a family's fit (catalogue.Family.fit_after), besides the ETL.
 PREPARE = {"export-sequences": dict(command="export-sequences", depends=["etl"], sections=["sequences"],
                                     outputs=("train", "validation", "test", "ncf_train", "edges"))}
-EXTRA_SECTIONS = ["etl", "evaluate", "pipeline"]
+EXTRA_SECTIONS = ["etl", "evaluate", "pipeline", "publish"]
 
 
 def config_sections() -> list[str]:
@@ -157,6 +157,9 @@ def plan(pipe: PipelineConfig, run: Run) -> list[Step]:
                 writes_lists.append(steps[-1].name)
     steps.append(Step("evaluate", "evaluate", [*date, *common], "spark", writes_lists, ["evaluate"],
                       per_run_date=True, gathers=True))
+    # Last: the regression gate and one `runs` commit over the models that survived (jobs/publish.py).
+    steps.append(Step("publish", "publish", [*date, *common], "python", [*writes_lists, "evaluate"],
+                      ["publish", "pipeline"], per_run_date=True, gathers=True))
     return steps
 
 

@@ -5,9 +5,13 @@ auto-install and auto-load are off); the table versions and the partitions' file
 reloaded, come from the Delta log through delta-rs. delta-rs' own readers are not used for rows: under pyarrow 14
 they cannot filter a partitioned table. Table names come from this code or from listing the warehouse, never from a
 request.
+
+A Warehouse can be pinned to table versions (`at`): it then reads those versions (Delta time travel), as the server,
+the notebooks and the report read the last published snapshot (`published`; recsys_core.published).
 """
 from __future__ import annotations
 
+import copy
 import datetime as dt
 import re
 import threading
@@ -19,6 +23,7 @@ import duckdb_extension_delta
 import numpy as np
 
 from recsys_core import storage
+from recsys_core.published import latest_published
 from recsys_serve.errors import ServeError
 
 DELTA_EXTENSION = (Path(duckdb_extension_delta.__file__).parent / "extensions" / f"v{duckdb.__version__}"
@@ -56,6 +61,14 @@ class Warehouse:
         })
         self._con.execute(f"LOAD '{DELTA_EXTENSION}'")
         self._lock = threading.Lock()
+        self.pinned: dict[str, int] = {}  # table -> the version read (time travel); others: their latest
+
+    def at(self, versions: dict[str, int | None]) -> "Warehouse":
+        """A view of this warehouse that reads each table of `versions` at that version (it shares this one's
+        connection: close this one, not the view)."""
+        view = copy.copy(self)
+        view.pinned = {t: int(v) for t, v in versions.items() if v is not None}
+        return view
 
     def close(self) -> None:
         self._con.close()
@@ -78,6 +91,8 @@ class Warehouse:
         """The table's latest committed version; None when it does not exist."""
         if not self.exists(table):
             return None
+        if table in self.pinned:
+            return self.pinned[table]
         return deltalake.DeltaTable(str(self.path(table))).version()
 
     def committed_at(self, table: str) -> float | None:
@@ -92,7 +107,7 @@ class Warehouse:
         partition was rewritten (a re-run of the same date commits new files)."""
         if not self.exists(table):
             return {}
-        delta = deltalake.DeltaTable(str(self.path(table)))
+        delta = deltalake.DeltaTable(str(self.path(table)), version=self.pinned.get(table))
         parts = {}
         for values in delta.partitions():
             key = (values["model"], dt.date.fromisoformat(values["run_date"]))
@@ -107,13 +122,13 @@ class Warehouse:
 
     def query(self, sql: str, params: list | None = None, **tables: str) -> dict[str, np.ndarray]:
         """Run `sql`, in which `{name}` stands for the Delta table `tables[name]`; columns as numpy arrays."""
-        scans = {name: _delta_scan(self.path(table)) for name, table in tables.items()}
+        scans = {name: _delta_scan(self.path(table), self.pinned.get(table)) for name, table in tables.items()}
         with self._lock:
             return self._con.execute(sql.format(**scans), params or []).fetchnumpy()
 
     def frame(self, sql: str, params: list | None = None, **tables: str):
         """`query`, as a pandas DataFrame (for the notebooks)."""
-        scans = {name: _delta_scan(self.path(table)) for name, table in tables.items()}
+        scans = {name: _delta_scan(self.path(table), self.pinned.get(table)) for name, table in tables.items()}
         with self._lock:
             return self._con.execute(sql.format(**scans), params or []).df()
 
@@ -122,5 +137,14 @@ class Warehouse:
         return sorted(p.name for p in self.root.iterdir() if TABLE_NAME.match(p.name) and self.exists(p.name))
 
 
-def _delta_scan(path: Path) -> str:
-    return "delta_scan('" + str(path).replace("'", "''") + "')"
+def published(root: str | Path, **kwargs) -> Warehouse:
+    """The warehouse as its last published run left it (every table at the version the newest `runs` row names);
+    with nothing published yet, every table's latest version. What the notebooks read."""
+    warehouse = Warehouse(root, **kwargs)
+    run = latest_published(warehouse.root)
+    return warehouse.at(run.tables) if run is not None else warehouse
+
+
+def _delta_scan(path: Path, version: int | None = None) -> str:
+    at = "" if version is None else f", version => {int(version)}"
+    return "delta_scan('" + str(path).replace("'", "''") + "'" + at + ")"

@@ -49,3 +49,5 @@ $PYTHON jobs/topn.py --model lightgcn --k 100 --run-date "$RUN_DATE" --warehouse
 $SPARK_SUBMIT jobs/ensemble.py --k 100 --run-date "$RUN_DATE" --warehouse "$WAREHOUSE" --env cluster
 # evaluate
 $SPARK_SUBMIT jobs/evaluate.py --run-date "$RUN_DATE" --warehouse "$WAREHOUSE" --env cluster
+# publish
+$PYTHON jobs/publish.py --run-date "$RUN_DATE" --warehouse "$WAREHOUSE" --env cluster
