@@ -61,7 +61,7 @@ def first_run(tmp_path_factory):
 def test_every_table_model_and_user(first_run):
     root, out = first_run
     wh = root / "wh"
-    assert step_statuses(out) == {name: "ran" for name in planned_steps(wh)} and len(planned_steps(wh)) == 15
+    assert step_statuses(out) == {name: "ran" for name in planned_steps(wh)} and len(planned_steps(wh)) == 16
     for name in TABLES:
         assert table_exists(wh / name), name
     users = read_arrow(wh / "users").num_rows
@@ -74,6 +74,7 @@ def test_every_table_model_and_user(first_run):
     metrics = read_arrow(wh / "metrics").to_pandas()
     assert set(metrics["model"]) == set(MODELS)
     assert "report:" in out and (root / "reports" / "2026-11-23" / "report.md").exists()
+    assert "published run 2026-11-23@" in out  # the gate's decisions: every model published on the first night
 
 
 def test_mlflow_has_parent_and_step_runs(first_run):

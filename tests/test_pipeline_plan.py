@@ -34,11 +34,11 @@ def make_data(tmp_path):
     return data
 
 
-def test_plan_fits_and_ranks_every_catalogue_model_and_ends_with_evaluation():
+def test_plan_fits_and_ranks_every_catalogue_model_and_ends_with_evaluation_and_publish():
     configured = PipelineConfig.from_dict(load_config(["pipeline"])["pipeline"])  # conf/pipeline.yaml's lists
     steps = plan(configured, RUN)
     names = [s.name for s in steps]
-    assert names[0] == "etl" and names[-1] == "evaluate" and len(names) == len(set(names))
+    assert names[0] == "etl" and names[-2:] == ["evaluate", "publish"] and len(names) == len(set(names))
     assert names == ALL_STEPS  # the nightly configuration runs every catalogue model, as the defaults do
     for model in catalogue.MODELS.values():
         fit = model.family.fit_step.format(model=model.name)
@@ -46,7 +46,8 @@ def test_plan_fits_and_ranks_every_catalogue_model_and_ends_with_evaluation():
         if model.family.topn_runtime:
             assert f"topn-{model.name}" in names and names.index(fit) < names.index(f"topn-{model.name}")
     list_writers = {n for n in names if n.startswith("topn-")} | {"baselines"}
-    assert set(steps[-1].depends) == list_writers | {"ensemble"}
+    assert set(steps[-2].depends) == list_writers | {"ensemble"}
+    assert set(steps[-1].depends) == list_writers | {"ensemble", "evaluate"} and steps[-1].gathers  # publish
     assert set(steps[names.index("ensemble")].depends) == list_writers  # it blends every other model's lists
     for step in steps:
         assert all(names.index(d) < names.index(step.name) for d in step.depends), step.name
@@ -57,10 +58,10 @@ def test_plan_fits_and_ranks_every_catalogue_model_and_ends_with_evaluation():
 def test_models_can_be_chosen():
     steps = plan(PipelineConfig(spark_models=("popularity",), torch_models=("sasrec",)), RUN)
     names = [s.name for s in steps]
-    assert names == ["etl", "baselines", "export-sequences", "train-sasrec", "topn-sasrec", "evaluate"]
+    assert names == ["etl", "baselines", "export-sequences", "train-sasrec", "topn-sasrec", "evaluate", "publish"]
     assert steps[1].args[-1] == "baselines.models=[popularity]"
     assert [s.name for s in plan(PipelineConfig(spark_models=("als",), torch_models=()), RUN)] == \
-        ["etl", "als", "topn-als", "evaluate"]
+        ["etl", "als", "topn-als", "evaluate", "publish"]
 
 
 @pytest.mark.parametrize("pipeline, message", [
@@ -237,15 +238,15 @@ def test_an_unchanged_run_skips_every_step_and_a_changed_input_reruns_exactly_it
     assert {name: entry["fingerprint"] for name, entry in state.items()} == fingerprints_before
 
     ran, _, _ = nightly("als.rank=8")  # both ALS models read the als section
-    assert ran == ["als", "topn-als", "als_implicit", "topn-als_implicit", "ensemble", "evaluate"]
+    assert ran == ["als", "topn-als", "als_implicit", "topn-als_implicit", "ensemble", "evaluate", "publish"]
     ran, _, _ = nightly("als.rank=8", "sasrec.hidden=32")
-    assert ran == ["train-sasrec", "topn-sasrec", "ensemble", "evaluate"]  # the ensemble blends every list
+    assert ran == ["train-sasrec", "topn-sasrec", "ensemble", "evaluate", "publish"]  # the ensemble blends every list
     ran, _, _ = nightly("als.rank=8", "sasrec.hidden=32", "pipeline.spark_models=[als,als_implicit,popularity]")
-    assert ran == ["baselines", "evaluate"]
+    assert ran == ["baselines", "evaluate", "publish"]
     ran, _, _ = nightly("als.rank=8", "sasrec.hidden=32", "pipeline.spark_models=[als,als_implicit,popularity]",
                         day=DAY + dt.timedelta(days=1))
     assert ran == ["topn-als", "topn-als_implicit", "baselines", "topn-ncf", "topn-sasrec", "topn-ss4rec",
-                   "topn-lightgcn", "evaluate"]
+                   "topn-lightgcn", "evaluate", "publish"]
 
     (nightly.data / "movies.csv").write_text("movieId,title,genres\n1,A (1999),Comedy\n")
     ran, _, _ = nightly()
@@ -263,8 +264,10 @@ def test_a_failed_model_step_stops_only_that_model_and_the_next_run_retries_it(n
     assert state["train-sasrec"]["status"] == "failed" and state["topn-sasrec"]["status"] == "not run"
     assert any(line.startswith("FAILED train-sasrec (exit 3); log: ") for line in summary(results))
 
+    assert status["publish"] == "ran"  # over the models that survived
+
     ran, results, state = nightly()  # retries the failure, what it blocked, and what reads their lists
-    assert ran == ["train-sasrec", "topn-sasrec", "ensemble", "evaluate"]
+    assert ran == ["train-sasrec", "topn-sasrec", "ensemble", "evaluate", "publish"]
     assert all(entry["status"] == "ok" for entry in state.values())
 
 
@@ -274,8 +277,8 @@ def test_a_failed_shared_step_stops_everything_downstream(nightly):
     torch_steps = [n for n in ALL_STEPS if n.startswith(("train-", "topn-")) and n not in ("topn-als",
                                                                                           "topn-als_implicit")]
     assert status["export-sequences"] == "failed"
-    assert {n: status[n] for n in torch_steps + ["ensemble", "evaluate"]} == \
-        {n: "not run" for n in torch_steps + ["ensemble", "evaluate"]}
+    assert {n: status[n] for n in torch_steps + ["ensemble", "evaluate", "publish"]} == \
+        {n: "not run" for n in torch_steps + ["ensemble", "evaluate", "publish"]}  # nothing published
     assert status["als"] == status["baselines"] == "ran"
     ran, results, _ = nightly(fail_at="etl", force=True)
     assert ran == ["etl"] and [r.status for r in results] == ["failed"] + ["not run"] * (len(ALL_STEPS) - 1)
@@ -298,7 +301,7 @@ def test_the_ensemble_blends_the_members_that_survived(nightly):
         return {r.name: r.status for r in results}
 
     status = run("baselines", "ensemble.models=[ar2,itemcf,als_implicit]")  # ar2, itemcf are baselines' lists
-    assert status["ensemble"] == "not run" and status["evaluate"] == "ran"
+    assert status["ensemble"] == "not run" and status["evaluate"] == status["publish"] == "ran"
     status = run("topn-als", "ensemble.models=[als,itemcf,als_implicit]")
     assert status["ensemble"] == "ran" and seen["ensemble"][-1] == "ensemble.models=[itemcf,als_implicit]"
 
