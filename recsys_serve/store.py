@@ -121,6 +121,8 @@ class Store:
             return self.versions(), None
         run = old.published if old is not None and old.published and old.published.version == version \
             else latest_published(self.warehouse.root)
+        if run is None:  # a `runs` table without a row
+            return self.versions(), None
         watched = [*WATCHED_TABLES, *(t for t in run.tables if t.endswith(FACTORS_SUFFIX))]
         return {**{t: run.tables.get(t) for t in watched}, "runs": run.version}, run
 
