@@ -157,7 +157,7 @@ def test_the_server_reads_only_published_snapshots(tmp_path):
 
     # Tonight's ETL and one model's list land, commit by commit; nothing is published yet.
     write_etl(root, n_users=N_USERS - 50)
-    write_lists(root, "popularity", D2, hit_rank=2)
+    write_lists(root, "popularity", D2, hit_rank=1)  # as good as D1's: published
     assert store.refresh() is False
     snap = store.snapshot
     assert snap is first and len(snap.histories.user_ids) == N_USERS
