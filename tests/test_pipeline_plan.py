@@ -386,10 +386,10 @@ def test_a_step_reruns_exactly_when_the_code_it_runs_changes(tmp_path, monkeypat
     assert base == prints()
     torch_lists = {n for n in ALL_STEPS if n.startswith(("train-", "topn-")) and n not in ("topn-als",
                                                                                          "topn-als_implicit")}
-    assert changed_by("recsys_torch/losses.py") == torch_lists | {"ensemble", "evaluate"}
+    assert changed_by("recsys_torch/losses.py") == torch_lists | {"ensemble", "evaluate", "publish"}
     assert changed_by("jobs/fit_als.py") == {"als", "topn-als", "als_implicit", "topn-als_implicit", "ensemble",
-                                             "evaluate"}
-    assert changed_by("jobs/evaluate.py") == {"evaluate"}
+                                             "evaluate", "publish"}
+    assert changed_by("jobs/evaluate.py") == {"evaluate", "publish"}  # publish reads what the evaluation read
     assert changed_by("recsys_spark/etl.py") == set(ALL_STEPS)  # the ETL's output feeds every step
     before = prints()
     monkeypatch.setattr("jobs.cli.version", lambda: "9.9.9")  # a new release
