@@ -78,6 +78,9 @@ STEPS = [  # (task_id, queue, command, upstream task_ids)
     ('retention', 'gpu',
      '$PYTHON jobs/retention.py --warehouse "$WAREHOUSE" --env cluster',
      []),
+    ('publish', 'gpu',
+     '$PYTHON jobs/publish.py --run-date "$RUN_DATE" --warehouse "$WAREHOUSE" --env cluster',
+     ['topn_als', 'topn_als_implicit', 'baselines', 'topn_ncf', 'topn_sasrec', 'topn_ss4rec', 'topn_lightgcn', 'ensemble', 'evaluate', 'drift']),
 ]
 # A task running longer than this is killed and failed (then retried once): a hung step never blocks the next night.
 TIMEOUT = {"default": dt.timedelta(hours=3), "gpu": dt.timedelta(hours=8)}

@@ -24,6 +24,7 @@ COMMANDS = {
     "drift": ("jobs.drift", "input and output drift against the last published run -> drift (Delta), warnings"),
     "tune": ("jobs.tune", "Optuna study of one model's tune.<model> space on validation NDCG@10"),
     "retention": ("jobs.retention", "vacuum every Delta table, keeping retention.days and the published versions"),
+    "publish": ("jobs.publish", "the regression gate per model, then one `runs` commit: the snapshot readers read"),
     "pipeline": ("jobs.pipeline", "the nightly run: every step above, skipping unchanged inputs"),
     "serve": ("jobs.serve", "read-only API and web page over the warehouse (each model's latest top-N)"),
 }

@@ -74,6 +74,21 @@ def register_best(warehouse: Path, cfg: dict, trained: set[str]) -> str | None:
     return f"{registered} (validation NDCG@10 {score:.4f})"
 
 
+def gate_summary(warehouse: Path, run_date: dt.date, results) -> list[str]:
+    """The regression gate's decision per model, when this run's publish step ran (or was skipped: published
+    before with the same inputs); else why nothing was published."""
+    from jobs.publish import decision_lines
+    from recsys_core.published import latest_published
+
+    status = next((r.status for r in results if r.name == "publish"), None)
+    if status not in ("ran", "skipped"):
+        return ["", f"not published ({status or 'no publish step'}): readers keep the last published run"]
+    run = latest_published(warehouse)
+    if run is None or run.run_date != run_date:
+        return []
+    return ["", f"published run {run.run_id}:", *decision_lines(run)]
+
+
 def setup_logging() -> None:
     """Timestamped lines (UTC) for the runner's own messages (logger recsys.pipeline: lock, steps, leftovers), on
     stderr, unless the caller configured logging already."""
@@ -238,7 +253,7 @@ def run_nightly(args, cfg, layer, resolve, pipe, run_date, data, warehouse, cons
         console.print(f"registered: {registered}")
     if report is not None:
         console.print(f"report: {report}")
-    print("\n".join(["", f"nightly {run_date}:", *summary(results), *drift_lines]))
+    print("\n".join(["", f"nightly {run_date}:", *summary(results), *drift_lines, *gate_summary(warehouse, run_date, results)]))
     failures = [line for line in summary(results) if line.startswith("FAILED ")]
     if failures:
         print("\n".join(failures), file=sys.stderr)

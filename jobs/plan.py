@@ -1,4 +1,5 @@
-"""The nightly plan: ETL → each configured model's fit and top-N (jobs/catalogue.py) → evaluation → retention.
+"""The nightly plan: ETL → each configured model's fit and top-N (jobs/catalogue.py) → evaluation → drift →
+retention → publish (the regression gate and one `runs` commit naming the snapshot readers read; jobs/publish.py).
 
 Every step is one `recsys` command run as its script, `jobs/<file>.py`, so the same plan is what `recsys pipeline`
 runs on this machine (`python jobs/<file>.py …`, one child process per step, jobs/steps.py), what `recsys pipeline
@@ -13,7 +14,8 @@ packages its runtime uses), so a deploy re-runs exactly the steps whose code cha
 
 A failed step stops only what depends on it. A model's step failing (its fit, training or top-N) marks that model
 failed; the steps that gather every model's lists (the ensemble, over the surviving members, and the evaluation) still
-run. A shared step failing (the ETL, the sequence export) leaves everything downstream of it not run. The state
+run, and so does the publish, which holds the failed models back. A shared step failing (the ETL, the sequence
+export) leaves everything downstream of it not run: nothing is published that night. The state
 records the failure, so the next run retries the failed step and what it blocked; everything else still matches.
 A training step that started with the same fingerprint and did not finish (killed, or failed) is resumed from its
 checkpoint (`recsys train --resume`) instead of starting over.
@@ -110,7 +112,7 @@ class Step:
 # The steps that prepare data for a family's fit (catalogue.Family.fit_after), besides the ETL.
 PREPARE = {"export-sequences": dict(command="export-sequences", depends=["etl"], sections=["sequences"],
                                     outputs=("train", "validation", "test", "ncf_train", "edges"))}
-EXTRA_SECTIONS = ["etl", "evaluate", "drift", "pipeline", "retention"]
+EXTRA_SECTIONS = ["etl", "evaluate", "drift", "pipeline", "retention", "publish"]
 
 
 def config_sections() -> list[str]:
@@ -161,6 +163,10 @@ def plan(pipe: PipelineConfig, run: Run) -> list[Step]:
     # Housekeeping once a night, after every write (recsys_spark/retention.py): it depends on nothing, so it runs
     # whatever failed.
     steps.append(Step("retention", "retention", common, "python", sections=["retention"], per_run_date=True))
+    # Last: the regression gate and one `runs` commit over the models that survived (jobs/publish.py); after
+    # drift, which compares tonight with the run published before it.
+    steps.append(Step("publish", "publish", [*date, *common], "python", [*writes_lists, "evaluate", "drift"],
+                      ["publish", "pipeline"], per_run_date=True, gathers=True))
     return steps
 
 

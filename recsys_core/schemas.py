@@ -7,7 +7,7 @@ from __future__ import annotations
 # <name>_item_factors: recsys_core.catalogue.factor_tables).
 TABLES = ("interactions", "items", "users", "tags", "rejects", "etl_report", "recommendations",
           "recommendations_validation", "metrics", "drift", "transitions_ar1", "transitions_ar2", "item_neighbors",
-          "als_user_factors", "als_item_factors", "item_embeddings")
+          "als_user_factors", "als_item_factors", "item_embeddings", "runs")
 
 # Sequence shards (<warehouse>/sequences): meta.json's keys, in the order the export writes them.
 SHARD_SCHEMA_VERSION = 1

@@ -133,7 +133,8 @@ def create_app(warehouse: str | FilePath, reload_interval: float = 10.0, reports
                 "loaded_at": timestamp(snap.loaded_at), "checked_at": timestamp(s.checked_at),
                 "last_error": s.last_error, "last_error_at": timestamp(s.last_error_at),
                 "models": len(snap.latest), "users": len(snap.histories.user_ids),
-                "movies": len(snap.movies.movie_ids), "reloads": s.reloads, "versions": snap.versions}
+                "movies": len(snap.movies.movie_ids), "reloads": s.reloads, "versions": snap.versions,
+                "published_run": published_run(snap)}
 
     @app.get("/models", response_model=r.Models, responses=UNAVAILABLE)
     async def models():
@@ -249,11 +250,18 @@ def parse_date(value: str | None) -> dt.date | None:
         raise BadRequest(f"run_date {value!r} is not a date (YYYY-MM-DD)") from None
 
 
+def published_run(snap: Snapshot) -> dict | None:
+    run = snap.published
+    return None if run is None else {"run_id": run.run_id, "run_date": run.run_date, "published_at": run.published_at}
+
+
 def model_info(store: Store, snap: Snapshot, name: str) -> dict:
     model = store.model(name)
     lists = snap.latest[name]
     metrics = snap.metrics.get(name, [])
-    return {"name": name, "family": model.family.name, "summary": model.summary, "run_date": lists.run_date,
+    entry = snap.published.model(name) if snap.published is not None else None
+    return {"published_run_id": snap.published.run_id if entry else None,
+            "published": entry.published if entry else None, "reason": entry.reason if entry else None, "name": name, "family": model.family.name, "summary": model.summary, "run_date": lists.run_date,
             "run_id": lists.run_id, "run_dates": snap.run_dates(name), "users": lists.users, "max_k": lists.max_k,
             "similar_items": snap.has_vectors(name),
             "metrics_run_date": metrics[0]["run_date"] if metrics else None, "metrics": metrics}

@@ -7,9 +7,13 @@ versions and the partitions' files, which say when something must be reloaded, c
 delta-rs (with the same settings as its `storage_options`). delta-rs' own readers are not used for rows: under
 pyarrow 14 they cannot filter a partitioned table. Table names come from this code or from listing the warehouse,
 never from a request.
+
+A Warehouse can be pinned to table versions (`at`): it then reads those versions (Delta time travel), as the server,
+the notebooks and the report read the last published snapshot (`published`; recsys_core.published).
 """
 from __future__ import annotations
 
+import copy
 import datetime as dt
 import re
 import threading
@@ -21,6 +25,7 @@ import duckdb_extension_delta
 import numpy as np
 
 from recsys_core import storage
+from recsys_core.published import has_commit, latest_published
 from recsys_serve.errors import ServeError
 
 
@@ -31,7 +36,6 @@ def _extension_file(package, name: str) -> Path:
 DELTA_EXTENSION = _extension_file(duckdb_extension_delta, "delta")
 TABLE_NAME = re.compile(r"^[A-Za-z0-9_]+$")
 FACTORS_SUFFIX = "_item_factors"
-COMMIT_FILE = re.compile(r"^\d{20}\.(?:json|checkpoint(?:\.\d+\.\d+)?\.parquet)$")
 
 
 def httpfs_extension() -> Path:
@@ -42,12 +46,6 @@ def httpfs_extension() -> Path:
         raise ServeError(f"a warehouse on S3 needs DuckDB's httpfs extension: pip install "
                          f"duckdb-extension-httpfs=={duckdb.__version__}") from None
     return _extension_file(duckdb_extension_httpfs, "httpfs")
-
-
-def has_commit(table: str) -> bool:
-    """Whether the location is a Delta table with at least one commit. A `_delta_log` without one (a first write that
-    was killed, or still running) is not a table yet: reading it would fail."""
-    return any(COMMIT_FILE.match(name) for name in storage.listdir(storage.join(table, "_delta_log")))
 
 
 def _sql_text(value: str) -> str:
@@ -92,6 +90,14 @@ class Warehouse:
                                  for key, value in secret.items())
             self._con.execute(f"CREATE SECRET warehouse (TYPE s3, {settings})")
         self._lock = threading.Lock()
+        self.pinned: dict[str, int] = {}  # table -> the version read (time travel); others: their latest
+
+    def at(self, versions: dict[str, int | None]) -> "Warehouse":
+        """A view of this warehouse that reads each table of `versions` at that version (it shares this one's
+        connection: close this one, not the view)."""
+        view = copy.copy(self)
+        view.pinned = {t: int(v) for t, v in versions.items() if v is not None}
+        return view
 
     def close(self) -> None:
         self._con.close()
@@ -101,8 +107,8 @@ class Warehouse:
             raise ValueError(f"not a table name: {table!r}")
         return storage.join(self.root, table)
 
-    def _delta(self, table: str) -> deltalake.DeltaTable:
-        return deltalake.DeltaTable(self.path(table), storage_options=self._options)
+    def _delta(self, table: str, version: int | None = None) -> deltalake.DeltaTable:
+        return deltalake.DeltaTable(self.path(table), version=version, storage_options=self._options)
 
     def exists(self, table: str) -> bool:
         """Whether the table has a committed version (see has_commit)."""
@@ -117,6 +123,8 @@ class Warehouse:
         """The table's latest committed version; None when it does not exist."""
         if not self.exists(table):
             return None
+        if table in self.pinned:
+            return self.pinned[table]
         return self._delta(table).version()
 
     def committed_at(self, table: str) -> float | None:
@@ -131,7 +139,7 @@ class Warehouse:
         partition was rewritten (a re-run of the same date commits new files)."""
         if not self.exists(table):
             return {}
-        delta = self._delta(table)
+        delta = self._delta(table, self.pinned.get(table))
         parts = {}
         for values in delta.partitions():
             key = (values["model"], dt.date.fromisoformat(values["run_date"]))
@@ -146,13 +154,13 @@ class Warehouse:
 
     def query(self, sql: str, params: list | None = None, **tables: str) -> dict[str, np.ndarray]:
         """Run `sql`, in which `{name}` stands for the Delta table `tables[name]`; columns as numpy arrays."""
-        scans = {name: _delta_scan(self.path(table)) for name, table in tables.items()}
+        scans = {name: _delta_scan(self.path(table), self.pinned.get(table)) for name, table in tables.items()}
         with self._lock:
             return self._con.execute(sql.format(**scans), params or []).fetchnumpy()
 
     def frame(self, sql: str, params: list | None = None, **tables: str):
         """`query`, as a pandas DataFrame (for the notebooks)."""
-        scans = {name: _delta_scan(self.path(table)) for name, table in tables.items()}
+        scans = {name: _delta_scan(self.path(table), self.pinned.get(table)) for name, table in tables.items()}
         with self._lock:
             return self._con.execute(sql.format(**scans), params or []).df()
 
@@ -161,5 +169,14 @@ class Warehouse:
         return [name for name in storage.listdir(self.root) if TABLE_NAME.match(name) and self.exists(name)]
 
 
-def _delta_scan(location: str) -> str:
-    return f"delta_scan({_sql_text(location)})"
+def published(root: str | Path, **kwargs) -> Warehouse:
+    """The warehouse as its last published run left it (every table at the version the newest `runs` row names);
+    with nothing published yet, every table's latest version. What the notebooks read."""
+    warehouse = Warehouse(root, **kwargs)
+    run = latest_published(warehouse.root)
+    return warehouse.at(run.tables) if run is not None else warehouse
+
+
+def _delta_scan(location: str, version: int | None = None) -> str:
+    at = "" if version is None else f", version => {int(version)}"
+    return f"delta_scan({_sql_text(location)}{at})"

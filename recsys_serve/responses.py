@@ -11,6 +11,12 @@ class Error(BaseModel):
     detail: str = Field(description="one line saying what was wrong")
 
 
+class PublishedRunInfo(BaseModel):
+    run_id: str
+    run_date: dt.date
+    published_at: dt.datetime
+
+
 class Health(BaseModel):
     """What is being served and how fresh it is. A 503 (with the reason) instead when nothing can be served."""
 
@@ -28,6 +34,8 @@ class Health(BaseModel):
     movies: int = Field(description="movies in `items`")
     reloads: int = Field(description="new snapshots picked up since start-up")
     versions: dict[str, int | None] = Field(description="Delta version of each watched table")
+    published_run: PublishedRunInfo | None = Field(
+        description="the published run served (the newest `runs` row); null: nothing published, latest versions")
 
 
 class Metric(BaseModel):
@@ -43,7 +51,8 @@ class ModelInfo(BaseModel):
     name: str
     family: str
     summary: str
-    run_date: dt.date = Field(description="the latest run date of its recommendations (served by default)")
+    run_date: dt.date = Field(description="the run date of the list served (by default): its latest, or the one its "
+                                          "last published run names")
     run_id: str
     run_dates: list[dt.date]
     users: int = Field(description="users with a list in the latest run")
@@ -51,6 +60,12 @@ class ModelInfo(BaseModel):
     similar_items: bool = Field(description="whether /items/{movieId}/similar can use this model")
     metrics_run_date: dt.date | None
     metrics: list[Metric]
+    published_run_id: str | None = Field(description="the published run whose decision serves this list (null: "
+                                                     "nothing published, the latest list)")
+    published: bool | None = Field(description="whether that run published this model's list of its night; false: "
+                                               "the regression gate held it back and `run_date` is its last "
+                                               "published list")
+    reason: str | None = Field(description="the gate's decision, one line")
 
 
 class Models(BaseModel):

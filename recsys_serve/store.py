@@ -5,6 +5,12 @@ reloaded (a new run date, or a partition whose files a re-run replaced, or a new
 the new snapshot replaces the old one in one assignment, so a request always sees one consistent state and none
 fails while a reload runs. A background thread calls it every `reload_interval` seconds.
 
+Once the nightly has published (a `runs` table, recsys_core.published), the snapshot is the last published one: the
+tables are read at the versions its newest row names (Delta time travel), each model's list is the one the
+regression gate left served for it (its run date, at its `recommendations` version), and what is "changed" is the
+`runs` version: tables a running night is rewriting are not looked at until its publish commits. A warehouse with no
+`runs` table is served as before: each table's latest version.
+
 A reload that fails (a table being rewritten, a file gone) keeps the previous snapshot served and is remembered
 (`last_error`, shown by /health); when nothing could be loaded yet, every request is a 503 naming the error until a
 reload succeeds. Rows the server cannot answer honestly are dropped at load, with a warning in the log: list rows
@@ -25,9 +31,10 @@ import numpy as np
 
 from recsys_core import catalogue, storage
 from recsys_core.errors import ConfigError
+from recsys_core.published import PublishedRun, latest_published, runs_version
 from recsys_serve.errors import BadRequest, NotFound, Unavailable
 from recsys_serve.index import Histories, ItemVectors, Movies, TopLists
-from recsys_serve.reader import Warehouse
+from recsys_serve.reader import FACTORS_SUFFIX, Warehouse
 
 log = logging.getLogger("recsys_serve")
 
@@ -55,6 +62,8 @@ class Snapshot:
     embeddings: dict[str, dt.date]  # torch model -> latest run date in item_embeddings
     committed_at: float | None = None  # the newest commit of the served tables (seconds since 1970)
     loaded_at: float = field(default_factory=time.time)
+    published: PublishedRun | None = None  # the published run served (None: no `runs` table, latest versions)
+    view: Warehouse | None = None  # the warehouse pinned to the served versions (what later loads read)
 
     @property
     def run_date(self) -> dt.date | None:
@@ -102,6 +111,19 @@ class Store:
         tables = [*WATCHED_TABLES, *self.warehouse.factor_tables().values()]
         return {t: self.warehouse.version(t) for t in tables}
 
+    def current(self, old: Snapshot | None) -> tuple[dict[str, int | None], PublishedRun | None]:
+        """The versions to serve and the published run naming them: the newest `runs` row's versions once there is
+        one (re-read only when `runs` moved), else each table's latest version."""
+        version = runs_version(self.warehouse.root)
+        if version is None:
+            return self.versions(), None
+        run = old.published if old is not None and old.published and old.published.version == version \
+            else latest_published(self.warehouse.root)
+        if run is None:  # a `runs` table without a row
+            return self.versions(), None
+        watched = [*WATCHED_TABLES, *(t for t in run.tables if t.endswith(FACTORS_SUFFIX))]
+        return {**{t: run.tables.get(t) for t in watched}, "runs": run.version}, run
+
     def refresh(self) -> bool:
         """Reload what changed since the last snapshot; True when a new snapshot is served."""
         with self._refresh_lock:
@@ -109,10 +131,10 @@ class Store:
             old = self._snapshot
             try:
                 self.warehouse.require(*SERVED_TABLES)
-                versions = self.versions()
+                versions, run = self.current(old)
                 changed = old is None or versions != old.versions
                 if changed:
-                    self._snapshot = self._build(versions, old)
+                    self._snapshot = self._build(versions, old, run)
             except Exception as exc:
                 self.failing = True
                 self.last_error, self.last_error_at = one_line(exc), time.time()
@@ -121,49 +143,90 @@ class Store:
             self.reloads += changed and old is not None
             return changed
 
-    def _build(self, versions: dict[str, int | None], old: Snapshot | None) -> Snapshot:
+    def _build(self, versions: dict[str, int | None], old: Snapshot | None, run: PublishedRun | None) -> Snapshot:
+        view = self.warehouse.at(versions) if run is not None else self.warehouse
         base_changed = old is None or any(versions[t] != old.versions.get(t) for t in BASE_TABLES)
         if base_changed:
-            movies = Movies.load(self.warehouse)
-            histories = Histories.load(self.warehouse, movies, self.history_len)
+            movies = Movies.load(view)
+            histories = Histories.load(view, movies, self.history_len)
         else:
             movies, histories = old.movies, old.histories
-        partitions = {key: files for key, files in self.warehouse.partitions("recommendations").items()
-                      if known_model(key[0])}
+        partitions = {key: files for key, files in view.partitions("recommendations").items() if known_model(key[0])}
+        served = self._served_lists(view, partitions, run)
+        if run is not None:  # a model's dates up to the one served: a held-back list of tonight is not offered
+            partitions = {(m, d): f for (m, d), f in partitions.items() if m in served and d <= served[m][0]}
         latest = {}
-        for model in sorted({m for m, _ in partitions}):
-            run_date = max(d for m, d in partitions if m == model)
-            files = partitions[(model, run_date)]
+        for model, (run_date, files, source) in sorted(served.items()):
             current = None if old is None or base_changed else old.latest.get(model)
             if current is not None and (current.run_date, current.files) == (run_date, files):
                 latest[model] = current
             else:
-                latest[model] = TopLists.load(self.warehouse, histories, movies, model, run_date, files)
+                latest[model] = TopLists.load(source, histories, movies, model, run_date, files)
                 log.info("loaded %s %s: %d users", model, run_date, latest[model].users)
                 _warn_dropped(latest[model])
         embeddings: dict[str, dt.date] = {}
-        for model, run_date in self.warehouse.partitions("item_embeddings"):
-            if known_model(model):
+        for model, run_date in view.partitions("item_embeddings"):
+            if known_model(model) and (run is None or (model in served and run_date <= served[model][0])):
                 embeddings[model] = max(run_date, embeddings.get(model, run_date))
-        factor_tables = {m: t for m, t in self.warehouse.factor_tables().items() if known_model(m)}
+        if run is None:
+            factor_tables = {m: t for m, t in self.warehouse.factor_tables().items() if known_model(m)}
+        else:
+            factor_tables = {t[:-len(FACTORS_SUFFIX)]: t for t in run.tables if t.endswith(FACTORS_SUFFIX)
+                             and known_model(t[:-len(FACTORS_SUFFIX)])}
         with self._cache_lock:
             if base_changed:
                 self._older.clear()
                 self._vectors.clear()
-        committed = [self.warehouse.committed_at(t) for t in SERVED_TABLES]
-        return Snapshot(versions, movies, histories, partitions, latest, self._load_metrics(), factor_tables,
-                        embeddings, max((c for c in committed if c is not None), default=None))
+        if run is not None:
+            committed_at = run.published_at.timestamp()
+        else:
+            committed = [self.warehouse.committed_at(t) for t in SERVED_TABLES]
+            committed_at = max((c for c in committed if c is not None), default=None)
+        metrics = self._load_metrics(view, {m: d for m, (d, _, _) in served.items()} if run is not None else None)
+        return Snapshot(versions, movies, histories, partitions, latest, metrics, factor_tables, embeddings,
+                        committed_at, published=run, view=view)
 
-    def _load_metrics(self) -> dict[str, list[dict]]:
-        if not self.warehouse.exists("metrics"):
+    @staticmethod
+    def _served_lists(view: Warehouse, partitions: dict, run: PublishedRun | None) -> dict:
+        """model -> (run date, files, the warehouse view to read them from) of the list served for it: its latest
+        run date (nothing published), or the one the published run names, at that entry's `recommendations`
+        version (a model the gate held back keeps its last published list)."""
+        if run is None:
+            dates: dict[str, dt.date] = {}
+            for model, day in partitions:
+                dates[model] = max(day, dates.get(model, day))
+            return {m: (d, partitions[(m, d)], view) for m, d in dates.items()}
+        served, by_version = {}, {}
+        for entry in run.models:
+            if not entry.served or not known_model(entry.model):
+                continue
+            version = entry.recommendations_version
+            if version not in by_version:
+                source = view.at({**view.pinned, "recommendations": version})
+                by_version[version] = (source, source.partitions("recommendations"))
+            source, parts = by_version[version]
+            files = parts.get((entry.model, entry.run_date))
+            if files is None:
+                log.warning("%s: its published list of %s is gone from recommendations version %s; not served",
+                            entry.model, entry.run_date, version)
+                continue
+            served[entry.model] = (entry.run_date, files, source)
+        return served
+
+    def _load_metrics(self, view: Warehouse, served: dict[str, dt.date] | None) -> dict[str, list[dict]]:
+        """Rows of `metrics` for each model's latest run date, or (published) for the run date served for it."""
+        if not view.exists("metrics"):
             return {}
-        cols = self.warehouse.query(
-            "SELECT model, run_id, run_date, split, metric, k, value, ci_low, ci_high FROM {m} "
-            "WHERE (model, run_date) IN (SELECT (model, max(run_date)) FROM {m} GROUP BY model) "
+        latest = "WHERE (model, run_date) IN (SELECT (model, max(run_date)) FROM {m} GROUP BY model) " \
+            if served is None else ""
+        cols = view.query(
+            "SELECT model, run_id, run_date, split, metric, k, value, ci_low, ci_high FROM {m} " + latest +
             "ORDER BY model, split, metric, k NULLS FIRST", m="metrics")
         rows: dict[str, list[dict]] = {}
         for i, model in enumerate(cols["model"]):
             if not known_model(model) or not np.isfinite(cols["value"][i]):  # a NaN metric is not shown
+                continue
+            if served is not None and served.get(str(model)) != _date(cols["run_date"][i]):
                 continue
             rows.setdefault(str(model), []).append({
                 "run_id": str(cols["run_id"][i]), "run_date": _date(cols["run_date"][i]),
@@ -201,7 +264,8 @@ class Store:
                 self._older.move_to_end(key)
                 return self._older[key]
             try:
-                lists = TopLists.load(self.warehouse, snapshot.histories, snapshot.movies, model, run_date, files)
+                lists = TopLists.load(snapshot.view or self.warehouse, snapshot.histories, snapshot.movies, model,
+                                      run_date, files)
             except (duckdb.Error, OSError) as exc:
                 try:
                     gone = any(not storage.exists(f) for f in files)
@@ -238,10 +302,11 @@ class Store:
         with self._cache_lock:
             if key not in self._vectors:
                 try:
+                    source_warehouse = snapshot.view or self.warehouse
                     if table is not None:
-                        vectors = ItemVectors.load_factors(self.warehouse, snapshot.movies, table)
+                        vectors = ItemVectors.load_factors(source_warehouse, snapshot.movies, table)
                     else:
-                        vectors = ItemVectors.load_embeddings(self.warehouse, snapshot.movies, model, run_date)
+                        vectors = ItemVectors.load_embeddings(source_warehouse, snapshot.movies, model, run_date)
                 except (duckdb.Error, OSError) as exc:
                     raise Unavailable(f"could not read {model!r}'s item vectors from {source}: "
                                       f"{one_line(exc)}") from None

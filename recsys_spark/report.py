@@ -1,6 +1,7 @@
 """The comparison report: reports/<run_date>/report.md with PNG plots, read from the `metrics` Delta table.
 
-Needs no Spark: the metrics table is small and read with delta-rs.
+Needs no Spark: the metrics table is small and read with delta-rs, at the version the last published run names
+(recsys_core.published: the snapshot every reader reads; its latest version while nothing is published).
 """
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from recsys_core.published import latest_published, published_version
 from recsys_spark.delta import read_arrow, table_exists, table_path
 
 COMPARED = ("hr", "ndcg", "mrr", "recall", "map", "coverage")  # a comparison's ranking columns, at one K
@@ -22,7 +24,7 @@ def load_metrics(warehouse: str | Path, run_date: dt.date | None = None, split: 
     path = table_path(warehouse, "metrics")
     if not table_exists(path):
         return pd.DataFrame(columns=["model", "run_id", "run_date", "split", "metric", "k", "value"])
-    frame = read_arrow(path).to_pandas()
+    frame = read_arrow(path, version=published_version(warehouse, "metrics")).to_pandas()
     frame["run_date"] = pd.to_datetime(frame["run_date"]).dt.date
     if run_date is not None:
         frame = frame[frame["run_date"] == run_date]
@@ -252,6 +254,17 @@ def training_curves(warehouse: str | Path) -> dict[str, list[dict]]:
     return curves
 
 
+def published_lines(warehouse: str | Path, run_date: dt.date) -> list[str]:
+    """The regression gate's decision per model, when the last published run is this run date's."""
+    run = latest_published(warehouse)
+    if run is None or run.run_date != run_date:
+        return []
+    rows = [f"| {m.model} | {'yes' if m.published else 'no'} | {m.run_date or ''} | {m.reason} |" for m in run.models]
+    return [f"Published as run `{run.run_id}`: the regression gate's decision per model (served: the run date of "
+            "the list served for it).", "", "| model | published | served | reason |", "|---|---|---|---|",
+            *rows, ""]
+
+
 def write_report(warehouse: str | Path, reports_dir: str | Path, run_date: dt.date) -> Path:
     metrics = load_metrics(warehouse, run_date)
     table = comparison_table(metrics)
@@ -271,6 +284,7 @@ def write_report(warehouse: str | Path, reports_dir: str | Path, run_date: dt.da
         lines += ["95% intervals: a seeded bootstrap over the test users; a difference to the reference model is "
                   "paired (the same resampled users) and marked (noise) when its interval holds zero.", "",
                   to_markdown(intervals)]
+    lines += published_lines(warehouse, run_date)
     lines += [f"![{name}]({name})" for name in images]
     from recsys_spark.drift import load_drift
 

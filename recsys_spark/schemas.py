@@ -59,6 +59,18 @@ ITEM_EMBEDDINGS = pa.schema([
 ])
 
 # ---------------------------------------------------------------------------------------------------------------
+# The published snapshot (`recsys publish`, recsys_spark/publish.py): one row per published night
+
+PUBLISHED_MODEL = pa.struct([
+    ("model", pa.string()), ("published", pa.bool_()), ("reason", pa.string()), ("run_date", pa.date32()),
+    ("recommendations_version", pa.int64()), ("ndcg_at_10", pa.float64()),
+])
+RUNS = pa.schema([
+    ("run_id", pa.string()), ("run_date", pa.date32()), ("published_at", pa.timestamp("us", tz="UTC")),
+    ("tables", pa.map_(pa.string(), pa.int64())), ("models", pa.list_(PUBLISHED_MODEL)),
+])
+
+# ---------------------------------------------------------------------------------------------------------------
 # Sequence shards (`recsys export-sequences` -> `recsys train`)
 
 SEQUENCE_ROWS = pa.schema([  # train/, validation/, test/
@@ -80,6 +92,8 @@ TABLES = {"interactions": INTERACTIONS, "items": ITEMS, "users": USERS, "tags": 
 # Written by recsys_torch's top-N step (no Spark code writes them), declared here too so that the contract is one.
 WRITTEN_BY_TORCH = {"item_embeddings": ITEM_EMBEDDINGS}
 TABLES.update(WRITTEN_BY_TORCH)
+WRITTEN_BY_PUBLISH = {"runs": RUNS}  # by the nightly's last step, from the versions of the others
+TABLES.update(WRITTEN_BY_PUBLISH)
 SHARDS = {"train": SEQUENCE_ROWS, "validation": SEQUENCE_ROWS, "test": SEQUENCE_ROWS, "ncf_train": NCF_ROWS,
           "edges": EDGE_ROWS,
           "item_map.parquet": ITEM_MAP, "user_map.parquet": USER_MAP}

@@ -53,3 +53,5 @@ $SPARK_SUBMIT jobs/evaluate.py --run-date "$RUN_DATE" --warehouse "$WAREHOUSE" -
 $SPARK_SUBMIT jobs/drift.py --run-date "$RUN_DATE" --warehouse "$WAREHOUSE" --env cluster
 # retention
 $PYTHON jobs/retention.py --warehouse "$WAREHOUSE" --env cluster
+# publish
+$PYTHON jobs/publish.py --run-date "$RUN_DATE" --warehouse "$WAREHOUSE" --env cluster

@@ -84,10 +84,15 @@ def test_the_lock_is_atomic_released_and_a_dead_holders_lock_is_taken_over(tmp_p
 
 
 @pytest.mark.slow
-def test_a_failing_torch_step_still_evaluates_the_other_models_and_a_dead_runs_lock_is_taken_over(tmp_path):
-    """One small nightly through `recsys pipeline`: a lock left by a dead process, and a training step that fails
-    (sasrec.hidden=63 is not divisible by its 2 heads, a config the trainer refuses)."""
+def test_a_failing_model_step_still_evaluates_and_publishes_the_others_and_its_last_list_stays_served(tmp_path):
+    """Two small nightlies through `recsys pipeline`. Night 1: a lock left by a dead process, and a training step
+    that fails (sasrec.hidden=63 is not divisible by its 2 heads, a config the trainer refuses): the other models
+    are evaluated and published. Night 2: the ensemble's step fails too (ensemble.depth=5 is refused): it is not
+    published and the list it had published on night 1 stays the served one."""
+    from recsys_core.published import latest_published
     from recsys_data.generate import generate
+    from recsys_serve.reader import Warehouse
+    from recsys_serve.store import Store
     from recsys_spark.delta import read_arrow
 
     generate(tmp_path / "data", n_users=60, n_items=200, n_ratings=2500, seed=4)
@@ -95,10 +100,15 @@ def test_a_failing_torch_step_still_evaluates_the_other_models_and_a_dead_runs_l
     dead = subprocess.Popen(["true"])
     dead.wait()
     lock = write_lock(warehouse, dead.pid)
-    proc = recsys("pipeline", "--data", str(tmp_path / "data"), "--warehouse", str(warehouse), "--reports",
-                  str(tmp_path / "reports"), "--run-date", "2026-11-23", "pipeline.spark_models=[popularity,markov]",
-                  "pipeline.torch_models=[sasrec]", "pipeline.k=20", "sequences.max_len=50", "sasrec.hidden=63",
-                  timeout=900)
+
+    def nightly(run_date: str, *extra: str) -> subprocess.CompletedProcess:
+        return recsys("pipeline", "--data", str(tmp_path / "data"), "--warehouse", str(warehouse), "--reports",
+                      str(tmp_path / "reports"), "--run-date", run_date,
+                      "pipeline.spark_models=[popularity,markov,ensemble]", "ensemble.models=[popularity,markov]",
+                      "pipeline.torch_models=[sasrec]", "pipeline.k=20", "sequences.max_len=50", "sasrec.hidden=63",
+                      *extra, timeout=900)
+
+    proc = nightly("2026-11-23")
     assert proc.returncode == 1, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert f"taking over the run lock of a run that is gone (pid {dead.pid}" in proc.stderr
     log = warehouse / "_pipeline" / "2026-11-23" / "logs" / "train-sasrec.log"
@@ -106,10 +116,32 @@ def test_a_failing_torch_step_still_evaluates_the_other_models_and_a_dead_runs_l
     assert proc.stderr.strip().endswith(f"log: {log}. The next run retries it.") and log.is_file()
     summary = {line.split()[1]: line.split()[0] for line in proc.stdout.splitlines()
                if line.split()[:1] in (["ran"], ["failed"], ["skipped"])}
-    assert summary["train-sasrec"] == "failed" and summary["evaluate"] == summary["baselines"] == "ran"
+    assert summary["train-sasrec"] == "failed"
+    assert summary["evaluate"] == summary["baselines"] == summary["ensemble"] == summary["publish"] == "ran"
     assert "not run  topn-sasrec" in proc.stdout and "(after train-sasrec failed)" in proc.stdout
     metrics = read_arrow(warehouse / "metrics").to_pandas()
-    assert set(metrics["model"]) == {"popularity", "markov"}  # the surviving models were evaluated
+    assert set(metrics["model"]) == {"popularity", "markov", "ensemble"}  # the surviving models were evaluated
     state = json.loads((warehouse / "_pipeline" / "state.json").read_text())
     assert state["train-sasrec"]["status"] == "failed" and state["evaluate"]["status"] == "ok"
     assert not lock.exists()  # released at the end
+    night1 = latest_published(warehouse)
+    assert {m.model: m.published for m in night1.models} == {"popularity": True, "markov": True, "ensemble": True,
+                                                             "sasrec": False}
+    assert night1.model("sasrec").reason == "not published: its step train-sasrec failed; nothing served for it"
+    assert "HELD BACK  sasrec" in proc.stdout and "published  ensemble" in proc.stdout
+
+    proc = nightly("2026-11-24", "ensemble.depth=5")
+    assert proc.returncode == 1, proc.stdout[-3000:] + proc.stderr[-3000:]
+    failures = [line for line in proc.stderr.splitlines() if line.startswith("FAILED ")]
+    assert [line.split()[1] for line in failures] == ["train-sasrec", "ensemble"]
+    night2 = latest_published(warehouse)
+    assert night2.version == night1.version + 1 and night2.run_date.isoformat() == "2026-11-24"
+    ensemble = night2.model("ensemble")
+    assert not ensemble.published and ensemble.reason.startswith("not published: its step ensemble failed")
+    assert (ensemble.run_date, ensemble.recommendations_version) == (night1.model("ensemble").run_date,
+                                                                     night1.tables["recommendations"])
+    assert night2.model("popularity").published and night2.model("markov").published  # same lists: no drop
+    store = Store(Warehouse(warehouse))
+    served = {model: lists.run_date.isoformat() for model, lists in store.load().latest.items()}
+    store.warehouse.close()
+    assert served == {"popularity": "2026-11-24", "markov": "2026-11-24", "ensemble": "2026-11-23"}

@@ -73,7 +73,7 @@ def test_a_file_uri_warehouse_leaves_nothing_outside_it(first_run):
 def test_every_table_model_and_user(first_run):
     root, out = first_run
     wh = root / "wh"
-    assert step_statuses(out) == {name: "ran" for name in planned_steps(wh)} and len(planned_steps(wh)) == 17  # with drift and retention
+    assert step_statuses(out) == {name: "ran" for name in planned_steps(wh)} and len(planned_steps(wh)) == 18  # with drift, retention and publish
     for name in TABLES:
         assert table_exists(wh / name), name
     users = read_arrow(wh / "users").num_rows
@@ -91,6 +91,7 @@ def test_every_table_model_and_user(first_run):
     drift = read_arrow(wh / "drift").to_pandas()
     assert set(drift[drift.kind == "output"]["model"]) == set(MODELS)
     assert "## Drift" in (root / "reports" / "2026-11-23" / "report.md").read_text()
+    assert "published run 2026-11-23@" in out  # the gate's decisions: every model published on the first night
 
 
 def test_mlflow_has_parent_and_step_runs(first_run):

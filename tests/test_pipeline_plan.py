@@ -34,12 +34,14 @@ def make_data(tmp_path):
     return data
 
 
-def test_plan_fits_and_ranks_every_catalogue_model_then_evaluates_measures_drift_and_ends_with_retention():
+def test_plan_fits_and_ranks_every_catalogue_model_then_evaluates_measures_drift_and_ends_with_publish():
     configured = PipelineConfig.from_dict(load_config(["pipeline"])["pipeline"])  # conf/pipeline.yaml's lists
     steps = plan(configured, RUN)
     names = [s.name for s in steps]
-    assert names[0] == "etl" and names[-3:] == ["evaluate", "drift", "retention"] and len(names) == len(set(names))
-    assert steps[-1].depends == [] and steps[-1].runtime == "python"  # housekeeping runs whatever failed
+    assert names[0] == "etl" and names[-4:] == ["evaluate", "drift", "retention", "publish"]
+    assert len(names) == len(set(names))
+    retention = steps[names.index("retention")]
+    assert retention.depends == [] and retention.runtime == "python"  # housekeeping runs whatever failed
     assert names == ALL_STEPS  # the nightly configuration runs every catalogue model, as the defaults do
     for model in catalogue.MODELS.values():
         fit = model.family.fit_step.format(model=model.name)
@@ -49,6 +51,7 @@ def test_plan_fits_and_ranks_every_catalogue_model_then_evaluates_measures_drift
     list_writers = {n for n in names if n.startswith("topn-")} | {"baselines"}
     assert set(steps[names.index("evaluate")].depends) == list_writers | {"ensemble"}
     assert steps[names.index("drift")].depends == ["evaluate"] and steps[names.index("drift")].sections == ["drift"]
+    assert set(steps[-1].depends) == list_writers | {"ensemble", "evaluate", "drift"} and steps[-1].gathers  # publish
     assert set(steps[names.index("ensemble")].depends) == list_writers  # it blends every other model's lists
     for step in steps:
         assert all(names.index(d) < names.index(step.name) for d in step.depends), step.name
@@ -60,10 +63,10 @@ def test_models_can_be_chosen():
     steps = plan(PipelineConfig(spark_models=("popularity",), torch_models=("sasrec",)), RUN)
     names = [s.name for s in steps]
     assert names == ["etl", "baselines", "export-sequences", "train-sasrec", "topn-sasrec", "evaluate", "drift",
-                     "retention"]
+                     "retention", "publish"]
     assert steps[1].args[-1] == "baselines.models=[popularity]"
     assert [s.name for s in plan(PipelineConfig(spark_models=("als",), torch_models=()), RUN)] == \
-        ["etl", "als", "topn-als", "evaluate", "drift", "retention"]
+        ["etl", "als", "topn-als", "evaluate", "drift", "retention", "publish"]
 
 
 @pytest.mark.parametrize("pipeline, message", [
@@ -241,18 +244,18 @@ def test_an_unchanged_run_skips_every_step_and_a_changed_input_reruns_exactly_it
     assert {name: entry["fingerprint"] for name, entry in state.items()} == fingerprints_before
 
     ran, _, _ = nightly("als.rank=8")  # both ALS models read the als section
-    assert ran == ["als", "topn-als", "als_implicit", "topn-als_implicit", "ensemble", "evaluate", "drift"]
+    assert ran == ["als", "topn-als", "als_implicit", "topn-als_implicit", "ensemble", "evaluate", "drift", "publish"]
     ran, _, _ = nightly("als.rank=8", "sasrec.hidden=32")
-    assert ran == ["train-sasrec", "topn-sasrec", "ensemble", "evaluate", "drift"]  # the ensemble blends every list
+    assert ran == ["train-sasrec", "topn-sasrec", "ensemble", "evaluate", "drift", "publish"]  # the ensemble blends
     ran, _, _ = nightly("als.rank=8", "sasrec.hidden=32", "pipeline.spark_models=[als,als_implicit,popularity]")
-    assert ran == ["baselines", "evaluate", "drift"]
+    assert ran == ["baselines", "evaluate", "drift", "publish"]
     ran, _, _ = nightly("als.rank=8", "sasrec.hidden=32", "pipeline.spark_models=[als,als_implicit,popularity]",
                         "drift.max_psi=0.3")
-    assert ran == ["drift"]
+    assert ran == ["drift", "publish"]
     ran, _, _ = nightly("als.rank=8", "sasrec.hidden=32", "pipeline.spark_models=[als,als_implicit,popularity]",
                         day=DAY + dt.timedelta(days=1))
     assert ran == ["topn-als", "topn-als_implicit", "baselines", "topn-ncf", "topn-sasrec", "topn-ss4rec",
-                   "topn-lightgcn", "evaluate", "drift", "retention"]  # retention: once a night
+                   "topn-lightgcn", "evaluate", "drift", "retention", "publish"]  # retention: once a night
 
     (nightly.data / "movies.csv").write_text("movieId,title,genres\n1,A (1999),Comedy\n")
     ran, _, _ = nightly()
@@ -270,8 +273,10 @@ def test_a_failed_model_step_stops_only_that_model_and_the_next_run_retries_it(n
     assert state["train-sasrec"]["status"] == "failed" and state["topn-sasrec"]["status"] == "not run"
     assert any(line.startswith("FAILED train-sasrec (exit 3); log: ") for line in summary(results))
 
+    assert status["publish"] == "ran"  # over the models that survived
+
     ran, results, state = nightly()  # retries the failure, what it blocked, and what reads their lists
-    assert ran == ["train-sasrec", "topn-sasrec", "ensemble", "evaluate", "drift"]
+    assert ran == ["train-sasrec", "topn-sasrec", "ensemble", "evaluate", "drift", "publish"]
     assert all(entry["status"] == "ok" for entry in state.values())
 
 
@@ -281,8 +286,8 @@ def test_a_failed_shared_step_stops_everything_downstream(nightly):
     torch_steps = [n for n in ALL_STEPS if n.startswith(("train-", "topn-")) and n not in ("topn-als",
                                                                                           "topn-als_implicit")]
     assert status["export-sequences"] == "failed"
-    assert {n: status[n] for n in torch_steps + ["ensemble", "evaluate", "drift"]} == \
-        {n: "not run" for n in torch_steps + ["ensemble", "evaluate", "drift"]}
+    assert {n: status[n] for n in torch_steps + ["ensemble", "evaluate", "drift", "publish"]} == \
+        {n: "not run" for n in torch_steps + ["ensemble", "evaluate", "drift", "publish"]}  # nothing published
     assert status["als"] == status["baselines"] == "ran"
     ran, results, _ = nightly(fail_at="etl", force=True)
     assert ran == ["etl", "retention"]  # retention depends on no step: it runs whatever failed
@@ -306,7 +311,7 @@ def test_the_ensemble_blends_the_members_that_survived(nightly):
         return {r.name: r.status for r in results}
 
     status = run("baselines", "ensemble.models=[ar2,itemcf,als_implicit]")  # ar2, itemcf are baselines' lists
-    assert status["ensemble"] == "not run" and status["evaluate"] == "ran"
+    assert status["ensemble"] == "not run" and status["evaluate"] == status["publish"] == "ran"
     status = run("topn-als", "ensemble.models=[als,itemcf,als_implicit]")
     assert status["ensemble"] == "ran" and seen["ensemble"][-1] == "ensemble.models=[itemcf,als_implicit]"
 
@@ -391,12 +396,13 @@ def test_a_step_reruns_exactly_when_the_code_it_runs_changes(tmp_path, monkeypat
     assert base == prints()
     torch_lists = {n for n in ALL_STEPS if n.startswith(("train-", "topn-")) and n not in ("topn-als",
                                                                                          "topn-als_implicit")}
-    # retention's runtime (python) is hashed with every package
-    assert changed_by("recsys_torch/losses.py") == torch_lists | {"ensemble", "evaluate", "drift", "retention"}
+    # retention's and publish's runtime (python) is hashed with every package
+    assert changed_by("recsys_torch/losses.py") == torch_lists | {"ensemble", "evaluate", "drift", "retention",
+                                                                    "publish"}
     assert changed_by("jobs/fit_als.py") == {"als", "topn-als", "als_implicit", "topn-als_implicit", "ensemble",
-                                             "evaluate", "drift"}
-    assert changed_by("jobs/evaluate.py") == {"evaluate", "drift"}
-    assert changed_by("jobs/drift.py") == {"drift"}
+                                             "evaluate", "drift", "publish"}
+    assert changed_by("jobs/evaluate.py") == {"evaluate", "drift", "publish"}  # publish reads what they read
+    assert changed_by("jobs/drift.py") == {"drift", "publish"}
     assert changed_by("recsys_spark/etl.py") == set(ALL_STEPS)  # the ETL's output feeds every step
     before = prints()
     monkeypatch.setattr("jobs.cli.version", lambda: "9.9.9")  # a new release
