@@ -23,6 +23,7 @@ COMMANDS = {
     "evaluate": ("jobs.evaluate", "one evaluator for every model -> metrics (Delta)"),
     "tune": ("jobs.tune", "Optuna study of one model's tune.<model> space on validation NDCG@10"),
     "pipeline": ("jobs.pipeline", "the nightly run: every step above, skipping unchanged inputs"),
+    "ship": ("jobs.ship", "the code Spark executors import, as dist/recsys-<version>.zip for spark-submit --py-files"),
     "serve": ("jobs.serve", "read-only API and web page over the warehouse (each model's latest top-N)"),
 }
 
