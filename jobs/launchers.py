@@ -10,7 +10,8 @@ launchers a step starts by its runtime:
   the config's spark.master, else $SPARK_MASTER, else yarn. The zip is the project's code for the executors
   (jobs/ship.py). The driver runs this interpreter (spark.pyspark.driver.python, unless the config names one); the
   executors run spark.pyspark.python when the config names one.
-- torch: `torchrun <rendezvous> jobs/train.py …`, the rendezvous from the train section (jobs/torchrun.py).
+- torch: `torchrun <node and rendezvous flags> jobs/train.py …` from the train section (jobs/torchrun.py: one node
+  standalone, several through the c10d rendezvous).
 - python (a torch model's top-N, and any other step that needs neither Spark nor torchrun): `$PYTHON jobs/<file>.py …`
   ($PYTHON, else this interpreter).
 
@@ -109,37 +110,40 @@ def spark_submit(step: Step, cfg: dict, shipped: str) -> list[str]:
     return [*line, step.script, *with_warehouse(step.args, _spark_warehouse)]
 
 
-def rendezvous(train_cfg: dict) -> list[str]:
-    """torchrun's node and rendezvous flags for the train section."""
-    try:
-        from jobs.torchrun import torchrun_args
-    except ImportError:  # before jobs/torchrun.py (multi-node rendezvous) is merged: one node
-        return ["--standalone", f"--nproc_per_node={int(train_cfg.get('nproc') or 1)}"]
-    return torchrun_args(train_cfg)
+def torchrun(step: Step, cfg: dict, run_date: str | None, printing: bool) -> list[str]:
+    """`[env NAME=VALUE …] torchrun <node and rendezvous flags> jobs/train.py …` (jobs/torchrun.py: one node
+    standalone, several through the c10d rendezvous; `train.launch_env` as the env prefix). Printed, a `${NAME}` in
+    the rendezvous endpoint stays for the node's shell to fill."""
+    from jobs.torchrun import torchrun_args, torchrun_env
 
-
-def torchrun(step: Step, cfg: dict) -> list[str]:
-    return [tool("torchrun"), *rendezvous(section(cfg, "train")), step.script,
-            *with_warehouse(step.args, _native_warehouse)]
+    train = section(cfg, "train")
+    model = step.args[step.args.index("--model") + 1] if "--model" in step.args else None
+    env = torchrun_env(train, expand_env=not printing)
+    prefix = ["env", *(f"{name}={value}" for name, value in env.items())] if env else []
+    return [*prefix, tool("torchrun"), *torchrun_args(train, model=model, run_date=run_date, expand_env=not printing),
+            step.script, *with_warehouse(step.args, _native_warehouse)]
 
 
 def python(step: Step) -> list[str]:
     return [os.environ.get("PYTHON") or sys.executable, step.script, *with_warehouse(step.args, _native_warehouse)]
 
 
-def cluster_command(resolve: Callable[[list[str]], dict], shipped: str) -> Callable[[Step], list[str]]:
+def cluster_command(resolve: Callable[[list[str]], dict], shipped: str, run_date: str | None = None,
+                    printing: bool = False) -> Callable[[Step], list[str]]:
     """step -> its cluster command; `resolve(sections)` is the configuration the step resolves, `shipped` the zip of
-    the executors' code (jobs/ship.py)."""
+    the executors' code (jobs/ship.py), `run_date` the run's (it names the training's rendezvous); `printing`: for
+    a printed plan (environment references left to the shell)."""
     def command(step: Step) -> list[str]:
         if step.runtime == "spark":
             return spark_submit(step, resolve(step.sections), shipped)
         if step.runtime == "torch":
-            return torchrun(step, resolve(step.sections))
+            return torchrun(step, resolve(step.sections), run_date, printing)
         return python(step)
 
     return command
 
 
-def step_command(launcher: str, resolve: Callable[[list[str]], dict], shipped: str) -> Callable[[Step], list[str]]:
+def step_command(launcher: str, resolve: Callable[[list[str]], dict], shipped: str, run_date: str | None = None,
+                 printing: bool = False) -> Callable[[Step], list[str]]:
     """What starts each step with `launcher` (local or cluster)."""
-    return local_command if launcher == "local" else cluster_command(resolve, shipped)
+    return local_command if launcher == "local" else cluster_command(resolve, shipped, run_date, printing)

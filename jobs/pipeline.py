@@ -163,14 +163,15 @@ def print_plan(launcher: str, args: argparse.Namespace, run_date: dt.date, resol
     placeholders = {word for word, setter in ((data, set_data), (warehouse, set_warehouse)) if setter}
 
     def word(w: str) -> str:
-        return f'"{w}"' if w in placeholders else shlex.quote(w)
+        # a placeholder, or a ${NAME} the node's shell fills (a rendezvous endpoint): double quotes
+        return f'"{w}"' if w in placeholders or ("${" in w and '"' not in w) else shlex.quote(w)
 
     print(f"cd {shlex.quote(str(PROJECT_ROOT))}")
     if set_data or set_warehouse:
         print("; ".join(line for line in (set_data, set_warehouse) if line))
     if launcher == "cluster":
         print(shlex.join([sys.executable, "jobs/ship.py"]))
-    command = step_command(launcher, resolve, str(archive_path()))
+    command = step_command(launcher, resolve, str(archive_path()), run_date.isoformat(), printing=True)
     for step in plan(pipe, run):
         print(" ".join(word(w) for w in command(step)))
 
@@ -233,7 +234,8 @@ def run_nightly(args, cfg, layer, resolve, pipe, run_date, data, warehouse, cons
     if args.launcher == "cluster":  # the executors' code, built from these sources before the first step
         from jobs.ship import build
 
-        runner = functools.partial(run_child, command=step_command("cluster", resolve, str(build())))
+        runner = functools.partial(run_child, command=step_command("cluster", resolve, str(build()),
+                                                                   run_date.isoformat()))
     report = registered = table = metrics = None
     tags = {"recsys.step": "pipeline", "recsys.run_date": str(run_date)}
     parent_id = pipeline_run_of(env["MLFLOW_EXPERIMENT_ID"], run_date) if args.step else None
