@@ -1,8 +1,10 @@
 """`recsys train --warehouse DIR --model MODEL [--nproc N] [--max-steps S] [--resume] [key=value ...]`: a
 torch-family model of the catalogue (jobs/catalogue.py).
 
-Outside torchrun this re-launches itself under `python -m torch.distributed.run --standalone --nproc_per_node=N`;
-under torchrun (or `torchrun jobs/train.py ...` by hand) each process trains one rank.
+Outside torchrun this re-launches itself under `python -m torch.distributed.run` with the flags of jobs/torchrun.py:
+`--standalone --nproc-per-node=N` on one node, the c10d rendezvous of `train.nnodes`/`train.rdzv_endpoint` on several
+(every node runs the same command); under torchrun (or `torchrun jobs/train.py ...` by hand) each process trains one
+rank.
 """
 from __future__ import annotations
 
@@ -10,6 +12,7 @@ import argparse
 import logging
 import os
 import re
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -18,8 +21,9 @@ if __package__ in (None, ""):  # `python jobs/train.py`: make the repository imp
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from jobs import catalogue  # noqa: E402
-from jobs.common import add_config_flags, guarded  # noqa: E402
+from jobs.common import add_config_flags, guarded, parse_run_date  # noqa: E402
 from jobs.config import load_config  # noqa: E402
+from jobs.torchrun import is_multi_node, launch_config, torchrun_args, torchrun_env  # noqa: E402
 from jobs.tracking import export_env  # noqa: E402
 
 
@@ -31,6 +35,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--nproc", type=int, default=None, help="processes on this node (default: train.nproc)")
     parser.add_argument("--max-steps", type=int, default=None, help="optimizer steps (default: train.max_steps)")
     parser.add_argument("--resume", action="store_true", help="continue from models/<model>/checkpoint.pt")
+    parser.add_argument("--run-date", default=None,
+                        help="several nodes: names the rendezvous recsys-<model>-<run date> unless train.rdzv_id "
+                             "is set (default: today in UTC; give every node the same)")
     add_config_flags(parser)
     return parser
 
@@ -57,9 +64,8 @@ def failure_line(stderr: str, returncode: int, log_path: Path) -> tuple[str, int
     return f"error: training worker failed: {reason} (full log: {log_path})", returncode or 1
 
 
-def launch(argv: list[str], nproc: int, log_path: Path, env: dict[str, str]) -> int:
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
-           str(Path(__file__).resolve()), *argv]
+def launch(argv: list[str], launcher_args: list[str], log_path: Path, env: dict[str, str]) -> int:
+    cmd = [sys.executable, "-m", "torch.distributed.run", *launcher_args, str(Path(__file__).resolve()), *argv]
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with log_path.open("w") as log:  # written as the workers go (tail -f), kept if the launcher is killed
         returncode = subprocess.run(cmd, stderr=log, env={**os.environ, **env}).returncode
@@ -106,12 +112,18 @@ def main(argv: list[str] | None = None) -> int:
     if args.resume:
         worker_argv.append("--resume")
     out_dir = Path(tcfg.output) if tcfg.output else warehouse / "models" / args.model
+    train_section = cfg.get("train") or {}
+    launcher_args = torchrun_args(train_section, model=args.model,
+                                  run_date=parse_run_date(args.run_date) if args.run_date else None)
+    log_name = "torchrun.log"
+    if is_multi_node(launch_config(train_section)):  # the nodes may share the model folder: a log each
+        log_name = f"torchrun-{socket.gethostname()}-{os.getpid()}.log"
     mlflow_env = {}
     if (cfg.get("mlflow") or {}).get("enabled", True):
         for name in ("mlflow", "alembic"):  # store set-up chatter would bury the one-line result
             logging.getLogger(name).setLevel(logging.WARNING)
         mlflow_env = export_env(cfg, warehouse)
-    return launch(worker_argv, tcfg.nproc, out_dir / "torchrun.log", mlflow_env)
+    return launch(worker_argv, launcher_args, out_dir / log_name, {**torchrun_env(train_section), **mlflow_env})
 
 
 if __name__ == "__main__":

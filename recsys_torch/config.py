@@ -8,6 +8,8 @@ at least `min_steps_per_epoch` steps.
 """
 from __future__ import annotations
 
+import dataclasses
+import re
 from dataclasses import dataclass
 
 from recsys_core.config import (BOOLEAN, NON_NEGATIVE, POSITIVE, Config, above, at_least, checked, number_in,
@@ -17,6 +19,10 @@ from recsys_torch.errors import ConfigError
 LOSSES = ("auto", "ce", "sampled_ce", "bce")
 READER_POOLS = ("thread", "dummy")
 DEVICES = ("auto", "cpu", "cuda")
+ENDPOINT = re.compile(r"(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9_.-]+):([0-9]{1,5})")  # host:port, [IPv6]:port
+ENV_REFERENCE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+RDZV_ID = re.compile(r"[A-Za-z0-9._-]+")
 RENAMED = {"epochs": "max_epochs (the budget is train.max_steps)", "warmup_steps": "warmup (a fraction of the run)",
            "stop_after_epoch": "stop_after_step", "ncf_negatives": "pair_negatives",
            "ncf_reject_positives": "pair_reject_positives"}
@@ -55,6 +61,14 @@ class TrainConfig(Config):
     amp: bool = checked(True, BOOLEAN)              # bf16 autocast, on GPU only
     device: str = checked("auto", one_of(*DEVICES))  # auto | cpu | cuda
     nproc: int = checked(1, POSITIVE)               # processes per node (read by the launcher, jobs/train.py)
+    # Several nodes (the launcher's torchrun flags, jobs/torchrun.py; docs/TRAINING.md "Multi-node"): every node
+    # runs the same command with the same nnodes, rdzv_endpoint and rdzv_id; c10d rendezvous assigns the ranks.
+    nnodes: int = checked(1, POSITIVE)              # nodes in the job
+    rdzv_endpoint: str | None = None  # host:port of the c10d rendezvous (one of the nodes); ${VAR} read at launch
+    rdzv_id: str | None = None        # the job's rendezvous name; null: recsys-<model>-<run date>
+    node_rank: int | None = checked(None, NON_NEGATIVE)  # optional: fixes this node's rank (c10d assigns one)
+    max_restarts: int = checked(0, NON_NEGATIVE)    # times torchrun restarts the workers after a failure
+    launch_env: dict = dataclasses.field(default_factory=dict)  # environment of torchrun and its workers (NCCL_*)
     sequences: str | None = None     # shard folder; default <warehouse>/sequences
     output: str | None = None        # model folder; default <warehouse>/models/<model>
     stop_after_step: int | None = checked(None, POSITIVE)  # end the run after this many steps, as a preemption would
@@ -68,6 +82,19 @@ class TrainConfig(Config):
         cfg = super().from_dict(values)
         cfg.check_run()
         return cfg
+
+    def validate(self) -> None:
+        if self.node_rank is not None and self.node_rank >= self.nnodes:
+            raise ConfigError(f"train.node_rank ({self.node_rank}) must be below train.nnodes ({self.nnodes})")
+        if self.rdzv_endpoint is not None and not (ENV_REFERENCE.search(self.rdzv_endpoint)
+                                                   or ENDPOINT.fullmatch(self.rdzv_endpoint)):
+            raise ConfigError(f"train.rdzv_endpoint must be host:port (or name an environment variable as "
+                              f"${{NAME}}), got {self.rdzv_endpoint!r}")
+        if self.rdzv_id is not None and not RDZV_ID.fullmatch(self.rdzv_id):
+            raise ConfigError(f"train.rdzv_id must be letters, digits, '.', '_' or '-', got {self.rdzv_id!r}")
+        for name, value in self.launch_env.items():
+            if not (isinstance(name, str) and ENV_NAME.fullmatch(name)) or isinstance(value, (dict, list)):
+                raise ConfigError(f"train.launch_env must map variable names to values, got {name!r}: {value!r}")
 
     def check_run(self) -> None:
         """What a run needs beyond each field's rule (checked when the section is read, not on every construction:
