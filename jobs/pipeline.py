@@ -234,8 +234,11 @@ def run_nightly(args, cfg, layer, resolve, pipe, run_date, data, warehouse, cons
     if args.launcher == "cluster":  # the executors' code, built from these sources before the first step
         from jobs.ship import build
 
-        runner = functools.partial(run_child, command=step_command("cluster", resolve, str(build()),
-                                                                   run_date.isoformat()))
+        command = step_command("cluster", resolve, str(build()), run_date.isoformat())
+        run = Run(str(data), args.warehouse_uri, run_date.isoformat(), args.env, args.config, tuple(args.overrides))
+        for step in plan(pipe, run):  # a launch setting that cannot be used (an unset ${NAME}): before any step
+            command(step)
+        runner = functools.partial(run_child, command=command)
     report = registered = table = metrics = None
     tags = {"recsys.step": "pipeline", "recsys.run_date": str(run_date)}
     parent_id = pipeline_run_of(env["MLFLOW_EXPERIMENT_ID"], run_date) if args.step else None

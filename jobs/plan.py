@@ -2,8 +2,9 @@
 
 Every step is one `recsys` command run as its script, `jobs/<file>.py`, so the same plan is what `recsys pipeline`
 runs on this machine (`python jobs/<file>.py …`, one child process per step, jobs/steps.py), what `recsys pipeline
---print-plan` prints, and what the generated schedulers run on a cluster (`spark-submit jobs/<file>.py …`, `torchrun …
-jobs/train.py …`, `python jobs/topn.py …`; jobs/schedules.py). Only the launcher differs.
+--print-plan` prints, and what it runs with `--env cluster` (`spark-submit jobs/<file>.py …`, `torchrun …
+jobs/train.py …`, `python jobs/topn.py …`; jobs/launchers.py), which the generated schedulers call
+(jobs/schedules.py). Only the launcher differs.
 
 A step is skipped when its content fingerprint (its config sections and own overrides, its run date where that
 matters, the fingerprints of the steps it reads, and for the ETL the bytes of the input files) equals the one

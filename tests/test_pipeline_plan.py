@@ -122,7 +122,9 @@ def test_print_plan_needs_no_paths_and_names_them_as_shell_variables(capsys):
     assert [shlex.split(line) for line in lines[2:]] == [local_command(s) for s in plan(PipelineConfig(), run)]
     assert lines[2].endswith('jobs/etl.py --data "$DATA" --warehouse "$WAREHOUSE" --env local')  # the shell expands
     assert main(["--print-plan", "cluster"]) == 0
-    assert capsys.readouterr().out.splitlines()[2].startswith("DATA=${DATA:?")
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[1].startswith("DATA=${DATA:?") and lines[2].endswith("jobs/ship.py")
+    assert 'jobs/etl.py --data "$DATA" --warehouse "$WAREHOUSE" --env local' in lines[3]
     with pytest.raises(SystemExit, match="2"):  # argparse's usage error
         main(["--warehouse", "wh"])
     assert "required: --data" in capsys.readouterr().err
@@ -153,7 +155,8 @@ def test_print_plan_at_env_cluster_prints_the_cluster_launchers_lines(tmp_path, 
     assert etl[etl.index("jobs/etl.py"):etl.index("jobs/etl.py") + 5] == \
         ["jobs/etl.py", "--data", str(data), "--warehouse", f"file://{warehouse}"]
     train = shlex.split(next(line for line in lines if "jobs/train.py" in line))
-    assert train[0].endswith("torchrun") and ("--standalone" in train or any(w.startswith("--rdzv") for w in train))
+    launcher = next(w for w in train if w.endswith("torchrun"))  # after the env prefix of train.launch_env
+    assert train.index(launcher) < train.index("jobs/train.py") and "--rdzv-backend=c10d" in train  # two nodes
     assert train[train.index("--warehouse") + 1] == str(warehouse)
     topn = shlex.split(next(line for line in lines if "jobs/topn.py --model sasrec" in line))
     assert topn[0] == sys.executable and topn[topn.index("--warehouse") + 1] == str(warehouse)

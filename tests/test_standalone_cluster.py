@@ -144,6 +144,7 @@ def test_the_cluster_plan_on_a_standalone_cluster_writes_the_local_runs_lists(cl
     generate(tmp_path / "data", n_users=60, n_items=200, n_ratings=3000, seed=5)
     (tmp_path / "small.yaml").write_text(yaml.safe_dump(SMALL))
     cluster_conf = {**SMALL, "mlflow": {"tracking_uri": None, "experiment": "recsys"},
+                    "train": {**SMALL["train"], "nnodes": 1, "rdzv_endpoint": None},  # one node: standalone
                     "spark": {"spark.master": cluster["url"], "spark.pyspark.python": str(cluster["python"]),
                               # no Maven here: the Delta jars cannot be fetched, so delta-rs commits the tables
                               "spark.jars.packages": None, "spark.sql.extensions": None,
@@ -166,7 +167,8 @@ def test_the_cluster_plan_on_a_standalone_cluster_writes_the_local_runs_lists(cl
     assert any("torchrun --standalone --nproc-per-node=1 jobs/train.py --model sasrec" in line
                for line in printed.stdout.splitlines())
 
-    proc = subprocess.run(argv, cwd=REPO, env=spark_env(), capture_output=True, text=True, timeout=900)
+    proc = subprocess.run(argv, cwd=REPO, env={**spark_env(), "RECSYS_NET_IF": "lo"}, capture_output=True, text=True,
+                          timeout=900)
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
     logs = warehouse / "_pipeline" / RUN_DATE / "logs"
     etl_log = (logs / "etl.log").read_text()
@@ -191,8 +193,8 @@ def test_the_cluster_plan_on_a_standalone_cluster_writes_the_local_runs_lists(cl
     assert got.drop_columns(["score"]).equals(expected.drop_columns(["score"]))
 
     # One step again, as a scheduler's task: unchanged, so the runner skips it and says so.
-    again = subprocess.run([*argv, "--step", "baselines"], cwd=REPO, env=spark_env(), capture_output=True, text=True,
-                           timeout=300)
+    again = subprocess.run([*argv, "--step", "baselines"], cwd=REPO, env={**spark_env(), "RECSYS_NET_IF": "lo"},
+                           capture_output=True, text=True, timeout=300)
     assert again.returncode == 0, again.stderr[-3000:]
     assert "skipped baselines" in " ".join(again.stdout.split())
 
