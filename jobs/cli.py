@@ -26,6 +26,7 @@ COMMANDS = {
     "retention": ("jobs.retention", "vacuum every Delta table, keeping retention.days and the published versions"),
     "publish": ("jobs.publish", "the regression gate per model, then one `runs` commit: the snapshot readers read"),
     "pipeline": ("jobs.pipeline", "the nightly run: every step above, skipping unchanged inputs"),
+    "ship": ("jobs.ship", "the code Spark executors import, as dist/recsys-<version>.zip for spark-submit --py-files"),
     "serve": ("jobs.serve", "read-only API and web page over the warehouse (each model's latest top-N)"),
 }
 

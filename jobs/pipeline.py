@@ -1,20 +1,25 @@
 """recsys pipeline: the nightly run (ETL → models → top-N → evaluation → report), one MLflow parent run.
 
-The steps are the plan of jobs/plan.py; `--print-plan` prints them as the commands they run and runs nothing:
-`--print-plan` (or `--print-plan local`) what this command runs here, `--print-plan cluster` the same plan as the
-spark-submit / torchrun script the cluster schedulers run (scripts/nightly.sh, deploy/airflow_dag.py). Every printed
-line runs as printed when pasted into a shell: each step's command carries the run's --config file and key=value
-overrides itself. Without --data / --warehouse the plan names them $DATA and $WAREHOUSE, set by its second line
-(which stops with a message while they are unset).
+The steps are the plan of jobs/plan.py, each started by the environment's launcher (jobs/launchers.py): here as
+`python jobs/<file>.py …` (conf/local.yaml), or with `--env cluster` through spark-submit (the static Spark settings
+and the shipped code on the submit line), torchrun (the rendezvous from the train section) and plain Python. Either
+way the run skips unchanged steps, resumes a training, holds the warehouse's run lock, goes on past a failed model
+step, registers the best torch model and writes the report. `--step NAME` runs one step of the plan the same way
+(what a scheduler's task calls: the runner still decides skip/resume and records the state).
 
-A run holds the warehouse's run lock (jobs/runlock.py; another run on it exits 2), goes on past a failed model step
-(jobs/plan.py) and exits 1 when a step failed, with a summary of every step and the failed step's log.
+`--print-plan` prints the steps as the commands they run and runs nothing (`--print-plan local` / `cluster`: with
+that launcher whatever the environment says). Every printed line runs as printed when pasted into a shell: each step's
+command carries the run's --config file and key=value overrides itself. Without --data / --warehouse the plan names
+them $DATA and $WAREHOUSE, set by its second line (which stops with a message while they are unset).
+
+A run holds the warehouse's run lock (jobs/runlock.py; another run on it exits 2) and exits 1 when a step failed, with
+a summary of every step and the failed step's log.
 """
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import datetime as dt
+import functools
 import shlex
 import sys
 from pathlib import Path
@@ -25,9 +30,11 @@ if __package__ in (None, ""):  # run as a script (`python jobs/pipeline.py`): th
 from jobs import catalogue  # noqa: E402
 from jobs.common import add_config_flags, comparison_view, guarded, parse_run_date  # noqa: E402
 from jobs.config import ConfigError, load_config, run_layer, section  # noqa: E402
+from jobs.launchers import launcher_of, step_command  # noqa: E402
 from jobs.plan import PipelineConfig, Run, config_sections, plan, run_pipeline, summary  # noqa: E402
 from jobs.runlock import RunLock  # noqa: E402
-from jobs.steps import PROJECT_ROOT, local_command  # noqa: E402
+from jobs.steps import PROJECT_ROOT, run_child  # noqa: E402
+from recsys_core import storage  # noqa: E402
 
 # What a printed plan says in place of a path it was not given: a shell variable its second line sets.
 PLACEHOLDERS = {"--data": ("DATA", "the folder of ratings.csv and movies.csv"),
@@ -89,6 +96,17 @@ def gate_summary(warehouse: Path, run_date: dt.date, results) -> list[str]:
     return ["", f"published run {run.run_id}:", *decision_lines(run)]
 
 
+def pipeline_run_of(experiment_id: str, run_date: dt.date) -> str | None:
+    """The MLflow run of this run date's pipeline, when an earlier step's task made one: each scheduled step nests its
+    run under the same parent."""
+    import mlflow
+
+    found = mlflow.search_runs([experiment_id], max_results=1, output_format="list", order_by=["start_time DESC"],
+                               filter_string=f"tags.`recsys.step` = 'pipeline' and "
+                                             f"tags.`recsys.run_date` = '{run_date}'")
+    return found[0].info.run_id if found else None
+
+
 def setup_logging() -> None:
     """Timestamped lines (UTC) for the runner's own messages (logger recsys.pipeline: lock, steps, leftovers), on
     stderr, unless the caller configured logging already."""
@@ -113,8 +131,11 @@ def parse(argv):
     p.add_argument("--run-date", help="YYYY-MM-DD (default: today)")
     p.add_argument("--reports", default="reports", help="where reports/<run_date>/report.md goes")
     p.add_argument("--force", action="store_true", help="re-run every step even when its inputs did not change")
-    p.add_argument("--print-plan", nargs="?", const="local", choices=["local", "cluster"],
-                   help="print the steps as the commands they run (here: local; or the cluster script) and stop")
+    p.add_argument("--print-plan", nargs="?", const=True, choices=["local", "cluster"],
+                   help="print the steps as the commands they run and stop (with the environment's launcher, or the "
+                        "one named)")
+    p.add_argument("--step", help="run only this step of the plan (a scheduler's task); the others as the state "
+                                  "records them")
     add_config_flags(p)
     args = p.parse_intermixed_args(argv)
     missing = [flag for flag in ("--data", "--warehouse") if getattr(args, flag[2:]) is None]
@@ -129,41 +150,45 @@ def parse(argv):
 
 
 def given_or_placeholder(args: argparse.Namespace, flag: str) -> tuple[str, str | None]:
-    """A path flag's absolute value, or its placeholder `$NAME` and the shell line that sets it."""
+    """A path flag's absolute value (a URI as given), or its placeholder `$NAME` and the shell line that sets it."""
     value = getattr(args, flag[2:])
     if value is not None:
-        return str(Path(value).resolve()), None
+        return (str(Path(value).resolve()) if storage.scheme(value) == "" else storage.normalize(value)), None
     name, what = PLACEHOLDERS[flag]
     return f"${name}", f"{name}=${{{name}:?{what} ({flag}): set {name}, or pass {flag} to --print-plan}}"
 
 
-def print_plan(launcher: str, args: argparse.Namespace, run_date: dt.date, cfg: dict, pipe: PipelineConfig) -> None:
-    """`local`: the commands `recsys pipeline` runs for these flags; `cluster`: the script the schedulers run."""
+def steps_warehouse(given: str, launcher: str) -> str:
+    """The warehouse as the steps' commands name it: with the cluster launchers a file:// URI (a bare path would mean
+    HDFS to Spark on YARN; the runner's warehouse is a folder every node mounts), here as the user named it."""
+    if storage.scheme(given) == "" and not given.startswith("$"):
+        given = str(Path(given).resolve())
+        return "file://" + given if launcher == "cluster" else given
+    return storage.normalize(given) if not given.startswith("$") else given
+
+
+def print_plan(launcher: str, args: argparse.Namespace, run_date: dt.date, resolve, pipe: PipelineConfig) -> None:
+    """The commands `recsys pipeline` runs for these flags with `launcher`; the cluster's start by building the
+    shipped code (jobs/ship.py)."""
+    from jobs.ship import archive_path
+
     (data, set_data), (warehouse, set_warehouse) = (given_or_placeholder(args, f) for f in ("--data", "--warehouse"))
-    if launcher == "local":
-        run = Run(data, warehouse, run_date.isoformat(), args.env, args.config, tuple(args.overrides))
-        placeholders = {word for word, setter in ((data, set_data), (warehouse, set_warehouse)) if setter}
+    warehouse = steps_warehouse(warehouse, launcher)
+    run = Run(data, warehouse, run_date.isoformat(), args.env, args.config, tuple(args.overrides))
+    placeholders = {word for word, setter in ((data, set_data), (warehouse, set_warehouse)) if setter}
 
-        def word(w: str) -> str:
-            return f'"{w}"' if w in placeholders else shlex.quote(w)
+    def word(w: str) -> str:
+        # a placeholder, or a ${NAME} the node's shell fills (a rendezvous endpoint): double quotes
+        return f'"{w}"' if w in placeholders or ("${" in w and '"' not in w) else shlex.quote(w)
 
-        print(f"cd {shlex.quote(str(PROJECT_ROOT))}")
-        if set_data or set_warehouse:
-            print("; ".join(line for line in (set_data, set_warehouse) if line))
-        for step in plan(pipe, run):
-            print(" ".join(word(w) for w in local_command(step)))
-        return
-    from jobs.schedules import PLACEHOLDERS as CLUSTER, script
-
-    if args.overrides:
-        raise ConfigError("--print-plan cluster takes no key=value overrides: the cluster steps read conf/ at --env "
-                          "and a --config file only")
-    paths = [set_data or f"DATA={shlex.quote(data)}", set_warehouse or f"WAREHOUSE={shlex.quote(warehouse)}"]
-    header = ["set -euo pipefail", f"cd {shlex.quote(str(PROJECT_ROOT))}", "; ".join([*paths, f"RUN_DATE={run_date}"])]
-    if args.config:
-        header.append(f"CONFIG={shlex.quote(args.config)}")
-    run = dataclasses.replace(CLUSTER, env=args.env, config_file="$CONFIG" if args.config else None)
-    print(script(cfg, run, header), end="")
+    print(f"cd {shlex.quote(str(PROJECT_ROOT))}")
+    if set_data or set_warehouse:
+        print("; ".join(line for line in (set_data, set_warehouse) if line))
+    if launcher == "cluster":
+        print(shlex.join([sys.executable, "jobs/ship.py"]))
+    command = step_command(launcher, resolve, str(archive_path()), run_date.isoformat(), printing=True)
+    for step in plan(pipe, run):
+        print(" ".join(word(w) for w in command(step)))
 
 
 @guarded
@@ -177,16 +202,23 @@ def main(argv=None) -> int:
     cfg = resolve(config_sections())
     pipe = PipelineConfig.from_dict(section(cfg, "pipeline"))  # pipeline.* mistakes: before anything is made
     run_date = parse_run_date(args.run_date)
+    launcher = launcher_of(cfg)
+    if args.step:
+        names = [step.name for step in plan(pipe, Run("", "", run_date.isoformat(), args.env))]
+        if args.step not in names:
+            raise ConfigError(f"--step {args.step!r} is not a step of this run's plan; its steps: {', '.join(names)}")
     if args.print_plan:
-        print_plan(args.print_plan, args, run_date, cfg, pipe)
+        print_plan(launcher if args.print_plan is True else args.print_plan, args, run_date, resolve, pipe)
         return 0
-    from recsys_core import storage  # a file:// warehouse is a local folder; s3://, hdfs:// stay URIs
-
     if not storage.is_local(args.warehouse):  # its lock, state and step logs are local files for now
         raise ConfigError(f"recsys pipeline needs a local or file:// warehouse, got {args.warehouse!r}: the run "
                           "lock, state.json and step logs live beside the tables (each job alone takes s3:// and "
-                          "hdfs://; the pipeline's turn comes with the cluster runner)")
+                          "hdfs://; run the pipeline on a file:// warehouse, e.g. a shared mount)")
     warehouse = Path(storage.local_path(args.warehouse)).resolve()
+    # With the cluster launchers the steps get it as a file:// URI: a bare path would mean HDFS to Spark on YARN
+    # (a shared mount every node sees); here, as the user named it.
+    args.warehouse_uri = steps_warehouse(args.warehouse, launcher)
+    args.launcher = launcher
     data = Path(args.data).resolve()
     setup_logging()
 
@@ -213,21 +245,36 @@ def run_nightly(args, cfg, layer, resolve, pipe, run_date, data, warehouse, cons
         style = {"ran": "green", "skipped": "dim", "failed": "red", "not run": "yellow"}[result.status]
         console.print(f"[{style}]{result.status:>7}[/] {result.name:<20} {result.seconds:7.1f}s")
 
+    runner = run_child
+    if args.launcher == "cluster":  # the executors' code, built from these sources before the first step
+        from jobs.ship import build
+
+        command = step_command("cluster", resolve, str(build()), run_date.isoformat())
+        run = Run(str(data), args.warehouse_uri, run_date.isoformat(), args.env, args.config, tuple(args.overrides))
+        for step in plan(pipe, run):  # a launch setting that cannot be used (an unset ${NAME}): before any step
+            command(step)
+        runner = functools.partial(run_child, command=command)
     report = registered = table = metrics = None
     drift_lines: list[str] = []
-    with mlflow.start_run(experiment_id=env["MLFLOW_EXPERIMENT_ID"], run_name=f"pipeline {run_date}",
-                          tags={"recsys.step": "pipeline", "recsys.run_date": str(run_date)}) as parent:
-        mlflow.log_params({"data": str(data), "warehouse": str(warehouse), "run_date": str(run_date)})
-        mlflow.log_dict(cfg, "resolved_config.yaml")
+    tags = {"recsys.step": "pipeline", "recsys.run_date": str(run_date)}
+    parent_id = pipeline_run_of(env["MLFLOW_EXPERIMENT_ID"], run_date) if args.step else None
+    with mlflow.start_run(run_id=parent_id, experiment_id=env["MLFLOW_EXPERIMENT_ID"],
+                          run_name=None if parent_id else f"pipeline {run_date}", tags=tags) as parent:
+        if parent_id is None:
+            mlflow.log_params({"data": str(data), "warehouse": str(warehouse), "run_date": str(run_date)})
+            mlflow.log_dict(cfg, "resolved_config.yaml")
         results = run_pipeline(data, warehouse, layer, resolve, run_date, {**env, PARENT_ENV: parent.info.run_id},
                                force=args.force, env_name=args.env, on_step=show,
-                               config_file=Path(args.config) if args.config else None, overrides=args.overrides)
+                               config_file=Path(args.config) if args.config else None, overrides=args.overrides,
+                               runner=runner, only=args.step, warehouse_uri=args.warehouse_uri)
         for result in results:
             mlflow.log_metric(f"step_seconds.{result.name}", result.seconds)
         status = {r.name: r.status for r in results}
         ran = {name for name, s in status.items() if s == "ran"}
         trained = {m for m in pipe.torch_models if catalogue.TORCH.fit_step.format(model=m) in ran}
-        registered = register_best(warehouse, cfg, trained)
+        # One step alone (a scheduler's task): a training that ran registers its model when it is now the best.
+        if not args.step or trained:
+            registered = register_best(warehouse, cfg, trained)
         if status.get("evaluate") in ("ran", "skipped"):  # the report of the models that were evaluated
             report = write_report(warehouse, args.reports, run_date)
             mlflow.log_artifacts(str(report.parent), "report")
@@ -253,8 +300,11 @@ def run_nightly(args, cfg, layer, resolve, pipe, run_date, data, warehouse, cons
         console.print(f"registered: {registered}")
     if report is not None:
         console.print(f"report: {report}")
-    print("\n".join(["", f"nightly {run_date}:", *summary(results), *drift_lines, *gate_summary(warehouse, run_date, results)]))
+    print("\n".join(["", f"nightly {run_date}:", *summary(results), *drift_lines,
+                      *gate_summary(warehouse, run_date, results)]))
     failures = [line for line in summary(results) if line.startswith("FAILED ")]
+    if args.step:  # a scheduler's task: a step its failed upstream kept from running is not a success either
+        failures += [f"NOT RUN {r.name}: {r.blocked_by} failed" for r in results if r.status == "not run"]
     if failures:
         print("\n".join(failures), file=sys.stderr)
     return 1 if failures else 0

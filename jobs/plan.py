@@ -3,8 +3,9 @@ retention → publish (the regression gate and one `runs` commit naming the snap
 
 Every step is one `recsys` command run as its script, `jobs/<file>.py`, so the same plan is what `recsys pipeline`
 runs on this machine (`python jobs/<file>.py …`, one child process per step, jobs/steps.py), what `recsys pipeline
---print-plan` prints, and what the generated schedulers run on a cluster (`spark-submit jobs/<file>.py …`, `torchrun …
-jobs/train.py …`, `python jobs/topn.py …`; jobs/schedules.py). Only the launcher differs.
+--print-plan` prints, and what it runs with `--env cluster` (`spark-submit jobs/<file>.py …`, `torchrun …
+jobs/train.py …`, `python jobs/topn.py …`; jobs/launchers.py), which the generated schedulers call
+(jobs/schedules.py). Only the launcher differs.
 
 A step is skipped when its content fingerprint (its config sections and own overrides, its run date where that
 matters, the fingerprints of the steps it reads, and for the ETL the bytes of the input files) equals the one
@@ -370,6 +371,8 @@ def run_pipeline(
     runner: Callable[[Step, Path, Mapping[str, str]], StepOutcome] = run_child,
     config_file: Path | None = None,
     overrides: Sequence[str] = (),
+    only: str | None = None,
+    warehouse_uri: str | None = None,
 ) -> list[StepResult]:
     """Run every step in order, skipping the unchanged ones and those that depend on a failure (module docstring);
     the results say which ran, were skipped, failed or did not run.
@@ -379,13 +382,18 @@ def run_pipeline(
     --print-plan` resolves when a user runs it by hand. `run_layer` is the two merged, saved as the run's record.
     `resolve(sections)` returns the configuration a step with those sections resolves. `runner(step, log, env)`
     runs one step (jobs/steps.py; the default starts its local command).
+
+    `only`: run that one step of the plan (a scheduler's task): the other steps are not started; each counts as
+    succeeded when the state records its success with the fingerprint it has now, else as failed, so the step is
+    skipped, resumed, blocked or run over the survivors exactly as in a whole run. `warehouse_uri`: the warehouse as
+    the steps' commands name it (a `file://` URI; default: `warehouse`), while the state and logs use `warehouse`.
     """
     folder = run_dir(warehouse, run_date)
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "config.yaml").write_text(yaml.safe_dump(run_layer, sort_keys=True))
     log_dir = folder / "logs"
     pipe = PipelineConfig.from_dict(resolve(["pipeline"]).get("pipeline"))
-    run = Run(str(data), str(warehouse), run_date.isoformat(), env_name, str(config_file) if config_file else None,
+    run = Run(str(data), warehouse_uri or str(warehouse), run_date.isoformat(), env_name, str(config_file) if config_file else None,
               tuple(overrides))
 
     from recsys_spark.delta import log_versions, remove_stale_staging, rows_committed
@@ -399,7 +407,16 @@ def run_pipeline(
     results: list[StepResult] = []
     steps = plan(pipe, run)
     by_name = {step.name: step for step in steps}
+    if only:
+        steps = steps[:[s.name for s in steps].index(only) + 1]
     for planned in steps:
+        if only and planned.name != only:  # run earlier (another task): what the state says of it
+            fp = fingerprint(planned, resolve(planned.sections), run_date, done, data)
+            if state.succeeded_with(planned.name) == fp:
+                done[planned.name] = fp
+            else:
+                failed[planned.name] = planned.name
+            continue
         step, blocked_by = planned, None
         missing = [d for d in planned.depends if d in failed]
         if missing:

@@ -1,6 +1,7 @@
 """Running one step of a plan (jobs/plan.py): the one runner `recsys pipeline` and `recsys tune` share.
 
-A step runs as its local command, `python jobs/<file>.py …` from the project root, in a child process whose output
+A step runs as its local command, `python jobs/<file>.py …` from the project root (or as its cluster launcher's
+command, jobs/launchers.py), in a child process whose output
 goes to the step's log (and, when asked, to the console, each line prefixed with the step's name). The runner
 returns what happened: the exit status, the seconds it took, the child's peak memory, the log, and whether the caller
 stopped it (`stop_when`, polled while it runs: the tuner's pruner). `recsys tune` runs its Spark steps in its own
@@ -47,12 +48,14 @@ def local_command(step: Step) -> list[str]:
 
 
 def run_child(step: Step, log: Path, env: Mapping[str, str], *, echo: bool = True,
-              stop_when: Callable[[], bool] | None = None, poll_seconds: float = 1.0) -> StepOutcome:
-    """Run the step's local command with `env` (the whole environment) added to this process's; its output goes to
-    `log` (first line: the command) and, with `echo`, to the console. `stop_when()`, polled every `poll_seconds`,
-    returns True to terminate the step (the outcome says `stopped`)."""
+              stop_when: Callable[[], bool] | None = None, poll_seconds: float = 1.0,
+              command: Callable[[Step], list[str]] = local_command) -> StepOutcome:
+    """Run the step's command (`command(step)`: its local command unless a launcher says otherwise,
+    jobs/launchers.py) with `env` (the whole environment) added to this process's; its output goes to `log` (first
+    line: the command) and, with `echo`, to the console. `stop_when()`, polled every `poll_seconds`, returns True to
+    terminate the step (the outcome says `stopped`)."""
     log.parent.mkdir(parents=True, exist_ok=True)
-    cmd = local_command(step)
+    cmd = command(step)
     start = time.monotonic()
     stopped = False
     with open(log, "w") as out:

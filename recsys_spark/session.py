@@ -25,6 +25,17 @@ LOCAL_DEFAULTS = {
 }
 
 
+# Read when spark-submit starts the JVM or the first session: under spark-submit they belong on the submit line
+# (`recsys pipeline --env cluster` puts them there, jobs/launchers.py); the builder would set them too late.
+STATIC_SETTINGS = ("spark.master", "spark.submit.", "spark.jars", "spark.driver.memory", "spark.driver.cores",
+                   "spark.driver.extra", "spark.sql.extensions", "spark.sql.catalog.spark_catalog",
+                   "spark.pyspark.", "spark.archives", "spark.files")
+
+
+def is_static(key: str) -> bool:
+    return key.startswith(STATIC_SETTINGS)
+
+
 def launched_by_spark_submit() -> bool:
     """spark-submit starts Python from the JVM and hands it the gateway port; a plain `python` has none."""
     return "PYSPARK_GATEWAY_PORT" in os.environ
@@ -33,9 +44,10 @@ def launched_by_spark_submit() -> bool:
 def get_spark(app_name: str = "recsys", conf: dict | None = None, master: str | None = None) -> SparkSession:
     """Get or create the session.
 
-    Under spark-submit the master and every --conf come from the command line and are left alone (only `conf`
-    given here is added). Run as plain Python, the embedded default is `local[*]` with the settings above;
-    `conf` (e.g. from conf/local.yaml's `spark:` section) overrides them.
+    Under spark-submit the master and every --conf come from the command line and are left alone: of `conf` only
+    the runtime settings are added (the static ones, STATIC_SETTINGS, are the submit line's). Run as plain Python,
+    the embedded default is `local[*]` with the settings above; `conf` (e.g. from conf/local.yaml's `spark:`
+    section) overrides them. An empty value (null or "") sets nothing.
     """
     # Executors must run the interpreter that runs the driver, not whatever `python3` is first on PATH.
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
@@ -48,9 +60,12 @@ def get_spark(app_name: str = "recsys", conf: dict | None = None, master: str | 
         settings.update(LOCAL_DEFAULTS)
         settings["spark.pyspark.python"] = sys.executable
     for key, value in (conf or {}).items():
-        if key == "spark.master" and launched_by_spark_submit():
-            continue  # spark-submit's --master wins over the config file
-        settings[key] = str(value)
+        if value is None or value == "":
+            settings.pop(key, None)
+            continue
+        if is_static(key) and launched_by_spark_submit():
+            continue  # spark-submit's --master and --conf win over the config file
+        settings[key] = str(value).lower() if isinstance(value, bool) else str(value)
     for key, value in settings.items():
         builder = builder.config(key, value)
     spark = builder.getOrCreate()

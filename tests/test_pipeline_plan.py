@@ -128,7 +128,9 @@ def test_print_plan_needs_no_paths_and_names_them_as_shell_variables(capsys):
     assert [shlex.split(line) for line in lines[2:]] == [local_command(s) for s in plan(PipelineConfig(), run)]
     assert lines[2].endswith('jobs/etl.py --data "$DATA" --warehouse "$WAREHOUSE" --env local')  # the shell expands
     assert main(["--print-plan", "cluster"]) == 0
-    assert capsys.readouterr().out.splitlines()[2].startswith("DATA=${DATA:?")
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[1].startswith("DATA=${DATA:?") and lines[2].endswith("jobs/ship.py")
+    assert 'jobs/etl.py --data "$DATA" --warehouse "$WAREHOUSE" --env local' in lines[3]
     with pytest.raises(SystemExit, match="2"):  # argparse's usage error
         main(["--warehouse", "wh"])
     assert "required: --data" in capsys.readouterr().err
@@ -136,19 +138,71 @@ def test_print_plan_needs_no_paths_and_names_them_as_shell_variables(capsys):
     assert "override 'rank=5': name its section" in capsys.readouterr().err
 
 
-def test_print_plan_cluster_is_the_nightly_script_for_this_run(tmp_path, capsys):
+def test_print_plan_at_env_cluster_prints_the_cluster_launchers_lines(tmp_path, capsys):
+    """spark-submit with the static settings of conf/cluster.yaml on the line (--packages, the SQL extension as
+    --conf) and the shipped zip; torchrun with its node flags; python for a torch model's top-N. A null setting in a
+    --config file is left off, and a file:// warehouse reaches Spark as the URI, the others as its path."""
     from jobs.pipeline import main
+    from jobs.ship import archive_path
 
     data, warehouse = make_data(tmp_path), tmp_path / "wh"
-    argv = ["--data", str(data), "--warehouse", str(warehouse), "--run-date", "2026-11-23", "--env", "cluster"]
-    assert main([*argv, "--print-plan", "cluster"]) == 0
-    printed = capsys.readouterr().out.splitlines()
-    assert f"DATA={data}; WAREHOUSE={warehouse}; RUN_DATE=2026-11-23" in printed
-    nightly = (REPO / "scripts" / "nightly.sh").read_text().splitlines()
-    steps = [line for line in nightly if line.startswith("$")]
-    assert len(steps) == len(ALL_STEPS) and [line for line in printed if line.startswith("$")] == steps
-    assert main([*argv, "--print-plan", "cluster", "als.rank=5"]) == 2
-    assert "--print-plan cluster takes no key=value overrides" in capsys.readouterr().err
+    argv = ["--data", str(data), "--warehouse", f"file://{warehouse}", "--run-date", "2026-11-23", "--env", "cluster",
+            "pipeline.spark_models=[popularity]", "pipeline.torch_models=[sasrec]"]
+    assert main([*argv, "--print-plan"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == f"cd {REPO}" and lines[1] == shlex.join([sys.executable, "jobs/ship.py"])
+    etl = shlex.split(lines[2])
+    assert etl[0].endswith("spark-submit") and etl[etl.index("--master") + 1] == "yarn"
+    assert etl[etl.index("--packages") + 1] == "io.delta:delta-spark_2.13:4.0.0"
+    assert etl[etl.index("--py-files") + 1] == str(archive_path())
+    confs = [etl[i + 1] for i, word in enumerate(etl) if word == "--conf"]
+    assert "spark.sql.extensions=io.delta.sql.DeltaSparkSessionExtension" in confs
+    assert "spark.executor.memory=16g" in confs and f"spark.pyspark.driver.python={sys.executable}" in confs
+    assert etl[etl.index("jobs/etl.py"):etl.index("jobs/etl.py") + 5] == \
+        ["jobs/etl.py", "--data", str(data), "--warehouse", f"file://{warehouse}"]
+    train = shlex.split(next(line for line in lines if "jobs/train.py" in line))
+    launcher = next(w for w in train if w.endswith("torchrun"))  # after the env prefix of train.launch_env
+    assert train.index(launcher) < train.index("jobs/train.py") and "--rdzv-backend=c10d" in train  # two nodes
+    assert train[train.index("--warehouse") + 1] == str(warehouse)
+    topn = shlex.split(next(line for line in lines if "jobs/topn.py --model sasrec" in line))
+    assert topn[0] == sys.executable and topn[topn.index("--warehouse") + 1] == str(warehouse)
+    assert len([line for line in lines if "spark-submit" in line]) == 4  # etl, baselines, export, evaluate
+
+    (tmp_path / "nojars.yaml").write_text("spark:\n  spark.jars.packages: null\n  spark.sql.extensions: ''\n"
+                                          "  spark.master: spark://h:7077\n")
+    assert main([*argv, "--config", str(tmp_path / "nojars.yaml"), "--print-plan"]) == 0
+    etl = shlex.split(capsys.readouterr().out.splitlines()[2])
+    assert "--packages" not in etl and not any(w.startswith("spark.sql.extensions") for w in etl)
+    assert etl[etl.index("--master") + 1] == "spark://h:7077"
+    assert main([*argv, "--print-plan", "local"]) == 0  # the local launcher whatever the environment
+    assert "spark-submit" not in capsys.readouterr().out
+
+
+def test_one_step_runs_alone_and_the_others_count_as_the_state_records_them(nightly):
+    """--step NAME (a scheduler's task): the runner runs that step only, deciding skip and block from the state."""
+    data, warehouse = nightly.data, nightly.data.parent / "wh"
+
+    def step(name, fail=False):
+        ran = []
+
+        def runner(step_, log, env):
+            ran.append(step_.name)
+            return StepOutcome(step_.name, 3 if fail else 0, 0.0, log)
+
+        results = run_pipeline(data, warehouse, {}, lambda sections: load_config(sections), DAY, runner=runner,
+                               only=name)
+        return ran, [(r.name, r.status, r.blocked_by) for r in results]
+
+    assert step("topn-als") == ([], [("topn-als", "not run", "als")])  # als has not run yet
+    assert step("etl") == (["etl"], [("etl", "ran", None)])
+    assert step("als") == (["als"], [("als", "ran", None)])
+    assert step("als") == ([], [("als", "skipped", None)])
+    assert step("topn-als", fail=True) == (["topn-als"], [("topn-als", "failed", None)])
+    assert step("evaluate") == ([], [("evaluate", "not run", "topn-als")])  # no model's lists yet
+    assert step("baselines") == (["baselines"], [("baselines", "ran", None)])
+    assert step("evaluate") == (["evaluate"], [("evaluate", "ran", None)])  # gathers: over what was written
+    ran, _, _ = nightly()  # the whole run after the tasks: what they did counts
+    assert not {"etl", "als", "baselines"} & set(ran) and {"topn-als", "evaluate"} <= set(ran)
 
 
 def fingerprints(steps, cfg, day, data):

@@ -1,22 +1,27 @@
-"""A real Spark standalone cluster on loopback: a Master and two Workers from the pyspark install.
+"""A real Spark standalone cluster on loopback: a Master and two Workers from the pyspark install, whose executors run
+a Python that does not have the project: the code reaches them only through what the runner ships.
 
-The ETL submitted with `spark-submit --master spark://127.0.0.1:…` writes the same tables as local mode; with one
-Worker killed mid-job the job still finishes, with identical output.
+`recsys pipeline --env cluster` runs the plan on it (spark-submit with the static settings and the shipped zip,
+torchrun for the training, python for the torch top-N) and writes the lists the local run writes; with one Worker
+killed mid-job a submitted job still finishes, with identical output.
 """
 from __future__ import annotations
 
+import datetime as dt
 import json
 import os
 import signal
 import socket
 import subprocess
 import sys
+import sysconfig
 import time
 import urllib.request
 from pathlib import Path
 
 import pyarrow as pa
 import pytest
+import yaml
 
 import pyspark
 from recsys_spark.delta import read_arrow
@@ -24,6 +29,15 @@ from recsys_spark.delta import read_arrow
 REPO = Path(__file__).resolve().parent.parent
 SPARK_HOME = Path(pyspark.__file__).resolve().parent
 TABLES = {"interactions": ["userId", "movieId"], "items": ["movieId"], "users": ["userId"], "rejects": ["file", "line"]}
+RUN_DATE = "2026-11-23"
+# What both runs fit: two Spark baselines whose executors call recsys_spark (ItemCF's neighbour blocks), the sequence
+# export (its executors write the shards), one tiny torch model; CPU-sized.
+SMALL = {
+    "pipeline": {"spark_models": ["popularity", "itemcf"], "torch_models": ["sasrec"], "k": 20},
+    "train": {"max_steps": 4, "eval_every": 2, "patience": 1, "nproc": 1, "device": "cpu"},
+    "sasrec": {"hidden": 16, "n_layers": 1},
+    "sequences": {"max_len": 20, "rows_per_group": 8},
+}
 
 pytestmark = pytest.mark.slow
 
@@ -35,13 +49,14 @@ def free_port() -> int:
 
 
 def spark_env() -> dict:
-    return {**os.environ, "SPARK_HOME": str(SPARK_HOME), "PYSPARK_PYTHON": sys.executable,
-            "PYSPARK_DRIVER_PYTHON": sys.executable, "SPARK_LOCAL_IP": "127.0.0.1",
-            "RECSYS_DELTA_WRITER": "delta-rs", "SPARK_NO_DAEMONIZE": "1"}
+    """The cluster's processes: nothing of the project on their path (the test runner's PYTHONPATH is dropped)."""
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYSPARK_PYTHON", "PYSPARK_DRIVER_PYTHON")}
+    return {**env, "SPARK_HOME": str(SPARK_HOME), "SPARK_LOCAL_IP": "127.0.0.1", "RECSYS_DELTA_WRITER": "delta-rs",
+            "SPARK_NO_DAEMONIZE": "1"}
 
 
-def start(args: list[str], log: Path) -> subprocess.Popen:
-    return subprocess.Popen([str(SPARK_HOME / "bin" / "spark-class"), *args], env=spark_env(),
+def start(args: list[str], log: Path, cwd: Path) -> subprocess.Popen:
+    return subprocess.Popen([str(SPARK_HOME / "bin" / "spark-class"), *args], env=spark_env(), cwd=cwd,
                             stdout=open(log, "w"), stderr=subprocess.STDOUT, start_new_session=True)
 
 
@@ -68,12 +83,23 @@ def stop(proc: subprocess.Popen) -> None:
         proc.wait(timeout=30)
 
 
+def executor_python(root: Path) -> Path:
+    """A venv whose site-packages reach this venv's as a plain path entry: numpy, pandas, pyarrow, scipy import, but
+    the project's editable install (a .pth *inside* that folder, processed only for a site dir) does not."""
+    venv = root / "executor-venv"
+    subprocess.run([getattr(sys, "_base_executable", sys.executable), "-m", "venv", "--without-pip", str(venv)],
+                   check=True, timeout=120)
+    site = next((venv / "lib").glob("python3*/site-packages"))
+    (site / "recsys_deps.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
+    return venv / "bin" / "python"
+
+
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory):
-    logs = tmp_path_factory.mktemp("cluster-logs")
+    logs = tmp_path_factory.mktemp("cluster-logs")  # also the daemons' working folder: outside the repository
     port, ui = free_port(), free_port()
     master = start(["org.apache.spark.deploy.master.Master", "--host", "127.0.0.1", "--port", str(port),
-                    "--webui-port", str(ui)], logs / "master.log")
+                    "--webui-port", str(ui)], logs / "master.log", logs)
     workers = []
     try:
         wait_for(lambda: master_state(ui)["status"] == "ALIVE", 60, "the Spark master")
@@ -81,12 +107,97 @@ def cluster(tmp_path_factory):
             workers.append(start(["org.apache.spark.deploy.worker.Worker", "--host", "127.0.0.1", "--cores", "1",
                                   "--memory", "1536m", "--webui-port", str(free_port()),
                                   "--work-dir", str(logs / f"work{n}"), f"spark://127.0.0.1:{port}"],
-                                 logs / f"worker{n}.log"))
+                                 logs / f"worker{n}.log", logs))
         wait_for(lambda: sum(w["state"] == "ALIVE" for w in master_state(ui)["workers"]) == 2, 60, "two workers")
-        yield {"url": f"spark://127.0.0.1:{port}", "ui": ui, "workers": workers, "logs": logs}
+        yield {"url": f"spark://127.0.0.1:{port}", "ui": ui, "workers": workers, "logs": logs,
+               "python": executor_python(logs)}
     finally:
         for proc in [*workers, master]:
             stop(proc)
+
+
+def test_the_executors_python_lacks_the_project(cluster):
+    """The check that makes the pipeline test mean something: the executors' interpreter, in the workers'
+    environment and folder, imports the libraries but not recsys_spark."""
+    def run(code):
+        return subprocess.run([str(cluster["python"]), "-c", code], env=spark_env(), cwd=cluster["logs"],
+                              capture_output=True, text=True, timeout=120)
+
+    assert run("import numpy, pandas, pyarrow, scipy").returncode == 0
+    missing = run("import recsys_spark")
+    assert missing.returncode != 0 and "No module named 'recsys_spark'" in missing.stderr
+
+
+def recommendations(warehouse: Path) -> pa.Table:
+    table = read_arrow(warehouse / "recommendations").drop_columns(["run_id"])
+    return table.select(sorted(table.column_names)).sort_by([("model", "ascending"), ("userId", "ascending"),
+                                                             ("rank", "ascending")])
+
+
+def test_the_cluster_plan_on_a_standalone_cluster_writes_the_local_runs_lists(cluster, spark, tmp_path):
+    from recsys_data.generate import generate
+
+    from jobs.config import load_config
+    from jobs.plan import config_sections, run_pipeline
+    from jobs.steps import run_in_process
+
+    generate(tmp_path / "data", n_users=60, n_items=200, n_ratings=3000, seed=5)
+    (tmp_path / "small.yaml").write_text(yaml.safe_dump(SMALL))
+    cluster_conf = {**SMALL, "mlflow": {"tracking_uri": None, "experiment": "recsys"},
+                    "train": {**SMALL["train"], "nnodes": 1, "rdzv_endpoint": None},  # one node: standalone
+                    "spark": {"spark.master": cluster["url"], "spark.pyspark.python": str(cluster["python"]),
+                              # no Maven here: the Delta jars cannot be fetched, so delta-rs commits the tables
+                              "spark.jars.packages": None, "spark.sql.extensions": None,
+                              "spark.sql.catalog.spark_catalog": None,
+                              "spark.executor.memory": "1g", "spark.executor.cores": 1, "spark.driver.memory": "1g",
+                              "spark.sql.shuffle.partitions": 4, "spark.ui.enabled": False}}
+    (tmp_path / "cluster.yaml").write_text(yaml.safe_dump(cluster_conf))
+    warehouse = tmp_path / "cluster-wh"
+    # The runner from the repository, with nothing of the project on PYTHONPATH: no path reaches the executors but
+    # the shipped zip.
+    argv = [sys.executable, "-m", "jobs.cli", "pipeline", "--env", "cluster", "--config", str(tmp_path / "cluster.yaml"),
+            "--data", str(tmp_path / "data"), "--warehouse", f"file://{warehouse}", "--run-date", RUN_DATE,
+            "--reports", str(tmp_path / "reports")]
+    printed = subprocess.run([*argv, "--print-plan"], cwd=REPO, env=spark_env(), capture_output=True, text=True,
+                             timeout=120)
+    assert printed.returncode == 0, printed.stderr
+    submits = [line for line in printed.stdout.splitlines() if "spark-submit" in line]
+    assert submits and all(f"--master {cluster['url']}" in line and "--py-files" in line and "recsys-" in line
+                           and "--packages" not in line and "spark.sql.extensions" not in line for line in submits)
+    assert any("torchrun --standalone --nproc-per-node=1 jobs/train.py --model sasrec" in line
+               for line in printed.stdout.splitlines())
+
+    proc = subprocess.run(argv, cwd=REPO, env={**spark_env(), "RECSYS_NET_IF": "lo"}, capture_output=True, text=True,
+                          timeout=900)
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
+    logs = warehouse / "_pipeline" / RUN_DATE / "logs"
+    etl_log = (logs / "etl.log").read_text()
+    assert etl_log.startswith("$ ") and "spark-submit" in etl_log.splitlines()[0]
+    train_line = (logs / "train-sasrec.log").read_text().splitlines()[0].split()  # after train.launch_env's prefix
+    assert any(word.endswith("/torchrun") for word in train_line) and "--standalone" in train_line
+    state = json.loads((warehouse / "_pipeline" / "state.json").read_text())
+    assert {entry["status"] for entry in state.values()} == {"ok"} and "evaluate" in state
+    assert (tmp_path / "reports" / RUN_DATE / "report.md").exists()
+
+    # The local run of the same plan, its steps in this process (Spark steps on the tests' session).
+    local = tmp_path / "local-wh"
+
+    def resolve(sections):
+        return load_config(sections, config_file=tmp_path / "small.yaml")
+
+    results = run_pipeline(tmp_path / "data", local, {}, resolve, dt.date.fromisoformat(RUN_DATE),
+                           runner=lambda step, log, env: run_in_process(step, env),
+                           config_file=tmp_path / "small.yaml")
+    assert {r.status for r in results} == {"ran"}, [(r.name, r.status) for r in results]
+    got, expected = recommendations(warehouse), recommendations(local)
+    assert set(got.column("model").to_pylist()) == {"popularity", "itemcf", "sasrec"}
+    assert got.drop_columns(["score"]).equals(expected.drop_columns(["score"]))
+
+    # One step again, as a scheduler's task: unchanged, so the runner skips it and says so.
+    again = subprocess.run([*argv, "--step", "baselines"], cwd=REPO, env={**spark_env(), "RECSYS_NET_IF": "lo"},
+                           capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "skipped baselines" in " ".join(again.stdout.split())
 
 
 def submit(cluster, data: Path, warehouse: Path) -> subprocess.Popen:
@@ -109,13 +220,6 @@ def assert_same_tables(got: Path, expected: Path) -> None:
         left, right = sorted_table(got, name), sorted_table(expected, name)
         assert left.num_rows == right.num_rows, name
         assert left.equals(right), f"{name} differs between the cluster run and local mode"
-
-
-def test_etl_on_standalone_cluster_equals_local_mode(cluster, ml_small, ml_small_warehouse, tmp_path):
-    proc = submit(cluster, ml_small, tmp_path / "wh")
-    out, _ = proc.communicate(timeout=600)
-    assert proc.returncode == 0, out[-3000:]
-    assert_same_tables(tmp_path / "wh", ml_small_warehouse)
 
 
 def test_etl_survives_a_worker_killed_mid_job(cluster, ml_small, ml_small_warehouse, tmp_path):
