@@ -99,6 +99,7 @@ def _imported_top_levels(path: Path) -> set[str]:
 def _third_party(paths: list[Path]) -> dict[str, set[str]]:
     """Import name -> the files importing it, for every import that is neither stdlib nor first-party."""
     first_party = {p.stem for p in REPO.iterdir() if p.is_dir() or p.suffix == ".py"}
+    first_party |= {p.stem for p in (REPO / "benchmarks").glob("*.py")}  # tests import the benchmark scripts
     found: dict[str, set[str]] = {}
     for path in paths:
         local = {p.stem for p in path.parent.glob("*.py")}
