@@ -166,7 +166,7 @@ def test_print_plan_at_env_cluster_prints_the_cluster_launchers_lines(tmp_path, 
     assert train[train.index("--warehouse") + 1] == str(warehouse)
     topn = shlex.split(next(line for line in lines if "jobs/topn.py --model sasrec" in line))
     assert topn[0] == sys.executable and topn[topn.index("--warehouse") + 1] == str(warehouse)
-    assert len([line for line in lines if "spark-submit" in line]) == 4  # etl, baselines, export, evaluate
+    assert len([line for line in lines if "spark-submit" in line]) == 5  # etl, baselines, export, evaluate, drift
 
     (tmp_path / "nojars.yaml").write_text("spark:\n  spark.jars.packages: null\n  spark.sql.extensions: ''\n"
                                           "  spark.master: spark://h:7077\n")
