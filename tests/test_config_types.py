@@ -86,6 +86,7 @@ def _nested(outer, name):
 def _sections():
     from jobs.plan import PipelineConfig
     from recsys_spark.ensemble import EnsembleConfig
+    from recsys_spark.publish import PublishConfig
     from recsys_spark.retention import RetentionConfig
     from recsys_torch.config import TrainConfig
 
@@ -105,6 +106,7 @@ def _sections():
         "train": (TrainConfig.from_dict, "lr", "fast"),
         "pipeline": (PipelineConfig.from_dict, "k", "100"),
         "retention": (RetentionConfig.from_dict, "days", "7"),
+        "publish": (PublishConfig.from_dict, "bootstrap_resamples", "x"),
         **{name: (_model_section(name), "dropout", "x") for name in ("ncf", "sasrec", "ss4rec")},
         "lightgcn": (_model_section("lightgcn"), "reg", "x"),
         "tune.m.a.b": (_search_range, "low", "x"),
