@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from servers import free_port, start_server
+
 REPO = Path(__file__).resolve().parent.parent
 SHARED_DATA = REPO.parent / "shared" / "data"
 ML_SMALL = SHARED_DATA / "ml-latest-small"
@@ -89,31 +91,12 @@ def served_warehouse(spark, ml_small_warehouse, tmp_path_factory) -> dict:
 def served_url(served_warehouse, tmp_path_factory) -> str:
     """`recsys serve` over served_warehouse in its own process on a free loopback port, for the tests that need a
     real HTTP server (the browser, the schema fuzzer); its base URL."""
-    import socket
-    import subprocess
-    import time
-    import urllib.request
-
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    log = tmp_path_factory.mktemp("served_url") / "serve.log"
-    with log.open("w") as out:
-        server = subprocess.Popen(
-            [sys.executable, "-m", "jobs.cli", "serve", "--warehouse", str(served_warehouse["warehouse"]),
-             "--reports", str(served_warehouse["reports"]), "--port", str(port), "--reload-interval", "0"],
-            cwd=REPO, stdout=out, stderr=subprocess.STDOUT)
+    port = free_port()
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 120
-    while True:
-        try:
-            with urllib.request.urlopen(url + "/health", timeout=2):
-                break
-        except OSError:
-            if server.poll() is not None or time.monotonic() > deadline:
-                server.kill()
-                pytest.fail(f"recsys serve did not start: {log.read_text()[-3000:]}")
-            time.sleep(0.2)
+    server = start_server([sys.executable, "-m", "jobs.cli", "serve", "--warehouse", str(served_warehouse["warehouse"]),
+                           "--reports", str(served_warehouse["reports"]), "--port", str(port), "--reload-interval",
+                           "0"], url, "/health", tmp_path_factory.mktemp("served_url") / "serve.log",
+                          "recsys serve", cwd=REPO)
     yield url
     server.terminate()
     server.wait(timeout=30)
@@ -175,30 +158,11 @@ def s3_env(tmp_path_factory) -> dict:
     """moto's S3 server in its own process on a free loopback port for the whole run (skipped without moto[server]);
     the AWS_* settings recsys_core.storage reads to reach it. Tests set them with monkeypatch or pass them to a
     subprocess. Its own process: a server thread inside pytest would share the GIL with the clients it answers."""
-    import socket
-    import subprocess
-    import time
-    import urllib.request
-
     pytest.importorskip("moto.server", reason="moto[server] is not installed (the S3 API tests)")
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    log = tmp_path_factory.mktemp("moto") / "moto.log"
-    with log.open("w") as out:
-        server = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-                                  stdout=out, stderr=subprocess.STDOUT)
+    port = free_port()
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            with urllib.request.urlopen(url + "/moto-api/", timeout=2):
-                break
-        except OSError:
-            if server.poll() is not None or time.monotonic() > deadline:
-                server.kill()
-                pytest.fail(f"moto's server did not start: {log.read_text()[-3000:]}")
-            time.sleep(0.2)
+    server = start_server([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)], url,
+                          "/moto-api/", tmp_path_factory.mktemp("moto") / "moto.log", "moto's server", timeout=60)
     yield {"AWS_ENDPOINT_URL": url, "AWS_REGION": "us-east-1", "AWS_ACCESS_KEY_ID": "testing",
            "AWS_SECRET_ACCESS_KEY": "testing"}
     server.terminate()

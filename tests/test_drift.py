@@ -56,13 +56,8 @@ def runs_table(warehouse: Path, run_id: str, run_date: dt.date, interactions: in
                list_date: dt.date) -> None:
     """A `runs` table (the publish step's; its agreed schema) with one published run of popularity."""
     from recsys_spark.delta import write_arrow
+    from recsys_spark.schemas import RUNS as schema
 
-    model = pa.struct([("model", pa.string()), ("published", pa.bool_()), ("reason", pa.string()),
-                       ("run_date", pa.date32()), ("recommendations_version", pa.int64()),
-                       ("ndcg_at_10", pa.float64())])
-    schema = pa.schema([("run_id", pa.string()), ("run_date", pa.date32()),
-                        ("published_at", pa.timestamp("us", tz="UTC")), ("tables", pa.map_(pa.string(), pa.int64())),
-                        ("models", pa.list_(model))])
     runs = [{"run_id": run_id, "run_date": run_date, "published_at": dt.datetime(2030, 3, 1, 6, tzinfo=dt.timezone.utc),
              "tables": [("interactions", interactions), ("recommendations", recommendations)],
              "models": [{"model": "popularity", "published": True, "reason": None, "run_date": list_date,

@@ -50,13 +50,9 @@ def five_versions(table: Path) -> None:
 
 def write_runs(warehouse: Path, rows: list[dict]) -> None:
     """The `runs` table as the publish step writes it (docs/SCHEMAS.md)."""
-    model = pa.struct([("model", pa.string()), ("published", pa.bool_()), ("reason", pa.string()),
-                       ("run_date", pa.date32()), ("recommendations_version", pa.int64()),
-                       ("ndcg_at_10", pa.float64())])
-    schema = pa.schema([("run_id", pa.string()), ("run_date", pa.date32()),
-                        ("published_at", pa.timestamp("us", tz="UTC")), ("tables", pa.map_(pa.string(), pa.int64())),
-                        ("models", pa.list_(model))])
-    deltalake.write_deltalake(str(warehouse / "runs"), pa.Table.from_pylist(rows, schema=schema))
+    from recsys_spark.schemas import RUNS
+
+    deltalake.write_deltalake(str(warehouse / "runs"), pa.Table.from_pylist(rows, schema=RUNS))
 
 
 def retention(warehouse: Path, *overrides: str) -> subprocess.CompletedProcess:

@@ -5,8 +5,6 @@ from __future__ import annotations
 import datetime as dt
 import json
 import signal
-import socket
-import subprocess
 import sys
 import time
 import urllib.error
@@ -16,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from moto_s3 import s3_settings, subprocess_env, upload
+from servers import free_port, start_server
 from serve_warehouse import LATEST, SERVED_MODELS
 
 pytestmark = [pytest.mark.filterwarnings("ignore::FutureWarning"),
@@ -48,26 +47,12 @@ def local(served_warehouse):
 def on_s3(served_warehouse, s3_env, tmp_path_factory):
     """`recsys serve` over the S3 copy, reloading every 0.5 s: (base URL, warehouse URI)."""
     uri = upload(s3_env, served_warehouse["warehouse"], "served-warehouse")
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    log = tmp_path_factory.mktemp("serve_s3") / "serve.log"
-    with log.open("w") as out:
-        server = subprocess.Popen(
-            [sys.executable, "-m", "jobs.cli", "serve", "--warehouse", uri, "--reports",
-             str(served_warehouse["reports"]), "--port", str(port), "--reload-interval", "0.5"],
-            cwd=REPO, stdout=out, stderr=subprocess.STDOUT, env=subprocess_env(s3_env))
+    port = free_port()
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 120
-    while True:
-        try:
-            with urllib.request.urlopen(url + "/health", timeout=2):
-                break
-        except OSError:
-            if server.poll() is not None or time.monotonic() > deadline:
-                server.kill()
-                pytest.fail(f"recsys serve over S3 did not start: {log.read_text()[-3000:]}")
-            time.sleep(0.2)
+    server = start_server([sys.executable, "-m", "jobs.cli", "serve", "--warehouse", uri, "--reports",
+                           str(served_warehouse["reports"]), "--port", str(port), "--reload-interval", "0.5"],
+                          url, "/health", tmp_path_factory.mktemp("serve_s3") / "serve.log", "recsys serve over S3",
+                          cwd=REPO, env=subprocess_env(s3_env))
     yield url, uri
     server.terminate()
     # uvicorn shuts down and re-raises SIGTERM (as over a local warehouse): stopped by it, not crashed in S3 clean-up
