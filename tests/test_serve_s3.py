@@ -48,11 +48,10 @@ def on_s3(served_warehouse, s3_env, tmp_path_factory):
     """`recsys serve` over the S3 copy, reloading every 0.5 s: (base URL, warehouse URI)."""
     uri = upload(s3_env, served_warehouse["warehouse"], "served-warehouse")
     port = free_port()
-    url = f"http://127.0.0.1:{port}"
+    url, log = f"http://127.0.0.1:{port}", tmp_path_factory.mktemp("serve_s3") / "serve.log"
     server = start_server([sys.executable, "-m", "jobs.cli", "serve", "--warehouse", uri, "--reports",
                            str(served_warehouse["reports"]), "--port", str(port), "--reload-interval", "0.5"],
-                          url, "/health", tmp_path_factory.mktemp("serve_s3") / "serve.log", "recsys serve over S3",
-                          cwd=REPO, env=subprocess_env(s3_env))
+                          url, "/health", log, "recsys serve over S3", cwd=REPO, env=subprocess_env(s3_env))
     yield url, uri
     server.terminate()
     # uvicorn shuts down and re-raises SIGTERM (as over a local warehouse): stopped by it, not crashed in S3 clean-up
