@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import sys
+from pathlib import Path
 from typing import Callable, Sequence
 
 from jobs.config import load_config, qualify, section
@@ -62,6 +63,20 @@ def job_config(args: argparse.Namespace, name: str, config_class, *extra_section
     args.overrides = qualify(args.overrides, name, config_class)
     cfg = resolve_config(args, name, *extra_sections)
     return cfg, config_class.from_dict(section(cfg, name))
+
+
+def local_warehouse(location: str, command: str) -> Path:
+    """The warehouse folder of a command that writes plain files beside the tables (checkpoints, vacuum): a path or
+    `file:///…`; one line (exit 2) for a remote location or a folder that does not exist."""
+    from recsys_core import storage
+
+    if not storage.is_local(location):
+        raise RecsysError(f"recsys {command} needs the warehouse on a filesystem this machine mounts (a path or "
+                          f"file:///…), got {location}")
+    warehouse = Path(storage.local_path(location))
+    if not warehouse.is_dir():
+        raise RecsysError(f"warehouse not found: {warehouse}")
+    return warehouse
 
 
 def require_tables(warehouse: str, *names: str) -> None:

@@ -160,11 +160,14 @@ def given_or_placeholder(args: argparse.Namespace, flag: str) -> tuple[str, str 
 
 def steps_warehouse(given: str, launcher: str) -> str:
     """The warehouse as the steps' commands name it: with the cluster launchers a file:// URI (a bare path would mean
-    HDFS to Spark on YARN; the runner's warehouse is a folder every node mounts), here as the user named it."""
-    if storage.scheme(given) == "" and not given.startswith("$"):
-        given = str(Path(given).resolve())
+    HDFS to Spark on YARN; the runner's warehouse is a folder every node mounts), here its absolute path (every step
+    runs on this machine; `file:///x` and `/x` are the same folder)."""
+    if given.startswith("$"):
+        return given
+    if storage.scheme(given) == "" or (launcher != "cluster" and storage.is_local(given)):
+        given = str(Path(storage.local_path(given)).resolve())
         return "file://" + given if launcher == "cluster" else given
-    return storage.normalize(given) if not given.startswith("$") else given
+    return storage.normalize(given)
 
 
 def print_plan(launcher: str, args: argparse.Namespace, run_date: dt.date, resolve, pipe: PipelineConfig) -> None:

@@ -14,9 +14,8 @@ from typing import Sequence
 if __package__ in (None, ""):  # run as a script (`python jobs/retention.py`): the repo root on sys.path
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from jobs.common import add_config_flags, guarded, job_config  # noqa: E402
+from jobs.common import add_config_flags, guarded, job_config, local_warehouse  # noqa: E402
 from jobs.tracking import STEP_ENV  # noqa: E402
-from recsys_core.errors import RecsysError  # noqa: E402
 from recsys_spark.retention import RetentionConfig  # noqa: E402
 
 
@@ -41,9 +40,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     add_config_flags(parser)
     args = parser.parse_intermixed_args(argv)
     _, config = job_config(args, "retention", RetentionConfig)
-    warehouse = Path(args.warehouse)
-    if not warehouse.is_dir():
-        raise RecsysError(f"warehouse not found: {warehouse}")
+    warehouse = local_warehouse(args.warehouse, "retention")
 
     from contextlib import nullcontext
 

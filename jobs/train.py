@@ -21,7 +21,7 @@ if __package__ in (None, ""):  # `python jobs/train.py`: make the repository imp
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from jobs import catalogue  # noqa: E402
-from jobs.common import add_config_flags, guarded, parse_run_date  # noqa: E402
+from jobs.common import add_config_flags, guarded, local_warehouse, parse_run_date  # noqa: E402
 from jobs.config import load_config  # noqa: E402
 from jobs.torchrun import is_multi_node, launch_config, torchrun_args, torchrun_env  # noqa: E402
 from jobs.tracking import export_env  # noqa: E402
@@ -92,9 +92,7 @@ def main(argv: list[str] | None = None) -> int:
     cfg = load_config(catalogue.MODELS[args.model].sections, config_file=args.config, overrides=overrides,
                       env=args.env)
     tcfg = TrainConfig.from_dict(cfg.get("train"))
-    warehouse = Path(args.warehouse)
-    if not warehouse.is_dir():
-        raise RecsysError(f"warehouse not found: {warehouse}")
+    warehouse = local_warehouse(args.warehouse, "train")
     read_meta(sequences_dir(warehouse, tcfg.sequences))  # fail here, before starting any process
 
     if under_torchrun():
