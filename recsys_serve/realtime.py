@@ -271,6 +271,8 @@ class CountModels:
             for back, item in enumerate(seen_recent):
                 nxt, sim = neighbors.of(item)
                 np.add.at(total, nxt, ITEMCF_DECAY ** back * sim)
+            total[history[(history >= 0) & (history < len(total))]] = 0.0  # normalised by the best unseen sum
+            total = np.round(total, 12)  # as the baselines step rounds its sums (equal sums stay ties)
             best = total.max(initial=0.0)
             if best > 0:
                 hit = total > 0
