@@ -57,9 +57,9 @@ from jobs.plan import Step
 
 signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # what the pipeline's run lock installs
 # a step that writes its pid and sleeps
-steps.local_command = lambda step: [sys.executable, "-c", "import os, time; "
-                                    "open({pid!r}, 'w').write(str(os.getpid())); time.sleep(60)"]
-steps.run_child(Step("sleep", "generate", [], "python"), pathlib.Path({log!r}), {{}}, echo=False)
+sleeper = lambda step: [sys.executable, "-c", "import os, time; "
+                        "open({pid!r}, 'w').write(str(os.getpid())); time.sleep(60)"]
+steps.run_child(Step("sleep", "generate", [], "python"), pathlib.Path({log!r}), {{}}, echo=False, command=sleeper)
 """
 
 
