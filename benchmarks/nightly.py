@@ -120,14 +120,16 @@ def earlier_steps(out: Path, warehouse: Path) -> dict[str, dict]:
     return {s["step"]: s for s in previous.get("steps", []) if s.get("status") == "ran"}
 
 
-def entry(line: dict, peaks: dict[str, int], earlier: dict[str, dict]) -> dict:
+def entry(line: dict, peaks: dict[str, int], earlier: dict[str, dict], loads: list[float]) -> dict:
+    """One step's figures; `loads` are the 1-minute load averages sampled while it ran (the machine's business)."""
     if line["status"] == "skipped" and line["step"] in earlier:
         return {**earlier[line["step"]], "earlier_run": True}
     sampled = peaks.get(line["step"])
     logged = line.get("peak_rss_mb")
     peak_gb = sampled / 2**30 if sampled else (logged / 1024 if logged else None)
     return {"step": line["step"], "status": line["status"], "seconds": line["seconds"],
-            "peak_rss_gb": None if peak_gb is None else round(peak_gb, 3), "rows": line.get("rows")}
+            "peak_rss_gb": None if peak_gb is None else round(peak_gb, 3), "rows": line.get("rows"),
+            "load_mean": round(sum(loads) / len(loads), 2) if loads else None}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -171,13 +173,16 @@ def main(argv: list[str] | None = None) -> int:
     started = time.monotonic()
     proc = subprocess.Popen(cmd, cwd=REPO)
     peaks: dict[str, int] = {}
+    loads: list[float] = []
     while True:
         for name, rss in step_rss_bytes(proc.pid).items():
             peaks[name] = max(peaks.get(name, 0), rss)
+        loads.append(os.getloadavg()[0])
         if run_log.is_file():
             lines = run_log.read_text().splitlines()
             for raw in lines[seen_lines:]:
-                figures["steps"].append(entry(json.loads(raw), peaks, earlier))
+                figures["steps"].append(entry(json.loads(raw), peaks, earlier, loads))
+                loads = []
                 write()
             seen_lines = len(lines)
         if proc.poll() is not None:
@@ -193,11 +198,12 @@ def main(argv: list[str] | None = None) -> int:
         figures["users"] = figures["users"] or loaded.get("users")
         figures["items"] = figures["items"] or loaded.get("items")
     write()
-    print(f"\n{'step':<24}{'status':>9}{'seconds':>10}{'peak GB':>9}{'rows':>13}")
+    print(f"\n{'step':<24}{'status':>9}{'seconds':>10}{'peak GB':>9}{'rows':>13}{'load':>6}")
     for s in figures["steps"]:
         peak = "-" if s["peak_rss_gb"] is None else f"{s['peak_rss_gb']:.2f}"
         rows = "-" if s.get("rows") is None else f"{s['rows']:,}"
-        print(f"{s['step']:<24}{s['status']:>9}{s['seconds']:>10.1f}{peak:>9}{rows:>13}"
+        load = "-" if s.get("load_mean") is None else f"{s['load_mean']:.1f}"
+        print(f"{s['step']:<24}{s['status']:>9}{s['seconds']:>10.1f}{peak:>9}{rows:>13}{load:>6}"
               + ("  (earlier run)" if s.get("earlier_run") else ""))
     print(f"{'total':<24}{'':>9}{figures['total_seconds']:>10.1f}   wall {figures['wall_seconds']:.0f} s, "
           f"exit {proc.returncode}; figures in {out}")
