@@ -106,7 +106,7 @@ def test_tune_fits_every_grid_point_and_keeps_the_best(spark, warehouse):
 
 
 def test_run_als_saves_model_factors_and_metrics(spark, warehouse):
-    config = AlsConfig(rank=3, max_iter=4, checkpoint_interval=2, num_blocks=2, random_split=True)
+    config = AlsConfig(rank=3, max_iter=4, checkpoint_interval=2, num_blocks=2, temporal=True, random_split=True)
     result = run_als(spark, warehouse, config, DAY, "run-1")
     assert set(result.errors) == {"test", "validation", "temporal_test", "random_80_20"}
     assert spark.sparkContext.getCheckpointDir() is not None
