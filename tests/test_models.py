@@ -287,9 +287,10 @@ def test_lightgcn_propagation_matches_a_dense_reference_on_a_tiny_graph(n_layers
     torch.testing.assert_close(got_items[6], model.item_emb.weight[6].detach() / (n_layers + 1))
 
 
+@pytest.mark.parametrize("n_layers", [1, 2])  # one layer: only the batch's rows of the graph are multiplied
 @pytest.mark.parametrize("per_user", [False, True])
-def test_lightgcn_bpr_loss_and_its_gradient_match_the_dense_reference(per_user):
-    model = tiny_lightgcn(n_layers=2, reg=0.01, per_user=per_user).train()
+def test_lightgcn_bpr_loss_and_its_gradient_match_the_dense_reference(per_user, n_layers):
+    model = tiny_lightgcn(n_layers=n_layers, reg=0.01, per_user=per_user).train()
     users, positives = torch.tensor([1, 2, 3, 3]), torch.tensor([2, 3, 4, 5])
     negatives = torch.tensor([[3, 6], [1, 4], [2, 6], [1, 3]])
     loss = model.pair_loss(users, positives, negatives)
@@ -297,7 +298,7 @@ def test_lightgcn_bpr_loss_and_its_gradient_match_the_dense_reference(per_user):
 
     user_emb = model.user_emb.weight.detach().double().requires_grad_()
     item_emb = model.item_emb.weight.detach().double().requires_grad_()
-    _, u, i = dense_lightgcn(user_emb, item_emb, 2)
+    _, u, i = dense_lightgcn(user_emb, item_emb, n_layers)
     pos = (u[users] * i[positives]).sum(-1)
     neg = (u[users][:, None] * i[negatives]).sum(-1)
     bpr = -torch.log(torch.sigmoid(pos[:, None] - neg)).mean(1)
@@ -312,6 +313,12 @@ def test_lightgcn_bpr_loss_and_its_gradient_match_the_dense_reference(per_user):
     torch.testing.assert_close(loss.double(), expected, rtol=1e-5, atol=1e-7)
     torch.testing.assert_close(model.user_emb.weight.grad.double(), user_emb.grad, rtol=1e-4, atol=1e-7)
     torch.testing.assert_close(model.item_emb.weight.grad.double(), item_emb.grad, rtol=1e-4, atol=1e-7)
+
+
+def test_lightgcn_rows_of_the_graph_are_the_adjacency_rows_including_nodes_without_edges():
+    model = tiny_lightgcn(n_layers=1)
+    nodes = torch.tensor([0, 2, 4, 5 + 3, 5 + 6])  # padding, users 2 and 4 (no edges), items 3 and 6 (no edges)
+    torch.testing.assert_close(model.rows_of(nodes).to_dense(), model.adj.to_dense()[nodes])
 
 
 # the paper's reference settings (He et al. 2020, section 4.1.2, and the authors' code): 64-d embeddings, K = 3
