@@ -163,7 +163,7 @@ class LightGCN(PairModel):
         first = torch.cumsum(counts, 0) - counts  # where each row's entries begin in the gathered arrays
         at = starts[row] + torch.arange(len(row), device=nodes.device) - first[row]
         return torch.sparse_coo_tensor(torch.stack([row, col[at]]), value[at], (len(nodes), crow.numel() - 1),
-                                       is_coalesced=True)
+                                       is_coalesced=True, check_invariants=False)  # CSR order: sorted, unique
 
     def score_users(self, users: Tensor) -> Tensor:
         """Scores of every item for users[B]: [B, n_items + 1], column 0 = -inf."""
