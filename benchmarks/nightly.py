@@ -6,8 +6,9 @@
 
 Without --data it generates a MovieLens-shaped set of --ratings ratings (`recsys generate`, cached under --cache): at
 ML-25M's 154 ratings per user, with the catalogue growing as the square root of the ratings (59,047 movies at 25M),
-unless --users / --items say otherwise. It then runs `recsys pipeline` with demo.sh's own overrides (read from
-scripts/demo.sh, so the two cannot drift apart) and any key=value given after the flags.
+unless --users / --items say otherwise. It then runs `recsys pipeline` with demo.sh's own overrides for that file
+(read from scripts/demo.sh, so the two cannot drift apart: DEMO, and DEMO_LARGE above its LARGE_BYTES) and any
+key=value given after the flags.
 
 Per step it records the seconds and status from the run log (<warehouse>/_pipeline/<run_date>/run.jsonl), the rows
 the step wrote where the run log has them, and the peak resident memory of the step's whole process tree (the job's
@@ -40,12 +41,22 @@ ML25M = {"ratings": 25_000_095, "users": 162_541, "items": 59_047}
 PAGE = os.sysconf("SC_PAGE_SIZE")
 
 
-def demo_overrides(script: Path = REPO / "scripts" / "demo.sh") -> list[str]:
-    """The key=value overrides scripts/demo.sh passes to `recsys pipeline` (its DEMO=(…) array)."""
-    found = re.search(r"^DEMO=\((.*)\)\s*$", script.read_text(), re.MULTILINE)
-    if not found:
-        raise SystemExit(f"error: {script} has no DEMO=(...) line to take the demo's overrides from")
-    return shlex.split(found.group(1))
+def demo_overrides(ratings_csv: Path | None = None, script: Path = REPO / "scripts" / "demo.sh") -> list[str]:
+    """The key=value overrides scripts/demo.sh passes to `recsys pipeline` for this ratings.csv: its DEMO=(…) array,
+    and DEMO_LARGE=(…) after it when the file is over the script's LARGE_BYTES (the same rule the script applies)."""
+    text = script.read_text()
+
+    def array(name: str) -> list[str]:
+        found = re.search(rf"^{name}=\((.*)\)\s*$", text, re.MULTILINE)
+        if not found:
+            raise SystemExit(f"error: {script} has no {name}=(...) line to take the demo's overrides from")
+        return shlex.split(found.group(1))
+
+    overrides = array("DEMO")
+    large = re.search(r"^LARGE_BYTES=(\d+)\s*$", text, re.MULTILINE)
+    if ratings_csv is not None and large and ratings_csv.stat().st_size > int(large.group(1)):
+        overrides += array("DEMO_LARGE")
+    return overrides
 
 
 def sized(ratings: int, users: int | None, items: int | None) -> dict[str, int]:
@@ -151,7 +162,7 @@ def main(argv: list[str] | None = None) -> int:
     warehouse = Path(args.warehouse or REPO / ".bench" / "nightly" / data.name / "warehouse").resolve()
     out = Path(args.out).resolve()
     out.parent.mkdir(parents=True, exist_ok=True)
-    overrides = ([] if args.no_demo_overrides else demo_overrides()) + list(args.overrides)
+    overrides = ([] if args.no_demo_overrides else demo_overrides(data / "ratings.csv")) + list(args.overrides)
     cmd = [sys.executable, "-m", "jobs.cli", "pipeline", "--data", str(data.resolve()), "--warehouse",
            str(warehouse), "--reports", str(warehouse.parent / "reports"), "--run-date", args.run_date, *overrides]
     run_log = warehouse / "_pipeline" / args.run_date / "run.jsonl"

@@ -511,6 +511,9 @@ def main(argv=None) -> int:
     p.add_argument("--max-requests", type=int, default=200_000, help="cap on the requests of each load")
     p.add_argument("--reload-interval", type=float, default=5.0, help="the server's --reload-interval")
     p.add_argument("--no-reload", action="store_true", help="skip the hot-reload phase")
+    p.add_argument("--nightly", action="store_true",
+                   help="--warehouse is one `recsys pipeline` made: serve it as it is (every model of its lists, "
+                        "nothing written to it, so no hot-reload phase)")
     p.add_argument("--no-readers", action="store_true", help="skip the reader comparison")
     p.add_argument("--realtime", action="store_true", help="measure POST /recommendations instead (see above)")
     p.add_argument("--rt-data", default=str(REPO / ".bench" / "rt59k"))
@@ -525,10 +528,16 @@ def main(argv=None) -> int:
     print(machine())
     if args.realtime:
         return realtime_main(args)
-    build_warehouse(args)
     warehouse = Path(args.warehouse)
+    if args.nightly:
+        args.models = sorted({model for model, _ in written_partitions(warehouse)}, key=lambda m: (m == "sasrec", m))
+        args.no_reload = True  # the reload phase commits and deletes a run date: not in a nightly's warehouse
+        print(f"the nightly's warehouse {warehouse}: {len(args.models)} models' lists")
+    else:
+        build_warehouse(args)
     users, movies = warehouse_ids(warehouse)
-    remove_new_run_date(warehouse, args.models[0])  # a previous run's hot-reload date
+    if not args.nightly:
+        remove_new_run_date(warehouse, args.models[0])  # a previous run's hot-reload date
     readers = None if args.no_readers else compare_readers(warehouse, args.models[0], users)
     if readers:
         print(f"readers: {json.dumps(readers)}")

@@ -16,5 +16,12 @@ echo "demo: data from $DATA"
 # the default 1,500, and a narrower SS4Rec (selective-scan expand 1, state 16 instead of the paper's 2 and 32).
 # On a GPU node drop these overrides.
 DEMO=(train.max_steps=600 ss4rec.expand=1 ss4rec.state_size=16 ss4rec.time_state_size=16)
+# At ML-25M size (a ratings.csv over LARGE_BYTES, ~3.5M ratings) a sequence model's cost grows with the tokens it
+# reads: 162k users x 200 positions in every top-N and 20,000 x 200 in every validation. On 2 CPU cores that alone
+# would take hours, so the CPU demo reads the last 50 items (the SASRec paper's length for its sparser sets) and
+# validates on 5,000 users (NDCG@10 to about +-0.003); benchmarks/results/nightly-25m.json has what each step costs.
+LARGE_BYTES=100000000
+DEMO_LARGE=(sequences.max_len=50 train.eval_rows=5000)
+if [ "$(stat -c %s "$DATA/ratings.csv")" -gt "$LARGE_BYTES" ]; then DEMO+=("${DEMO_LARGE[@]}"); fi
 exec .venv/bin/recsys pipeline --data "$DATA" --warehouse "${WAREHOUSE:-warehouse}" --reports "${REPORTS:-reports}" \
   "${DEMO[@]}" "$@"

@@ -15,10 +15,19 @@ sys.path.insert(0, str(REPO / "benchmarks"))
 import nightly  # noqa: E402
 
 
-def test_the_demo_overrides_are_demo_shs():
-    overrides = nightly.demo_overrides()
+def test_the_demo_overrides_are_demo_shs_and_grow_above_its_large_size(tmp_path):
+    script = (REPO / "scripts" / "demo.sh").read_text()
+    small, large = tmp_path / "small.csv", tmp_path / "large.csv"
+    small.write_bytes(b"x" * 10)
+    limit = int(next(line.split("=")[1] for line in script.splitlines() if line.startswith("LARGE_BYTES=")))
+    with open(large, "wb") as handle:  # sparse: the size without the bytes
+        handle.truncate(limit + 1)
+    overrides = nightly.demo_overrides(small)
     assert overrides and all("=" in o for o in overrides)
-    assert f"DEMO=({' '.join(overrides)})" in (REPO / "scripts" / "demo.sh").read_text()
+    assert f"DEMO=({' '.join(overrides)})" in script
+    extra = nightly.demo_overrides(large)[len(overrides):]
+    assert nightly.demo_overrides(large)[: len(overrides)] == overrides
+    assert extra and f"DEMO_LARGE=({' '.join(extra)})" in script
 
 
 def test_sizes_keep_ml25ms_shape():
