@@ -1,0 +1,92 @@
+"""The figures of benchmarks/nightly.py runs as Markdown tables, and a plot of how each step grows with the data.
+
+    .venv/bin/python benchmarks/nightly_table.py benchmarks/results/nightly-25m.json
+    .venv/bin/python benchmarks/nightly_table.py benchmarks/results/nightly-{1m,5m,25m}.json --plot docs/img/nightly-growth.png
+
+One file: every step with its seconds, peak RSS of its process tree, rows and the load average while it ran, then
+the total. Several files: the growth table, one column of seconds per size (ratings), and with --plot a log-log plot
+of each step's seconds against the ratings, with the linear-growth slope drawn for reference.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+
+def load(path: str) -> dict:
+    return json.loads(Path(path).read_text())
+
+
+def seconds(run: dict) -> dict[str, float]:
+    return {s["step"]: s["seconds"] for s in run["steps"] if s.get("status") == "ran"}
+
+
+def one_run(run: dict) -> str:
+    lines = [f"{run['ratings']:,} ratings, {run['users']:,} users, {run['items']:,} movies; started "
+             f"{run['started']}; overrides `{' '.join(run['overrides'])}`", "",
+             "| step | seconds | peak RSS (GB) | rows written | load average |", "|---|---:|---:|---:|---:|"]
+    for s in run["steps"]:
+        peak = "–" if s.get("peak_rss_gb") is None else f"{s['peak_rss_gb']:.2f}"
+        rows = "–" if s.get("rows") is None else f"{s['rows']:,}"
+        load_ = "–" if s.get("load_mean") is None else f"{s['load_mean']:.1f}"
+        status = "" if s["status"] == "ran" else f" ({s['status']})"
+        lines.append(f"| {s['step']}{status} | {s['seconds']:,.0f} | {peak} | {rows} | {load_} |")
+    peaks = [s["peak_rss_gb"] for s in run["steps"] if s.get("peak_rss_gb") is not None]
+    lines.append(f"| **total** | **{run['total_seconds']:,.0f}** ({run['total_seconds'] / 3600:.2f} h) | "
+                 f"**{max(peaks, default=0):.2f}** (largest step) | | |")
+    return "\n".join(lines)
+
+
+def growth(runs: list[dict]) -> str:
+    runs = sorted(runs, key=lambda r: r["ratings"])
+    steps = list(dict.fromkeys(s["step"] for r in runs for s in r["steps"]))
+    per = [seconds(r) for r in runs]
+    head = "| step | " + " | ".join(f"{r['ratings'] / 1e6:g}M ratings (s)" for r in runs) + " |"
+    lines = [head, "|---|" + "---:|" * len(runs)]
+    for step in steps:
+        cells = [f"{p[step]:,.0f}" if step in p else "–" for p in per]
+        lines.append(f"| {step} | " + " | ".join(cells) + " |")
+    lines.append("| **total** | " + " | ".join(f"**{sum(p.values()):,.0f}**" for p in per) + " |")
+    return "\n".join(lines)
+
+
+def plot(runs: list[dict], out: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    runs = sorted(runs, key=lambda r: r["ratings"])
+    ratings = [r["ratings"] for r in runs]
+    per = [seconds(r) for r in runs]
+    figure, axis = plt.subplots(figsize=(9, 6))
+    for step in dict.fromkeys(s for p in per for s in p):
+        xs = [n for n, p in zip(ratings, per) if step in p]
+        if len(xs) > 1:
+            axis.plot(xs, [p[step] for p in per if step in p], marker="o", label=step)
+    low = min(ratings)
+    axis.plot([low, max(ratings)], [10, 10 * max(ratings) / low], "k--", linewidth=1, label="linear (slope 1)")
+    axis.set(xscale="log", yscale="log", xlabel="ratings", ylabel="seconds", title="nightly step time vs data size")
+    axis.legend(fontsize=7, ncol=2)
+    figure.tight_layout()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(out, dpi=110)
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("files", nargs="+", help="JSON files benchmarks/nightly.py wrote")
+    p.add_argument("--plot", help="write the growth plot here (PNG)")
+    args = p.parse_args()
+    runs = [load(f) for f in args.files]
+    print(one_run(runs[0]) if len(runs) == 1 else growth(runs))
+    if args.plot:
+        plot(runs, Path(args.plot))
+        print(f"\nplot: {args.plot}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
