@@ -2,6 +2,7 @@
 
     .venv/bin/python benchmarks/serve_load.py                       # builds .bench/serve25m once, then measures
     .venv/bin/python benchmarks/serve_load.py --users 20000 --duration 5   # a smaller, quicker run
+    .venv/bin/python benchmarks/serve_load.py --nightly --warehouse W   # a warehouse `recsys pipeline` made, as it is
 
 The warehouse: MovieLens-25M-shaped data from the generator (`recsys generate`), the real ETL (`recsys etl`), then
 for each of --models a top-100 of every user written with the real writer (recsys_torch.tables): synthetic lists
