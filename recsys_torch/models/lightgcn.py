@@ -92,8 +92,10 @@ class LightGCN(PairModel):
         if tuple(adj.shape) != (n_nodes, n_nodes):
             raise ValueError(f"the graph has {adj.shape[0]} nodes, the model {n_nodes}")
         self.adj = adj.to(self.user_emb.weight.device)
-        csr = self.adj.to_sparse_csr()
-        self.adj_rows = (csr.crow_indices(), csr.col_indices(), csr.values())
+        rows, cols = self.adj.indices()  # coalesced: sorted by row, then column, as CSR wants them
+        crow = torch.zeros(n_nodes + 1, dtype=torch.long, device=rows.device)
+        crow[1:] = torch.cumsum(torch.bincount(rows, minlength=n_nodes), 0)
+        self.adj_rows = (crow, cols, self.adj.values())
         self._propagated = None
         # The authors draw a user uniformly, then one of their items; the trainer draws edges uniformly, so an edge
         # of user u is weighed (edges / users with edges) / degree(u): the same objective in expectation.
