@@ -6,10 +6,13 @@ whenever the catalogue has k items they have not seen.
 """
 from __future__ import annotations
 
+import numpy as np
+import pyarrow as pa
 from pyspark.sql import DataFrame, Window
 from pyspark.sql import functions as F
 
-from recsys_spark.recommendations import HISTORY_SPLITS, seen_pairs, top_k
+from recsys_spark.blocked_topk import padded_width
+from recsys_spark.recommendations import HISTORY_SPLITS, LIST_SPLITS, seen_pairs, top_k
 
 
 def train_rows(interactions: DataFrame) -> DataFrame:
@@ -71,3 +74,49 @@ def rank_over_popularity(interactions: DataFrame, candidates: DataFrame, popular
     full = candidates.groupBy("user_idx").agg(F.count(F.lit(1)).alias("n")).where(F.col("n") >= k).select("user_idx")
     short = interactions.join(F.broadcast(full), "user_idx", "left_anti")
     return rank_candidates(tiered.unionByName(popular_candidates(short, popularity, k)), interactions, k)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Catalogue-row models (popularity, genre): every user's score row over the whole catalogue, ranked in blocks by
+# blocked_topk instead of exploding users x (k + n_seen) popular rows and shuffling them three times (group,
+# anti-join, window): 41M rows a list at ML-25M size.
+
+
+def user_histories(interactions: DataFrame) -> DataFrame:
+    """user_idx, train_items, validation_items (arrays, possibly empty): every user of the test-time view.
+
+    Collected once per baselines run (one shuffle of the interactions) and shared by both lists of every
+    catalogue-row model: see seen_as_of."""
+    split = F.col("split")
+    return interactions.groupBy("user_idx").agg(
+        F.collect_list(F.when(split == "train", F.col("item_idx"))).alias("train_items"),
+        F.collect_list(F.when(split == "validation", F.col("item_idx"))).alias("validation_items"))
+
+
+def seen_as_of(histories: DataFrame, split: str) -> DataFrame:
+    """user_idx, seen: the users a `split` list is made for and the items it must leave out.
+
+    test: every user, seen = train + validation items. validation (as_of_validation's view): the users with a train
+    or validation row, seen = train items."""
+    if split not in LIST_SPLITS:
+        raise ValueError(f"lists are made for {LIST_SPLITS}, not {split!r}")
+    if split == "test":
+        return histories.select("user_idx", F.concat("train_items", "validation_items").alias("seen"))
+    return (histories.where(F.size("train_items") + F.size("validation_items") > 0)
+            .select("user_idx", F.col("train_items").alias("seen")))
+
+
+def popularity_row(popularity: DataFrame, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """(item_ids, row): the catalogue's item_idx (ascending) and their popularity scores, the row padded with -inf
+    to blocked_topk's width. Small: one value per item."""
+    table = popularity.select(F.col("item_idx").cast("int"), F.col("score").cast("double")).toArrow()
+    order = np.argsort(table.column("item_idx").to_numpy())
+    item_ids = table.column("item_idx").to_numpy()[order].astype(np.int32)
+    row = np.full(padded_width(len(item_ids), k), -np.inf)
+    row[:len(item_ids)] = table.column("score").to_numpy()[order]
+    return item_ids, row
+
+
+def popularity_scores(row: np.ndarray, block: pa.RecordBatch) -> np.ndarray:
+    """blocked_top_k's score_block for popularity: the same row for every user."""
+    return np.tile(row, (block.num_rows, 1))

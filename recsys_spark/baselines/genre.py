@@ -10,10 +10,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
 from pyspark.sql import DataFrame, Window
 from pyspark.sql import functions as F
 
-from recsys_spark.baselines.common import popular_candidates, rank_candidates, train_rows
+from recsys_spark.baselines.common import popularity_row, train_rows
+from recsys_spark.baselines.popularity import CATALOGUE_ROW_BLOCK
+from recsys_spark.blocked_topk import blocked_top_k
 from recsys_core.config import POSITIVE, Config, checked
 
 TIER_GENRE = 1.0
@@ -60,17 +65,49 @@ def user_genre_weights(interactions: DataFrame, genres: DataFrame, top_genres: i
             .select("user_idx", "genre", "share", "weight"))
 
 
-def genre_scores(interactions: DataFrame, items: DataFrame, cfg: GenreConfig) -> DataFrame:
-    """user_idx, item_idx, score: the mixture probability above, for the items of the user's top genres."""
+@dataclass(frozen=True)
+class GenreModel:
+    """What a user's genre list is scored from: users' genre weights (a Spark table, ids of `genres`) and the
+    item side, small enough for every executor: p(i | g) as a [genres, catalogue] matrix and the popularity row."""
+
+    weights: DataFrame  # user_idx, genre_ids array<int>, genre_weights array<double>
+    item_ids: np.ndarray
+    matrix: np.ndarray  # [n_genres, padded width]: p(i | g) of the item in column c, 0 elsewhere
+    row: np.ndarray  # popularity (tier 0), -inf on the padding columns
+
+
+def fit_genre(interactions: DataFrame, items: DataFrame, popularity: DataFrame, k: int, cfg: GenreConfig
+              ) -> GenreModel:
+    """The genre mixture's pieces, fitted on train rows (the same for the test and the validation list)."""
     genres = item_genres(items)
-    weights = user_genre_weights(interactions, genres, cfg.top_genres)
-    popular = genre_item_popularity(interactions, genres, cfg.items_per_genre)
-    return (weights.join(F.broadcast(popular), "genre")
-            .groupBy("user_idx", "item_idx").agg(F.sum(F.col("weight") * F.col("p_item")).alias("score")))
+    popular = genre_item_popularity(interactions, genres, cfg.items_per_genre).toArrow()
+    names = sorted(set(popular.column("genre").to_pylist()))
+    item_ids, row = popularity_row(popularity, k)
+    matrix = np.zeros((len(names), len(row)))
+    genre_of = {name: i for i, name in enumerate(names)}
+    rows = np.array([genre_of[g] for g in popular.column("genre").to_pylist()], dtype=np.int64)
+    matrix[rows, np.searchsorted(item_ids, popular.column("item_idx").to_numpy())] = popular.column("p_item").to_numpy()
+    ids = interactions.sparkSession.createDataFrame([(name, i) for name, i in genre_of.items()], "genre string, genre_id int")
+    per_user = (user_genre_weights(interactions, genres, cfg.top_genres).join(F.broadcast(ids), "genre")
+                .groupBy("user_idx").agg(F.collect_list("genre_id").alias("genre_ids"),
+                                         F.collect_list("weight").alias("genre_weights")))
+    return GenreModel(per_user, item_ids, matrix, row)
 
 
-def recommend_genre(interactions: DataFrame, items: DataFrame, popularity: DataFrame, k: int,
-                    cfg: GenreConfig) -> DataFrame:
-    by_genre = genre_scores(interactions, items, cfg).withColumn("score", F.col("score") + TIER_GENRE)
-    padding = popular_candidates(interactions, popularity, k)
-    return rank_candidates(by_genre.unionByName(padding), interactions, k)
+def genre_block_scores(model: tuple[np.ndarray, np.ndarray], block: pa.RecordBatch) -> np.ndarray:
+    """blocked_top_k's score_block: 1 + sum_g w(u, g) p(i | g) where that is positive, else popularity."""
+    matrix, row = model
+    genre_ids = block.column("genre_ids")
+    weights = np.zeros((block.num_rows, len(matrix)))
+    weights[pc.list_parent_indices(genre_ids).to_numpy(zero_copy_only=False),
+            pc.list_flatten(genre_ids).to_numpy(zero_copy_only=False)] = (
+        pc.list_flatten(block.column("genre_weights")).to_numpy(zero_copy_only=False))
+    mixture = weights @ matrix
+    return np.where(mixture > 0, TIER_GENRE + mixture, row)
+
+
+def recommend_genre(users: DataFrame, model: GenreModel, k: int) -> DataFrame:
+    """Each user's (user_idx, seen: common.seen_as_of) k best unseen items by genre mixture, over popularity."""
+    with_weights = users.join(model.weights, "user_idx", "left")
+    return blocked_top_k(with_weights, (model.matrix, model.row), genre_block_scores, model.item_ids, k,
+                         block_size=CATALOGUE_ROW_BLOCK)

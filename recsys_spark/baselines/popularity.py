@@ -6,10 +6,12 @@ from dataclasses import dataclass
 from pyspark.sql import DataFrame, Window
 from pyspark.sql import functions as F
 
-from recsys_spark.baselines.common import popular_candidates, rank_candidates, train_rows
+from recsys_spark.baselines.common import popularity_row, popularity_scores, train_rows
+from recsys_spark.blocked_topk import blocked_top_k
 from recsys_core.config import POSITIVE, Config, checked
 
 SECONDS_PER_DAY = 86_400
+CATALOGUE_ROW_BLOCK = 128  # users a score block: 128 x 59k float64 = 60 MB at ML-25M size
 
 
 @dataclass(frozen=True)
@@ -54,5 +56,7 @@ def item_popularity(interactions: DataFrame, items: DataFrame, recent_days: int 
     return scored.withColumn("pop_rank", F.row_number().over(order))
 
 
-def recommend_popularity(interactions: DataFrame, popularity: DataFrame, k: int) -> DataFrame:
-    return rank_candidates(popular_candidates(interactions, popularity, k), interactions, k)
+def recommend_popularity(users: DataFrame, popularity: DataFrame, k: int) -> DataFrame:
+    """The k most popular items each user (user_idx, seen: common.seen_as_of) has not seen."""
+    item_ids, row = popularity_row(popularity, k)
+    return blocked_top_k(users, row, popularity_scores, item_ids, k, block_size=CATALOGUE_ROW_BLOCK)

@@ -10,8 +10,9 @@ from typing import Callable
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
+from recsys_spark.baselines.common import seen_as_of, user_histories
 from recsys_spark.baselines.ease import EASEConfig, fit_ease, recommend_ease
-from recsys_spark.baselines.genre import GenreConfig, recommend_genre
+from recsys_spark.baselines.genre import GenreConfig, GenreModel, fit_genre, recommend_genre
 from recsys_spark.baselines.hybrid import HybridConfig, recommend_hybrid
 from recsys_spark.baselines.itemcf import ItemCFConfig, item_neighbors, recommend_itemcf
 from recsys_spark.baselines.markov import (MarkovConfig, recommend_ar2, recommend_markov, transitions_ar1,
@@ -41,28 +42,44 @@ class TrainTables:
     users: DataFrame
     popularity: DataFrame
     config: "BaselinesConfig"
-    chains: dict[int, DataFrame] = field(default_factory=dict)  # fitted once, shared with the validation view
+    split: str = "test"  # the list these tables make: test, or validation (as_of)
+    fitted: dict = field(default_factory=dict)  # fitted once, shared with the validation view
 
     def chain(self, order: int) -> DataFrame:
         """transitions_ar1 (order 1) or transitions_ar2 (order 2): counted and stored once per TrainTables."""
-        if order not in self.chains:
-            self.chains.update(fit_transitions(self.spark, self.warehouse, self.interactions,
+        if order not in self.fitted:
+            self.fitted.update(fit_transitions(self.spark, self.warehouse, self.interactions,
                                                self.config.markov.top_k, (order,)))
-        return self.chains[order]
+        return self.fitted[order]
 
     def neighbors(self) -> DataFrame:
         """item_neighbors (ItemCF's similarities): computed and stored once per TrainTables."""
-        if "neighbors" not in self.chains:
+        if "neighbors" not in self.fitted:
             path = table_path(self.warehouse, NEIGHBORS_TABLE)
             write_table(item_neighbors(self.interactions, self.config.itemcf), path, schema=ITEM_NEIGHBORS)
-            self.chains["neighbors"] = read_table(self.spark, path)
-        return self.chains["neighbors"]
+            self.fitted["neighbors"] = read_table(self.spark, path)
+        return self.fitted["neighbors"]
 
     def ease(self):
         """(kept item_idx, B): EASE's weights, fitted once per TrainTables on the train rows (shared by both views)."""
-        if "ease" not in self.chains:
-            self.chains["ease"] = fit_ease(self.interactions, self.config.ease)
-        return self.chains["ease"]
+        if "ease" not in self.fitted:
+            self.fitted["ease"] = fit_ease(self.interactions, self.config.ease)
+        return self.fitted["ease"]
+
+    def users_as_of(self) -> DataFrame:
+        """user_idx, seen: the users of this view's list and what it leaves out (common.seen_as_of), from histories
+        collected and cached once for both views."""
+        if "histories" not in self.fitted:
+            test_view = self.interactions if self.split == "test" else self.fitted["test_interactions"]
+            self.fitted["histories"] = user_histories(test_view).cache()
+        return seen_as_of(self.fitted["histories"], self.split)
+
+    def genre(self, k: int) -> GenreModel:
+        """The genre mixture, fitted once on the train rows (the same in both views)."""
+        if ("genre", k) not in self.fitted:
+            self.fitted[("genre", k)] = fit_genre(self.interactions, self.items, self.popularity, k,
+                                                  self.config.genre)
+        return self.fitted[("genre", k)]
 
     def as_of(self, split: str) -> "TrainTables":
         """The tables as a list for `split` sees them: `validation` drops the test rows and treats the validation
@@ -70,7 +87,8 @@ class TrainTables:
         (popularity, transitions, neighbours, EASE's weights), so it is shared, not refitted."""
         if split == "test":
             return self
-        return dataclasses.replace(self, interactions=as_of_validation(self.interactions))
+        self.fitted.setdefault("test_interactions", self.interactions)
+        return dataclasses.replace(self, interactions=as_of_validation(self.interactions), split=split)
 
     @classmethod
     def open(cls, spark: SparkSession, warehouse: str | Path, config: "BaselinesConfig") -> "TrainTables":
@@ -84,14 +102,15 @@ class TrainTables:
 
     def close(self) -> None:
         self.popularity.unpersist()
+        if "histories" in self.fitted:
+            self.fitted["histories"].unpersist()
 
 
 # What computes each baseline of the catalogue (recsys_core.catalogue names them; tests/test_catalogue.py checks that
 # every name has one): user_idx, item_idx, rank, score of every user's top-k (fitting transitions where needed).
 RECOMMENDERS: dict[str, Callable[[TrainTables, int, "BaselinesConfig"], DataFrame]] = {
-    "popularity": lambda tables, k, cfg: recommend_popularity(tables.interactions, tables.popularity, k),
-    "genre": lambda tables, k, cfg: recommend_genre(tables.interactions, tables.items, tables.popularity, k,
-                                                   cfg.genre),
+    "popularity": lambda tables, k, cfg: recommend_popularity(tables.users_as_of(), tables.popularity, k),
+    "genre": lambda tables, k, cfg: recommend_genre(tables.users_as_of(), tables.genre(k), k),
     "markov": lambda tables, k, cfg: recommend_markov(tables.interactions, tables.chain(1), tables.popularity, k),
     "ar2": lambda tables, k, cfg: recommend_ar2(tables.interactions, tables.chain(1), tables.chain(2),
                                                tables.popularity, k),
