@@ -222,17 +222,20 @@ def test_ml_small_all_five_models_for_every_user(spark, ml_small_warehouse, tmp_
 
 
 @pytest.mark.slow
-def test_catalogue_row_lists_equal_the_spark_sql_formulation_on_ml_small(spark, ml_small_warehouse):
-    """Popularity and genre are ranked in numpy blocks; the same lists, both views, come out of the plain SQL
-    formulation: candidates (genre mixture + 1, every user's k + n_seen most popular), best per pair, seen removed,
-    top-k by score then item_idx."""
-    from recsys_spark.baselines.common import popular_candidates, rank_candidates
+def test_catalogue_row_lists_equal_the_spark_sql_formulation_on_ml_small(spark, ml_small_warehouse, tmp_path):
+    """Popularity, genre, markov and ar2 are ranked as catalogue rows in numpy blocks; the same lists, both views,
+    come out of the plain SQL formulation: candidates (genre mixture + 1, AR(2) + 2, AR(1) + 1, every user's
+    k + n_seen most popular), best per pair, seen removed, top-k by score then item_idx."""
+    from recsys_spark.baselines.common import last_items, popular_candidates, rank_candidates
+    from recsys_spark.baselines.markov import TIER_AR1, TIER_AR2, ar1_candidates, ar2_candidates
     from recsys_spark.baselines.genre import (TIER_GENRE, genre_item_popularity, item_genres,
                                               user_genre_weights)
     from recsys_spark.baselines.recommend import TrainTables, recommend
 
     config, k = BaselinesConfig(), 20
-    tables = TrainTables.open(spark, ml_small_warehouse, config)
+    for table in ("interactions", "items", "users"):  # the shared warehouse is read-only; transitions are written
+        shutil.copytree(table_path(ml_small_warehouse, table), table_path(tmp_path, table))
+    tables = TrainTables.open(spark, tmp_path, config)
     try:
         for split in ("test", "validation"):
             view = tables.as_of(split)
@@ -242,8 +245,15 @@ def test_catalogue_row_lists_equal_the_spark_sql_formulation_on_ml_small(spark, 
                        .join(genre_item_popularity(view.interactions, genres, config.genre.items_per_genre), "genre")
                        .groupBy("user_idx", "item_idx")
                        .agg((F.sum(F.col("weight") * F.col("p_item")) + TIER_GENRE).alias("score")))
+            states = last_items(view.interactions)
+            order1 = ar1_candidates(states, view.chain(1)).select(
+                "user_idx", "item_idx", (F.col("prob") + TIER_AR1).alias("score"))
+            order2 = ar2_candidates(states, view.chain(2)).select(
+                "user_idx", "item_idx", (F.col("prob") + TIER_AR2).alias("score"))
             expected = {"popularity": rank_candidates(padding, view.interactions, k),
-                        "genre": rank_candidates(mixture.unionByName(padding), view.interactions, k)}
+                        "genre": rank_candidates(mixture.unionByName(padding), view.interactions, k),
+                        "markov": rank_candidates(order1.unionByName(padding), view.interactions, k),
+                        "ar2": rank_candidates(order2.unionByName(order1).unionByName(padding), view.interactions, k)}
             for model, reference in expected.items():
                 got = sorted((r.user_idx, r.rank, r.item_idx, round(r.score, 9))
                              for r in recommend(view, model, k, config).collect())

@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 from pyspark.sql import DataFrame, Window
 from pyspark.sql import functions as F
 
-from recsys_spark.blocked_topk import padded_width
+from recsys_spark.blocked_topk import blocked_top_k, item_positions, padded_width
 from recsys_spark.recommendations import HISTORY_SPLITS, LIST_SPLITS, seen_pairs, top_k
 
 
@@ -82,6 +83,9 @@ def rank_over_popularity(interactions: DataFrame, candidates: DataFrame, popular
 # anti-join, window): 41M rows a list at ML-25M size.
 
 
+CATALOGUE_ROW_BLOCK = 128  # users a score block: 128 x 59k float64 = 60 MB at ML-25M size
+
+
 def user_histories(interactions: DataFrame) -> DataFrame:
     """user_idx, train_items, validation_items (arrays, possibly empty): every user of the test-time view.
 
@@ -120,3 +124,35 @@ def popularity_row(popularity: DataFrame, k: int) -> tuple[np.ndarray, np.ndarra
 def popularity_scores(row: np.ndarray, block: pa.RecordBatch) -> np.ndarray:
     """blocked_top_k's score_block for popularity: the same row for every user."""
     return np.tile(row, (block.num_rows, 1))
+
+
+def with_candidates(users: DataFrame, candidates: DataFrame) -> DataFrame:
+    """users (user_idx, seen) with `candidates`: each user's array of (item_idx, score) pairs from a model's own
+    candidate rows (user_idx, item_idx, score), null for a user without any. An item may appear more than once
+    (AR(2) and AR(1) both proposing it): candidate_scores keeps its best."""
+    per_user = candidates.groupBy("user_idx").agg(
+        F.collect_list(F.struct(F.col("item_idx").cast("int").alias("item_idx"),
+                                F.col("score").cast("double").alias("score"))).alias("candidates"))
+    return users.join(per_user, "user_idx", "left")
+
+
+def candidate_scores(model: tuple[np.ndarray, np.ndarray], block: pa.RecordBatch) -> np.ndarray:
+    """blocked_top_k's score_block for a tiered model: the popularity row (tier 0), each user's candidate columns
+    raised to their tiered score. model: (popularity row, item_position)."""
+    row, position = model
+    scores = np.tile(row, (block.num_rows, 1))
+    candidates = block.column("candidates")
+    pairs = pc.list_flatten(candidates)
+    if len(pairs):
+        users = pc.list_parent_indices(candidates).to_numpy(zero_copy_only=False)
+        items = pairs.field("item_idx").to_numpy(zero_copy_only=False)
+        np.maximum.at(scores, (users, position[items]), pairs.field("score").to_numpy(zero_copy_only=False))
+    return scores
+
+
+def rank_tiered(users: DataFrame, candidates: DataFrame, popularity: DataFrame, k: int) -> DataFrame:
+    """Each user's (user_idx, seen: seen_as_of) k best unseen items: the model's candidates (user_idx, item_idx,
+    score = tier + value, tier >= 1) over popularity padding (tier 0), ranked as catalogue rows."""
+    item_ids, row = popularity_row(popularity, k)
+    return blocked_top_k(with_candidates(users, candidates), (row, item_positions(item_ids)), candidate_scores,
+                         item_ids, k, block_size=CATALOGUE_ROW_BLOCK)

@@ -16,8 +16,7 @@ import pyarrow.compute as pc
 from pyspark.sql import DataFrame, Window
 from pyspark.sql import functions as F
 
-from recsys_spark.baselines.common import popularity_row, train_rows
-from recsys_spark.baselines.popularity import CATALOGUE_ROW_BLOCK
+from recsys_spark.baselines.common import CATALOGUE_ROW_BLOCK, popularity_row, train_rows
 from recsys_spark.blocked_topk import blocked_top_k
 from recsys_core.config import POSITIVE, Config, checked
 
@@ -70,7 +69,7 @@ class GenreModel:
     """What a user's genre list is scored from: users' genre weights (a Spark table, ids of `genres`) and the
     item side, small enough for every executor: p(i | g) as a [genres, catalogue] matrix and the popularity row."""
 
-    weights: DataFrame  # user_idx, genre_ids array<int>, genre_weights array<double>
+    weights: DataFrame  # user_idx, genre_weights array<struct<genre_id int, weight double>>
     item_ids: np.ndarray
     matrix: np.ndarray  # [n_genres, padded width]: p(i | g) of the item in column c, 0 elsewhere
     row: np.ndarray  # popularity (tier 0), -inf on the padding columns
@@ -86,22 +85,23 @@ def fit_genre(interactions: DataFrame, items: DataFrame, popularity: DataFrame, 
     matrix = np.zeros((len(names), len(row)))
     genre_of = {name: i for i, name in enumerate(names)}
     rows = np.array([genre_of[g] for g in popular.column("genre").to_pylist()], dtype=np.int64)
-    matrix[rows, np.searchsorted(item_ids, popular.column("item_idx").to_numpy())] = popular.column("p_item").to_numpy()
-    ids = interactions.sparkSession.createDataFrame([(name, i) for name, i in genre_of.items()], "genre string, genre_id int")
+    columns = np.searchsorted(item_ids, popular.column("item_idx").to_numpy())
+    matrix[rows, columns] = popular.column("p_item").to_numpy()
+    ids = interactions.sparkSession.createDataFrame(list(genre_of.items()), "genre string, genre_id int")
     per_user = (user_genre_weights(interactions, genres, cfg.top_genres).join(F.broadcast(ids), "genre")
-                .groupBy("user_idx").agg(F.collect_list("genre_id").alias("genre_ids"),
-                                         F.collect_list("weight").alias("genre_weights")))
+                .groupBy("user_idx").agg(F.collect_list(F.struct("genre_id", "weight")).alias("genre_weights")))
     return GenreModel(per_user, item_ids, matrix, row)
 
 
 def genre_block_scores(model: tuple[np.ndarray, np.ndarray], block: pa.RecordBatch) -> np.ndarray:
     """blocked_top_k's score_block: 1 + sum_g w(u, g) p(i | g) where that is positive, else popularity."""
     matrix, row = model
-    genre_ids = block.column("genre_ids")
+    per_user = block.column("genre_weights")
+    pairs = pc.list_flatten(per_user)
     weights = np.zeros((block.num_rows, len(matrix)))
-    weights[pc.list_parent_indices(genre_ids).to_numpy(zero_copy_only=False),
-            pc.list_flatten(genre_ids).to_numpy(zero_copy_only=False)] = (
-        pc.list_flatten(block.column("genre_weights")).to_numpy(zero_copy_only=False))
+    users = pc.list_parent_indices(per_user).to_numpy(zero_copy_only=False)
+    weights[users, pairs.field("genre_id").to_numpy(zero_copy_only=False)] = (
+        pairs.field("weight").to_numpy(zero_copy_only=False))
     mixture = weights @ matrix
     return np.where(mixture > 0, TIER_GENRE + mixture, row)
 

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pyspark.sql import DataFrame, Window
 from pyspark.sql import functions as F
 
-from recsys_spark.baselines.common import last_items, popular_candidates, rank_candidates, train_rows
+from recsys_spark.baselines.common import last_items, rank_tiered, train_rows
 from recsys_core.config import POSITIVE, Config, checked
 
 TIER_AR1 = 1.0
@@ -81,18 +81,18 @@ def ar2_candidates(states: DataFrame, ar2: DataFrame) -> DataFrame:
     return states.join(ar2, on).select("user_idx", F.col("next_item_idx").alias("item_idx"), "prob")
 
 
-def recommend_markov(interactions: DataFrame, ar1: DataFrame, popularity: DataFrame, k: int) -> DataFrame:
+def recommend_markov(interactions: DataFrame, users: DataFrame, ar1: DataFrame, popularity: DataFrame,
+                     k: int) -> DataFrame:
+    """users: user_idx, seen (common.seen_as_of for the view `interactions` is)."""
     states = last_items(interactions)
     markov = ar1_candidates(states, ar1).select("user_idx", "item_idx", (F.col("prob") + TIER_AR1).alias("score"))
-    padding = popular_candidates(interactions, popularity, k)
-    return rank_candidates(markov.unionByName(padding), interactions, k)
+    return rank_tiered(users, markov, popularity, k)
 
 
-def recommend_ar2(interactions: DataFrame, ar1: DataFrame, ar2: DataFrame, popularity: DataFrame,
-                  k: int) -> DataFrame:
+def recommend_ar2(interactions: DataFrame, users: DataFrame, ar1: DataFrame, ar2: DataFrame,
+                  popularity: DataFrame, k: int) -> DataFrame:
     states = last_items(interactions)
     order2 = ar2_candidates(states, ar2).select("user_idx", "item_idx", (F.col("prob") + TIER_AR2).alias("score"))
     order1 = ar1_candidates(states, ar1).select("user_idx", "item_idx", (F.col("prob") + TIER_AR1).alias("score"))
-    padding = popular_candidates(interactions, popularity, k)
-    # rank_candidates keeps the highest tier of an item proposed by several of these.
-    return rank_candidates(order2.unionByName(order1).unionByName(padding), interactions, k)
+    # rank_tiered keeps the highest tier of an item proposed by both.
+    return rank_tiered(users, order2.unionByName(order1), popularity, k)

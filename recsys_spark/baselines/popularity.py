@@ -6,12 +6,12 @@ from dataclasses import dataclass
 from pyspark.sql import DataFrame, Window
 from pyspark.sql import functions as F
 
-from recsys_spark.baselines.common import popularity_row, popularity_scores, train_rows
+from recsys_spark.baselines.common import (CATALOGUE_ROW_BLOCK, popularity_row, popularity_scores,
+                                           train_rows)
 from recsys_spark.blocked_topk import blocked_top_k
 from recsys_core.config import POSITIVE, Config, checked
 
 SECONDS_PER_DAY = 86_400
-CATALOGUE_ROW_BLOCK = 128  # users a score block: 128 x 59k float64 = 60 MB at ML-25M size
 
 
 @dataclass(frozen=True)

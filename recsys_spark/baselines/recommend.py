@@ -111,9 +111,10 @@ class TrainTables:
 RECOMMENDERS: dict[str, Callable[[TrainTables, int, "BaselinesConfig"], DataFrame]] = {
     "popularity": lambda tables, k, cfg: recommend_popularity(tables.users_as_of(), tables.popularity, k),
     "genre": lambda tables, k, cfg: recommend_genre(tables.users_as_of(), tables.genre(k), k),
-    "markov": lambda tables, k, cfg: recommend_markov(tables.interactions, tables.chain(1), tables.popularity, k),
-    "ar2": lambda tables, k, cfg: recommend_ar2(tables.interactions, tables.chain(1), tables.chain(2),
-                                               tables.popularity, k),
+    "markov": lambda tables, k, cfg: recommend_markov(tables.interactions, tables.users_as_of(), tables.chain(1),
+                                                     tables.popularity, k),
+    "ar2": lambda tables, k, cfg: recommend_ar2(tables.interactions, tables.users_as_of(), tables.chain(1),
+                                               tables.chain(2), tables.popularity, k),
     "hybrid": lambda tables, k, cfg: recommend_hybrid(tables.interactions, tables.chain(1), tables.popularity, k,
                                                      cfg.hybrid.alpha),
     "itemcf": lambda tables, k, cfg: recommend_itemcf(tables.interactions, tables.neighbors(), tables.popularity, k,
