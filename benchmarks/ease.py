@@ -85,7 +85,7 @@ def main() -> int:
     args = p.parse_args()
 
     from recsys_spark.baselines import BaselinesConfig, TrainTables
-    from recsys_spark.baselines.common import rank_over_popularity
+    from recsys_spark.baselines.common import rank_over_popularity, users_of
     from recsys_spark.baselines.ease import ease_scores, ease_weights, gram_matrix, kept_items
     from recsys_spark.delta import read_table, table_path
     from recsys_spark.recommendations import write_recommendations
@@ -122,9 +122,10 @@ def main() -> int:
                    lambda: ease_scores(tables.interactions, kept, B, args.k).cache())
     candidates = phase("candidates to Spark", scores.count)
     del B
+    ranked = rank_over_popularity(users_of(tables.interactions), scores, tables.popularity, args.k)
     phase(f"top-{args.k} ranked and written",
-          lambda: write_recommendations(rank_over_popularity(tables.interactions, scores, tables.popularity, args.k), warehouse,
-                                        "ease", dt.date(2030, 1, 1), "bench", tables.items, tables.users))
+          lambda: write_recommendations(ranked, warehouse, "ease", dt.date(2030, 1, 1), "bench", tables.items,
+                                        tables.users))
     rows = read_table(spark, table_path(warehouse, "recommendations")).where("model = 'ease'").count()
     print(f"total: {sum(figures.values()):.1f} s; {candidates:,} EASE candidates, {rows:,} rows written")
     tables.close()

@@ -63,20 +63,6 @@ def rank_candidates(candidates: DataFrame, interactions: DataFrame, k: int) -> D
     return top_k(unseen, k).select("user_idx", "item_idx", "rank", "score")
 
 
-def rank_over_popularity(interactions: DataFrame, candidates: DataFrame, popularity: DataFrame, k: int) -> DataFrame:
-    """The top-k of every user from a model's unseen candidates (user_idx, item_idx, score > 0), put in tier 1 by
-    the user's best score, over popularity padding (tier 0).
-
-    Only users with fewer than k candidates are padded: a user with k never reaches the padding, so the lists are
-    those of padding everyone, without the users * (k + n_seen) padding rows (41M at ML-25M size) to group and rank
-    (3.6x faster for EASE at 25M, docs/BENCHMARKS.md)."""
-    best = F.max("score").over(Window.partitionBy("user_idx"))
-    tiered = candidates.select("user_idx", "item_idx", (F.lit(1.0) + F.col("score") / best).alias("score"))
-    full = candidates.groupBy("user_idx").agg(F.count(F.lit(1)).alias("n")).where(F.col("n") >= k).select("user_idx")
-    short = interactions.join(F.broadcast(full), "user_idx", "left_anti")
-    return rank_candidates(tiered.unionByName(popular_candidates(short, popularity, k)), interactions, k)
-
-
 # ---------------------------------------------------------------------------------------------------------------
 # Catalogue-row models (popularity, genre): every user's score row over the whole catalogue, ranked in blocks by
 # blocked_topk instead of exploding users x (k + n_seen) popular rows and shuffling them three times (group,
@@ -136,23 +122,44 @@ def with_candidates(users: DataFrame, candidates: DataFrame) -> DataFrame:
     return users.join(per_user, "user_idx", "left")
 
 
-def candidate_scores(model: tuple[np.ndarray, np.ndarray], block: pa.RecordBatch) -> np.ndarray:
+def candidate_scores(model: tuple[np.ndarray, np.ndarray, bool], block: pa.RecordBatch) -> np.ndarray:
     """blocked_top_k's score_block for a tiered model: the popularity row (tier 0), each user's candidate columns
-    raised to their tiered score. model: (popularity row, item_position)."""
-    row, position = model
+    raised to their score. model: (popularity row, item_position, normalise); normalise: a candidate's score is
+    1 + score / the user's best (tier 1), else it is already tier + value."""
+    row, position, normalise = model
     scores = np.tile(row, (block.num_rows, 1))
     candidates = block.column("candidates")
     pairs = pc.list_flatten(candidates)
     if len(pairs):
         users = pc.list_parent_indices(candidates).to_numpy(zero_copy_only=False)
         items = pairs.field("item_idx").to_numpy(zero_copy_only=False)
-        np.maximum.at(scores, (users, position[items]), pairs.field("score").to_numpy(zero_copy_only=False))
+        values = pairs.field("score").to_numpy(zero_copy_only=False)
+        if normalise:
+            best = np.full(block.num_rows, -np.inf)
+            np.maximum.at(best, users, values)
+            values = 1.0 + values / best[users]
+        np.maximum.at(scores, (users, position[items]), values)
     return scores
 
 
-def rank_tiered(users: DataFrame, candidates: DataFrame, popularity: DataFrame, k: int) -> DataFrame:
+def users_of(interactions: DataFrame) -> DataFrame:
+    """user_idx, seen: the users of a list made from this view of the interactions, and the items it leaves out."""
+    return seen_as_of(user_histories(interactions), "test")
+
+
+def rank_tiered(users: DataFrame, candidates: DataFrame, popularity: DataFrame, k: int,
+                normalise: bool = False) -> DataFrame:
     """Each user's (user_idx, seen: seen_as_of) k best unseen items: the model's candidates (user_idx, item_idx,
     score = tier + value, tier >= 1) over popularity padding (tier 0), ranked as catalogue rows."""
     item_ids, row = popularity_row(popularity, k)
-    return blocked_top_k(with_candidates(users, candidates), (row, item_positions(item_ids)), candidate_scores,
-                         item_ids, k, block_size=CATALOGUE_ROW_BLOCK)
+    return blocked_top_k(with_candidates(users, candidates), (row, item_positions(item_ids), normalise),
+                         candidate_scores, item_ids, k, block_size=CATALOGUE_ROW_BLOCK)
+
+
+def rank_over_popularity(users: DataFrame, candidates: DataFrame, popularity: DataFrame, k: int) -> DataFrame:
+    """The top-k of every user (user_idx, seen) from a model's unseen candidates (user_idx, item_idx, score > 0),
+    put in tier 1 by the user's best score (1 + score / best), over popularity padding (tier 0).
+
+    Ranked as catalogue rows: no padding rows at all, where ranking in Spark cost a group, an anti-join and a window
+    over the candidates and every short user's k + n_seen popular items."""
+    return rank_tiered(users, candidates, popularity, k, normalise=True)

@@ -24,7 +24,7 @@ from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
 from recsys_core.config import POSITIVE, Config, above, checked
-from recsys_spark.baselines.common import rank_over_popularity, train_rows
+from recsys_spark.baselines.common import rank_over_popularity, train_rows, users_of
 from recsys_spark.baselines.itemcf import binary_matrix, item_block_product
 from recsys_spark.recommendations import HISTORY_SPLITS
 
@@ -156,7 +156,9 @@ def ease_scores(interactions: DataFrame, kept: np.ndarray, B: np.ndarray, k: int
     return spark.createDataFrame(candidates, CANDIDATE_COLUMNS)
 
 
-def recommend_ease(interactions: DataFrame, weights: tuple[np.ndarray, np.ndarray], popularity: DataFrame, k: int
-                   ) -> DataFrame:
+def recommend_ease(interactions: DataFrame, weights: tuple[np.ndarray, np.ndarray], popularity: DataFrame, k: int,
+                   users: DataFrame | None = None) -> DataFrame:
+    """users: user_idx, seen of this view (common.seen_as_of; default: collected from `interactions`)."""
     kept, B = weights
-    return rank_over_popularity(interactions, ease_scores(interactions, kept, B, k), popularity, k)
+    users = users_of(interactions) if users is None else users
+    return rank_over_popularity(users, ease_scores(interactions, kept, B, k), popularity, k)

@@ -30,7 +30,7 @@ import pandas as pd
 from pyspark.sql import DataFrame, Window
 from pyspark.sql import functions as F
 
-from recsys_spark.baselines.common import rank_over_popularity, train_rows
+from recsys_spark.baselines.common import rank_over_popularity, train_rows, users_of
 from recsys_core.config import POSITIVE, Config, Rule, at_least, checked, number_in
 from recsys_spark.recommendations import HISTORY_SPLITS, seen_pairs
 
@@ -206,5 +206,7 @@ def row_top_k(scores, user_ids: np.ndarray, k: int) -> pd.DataFrame:
 
 
 def recommend_itemcf(interactions: DataFrame, neighbors: DataFrame, popularity: DataFrame, k: int,
-                     config: ItemCFConfig) -> DataFrame:
-    return rank_over_popularity(interactions, itemcf_candidates(interactions, neighbors, config, k), popularity, k)
+                     config: ItemCFConfig, users: DataFrame | None = None) -> DataFrame:
+    """users: user_idx, seen of this view (common.seen_as_of; default: collected from `interactions`)."""
+    users = users_of(interactions) if users is None else users
+    return rank_over_popularity(users, itemcf_candidates(interactions, neighbors, config, k), popularity, k)

@@ -118,8 +118,9 @@ RECOMMENDERS: dict[str, Callable[[TrainTables, int, "BaselinesConfig"], DataFram
     "hybrid": lambda tables, k, cfg: recommend_hybrid(tables.interactions, tables.chain(1), tables.popularity, k,
                                                      cfg.hybrid.alpha),
     "itemcf": lambda tables, k, cfg: recommend_itemcf(tables.interactions, tables.neighbors(), tables.popularity, k,
-                                                     cfg.itemcf),
-    "ease": lambda tables, k, cfg: recommend_ease(tables.interactions, tables.ease(), tables.popularity, k),
+                                                     cfg.itemcf, tables.users_as_of()),
+    "ease": lambda tables, k, cfg: recommend_ease(tables.interactions, tables.ease(), tables.popularity, k,
+                                                 tables.users_as_of()),
 }
 BASELINES = tuple(catalogue.names(catalogue.BASELINE))
 
