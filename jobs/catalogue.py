@@ -58,12 +58,12 @@ def _torch_topn(cfg: dict, warehouse: str, model: str):
     train = section(cfg, "train")  # recsys_torch checks its own inputs (shards, best.pt) before writing
 
     def write(k: int, run_date: dt.date, run_id: str) -> None:
-        from recsys_torch.infer import topn
+        from recsys_torch.infer import topn_lists
 
-        for split in ("test", "validation"):  # the validation-time list: what the ensemble chooses on
-            topn(warehouse=warehouse, model=model, k=k, run_date=run_date, run_id=run_id,
-                 device=str(train.get("device", "auto")), amp=bool(train.get("amp", True)),
-                 sequences=train.get("sequences"), model_dir=train.get("output"), split=split)
+        # both lists: the test-time one and the validation-time one the ensemble chooses on
+        topn_lists(warehouse=warehouse, model=model, k=k, run_date=run_date, run_id=run_id,
+                   device=str(train.get("device", "auto")), amp=bool(train.get("amp", True)),
+                   sequences=train.get("sequences"), model_dir=train.get("output"))
 
     return write
 

@@ -19,13 +19,16 @@ import numpy as np
 import torch
 
 from recsys_torch import checkpoint as ckpt_io
-from recsys_torch.data import EVAL_COLUMNS, ShardSpec, make_loader, read_id_map, read_meta, sequences_dir, shard_path
+from recsys_torch.data import (EVAL_COLUMNS, ShardSpec, make_loader, read_columns, read_id_map, read_meta,
+                               sequences_dir, shard_path)
 from recsys_torch.errors import RecsysError
 from recsys_torch.evaluation import eval_batches, score_batch
 from recsys_torch.metrics import mask_seen
 from recsys_torch.models import MODELS, build_model
 from recsys_torch.models.base import Recommender
 from recsys_torch.runtime import autocast, pick_device
+
+SPLITS = ("test", "validation")  # recommendations, recommendations_validation
 
 
 def load_best(warehouse: str | Path, model: str, device: torch.device, model_dir: str | Path | None = None,
@@ -89,36 +92,18 @@ def _constant(value: str, n_rows: int):
     return pa.DictionaryArray.from_arrays(np.zeros(n_rows, np.int32), pa.array([value])).cast(pa.string())
 
 
-@torch.no_grad()
-def topn(warehouse: str | Path, model: str, k: int = 100, run_date: dt.date | str | None = None,
-         run_id: str | None = None, batch_size: int = 1024, device: str = "auto",
-         sequences: str | Path | None = None, model_dir: str | Path | None = None, amp: bool = True,
-         split: str = "test") -> dict:
-    """Write the top-`k` unseen items of every test user as the (model, run_date) partition of
-    `<warehouse>/recommendations`, and the model's item vectors as that of `<warehouse>/item_embeddings`, replacing
-    those partitions. Returns stats (users, rows, versions, seconds).
-
-    sequences / model_dir: where `recsys train` read its shards and wrote best.pt (train.sequences, train.output);
-    amp: bf16 autocast on CUDA, as in training (train.amp); split: test (recommendations) or validation
-    (recommendations_validation, from the validation/ shard).
-
-    Scores that are not finite (a diverged model) write nothing: the error names how many users have them."""
-    import pyarrow as pa
-
-    from recsys_torch.tables import write_item_embeddings, write_recommendations
-
-    started = time.time()
+def _check_args(model: str, k: int, splits: tuple[str, ...]) -> None:
     if model not in MODELS:
         raise RecsysError(f"unknown torch model {model!r}; choose one of {list(MODELS)}")
     if k < 1:
         raise RecsysError(f"k must be >= 1, got {k}")
-    if split not in ("test", "validation"):
-        raise RecsysError(f"split must be test or validation, got {split!r}")
-    run_date = _as_date(run_date)
-    run_id = run_id or uuid.uuid4().hex
-    dev = pick_device(device)
-    use_cuda = dev.type == "cuda"
+    for split in splits:
+        if split not in SPLITS:
+            raise RecsysError(f"split must be test or validation, got {split!r}")
 
+
+def _open(warehouse, model: str, dev: torch.device, sequences, model_dir, split: str):
+    """(net, shard folder, meta, movie_ids, user_ids) for lists of `split`, after checking best.pt fits the shards."""
     seq_dir = sequences_dir(warehouse, sequences)
     meta = read_meta(seq_dir)
     net, state = load_best(warehouse, model, dev, model_dir, seq_dir, split)
@@ -128,32 +113,66 @@ def topn(warehouse: str | Path, model: str, k: int = 100, run_date: dt.date | st
                               f"{meta[key]}: retrain after re-exporting the sequences")
     movie_ids = read_id_map(seq_dir, "item_map", "item_idx", "movieId")
     user_ids = read_id_map(seq_dir, "user_map", "user_idx", "userId")
+    return net, seq_dir, meta, movie_ids, user_ids
 
-    _, loader = make_loader(ShardSpec(shard_path(seq_dir, split), EVAL_COLUMNS, batch_size, shuffle=False), 0,
-                            pin_memory=use_cuda)
-    k_eff = min(k, int(meta["n_items"]))
-    users, items, scores = [], [], []
-    broken = []  # users whose model scores hold a NaN or an infinity
+
+class _Lists:
+    """The (user_idx, item_idx[k], score[k]) rows of one split's lists, gathered batch by batch."""
+
+    def __init__(self) -> None:
+        self.users: list[np.ndarray] = []
+        self.items: list[np.ndarray] = []
+        self.scores: list[np.ndarray] = []
+
+    def add(self, users: torch.Tensor, top_items: torch.Tensor, top_scores: torch.Tensor) -> None:
+        self.users.append(users.cpu().numpy())
+        self.items.append(top_items.cpu().numpy())
+        self.scores.append(top_scores.cpu().numpy())
+
+    def arrays(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        return np.concatenate(self.users), np.concatenate(self.items), np.concatenate(self.scores)
+
+
+def _scored_batches(net: Recommender, loader, dev: torch.device, amp: bool, model: str, where: str,
+                    users: np.ndarray | None = None):
+    """(batch, logits) of every batch of the loader (only the rows of `users`, when given). Scores that are not
+    finite (a diverged model) raise before anything is written: the error names how many users have them."""
+    broken, rows = [], 0
     batch = None
     for batch in eval_batches(loader, net, dev):
+        if users is not None:
+            rows_of = torch.from_numpy(np.isin(batch["user_idx"].cpu().numpy(), users)).to(dev)
+            if not rows_of.any():
+                continue
+            batch = {name: column[rows_of] for name, column in batch.items()}
         with autocast(dev, amp):
             logits = score_batch(net, batch)
+        rows += len(logits)
         broken.append(batch["user_idx"][~torch.isfinite(logits[:, 1:]).all(dim=1)].cpu().numpy())
-        top_scores, top_items = torch.topk(mask_seen(logits, batch["seen_items"]), k_eff, dim=1)
-        users.append(batch["user_idx"].cpu().numpy())
-        items.append(top_items.cpu().numpy())
-        scores.append(top_scores.cpu().numpy())
+        yield batch, logits
     del loader, batch
     gc.collect()  # release the reader's Arrow memory now, not at interpreter exit (apache/arrow#34314)
-    if not users:
-        raise RecsysError(f"{shard_path(seq_dir, split)} has no rows")
-    broken = np.concatenate(broken)
+    broken = np.concatenate(broken) if broken else np.zeros(0, np.int64)
     if len(broken):
-        raise RecsysError(f"{model}: non-finite scores for {len(broken)} of {sum(len(u) for u in users)} users of "
-                          f"{split}/ (user_idx {broken[:5].tolist()}); nothing written: retrain the model")
-    user_idx = np.concatenate(users)
-    item_idx = np.concatenate(items)
-    score = np.concatenate(scores).astype(np.float64)
+        raise RecsysError(f"{model}: non-finite scores for {len(broken)} of {rows} users of {where} (user_idx "
+                          f"{broken[:5].tolist()}); nothing written: retrain the model")
+
+
+def _loader(seq_dir, split: str, batch_size: int, use_cuda: bool):
+    return make_loader(ShardSpec(shard_path(seq_dir, split), EVAL_COLUMNS, batch_size, shuffle=False), 0,
+                       pin_memory=use_cuda)[1]
+
+
+def _list_table(lists: _Lists, model: str, split: str, run_id: str, run_date: dt.date, seq_dir,
+                user_ids: np.ndarray, movie_ids: np.ndarray):
+    """The recommendations rows (docs/SCHEMAS.md) of one split's lists; -inf scores (seen items) are no rows."""
+    import pyarrow as pa
+
+    if not lists.users:
+        raise RecsysError(f"{shard_path(seq_dir, split)} has no rows")
+    user_idx, item_idx, score = lists.arrays()
+    score = score.astype(np.float64)
+    k_eff = item_idx.shape[1]
     rank = np.broadcast_to(np.arange(1, k_eff + 1, dtype=np.int32), item_idx.shape)
     keep = np.isfinite(score)  # fewer than k unseen items (the seen ones are -inf): no filler
     n_rows = int(keep.sum())
@@ -174,10 +193,93 @@ def topn(warehouse: str | Path, model: str, k: int = 100, run_date: dt.date | st
         "movieId": pa.array(movie_col, pa.int64()),
         "score": pa.array(score[keep], pa.float64()),
     })
-    version = write_recommendations(warehouse, table, model, run_date, split)
-    stats = {"model": model, "split": split, "run_id": run_id, "run_date": run_date.isoformat(),
-             "users": int(len(user_idx)), "rows": n_rows, "k": k, "table_version": version}
-    if split == "test":  # the vectors do not depend on the split: written once, with the serving lists
-        stats["item_embeddings_version"] = write_item_embeddings(warehouse, model, run_date,
-                                                                 *item_vectors(net, movie_ids))
-    return stats | {"seconds": round(time.time() - started, 3)}
+    return table, len(user_idx)
+
+
+def _write(warehouse, net: Recommender, lists: dict[str, _Lists], model: str, run_id: str, run_date: dt.date,
+           k: int, seq_dir, user_ids: np.ndarray, movie_ids: np.ndarray, started: float) -> list[dict]:
+    """Every split's table checked and built before the first is written; then the lists, and with the test
+    lists the item vectors (they do not depend on the split)."""
+    from recsys_torch.tables import write_item_embeddings, write_recommendations
+
+    tables = {split: _list_table(rows, model, split, run_id, run_date, seq_dir, user_ids, movie_ids)
+              for split, rows in lists.items()}
+    out = []
+    for split, (table, n_users) in tables.items():
+        version = write_recommendations(warehouse, table, model, run_date, split)
+        stats = {"model": model, "split": split, "run_id": run_id, "run_date": run_date.isoformat(),
+                 "users": n_users, "rows": table.num_rows, "k": k, "table_version": version}
+        if split == "test":
+            stats["item_embeddings_version"] = write_item_embeddings(warehouse, model, run_date,
+                                                                     *item_vectors(net, movie_ids))
+        out.append(stats | {"seconds": round(time.time() - started, 3)})
+    return out
+
+
+@torch.no_grad()
+def topn(warehouse: str | Path, model: str, k: int = 100, run_date: dt.date | str | None = None,
+         run_id: str | None = None, batch_size: int = 1024, device: str = "auto",
+         sequences: str | Path | None = None, model_dir: str | Path | None = None, amp: bool = True,
+         split: str = "test") -> dict:
+    """Write the top-`k` unseen items of every test user as the (model, run_date) partition of
+    `<warehouse>/recommendations`, and the model's item vectors as that of `<warehouse>/item_embeddings`, replacing
+    those partitions. Returns stats (users, rows, versions, seconds).
+
+    sequences / model_dir: where `recsys train` read its shards and wrote best.pt (train.sequences, train.output);
+    amp: bf16 autocast on CUDA, as in training (train.amp); split: test (recommendations) or validation
+    (recommendations_validation, from the validation/ shard).
+
+    Scores that are not finite (a diverged model) write nothing: the error names how many users have them."""
+    started = time.time()
+    _check_args(model, k, (split,))
+    run_date, run_id, dev = _as_date(run_date), run_id or uuid.uuid4().hex, pick_device(device)
+    net, seq_dir, meta, movie_ids, user_ids = _open(warehouse, model, dev, sequences, model_dir, split)
+    k_eff = min(k, int(meta["n_items"]))
+    lists = _Lists()
+    for batch, logits in _scored_batches(net, _loader(seq_dir, split, batch_size, dev.type == "cuda"), dev, amp,
+                                         model, f"{split}/"):
+        top_scores, top_items = torch.topk(mask_seen(logits, batch["seen_items"]), k_eff, dim=1)
+        lists.add(batch["user_idx"], top_items, top_scores)
+    return _write(warehouse, net, {split: lists}, model, run_id, run_date, k, seq_dir, user_ids, movie_ids,
+                  started)[0]
+
+
+@torch.no_grad()
+def topn_lists(warehouse: str | Path, model: str, k: int = 100, run_date: dt.date | str | None = None,
+               run_id: str | None = None, batch_size: int = 1024, device: str = "auto",
+               sequences: str | Path | None = None, model_dir: str | Path | None = None,
+               amp: bool = True) -> list[dict]:
+    """Both lists of `model`: `recommendations` (test) and `recommendations_validation`, as two `topn` calls
+    would write them; stats of each. A model whose scores depend on the user alone (`scores_by_user_only`, e.g.
+    NCF) scores each user once for both: its validation-time list is the top k of the unseen items given the train
+    history; the test-time list excludes the validation item too, so it is the top k + 1 less that item."""
+    _check_args(model, k, SPLITS)
+    if not MODELS[model][0].scores_by_user_only:
+        return [topn(warehouse, model, k, run_date, run_id, batch_size, device, sequences, model_dir, amp, split)
+                for split in SPLITS]
+    started = time.time()
+    run_date, run_id, dev = _as_date(run_date), run_id or uuid.uuid4().hex, pick_device(device)
+    net, seq_dir, meta, movie_ids, user_ids = _open(warehouse, model, dev, sequences, model_dir, "validation")
+    use_cuda = dev.type == "cuda"
+    k_eff = min(k, int(meta["n_items"]))
+    users_of = {split: read_columns(shard_path(seq_dir, split), ["user_idx"]).column("user_idx").to_numpy()
+                for split in SPLITS}
+    lists = {split: _Lists() for split in SPLITS}
+    for batch, logits in _scored_batches(net, _loader(seq_dir, "validation", batch_size, use_cuda), dev, amp,
+                                         model, "validation/"):
+        masked = mask_seen(logits, batch["seen_items"])  # the train history
+        top_scores, top_items = torch.topk(masked, min(k_eff + 1, masked.shape[1]), dim=1)
+        lists["validation"].add(batch["user_idx"], top_items[:, :k_eff], top_scores[:, :k_eff])
+        is_target = top_items == batch["target_item"][:, None]  # the validation item: seen at test time
+        test_scores, order = torch.sort(top_scores.masked_fill(is_target, float("-inf")), dim=1, descending=True,
+                                        stable=True)
+        in_test = torch.from_numpy(np.isin(batch["user_idx"].cpu().numpy(), users_of["test"])).to(dev)
+        lists["test"].add(batch["user_idx"][in_test], top_items.gather(1, order)[in_test, :k_eff],
+                          test_scores[in_test, :k_eff])
+    rest = np.setdiff1d(users_of["test"], users_of["validation"])  # test users without a validation row
+    if len(rest):
+        for batch, logits in _scored_batches(net, _loader(seq_dir, "test", batch_size, use_cuda), dev, amp, model,
+                                             "test/", users=rest):
+            top_scores, top_items = torch.topk(mask_seen(logits, batch["seen_items"]), k_eff, dim=1)
+            lists["test"].add(batch["user_idx"], top_items, top_scores)
+    return _write(warehouse, net, lists, model, run_id, run_date, k, seq_dir, user_ids, movie_ids, started)

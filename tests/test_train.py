@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 import torch
@@ -303,6 +304,39 @@ def test_topn_writes_k_distinct_unseen_items_and_reruns_replace(trained, seq_dir
     topn(warehouse, "sasrec", k=5, run_date="2024-01-03", run_id="r3", sequences=seq_dir)
     both = read_recommendations(warehouse).to_pandas()
     assert len(both) == len(recs) + 5 * len(test)  # another date is another partition
+
+
+def test_ncf_scores_each_user_once_for_both_lists_and_writes_what_a_pass_per_split_writes(trained, seq_dir,
+                                                                                         tmp_path):
+    """NCF's scores do not depend on the history: topn_lists scores the validation rows once and derives the test
+    list from them (the validation item becomes seen); test users without a validation row are scored on their own.
+    Both lists must equal those of one topn pass per split."""
+    import shutil
+
+    from recsys_torch.infer import topn, topn_lists
+
+    warehouse, _ = trained("ncf")
+    shards = tmp_path / "sequences"
+    shutil.copytree(seq_dir, shards)
+    for part in sorted((shards / "validation").glob("*.parquet")):  # every 8th user loses their validation row
+        rows = pq.read_table(part)
+        pq.write_table(rows.filter(pc.not_equal(pc.bit_wise_and(rows["user_idx"], 7), 0)), part, row_group_size=16)
+    test_users = set(pq.read_table(shards / "test").column("user_idx").to_pylist())
+    alone = test_users - set(pq.read_table(shards / "validation").column("user_idx").to_pylist())
+    assert alone
+
+    common = dict(k=10, run_date="2024-01-02", run_id="r", batch_size=50, sequences=shards,
+                  model_dir=warehouse / "models" / "ncf")
+    stats = topn_lists(tmp_path / "one", "ncf", **common)
+    assert [s["split"] for s in stats] == ["test", "validation"]
+    for split in ("test", "validation"):
+        topn(tmp_path / "per-split", "ncf", split=split, **common)
+        one, per_split = (read_recommendations(tmp_path / w, split=split).to_pandas()
+                          .sort_values(["userId", "rank"]).reset_index(drop=True) for w in ("one", "per-split"))
+        assert len(one) == len(per_split) > 0
+        assert (one[["userId", "rank", "movieId"]] == per_split[["userId", "rank", "movieId"]]).all().all(), split
+        np.testing.assert_allclose(one.score, per_split.score, rtol=1e-5)
+    assert {u - 1000 for u in read_recommendations(tmp_path / "one").to_pandas().userId} == test_users
 
 
 def test_topn_without_a_trained_model_is_a_clear_error(tmp_path, seq_dir):

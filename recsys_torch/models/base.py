@@ -43,6 +43,9 @@ class Recommender(nn.Module):
     train_columns: tuple[str, ...]      # the columns of a training batch
     length_column: str | None = None    # train.group_by_length: batches of rows of similar length in this column
     needs_graph = False                 # given the train graph (`set_graph`, recsys_torch.graph) before use
+    # score(batch) reads batch["user_idx"] alone and nothing that differs between the test and validation lists:
+    # recsys_torch.infer then scores each user once for both lists
+    scores_by_user_only = False
 
     def init_weights(self) -> None:
         """Initialise every parameter from the global torch RNG (deterministic for a seed)."""
