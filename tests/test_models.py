@@ -142,20 +142,26 @@ def test_sasrec_sampled_losses_are_finite_with_padded_rows(kind):
 
 def test_ncf_shapes_and_scores_equal_textbook_neumf():
     model = make_model("ncf", mlp_dims=[32, 16, 8]).eval()
+    with torch.no_grad():  # weights far from the init's N(0, 0.01), so that every ReLU and bias matters
+        for param in model.parameters():
+            param.normal_(0, 0.5, generator=torch.Generator().manual_seed(param.numel()))
     users = torch.tensor([1, 2, 100])
     loss = model.pair_loss(users, torch.tensor([1, 2, 3]), torch.randint(1, N_ITEMS + 1, (3, 4)))
     loss.backward()
     assert loss.ndim == 0 and torch.isfinite(loss)
     with torch.no_grad():
-        scores = model.score_users(users, items_per_chunk=16)  # several chunks
-        assert scores.shape == (3, N_ITEMS + 1) and torch.isneginf(scores[:, 0]).all()
         # He et al. 2017, eq. 11-12: concat -> ReLU MLP; [GMF ; MLP] -> output layer
         u, i = users[:, None].expand(-1, N_ITEMS), torch.arange(1, N_ITEMS + 1).expand(3, -1)
         hidden = torch.cat([model.user_mlp(u), model.item_mlp(i)], dim=-1)
         for layer in model.mlp_layers:
             hidden = torch.relu(layer(hidden))
         expected = model.output(torch.cat([model.user_gmf(u) * model.item_gmf(i), hidden], dim=-1)).squeeze(-1)
-    torch.testing.assert_close(scores[:, 1:], expected, rtol=1e-5, atol=1e-5)
+        assert expected.std() > 1.0
+        for scores in (model.score_users(users),  # the CPU inference path: cache-sized tiles
+                       model.score_users_chunked(users, items_per_chunk=16),  # the accelerator path
+                       model.score_users_tiled(users, users_per_tile=2, items_per_tile=7)):  # ragged last tiles
+            assert scores.shape == (3, N_ITEMS + 1) and torch.isneginf(scores[:, 0]).all()
+            torch.testing.assert_close(scores[:, 1:], expected, rtol=1e-5, atol=1e-5)
 
 
 @pytest.mark.parametrize("name", SEQUENCE_MODELS)

@@ -91,15 +91,57 @@ class NCF(PairModel):
         items = torch.cat([pos_items[:, None], neg_items], dim=1)
         return pointwise_bce(self.pair_logits(users[:, None], items).float())
 
-    def score_users(self, users: Tensor, items_per_chunk: int = 8192) -> Tensor:
-        """Logits of every item for users[B]: [B, n_items + 1], column 0 = -inf.
-        The catalogue is scored in chunks so [B, chunk, mlp width] activations stay small."""
+    def score_users(self, users: Tensor) -> Tensor:
+        """Logits of every item for users[B]: [B, n_items + 1], column 0 = -inf."""
+        if users.device.type == "cpu" and not self.training:
+            return self.score_users_tiled(users)
+        return self.score_users_chunked(users)
+
+    def score_users_chunked(self, users: Tensor, items_per_chunk: int = 8192) -> Tensor:
+        """score_users as pair_logits over chunks of the catalogue, so [B, chunk, mlp width] activations stay
+        small (the accelerator path: a few large kernels)."""
         all_items = torch.arange(self.cfg.n_items + 1, device=users.device)
         chunks = [
             self.pair_logits(users[:, None], all_items[None, start : start + items_per_chunk]).float()
             for start in range(0, all_items.numel(), items_per_chunk)
         ]
         logits = torch.cat(chunks, dim=1)
+        logits[:, 0] = float("-inf")
+        return logits
+
+    @torch.no_grad()
+    def score_users_tiled(self, users: Tensor, users_per_tile: int = 32, items_per_tile: int = 512) -> Tensor:
+        """score_users for inference on CPU, the same function as pair_logits (eval mode). Full ranking costs one
+        MLP per (user, item) pair, 9.6e9 pairs per list at ML-25M size, and it is memory-bound: chunks of
+        [B, 8192, width] activations stream through RAM several times per layer. Here each tile of
+        users_per_tile x items_per_tile pairs is computed into buffers that stay in cache and are reused, and each
+        layer's bias and ReLU are applied in place (benchmarks/ncf_topn.py measures both paths)."""
+        cfg = self.cfg
+        gmf_weight, mlp_weight = self.output.weight[0].split([cfg.gmf_dim, cfg.mlp_dims[-1]])
+        first = self.mlp_layers[0]
+        user_weight, item_weight = first.weight.split(cfg.mlp_dims[0] // 2, dim=1)
+        user_part = F.linear(self.user_mlp(users), user_weight, first.bias).float()  # [B, d1]
+        item_part = F.linear(self.item_mlp.weight, item_weight).float()  # [n_items + 1, d1]
+        logits = (self.user_gmf(users) * gmf_weight).float() @ self.item_gmf.weight.float().T + self.output.bias
+        layers = [(layer.weight.float().T.contiguous(), layer.bias.float()) for layer in self.mlp_layers[1:]]
+        mlp_weight = mlp_weight.float()
+        widths = [weight.shape[1] for weight, _ in layers]
+        first_buffer = torch.empty(users_per_tile * items_per_tile, cfg.mlp_dims[1])
+        buffers = [torch.empty(users_per_tile * items_per_tile, width) for width in widths]
+        tile_scores = torch.empty(users_per_tile * items_per_tile)
+        n_items = item_part.shape[0]
+        for u0 in range(0, len(users), users_per_tile):
+            u1 = min(u0 + users_per_tile, len(users))
+            for i0 in range(0, n_items, items_per_tile):
+                i1 = min(i0 + items_per_tile, n_items)
+                pairs = (u1 - u0) * (i1 - i0)
+                hidden = first_buffer[:pairs].view(u1 - u0, i1 - i0, -1)
+                torch.add(user_part[u0:u1, None], item_part[None, i0:i1], out=hidden).relu_()
+                hidden = hidden.view(pairs, -1)
+                for (weight, bias), buffer in zip(layers, buffers):
+                    hidden = torch.mm(hidden, weight, out=buffer[:pairs]).add_(bias).relu_()
+                scores = torch.mv(hidden, mlp_weight, out=tile_scores[:pairs])
+                logits[u0:u1, i0:i1] += scores.view(u1 - u0, i1 - i0)
         logits[:, 0] = float("-inf")
         return logits
 
