@@ -110,7 +110,7 @@ class NCF(PairModel):
         return logits
 
     @torch.no_grad()
-    def score_users_tiled(self, users: Tensor, users_per_tile: int = 32, items_per_tile: int = 512) -> Tensor:
+    def score_users_tiled(self, users: Tensor, users_per_tile: int = 16, items_per_tile: int = 512) -> Tensor:
         """score_users for inference on CPU, the same function as pair_logits (eval mode). Full ranking costs one
         MLP per (user, item) pair, 9.6e9 pairs per list at ML-25M size, and it is memory-bound: chunks of
         [B, 8192, width] activations stream through RAM several times per layer. Here each tile of
