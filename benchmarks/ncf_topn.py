@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import sys
 import time
@@ -59,6 +60,7 @@ def main() -> int:
             seconds.append(time.perf_counter() - started)
         return statistics.median(seconds), logits
 
+    load_before = os.getloadavg()[0]
     rows = []
     reference = None
     paths = [("chunked", lambda: net.score_users_chunked(users))]
@@ -76,7 +78,8 @@ def main() -> int:
         print(f"{name:>16}  {row['seconds_per_batch']:8.3f} s/batch  {row['ns_per_pair']:7.1f} ns/pair  "
               f"{row['minutes_per_list']:6.1f} min/list  max diff {row['max_abs_diff']:.1e}", flush=True)
     if args.out:
-        Path(args.out).write_text(json.dumps({"machine": machine(), "args": vars(args), "rows": rows}, indent=2))
+        Path(args.out).write_text(json.dumps({"machine": machine(), "args": vars(args), "load_before": load_before,
+                                              "load_after": os.getloadavg()[0], "rows": rows}, indent=2))
     return 0
 
 

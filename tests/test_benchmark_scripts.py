@@ -22,6 +22,17 @@ def test_train_throughput_runs_both_models_on_cpu():
     assert "sasrec:" in proc.stdout and "ss4rec:" in proc.stdout and "SS4Rec / SASRec step time" in proc.stdout
 
 
+def test_ncf_topn_times_both_scoring_paths_and_they_agree(tmp_path):
+    out = tmp_path / "ncf.json"
+    proc = subprocess.run([sys.executable, "benchmarks/ncf_topn.py", "--items", "300", "--batch", "20", "--repeats",
+                           "1", "--threads", "1", "--tiles", "8x64,3x100", "--out", str(out)],
+                          cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = json.loads(out.read_text())["rows"]
+    assert [r["path"] for r in rows] == ["chunked", "tiled 8x64", "tiled 3x100"]
+    assert all(r["ns_per_pair"] > 0 and r["max_abs_diff"] < 1e-5 for r in rows) and "min/list" in proc.stdout
+
+
 # Every other script, run as a user starts it (`python benchmarks/<script>.py …`) with tiny flags: it must exit 0 and
 # print its figures. The Spark ones share one small warehouse (generated data through the real ETL and the sequence
 # export), each writing into a copy of its own, so none generates or ETLs again (but benchmarks/etl.py, whose subject
