@@ -1,6 +1,7 @@
 """The nightly pipeline end to end on small generated data, as `recsys pipeline` runs it."""
 from __future__ import annotations
 
+import datetime as dt
 import json
 import os
 import subprocess
@@ -109,18 +110,6 @@ def test_mlflow_has_parent_and_step_runs(first_run):
     assert [m.name for m in registered] and all(m.name.startswith("recsys-") for m in registered)
 
 
-def test_same_date_again_skips_and_forced_rerun_keeps_counts(first_run):
-    root, _ = first_run
-    before = counts(root / "wh")
-    out = run_pipeline(root / "data", root / "wh", root / "reports")
-    steps = planned_steps(root / "wh")
-    assert step_statuses(out) == {name: "skipped" for name in steps}
-    assert counts(root / "wh") == before
-    out = run_pipeline(root / "data", root / "wh", root / "reports", "--force")
-    assert step_statuses(out) == {name: "ran" for name in steps}
-    assert counts(root / "wh") == before
-
-
 def test_nightly_benchmark_records_every_step_and_keeps_an_earlier_runs_figures(first_run, tmp_path):
     """benchmarks/nightly.py over the finished warehouse: every step of the plan gets an entry (here all skipped), and
     a step an earlier benchmark run on this warehouse completed keeps that run's figures."""
@@ -138,3 +127,25 @@ def test_nightly_benchmark_records_every_step_and_keeps_an_earlier_runs_figures(
     assert {s["status"] for s in figures["steps"][1:]} == {"skipped"}
     assert figures["complete"] and figures["ratings"] == 6000 and figures["users"] and figures["items"]
     assert figures["total_seconds"] >= 12.5
+
+
+def test_same_date_again_skips_and_forced_rerun_keeps_counts(first_run, spark):
+    """Last in this file: the forced run rewrites every table. It runs the same plan in this process (each Spark step
+    on the tests' session, as tests/test_standalone_cluster.py's local run does), which checks what the forced run
+    is for, that every step replaces what it wrote, without starting a JVM per step again."""
+    from jobs.config import load_config, run_layer
+    from jobs.plan import run_pipeline as run_plan
+    from jobs.steps import run_in_process
+
+    root, _ = first_run
+    before = counts(root / "wh")
+    out = run_pipeline(root / "data", root / "wh", root / "reports")
+    steps = planned_steps(root / "wh")
+    assert step_statuses(out) == {name: "skipped" for name in steps}
+    assert counts(root / "wh") == before
+
+    results = run_plan(root / "data", root / "wh", run_layer(None, FAST),
+                       lambda sections: load_config(sections, overrides=FAST), dt.date(2026, 11, 23), force=True,
+                       runner=lambda step, log, env: run_in_process(step, env), overrides=FAST)
+    assert {r.name: r.status for r in results} == {name: "ran" for name in steps}
+    assert counts(root / "wh") == before
