@@ -163,3 +163,15 @@ def test_ml_small_random_split_rmse(spark, ml_small_warehouse):
     errors = random_split_errors(interactions, AlsConfig(rank=10, max_iter=10, reg_param=0.1, num_blocks=4))
     assert errors.rows > 19_000 and 0 < errors.cold_rows < 0.1 * errors.rows
     assert errors.rmse < 0.90, errors
+
+
+def test_spark_loads_the_native_lapack_that_setup_installs(spark):
+    """scripts/setup.sh installs OpenBLAS where the system has no liblapack.so.3: MLlib's ALS must then run its
+    per-user solves in it, not in the Java fallback (about 3x slower at 25M, docs/BENCHMARKS.md)."""
+    import ctypes.util
+
+    if ctypes.util.find_library("lapack") is None or ctypes.util.find_library("blas") is None:
+        pytest.skip("no liblapack.so.3 / libblas.so.3 on this machine (scripts/setup.sh installs them with apt)")
+    netlib = spark.sparkContext._jvm.dev.ludovic.netlib
+    assert netlib.lapack.NativeLAPACK.getInstance().getClass().getSimpleName() == "JNILAPACK"
+    assert netlib.blas.NativeBLAS.getInstance().getClass().getSimpleName() == "JNIBLAS"
