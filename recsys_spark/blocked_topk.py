@@ -36,12 +36,27 @@ def item_positions(item_ids: np.ndarray) -> np.ndarray:
     return position
 
 
+def seen_cells(seen_values: np.ndarray, seen_parents: np.ndarray, item_ids: np.ndarray,
+               item_position: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+    """(rows, columns) of the seen items that are columns of a score block; item_position None: the block's
+    columns are item_ids (ascending), a subset of the catalogue, found by binary search."""
+    if item_position is None:
+        columns = np.minimum(np.searchsorted(item_ids, seen_values), max(len(item_ids) - 1, 0))
+        known = item_ids[columns] == seen_values if len(item_ids) else np.zeros(len(seen_values), bool)
+        return seen_parents[known], columns[known]
+    in_range = seen_values < len(item_position)
+    columns = item_position[seen_values[in_range]]
+    known = columns >= 0
+    return seen_parents[in_range][known], columns[known]
+
+
 def select_top_k(user_idx: np.ndarray, scores: np.ndarray, seen_values: np.ndarray, seen_parents: np.ndarray,
                  item_ids: np.ndarray, item_position: np.ndarray, k: int) -> pa.RecordBatch:
     """user_idx, item_idx, rank, score: each row's k best unseen columns of `scores` (overwritten in place).
 
     scores: [rows, padded_width(len(item_ids), k)], column c scoring item_ids[c], the padding columns -inf.
     seen_values/seen_parents: every seen item_idx of the block, flattened, and the block row it belongs to.
+    item_position: item_idx -> column (item_positions); None when item_ids is an ascending subset of the catalogue.
 
     Selection without a per-row argpartition over the whole catalogue (the slow part): the columns are cut into
     G >= k strided groups; the k-th largest of a row's G group maxima is <= its k-th largest score, so every score
@@ -51,10 +66,8 @@ def select_top_k(user_idx: np.ndarray, scores: np.ndarray, seen_values: np.ndarr
     n_items = len(item_ids)
     k = min(k, n_items)
     groups = selection_groups(n_items, k)
-    in_range = seen_values < len(item_position)
-    columns = item_position[seen_values[in_range]]
-    known = columns >= 0
-    scores[seen_parents[in_range][known], columns[known]] = -np.inf
+    rows, columns = seen_cells(seen_values, seen_parents, item_ids, item_position)
+    scores[rows, columns] = -np.inf
 
     n_rows, width = scores.shape
     group_max = scores.reshape(n_rows, width // groups, groups).max(axis=1)
@@ -81,7 +94,9 @@ def blocked_top_k(users: DataFrame, model, score_block: Callable[[object, pa.Rec
 
     users: user_idx int, seen array<int> (null: nothing seen), and whatever `score_block` reads.
     model: the item side, broadcast once; score_block(model, block) -> the block's scores,
-    [block rows, padded_width(len(item_ids), k)], padding columns -inf, column c scoring item_ids[c].
+    [block rows, padded_width(len(item_ids), k)], padding columns -inf, column c scoring item_ids[c]; or, for a
+    model that knows which columns can reach a row's top k, (scores, columns): the scores of those items only,
+    [block rows, padded_width(len(columns), k)], column c scoring columns[c] (item_idx, ascending).
     """
     position = item_positions(item_ids)
     broadcast = users.sparkSession.sparkContext.broadcast((model, item_ids, position))
@@ -92,10 +107,12 @@ def blocked_top_k(users: DataFrame, model, score_block: Callable[[object, pa.Rec
             for start in range(0, batch.num_rows, block_size):
                 block = batch.slice(start, block_size)
                 seen = block.column("seen")
+                scores = score_block(item_model, block)
+                columns, position = (scores[1], None) if isinstance(scores, tuple) else (ids, item_position)
                 yield select_top_k(block.column("user_idx").to_numpy(zero_copy_only=False),
-                                   score_block(item_model, block),
+                                   scores[0] if isinstance(scores, tuple) else scores,
                                    pc.list_flatten(seen).to_numpy(zero_copy_only=False).astype(np.int64),
                                    pc.list_parent_indices(seen).to_numpy(zero_copy_only=False),
-                                   ids, item_position, k)
+                                   columns, position, k)
 
     return users.mapInArrow(top_k_batches, TOPN_SCHEMA)

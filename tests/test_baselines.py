@@ -223,9 +223,10 @@ def test_ml_small_all_five_models_for_every_user(spark, ml_small_warehouse, tmp_
 
 @pytest.mark.slow
 def test_catalogue_row_lists_equal_the_spark_sql_formulation_on_ml_small(spark, ml_small_warehouse, tmp_path):
-    """Popularity, genre, markov and ar2 are ranked as catalogue rows in numpy blocks; the same lists, both views,
-    come out of the plain SQL formulation: candidates (genre mixture + 1, AR(2) + 2, AR(1) + 1, every user's
-    k + n_seen most popular), best per pair, seen removed, top-k by score then item_idx."""
+    """Popularity, genre, markov, ar2 and hybrid are ranked as catalogue rows in numpy blocks, over each block's
+    candidate and popularity-prefix columns only; the same lists, both views, come out of the plain SQL formulation:
+    candidates (genre mixture + 1, AR(2) + 2, AR(1) + 1, every user's k + n_seen most popular), best per pair,
+    seen removed, top-k by score then item_idx; hybrid's normalised blend over the same candidates."""
     from recsys_spark.baselines.common import last_items, popular_candidates, rank_candidates
     from recsys_spark.baselines.markov import TIER_AR1, TIER_AR2, ar1_candidates, ar2_candidates
     from recsys_spark.baselines.genre import (TIER_GENRE, genre_item_popularity, item_genres,
@@ -250,7 +251,8 @@ def test_catalogue_row_lists_equal_the_spark_sql_formulation_on_ml_small(spark, 
                 "user_idx", "item_idx", (F.col("prob") + TIER_AR1).alias("score"))
             order2 = ar2_candidates(states, view.chain(2)).select(
                 "user_idx", "item_idx", (F.col("prob") + TIER_AR2).alias("score"))
-            expected = {"popularity": rank_candidates(padding, view.interactions, k),
+            expected = {"hybrid": sql_hybrid(view, padding, k, config.hybrid.alpha),
+                        "popularity": rank_candidates(padding, view.interactions, k),
                         "genre": rank_candidates(mixture.unionByName(padding), view.interactions, k),
                         "markov": rank_candidates(order1.unionByName(padding), view.interactions, k),
                         "ar2": rank_candidates(order2.unionByName(order1).unionByName(padding), view.interactions, k)}
@@ -262,3 +264,27 @@ def test_catalogue_row_lists_equal_the_spark_sql_formulation_on_ml_small(spark, 
                 assert got == want, (split, model)
     finally:
         tables.close()
+
+
+def sql_hybrid(view, padding, k: int, alpha: float):
+    """Hybrid in Spark SQL (the formulation before catalogue rows): the AR(1) successors and the k + n_seen most
+    popular items, seen removed, alpha * markov / the user's best + (1 - alpha) * pop / the user's best."""
+    from pyspark.sql import Window
+
+    from recsys_spark.baselines.common import last_items
+    from recsys_spark.baselines.markov import ar1_candidates
+    from recsys_spark.recommendations import seen_pairs, top_k
+
+    def normalised(column):
+        top = F.max(column).over(Window.partitionBy("user_idx"))
+        return F.when(top > 0, F.col(column) / top).otherwise(F.lit(0.0))
+
+    item_pop = F.broadcast(view.popularity.select("item_idx", F.col("score").alias("pop")))
+    markov = (ar1_candidates(last_items(view.interactions), view.chain(1)).join(item_pop, "item_idx", "left")
+              .select("user_idx", "item_idx", F.col("prob").alias("markov"), F.coalesce("pop", F.lit(0.0)).alias("pop")))
+    popular = padding.select("user_idx", "item_idx", F.lit(0.0).alias("markov"), F.col("score").alias("pop"))
+    candidates = (markov.unionByName(popular)
+                  .groupBy("user_idx", "item_idx").agg(F.max("markov").alias("markov"), F.max("pop").alias("pop"))
+                  .join(seen_pairs(view.interactions), ["user_idx", "item_idx"], "left_anti"))
+    scored = candidates.withColumn("score", F.lit(alpha) * normalised("markov") + F.lit(1.0 - alpha) * normalised("pop"))
+    return top_k(scored, k).select("user_idx", "item_idx", "rank", "score")

@@ -6,6 +6,8 @@ whenever the catalogue has k items they have not seen.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -64,12 +66,13 @@ def rank_candidates(candidates: DataFrame, interactions: DataFrame, k: int) -> D
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# Catalogue-row models (popularity, genre): every user's score row over the whole catalogue, ranked in blocks by
-# blocked_topk instead of exploding users x (k + n_seen) popular rows and shuffling them three times (group,
-# anti-join, window): 41M rows a list at ML-25M size.
+# Catalogue-row models (popularity, genre, markov, ar2, hybrid, itemcf, ease): every user's scores over the catalogue,
+# ranked in blocks by blocked_topk instead of exploding users x (k + n_seen) popular rows and shuffling them three
+# times (group, anti-join, window): 41M rows a list at ML-25M size. Only the columns that can reach a row's top k
+# are scored: the model's own candidates of the block and the block's popularity prefix (PopularityRow).
 
 
-CATALOGUE_ROW_BLOCK = 128  # users a score block: 128 x 59k float64 = 60 MB at ML-25M size
+CATALOGUE_ROW_BLOCK = 128  # users a score block
 
 
 def user_histories(interactions: DataFrame) -> DataFrame:
@@ -96,20 +99,56 @@ def seen_as_of(histories: DataFrame, split: str) -> DataFrame:
             .select("user_idx", F.col("train_items").alias("seen")))
 
 
-def popularity_row(popularity: DataFrame, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """(item_ids, row): the catalogue's item_idx (ascending) and their popularity scores, the row padded with -inf
-    to blocked_topk's width. Small: one value per item."""
-    table = popularity.select(F.col("item_idx").cast("int"), F.col("score").cast("double")).toArrow()
-    order = np.argsort(table.column("item_idx").to_numpy())
-    item_ids = table.column("item_idx").to_numpy()[order].astype(np.int32)
-    row = np.full(padded_width(len(item_ids), k), -np.inf)
-    row[:len(item_ids)] = table.column("score").to_numpy()[order]
-    return item_ids, row
+@dataclass(frozen=True)
+class PopularityRow:
+    """Tier 0 of every catalogue-row model: each item's popularity score (item_ids ascending) and the columns in
+    popularity order (score descending, then item_idx: pop_rank's order). Small: a few values per item.
+
+    A row's tier-0 items of its top k are its k most popular unseen ones, all among its k + n_seen most popular
+    (prefix_columns); an item outside that prefix scored only by popularity is outranked by k unseen items of the
+    prefix (higher score, or the same score and a smaller item_idx), so it never needs a column."""
+
+    item_ids: np.ndarray  # int32, ascending
+    scores: np.ndarray  # float64, scores[c] of item_ids[c]
+    by_popularity: np.ndarray  # column indices, most popular first
+    position: np.ndarray  # item_idx -> column (blocked_topk.item_positions)
+
+    @classmethod
+    def of(cls, popularity: DataFrame) -> "PopularityRow":
+        table = popularity.select(F.col("item_idx").cast("int"), F.col("score").cast("double")).toArrow()
+        order = np.argsort(table.column("item_idx").to_numpy())
+        item_ids = table.column("item_idx").to_numpy()[order].astype(np.int32)
+        scores = table.column("score").to_numpy()[order].astype(np.float64)
+        return cls(item_ids, scores, np.lexsort((item_ids, -scores)), item_positions(item_ids))
+
+    def prefix_columns(self, block: pa.RecordBatch, k: int) -> np.ndarray:
+        """The block's k + n_seen most popular columns, n_seen the largest of its rows (ascending)."""
+        n_seen = pc.fill_null(pc.list_value_length(block.column("seen")), 0).to_numpy(zero_copy_only=False)
+        return np.sort(self.by_popularity[:k + int(n_seen.max(initial=0))])
+
+    def block(self, columns: np.ndarray, n_rows: int, k: int) -> np.ndarray:
+        """[n_rows, padded_width(len(columns), k)]: each column's popularity, -inf on the padding columns."""
+        scores = np.full((n_rows, padded_width(len(columns), k)), -np.inf)
+        scores[:, :len(columns)] = self.scores[columns]
+        return scores
 
 
-def popularity_scores(row: np.ndarray, block: pa.RecordBatch) -> np.ndarray:
-    """blocked_top_k's score_block for popularity: the same row for every user."""
-    return np.tile(row, (block.num_rows, 1))
+def popularity_scores(model: tuple[PopularityRow, int], block: pa.RecordBatch) -> tuple[np.ndarray, np.ndarray]:
+    """blocked_top_k's score_block for popularity: the same row for every user, over the block's prefix."""
+    pop, k = model
+    columns = pop.prefix_columns(block, k)
+    return pop.block(columns, block.num_rows, k), pop.item_ids[columns]
+
+
+def candidate_pairs(block: pa.RecordBatch) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(rows, item_idx, score) of the block's `candidates` (with_candidates), flattened."""
+    candidates = block.column("candidates")
+    pairs = pc.list_flatten(candidates)
+    if not len(pairs):
+        return np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0)
+    return (pc.list_parent_indices(candidates).to_numpy(zero_copy_only=False),
+            pairs.field("item_idx").to_numpy(zero_copy_only=False).astype(np.int64),
+            pairs.field("score").to_numpy(zero_copy_only=False))
 
 
 def with_candidates(users: DataFrame, candidates: DataFrame) -> DataFrame:
@@ -122,24 +161,23 @@ def with_candidates(users: DataFrame, candidates: DataFrame) -> DataFrame:
     return users.join(per_user, "user_idx", "left")
 
 
-def candidate_scores(model: tuple[np.ndarray, np.ndarray, bool], block: pa.RecordBatch) -> np.ndarray:
-    """blocked_top_k's score_block for a tiered model: the popularity row (tier 0), each user's candidate columns
-    raised to their score. model: (popularity row, item_position, normalise); normalise: a candidate's score is
-    1 + score / the user's best (tier 1), else it is already tier + value."""
-    row, position, normalise = model
-    scores = np.tile(row, (block.num_rows, 1))
-    candidates = block.column("candidates")
-    pairs = pc.list_flatten(candidates)
-    if len(pairs):
-        users = pc.list_parent_indices(candidates).to_numpy(zero_copy_only=False)
-        items = pairs.field("item_idx").to_numpy(zero_copy_only=False)
-        values = pairs.field("score").to_numpy(zero_copy_only=False)
+def candidate_scores(model: tuple[PopularityRow, int, bool], block: pa.RecordBatch
+                     ) -> tuple[np.ndarray, np.ndarray]:
+    """blocked_top_k's score_block for a tiered model: popularity (tier 0) over the block's prefix and candidate
+    columns, each user's candidates raised to their score. model: (popularity, k, normalise); normalise: a
+    candidate's score is 1 + score / the user's best (tier 1), else it is already tier + value."""
+    pop, k, normalise = model
+    rows, items, values = candidate_pairs(block)
+    candidate_columns = pop.position[items]
+    columns = np.union1d(pop.prefix_columns(block, k), candidate_columns)
+    scores = pop.block(columns, block.num_rows, k)
+    if len(rows):
         if normalise:
             best = np.full(block.num_rows, -np.inf)
-            np.maximum.at(best, users, values)
-            values = 1.0 + values / best[users]
-        np.maximum.at(scores, (users, position[items]), values)
-    return scores
+            np.maximum.at(best, rows, values)
+            values = 1.0 + values / best[rows]
+        np.maximum.at(scores, (rows, np.searchsorted(columns, candidate_columns)), values)
+    return scores, pop.item_ids[columns]
 
 
 def users_of(interactions: DataFrame) -> DataFrame:
@@ -151,9 +189,9 @@ def rank_tiered(users: DataFrame, candidates: DataFrame, popularity: DataFrame, 
                 normalise: bool = False) -> DataFrame:
     """Each user's (user_idx, seen: seen_as_of) k best unseen items: the model's candidates (user_idx, item_idx,
     score = tier + value, tier >= 1) over popularity padding (tier 0), ranked as catalogue rows."""
-    item_ids, row = popularity_row(popularity, k)
-    return blocked_top_k(with_candidates(users, candidates), (row, item_positions(item_ids), normalise),
-                         candidate_scores, item_ids, k, block_size=CATALOGUE_ROW_BLOCK)
+    pop = PopularityRow.of(popularity)
+    return blocked_top_k(with_candidates(users, candidates), (pop, k, normalise), candidate_scores, pop.item_ids, k,
+                         block_size=CATALOGUE_ROW_BLOCK)
 
 
 def rank_over_popularity(users: DataFrame, candidates: DataFrame, popularity: DataFrame, k: int) -> DataFrame:

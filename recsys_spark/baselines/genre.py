@@ -16,7 +16,7 @@ import pyarrow.compute as pc
 from pyspark.sql import DataFrame, Window
 from pyspark.sql import functions as F
 
-from recsys_spark.baselines.common import CATALOGUE_ROW_BLOCK, popularity_row, train_rows
+from recsys_spark.baselines.common import CATALOGUE_ROW_BLOCK, PopularityRow, train_rows
 from recsys_spark.blocked_topk import blocked_top_k
 from recsys_core.config import POSITIVE, Config, checked
 
@@ -67,47 +67,55 @@ def user_genre_weights(interactions: DataFrame, genres: DataFrame, top_genres: i
 @dataclass(frozen=True)
 class GenreModel:
     """What a user's genre list is scored from: users' genre weights (a Spark table, ids of `genres`) and the
-    item side, small enough for every executor: p(i | g) as a [genres, catalogue] matrix and the popularity row."""
+    item side, small enough for every executor: p(i | g) as a [genres, items some genre keeps] matrix and the
+    popularity row."""
 
     weights: DataFrame  # user_idx, genre_weights array<struct<genre_id int, weight double>>
-    item_ids: np.ndarray
-    matrix: np.ndarray  # [n_genres, padded width]: p(i | g) of the item in column c, 0 elsewhere
-    row: np.ndarray  # popularity (tier 0), -inf on the padding columns
+    popularity: PopularityRow  # tier 0
+    columns: np.ndarray  # the catalogue columns of the items some genre keeps (ascending)
+    matrix: np.ndarray  # [n_genres, len(columns)]: p(i | g) of the item in columns[c], 0 where g does not keep it
 
 
-def fit_genre(interactions: DataFrame, items: DataFrame, popularity: DataFrame, k: int, cfg: GenreConfig
-              ) -> GenreModel:
+def fit_genre(interactions: DataFrame, items: DataFrame, popularity: DataFrame, cfg: GenreConfig) -> GenreModel:
     """The genre mixture's pieces, fitted on train rows (the same for the test and the validation list)."""
     genres = item_genres(items)
     popular = genre_item_popularity(interactions, genres, cfg.items_per_genre).toArrow()
     names = sorted(set(popular.column("genre").to_pylist()))
-    item_ids, row = popularity_row(popularity, k)
-    matrix = np.zeros((len(names), len(row)))
+    pop = PopularityRow.of(popularity)
+    item_columns = pop.position[popular.column("item_idx").to_numpy().astype(np.int64)]
+    columns = np.unique(item_columns)
+    matrix = np.zeros((len(names), len(columns)))
     genre_of = {name: i for i, name in enumerate(names)}
     rows = np.array([genre_of[g] for g in popular.column("genre").to_pylist()], dtype=np.int64)
-    columns = np.searchsorted(item_ids, popular.column("item_idx").to_numpy())
-    matrix[rows, columns] = popular.column("p_item").to_numpy()
+    matrix[rows, np.searchsorted(columns, item_columns)] = popular.column("p_item").to_numpy()
     ids = interactions.sparkSession.createDataFrame(list(genre_of.items()), "genre string, genre_id int")
     per_user = (user_genre_weights(interactions, genres, cfg.top_genres).join(F.broadcast(ids), "genre")
                 .groupBy("user_idx").agg(F.collect_list(F.struct("genre_id", "weight")).alias("genre_weights")))
-    return GenreModel(per_user, item_ids, matrix, row)
+    return GenreModel(per_user, pop, columns, matrix)
 
 
-def genre_block_scores(model: tuple[np.ndarray, np.ndarray], block: pa.RecordBatch) -> np.ndarray:
-    """blocked_top_k's score_block: 1 + sum_g w(u, g) p(i | g) where that is positive, else popularity."""
-    matrix, row = model
+def genre_block_scores(model: tuple[PopularityRow, np.ndarray, np.ndarray, int], block: pa.RecordBatch
+                       ) -> tuple[np.ndarray, np.ndarray]:
+    """blocked_top_k's score_block: 1 + sum_g w(u, g) p(i | g) where that is positive, else popularity; over the
+    genres' items and the block's popularity prefix (the rest is popularity only and cannot reach the top k).
+    model: GenreModel's popularity, columns and matrix, and the list length k."""
+    popularity, genre_columns, matrix, k = model
     per_user = block.column("genre_weights")
     pairs = pc.list_flatten(per_user)
     weights = np.zeros((block.num_rows, len(matrix)))
     users = pc.list_parent_indices(per_user).to_numpy(zero_copy_only=False)
     weights[users, pairs.field("genre_id").to_numpy(zero_copy_only=False)] = (
         pairs.field("weight").to_numpy(zero_copy_only=False))
+    columns = np.union1d(genre_columns, popularity.prefix_columns(block, k))
+    scores = popularity.block(columns, block.num_rows, k)
     mixture = weights @ matrix
-    return np.where(mixture > 0, TIER_GENRE + mixture, row)
+    at = np.searchsorted(columns, genre_columns)
+    scores[:, at] = np.where(mixture > 0, TIER_GENRE + mixture, scores[:, at])
+    return scores, popularity.item_ids[columns]
 
 
 def recommend_genre(users: DataFrame, model: GenreModel, k: int) -> DataFrame:
     """Each user's (user_idx, seen: common.seen_as_of) k best unseen items by genre mixture, over popularity."""
     with_weights = users.join(model.weights, "user_idx", "left")
-    return blocked_top_k(with_weights, (model.matrix, model.row), genre_block_scores, model.item_ids, k,
-                         block_size=CATALOGUE_ROW_BLOCK)
+    return blocked_top_k(with_weights, (model.popularity, model.columns, model.matrix, k), genre_block_scores,
+                         model.popularity.item_ids, k, block_size=CATALOGUE_ROW_BLOCK)

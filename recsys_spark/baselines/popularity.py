@@ -6,8 +6,7 @@ from dataclasses import dataclass
 from pyspark.sql import DataFrame, Window
 from pyspark.sql import functions as F
 
-from recsys_spark.baselines.common import (CATALOGUE_ROW_BLOCK, popularity_row, popularity_scores,
-                                           train_rows)
+from recsys_spark.baselines.common import CATALOGUE_ROW_BLOCK, PopularityRow, popularity_scores, train_rows
 from recsys_spark.blocked_topk import blocked_top_k
 from recsys_core.config import POSITIVE, Config, checked
 
@@ -58,5 +57,5 @@ def item_popularity(interactions: DataFrame, items: DataFrame, recent_days: int 
 
 def recommend_popularity(users: DataFrame, popularity: DataFrame, k: int) -> DataFrame:
     """The k most popular items each user (user_idx, seen: common.seen_as_of) has not seen."""
-    item_ids, row = popularity_row(popularity, k)
-    return blocked_top_k(users, row, popularity_scores, item_ids, k, block_size=CATALOGUE_ROW_BLOCK)
+    pop = PopularityRow.of(popularity)
+    return blocked_top_k(users, (pop, k), popularity_scores, pop.item_ids, k, block_size=CATALOGUE_ROW_BLOCK)

@@ -74,12 +74,11 @@ class TrainTables:
             self.fitted["histories"] = user_histories(test_view).cache()
         return seen_as_of(self.fitted["histories"], self.split)
 
-    def genre(self, k: int) -> GenreModel:
+    def genre(self) -> GenreModel:
         """The genre mixture, fitted once on the train rows (the same in both views)."""
-        if ("genre", k) not in self.fitted:
-            self.fitted[("genre", k)] = fit_genre(self.interactions, self.items, self.popularity, k,
-                                                  self.config.genre)
-        return self.fitted[("genre", k)]
+        if "genre" not in self.fitted:
+            self.fitted["genre"] = fit_genre(self.interactions, self.items, self.popularity, self.config.genre)
+        return self.fitted["genre"]
 
     def as_of(self, split: str) -> "TrainTables":
         """The tables as a list for `split` sees them: `validation` drops the test rows and treats the validation
@@ -110,13 +109,13 @@ class TrainTables:
 # every name has one): user_idx, item_idx, rank, score of every user's top-k (fitting transitions where needed).
 RECOMMENDERS: dict[str, Callable[[TrainTables, int, "BaselinesConfig"], DataFrame]] = {
     "popularity": lambda tables, k, cfg: recommend_popularity(tables.users_as_of(), tables.popularity, k),
-    "genre": lambda tables, k, cfg: recommend_genre(tables.users_as_of(), tables.genre(k), k),
+    "genre": lambda tables, k, cfg: recommend_genre(tables.users_as_of(), tables.genre(), k),
     "markov": lambda tables, k, cfg: recommend_markov(tables.interactions, tables.users_as_of(), tables.chain(1),
                                                      tables.popularity, k),
     "ar2": lambda tables, k, cfg: recommend_ar2(tables.interactions, tables.users_as_of(), tables.chain(1),
                                                tables.chain(2), tables.popularity, k),
-    "hybrid": lambda tables, k, cfg: recommend_hybrid(tables.interactions, tables.chain(1), tables.popularity, k,
-                                                     cfg.hybrid.alpha),
+    "hybrid": lambda tables, k, cfg: recommend_hybrid(tables.interactions, tables.users_as_of(), tables.chain(1),
+                                                     tables.popularity, k, cfg.hybrid.alpha),
     "itemcf": lambda tables, k, cfg: recommend_itemcf(tables.interactions, tables.neighbors(), tables.popularity, k,
                                                      cfg.itemcf, tables.users_as_of()),
     "ease": lambda tables, k, cfg: recommend_ease(tables.interactions, tables.ease(), tables.popularity, k,
