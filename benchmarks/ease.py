@@ -7,8 +7,8 @@ Generates MovieLens-shaped CSVs once and runs the real ETL once (both cached, sh
 when --cache and --warehouse agree), then times the phases of recsys_spark.baselines.ease with the given settings
 (conf/baselines.yaml defaults: the 10,000 most-rated items, l2 50): the kept items (Spark), the Gram matrix X^T X
 (Spark block product, collected into a dense matrix on the driver), the closed-form solve (numpy/scipy on the
-driver), the scores of every user (driver, a block of users at a time: each user's k best candidates), and the
-ranking with popularity padding written to `recommendations` (Spark). Prints per phase: wall seconds, and the peak
+driver), and every user's scores ranked over popularity padding on the executors (B broadcast, a block of users
+at a time) and written to `recommendations` (Spark). Prints per phase: wall seconds, and the peak
 resident memory of the Python driver, of the Spark JVM (driver + executors in local mode) and of the whole process
 tree (driver, JVM and Spark's Python workers summed, sampled every 0.2 s), each reset at the phase's start.
 """
@@ -85,8 +85,7 @@ def main() -> int:
     args = p.parse_args()
 
     from recsys_spark.baselines import BaselinesConfig, TrainTables
-    from recsys_spark.baselines.common import rank_over_popularity, users_of
-    from recsys_spark.baselines.ease import ease_scores, ease_weights, gram_matrix, kept_items
+    from recsys_spark.baselines.ease import ease_weights, gram_matrix, kept_items, recommend_ease
     from recsys_spark.delta import read_table, table_path
     from recsys_spark.recommendations import write_recommendations
 
@@ -118,16 +117,13 @@ def main() -> int:
     G = phase(f"Gram ({len(kept):,} items)", lambda: gram_matrix(tables.interactions, kept))
     B = phase("solve", lambda: ease_weights(G, args.l2))
     del G
-    scores = phase(f"scores of every user (top-{args.k} candidates)",
-                   lambda: ease_scores(tables.interactions, kept, B, args.k).cache())
-    candidates = phase("candidates to Spark", scores.count)
-    del B
-    ranked = rank_over_popularity(users_of(tables.interactions), scores, tables.popularity, args.k)
-    phase(f"top-{args.k} ranked and written",
+    ranked = recommend_ease(tables.interactions, (kept, B), tables.popularity, args.k, tables.users_as_of())
+    phase(f"every user scored, top-{args.k} ranked (executors, B broadcast) and written",
           lambda: write_recommendations(ranked, warehouse, "ease", dt.date(2030, 1, 1), "bench", tables.items,
                                         tables.users))
+    del B
     rows = read_table(spark, table_path(warehouse, "recommendations")).where("model = 'ease'").count()
-    print(f"total: {sum(figures.values()):.1f} s; {candidates:,} EASE candidates, {rows:,} rows written")
+    print(f"total: {sum(figures.values()):.1f} s; {rows:,} rows written")
     tables.close()
     spark.stop()
     return 0

@@ -7,12 +7,13 @@ solves, in numpy,
     P = (G + l2 * I)^-1,    B = -P / diag(P) (column-wise),    diag(B) = 0
 
 and a user's scores over the kept items are x_u · B, x_u the user's history (train + validation items by the
-test-time view, train only by the validation-time view). Scores are computed on the driver per block of users (B
-is not shipped to the workers); each user's k best positive scores go to tier 1 (1, 2] by the user's best,
-popularity pads below (tier 0), seen items excluded, top-k in Spark: the same ranking as ItemCF's.
+test-time view, train only by the validation-time view). B is broadcast and each block of users is scored and
+ranked on the executors: the positive scores go to tier 1 (1, 2] by the user's best, popularity pads below
+(tier 0), seen items excluded: the same ranking as ItemCF's.
 
-Memory on the driver: G, then P in its place and B in P's, float64: n^2 * 8 bytes a matrix, about two at once
-during the inverse (10,000 items: 0.8 GB a matrix). The inverse costs n^3 flops.
+Memory: G, then P in its place and B in P's, float64 on the driver: n^2 * 8 bytes a matrix, about two at once
+during the inverse (10,000 items: 0.8 GB a matrix), and B once more in each Python worker. The inverse costs n^3
+flops.
 """
 from __future__ import annotations
 
@@ -20,18 +21,18 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
 from recsys_core.config import POSITIVE, Config, above, checked
-from recsys_spark.baselines.common import rank_over_popularity, train_rows, users_of
+from recsys_spark.baselines.common import CATALOGUE_ROW_BLOCK, PopularityRow, train_rows, users_of
 from recsys_spark.baselines.itemcf import binary_matrix, item_block_product
-from recsys_spark.recommendations import HISTORY_SPLITS
+from recsys_spark.blocked_topk import blocked_top_k
 
 ITEM_BLOCK = 256   # Gram rows per task
-USER_BLOCK = 1024  # users scored at once: a block's dense scores are USER_BLOCK * max_items * 8 bytes
 GRAM_COLUMNS = "item_idx int, other_idx array<int>, co_count array<int>"
-CANDIDATE_COLUMNS = "user_idx int, item_idx int, score double"
 
 
 @dataclass(frozen=True)
@@ -112,53 +113,41 @@ def fit_ease(interactions: DataFrame, config: EASEConfig) -> tuple[np.ndarray, n
     return kept, ease_weights(gram_matrix(interactions, kept), float(config.l2))
 
 
-def _block_candidates(H, B, kept: np.ndarray, user_ids: np.ndarray, k: int) -> pd.DataFrame:
-    """Each user's k best unseen positive scores (everything tied with the k-th stays) as tier-1 candidates."""
-    S = np.asarray((H @ B))
-    S[H.nonzero()] = -np.inf  # seen (the history is exactly the seen items over the kept ones)
-    out_user, out_item, out_score = [], [], []
-    for r in range(S.shape[0]):
-        s = S[r]
-        cols = np.flatnonzero(s > 0)
-        if len(cols) == 0:
-            continue
-        scores = s[cols]
-        if len(cols) > k:
-            kth = np.partition(scores, len(scores) - k)[len(scores) - k]
-            cols, scores = cols[scores >= kth], scores[scores >= kth]
-        out_user.append(np.full(len(cols), user_ids[r], np.int32))
-        out_item.append(kept[cols].astype(np.int32))
-        out_score.append(scores)
-    if not out_user:
-        return pd.DataFrame({"user_idx": np.array([], np.int32), "item_idx": np.array([], np.int32),
-                             "score": np.array([], np.float64)})
-    return pd.DataFrame({"user_idx": np.concatenate(out_user), "item_idx": np.concatenate(out_item),
-                         "score": np.concatenate(out_score)})
+def ease_block_scores(model: tuple[PopularityRow, int, np.ndarray, np.ndarray], block: pa.RecordBatch
+                      ) -> tuple[np.ndarray, np.ndarray]:
+    """blocked_top_k's score_block: x_u · B over the kept items (x_u: the user's seen items, which are their
+    history), each unseen positive score raised to tier 1 by the user's best (1 + s / best), popularity below
+    (tier 0); over the kept items' columns and the block's popularity prefix. model: (popularity, k, kept, B)."""
+    from scipy import sparse
 
-
-def ease_scores(interactions: DataFrame, kept: np.ndarray, B: np.ndarray, k: int,
-                block: int = USER_BLOCK) -> DataFrame:
-    """user_idx, item_idx, score: each user's top-k unseen x_u · B over the kept items (users with a kept item in
-    their history only). Scored on the driver a block of users at a time: B stays where it was solved rather than
-    being broadcast (max_items^2 * 8 bytes to every worker); only the k candidates a user go to Spark."""
-    spark = interactions.sparkSession
-    pairs = (interactions.where(F.col("split").isin(*HISTORY_SPLITS)).select("user_idx", "item_idx").distinct()
-             .toArrow())
-    users = pairs.column("user_idx").to_numpy().astype(np.int64)
-    items = pairs.column("item_idx").to_numpy().astype(np.int64)
+    pop, k, kept, B = model
+    seen = block.column("seen")
+    items = pc.list_flatten(seen).to_numpy(zero_copy_only=False).astype(np.int64)
+    rows = pc.list_parent_indices(seen).to_numpy(zero_copy_only=False)
     col, keep = _kept_columns(kept, items)
-    if not keep.any():
-        return spark.createDataFrame([], CANDIDATE_COLUMNS)
-    user_ids, row = np.unique(users[keep], return_inverse=True)
-    H = binary_matrix(row, col[keep], len(kept)).astype(np.float64)
-    candidates = pd.concat([_block_candidates(H[lo:lo + block], B, kept, user_ids[lo:lo + block], k)
-                            for lo in range(0, H.shape[0], block)], ignore_index=True)
-    return spark.createDataFrame(candidates, CANDIDATE_COLUMNS)
+    H = sparse.csr_matrix((np.ones(int(keep.sum())), (rows[keep], col[keep])), shape=(block.num_rows, len(kept)))
+    H.data[:] = 1.0  # an item listed twice is still one item of the history
+    S = np.asarray(H @ B)
+    S[rows[keep], col[keep]] = -np.inf
+    best = S.max(axis=1, keepdims=True, initial=-np.inf)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        tier1 = np.where(S > 0, 1.0 + S / best, -np.inf)
+    kept_columns = pop.position[kept]
+    columns = np.union1d(pop.prefix_columns(block, k), kept_columns)
+    scores = pop.block(columns, block.num_rows, k)
+    at = np.searchsorted(columns, kept_columns)
+    scores[:, at] = np.maximum(scores[:, at], tier1)
+    return scores, pop.item_ids[columns]
 
 
 def recommend_ease(interactions: DataFrame, weights: tuple[np.ndarray, np.ndarray], popularity: DataFrame, k: int,
                    users: DataFrame | None = None) -> DataFrame:
-    """users: user_idx, seen of this view (common.seen_as_of; default: collected from `interactions`)."""
+    """users: user_idx, seen of this view (common.seen_as_of; default: collected from `interactions`).
+
+    Scored and ranked on the executors, a block of users at a time (blocked_topk): B is broadcast once
+    (max_items^2 * 8 bytes to each Python worker), and no per-pair candidate rows are shuffled."""
     kept, B = weights
     users = users_of(interactions) if users is None else users
-    return rank_over_popularity(users, ease_scores(interactions, kept, B, k), popularity, k)
+    pop = PopularityRow.of(popularity)
+    return blocked_top_k(users, (pop, k, kept, B), ease_block_scores, pop.item_ids, k,
+                         block_size=CATALOGUE_ROW_BLOCK)
