@@ -20,7 +20,7 @@ if ! java -version 2>&1 | grep -qE 'version "17'; then
 fi
 
 # Spark MLlib's ALS solves a small linear system per user and item with BLAS/LAPACK; without a native library it
-# falls back to Java code. A native OpenBLAS took the 25M fit's iterations from ~150 s to ~50 s here (docs/BENCHMARKS.md).
+# logs "Failed to load implementation" and runs Java code, slower until the JIT has warmed up (docs/BENCHMARKS.md).
 if ! ldconfig -p 2>/dev/null | grep -q 'liblapack\.so\.3 '; then
   if command -v apt-get >/dev/null 2>&1; then
     echo "setup: no native BLAS/LAPACK for Spark's ALS; installing libopenblas0-pthread" >&2

@@ -167,7 +167,7 @@ def test_ml_small_random_split_rmse(spark, ml_small_warehouse):
 
 def test_spark_loads_the_native_lapack_that_setup_installs(spark):
     """scripts/setup.sh installs OpenBLAS where the system has no liblapack.so.3: MLlib's ALS must then run its
-    per-user solves in it, not in the Java fallback (about 3x slower at 25M, docs/BENCHMARKS.md)."""
+    per-user solves in it, not in the Java fallback (a 2-iteration 25M fit: 305 s against 193 s, docs/BENCHMARKS.md)."""
     import ctypes.util
 
     if ctypes.util.find_library("lapack") is None or ctypes.util.find_library("blas") is None:
