@@ -47,7 +47,7 @@ def demo_overrides(ratings_csv: Path | None = None, script: Path = REPO / "scrip
     text = script.read_text()
 
     def array(name: str) -> list[str]:
-        found = re.search(rf"^{name}=\((.*)\)\s*$", text, re.MULTILINE)
+        found = re.search(rf"^{name}=\(([^)]*)\)\s*$", text, re.MULTILINE)  # may span lines
         if not found:
             raise SystemExit(f"error: {script} has no {name}=(...) line to take the demo's overrides from")
         return shlex.split(found.group(1))

@@ -24,10 +24,22 @@ def test_the_demo_overrides_are_demo_shs_and_grow_above_its_large_size(tmp_path)
         handle.truncate(limit + 1)
     overrides = nightly.demo_overrides(small)
     assert overrides and all("=" in o for o in overrides)
-    assert f"DEMO=({' '.join(overrides)})" in script
+    assert overrides == bash_array(script, "DEMO")
     extra = nightly.demo_overrides(large)[len(overrides):]
     assert nightly.demo_overrides(large)[: len(overrides)] == overrides
-    assert extra and f"DEMO_LARGE=({' '.join(extra)})" in script
+    assert extra and extra == bash_array(script, "DEMO_LARGE")
+    assert "pipeline.torch_models=[sasrec,ss4rec,lightgcn]" in extra  # quoted, over two lines: as bash reads them
+
+
+def bash_array(script: str, name: str) -> list[str]:
+    """The values bash itself gives the array `name` that demo.sh defines."""
+    import re
+    import subprocess
+
+    definition = re.search(rf"^{name}=\([^)]*\)", script, re.MULTILINE).group(0)
+    printed = subprocess.run(["bash", "-c", f'{definition}\nprintf "%s\\n" "${{{name}[@]}}"'],
+                             capture_output=True, text=True, check=True)
+    return printed.stdout.splitlines()
 
 
 def test_sizes_keep_ml25ms_shape():
