@@ -24,7 +24,8 @@ fi
 if ! ldconfig -p 2>/dev/null | grep -q 'liblapack\.so\.3 '; then
   if command -v apt-get >/dev/null 2>&1; then
     echo "setup: no native BLAS/LAPACK for Spark's ALS; installing libopenblas0-pthread" >&2
-    $SUDO apt-get update -qq && $SUDO apt-get install -y -qq libopenblas0-pthread >/dev/null
+    { $SUDO apt-get update -qq && $SUDO apt-get install -y -qq libopenblas0-pthread >/dev/null; } ||
+      echo "setup: could not install libopenblas0-pthread: Spark's ALS will use its slower Java code" >&2
   else
     echo "setup: no native BLAS/LAPACK (libblas.so.3, liblapack.so.3) found: Spark's ALS will use its slower Java code" >&2
   fi
