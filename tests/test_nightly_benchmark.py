@@ -28,7 +28,7 @@ def test_the_demo_overrides_are_demo_shs_and_grow_above_its_large_size(tmp_path)
     extra = nightly.demo_overrides(large)[len(overrides):]
     assert nightly.demo_overrides(large)[: len(overrides)] == overrides
     assert extra and extra == bash_array(script, "DEMO_LARGE")
-    assert "pipeline.torch_models=[sasrec,ss4rec,lightgcn]" in extra  # quoted, over two lines: as bash reads them
+    assert "pipeline.torch_models=[sasrec,ss4rec]" in extra  # quoted, over two lines: as bash reads them
 
 
 def bash_array(script: str, name: str) -> list[str]:
