@@ -87,6 +87,18 @@ def written_partitions(warehouse: Path) -> set[tuple[str, str]]:
     return {(p["model"], p["run_date"]) for p in deltalake.DeltaTable(str(warehouse / "recommendations")).partitions()}
 
 
+def served_models(warehouse: Path) -> dict[str, dt.date]:
+    """model -> run date of the list the server serves, from a nightly's warehouse: the models of its last published
+    run with a list (a list written but never published, e.g. a model since dropped from the plan, is not served)."""
+    from recsys_core.published import latest_published
+
+    run = latest_published(warehouse)
+    if run is None:
+        raise SystemExit(f"error: {warehouse} has no published run (`recsys publish` ends the nightly): "
+                         "nothing to serve")
+    return {m.model: m.run_date for m in run.models if m.served}
+
+
 def run(cmd: list[str], what: str, env=None) -> None:
     started = time.perf_counter()
     subprocess.run(cmd, cwd=REPO, check=True, env=env)
@@ -162,7 +174,8 @@ def write_metric_rows(warehouse: Path, models: list[str]) -> None:
 
 # ---- the readers -------------------------------------------------------------------------------------------
 
-def compare_readers(warehouse: Path, model: str, users: np.ndarray, lookups: int = 200) -> dict:
+def compare_readers(warehouse: Path, model: str, users: np.ndarray, run_date: dt.date = RUN_DATE,
+                    lookups: int = 200) -> dict:
     """The measurement behind the server's reader: one model's partition (users x 100 rows, and its run ids) loaded
     whole into numpy by DuckDB's delta extension and, when it is installed, by polars' scan_delta (alternately,
     twice each, the faster kept), and one user's list asked per request from DuckDB (the alternative to holding
@@ -177,13 +190,13 @@ def compare_readers(warehouse: Path, model: str, users: np.ndarray, lookups: int
     where = "WHERE model = ? AND run_date = ?"
 
     def duckdb_partition() -> np.ndarray:
-        wh.query("SELECT DISTINCT run_id FROM {r} " + where, [model, RUN_DATE], r="recommendations")
-        return wh.query("SELECT userId, rank, movieId, score FROM {r} " + where, [model, RUN_DATE],
+        wh.query("SELECT DISTINCT run_id FROM {r} " + where, [model, run_date], r="recommendations")
+        return wh.query("SELECT userId, rank, movieId, score FROM {r} " + where, [model, run_date],
                         r="recommendations")["userId"]
 
     def polars_partition() -> np.ndarray:
         rows = pl.scan_delta(str(warehouse / "recommendations")).filter(
-            (pl.col("model") == model) & (pl.col("run_date") == RUN_DATE))
+            (pl.col("model") == model) & (pl.col("run_date") == run_date))
         rows.select(pl.col("run_id").unique()).collect()
         frame = rows.select("userId", "rank", "movieId", "score").collect()
         return {c: frame[c].to_numpy() for c in frame.columns}["userId"]
@@ -201,7 +214,7 @@ def compare_readers(warehouse: Path, model: str, users: np.ndarray, lookups: int
     started = time.perf_counter()
     for user in sample:
         wh.query("SELECT rank, movieId, score FROM {r} " + where + " AND userId = ? ORDER BY rank LIMIT 10",
-                 [model, RUN_DATE, int(user)], r="recommendations")
+                 [model, run_date, int(user)], r="recommendations")
     figures["duckdb_per_request_ms"] = round((time.perf_counter() - started) / lookups * 1000, 1)
     order = np.argsort(user_ids, kind="stable")
     sorted_users = user_ids[order]
@@ -531,15 +544,18 @@ def main(argv=None) -> int:
         return realtime_main(args)
     warehouse = Path(args.warehouse)
     if args.nightly:
-        args.models = sorted({model for model, _ in written_partitions(warehouse)}, key=lambda m: (m == "sasrec", m))
+        served = served_models(warehouse)
+        args.models = sorted(served, key=lambda m: (m == "sasrec", m))
         args.no_reload = True  # the reload phase commits and deletes a run date: not in a nightly's warehouse
-        print(f"the nightly's warehouse {warehouse}: {len(args.models)} models' lists")
+        print(f"the nightly's warehouse {warehouse}: {len(args.models)} models served, "
+              f"lists of {sorted(str(d) for d in set(served.values()))}")
     else:
         build_warehouse(args)
     users, movies = warehouse_ids(warehouse)
     if not args.nightly:
         remove_new_run_date(warehouse, args.models[0])  # a previous run's hot-reload date
-    readers = None if args.no_readers else compare_readers(warehouse, args.models[0], users)
+    readers = None if args.no_readers else compare_readers(warehouse, args.models[0], users,
+                                                           served[args.models[0]] if args.nightly else RUN_DATE)
     if readers:
         print(f"readers: {json.dumps(readers)}")
 

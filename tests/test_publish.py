@@ -161,6 +161,7 @@ def test_the_server_reads_only_published_snapshots(tmp_path):
     # Tonight's ETL and one model's list land, commit by commit; nothing is published yet.
     write_etl(root, n_users=N_USERS - 50)
     write_lists(root, "popularity", D2, hit_rank=1)  # as good as D1's: published
+    write_lists(root, "als", D2, hit_rank=1)  # a model not in the plan: written, never published, never served
     assert store.refresh() is False
     snap = store.snapshot
     assert snap is first and len(snap.histories.user_ids) == N_USERS
@@ -174,6 +175,12 @@ def test_the_server_reads_only_published_snapshots(tmp_path):
     assert len(snap.histories.user_ids) == N_USERS - 50
     assert {m: lists.run_date for m, lists in snap.latest.items()} == {"popularity": D2, "markov": D1}
     store.warehouse.close()
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    try:
+        from serve_load import served_models  # what the serving benchmark loads in --nightly mode: the same lists
+    finally:
+        sys.path.remove(str(REPO / "benchmarks"))
+    assert served_models(root) == {"popularity": D2, "markov": D1}
 
     with TestClient(create_app(root, reload_interval=0)) as client:
         health = client.get("/health").json()
