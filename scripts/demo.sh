@@ -22,8 +22,8 @@ DEMO=(train.max_steps=600 ss4rec.expand=1 ss4rec.state_size=16 ss4rec.time_state
 # validates on 5,000 users (NDCG@10 to about +-0.003); benchmarks/results/nightly-25m.json has what each step costs.
 # Three models are left out there, each the weakest of its kind on ml-latest-small (docs/RESULTS.md) and the most
 # expensive at this size on 2 cores: NCF, whose full ranking runs its MLP on all 9.6e9 (user, item) pairs (61 min;
-# a GPU does it in about a minute), LightGCN, whose training step gathers the graph rows of its batch's popular items
-# (8.6 s a step here: 600 steps take 86 min), and explicit ALS, an RMSE model whose list is a quarter of popularity's
+# a GPU does it in about a minute), LightGCN, whose training step over the 25M-edge graph takes 8.6 s
+# here (600 steps: 86 min), and explicit ALS, an RMSE model whose list is a quarter of popularity's
 # NDCG@10 (its fit and top-N: 21 min). Put them back after the script's name: "pipeline.torch_models=[ncf,sasrec,
 # ss4rec,lightgcn]" "pipeline.spark_models=[als,als_implicit,popularity,genre,markov,ar2,hybrid,itemcf,ease,ensemble]".
 LARGE_BYTES=100000000
