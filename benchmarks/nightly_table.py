@@ -4,8 +4,9 @@
     .venv/bin/python benchmarks/nightly_table.py benchmarks/results/nightly-{1m,5m,25m}.json --plot docs/img/nightly-growth.png
 
 One file: every step with its seconds, peak RSS of its process tree, rows and the load average while it ran, then
-the total. Several files: the growth table, one column of seconds per size (ratings), and with --plot a log-log plot
-of each step's seconds against the ratings, with the linear-growth slope drawn for reference.
+the total. Several files: the growth table, one column of seconds per size (ratings) and each step's growth exponent
+b (seconds ~ ratings^b from the smallest size to the largest: 1 is linear), and with --plot a log-log plot of each
+step's seconds against the ratings, with the linear-growth slope drawn for reference.
 """
 from __future__ import annotations
 
@@ -39,16 +40,32 @@ def one_run(run: dict) -> str:
     return "\n".join(lines)
 
 
+def exponent(sizes: list[int], times: list[float]) -> float | None:
+    """b in seconds ~ ratings^b between the smallest and largest size: 1 is linear, below 1 sublinear."""
+    import math
+
+    if len(sizes) < 2 or min(times) <= 0 or sizes[0] == sizes[-1]:
+        return None
+    return math.log(times[-1] / times[0]) / math.log(sizes[-1] / sizes[0])
+
+
 def growth(runs: list[dict]) -> str:
+    """One column of seconds per size, and each step's growth exponent from the smallest size to the largest."""
     runs = sorted(runs, key=lambda r: r["ratings"])
     steps = list(dict.fromkeys(s["step"] for r in runs for s in r["steps"]))
     per = [seconds(r) for r in runs]
-    head = "| step | " + " | ".join(f"{r['ratings'] / 1e6:g}M ratings (s)" for r in runs) + " |"
-    lines = [head, "|---|" + "---:|" * len(runs)]
+    head = "| step | " + " | ".join(f"{r['ratings'] / 1e6:g}M ratings (s)" for r in runs) + " | growth exponent |"
+    lines = [head, "|---|" + "---:|" * (len(runs) + 1)]
+
+    def row(name: str, times: list[float | None]) -> list[str]:
+        present = [(r["ratings"], t) for r, t in zip(runs, times) if t is not None]
+        b = exponent([n for n, _ in present], [t for _, t in present])
+        return ["–" if t is None else f"{t:,.0f}" for t in times] + ["–" if b is None else f"{b:.2f}"]
+
     for step in steps:
-        cells = [f"{p[step]:,.0f}" if step in p else "–" for p in per]
-        lines.append(f"| {step} | " + " | ".join(cells) + " |")
-    lines.append("| **total** | " + " | ".join(f"**{sum(p.values()):,.0f}**" for p in per) + " |")
+        lines.append(f"| {step} | " + " | ".join(row(step, [p.get(step) for p in per])) + " |")
+    totals = row("total", [sum(p.values()) for p in per])
+    lines.append("| **total** | " + " | ".join(f"**{c}**" for c in totals) + " |")
     return "\n".join(lines)
 
 

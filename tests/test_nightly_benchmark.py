@@ -13,6 +13,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "benchmarks"))
 
 import nightly  # noqa: E402
+import nightly_table  # noqa: E402
 
 
 def test_the_demo_overrides_are_demo_shs_and_grow_above_its_large_size(tmp_path):
@@ -67,3 +68,18 @@ def test_step_memory_sums_the_steps_process_tree():
     finally:
         os.killpg(parent.pid, signal.SIGKILL)
         parent.wait()
+
+
+def test_the_growth_table_gives_each_steps_exponent_and_the_plot_is_drawn(tmp_path):
+    def run(ratings: int, steps: dict[str, float]) -> dict:
+        return {"ratings": ratings, "steps": [{"step": s, "status": "ran", "seconds": v} for s, v in steps.items()]}
+
+    runs = [run(25_000_000, {"etl": 250.0, "train": 100.0, "ease": 60.0}), run(1_000_000, {"etl": 10.0, "train": 100.0})]
+    table = nightly_table.growth(runs).splitlines()
+    assert table[0] == "| step | 1M ratings (s) | 25M ratings (s) | growth exponent |"  # sorted by size
+    assert "| etl | 10 | 250 | 1.00 |" in table  # linear
+    assert "| train | 100 | 100 | 0.00 |" in table  # a step budget: flat
+    assert "| ease | – | 60 | – |" in table  # one size: no exponent
+    assert table[-1] == "| **total** | **110** | **410** | **0.41** |"
+    nightly_table.plot(runs, tmp_path / "growth.png")
+    assert (tmp_path / "growth.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
