@@ -4,9 +4,9 @@
     .venv/bin/python benchmarks/nightly_table.py benchmarks/results/nightly-{1m,5m,25m}.json --plot docs/img/nightly-growth.png
 
 One file: every step with its seconds, peak RSS of its process tree, rows and the load average while it ran, then
-the total. Several files: the growth table, one column of seconds per size (ratings) and each step's growth exponent
-b (seconds ~ ratings^b from the smallest size to the largest: 1 is linear), and with --plot a log-log plot of each
-step's seconds against the ratings, with the linear-growth slope drawn for reference.
+the total. Several files: the growth table, one column of seconds per size (ratings), the largest size's peak RSS
+and each step's growth exponent b (seconds ~ ratings^b from the smallest size to the largest: 1 is linear), and with
+--plot a log-log plot of each step's seconds against the ratings, with the linear-growth slope drawn for reference.
 """
 from __future__ import annotations
 
@@ -50,21 +50,27 @@ def exponent(sizes: list[int], times: list[float]) -> float | None:
 
 
 def growth(runs: list[dict]) -> str:
-    """One column of seconds per size, and each step's growth exponent from the smallest size to the largest."""
+    """One column of seconds per size, the largest size's peak RSS, and each step's growth exponent from the
+    smallest size to the largest."""
     runs = sorted(runs, key=lambda r: r["ratings"])
     steps = list(dict.fromkeys(s["step"] for r in runs for s in r["steps"]))
     per = [seconds(r) for r in runs]
-    head = "| step | " + " | ".join(f"{r['ratings'] / 1e6:g}M ratings (s)" for r in runs) + " | growth exponent |"
-    lines = [head, "|---|" + "---:|" * (len(runs) + 1)]
+    largest = {s["step"]: s.get("peak_rss_gb") for s in runs[-1]["steps"]}
+    sizes = [f"{r['ratings'] / 1e6:.3g}M" for r in runs]
+    head = ("| step | " + " | ".join(f"{size} ratings (s)" for size in sizes)
+            + f" | peak RSS at {sizes[-1]} (GB) | growth exponent |")
+    lines = [head, "|---|" + "---:|" * (len(runs) + 2)]
 
-    def row(name: str, times: list[float | None]) -> list[str]:
+    def row(times: list[float | None], peak: float | None) -> list[str]:
         present = [(r["ratings"], t) for r, t in zip(runs, times) if t is not None]
         b = exponent([n for n, _ in present], [t for _, t in present])
-        return ["–" if t is None else f"{t:,.0f}" for t in times] + ["–" if b is None else f"{b:.2f}"]
+        return (["–" if t is None else f"{t:,.0f}" for t in times] + ["–" if peak is None else f"{peak:.2f}"]
+                + ["–" if b is None else f"{b:.2f}"])
 
     for step in steps:
-        lines.append(f"| {step} | " + " | ".join(row(step, [p.get(step) for p in per])) + " |")
-    totals = row("total", [sum(p.values()) for p in per])
+        lines.append(f"| {step} | " + " | ".join(row([p.get(step) for p in per], largest.get(step))) + " |")
+    peaks = [v for v in largest.values() if v is not None]
+    totals = row([sum(p.values()) for p in per], max(peaks) if peaks else None)
     lines.append("| **total** | " + " | ".join(f"**{c}**" for c in totals) + " |")
     return "\n".join(lines)
 

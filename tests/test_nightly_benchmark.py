@@ -72,14 +72,17 @@ def test_step_memory_sums_the_steps_process_tree():
 
 def test_the_growth_table_gives_each_steps_exponent_and_the_plot_is_drawn(tmp_path):
     def run(ratings: int, steps: dict[str, float]) -> dict:
-        return {"ratings": ratings, "steps": [{"step": s, "status": "ran", "seconds": v} for s, v in steps.items()]}
+        return {"ratings": ratings, "steps": [{"step": s, "status": "ran", "seconds": v, "peak_rss_gb": v / 100}
+                                              for s, v in steps.items()]}
 
-    runs = [run(25_000_000, {"etl": 250.0, "train": 100.0, "ease": 60.0}), run(1_000_000, {"etl": 10.0, "train": 100.0})]
+    runs = [run(25_000_000, {"etl": 250.0, "train": 100.0, "ease": 60.0}),
+            run(1_000_000, {"etl": 10.0, "train": 100.0})]
     table = nightly_table.growth(runs).splitlines()
-    assert table[0] == "| step | 1M ratings (s) | 25M ratings (s) | growth exponent |"  # sorted by size
-    assert "| etl | 10 | 250 | 1.00 |" in table  # linear
-    assert "| train | 100 | 100 | 0.00 |" in table  # a step budget: flat
-    assert "| ease | – | 60 | – |" in table  # one size: no exponent
-    assert table[-1] == "| **total** | **110** | **410** | **0.41** |"
+    # sorted by size; the peak RSS is the largest run's
+    assert table[0] == "| step | 1M ratings (s) | 25M ratings (s) | peak RSS at 25M (GB) | growth exponent |"
+    assert "| etl | 10 | 250 | 2.50 | 1.00 |" in table  # linear
+    assert "| train | 100 | 100 | 1.00 | 0.00 |" in table  # a step budget: flat
+    assert "| ease | – | 60 | 0.60 | – |" in table  # one size: no exponent
+    assert table[-1] == "| **total** | **110** | **410** | **2.50** | **0.41** |"
     nightly_table.plot(runs, tmp_path / "growth.png")
     assert (tmp_path / "growth.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
