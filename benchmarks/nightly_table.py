@@ -85,12 +85,16 @@ def plot(runs: list[dict], out: Path) -> None:
     ratings = [r["ratings"] for r in runs]
     per = [seconds(r) for r in runs]
     figure, axis = plt.subplots(figsize=(9, 6))
-    for step in dict.fromkeys(s for p in per for s in p):
+    colours = plt.get_cmap("tab20")
+    for i, step in enumerate(dict.fromkeys(s for p in per for s in p)):
         xs = [n for n, p in zip(ratings, per) if step in p]
         if len(xs) > 1:
-            axis.plot(xs, [p[step] for p in per if step in p], marker="o", label=step)
-    low = min(ratings)
-    axis.plot([low, max(ratings)], [10, 10 * max(ratings) / low], "k--", linewidth=1, label="linear (slope 1)")
+            axis.plot(xs, [p[step] for p in per if step in p], marker="os^D"[i % 4], color=colours(i % 20),
+                      label=step)
+    low, high = min(ratings), max(ratings)
+    axis.plot([low, high], [10, 10 * high / low], "k--", linewidth=1, label="linear (slope 1)")
+    # a full ranking scores users x items: both grow with the ratings in the generator (items as its square root)
+    axis.plot([low, high], [10, 10 * (high / low) ** 1.5], "k:", linewidth=1, label="users x items (slope 1.5)")
     axis.set(xscale="log", yscale="log", xlabel="ratings", ylabel="seconds", title="nightly step time vs data size")
     axis.legend(fontsize=7, ncol=2)
     figure.tight_layout()
