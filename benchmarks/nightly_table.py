@@ -6,7 +6,8 @@
 One file: every step with its seconds, peak RSS of its process tree, rows and the load average while it ran, then
 the total. Several files: the growth table, one column of seconds per size (ratings), the largest size's peak RSS
 and each step's growth exponent b (seconds ~ ratings^b from the smallest size to the largest: 1 is linear), and with
---plot a log-log plot of each step's seconds against the ratings, with the linear-growth slope drawn for reference.
+--plot a log-log plot of each step's seconds against the ratings, with the linear and the users × items slopes drawn
+for reference.
 """
 from __future__ import annotations
 

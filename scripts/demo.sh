@@ -20,12 +20,13 @@ DEMO=(train.max_steps=600 ss4rec.expand=1 ss4rec.state_size=16 ss4rec.time_state
 # reads: 162k users x 200 positions in every top-N and 20,000 x 200 in every validation. On 2 CPU cores that alone
 # would take hours, so the CPU demo reads the last 50 items (the SASRec paper's length for its sparser sets) and
 # validates on 5,000 users (NDCG@10 to about +-0.003); benchmarks/results/nightly-25m.json has what each step costs.
-# Three models are left out there, each the weakest of its kind on ml-latest-small (docs/RESULTS.md) and the most
-# expensive at this size on 2 cores: NCF, whose full ranking runs its MLP on all 9.6e9 (user, item) pairs (61 min;
-# a GPU does it in about a minute), LightGCN, whose training step over the 25M-edge graph takes 8.6 s
-# here (600 steps: 86 min), and explicit ALS, an RMSE model whose list is a quarter of popularity's
-# NDCG@10 (its fit and top-N: 21 min). Put them back after the script's name: "pipeline.torch_models=[ncf,sasrec,
-# ss4rec,lightgcn]" "pipeline.spark_models=[als,als_implicit,popularity,genre,markov,ar2,hybrid,itemcf,ease,ensemble]".
+# Three models are left out there, the three learned models with the lowest NDCG@10 on ml-latest-small
+# (docs/RESULTS.md) and the most expensive at this size on 2 cores: NCF, whose full ranking runs its MLP on all
+# 9.6e9 (user, item) pairs (61 min; a GPU does it in about a minute), LightGCN, whose training step over the
+# 25M-edge graph takes 8.6 s here (600 steps: 86 min), and explicit ALS, an RMSE model whose list is a quarter of
+# popularity's NDCG@10 (its fit and top-N: 21 min). Put them back after the script's name:
+# "pipeline.torch_models=[ncf,sasrec,ss4rec,lightgcn]"
+# "pipeline.spark_models=[als,als_implicit,popularity,genre,markov,ar2,hybrid,itemcf,ease,ensemble]".
 LARGE_BYTES=100000000
 DEMO_LARGE=(sequences.max_len=50 train.eval_rows=5000 "pipeline.torch_models=[sasrec,ss4rec]"
   "pipeline.spark_models=[als_implicit,popularity,genre,markov,ar2,hybrid,itemcf,ease,ensemble]")
