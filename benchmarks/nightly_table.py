@@ -17,8 +17,21 @@ import sys
 from pathlib import Path
 
 
+REQUIRED = {"ratings", "steps", "total_seconds"}  # what benchmarks/nightly.py writes and the tables read
+
+
 def load(path: str) -> dict:
-    return json.loads(Path(path).read_text())
+    """A file benchmarks/nightly.py wrote; anything else is one line naming the file and what is wrong."""
+    try:
+        run = json.loads(Path(path).read_text())
+    except OSError as exc:
+        raise SystemExit(f"error: {path}: {exc.strerror}") from None
+    except json.JSONDecodeError as exc:
+        raise SystemExit(f"error: {path}: not JSON (line {exc.lineno}: {exc.msg})") from None
+    missing = sorted(REQUIRED - set(run)) if isinstance(run, dict) else sorted(REQUIRED)
+    if missing:
+        raise SystemExit(f"error: {path}: not a benchmarks/nightly.py result (no {', '.join(missing)})")
+    return run
 
 
 def seconds(run: dict) -> dict[str, float]:

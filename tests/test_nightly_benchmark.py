@@ -86,3 +86,15 @@ def test_the_growth_table_gives_each_steps_exponent_and_the_plot_is_drawn(tmp_pa
     assert table[-1] == "| **total** | **110** | **410** | **2.50** | **0.41** |"
     nightly_table.plot(runs, tmp_path / "growth.png")
     assert (tmp_path / "growth.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_the_table_names_a_file_it_cannot_read(tmp_path):
+    import pytest
+
+    (tmp_path / "other.json").write_text('{"x": 1}')
+    (tmp_path / "broken.json").write_text('{"ratings": ')
+    for name, says in [("missing.json", "No such file"), ("other.json", "no ratings, steps, total_seconds"),
+                       ("broken.json", "not JSON (line 1")]:
+        with pytest.raises(SystemExit) as exc:
+            nightly_table.load(str(tmp_path / name))
+        assert str(exc.value).startswith(f"error: {tmp_path / name}: ") and says in str(exc.value)
