@@ -327,3 +327,29 @@ def test_movies_by_title(served):
     assert body["movies"][0]["title"].casefold().startswith("toy story")
     assert client.get("/movies", params={"q": "no such title at all"}).json() == {"movies": [], "total": 0}
     one_line_error(client.get("/movies", params={"q": ""}), 422)
+
+
+@pytest.mark.parametrize("path, params, model", [
+    ("/users/1/recommendations", {"model": "markov", "k": 10}, "Recommendations"),
+    ("/users/1/recommendations", {"model": "popularity", "run_date": EARLIER.isoformat()}, "Recommendations"),
+    ("/items/1/similar", {"model": "als", "k": 5}, "Similar"),
+])
+def test_the_bodies_written_without_validation_are_exactly_their_response_models(served, path, params, model):
+    """These two endpoints write their JSON themselves (recsys_serve.api.shaped_json): the body has every field of
+    its response model, no other, each of its type, as FastAPI's validated path would have written it."""
+    from recsys_serve import responses as r
+
+    client, _ = served
+    response = client.get(path, params=params)
+    assert response.status_code == 200 and response.headers["content-type"] == "application/json"
+    validated = getattr(r, model).model_validate_json(response.content, strict=False)
+    assert validated.model_dump(mode="json") == response.json()
+
+
+def test_a_body_the_serializer_cannot_write_goes_through_fastapis_validation():
+    from recsys_serve.api import shaped_json
+
+    assert shaped_json({"run_date": dt.date(2026, 1, 2), "score": float("nan")}).body == \
+        b'{"run_date":"2026-01-02","score":null}'  # a NaN as the response models write it
+    odd = {"value": object()}
+    assert shaped_json(odd) is odd
