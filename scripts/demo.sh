@@ -12,7 +12,7 @@ if [ -z "$DATA" ]; then
   [ -f "$DATA/ratings.csv" ] || .venv/bin/recsys generate --out "$DATA" --users 2000 --items 3000 --ratings 200000 --seed 7
 fi
 echo "demo: data from $DATA"
-# CPU-sized training so the whole run takes about 20 minutes on 2 cores: 600 optimizer steps per torch model instead of
+# CPU-sized training so the whole run takes 14-20 minutes on 2 cores: 600 optimizer steps per torch model instead of
 # the default 1,500, and a narrower SS4Rec (selective-scan expand 1, state 16 instead of the paper's 2 and 32).
 # On a GPU node drop these overrides.
 DEMO=(train.max_steps=600 ss4rec.expand=1 ss4rec.state_size=16 ss4rec.time_state_size=16)
