@@ -12,6 +12,7 @@ import argparse
 import logging
 import os
 import re
+import signal
 import socket
 import subprocess
 import sys
@@ -67,8 +68,20 @@ def failure_line(stderr: str, returncode: int, log_path: Path) -> tuple[str, int
 def launch(argv: list[str], launcher_args: list[str], log_path: Path, env: dict[str, str]) -> int:
     cmd = [sys.executable, "-m", "torch.distributed.run", *launcher_args, str(Path(__file__).resolve()), *argv]
     log_path.parent.mkdir(parents=True, exist_ok=True)
-    with log_path.open("w") as log:  # written as the workers go (tail -f), kept if the launcher is killed
-        returncode = subprocess.run(cmd, stderr=log, env={**os.environ, **env}).returncode
+    # written as the workers go (tail -f), kept if the launcher is killed
+    with log_path.open("w") as log, subprocess.Popen(cmd, stderr=log, env={**os.environ, **env}) as agent:
+        # A SIGTERM or SIGHUP sent to the launcher alone would leave the agent training on: pass it on, and the
+        # agent stops its ranks. (SIGINT: as with subprocess.run, the agent is killed and its ranks go with it.)
+        previous = {sig: signal.signal(sig, lambda signum, _: agent.send_signal(signum))
+                    for sig in (signal.SIGTERM, signal.SIGHUP)}
+        try:
+            returncode = agent.wait()
+        except BaseException:
+            agent.kill()
+            raise
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
     if returncode == 0:
         return 0
     line, code = failure_line(log_path.read_text(errors="replace"), returncode, log_path)
@@ -78,10 +91,14 @@ def launch(argv: list[str], launcher_args: list[str], log_path: Path, env: dict[
 
 @guarded
 def main(argv: list[str] | None = None) -> int:
+    parent = os.getppid()  # under torchrun the elastic agent: read before the slow imports below
     from recsys_torch.data import read_meta, sequences_dir
     from recsys_torch.errors import RecsysError
+    from recsys_torch.runtime import exit_with_launcher
     from recsys_torch.train import TrainConfig, train
 
+    if under_torchrun():
+        exit_with_launcher(parent)
     argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_intermixed_args(argv)
     overrides = list(args.overrides)

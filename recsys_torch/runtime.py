@@ -2,8 +2,13 @@
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import os
 import random
+import signal
+import sys
+import threading
+import time
 from dataclasses import dataclass
 
 import numpy as np
@@ -24,6 +29,40 @@ class DistEnv:
     @property
     def is_main(self) -> bool:
         return self.rank == 0
+
+
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
+
+
+def exit_with_launcher(launcher: int) -> None:
+    """End this rank when `launcher`, its parent (torchrun's elastic agent), dies.
+
+    The agent starts every worker in a session of its own (start_new_session=True), so a signal to the launcher's
+    process group never reaches the ranks, and an agent killed with SIGKILL cannot stop them: they would train on,
+    writing into the warehouse of a run that was killed. `launcher` is the parent pid read as early as the rank
+    could, before its slow imports: if the agent died before this call, the parent is already another process."""
+    if not _kill_on_parent_death():
+        threading.Thread(target=_exit_when_parent_changes, args=(launcher,), name="exit-with-launcher",
+                         daemon=True).start()
+    if os.getppid() != launcher:
+        os._exit(1)
+
+
+def _kill_on_parent_death() -> bool:
+    """Linux: SIGKILL from the kernel when the parent exits (strictly, the parent's thread that started this
+    process: the agent's main thread). False where prctl is not available."""
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        return ctypes.CDLL(None).prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) == 0
+    except (OSError, AttributeError):
+        return False
+
+
+def _exit_when_parent_changes(launcher: int, every_s: float = 0.5) -> None:
+    while os.getppid() == launcher:
+        time.sleep(every_s)
+    os._exit(1)
 
 
 def pick_device(preference: str = "auto") -> torch.device:
