@@ -11,12 +11,12 @@ from jobs.config import load_config, qualify, section
 from recsys_core.errors import ConfigError, RecsysError
 
 
-def guarded(main: Callable[[Sequence[str] | None], int]) -> Callable[[Sequence[str] | None], int]:
+def guarded(main: Callable[..., int]) -> Callable[..., int]:
     """Run `main`; an error the user can act on (it carries `exit_code`) prints one line instead of a stack trace."""
 
-    def run(argv: Sequence[str] | None = None) -> int:
+    def run(argv: Sequence[str] | None = None, **kwargs) -> int:
         try:
-            return main(argv) or 0
+            return main(argv, **kwargs) or 0
         except Exception as exc:  # noqa: BLE001 - user errors carry exit_code (RecsysError, recsys_data's, the server's)
             code = getattr(exc, "exit_code", None)
             if code is None:

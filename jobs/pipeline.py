@@ -23,6 +23,7 @@ import functools
 import shlex
 import sys
 from pathlib import Path
+from typing import Callable
 
 if __package__ in (None, ""):  # run as a script (`python jobs/pipeline.py`): the repo root on sys.path
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -195,8 +196,11 @@ def print_plan(launcher: str, args: argparse.Namespace, run_date: dt.date, resol
 
 
 @guarded
-def main(argv=None) -> int:
+def main(argv=None, runner: Callable | None = None) -> int:
+    """`recsys pipeline`. `runner(step, log, env)` replaces how each step is started (default: its own process, as
+    `--print-plan` prints it); the tests pass jobs.steps.run_in_process to run a whole nightly on their JVM."""
     args = parse(argv)
+    args.runner = runner
     layer = run_layer(args.config, args.overrides)
 
     def resolve(sections):
@@ -248,8 +252,8 @@ def run_nightly(args, cfg, layer, resolve, pipe, run_date, data, warehouse, cons
         style = {"ran": "green", "skipped": "dim", "failed": "red", "not run": "yellow"}[result.status]
         console.print(f"[{style}]{result.status:>7}[/] {result.name:<20} {result.seconds:7.1f}s")
 
-    runner = run_child
-    if args.launcher == "cluster":  # the executors' code, built from these sources before the first step
+    runner = args.runner or run_child
+    if args.launcher == "cluster" and args.runner is None:  # the executors' code, built from these sources before the first step
         from jobs.ship import build
 
         command = step_command("cluster", resolve, str(build()), run_date.isoformat())

@@ -20,7 +20,8 @@ from recsys_spark.retention import RetentionConfig  # noqa: E402
 
 
 def _under_pipeline(warehouse: Path) -> bool:
-    """Run as a step of the nightly that holds this warehouse's lock (our parent)."""
+    """Run as a step of the nightly that holds this warehouse's lock: our parent, or this very process when the
+    pipeline runs its steps in-process (jobs.steps.run_in_process)."""
     import json
 
     from jobs.runlock import lock_path
@@ -28,7 +29,7 @@ def _under_pipeline(warehouse: Path) -> bool:
     if not os.environ.get(STEP_ENV):
         return False
     try:
-        return json.loads(lock_path(warehouse).read_text()).get("pid") == os.getppid()
+        return json.loads(lock_path(warehouse).read_text()).get("pid") in (os.getppid(), os.getpid())
     except (OSError, ValueError):
         return False
 

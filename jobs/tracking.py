@@ -35,7 +35,8 @@ def job_run(cfg: dict, warehouse: str | Path, name: str, params: dict | None = N
     parent = os.environ.get(PARENT_ENV)
     if parent:
         tags["mlflow.parentRunId"] = parent
-    with mlflow.start_run(experiment_id=exp, run_name=name, tags=tags) as run:
+    # nested: a step run in the pipeline's own process (jobs.steps.run_in_process) finds the parent run active
+    with mlflow.start_run(experiment_id=exp, run_name=name, tags=tags, nested=mlflow.active_run() is not None) as run:
         if params:
             mlflow.log_params({k: str(v)[:500] for k, v in params.items()})
         yield run

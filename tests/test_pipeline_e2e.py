@@ -18,20 +18,16 @@ MODELS = ["als", "als_implicit", "popularity", "genre", "markov", "ar2", "hybrid
 TABLES = ["interactions", "items", "users", "tags", "rejects", "etl_report", "recommendations",
           "recommendations_validation", "metrics", "transitions_ar1", "transitions_ar2", "item_neighbors",
           "als_user_factors", "als_item_factors", "drift"]
-# LightGCN is in the nightly's torch models but not here: its two steps cost what NCF's do (~60 s a run on 2 cores,
-# nearly all process start-up), and this file runs the pipeline twice; the same TORCH-family steps are exercised by
-# the others, and LightGCN's training and lists by tests/test_train.py.
-FAST = ["train.max_steps=6", "train.eval_every=3", "train.patience=1", "pipeline.k=20", "sequences.max_len=50",
-        "als.max_iter=5", "pipeline.torch_models=[ncf,sasrec,ss4rec]",
-        "als.rank=16", "als.temporal=false", "ss4rec.n_layers=1", "sasrec.n_layers=1", "train.warmup=0.2"]
 
 pytestmark = pytest.mark.slow
 
 
-def run_pipeline(data: Path, warehouse: Path | str, reports: Path, *extra: str, cwd: Path = REPO) -> str:
-    cmd = [sys.executable, "-m", "jobs.cli", "pipeline", "--data", str(data), "--warehouse", str(warehouse),
-           "--reports", str(reports), "--run-date", "2026-11-23", *extra, *FAST]
-    proc = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=1500,
+def run_pipeline(nightly: dict, warehouse: Path, *extra: str) -> str:
+    """`recsys pipeline` as a user runs it: its own process."""
+    cmd = [sys.executable, "-m", "jobs.cli", "pipeline", "--data", str(nightly["data"]), "--warehouse",
+           str(warehouse), "--reports", str(warehouse.parent / "reports"), "--run-date", nightly["run_date"], *extra,
+           *nightly["overrides"]]
+    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=600,
                           env={**os.environ, "PYTHONPATH": str(REPO)})
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
     return proc.stdout
@@ -51,29 +47,14 @@ def planned_steps(warehouse: Path) -> list[str]:
     return list(json.loads((warehouse / "_pipeline" / "state.json").read_text()))
 
 
-@pytest.fixture(scope="module")
-def first_run(tmp_path_factory):
-    from recsys_data.generate import generate
-
-    root = tmp_path_factory.mktemp("pipeline")
-    generate(root / "data", n_users=120, n_items=400, n_ratings=6000, seed=3)
-    # The first run names its warehouse as a file:// URI, from an empty working directory (issue 20:
-    # `Path("file:///x")` is the relative folder `file:/x`); the later runs name the same folder as a path.
-    (root / "cwd").mkdir()
-    out = run_pipeline(root / "data", (root / "wh").as_uri(), root / "reports", cwd=root / "cwd")
-    return root, out
+def test_a_file_uri_warehouse_leaves_nothing_outside_it(finished_nightly):
+    assert list(finished_nightly["cwd"].iterdir()) == []  # nothing made relative to the working directory
+    assert not list(finished_nightly["warehouse"].rglob("_staging-*")), "staging leftovers in the warehouse"
+    assert (finished_nightly["warehouse"] / "_pipeline" / "state.json").is_file()
 
 
-def test_a_file_uri_warehouse_leaves_nothing_outside_it(first_run):
-    root, _ = first_run
-    assert list((root / "cwd").iterdir()) == []  # nothing made relative to the working directory
-    assert not list((root / "wh").rglob("_staging-*")), "staging leftovers in the warehouse"
-    assert (root / "wh" / "_pipeline" / "state.json").is_file()
-
-
-def test_every_table_model_and_user(first_run):
-    root, out = first_run
-    wh = root / "wh"
+def test_every_table_model_and_user(finished_nightly):
+    wh, out, reports = finished_nightly["warehouse"], finished_nightly["stdout"], finished_nightly["reports"]
     assert step_statuses(out) == {name: "ran" for name in planned_steps(wh)} and len(planned_steps(wh)) == 18  # with drift, retention and publish
     for name in TABLES:
         assert table_exists(wh / name), name
@@ -86,20 +67,19 @@ def test_every_table_model_and_user(first_run):
     assert validation_lists.groupby("model")["userId"].nunique().to_dict() == per_model
     metrics = read_arrow(wh / "metrics").to_pandas()
     assert set(metrics["model"]) == set(MODELS)
-    assert "report:" in out and (root / "reports" / "2026-11-23" / "report.md").exists()
+    assert "report:" in out and (reports / "2026-11-23" / "report.md").exists()
     # the first load has no earlier version: the drift step compares its last 30 days with the rest, every model's
     # coverage is measured, and the report has its section
     drift = read_arrow(wh / "drift").to_pandas()
     assert set(drift[drift.kind == "output"]["model"]) == set(MODELS)
-    assert "## Drift" in (root / "reports" / "2026-11-23" / "report.md").read_text()
+    assert "## Drift" in (reports / "2026-11-23" / "report.md").read_text()
     assert "published run 2026-11-23@" in out  # the gate's decisions: every model published on the first night
 
 
-def test_mlflow_has_parent_and_step_runs(first_run):
+def test_mlflow_has_parent_and_step_runs(finished_nightly):
     import mlflow
 
-    root, _ = first_run
-    mlflow.set_tracking_uri(f"sqlite:///{root / 'wh' / '_mlflow' / 'mlflow.db'}")
+    mlflow.set_tracking_uri(f"sqlite:///{finished_nightly['warehouse'] / '_mlflow' / 'mlflow.db'}")
     runs = mlflow.search_runs(search_all_experiments=True)
     parents = runs[runs["tags.recsys.step"] == "pipeline"]
     assert len(parents) >= 1
@@ -110,42 +90,43 @@ def test_mlflow_has_parent_and_step_runs(first_run):
     assert [m.name for m in registered] and all(m.name.startswith("recsys-") for m in registered)
 
 
-def test_nightly_benchmark_records_every_step_and_keeps_an_earlier_runs_figures(first_run, tmp_path):
+def test_nightly_benchmark_records_every_step_and_keeps_an_earlier_runs_figures(nightly_copy, tmp_path):
     """benchmarks/nightly.py over the finished warehouse: every step of the plan gets an entry (here all skipped), and
     a step an earlier benchmark run on this warehouse completed keeps that run's figures."""
-    root, _ = first_run
+    wh = nightly_copy["warehouse"]
     out = tmp_path / "nightly.json"
     earlier = {"step": "etl", "status": "ran", "seconds": 12.5, "peak_rss_gb": 1.5, "rows": 6000}
-    out.write_text(json.dumps({"warehouse": str((root / "wh").resolve()), "steps": [earlier]}))
-    proc = subprocess.run([sys.executable, "benchmarks/nightly.py", "--data", str(root / "data"), "--warehouse",
-                           str(root / "wh"), "--run-date", "2026-11-23", "--out", str(out), "--no-demo-overrides",
-                           *FAST], cwd=REPO, capture_output=True, text=True, timeout=600)
+    out.write_text(json.dumps({"warehouse": str(wh.resolve()), "steps": [earlier]}))
+    proc = subprocess.run([sys.executable, "benchmarks/nightly.py", "--data", str(nightly_copy["data"]),
+                           "--warehouse", str(wh), "--run-date", "2026-11-23", "--out", str(out),
+                           "--no-demo-overrides", *nightly_copy["overrides"]], cwd=REPO, capture_output=True,
+                          text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     figures = json.loads(out.read_text())
-    assert sorted(s["step"] for s in figures["steps"]) == sorted(planned_steps(root / "wh"))  # state.json: by name
+    assert sorted(s["step"] for s in figures["steps"]) == sorted(planned_steps(wh))  # state.json: by name
     assert figures["steps"][0] == {**earlier, "earlier_run": True}
     assert {s["status"] for s in figures["steps"][1:]} == {"skipped"}
     assert figures["complete"] and figures["ratings"] == 6000 and figures["users"] and figures["items"]
     assert figures["total_seconds"] >= 12.5
 
 
-def test_same_date_again_skips_and_forced_rerun_keeps_counts(first_run, spark):
-    """Last in this file: the forced run rewrites every table. It runs the same plan in this process (each Spark step
-    on the tests' session, as tests/test_standalone_cluster.py's local run does), which checks what the forced run
-    is for, that every step replaces what it wrote, without starting a JVM per step again."""
+def test_same_date_again_skips_and_forced_rerun_keeps_counts(nightly_copy, spark):
+    """On a copy of the shared nightly: the same date again through the CLI skips every step; the forced run rewrites
+    every table. It runs the same plan in this process (each Spark step on the tests' session), which checks what
+    the forced run is for, that every step replaces what it wrote, without starting a JVM per step again."""
     from jobs.config import load_config, run_layer
     from jobs.plan import run_pipeline as run_plan
     from jobs.steps import run_in_process
 
-    root, _ = first_run
-    before = counts(root / "wh")
-    out = run_pipeline(root / "data", root / "wh", root / "reports")
-    steps = planned_steps(root / "wh")
+    wh, fast = nightly_copy["warehouse"], nightly_copy["overrides"]
+    before = counts(wh)
+    out = run_pipeline(nightly_copy, wh)
+    steps = planned_steps(wh)
     assert step_statuses(out) == {name: "skipped" for name in steps}
-    assert counts(root / "wh") == before
+    assert counts(wh) == before
 
-    results = run_plan(root / "data", root / "wh", run_layer(None, FAST),
-                       lambda sections: load_config(sections, overrides=FAST), dt.date(2026, 11, 23), force=True,
-                       runner=lambda step, log, env: run_in_process(step, env), overrides=FAST)
+    results = run_plan(nightly_copy["data"], wh, run_layer(None, fast),
+                       lambda sections: load_config(sections, overrides=fast), dt.date(2026, 11, 23), force=True,
+                       runner=lambda step, log, env: run_in_process(step, env), overrides=fast)
     assert {r.name: r.status for r in results} == {name: "ran" for name in steps}
-    assert counts(root / "wh") == before
+    assert counts(wh) == before
