@@ -12,6 +12,8 @@ Timed on local[--threads]:
              need k + max |seen| per user), so its time is a lower bound on what MLlib needs for the same lists.
 Agreement: on a sample of users, the blocked lists vs recommendForUserSubset(k + max seen) with seen items removed,
 as the share of list items whose score is above the k-th score (ties aside). Goal: blocked >= 5x faster at ML-25M.
+--json PATH also writes {"figures": ..., "lists": {"blocked": ..., "mllib": ...}}: the sampled users' two lists that
+the agreement compares, each {user_idx: [[item_idx, score], ...] best first} (MLlib's with seen items removed).
 """
 from __future__ import annotations
 
@@ -63,6 +65,7 @@ def main(argv=None) -> int:
     parser.add_argument("--block-size", type=int, default=256)
     parser.add_argument("--sample-users", type=int, default=500)
     parser.add_argument("--skip-mllib", action="store_true", help="time only the blocked top-N")
+    parser.add_argument("--json", type=Path, help="also write the figures and the sampled users' lists here")
     args = parser.parse_args(argv)
     os.environ.setdefault("RECSYS_DELTA_WRITER", "delta-rs")
 
@@ -115,15 +118,18 @@ def main(argv=None) -> int:
         figures["mllib_recommend_for_all_users_s"] = round(time.perf_counter() - start, 1)
         figures["speedup"] = round(figures["mllib_recommend_for_all_users_s"] / figures["blocked_topn_s"], 2)
 
-    figures["agreement"] = agreement(spark, model, user_factors, item_factors, seen, args)
+    figures["agreement"], lists = agreement(spark, model, user_factors, item_factors, seen, args)
     figures["jvm_peak_gb"] = round(jvm_peak_rss_gb(spark), 2)
     figures["python_driver_peak_gb"] = round(python_peak_rss_gb(), 2)
     print(json.dumps(figures, indent=2))
+    if args.json:
+        args.json.write_text(json.dumps({"figures": figures, "lists": lists}, indent=1))
     return 0
 
 
-def agreement(spark, model, user_factors, item_factors, seen, args) -> float:
-    """Share of MLlib's (seen-filtered) top-k items above its k-th score that the blocked list also has."""
+def agreement(spark, model, user_factors, item_factors, seen, args) -> tuple[float, dict]:
+    """Share of MLlib's (seen-filtered) top-k items above its k-th score that the blocked list also has; and the
+    sampled users' lists, {"blocked": {user_idx: [[item_idx, score], ...] best first}, "mllib": the same}."""
     from pyspark.sql import functions as F
 
     from recsys_spark.als_topn import score_top_k
@@ -134,23 +140,26 @@ def agreement(spark, model, user_factors, item_factors, seen, args) -> float:
     seen_by_user: dict[int, set[int]] = {}
     for row in sample_seen.collect():
         seen_by_user.setdefault(row.user_idx, set()).add(row.item_idx)
-    ours: dict[int, list[tuple[int, float]]] = {}
+    ours: dict[int, list[tuple[int, int, float]]] = {}
     for row in score_top_k(user_factors.join(sample, "user_idx"), item_factors, sample_seen, args.k,
                            args.block_size).collect():
-        ours.setdefault(row.user_idx, []).append((row.rank, row.item_idx))
+        ours.setdefault(row.user_idx, []).append((row.rank, row.item_idx, row.score))
+    lists: dict[str, dict[int, list]] = {"blocked": {u: [[item, score] for _, item, score in sorted(rows)]
+                                                     for u, rows in ours.items()}, "mllib": {}}
     agreed = total = 0
     for row in model.recommendForUserSubset(sample,
                                             args.k + max_seen).collect():
         theirs = [(r.item_idx, r.rating) for r in row.recommendations
                   if r.item_idx not in seen_by_user.get(row.user_idx, set())][:args.k]
+        lists["mllib"][row.user_idx] = [[item, score] for item, score in theirs]
         if not theirs:
             continue
         kth = theirs[-1][1]
         above = {item for item, score in theirs if score > kth + 1e-4}
-        mine = {item for _, item in ours.get(row.user_idx, [])}
+        mine = {item for _, item, _ in ours.get(row.user_idx, [])}
         agreed += len(above & mine)
         total += len(above)
-    return round(agreed / total, 4) if total else float("nan")
+    return (round(agreed / total, 4) if total else float("nan")), lists
 
 
 if __name__ == "__main__":

@@ -9,17 +9,38 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
+import pandas as pd
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
 
 
-def test_train_throughput_runs_both_models_on_cpu():
+def test_train_throughput_runs_both_models_on_cpu(tmp_path):
+    from recsys_torch.models import build_model
+
+    out = tmp_path / "throughput.json"
     proc = subprocess.run([sys.executable, "benchmarks/train_throughput.py", "--device", "cpu", "--n-items", "500",
-                           "--seq-len", "20", "--batch-size", "4", "--steps", "1", "--warmup", "1"],
+                           "--seq-len", "20", "--batch-size", "4", "--steps", "1", "--warmup", "1", "--json", str(out)],
                           cwd=REPO, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert "sasrec:" in proc.stdout and "ss4rec:" in proc.stdout and "SS4Rec / SASRec step time" in proc.stdout
+    written = json.loads(out.read_text())
+    results = written["results"]
+    assert list(results) == ["sasrec@256", "ss4rec@64"]
+    for name, r in results.items():
+        model = build_model(r["model"], r["config"], "cpu")
+        assert r["params"] == sum(p.numel() for p in model.parameters()), name
+        assert r["sequences_per_s"] == pytest.approx(4 / (r["step_ms_median"] / 1000))
+        # torch's own FLOP counter agrees with the analytic count the MFU is computed from
+        assert r["flops"]["flop_counter_corrected"] == pytest.approx(r["flops"]["analytic_hardware"], rel=0.03), name
+    sasrec, layers = results["sasrec@256"]["flops"], results["sasrec@256"]["config"]["n_layers"]
+    tokens, d, vocab, length = 4 * 20, 256, 500 + 1, 20  # the docstring's formulas, at the flags' sizes
+    assert sasrec["output"] == 6 * tokens * d * vocab and sasrec["recompute"] == 0
+    assert sasrec["flop_counter"] == sasrec["analytic_hardware"]  # SASRec's matmuls are all the counter sees
+    assert sasrec["encoder"] == layers * (6 * 12 * d * d * tokens + 12 * length * d * tokens)
+    ratio = results["ss4rec@64"]["step_ms_median"] / results["sasrec@256"]["step_ms_median"]
+    assert written["ss4rec_over_sasrec_step_time"] == pytest.approx(ratio)
+    assert f"SS4Rec / SASRec step time: {ratio:.2f}x" in proc.stdout
 
 
 def test_ncf_topn_times_both_scoring_paths_and_they_agree(tmp_path):
@@ -33,8 +54,8 @@ def test_ncf_topn_times_both_scoring_paths_and_they_agree(tmp_path):
     assert all(r["ns_per_pair"] > 0 and r["max_abs_diff"] < 1e-5 for r in rows) and "min/list" in proc.stdout
 
 
-# Every other script, run as a user starts it (`python benchmarks/<script>.py …`) with tiny flags: it must exit 0 and
-# print its figures. The Spark ones share one small warehouse (generated data through the real ETL and the sequence
+# Every other script, run as a user starts it (`python benchmarks/<script>.py …`) with tiny flags: it must exit 0, and
+# the figures it prints and the tables it writes must be what the test computes from the same data (pandas). The Spark ones share one small warehouse (generated data through the real ETL and the sequence
 # export), each writing into a copy of its own, so none generates or ETLs again (but benchmarks/etl.py, whose subject
 # is the ETL).
 SPARK = ["--threads", "1", "--driver-memory", "1g"]
@@ -67,6 +88,36 @@ def warehouse(bench, tmp_path) -> Path:
     return Path(shutil.copytree(bench["warehouse"], tmp_path / "warehouse", symlinks=True))
 
 
+def table(warehouse: Path, name: str) -> pd.DataFrame:
+    from recsys_spark.delta import read_arrow
+
+    return read_arrow(warehouse / name).to_pandas()
+
+
+def printed_rows(out: str, label: str) -> int:
+    """The row count a Spark benchmark prints after a step's label and its seconds."""
+    return int(re.search(rf"{re.escape(label)}:\s+[\d.]+ s\s+([\d,]+) rows", out).group(1).replace(",", ""))
+
+
+def ranked(rows: pd.DataFrame, group: list[str], by: str, tie: str, keep: int) -> pd.DataFrame:
+    """rows with `rank` 1.. within each group, largest `by` first, ties by the smaller `tie`; the first `keep`."""
+    rows = rows.sort_values([*group, by, tie], ascending=[True] * len(group) + [False, True])
+    rows["rank"] = rows.groupby(group).cumcount() + 1
+    return rows[rows["rank"] <= keep].reset_index(drop=True)
+
+
+def transitions(interactions: pd.DataFrame, state: list[str], top_k: int) -> pd.DataFrame:
+    """The Markov tables by pandas: successor counts of each state over each user's train interactions in seq
+    order, prob = count / all transitions out of the state, the top_k most frequent."""
+    train = interactions[interactions.split == "train"].sort_values(["user_idx", "seq"])
+    history = train.groupby("user_idx").item_idx
+    steps = pd.DataFrame({"prev2_item_idx": history.shift(2), "prev_item_idx": history.shift(1),
+                          "next_item_idx": train.item_idx})[[*state, "next_item_idx"]].dropna().astype("int64")
+    counts = steps.groupby([*state, "next_item_idx"]).size().rename("count").reset_index()
+    counts["prob"] = counts["count"] / counts.groupby(state)["count"].transform("sum")
+    return ranked(counts, state, "count", "next_item_idx", top_k)
+
+
 def test_etl_runs_spark_and_duckdb(tmp_path):
     out = run_script("etl.py", "--cache", str(tmp_path), "--users", "30", "--items", "80", "--ratings", "900", *SPARK)
     figures = json.loads(out.splitlines()[-1])
@@ -75,13 +126,41 @@ def test_etl_runs_spark_and_duckdb(tmp_path):
 
 def test_markov_counts_both_orders(warehouse):
     out = run_script("markov.py", "--warehouse", str(warehouse), "--top-k", "5", *SPARK)
-    assert "AR(1):" in out and "AR(2):" in out and "train rows/s" in out
-    assert (warehouse / "transitions_ar2" / "_delta_log").is_dir()
+    interactions = table(warehouse, "interactions")
+    assert f": {(interactions.split == 'train').sum():,} train interactions, top-k 5" in out
+    for label, name, state in (("AR(1)", "transitions_ar1", ["prev_item_idx"]),
+                               ("AR(2)", "transitions_ar2", ["prev2_item_idx", "prev_item_idx"])):
+        expected = transitions(interactions, state, 5)
+        written = table(warehouse, name).sort_values([*state, "rank"]).reset_index(drop=True)
+        pd.testing.assert_frame_equal(written[expected.columns], expected, check_dtype=False)
+        assert printed_rows(out, label) == len(expected)
+    assert transitions(interactions, ["prev_item_idx"], 6)["rank"].max() == 6  # the top-k cut drops rows
 
 
 def test_itemcf_writes_neighbors_and_lists(warehouse):
     out = run_script("itemcf.py", "--warehouse", str(warehouse), "--neighbors", "5", "--k", "10", *SPARK)
-    assert "item_neighbors:" in out and "top-10 of every user:" in out
+    interactions = table(warehouse, "interactions")
+    # Cosine by pandas over the binary train matrix (no user has more than --max-user-items' 500: 150 items in all).
+    pairs = interactions[interactions.split == "train"][["user_idx", "item_idx"]].drop_duplicates()
+    n_users = pairs.groupby("item_idx").size()
+    both = pairs.merge(pairs, on="user_idx").query("item_idx_x != item_idx_y")
+    co = both.groupby(["item_idx_x", "item_idx_y"]).size().rename("co_count").reset_index()
+    co.columns = ["item_idx", "neighbor_idx", "co_count"]
+    co["similarity"] = co.co_count / np.sqrt(n_users[co.item_idx].to_numpy() * n_users[co.neighbor_idx].to_numpy())
+    expected = ranked(co, ["item_idx"], "similarity", "neighbor_idx", 5)
+    written = table(warehouse, "item_neighbors").sort_values(["item_idx", "rank"]).reset_index(drop=True)
+    pd.testing.assert_frame_equal(written[expected.columns], expected, check_dtype=False)
+    assert printed_rows(out, "item_neighbors") == len(expected)
+
+    lists, users, items = (table(warehouse, name) for name in ("recommendations", "users", "items"))
+    assert set(lists.model) == {"itemcf"} and sorted(lists.userId.unique()) == sorted(users.userId)
+    by_user = lists.sort_values(["userId", "rank"]).groupby("userId")
+    assert all(ranks == list(range(1, 11)) for ranks in by_user["rank"].apply(list))
+    assert (by_user.movieId.nunique() == 10).all() and by_user.score.is_monotonic_decreasing.all()
+    assert set(lists.movieId) <= set(items.movieId[items.item_idx.notna()])
+    seen = interactions[interactions.split.isin(["train", "validation"])][["userId", "movieId"]]
+    assert lists.merge(seen, on=["userId", "movieId"]).empty
+    assert printed_rows(out, "top-10 of every user") == len(lists) == 10 * len(users)
 
 
 def test_ease_times_its_phases_and_writes_lists(warehouse):
@@ -94,10 +173,30 @@ def test_ease_times_its_phases_and_writes_lists(warehouse):
 
 def test_als_topn_times_both_ways_and_their_agreement(warehouse, tmp_path):
     out = run_script("als_topn.py", "--warehouse", str(warehouse), "--cache", str(tmp_path), "--rank", "4",
-                     "--max-iter", "2", "--k", "10", "--block-size", "16", "--sample-users", "10", *SPARK)
-    figures = json.loads(out[out.index("{"):])
-    assert figures["fit_s"] >= 0 and figures["blocked_topn_s"] >= 0 and figures["speedup"] > 0
-    assert 0 <= figures["agreement"] <= 1
+                     "--max-iter", "2", "--k", "10", "--block-size", "16", "--sample-users", "10", *SPARK,
+                     "--json", str(tmp_path / "als.json"))
+    written = json.loads((tmp_path / "als.json").read_text())
+    figures, blocked, mllib = written["figures"], written["lists"]["blocked"], written["lists"]["mllib"]
+    assert json.loads(out[out.index("{"):]) == figures
+    interactions = table(warehouse, "interactions")
+    train = interactions[interactions.split == "train"]
+    assert (figures["train_rows"], figures["users"], figures["items"]) == (
+        len(train), train.user_idx.nunique(), train.item_idx.nunique())
+    assert "speedup" in figures and "mllib_recommend_for_all_users_s" in figures
+
+    seen = interactions[interactions.split.isin(["train", "validation"])].groupby("user_idx").item_idx.apply(set)
+    assert len(blocked) == len(mllib) == 10 and set(blocked) == set(mllib)
+    agreed = total = 0
+    for user, ours in blocked.items():
+        theirs = dict(mllib[user])
+        assert len(ours) == len(theirs) == 10 and not {item for item, _ in ours} & seen[int(user)]
+        assert [score for _, score in ours] == sorted((score for _, score in ours), reverse=True)
+        # the same dot products, where both lists have an item (MLlib scores in float32)
+        assert all(score == pytest.approx(theirs[item], abs=1e-4) for item, score in ours if item in theirs)
+        above = {item for item, score in theirs.items() if score > min(theirs.values()) + 1e-4}
+        agreed += len(above & {item for item, _ in ours})
+        total += len(above)
+    assert figures["agreement"] == round(agreed / total, 4) == 1.0  # both lists are the exact top-k
 
 
 def test_quality_runs_the_commands_and_prints_the_table(bench, tmp_path):
@@ -118,15 +217,34 @@ def test_serve_load_serves_and_reloads(bench, warehouse):
     out = run_script("serve_load.py", "--data", str(bench["data"]), "--warehouse", str(warehouse), "--port",
                      str(port), "--connections", "2", "--duration", "1", "--reload-duration", "2",
                      "--max-requests", "300", "--reload-interval", "0.5")
-    assert "recommendations:" in out and " 0 errors" in out
-    assert "hot reload under load: new run date served" in out and "served None" not in out
+    figures = json.loads(out[out.index("\n{\n"):out.index("\n}\n") + 2])
+    main, reload = figures["recommendations"], figures["hot_reload"]
+    for load, seconds in ((main, 1), (reload, 2)):  # --max-requests caps a load, else --duration ends it
+        assert 0 < load["requests"] <= 300 and load["errors"] == 0
+        assert load["requests"] == 300 or load["seconds"] >= seconds
+    assert f"0 errors ({main['requests']:,} requests, 2 connections)" in out
+    assert reload["model"] == "popularity" and reload["served_after_s"] is not None
+
+    users = table(warehouse, "users")
+    assert figures["readers"]["partition_rows"] == 100 * len(users)
+    lists = table(warehouse, "recommendations").groupby(["model", "run_date"]).userId.agg(["size", "nunique"])
+    assert {(model, str(day)): tuple(counts) for (model, day), counts in lists.iterrows()} == {
+        **{(model, "2030-01-01"): (100 * len(users), len(users)) for model in ("popularity", "markov", "als", "sasrec")},
+        ("popularity", "2030-01-02"): (100 * len(users), len(users))}  # the hot reload's new run date
 
 
 def test_train_memory_measures_a_real_training_run(warehouse, tmp_path):
     out = run_script("train_memory.py", str(warehouse), "--model", "sasrec", "--nproc", "1", "--out",
                      str(tmp_path / "model"), "--", "train.max_steps=2", "train.eval_every=2", "train.device=cpu",
                      "sasrec.hidden=16", "sasrec.n_layers=1")
-    assert "sasrec --nproc 1: peak RSS of the process tree" in out
+    tree, largest = map(float, re.search(r"sasrec --nproc 1: peak RSS of the process tree ([\d.]+) GB, of the "
+                                         r"largest process ([\d.]+) GB", out).groups())
+    assert 0.1 < largest <= tree < 16  # a Python process with torch imported holds over 100 MB
+    from recsys_torch.checkpoint import load
+
+    best = load(tmp_path / "model" / "best.pt")
+    assert best["model_name"] == "sasrec" and best["step"] == 2
+    assert (best["model_config"]["hidden"], best["model_config"]["n_layers"]) == (16, 1)
 
 
 def test_chaos_nightly_spreads_its_kills_and_its_comparison_finds_duplicates_and_lost_rows(tmp_path):

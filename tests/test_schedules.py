@@ -1,5 +1,6 @@
 """scripts/nightly.sh and deploy/airflow_dag.py are the nightly plan, generated: they cannot drift from it."""
 import ast
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -62,10 +63,27 @@ def test_check_mode_reports_a_stale_file(tmp_path, monkeypatch):
     assert (tmp_path / schedules.NIGHTLY).read_text() == (REPO / schedules.NIGHTLY).read_text()
 
 
-def test_the_generator_runs_as_a_module():
-    proc = subprocess.run([sys.executable, "-m", "jobs.schedules", "--check"], cwd=REPO, capture_output=True,
-                          text=True, timeout=120)
-    assert proc.returncode == 0, proc.stderr
+def test_the_generator_runs_as_a_module(tmp_path):
+    """`python -m jobs.schedules` in a copy of the project (its root is the folder holding jobs/): --check names the
+    stale and the missing file and writes nothing; without it, it rewrites just those, byte for byte as committed."""
+    for folder in ("jobs", "conf", "scripts", "deploy"):
+        shutil.copytree(REPO / folder, tmp_path / folder, symlinks=True, ignore=shutil.ignore_patterns("__pycache__"))
+    (tmp_path / schedules.CRONTAB).write_text("15 3 * * * scripts/nightly.sh\n")
+    (tmp_path / schedules.NIGHTLY).unlink()
+
+    def generator(*flags):
+        return subprocess.run([sys.executable, "-m", "jobs.schedules", *flags], cwd=tmp_path, capture_output=True,
+                              text=True, timeout=120)
+
+    check = generator("--check")
+    assert check.returncode == 1 and check.stderr.strip().endswith(f": {schedules.NIGHTLY}, {schedules.CRONTAB}")
+    assert not (tmp_path / schedules.NIGHTLY).exists()
+    write = generator()
+    assert write.returncode == 0 and write.stdout.split("\n") == [
+        f"wrote {schedules.NIGHTLY}", f"wrote {schedules.CRONTAB}", ""]
+    for path in (schedules.NIGHTLY, schedules.AIRFLOW, schedules.CRONTAB):
+        assert (tmp_path / path).read_bytes() == (REPO / path).read_bytes(), path
+    assert generator("--check").returncode == 0
 
 
 def test_airflow_runs_one_step_at_a_time_and_times_out_each_task():
