@@ -65,5 +65,12 @@ def main(argv: list[str] | None = None) -> int:
     return module.main(rest)
 
 
+def run() -> None:
+    """The `recsys` console script: main's exit code, without the interpreter's shutdown (jobs.common.exit_now)."""
+    from jobs.common import exit_now
+
+    exit_now(main())
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    run()

@@ -32,6 +32,17 @@ def guarded(main: Callable[..., int]) -> Callable[..., int]:
     return run
 
 
+def exit_now(code: int) -> None:
+    """End the process with `code`, its output flushed, without the interpreter's shutdown: a delta-rs / Arrow
+    thread still alive then can abort it ("terminate called without an active exception", exit -6;
+    apache/arrow#34314, delta-rs#2184) and turn a finished job into a failed one. For a process's entry point only."""
+    import os
+
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
 def add_config_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", help="extra YAML config file, merged over conf/")
     parser.add_argument("--env", default="local", help="environment config: conf/<env>.yaml (default: local)")

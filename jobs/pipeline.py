@@ -318,4 +318,6 @@ def run_nightly(args, cfg, layer, resolve, pipe, run_date, data, warehouse, cons
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from jobs.common import exit_now
+
+    exit_now(main())

@@ -70,12 +70,6 @@ def decision_lines(run) -> list[str]:
 
 
 if __name__ == "__main__":
-    import os
+    from jobs.common import exit_now
 
-    code = main()
-    # The nightly's step runs this script. Once its row is committed, a delta-rs / Arrow thread still alive at
-    # interpreter shutdown can abort the process ("terminate called without an active exception", exit -6) and
-    # turn a published night into a failed step: leave without the shutdown, the output flushed.
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(code)
+    exit_now(main())  # a published night must not turn into a failed step at interpreter shutdown

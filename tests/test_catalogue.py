@@ -116,8 +116,8 @@ def test_jobs_import_neither_library_before_a_command_needs_it():
 
 
 @pytest.mark.parametrize("model", ["als", "popularity", "sasrec", "ensemble"])  # one model of each family
-def test_topn_through_the_cli_for_every_family(spark, small_warehouse, model):
-    warehouse = small_warehouse
+def test_topn_through_the_cli_for_every_family(spark, small_warehouse_copy, model):
+    warehouse = small_warehouse_copy
     assert {catalogue.find(model).family for model in ("als", "popularity", "sasrec", "ensemble")} == \
         set(catalogue.FAMILIES)
     # The ensemble blends two members' lists (written first, on a day of their own) and needs k >= 10.

@@ -84,11 +84,16 @@ def test_the_lock_is_atomic_released_and_a_dead_holders_lock_is_taken_over(tmp_p
 
 
 @pytest.mark.slow
-def test_a_failing_model_step_still_evaluates_and_publishes_the_others_and_its_last_list_stays_served(tmp_path):
-    """Two small nightlies through `recsys pipeline`. Night 1: a lock left by a dead process, and a training step
-    that fails (sasrec.hidden=63 is not divisible by its 2 heads, a config the trainer refuses): the other models
-    are evaluated and published. Night 2: the ensemble's step fails too (ensemble.depth=5 is refused): it is not
-    published and the list it had published on night 1 stays the served one."""
+def test_a_failing_model_step_still_evaluates_and_publishes_the_others_and_its_last_list_stays_served(
+        spark, tmp_path, capsys):
+    """Two small nightlies. Night 1, the suite's one whole run of the real `recsys pipeline` CLI in its own process
+    (each step a process of its own): a lock left by a dead process, and a training step that fails
+    (sasrec.hidden=63 is not divisible by its 2 heads, a config the trainer refuses): the other models are evaluated
+    and published, and the run exits 1. Night 2, the same command with its steps in this process (on the tests' JVM):
+    the ensemble's step fails too (ensemble.depth=5 is refused): it is not published and the list it had published
+    on night 1 stays the served one."""
+    from jobs.pipeline import main as pipeline
+    from jobs.steps import run_in_process
     from recsys_core.published import latest_published
     from recsys_data.generate import generate
     from recsys_serve.reader import Warehouse
@@ -101,14 +106,13 @@ def test_a_failing_model_step_still_evaluates_and_publishes_the_others_and_its_l
     dead.wait()
     lock = write_lock(warehouse, dead.pid)
 
-    def nightly(run_date: str, *extra: str) -> subprocess.CompletedProcess:
-        return recsys("pipeline", "--data", str(tmp_path / "data"), "--warehouse", str(warehouse), "--reports",
-                      str(tmp_path / "reports"), "--run-date", run_date,
-                      "pipeline.spark_models=[popularity,markov,ensemble]", "ensemble.models=[popularity,markov]",
-                      "pipeline.torch_models=[sasrec]", "pipeline.k=20", "sequences.max_len=50", "sasrec.hidden=63",
-                      *extra, timeout=900)
+    def argv(run_date: str, *extra: str) -> list[str]:
+        return ["--data", str(tmp_path / "data"), "--warehouse", str(warehouse), "--reports",
+                str(tmp_path / "reports"), "--run-date", run_date, "pipeline.spark_models=[popularity,markov,ensemble]",
+                "ensemble.models=[popularity,markov]", "pipeline.torch_models=[sasrec]", "pipeline.k=20",
+                "sequences.max_len=50", "sasrec.hidden=63", *extra]
 
-    proc = nightly("2026-11-23")
+    proc = recsys("pipeline", *argv("2026-11-23"), timeout=900)
     assert proc.returncode == 1, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert f"taking over the run lock of a run that is gone (pid {dead.pid}" in proc.stderr
     log = warehouse / "_pipeline" / "2026-11-23" / "logs" / "train-sasrec.log"
@@ -130,9 +134,11 @@ def test_a_failing_model_step_still_evaluates_and_publishes_the_others_and_its_l
     assert night1.model("sasrec").reason == "not published: its step train-sasrec failed; nothing served for it"
     assert "HELD BACK  sasrec" in proc.stdout and "published  ensemble" in proc.stdout
 
-    proc = nightly("2026-11-24", "ensemble.depth=5")
-    assert proc.returncode == 1, proc.stdout[-3000:] + proc.stderr[-3000:]
-    failures = [line for line in proc.stderr.splitlines() if line.startswith("FAILED ")]
+    capsys.readouterr()
+    code = pipeline(argv("2026-11-24", "ensemble.depth=5"), runner=lambda step, log, env: run_in_process(step, env))
+    out, err = capsys.readouterr()
+    assert code == 1, out[-3000:] + err[-3000:]
+    failures = [line for line in err.splitlines() if line.startswith("FAILED ")]
     assert [line.split()[1] for line in failures] == ["train-sasrec", "ensemble"]
     night2 = latest_published(warehouse)
     assert night2.version == night1.version + 1 and night2.run_date.isoformat() == "2026-11-24"

@@ -169,7 +169,7 @@ def test_readme_is_a_front_door_and_ci_runs_its_test_command_verbatim():
     assert len(readme.splitlines()) <= 200
     blocks = re.findall(r"```bash\n(.*?)\n```", readme, flags=re.S)
     assert blocks[:2] == ["bash scripts/setup.sh && bash scripts/demo.sh",
-                          "bash scripts/setup.sh --tests && .venv/bin/python -m pytest -q"]
+                          "bash scripts/setup.sh --tests && .venv/bin/python -m pytest -q -n 2 --dist loadfile"]
     ci = (REPO / ".ci" / "run").read_text().splitlines()
     assert ci[ci.index("# The README's test command, verbatim:") + 1] == blocks[1]
     assert "mlflow ui --backend-store-uri sqlite:///warehouse/_mlflow/mlflow.db" in readme

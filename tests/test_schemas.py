@@ -104,23 +104,34 @@ def test_the_torch_side_declares_what_the_document_says():
     assert set(PAIR_COLUMNS) <= set(torch_side.NCF_ROWS.names)  # a pair model trains from either shard
 
 
-def test_spark_writes_every_table_as_declared(spark, small_warehouse):
+@pytest.fixture(scope="module")
+def spark_written(spark, small_warehouse, tmp_path_factory) -> Path:
+    """A copy of small_warehouse with every table Spark writes: the lists of ar2 and itemcf (run "contract"), the
+    transitions, neighbours, a metric and a drift row."""
+    import shutil
+
     from recsys_spark.baselines import topn
     from recsys_spark.drift import row as drift_row
     from recsys_spark.drift import write_drift
     from recsys_spark.evaluate import metric_row, write_metrics
 
+    warehouse = Path(shutil.copytree(small_warehouse, tmp_path_factory.mktemp("contract") / "wh", symlinks=True))
     day = dt.date(2030, 1, 1)
-    topn(spark, small_warehouse, "ar2", 3, day, "contract")  # recommendations(_validation), transitions_ar1, _ar2
-    topn(spark, small_warehouse, "itemcf", 3, day, "contract")  # item_neighbors
-    write_metrics([metric_row("ar2", "contract", day, "test", "hr", 3, 0.5)], small_warehouse)
-    write_drift([drift_row(day, "input", "interactions", 1.0)], small_warehouse, day)
+    topn(spark, warehouse, "ar2", 3, day, "contract")  # recommendations(_validation), transitions_ar1, _ar2
+    topn(spark, warehouse, "itemcf", 3, day, "contract")  # item_neighbors
+    write_metrics([metric_row("ar2", "contract", day, "test", "hr", 3, 0.5)], warehouse)
+    write_drift([drift_row(day, "input", "interactions", 1.0)], warehouse, day)
+    return warehouse
+
+
+def test_spark_writes_every_table_as_declared(spark_written):
     for name, schema in spark_side.TABLES.items():
         if name not in spark_side.WRITTEN_BY_TORCH and name not in spark_side.WRITTEN_BY_PUBLISH:  # test_publish.py
-            assert columns(delta_schema(small_warehouse, name)) == columns(schema), name
+            assert columns(delta_schema(spark_written, name)) == columns(schema), name
 
 
-def test_torch_reads_the_shards_and_table_spark_wrote(small_warehouse):
+def test_torch_reads_the_shards_and_table_spark_wrote(spark_written):
+    small_warehouse = spark_written
     from recsys_torch.data import EVAL_COLUMNS, ShardSpec, make_loader, read_id_map, read_meta
     from recsys_torch.tables import read_recommendations
 
@@ -150,7 +161,8 @@ def test_torch_reads_the_shards_and_table_spark_wrote(small_warehouse):
     assert len(recs.filter(pc.equal(recs["run_id"], "contract"))) > 0  # the rows Spark wrote (ar2)
 
 
-def test_spark_reads_the_partition_torch_wrote(spark, small_warehouse):
+def test_spark_reads_the_partition_torch_wrote(spark, small_warehouse_copy):
+    small_warehouse = small_warehouse_copy
     from pyspark.sql import functions as F
 
     from recsys_spark.recommendations import read_recommendations
