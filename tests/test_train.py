@@ -335,7 +335,8 @@ def test_ncf_scores_each_user_once_for_both_lists_and_writes_what_a_pass_per_spl
                           .sort_values(["userId", "rank"]).reset_index(drop=True) for w in ("one", "per-split"))
         assert len(one) == len(per_split) > 0
         assert (one[["userId", "rank", "movieId"]] == per_split[["userId", "rank", "movieId"]]).all().all(), split
-        np.testing.assert_allclose(one.score, per_split.score, rtol=1e-5)
+        # float32 scores of differently sized batches may differ by an ulp (2.4e-7 seen on a score near 0.02)
+        np.testing.assert_allclose(one.score, per_split.score, rtol=1e-5, atol=1e-6)
     assert {u - 1000 for u in read_recommendations(tmp_path / "one").to_pandas().userId} == test_users
 
 
