@@ -253,7 +253,9 @@ def run_nightly(args, cfg, layer, resolve, pipe, run_date, data, warehouse, cons
         console.print(f"[{style}]{result.status:>7}[/] {result.name:<20} {result.seconds:7.1f}s")
 
     runner = args.runner or run_child
-    if args.launcher == "cluster" and args.runner is None:  # the executors' code, built from these sources before the first step
+    # the cluster launchers' steps: the executors' code, built from these sources before the first step (a runner
+    # given by the caller starts the steps itself)
+    if args.launcher == "cluster" and args.runner is None:
         from jobs.ship import build
 
         command = step_command("cluster", resolve, str(build()), run_date.isoformat())
