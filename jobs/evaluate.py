@@ -47,6 +47,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         import mlflow
 
         result = evaluate(spark, args.warehouse, args.model, run_date, config, args.split)
+        # what the figures were scored on: the tie policy, the input, the interactions version (as the rows say)
+        mlflow.log_params({key: str(value)[:500] for key, value in result.provenance.items()})
         mlflow.log_metrics({f"{r['model']}.{r['metric']}_at_{r['k']}": r["value"] for r in result.rows})
     console = Console()
     if not console.is_terminal:  # a log file or a pipe: do not squeeze the table into 80 columns

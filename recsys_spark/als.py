@@ -217,10 +217,10 @@ class AlsResult:
 def run_als(spark: SparkSession, warehouse: str | Path, config: AlsConfig, run_date: dt.date,
             run_id: str) -> AlsResult:
     """Fit on train (after an optional grid search), save model and factors, write the RMSE/MAE rows to `metrics`."""
-    from recsys_spark.evaluate import metric_row, write_metrics
+    from recsys_spark.evaluate import metric_row, read_interactions, write_metrics
 
     ensure_checkpoint_dir(spark, config.checkpoint_dir, storage.join(str(warehouse), "_checkpoints"))
-    interactions = read_table(spark, table_path(warehouse, "interactions"))
+    interactions, provenance = read_interactions(spark, warehouse)  # the version the RMSE rows record
     users = read_table(spark, table_path(warehouse, "users"))
     items = read_table(spark, table_path(warehouse, "items"))
     train = ratings(interactions.where(F.col("split") == "train")).cache()
@@ -253,7 +253,7 @@ def run_als(spark: SparkSession, warehouse: str | Path, config: AlsConfig, run_d
             errors[f"random_{train_pct}_{100 - train_pct}"] = random_split_errors(interactions, config)
     train.unpersist()
 
-    rows = [metric_row(config.name, run_id, run_date, split, metric, None, value)
+    rows = [metric_row(config.name, run_id, run_date, split, metric, None, value, provenance=provenance)
             for split, err in errors.items()
             for metric, value in (("rmse", err.rmse), ("mae", err.mae)) if value is not None]
     if rows:

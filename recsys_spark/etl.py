@@ -62,7 +62,7 @@ class KcoreConfig(Config):
 class EtlConfig(Config):
     section = "etl"
 
-    tie_break: str = checked("movieId", one_of(*TIE_BREAKS))  # order of a user's ratings given in the same second
+    tie_break: str = checked("hash", one_of(*TIE_BREAKS))  # order of a user's ratings given in the same second
     seed: int = 42                   # seeds the hash tie-break
     # global temporal split: train up to this quantile of timestamps
     temporal_quantile: float = checked(0.8, number_in(0, 1, low_open=True))

@@ -24,13 +24,17 @@ The same evaluator scores the validation-time lists (`recommendations_validation
 each user's validation item: what the ensemble and `recsys tune` choose on.
 RMSE/MAE are written by the models that predict ratings (ALS explicit) through `write_metrics`; the comparison of
 models (recsys_spark.report.comparison_table) shows both.
+
+Every row records what produced it (`PROVENANCE`): the tie policy and the input from `<warehouse>/etl_report.json`,
+and the version of `interactions` it was scored on (read at that very version: `read_interactions`).
 """
 from __future__ import annotations
 
 import datetime as dt
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Iterable, Mapping, Sequence
 
 import numpy as np
 import pyarrow as pa
@@ -38,8 +42,9 @@ import pyarrow.compute as pc
 from pyspark.sql import DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 
+from recsys_core import storage
 from recsys_core.config import Config, Rule, checked, number_in
-from recsys_spark.delta import read_arrow, read_table, table_exists, table_path, write_arrow
+from recsys_spark.delta import read_arrow, read_table, table_exists, table_path, table_version, write_arrow
 from recsys_spark.errors import ConfigError, RecsysError
 from recsys_spark.intervals import intervals
 from recsys_spark.recommendations import LIST_SPLITS, list_table
@@ -47,6 +52,8 @@ from recsys_spark.schemas import METRICS as METRICS_SCHEMA
 
 METRICS_TABLE = "metrics"
 RANKING_METRICS = ("hr", "ndcg", "mrr", "recall", "precision", "map")
+# What produced a metric row (docs/SCHEMAS.md, `metrics`): null where it is not known (no etl_report.json).
+PROVENANCE = ("tie_break", "tie_seed", "input_path", "input_format", "interactions_version")
 
 
 @dataclass
@@ -71,9 +78,41 @@ class EvaluateConfig(Config):
 
 
 def metric_row(model: str, run_id: str, run_date: dt.date, split: str, metric: str, k: int | None,
-               value: float, ci_low: float | None = None, ci_high: float | None = None) -> dict:
+               value: float, ci_low: float | None = None, ci_high: float | None = None,
+               provenance: Mapping[str, object] | None = None) -> dict:
+    """One `metrics` row; `provenance` (`read_interactions`'s) fills the PROVENANCE columns, null without it."""
     return {"model": model, "run_id": run_id, "run_date": run_date, "split": split, "metric": metric,
-            "k": k, "value": float(value), "ci_low": ci_low, "ci_high": ci_high}
+            "k": k, "value": float(value), "ci_low": ci_low, "ci_high": ci_high,
+            **{key: (provenance or {}).get(key) for key in PROVENANCE}}
+
+
+def etl_inputs(warehouse: str | Path) -> dict:
+    """The tie policy (`tie_break`, `tie_seed`) and the input (`input_path`, `input_format`) of the ETL that wrote
+    the warehouse, from <warehouse>/etl_report.json; all null when there is none. A report from before `format`
+    was recorded read MovieLens."""
+    path = storage.join(str(warehouse), "etl_report.json")
+    text = storage.read_bytes(path)
+    if text is None:
+        return {key: None for key in ("tie_break", "tie_seed", "input_path", "input_format")}
+    try:
+        report = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise RecsysError(f"{path}: not valid JSON ({exc})") from None
+    config = report.get("config") if isinstance(report.get("config"), dict) else {}  # an older report's layout
+    seed = report.get("seed", config.get("seed"))
+    data = report.get("data")
+    return {"tie_break": report.get("tie_break", config.get("tie_break")),
+            "tie_seed": int(seed) if seed is not None else None,
+            "input_path": str(data) if data is not None else None,
+            "input_format": report.get("format", "movielens")}
+
+
+def read_interactions(spark: SparkSession, warehouse: str | Path) -> tuple[DataFrame, dict]:
+    """`interactions` as of its current version, and the provenance of what is scored on it: that version (the
+    frame is read at exactly it, so a later ETL commit cannot slip in between) and `etl_inputs`."""
+    path = table_path(warehouse, "interactions")
+    version = table_version(path)
+    return read_table(spark, path, version), {**etl_inputs(warehouse), "interactions_version": version}
 
 
 def write_metrics(rows: Sequence[dict], warehouse: str | Path) -> str:
@@ -84,7 +123,7 @@ def write_metrics(rows: Sequence[dict], warehouse: str | Path) -> str:
     replaces only its own rows, never duplicating them.
     """
     path = table_path(warehouse, METRICS_TABLE)
-    new = pa.Table.from_pylist([{"ci_low": None, "ci_high": None, **r} for r in rows], schema=METRICS_SCHEMA)
+    new = pa.Table.from_pylist([{**dict.fromkeys(METRICS_SCHEMA.names), **r} for r in rows], schema=METRICS_SCHEMA)
     existing = _with_current_schema(read_arrow(path), path) if table_exists(path) else None
     for model, run_date in sorted({(r["model"], r["run_date"]) for r in rows}):
         part = new.filter(pc.and_(pc.equal(new["model"], model), pc.equal(new["run_date"], run_date)))
@@ -95,15 +134,20 @@ def write_metrics(rows: Sequence[dict], warehouse: str | Path) -> str:
 
 
 def _with_current_schema(existing: pa.Table, path: str) -> pa.Table:
-    """A metrics table written before the interval columns existed gets them (null), in one commit."""
-    missing = [f for f in METRICS_SCHEMA if f.name not in existing.column_names]
-    if not missing:
+    """A metrics table written before the interval or provenance columns existed gets them (null), in one commit."""
+    if all(name in existing.column_names for name in METRICS_SCHEMA.names):
         return existing
-    for f in missing:
-        existing = existing.append_column(f, pa.nulls(existing.num_rows, f.type))
-    existing = existing.select(METRICS_SCHEMA.names).cast(METRICS_SCHEMA)
+    existing = _conformed(existing)
     write_arrow(existing, path)
     return existing
+
+
+def _conformed(table: pa.Table) -> pa.Table:
+    """`table` in METRICS_SCHEMA's columns and types; a column an older table lacks is null."""
+    for f in METRICS_SCHEMA:
+        if f.name not in table.column_names:
+            table = table.append_column(f, pa.nulls(table.num_rows, f.type))
+    return table.select(METRICS_SCHEMA.names).cast(METRICS_SCHEMA)
 
 
 def _kept_rows(existing: pa.Table | None, model: str, run_date: dt.date, new_part: pa.Table) -> pa.Table | None:
@@ -121,7 +165,7 @@ def read_metrics(warehouse: str | Path) -> pa.Table:
     path = table_path(warehouse, METRICS_TABLE)
     if not table_exists(path):
         return METRICS_SCHEMA.empty_table()
-    return read_arrow(path).select(METRICS_SCHEMA.names).cast(METRICS_SCHEMA)
+    return _conformed(read_arrow(path))  # an older table (no interval or provenance columns) reads as null
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -197,6 +241,7 @@ def ranking_metrics(recs: DataFrame, test: DataFrame, catalogue_size: int, ks: I
 class EvaluationResult:
     rows: list[dict]
     path: str
+    provenance: dict = field(default_factory=dict)  # the PROVENANCE columns every row carries
 
     def value(self, model: str, metric: str, k: int | None = None, split: str = "test") -> float:
         for row in self.rows:
@@ -227,7 +272,7 @@ def evaluate(spark: SparkSession, warehouse: str | Path, model: str | None = Non
     chosen = spark.createDataFrame([(r.model, r.run_date) for r in runs], "model string, run_date date")
     recs = recs.join(F.broadcast(chosen), ["model", "run_date"])
 
-    interactions = read_table(spark, table_path(warehouse, "interactions"))
+    interactions, provenance = read_interactions(spark, warehouse)
     test = interactions.where(F.col("split") == split)  # the target of each list
     items = read_table(spark, table_path(warehouse, "items"))
     catalogue_size = items.where(F.col("item_idx").isNotNull()).count()
@@ -241,8 +286,9 @@ def evaluate(spark: SparkSession, warehouse: str | Path, model: str | None = Non
                                     table)
         ranks = per_user_ranks(recs if reference is None else recs.unionByName(reference), test, max(config.ks))
         rows = add_intervals(rows, ranks, config, split)
+    rows = [{**row, **{key: provenance[key] for key in PROVENANCE}} for row in rows]
     path = write_metrics(rows, warehouse)
-    return EvaluationResult(rows=rows, path=path)
+    return EvaluationResult(rows=rows, path=path, provenance=provenance)
 
 
 def _reference_recs(spark: SparkSession, warehouse, reference: str | None, run_date: dt.date | None,

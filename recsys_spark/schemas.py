@@ -41,6 +41,10 @@ METRICS = pa.schema([
     ("model", pa.string()), ("run_id", pa.string()), ("run_date", pa.date32()), ("split", pa.string()),
     ("metric", pa.string()), ("k", pa.int32()), ("value", pa.float64()), ("ci_low", pa.float64()),
     ("ci_high", pa.float64()),
+    # what produced the row (recsys_spark.evaluate.PROVENANCE): the ETL's tie policy and input, the interactions
+    # version scored
+    ("tie_break", pa.string()), ("tie_seed", pa.int64()), ("input_path", pa.string()), ("input_format", pa.string()),
+    ("interactions_version", pa.int64()),
 ])
 DRIFT = pa.schema([  # recsys_spark.drift
     ("run_date", pa.date32()), ("kind", pa.string()), ("model", pa.string()), ("metric", pa.string()),

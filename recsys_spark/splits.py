@@ -1,8 +1,8 @@
 """Ordering of each user's history and the two evaluation splits (docs/SCHEMAS.md, `interactions`).
 
-- History order: timestamp, then a tie-break for ratings given in the same second: `movieId`, or `hash`, a seeded
-  xxhash64 of (userId, movieId) (movieId after it, so even a hash collision orders deterministically). Ordering ties
-  by movieId plants an "ids go up" signal that sequence models learn; the hash does not.
+- History order: timestamp, then a tie-break for ratings given in the same second: `hash` (the default), a seeded
+  xxhash64 of (userId, movieId) (movieId after it, so even a hash collision orders deterministically), or `movieId`.
+  Ordering ties by movieId plants an "ids go up" signal that sequence models learn; the hash does not.
 - Leave-last-out: a user's last interaction is `test`, the one before `validation`, the rest `train`.
 - Global temporal split: `train` up to the cut-off timestamp (the exact `quantile` of all timestamps), `test` after.
 """
@@ -19,7 +19,7 @@ TIE_BREAKS = ("movieId", "hash")
 SECONDS_PER_DAY = 86_400
 
 
-def history_order(tie_break: str = "movieId", seed: int = 42) -> list[Column]:
+def history_order(tie_break: str = "hash", seed: int = 42) -> list[Column]:
     """Sort key of a user's history, oldest first."""
     if tie_break == "movieId":
         return [F.col("timestamp"), F.col("movieId")]
@@ -29,7 +29,7 @@ def history_order(tie_break: str = "movieId", seed: int = 42) -> list[Column]:
     raise RecsysError(f"tie_break must be one of {', '.join(TIE_BREAKS)}, got {tie_break!r}")
 
 
-def add_sequence(interactions: DataFrame, tie_break: str = "movieId", seed: int = 42) -> DataFrame:
+def add_sequence(interactions: DataFrame, tie_break: str = "hash", seed: int = 42) -> DataFrame:
     """Add `seq` (1-based position in the user's history) and `split` (leave-last-out).
 
     One window, partitioned by userId: on input already hash-partitioned by userId it adds no shuffle.

@@ -60,7 +60,7 @@ def test_real_counts_and_no_rejects(ml_small_warehouse, interactions, items):
         assert got[(name, "input")] == got[(name, "accepted")] == rows
         assert got[(name, "rejected")] == 0
     summary = json.loads((ml_small_warehouse / "etl_report.json").read_text())
-    assert summary["tie_break"] == "movieId" and summary["seed"] == 42
+    assert summary["tie_break"] == "hash" and summary["seed"] == 42  # the defaults: a seeded hash, not movieId
     assert summary["kcore"]["min_user_interactions"] == 0 and summary["temporal"]["quantile"] == 0.8
 
 
@@ -73,8 +73,11 @@ def test_dense_indices_follow_ascending_ids(ml_small_warehouse, interactions, ra
     assert interactions.user_idx.map(users.set_index("user_idx").userId).equals(interactions.userId)
 
 
-def test_leave_last_out_and_temporal_split_match_pandas(ml_small_warehouse, interactions, ratings):
-    expected = ratings.sort_values(["userId", "timestamp", "movieId"]).copy()
+def test_leave_last_out_and_temporal_split_match_pandas(spark, ml_small_warehouse, interactions, ratings):
+    # the default tie-break: same-second ratings by xxhash64(seed 42, userId, movieId), then movieId
+    hashed = (spark.createDataFrame(ratings[["userId", "movieId"]])
+              .selectExpr("userId", "movieId", "xxhash64(CAST(42 AS BIGINT), userId, movieId) AS h").toPandas())
+    expected = ratings.merge(hashed, on=["userId", "movieId"]).sort_values(["userId", "timestamp", "h", "movieId"])
     expected["seq"] = expected.groupby("userId").cumcount() + 1
     got = interactions.sort_values(["userId", "seq"])
     assert got[["userId", "movieId", "seq"]].to_numpy().tolist() == expected[["userId", "movieId", "seq"]].to_numpy().tolist()

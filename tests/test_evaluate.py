@@ -230,3 +230,79 @@ def test_a_non_finite_score_is_never_a_hit(spark, warehouse, tmp_path):
     # the per-user ranks behind the intervals see the same misses
     assert rows["c", "hr_minus_d", 10]["value"] == pytest.approx(4 / 6)
     assert rows["c", "ndcg_minus_d", 10]["value"] == pytest.approx(4 / 6)
+
+
+def test_every_metrics_row_records_its_tie_policy_input_and_interactions_version(spark, tmp_path):
+    """On a real ETL (a non-default tie policy and seed, so a default cannot pass for it), every row the evaluator,
+    ALS and the evaluate job write names etl_report.json's tie policy and input and the interactions version it
+    scored; a later interactions commit is what the next evaluation records."""
+    import json
+
+    import mlflow
+    from pyspark.sql import functions as F
+
+    from jobs.evaluate import main
+    from recsys_data.generate import generate
+    from recsys_spark.als import AlsConfig, run_als
+    from recsys_spark.delta import read_table
+    from recsys_spark.etl import EtlConfig, run_etl
+    from recsys_spark.evaluate import PROVENANCE
+
+    generate(tmp_path / "data", n_users=30, n_items=80, n_ratings=900, seed=3)
+    wh = tmp_path / "warehouse"
+    run_etl(spark, tmp_path / "data", wh, EtlConfig(tie_break="movieId", seed=7))
+    report = json.loads((wh / "etl_report.json").read_text())
+    path = table_path(wh, "interactions")
+    test = read_table(spark, path).where(F.col("split") == "test").select("userId", "movieId").collect()
+    recs = [("oracle", "run-o", DAY, r.userId, 1, r.movieId, 1.0) for r in test]
+    write_table(spark.createDataFrame(recs, "model string, run_id string, run_date date, userId long, rank int, "
+                                            "movieId long, score double"),
+                table_path(wh, "recommendations"), partition_by=["model", "run_date"])
+
+    def expected(version):
+        return {"tie_break": report["tie_break"], "tie_seed": report["seed"], "input_path": report["data"],
+                "input_format": report.get("format", "movielens"), "interactions_version": version}
+
+    assert (report["tie_break"], report["seed"]) == ("movieId", 7)
+    first = table_version(path)
+    result = evaluate(spark, wh, config=EvaluateConfig(ks=[10], bootstrap_resamples=0))
+    assert result.value("oracle", "hr", 10) == 1.0
+    assert result.provenance == expected(first)
+    stored = read_metrics(wh).to_pylist()
+    assert stored and all({key: row[key] for key in PROVENANCE} == expected(first) for row in stored)
+
+    # another commit of interactions (the same rows): the next evaluation scores and records that version
+    write_table(read_table(spark, path), path)
+    assert table_version(path) == first + 1
+    als = run_als(spark, wh, AlsConfig(rank=2, max_iter=1), DAY, "fit-1")
+    assert als.metric_rows and all({key: r[key] for key in PROVENANCE} == expected(first + 1)
+                                   for r in als.metric_rows)
+    assert main(["--warehouse", str(wh), "evaluate.ks=[10]", "evaluate.bootstrap_resamples=0",
+                 "mlflow.experiment=test-evaluate-provenance"]) == 0
+    rows = read_metrics(wh).to_pylist()
+    assert {(r["model"], r["metric"]) for r in rows} >= {("oracle", "hr"), ("als", "rmse")}
+    assert all({key: r[key] for key in PROVENANCE} == expected(first + 1) for r in rows)
+
+    client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{wh / '_mlflow' / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("test-evaluate-provenance")
+    [run] = client.search_runs([experiment.experiment_id])
+    assert {key: run.data.params[key] for key in PROVENANCE} == {k: str(v) for k, v in expected(first + 1).items()}
+
+
+def test_a_metrics_table_from_before_the_provenance_columns_is_still_appended_to(tmp_path):
+    import pyarrow as pa
+
+    from recsys_spark.delta import write_arrow
+    from recsys_spark.evaluate import PROVENANCE
+
+    old = pa.table({"model": ["als"], "run_id": ["r"], "run_date": pa.array([DAY], pa.date32()),
+                    "split": ["test"], "metric": ["rmse"], "k": pa.array([None], pa.int32()), "value": [0.9],
+                    "ci_low": pa.array([None], pa.float64()), "ci_high": pa.array([None], pa.float64())})
+    write_arrow(old, table_path(tmp_path, "metrics"))
+    assert read_metrics(tmp_path).to_pylist()[0]["tie_break"] is None  # read before any migration
+    given = {"tie_break": "hash", "tie_seed": 42, "input_path": "/data", "input_format": "events",
+             "interactions_version": 3}
+    write_metrics([metric_row("pop", "p", DAY, "test", "hr", 10, 0.05, provenance=given)], tmp_path)
+    rows = {r["model"]: r for r in read_metrics(tmp_path).to_pylist()}
+    assert rows["als"]["value"] == 0.9 and all(rows["als"][key] is None for key in PROVENANCE)
+    assert {key: rows["pop"][key] for key in PROVENANCE} == given

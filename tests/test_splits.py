@@ -62,6 +62,14 @@ def test_hash_tie_break_is_seeded_deterministic_and_only_breaks_ties(spark):
     assert tied == [r.movieId for r in hashed]
 
 
+def test_the_default_tie_break_is_the_seeded_hash(spark):
+    df = frame(spark, [(7, m, 1000) for m in range(1, 41)])
+    default = [m for _, m, _ in by_user(add_sequence(df))[7]]
+    assert default == [m for _, m, _ in by_user(add_sequence(df, tie_break="hash", seed=42))[7]]
+    assert default != sorted(default)  # not the ascending ids of tie_break=movieId
+    assert [str(c) for c in history_order()] == [str(c) for c in history_order("hash", 42)]
+
+
 def test_unknown_tie_break_is_a_clear_error():
     with pytest.raises(RecsysError, match="tie_break"):
         history_order("random")
