@@ -13,7 +13,7 @@ from typing import Callable
 from jobs.common import require_tables
 from jobs.config import section
 from recsys_core.catalogue import (ALS, BASELINE, ENSEMBLE, FAMILIES, LISTS, MODELS, TORCH, Family, Model, find,
-                                   names, pipeline_choices, summary)
+                                   names, pipeline_choices, summary, unmet)
 
 # A top-N writer: (resolved config, warehouse, model) -> write(k, run_date, run_id). Everything a user can get
 # wrong is checked when it is called, before MLflow and Spark start; `write` does the work.

@@ -1,4 +1,8 @@
-"""`recsys etl --data DIR --warehouse DIR [--config F] [key=value …]`: raw MovieLens CSVs -> Delta tables.
+"""`recsys etl --data PATH --warehouse DIR [--config F] [key=value …]`: an interaction log -> Delta tables.
+
+`--data` is a MovieLens folder, an events table (a CSV or Parquet file, a Parquet folder, a Delta table; its columns
+in `etl.columns.*`) or a sequences text file (S3-Rec's `user item item ...`, SASRec's `user item`); `etl.format`
+names it, or it is detected (recsys_spark/inputs.py).
 
 Writes interactions, items, users, tags, rejects and etl_report (docs/SCHEMAS.md) plus etl_report.json, and prints
 the report. A missing required file or column: exit code 2 with one line naming it, and nothing written. Over a
@@ -22,22 +26,20 @@ from jobs.config import section  # noqa: E402
 @guarded
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="recsys etl", description=__doc__)
-    parser.add_argument("--data", required=True, help="folder with ratings.csv, movies.csv (tags.csv, links.csv)")
+    parser.add_argument("--data", required=True, help="a MovieLens folder, an events table or a sequences file")
     parser.add_argument("--warehouse", required=True, help="folder the Delta tables are written to")
     add_config_flags(parser)
     args = parser.parse_intermixed_args(argv)
     from recsys_spark.etl import EtlConfig, print_report, run_etl
-    from recsys_spark.inputs import check_inputs
-
     cfg, config = job_config(args, "etl", EtlConfig)
-    check_inputs(args.data)  # before Spark starts: a bad input is one line on stderr, nothing else
+    source = config.source(args.data)  # before Spark starts: a bad input is one line on stderr, nothing else
 
     from recsys_spark.session import get_spark
 
     from jobs.tracking import job_run
 
     spark = get_spark("recsys-etl", conf=section(cfg, "spark"))
-    params = {"data": args.data, "tie_break": config.tie_break, "seed": config.seed,
+    params = {"data": args.data, "format": source.format, "layout": source.layout, "tie_break": config.tie_break, "seed": config.seed,
               "temporal_quantile": config.temporal_quantile}
     with job_run(cfg, args.warehouse, "etl", params):
         import mlflow

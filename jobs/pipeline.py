@@ -127,7 +127,8 @@ def setup_logging() -> None:
 
 def parse(argv):
     p = argparse.ArgumentParser(prog="recsys pipeline", description=__doc__)
-    p.add_argument("--data", help="folder with ratings.csv, movies.csv (tags.csv, links.csv)")
+    p.add_argument("--data", help="a MovieLens folder, an events table (CSV, Parquet, Delta) or a sequences file "
+                                  "(etl.format)")
     p.add_argument("--warehouse", help="folder of the Delta tables")
     p.add_argument("--run-date", help="YYYY-MM-DD (default: today)")
     p.add_argument("--reports", default="reports", help="where reports/<run_date>/report.md goes")
@@ -231,10 +232,10 @@ def main(argv=None, runner: Callable | None = None) -> int:
 
     from rich.console import Console
 
-    from recsys_spark.inputs import check_inputs
+    from jobs.plan import input_source
 
     console = Console(width=None if sys.stdout.isatty() else 140)
-    check_inputs(data)  # before any MLflow run or folder is made
+    input_source(cfg, data)  # before any MLflow run or folder is made: a bad input or etl.* is one line
     with RunLock(warehouse):
         return run_nightly(args, cfg, layer, resolve, pipe, run_date, data, warehouse, console)
 

@@ -40,7 +40,6 @@ from jobs.cli import COMMANDS
 from jobs.steps import PROJECT_ROOT, StepOutcome, run_child
 from recsys_core.config import POSITIVE, Config, checked
 from recsys_core.errors import ConfigError
-from recsys_spark.inputs import INPUT_FILES
 
 log = logging.getLogger("recsys.pipeline")
 
@@ -67,6 +66,16 @@ class PipelineConfig(Config):
         """The configured models, in catalogue order."""
         chosen = {*self.spark_models, *self.torch_models}
         return [model for name, model in catalogue.MODELS.items() if name in chosen]
+
+    def for_input(self, has: dict[str, bool]) -> tuple[PipelineConfig, list[str]]:
+        """These models less those the input cannot feed (catalogue.Model.requires), and a line for each saying
+        why it was left out."""
+        why = {m.name: catalogue.unmet(m, has) for m in self.models()}
+        out = {name for name, missing in why.items() if missing}
+        lines = [f"{name}: left out of the plan, the input has no {' and no '.join(why[name])}" for name in sorted(out)]
+        kept = dataclasses.replace(self, spark_models=tuple(m for m in self.spark_models if m not in out),
+                                   torch_models=tuple(m for m in self.torch_models if m not in out))
+        return kept, lines
 
 
 @dataclass(frozen=True)
@@ -239,11 +248,24 @@ def code_fingerprint(step: Step, root: Path = PROJECT_ROOT) -> dict:
     return {"version": version(), "source": digest.hexdigest()[:16]}
 
 
+def input_source(cfg: dict, data: Path):
+    """The ETL's checked input (recsys_spark.inputs.Source) for a config holding the etl section."""
+    from recsys_spark.etl import EtlConfig
+
+    return EtlConfig.from_dict(cfg.get("etl")).source(data)
+
+
+def input_files(cfg: dict, data: Path) -> list[Path]:
+    """The files whose bytes the ETL reads, for the run's etl config (a MovieLens folder's, a log's, a table's)."""
+    return input_source(cfg, data).fingerprint_files()
+
+
 def fingerprint(step: Step, cfg: dict, run_date: dt.date, upstream: dict[str, str], data: Path,
                 code_root: Path = PROJECT_ROOT) -> str:
     """`cfg` is the configuration the step itself resolves (environment < its sections < the run's layer);
     `code_root` the project whose source the step runs (code_fingerprint)."""
-    files = [data / spec.name for spec in INPUT_FILES] if step.reads_data else []
+    files = input_files(cfg, data) if step.reads_data else []
+    base = data if data.is_dir() else data.parent
     payload = {
         "code": code_fingerprint(step, code_root),
         "step": step.name,
@@ -251,7 +273,7 @@ def fingerprint(step: Step, cfg: dict, run_date: dt.date, upstream: dict[str, st
         "overrides": step.overrides,
         "run_date": run_date.isoformat() if step.per_run_date else None,
         "upstream": {d: upstream.get(d) for d in step.depends},
-        "files": {p.name: file_digest(p) for p in files if p.exists()},
+        "files": {str(p.relative_to(base)): file_digest(p) for p in files if p.exists()},
     }
     if step.outputs:  # only where declared, so other steps keep the fingerprints older runs recorded
         payload["outputs"] = list(step.outputs)
@@ -392,7 +414,10 @@ def run_pipeline(
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "config.yaml").write_text(yaml.safe_dump(run_layer, sort_keys=True))
     log_dir = folder / "logs"
-    pipe = PipelineConfig.from_dict(resolve(["pipeline"]).get("pipeline"))
+    pipe, left_out = PipelineConfig.from_dict(resolve(["pipeline"]).get("pipeline")).for_input(
+        input_source(resolve(["etl"]), data).features())
+    for line in left_out:
+        log.warning(line)
     run = Run(str(data), warehouse_uri or str(warehouse), run_date.isoformat(), env_name, str(config_file) if config_file else None,
               tuple(overrides))
 

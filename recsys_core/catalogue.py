@@ -72,6 +72,7 @@ class Model:
     fit_overrides: tuple[str, ...] = ()  # key=value the fit step adds for this model (an ALS variant's settings)
     implementation: str | None = None    # torch: "module:Class" of the model (recsys_torch.models.MODELS)
     config_class: str | None = None      # torch: "module:Class" of its config dataclass
+    requires: tuple[str, ...] = ()       # what the input must hold (DATA_FEATURES); else the plan leaves it out
 
     @property
     def sections(self) -> list[str]:
@@ -85,6 +86,9 @@ class Model:
     def writes(self) -> list[str]:
         return self.family.model_writes(self.name)
 
+
+# What a model may require of the input (Model.requires), as the ETL's source check reports it.
+DATA_FEATURES = {"ratings": "explicit ratings", "genres": "item genres"}
 
 ETL_TABLES = ("interactions", "items", "users")  # what every model reads of the ETL's output
 LIST_TABLES = ("recommendations", "recommendations_validation")  # the lists of every model, test and validation
@@ -115,11 +119,11 @@ def _torch(name: str, module: str, cls: str, summary: str) -> Model:
 
 
 MODELS: dict[str, Model] = {m.name: m for m in (
-    Model("als", ALS, "MLlib ALS on the ratings (explicit; RMSE/MAE too)"),
+    Model("als", ALS, "MLlib ALS on the ratings (explicit; RMSE/MAE too)", requires=("ratings",)),
     Model("als_implicit", ALS, "MLlib ALS in implicit mode (ratings as confidence)",
           fit_overrides=("als.name=als_implicit", "als.implicit_prefs=true")),
     Model("popularity", BASELINE, "train counts, global or over a recent window"),
-    Model("genre", BASELINE, "popularity within the user's favourite genres"),
+    Model("genre", BASELINE, "popularity within the user's favourite genres", requires=("genres",)),
     Model("markov", BASELINE, "Markov AR(1): successors of the last item"),
     Model("ar2", BASELINE, "AR(2) of the last two items, backing off to AR(1) and popularity"),
     Model("hybrid", BASELINE, "alpha * AR(1) + (1 - alpha) * popularity"),
@@ -131,6 +135,11 @@ MODELS: dict[str, Model] = {m.name: m for m in (
     _torch("lightgcn", "lightgcn", "LightGCN", "LightGCN: layer-averaged graph propagation over the train graph, BPR"),
     Model("ensemble", ENSEMBLE, "reciprocal-rank fusion of ensemble.models, weights chosen on validation NDCG@10"),
 )}
+
+
+def unmet(model: Model, has: dict[str, bool]) -> list[str]:
+    """What `model` requires that the input lacks (`has`: DATA_FEATURES -> present)."""
+    return [DATA_FEATURES[need] for need in model.requires if not has.get(need, False)]
 
 
 def names(family: Family | None = None) -> list[str]:

@@ -11,5 +11,6 @@ TABLES = ("interactions", "items", "users", "tags", "rejects", "etl_report", "re
 
 # Sequence shards (<warehouse>/sequences): meta.json's keys, in the order the export writes them.
 SHARD_SCHEMA_VERSION = 1
-META_KEYS = ("schema_version", "n_items", "n_users", "max_len", "rows", "tie_break", "seed", "last_gap", "created_at")
+META_KEYS = ("schema_version", "n_items", "n_users", "max_len", "rows", "tie_break", "seed", "time", "last_gap",
+             "created_at")
 META_REQUIRED_KEYS = ("schema_version", "n_items", "n_users", "max_len")  # what a reader cannot do without

@@ -26,23 +26,22 @@ from pyspark.sql import functions as F
 from pyspark.sql.pandas.types import from_arrow_schema
 
 from recsys_core import storage
+from recsys_core.errors import ConfigError
 from recsys_core.config import NON_NEGATIVE, POSITIVE, Config, checked, number_in, one_of
 from recsys_spark.delta import table_path, table_rows, write_arrow, write_table
 from recsys_spark.etl_guard import LoadCounts, check_load, reject_fraction
 from recsys_spark import schemas
-from recsys_spark.inputs import LINKS, MOVIES, RATINGS, REJECT_REASONS, TAGS, CheckedInput, check_inputs
+from recsys_spark.inputs import (FORMATS, MOVIELENS_LAYOUTS, SEQUENCE_LAYOUTS, CheckedInput, ColumnsConfig, Source,
+                                 check_source)
 from recsys_spark.splits import TIE_BREAKS, add_sequence, add_temporal_split, temporal_cutoff
-from recsys_spark.row_checks import (long_map, mark_duplicates, mark_unknown_movies, numbered_lines, parse_rows,
-                                   rejects_of)
+from recsys_spark.row_checks import long_map, mark_duplicates, mark_unknown_movies, rejects_of
+from recsys_spark.sources import (EtlIdentityError, FileOutcome, interaction_rows, movie_rows,  # noqa: F401
+                                  persist_and_count, validated)
 
 NO_GENRES = "(no genres listed)"
 # "Title (1995)", "Title (2006–2007)", "Title (2007-)", trailing spaces allowed.
 TITLE_YEAR = r"^(.*?)\s*\((\d{4})(?:\s*[-–]\s*(?:\d{4})?)?\)\s*$"
 REPORT_FILE = "etl_report.json"
-
-
-class EtlIdentityError(RuntimeError):
-    """input rows != accepted + rejected for a file: a bug in the ETL, never the input's fault."""
 
 
 @dataclass(frozen=True)
@@ -62,6 +61,10 @@ class KcoreConfig(Config):
 class EtlConfig(Config):
     section = "etl"
 
+    format: str = checked("auto", one_of(*FORMATS))  # of --data (recsys_spark/inputs.py); auto: detected
+    sequence_layout: str = checked("auto", one_of(*SEQUENCE_LAYOUTS))  # sequences: lines | pairs
+    columns: ColumnsConfig = field(default_factory=ColumnsConfig)  # events: the log's column names
+    event_weights: dict[str, float] = field(default_factory=dict)  # events: etl.columns.event's weight per type
     tie_break: str = checked("hash", one_of(*TIE_BREAKS))  # order of a user's ratings given in the same second
     seed: int = 42                   # seeds the hash tie-break
     # global temporal split: train up to this quantile of timestamps
@@ -72,24 +75,14 @@ class EtlConfig(Config):
     # refuse a load (over an existing one) rejecting more of a file's rows
     max_reject_fraction: float = checked(0.05, number_in(0, 1))
 
+    def validate(self) -> None:
+        for event, weight in self.event_weights.items():
+            if isinstance(weight, bool) or not isinstance(weight, (int, float)) or weight <= 0:
+                raise ConfigError(f"etl.event_weights.{event} must be a number > 0, got {weight!r}")
 
-@dataclass
-class FileOutcome:
-    """One input file after validation: its rows (persisted; `reason` null = accepted) and its counts."""
-
-    name: str
-    rows: DataFrame
-    input_rows: int
-    counts: dict[str | None, int] = field(default_factory=dict)  # reason (None = accepted) -> rows
-    present: bool = True                                          # False: an optional file that is absent
-
-    @property
-    def accepted(self) -> int:
-        return self.counts.get(None, 0)
-
-    @property
-    def rejected(self) -> dict[str, int]:
-        return {r: self.counts[r] for r in REJECT_REASONS if self.counts.get(r)}
+    def source(self, data: str | Path) -> Source:
+        """`--data` checked for this config's format, before Spark starts."""
+        return check_source(data, self.format, self.sequence_layout, self.columns, self.event_weights)
 
 
 @dataclass
@@ -114,29 +107,6 @@ def pinned_file_splits(spark: SparkSession):
     finally:
         if before is None:
             spark.conf.unset(key)
-
-
-def _validated(spark: SparkSession, source: CheckedInput) -> tuple[DataFrame, int]:
-    lines, n_lines = numbered_lines(spark, source.path)
-    return parse_rows(lines, source), max(n_lines - 1, 0)
-
-
-def _persist_and_count(outcome: FileOutcome) -> FileOutcome:
-    """Materialise the rows and count them per reason; a row without a line number means the two reads of the
-    file were split differently, which would silently misnumber rows: refuse."""
-    outcome.rows = outcome.rows.persist(StorageLevel.MEMORY_AND_DISK)
-    stats = (outcome.rows.groupBy("reason")
-             .agg(F.count(F.lit(1)).alias("rows"), F.count_if(F.col("line").isNull()).alias("unnumbered"))
-             .collect())
-    if any(r["unnumbered"] for r in stats):
-        raise EtlIdentityError(f"{outcome.name}: rows without a line number (the file was split differently "
-                               f"between the counting and the reading pass)")
-    outcome.counts = {r["reason"]: r["rows"] for r in stats}
-    total = sum(outcome.counts.values())
-    if total != outcome.input_rows:
-        raise EtlIdentityError(f"{outcome.name}: {outcome.input_rows} input rows but {outcome.accepted} accepted + "
-                               f"{total - outcome.accepted} rejected")
-    return outcome
 
 
 def _latest_line_first() -> list:
@@ -218,28 +188,42 @@ def movie_columns(movies: DataFrame) -> DataFrame:
 
 
 def _read_movies(spark, source: CheckedInput) -> FileOutcome:
-    rows, n = _validated(spark, source)
+    rows, n = movie_rows(spark, source)
     rows = mark_duplicates(rows, ["movieId"], _latest_line_first())
-    return _persist_and_count(FileOutcome(source.spec.name, rows, n))
+    return persist_and_count(FileOutcome(source.spec.name, rows, n))
 
 
 def _read_links(spark, source: CheckedInput, movie_ids: DataFrame) -> FileOutcome:
-    rows, n = _validated(spark, source)
+    rows, n = validated(spark, source)
     rows = mark_duplicates(mark_unknown_movies(rows, movie_ids), ["movieId"], _latest_line_first())
-    return _persist_and_count(FileOutcome(source.spec.name, rows, n))
+    return persist_and_count(FileOutcome(source.spec.name, rows, n))
 
 
 def _read_tags(spark, source: CheckedInput, movie_ids: DataFrame) -> FileOutcome:
-    rows, n = _validated(spark, source)
-    return _persist_and_count(FileOutcome(source.spec.name, mark_unknown_movies(rows, movie_ids), n))
+    rows, n = validated(spark, source)
+    return persist_and_count(FileOutcome(source.spec.name, mark_unknown_movies(rows, movie_ids), n))
 
 
-def _read_ratings(spark, source: CheckedInput, movie_ids: DataFrame, config: EtlConfig) -> tuple[FileOutcome, dict]:
-    rows, n = _validated(spark, source)
-    rows = mark_unknown_movies(rows, movie_ids).repartition("userId")
+def _keep_first(source: Source) -> tuple[list, str]:
+    """Which of a (user, item)'s rows is kept, and the reason the others get. A rating: the latest (same second:
+    the later line), the others are `duplicate`s (bad input). An event log's repeats are normal, not bad input:
+    the strongest event, then the latest, is kept and the others are `repeat`s (set aside, like the k-core's)."""
+    latest = [F.col("timestamp").desc(), F.col("line").desc()]
+    if source.format == "movielens":
+        return latest, "duplicate"
+    return [F.col("rating").desc(), *latest], "repeat"
+
+
+def _read_ratings(spark, source: Source, movie_ids: DataFrame | None,
+                  config: EtlConfig) -> tuple[FileOutcome, dict]:
+    rows, n = interaction_rows(spark, source, config.event_weights, config.columns.timestamp_unit)
+    if movie_ids is not None:
+        rows = mark_unknown_movies(rows, movie_ids)
+    rows = rows.repartition("userId")
     # Partitioned by userId, this window (by userId, movieId) and the later history window (by userId) need no
-    # further shuffle. The latest rating of a (user, movie) wins; same second: the later line.
-    rows = mark_duplicates(rows, ["userId", "movieId"], [F.col("timestamp").desc(), F.col("line").desc()])
+    # further shuffle.
+    order, reason = _keep_first(source)
+    rows = mark_duplicates(rows, ["userId", "movieId"], order, reason)
     kcore = {**dataclasses.asdict(config.kcore), "iterations": 0, "converged": True}
     staged = None
     if config.kcore.enabled:
@@ -248,7 +232,8 @@ def _read_ratings(spark, source: CheckedInput, movie_ids: DataFrame, config: Etl
         rows = mark_kcore(staged, users, items)
         kcore.update(iterations=iterations, converged=converged)
     rows = rows.withColumn("raw", F.when(F.col("reason").isNotNull(), F.col("raw")))  # raw text of rejects only
-    outcome = _persist_and_count(FileOutcome(source.spec.name, rows, n))
+    outcome = persist_and_count(FileOutcome(source.files["ratings"].spec.name if source.files else source.path.name,
+                                            rows, n))
     if staged is not None:
         staged.unpersist()
     return outcome, kcore
@@ -289,12 +274,23 @@ class _Inputs:
         return [o for o in (self.ratings, self.movies, self.tags, self.links) if o.present]
 
 
-def _read_inputs(spark: SparkSession, inputs: dict[str, CheckedInput], config: EtlConfig) -> _Inputs:
-    movies = _read_movies(spark, inputs[MOVIES.name])
-    movie_ids = movies.rows.where(F.col("reason").isNull()).select("movieId")
-    links = _read_links(spark, inputs[LINKS.name], movie_ids) if LINKS.name in inputs else _absent(spark, LINKS.name)
-    tags = _read_tags(spark, inputs[TAGS.name], movie_ids) if TAGS.name in inputs else _absent(spark, TAGS.name)
-    ratings, kcore = _read_ratings(spark, inputs[RATINGS.name], movie_ids, config)
+def _name(source: Source, role: str) -> str:
+    """An absent file's name in the report: MovieLens' own (tags.csv), else the role."""
+    layout = MOVIELENS_LAYOUTS.get(source.layout, {}) if source.format == "movielens" else {}
+    return layout[role].name if role in layout else role
+
+
+def _read_inputs(spark: SparkSession, source: Source, config: EtlConfig) -> _Inputs:
+    files = source.files
+    if "movies" in files:
+        movies = _read_movies(spark, files["movies"])
+        movie_ids = movies.rows.where(F.col("reason").isNull()).select("movieId")
+    else:  # no item file: the items are those the interactions name
+        movies, movie_ids = _absent(spark, _name(source, "movies")), None
+    links = (_read_links(spark, files["links"], movie_ids) if "links" in files else
+             _absent(spark, _name(source, "links")))
+    tags = _read_tags(spark, files["tags"], movie_ids) if "tags" in files else _absent(spark, _name(source, "tags"))
+    ratings, kcore = _read_ratings(spark, source, movie_ids, config)
     return _Inputs(movies, links, tags, ratings, kcore)
 
 
@@ -303,7 +299,11 @@ def _accepted(outcome: FileOutcome, *columns: str) -> DataFrame:
 
 
 def _build_items(read: _Inputs, item_index: DataFrame) -> DataFrame:
-    items = movie_columns(_accepted(read.movies, "movieId", "title", "genres"))
+    if not read.movies.present:  # no item file: each item's id is its title, no genres
+        items = item_index.select("movieId", F.col("movieId").cast("string").alias("title"),
+                                  F.lit(None).cast("int").alias("year"), F.array().cast("array<string>").alias("genres"))
+    else:
+        items = movie_columns(_accepted(read.movies, "movieId", "title", "genres"))
     if read.links.present:
         items = items.join(F.broadcast(_accepted(read.links, "movieId", "imdbId", "tmdbId")), "movieId", "left")
     else:
@@ -312,7 +312,7 @@ def _build_items(read: _Inputs, item_index: DataFrame) -> DataFrame:
 
 
 def _build_rejects(read: _Inputs) -> DataFrame:
-    rejects = rejects_of(read.ratings.rows, RATINGS.name)
+    rejects = rejects_of(read.ratings.rows, read.ratings.name)
     for other in (read.movies, read.tags, read.links):
         if other.present:
             rejects = rejects.unionByName(rejects_of(other.rows, other.name))
@@ -321,10 +321,11 @@ def _build_rejects(read: _Inputs) -> DataFrame:
 
 def run_etl(spark: SparkSession, data_dir: str | Path, warehouse: str | Path,
             config: EtlConfig | None = None) -> EtlResult:
-    """Read, validate and split the MovieLens files in `data_dir`; write every table into `warehouse`."""
+    """Read, validate and split the input at `data_dir` (any format, recsys_spark.inputs); write every table into
+    `warehouse`."""
     started = time.perf_counter()
     config = config or EtlConfig()
-    inputs = check_inputs(data_dir)  # plain Python: a missing file or column fails before anything is read/written
+    source = config.source(data_dir)  # plain Python: a missing file or column fails before anything is read/written
     warehouse = Path(storage.local_path(str(warehouse)) if storage.scheme(str(warehouse)) == "file" else warehouse)
     persisted: list[DataFrame] = []
     stages: dict[str, float] = {}
@@ -342,7 +343,7 @@ def run_etl(spark: SparkSession, data_dir: str | Path, warehouse: str | Path,
 
     try:
         with pinned_file_splits(spark):
-            read = _read_inputs(spark, inputs, config)
+            read = _read_inputs(spark, source, config)
             persisted += [o.rows for o in (read.movies, read.links, read.tags, read.ratings)]
             stage("read and validate")
             accepted = _accepted(read.ratings, "userId", "movieId", "rating", "timestamp")
@@ -353,6 +354,7 @@ def run_etl(spark: SparkSession, data_dir: str | Path, warehouse: str | Path,
                          .select(*schemas.USERS.names))
             item_index = keep(dense_index(rated_items, "movieId", "item_idx"))
             n_users, n_rated_items = user_counts.count(), rated_items.count()
+            n_items = read.movies.accepted if read.movies.present else n_rated_items
             cutoff = temporal_cutoff(accepted, config.temporal_quantile, rows=read.ratings.accepted)
             stage("indices and temporal cut-off")
 
@@ -367,7 +369,7 @@ def run_etl(spark: SparkSession, data_dir: str | Path, warehouse: str | Path,
             n_rejects = sum(sum(o.rejected.values()) for o in read.present)
             # Before the first commit: a load that must not replace the current one leaves every table as it is.
             check_load(warehouse, LoadCounts(
-                interactions=read.ratings.accepted, users=n_users, items=read.movies.accepted,
+                interactions=read.ratings.accepted, users=n_users, items=n_items,
                 rated_items=n_rated_items,
                 reject_fractions={o.name: reject_fraction(o.input_rows, o.rejected) for o in read.present}),
                 config.max_shrink, config.max_reject_fraction)
@@ -381,7 +383,7 @@ def run_etl(spark: SparkSession, data_dir: str | Path, warehouse: str | Path,
             write_table(_build_rejects(read), table_path(warehouse, "rejects"), schema=schemas.REJECTS)
             report_rows = [dict(zip(schemas.ETL_REPORT.names, r)) for r in report]
             write_arrow(pa.Table.from_pylist(report_rows, schemas.ETL_REPORT), table_path(warehouse, "etl_report"))
-            _check_written(warehouse, {"interactions": read.ratings.accepted, "items": read.movies.accepted,
+            _check_written(warehouse, {"interactions": read.ratings.accepted, "items": n_items,
                                        "users": n_users, "tags": read.tags.accepted, "rejects": n_rejects})
             stage("write the other tables")
     finally:
@@ -390,15 +392,20 @@ def run_etl(spark: SparkSession, data_dir: str | Path, warehouse: str | Path,
 
     summary = {
         "schema_version": 1,
-        "data": str(Path(data_dir).resolve()),
+        "data": str(source.path),
+        "format": source.format,
+        "layout": source.layout,
+        "time": "seconds" if source.time_known else "order",  # order: timestamp is the order key (sources.py)
+        "explicit": source.explicit,  # ratings on a scale; false: implicit weights
+        "genres": source.genres,
         "tie_break": config.tie_break,
         "seed": config.seed,
         "temporal": {"quantile": config.temporal_quantile, "cutoff_timestamp": cutoff},
         "kcore": read.kcore,
         "files": {o.name: {"input": o.input_rows, "accepted": o.accepted, "rejected": sum(o.rejected.values()),
                            "rejected_by_reason": o.rejected} for o in read.present},
-        "files_missing": [o.name for o in (read.tags, read.links) if not o.present],
-        "tables": {"interactions": read.ratings.accepted, "users": n_users, "items": read.movies.accepted,
+        "files_missing": [o.name for o in (read.movies, read.tags, read.links) if not o.present],
+        "tables": {"interactions": read.ratings.accepted, "users": n_users, "items": n_items,
                    "rated_items": n_rated_items, "tags": read.tags.accepted, "rejects": n_rejects},
     }
     (warehouse / REPORT_FILE).write_text(json.dumps(summary, indent=1) + "\n")

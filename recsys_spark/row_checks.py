@@ -8,11 +8,13 @@ duplicate are marked afterwards, among the rows that passed.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Sequence
 
 from pyspark.sql import Column, DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 
-from recsys_spark.inputs import DIGITS, ID, OPTIONAL_ID, RATING, TEXT, TIMESTAMP, CheckedInput
+from recsys_spark.inputs import (DIGITS, EVENT_TIME, ID, OPTIONAL_ID, RATING, TEXT, TIMESTAMP, WEIGHT, CheckedInput,
+                                 InputColumn)
 
 # One CSV field: quoted (quotes doubled inside) or unquoted (no quote, no comma). Unrolled loops, no alternation
 # under a star, so long quoted fields cannot overflow Java's regex stack.
@@ -60,7 +62,7 @@ def unquote(field: Column) -> Column:
 
 
 def _checks(kind: str, text: Column, value: Column) -> list[tuple[Column, str]]:
-    """(failing condition, reason) for one column, in order; `text` is the unquoted field, `value` its try_cast."""
+    """(failing condition, reason) for one column, in order; `text` is the unquoted field, `value` its typed form."""
     if kind == ID:
         return [(text == "", "missing_id"), (value.isNull(), "non_numeric"), (value <= 0, "non_positive")]
     if kind == OPTIONAL_ID:
@@ -69,11 +71,15 @@ def _checks(kind: str, text: Column, value: Column) -> list[tuple[Column, str]]:
         return [(~text.rlike(DECIMAL) | value.isNull(), "non_numeric"),
                 ((value < 0.5) | (value > 5.0), "rating_out_of_range"),
                 (F.floor(value * 2) != value * 2, "not_half_star")]
+    if kind == WEIGHT:
+        return [(~text.rlike(DECIMAL) | value.isNull(), "non_numeric"), (value <= 0, "non_positive")]
     if kind == TIMESTAMP:
         # A number that is no valid epoch second (fractional, zero, negative, too large) is a bad timestamp;
         # something that is no number at all is non_numeric.
         return [(value.isNull() & ~text.rlike(DECIMAL), "non_numeric"),
                 (value.isNull() | (value <= 0), "bad_timestamp")]
+    if kind == EVENT_TIME:  # a number of etl.columns.timestamp_unit, or a date-time text
+        return [(value.isNull() | (value <= 0), "bad_timestamp")]
     if kind == DIGITS:
         return [((text != "") & ~text.rlike(DIGITS_ONLY), "non_numeric")]
     if kind == TEXT:
@@ -81,44 +87,66 @@ def _checks(kind: str, text: Column, value: Column) -> list[tuple[Column, str]]:
     raise ValueError(f"unknown column kind {kind!r}")
 
 
-def _typed(kind: str, text: Column) -> Column:
+def _typed(kind: str, text: Column, time_unit: int = 1) -> Column:
     if kind in (ID, TIMESTAMP):
         return text.try_cast("long")
+    if kind == EVENT_TIME:
+        number = F.when(text.rlike(DIGITS_ONLY), F.floor(text.try_cast("decimal(38,0)") / F.lit(time_unit)))
+        return F.coalesce(number.cast("long"), F.unix_timestamp(F.try_to_timestamp(text)))
     if kind == OPTIONAL_ID:
         return F.when(text != "", text.try_cast("long"))
-    if kind == RATING:
+    if kind in (RATING, WEIGHT):
         return text.try_cast("double")
     if kind == DIGITS:
         return F.when(text != "", text)
     return text
 
 
-def parse_rows(lines: DataFrame, source: CheckedInput) -> DataFrame:
-    """Data lines (header dropped) -> line, raw, one typed column per spec column, reason, field."""
-    spec = source.spec
-    has_quote = F.instr("value", '"') > 0
-    fields = (lines.where(F.col("line") >= 2)
-              .select("line", F.col("value").alias("raw"),
-                      F.when(has_quote, F.split("value", COMMA_OUTSIDE_QUOTES, -1))
-                      .otherwise(F.split("value", ",", -1)).alias("fields")))
-    texts = [unquote(F.get("fields", source.position(c.name))).alias(f"{c.name}_text") for c in spec.columns]
-    texts_df = fields.select("line", "raw", "fields", *texts)
-    typed = texts_df.select("line", "raw", "fields", *[f"{c.name}_text" for c in spec.columns],
-                            *[_typed(c.kind, F.col(f"{c.name}_text")).alias(c.name) for c in spec.columns])
-
-    checks: list[tuple[Column, str, str | None]] = [
-        (~F.is_valid_utf8("raw"), "non_utf8", None),
-        ((F.instr("raw", '"') > 0) & ~F.col("raw").rlike(WELL_QUOTED_LINE), "malformed", None),
-        (F.size("fields") != source.n_fields, "malformed", None),
-    ]
-    for c in spec.columns:
+def check_columns(texts: DataFrame, columns: Sequence[InputColumn], keep: Sequence[str],
+                  structure: Sequence[tuple[Column, str, str | None]] = (), time_unit: int = 1) -> DataFrame:
+    """`texts` has a `<name>_text` column per input column: -> `keep`, one typed column per input column, reason,
+    field. `structure` are the line's own checks (encoding, quotes, field count), which come first."""
+    typed = texts.select("*", *[_typed(c.kind, F.col(f"{c.name}_text"), time_unit).alias(c.name) for c in columns])
+    checks = list(structure)
+    for c in columns:
         checks += [(cond, reason, c.name) for cond, reason in _checks(c.kind, F.col(f"{c.name}_text"), F.col(c.name))]
+    if not checks:
+        return typed.select(*keep, *[c.name for c in columns], F.lit(None).cast("string").alias("reason"),
+                            F.lit(None).cast("string").alias("field"))
     first, *rest = checks
     reason, field = F.when(first[0], F.lit(first[1])), F.when(first[0], F.lit(first[2]))
     for cond, why, blame in rest:  # CASE WHEN: the first failing check wins
         reason, field = reason.when(cond, F.lit(why)), field.when(cond, F.lit(blame))
-    return typed.select("line", "raw", *spec.column_names,
+    return typed.select(*keep, *[c.name for c in columns],
                         reason.cast("string").alias("reason"), field.cast("string").alias("field"))
+
+
+def decoded(value: Column, latin1_fallback: bool) -> Column:
+    """A line as text: as read (UTF-8), or, where allowed and it is no valid UTF-8, its bytes read as Latin-1."""
+    if not latin1_fallback:
+        return value
+    return F.when(F.is_valid_utf8(value), value).otherwise(F.decode(value.cast("binary"), "ISO-8859-1"))
+
+
+def parse_rows(lines: DataFrame, source: CheckedInput, time_unit: int = 1) -> DataFrame:
+    """Data lines (header dropped) -> line, raw, one typed column per spec column, reason, field."""
+    spec = source.spec
+    raw = decoded(F.col("value"), spec.latin1_fallback)
+    data = lines.where(F.col("line") >= (2 if spec.header else 1)).select("line", raw.alias("raw"))
+    if spec.separator == ",":
+        has_quote = F.instr("raw", '"') > 0
+        split = F.when(has_quote, F.split("raw", COMMA_OUTSIDE_QUOTES, -1)).otherwise(F.split("raw", ",", -1))
+        structure = [((F.instr("raw", '"') > 0) & ~F.col("raw").rlike(WELL_QUOTED_LINE), "malformed", None)]
+        field_text = unquote
+    else:
+        split = F.split(F.trim("raw") if spec.separator == r"\s+" else F.col("raw"), spec.separator, -1)
+        structure, field_text = [], (lambda f: f)
+    structure = [(~F.is_valid_utf8("raw"), "non_utf8", None), *structure,
+                 (F.size("fields") != source.n_fields, "malformed", None)]
+    fields = data.select("line", "raw", split.alias("fields"))
+    texts = fields.select("line", "raw", "fields", *[field_text(F.get("fields", source.position(c.name)))
+                                                     .alias(f"{c.name}_text") for c in spec.columns])
+    return check_columns(texts, spec.columns, ["line", "raw"], structure, time_unit)
 
 
 def mark_unknown_movies(rows: DataFrame, movie_ids: DataFrame) -> DataFrame:
@@ -132,8 +160,9 @@ def mark_unknown_movies(rows: DataFrame, movie_ids: DataFrame) -> DataFrame:
     }).select(*rows.columns)
 
 
-def mark_duplicates(rows: DataFrame, key: list[str], latest_first: list[Column]) -> DataFrame:
-    """Among the rows that passed so far, all but the first of each key in `latest_first` order -> duplicate.
+def mark_duplicates(rows: DataFrame, key: list[str], latest_first: list[Column],
+                    reason: str = "duplicate") -> DataFrame:
+    """Among the rows that passed so far, all but the first of each key in `latest_first` order -> `reason`.
 
     Rows already refused sort after the good ones of their key, so they never displace one.
     """
@@ -141,13 +170,15 @@ def mark_duplicates(rows: DataFrame, key: list[str], latest_first: list[Column])
     rank = F.row_number().over(Window.partitionBy(*key).orderBy(*order))
     duplicate = F.col("reason").isNull() & (rank > 1)
     return rows.withColumns({
-        "reason": F.when(duplicate, F.lit("duplicate")).otherwise(F.col("reason")),
+        "reason": F.when(duplicate, F.lit(reason)).otherwise(F.col("reason")),
         "field": F.when(duplicate, F.lit(None).cast("string")).otherwise(F.col("field")),
     })
 
 
 def rejects_of(rows: DataFrame, file_name: str) -> DataFrame:
-    """The refused rows in the `rejects` table's shape; invalid UTF-8 in the raw line becomes U+FFFD."""
+    """The refused rows in the `rejects` table's shape; invalid UTF-8 in the raw line becomes U+FFFD. Rows read
+    from a table of many files name their own (`file` column)."""
+    file = F.col("file") if "file" in rows.columns else F.lit(file_name)
     return rows.where(F.col("reason").isNotNull()).select(
-        F.lit(file_name).alias("file"), F.col("line").cast("long").alias("line"),
+        file.alias("file"), F.col("line").cast("long").alias("line"),
         F.make_valid_utf8("raw").alias("raw"), "reason", "field")

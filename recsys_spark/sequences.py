@@ -274,7 +274,8 @@ def write_id_map(pairs: DataFrame, path: Path, schema: pa.Schema) -> int:
 
 
 def etl_provenance(warehouse: str | Path) -> dict:
-    """tie_break and seed from <warehouse>/etl_report.json when the ETL left one (null otherwise)."""
+    """tie_break, seed and time (seconds | order) from <warehouse>/etl_report.json when the ETL left one (null
+    otherwise; an ETL older than `time` had timestamps)."""
     path = storage.join(str(warehouse), "etl_report.json")
     report: dict = {}
     text = storage.read_bytes(path)
@@ -284,7 +285,8 @@ def etl_provenance(warehouse: str | Path) -> dict:
         except json.JSONDecodeError as exc:
             raise RecsysError(f"{path}: not valid JSON ({exc})") from None
     config = report.get("config") if isinstance(report.get("config"), dict) else {}
-    return {key: report.get(key, config.get(key)) for key in ("tie_break", "seed")}
+    found = {key: report.get(key, config.get(key)) for key in ("tie_break", "seed")}
+    return {**found, "time": report.get("time", "seconds" if report else None)}
 
 
 def _prepare_out(out: Path) -> Path:
@@ -326,6 +328,9 @@ def export_sequences(spark: SparkSession, warehouse: str | Path, out: str | Path
     out = Path(storage.local_path(out))
     interactions = read_table(spark, require_interactions(warehouse))
     check_interactions(interactions)
+    provenance = etl_provenance(warehouse)
+    if provenance["time"] == "order":  # the timestamps are order keys, not seconds: no gaps to give (SCHEMAS.md)
+        interactions = interactions.withColumn("timestamp", F.lit(0).cast("long"))
     histories = build_histories(interactions).persist(StorageLevel.MEMORY_AND_DISK)
     temp = None
     try:
@@ -352,7 +357,7 @@ def export_sequences(spark: SparkSession, warehouse: str | Path, out: str | Path
         write_id_map(interactions.select("item_idx", "movieId"), temp / "item_map.parquet", ITEM_MAP)
         write_id_map(interactions.select("user_idx", "userId"), temp / "user_map.parquet", USER_MAP)
         meta = {"schema_version": SHARD_SCHEMA_VERSION, "n_items": plan["n_items"], "n_users": plan["n_users"],
-                "max_len": L, "rows": rows, **etl_provenance(warehouse), "last_gap": config.last_gap,
+                "max_len": L, "rows": rows, **provenance, "last_gap": config.last_gap,
                 "created_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")}
         (temp / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
         _swap_in(temp, out)

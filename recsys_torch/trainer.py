@@ -322,7 +322,11 @@ class Trainer:
         params = {"model": self.model_name, "world_size": env.world, **flatten("train", dataclasses.asdict(tcfg)),
                   **flatten(self.model_name, self.model_cfg), "resolved.batch_size": self.batch_size,
                   "resolved.total_steps": self.total_steps, "resolved.loss": self.loss_name,
-                  "data.last_gap": self.meta.get("last_gap"), "data.tie_break": self.meta.get("tie_break")}
+                  "data.last_gap": self.meta.get("last_gap"), "data.tie_break": self.meta.get("tie_break"),
+                  "data.time": self.meta.get("time")}
+        if self.meta.get("time") == "order" and env.is_main:
+            print(f"{self.model_name}: the input had no timestamps (meta.json time: order): every position is one "
+                  "step apart")
         self.logger.start(f"train-{self.model_name}", params, self.progress.mlflow_run_id if resume else None)
         self.progress.mlflow_run_id = self.logger.run_id
         status = "FAILED"

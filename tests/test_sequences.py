@@ -208,9 +208,10 @@ def test_meta_row_groups_and_maps(exported, hand_users):
     out, meta = exported
     assert meta == json.loads((out / "meta.json").read_text())
     assert set(meta) == {"schema_version", "n_items", "n_users", "max_len", "rows", "tie_break", "seed",
-                         "last_gap", "created_at"}
+                         "time", "last_gap", "created_at"}
     assert (meta["schema_version"], meta["max_len"], meta["last_gap"]) == (1, 3, "query_time")
     assert (meta["tie_break"], meta["seed"]) == ("hash", 7)  # copied from etl_report.json
+    assert meta["time"] == "seconds"  # a report without `time` is an ETL that had timestamps
     assert meta["n_users"] == max(hand_users)
     assert meta["n_items"] == max(i for events in hand_users.values() for _, i, _ in events)
     for name in (*SEQ_DATASETS, "ncf_train", "edges"):
