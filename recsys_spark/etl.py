@@ -31,8 +31,8 @@ from recsys_core.config import NON_NEGATIVE, POSITIVE, Config, checked, number_i
 from recsys_spark.delta import table_path, table_rows, write_arrow, write_table
 from recsys_spark.etl_guard import LoadCounts, check_load, reject_fraction
 from recsys_spark import schemas
-from recsys_spark.inputs import (FORMATS, MOVIELENS_LAYOUTS, SEQUENCE_LAYOUTS, CheckedInput, ColumnsConfig, Source,
-                                 check_source)
+from recsys_spark.inputs import (FORMATS, MOVIELENS_LAYOUTS, SEQUENCE_LAYOUTS, CheckedInput, ColumnsConfig,
+                                 ItemsConfig, Source, check_source)
 from recsys_spark.splits import TIE_BREAKS, add_sequence, add_temporal_split, temporal_cutoff
 from recsys_spark.row_checks import long_map, mark_duplicates, mark_unknown_movies, rejects_of
 from recsys_spark.sources import (EtlIdentityError, FileOutcome, interaction_rows, movie_rows,  # noqa: F401
@@ -65,6 +65,7 @@ class EtlConfig(Config):
     sequence_layout: str = checked("auto", one_of(*SEQUENCE_LAYOUTS))  # sequences: lines | pairs
     columns: ColumnsConfig = field(default_factory=ColumnsConfig)  # events: the log's column names
     event_weights: dict[str, float] = field(default_factory=dict)  # events: etl.columns.event's weight per type
+    items: ItemsConfig = field(default_factory=ItemsConfig)  # events: an optional item table (titles, genres)
     tie_break: str = checked("hash", one_of(*TIE_BREAKS))  # order of a user's ratings given in the same second
     seed: int = 42                   # seeds the hash tie-break
     # global temporal split: train up to this quantile of timestamps
@@ -82,7 +83,7 @@ class EtlConfig(Config):
 
     def source(self, data: str | Path) -> Source:
         """`--data` checked for this config's format, before Spark starts."""
-        return check_source(data, self.format, self.sequence_layout, self.columns, self.event_weights)
+        return check_source(data, self.format, self.sequence_layout, self.columns, self.event_weights, self.items)
 
 
 @dataclass
@@ -187,8 +188,8 @@ def movie_columns(movies: DataFrame) -> DataFrame:
         genres.alias("genres"))
 
 
-def _read_movies(spark, source: CheckedInput) -> FileOutcome:
-    rows, n = movie_rows(spark, source)
+def _read_movies(spark, source: CheckedInput, item_columns: dict[str, str], separator: str) -> FileOutcome:
+    rows, n = movie_rows(spark, source, item_columns, separator)
     rows = mark_duplicates(rows, ["movieId"], _latest_line_first())
     return persist_and_count(FileOutcome(source.spec.name, rows, n))
 
@@ -283,7 +284,7 @@ def _name(source: Source, role: str) -> str:
 def _read_inputs(spark: SparkSession, source: Source, config: EtlConfig) -> _Inputs:
     files = source.files
     if "movies" in files:
-        movies = _read_movies(spark, files["movies"])
+        movies = _read_movies(spark, files["movies"], source.item_columns, source.genre_separator)
         movie_ids = movies.rows.where(F.col("reason").isNull()).select("movieId")
     else:  # no item file: the items are those the interactions name
         movies, movie_ids = _absent(spark, _name(source, "movies")), None

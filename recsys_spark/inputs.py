@@ -129,6 +129,23 @@ class ColumnsConfig(Config):
 
 
 @dataclass(frozen=True)
+class ItemsConfig(Config):
+    """`etl.items`: the events format's optional item table, a CSV file with a header."""
+
+    section = "etl.items"
+
+    path: str | None = None        # null: the items are the ids the log names (title = the id, no genres)
+    id: str = "item_id"            # the column holding etl.columns.item's ids
+    title: str | None = None
+    genres: str | None = None      # categories, one string per item
+    genre_separator: str = "|"
+
+    def mapped(self) -> dict[str, str]:
+        roles = {"movieId": self.id, "title": self.title, "genres": self.genres}
+        return {role: column for role, column in roles.items() if column}
+
+
+@dataclass(frozen=True)
 class CheckedInput:
     """An input file whose header was found good: its path and the position of each column in a row."""
 
@@ -153,6 +170,8 @@ class Source:
     path: Path
     files: dict[str, CheckedInput] = field(default_factory=dict)  # role -> text file (ratings, movies, tags, links)
     columns: dict[str, str] = field(default_factory=dict)         # events: role -> column
+    item_columns: dict[str, str] = field(default_factory=dict)    # events' item table: role -> column
+    genre_separator: str = "|"
     time_known: bool = True        # False: timestamps are the file's order (docs/SCHEMAS.md)
     explicit: bool = True          # ratings on a scale (explicit ALS); False: implicit weights
     genres: bool = True            # items carry genres (the genre model)
@@ -274,7 +293,22 @@ def _events_columns(path: Path, layout: str) -> list[str]:
     return list(pq.read_schema(files[0]).names)
 
 
-def check_events(path: Path, columns: ColumnsConfig, event_weights: dict) -> Source:
+def check_items(items: ItemsConfig) -> CheckedInput:
+    path = Path(storage.local_path(items.path))
+    if not path.is_file():
+        raise InputError(f"etl.items.path {items.path}: no such file (the item table is one CSV file with a header)")
+    header = read_header(path, path.name)
+    for role, column in items.mapped().items():
+        if column not in header:
+            key = {"movieId": "id"}.get(role, role)
+            raise InputError(f"etl.items.{key}: column {column!r} is not in {path.name} (its columns: "
+                             f"{', '.join(header)})")
+    kinds = {"movieId": ID, "title": TEXT, "genres": TEXT}
+    spec = InputFile(path.name, True, tuple(InputColumn(c, kinds[role]) for role, c in items.mapped().items()))
+    return CheckedInput(spec, path.resolve(), header)
+
+
+def check_events(path: Path, columns: ColumnsConfig, event_weights: dict, items: ItemsConfig | None = None) -> Source:
     layout = "delta" if (path / "_delta_log").is_dir() else "csv" if path.suffix.lower() in (".csv", ".tsv") \
         else "parquet"
     if layout == "csv" and not path.is_file():
@@ -294,12 +328,17 @@ def check_events(path: Path, columns: ColumnsConfig, event_weights: dict) -> Sou
                  "event": TEXT}
         spec = InputFile(path.name, True, tuple(InputColumn(column, kinds[role]) for role, column in mapped.items()))
         files["ratings"] = CheckedInput(spec, path.resolve(), tuple(read_header(path, path.name)))
-    return Source("events", layout, path.resolve(), files, dict(mapped), time_known="timestamp" in mapped,
-                  explicit="rating" in mapped, genres=False)
+    items = items or ItemsConfig()
+    if items.path:
+        files["movies"] = check_items(items)
+    return Source("events", layout, path.resolve(), files, dict(mapped), items.mapped() if items.path else {},
+                  items.genre_separator, time_known="timestamp" in mapped, explicit="rating" in mapped,
+                  genres=bool(items.path and items.genres))
 
 
 def check_source(data: str | Path, fmt: str = "auto", layout: str = "auto",
-                 columns: ColumnsConfig | None = None, event_weights: dict | None = None) -> Source:
+                 columns: ColumnsConfig | None = None, event_weights: dict | None = None,
+                 items: ItemsConfig | None = None) -> Source:
     """The ETL's input, checked without Spark: raises InputError (or ConfigError) naming the file and column."""
     text = str(data)
     if not storage.is_local(text):
@@ -313,7 +352,7 @@ def check_source(data: str | Path, fmt: str = "auto", layout: str = "auto",
         layout_ = movielens_layout(path) or "csv"
         return Source("movielens", layout_, path.resolve(), files)
     if fmt == "events":
-        return check_events(path, columns or ColumnsConfig(), event_weights or {})
+        return check_events(path, columns or ColumnsConfig(), event_weights or {}, items)
     if fmt == "sequences":
         if not path.is_file():
             raise InputError(f"--data {path}: the sequences format reads one text file")

@@ -74,10 +74,19 @@ def validated(spark: SparkSession, source: CheckedInput, time_unit: int = 1) -> 
     return parse_rows(lines, source, time_unit), max(n_lines - (1 if source.spec.header else 0), 0)
 
 
-def movie_rows(spark: SparkSession, source: CheckedInput) -> tuple[DataFrame, int]:
-    """A MovieLens movies file's rows (movieId, title, genres as MovieLens writes them); u.item's genre flags become
-    the pipe-separated names."""
+def movie_rows(spark: SparkSession, source: CheckedInput, item_columns: dict[str, str] | None = None,
+               separator: str = "|") -> tuple[DataFrame, int]:
+    """An items file's rows (movieId, title, genres as MovieLens writes them: pipe-separated): MovieLens' own, u.item
+    (its genre flags become the names), or an events log's item table (`item_columns`: role -> its column; no title
+    means the id, no genres means none)."""
     rows, n = validated(spark, source)
+    if item_columns:
+        title = F.col(item_columns["title"]) if "title" in item_columns else F.col(item_columns["movieId"]).cast("string")
+        genres = F.col(item_columns["genres"]) if "genres" in item_columns else F.lit("")
+        if separator != "|":
+            genres = F.regexp_replace(genres, r"\s*\Q" + separator + r"\E\s*", "|")
+        rows = rows.select("line", "raw", F.col(item_columns["movieId"]).alias("movieId"), title.alias("title"),
+                           F.coalesce(genres, F.lit("")).alias("genres"), "reason", "field")
     if any(c.name.startswith(GENRE_FLAG) for c in source.spec.columns):
         names = F.array(*[F.when(F.col(f"{GENRE_FLAG}{i}") == "1", F.lit(name))
                           for i, name in enumerate(ML100K_GENRES) if i])  # flag 0 is "unknown"

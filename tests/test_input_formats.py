@@ -121,6 +121,24 @@ def test_events_csv_with_event_weights_and_millisecond_times(spark, tmp_path):
     assert {r["title"] for r in items} == {"10", "11", "13"}
 
 
+def test_an_item_table_gives_titles_and_genres_and_the_genre_model_its_input(spark, tmp_path):
+    (tmp_path / "events.csv").write_text("u,i,t\n1,10,100\n1,11,101\n2,12,102\n")
+    (tmp_path / "catalog.csv").write_text('sku,name,cats\n10,"Lamp, small","Home, Light"\n11,Desk,Home\n12,Broken\n')
+    items = {"path": str(tmp_path / "catalog.csv"), "id": "sku", "title": "name", "genres": "cats",
+             "genre_separator": ","}
+    config = {"columns": {"user": "u", "item": "i", "timestamp": "t"}, "items": items}
+    from recsys_spark.etl import EtlConfig
+
+    assert EtlConfig.from_dict(config).source(tmp_path / "events.csv").features() == {"ratings": False,
+                                                                                      "genres": True}
+    result = etl(spark, tmp_path / "events.csv", tmp_path / "wh", **config)
+    identity_holds(result)
+    assert rejects(tmp_path / "wh") == {("catalog.csv", 4, "malformed", None),
+                                        ("events.csv", 4, "unknown_movie", "movieId")}
+    assert {r["movieId"]: (r["title"], r["genres"]) for r in table(tmp_path / "wh", "items")} == \
+        {10: ("Lamp, small", ["Home", "Light"]), 11: ("Desk", ["Home"])}
+
+
 def test_events_parquet_folder_names_the_part_file_and_row(spark, tmp_path):
     import datetime as dt
 
