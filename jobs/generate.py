@@ -1,7 +1,9 @@
 """`recsys generate --out DIR [--users N --items N --ratings N --seed S --corrupt-fraction F]`.
 
 Writes MovieLens-25M-shaped ratings.csv, movies.csv, tags.csv, links.csv (+ README.txt, corruptions.json,
-SHA256SUMS). Defaults are ML-25M's size. Runs as `python jobs/generate.py` or `spark-submit jobs/generate.py` too.
+SHA256SUMS). Defaults are ML-25M's size. With `--as events [--layout parquet|delta|csv]` the same set as an
+e-commerce event log (recsys_data/events.py): `DIR/events` and `DIR/items.csv` (the MovieLens files in
+`DIR/movielens`), and the `etl.*` settings that read it. Runs as `python jobs/generate.py` or `spark-submit jobs/generate.py` too.
 """
 from __future__ import annotations
 
@@ -32,17 +34,30 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--corrupt-fraction", type=float, default=0.0,
                    help="insert about this fraction of bad ratings rows, every reject class (default 0)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--as", dest="shape", choices=["movielens", "events"], default="movielens",
+                   help="movielens (default) or events: an event log with an item table")
+    p.add_argument("--layout", choices=["parquet", "delta", "csv"], default="parquet",
+                   help="with --as events: Parquet part files (default), a Delta table or one CSV file")
     return p
 
 
 @guarded
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
-    summary = generate(args.out, n_users=args.users, n_items=args.items, n_ratings=args.ratings, seed=args.seed,
+    if args.shape == "events" and args.corrupt_fraction:
+        raise SystemExit("error: --as events writes clean logs; --corrupt-fraction is for the MovieLens files")
+    movielens = Path(args.out) / "movielens" if args.shape == "events" else Path(args.out)
+    summary = generate(movielens, n_users=args.users, n_items=args.items, n_ratings=args.ratings, seed=args.seed,
                        corrupt_fraction=args.corrupt_fraction, progress=not args.quiet and args.ratings >= 1_000_000)
     print(f"wrote {summary['out_dir']}: {summary['ratings']:,} ratings by {summary['users']:,} users of "
           f"{summary['movies']:,} movies ({summary['rated_movies']:,} rated), {summary['tags']:,} tags, "
           f"{summary['bad_ratings_rows']:,} bad ratings rows, {summary['bad_movies_rows']:,} bad movies rows")
+    if args.shape == "events":
+        from recsys_data.events import write_events
+
+        events = write_events(movielens, args.out, args.layout)
+        print(f"wrote {events['log']} ({events['events']:,} events, {events['layout']}) and {events['items']}; "
+              f"read it with: {' '.join(events['settings'])}")
     return 0
 
 

@@ -233,7 +233,8 @@ def _read_ratings(spark, source: Source, movie_ids: DataFrame | None,
         rows = mark_kcore(staged, users, items)
         kcore.update(iterations=iterations, converged=converged)
     rows = rows.withColumn("raw", F.when(F.col("reason").isNotNull(), F.col("raw")))  # raw text of rejects only
-    outcome = persist_and_count(FileOutcome(source.files["ratings"].spec.name if source.files else source.path.name,
+    outcome = persist_and_count(FileOutcome(source.files["ratings"].spec.name if "ratings" in source.files else
+                                            source.path.name,
                                             rows, n))
     if staged is not None:
         staged.unpersist()

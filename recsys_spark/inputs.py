@@ -178,11 +178,12 @@ class Source:
 
     def fingerprint_files(self) -> list[Path]:
         """The files whose bytes decide the ETL's output (the pipeline's fingerprint hashes them)."""
-        if self.files:
-            return [f.path for f in self.files.values()]
+        files = [f.path for f in self.files.values()]
+        if "ratings" in self.files:
+            return files
         if self.layout == "delta":
-            return sorted((self.path / "_delta_log").glob("*.json"))
-        return parquet_files(self.path)
+            return files + sorted((self.path / "_delta_log").glob("*.json"))
+        return files + parquet_files(self.path)
 
     def features(self) -> dict[str, bool]:
         """What the data holds, as recsys_core.catalogue.DATA_FEATURES names it (a model's `requires`)."""

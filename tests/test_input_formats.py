@@ -262,3 +262,28 @@ def test_without_timestamps_the_shards_carry_no_invented_gaps(spark, tmp_path):
     users = {r["userId"]: r["user_idx"] for r in table(tmp_path / "wh", "users")}
     items = {r["item_idx"]: r["movieId"] for r in table(tmp_path / "wh", "items")}
     assert items[test[users[1]]["target_item"]] == 40
+
+
+@pytest.mark.parametrize("layout", ["parquet", "delta"])
+def test_a_generated_event_log_reads_back_whole_with_the_printed_settings(spark, tmp_path, layout):
+    from jobs.config import load_config, section
+    from jobs.generate import main as generate
+    from recsys_data.events import EVENTS_SETTINGS, item_settings
+    from recsys_spark.etl import EtlConfig, run_etl
+
+    assert generate(["--out", str(tmp_path / "lake"), "--users", "40", "--items", "60", "--ratings", "900",
+                     "--as", "events", "--layout", layout, "--quiet"]) == 0
+    overrides = [*EVENTS_SETTINGS, *item_settings(tmp_path / "lake" / "items.csv")]
+    config = EtlConfig.from_dict(section(load_config(["etl"], overrides=overrides), "etl"))
+    result = run_etl(spark, tmp_path / "lake" / "events", tmp_path / "wh", config)
+    identity_holds(result)
+    s = result.summary
+    assert (s["format"], s["layout"], s["time"], s["genres"]) == ("events", layout, "seconds", True)
+    assert s["tables"]["interactions"] == 900 and s["tables"]["rejects"] == 0
+    import pyarrow.csv as pacsv
+
+    source = pacsv.read_csv(tmp_path / "lake" / "movielens" / "ratings.csv").to_pylist()
+    want = {(r["userId"], r["movieId"]): (5.0 if r["rating"] >= 4.5 else 3.0 if r["rating"] >= 3.5 else 1.0,
+                                          r["timestamp"]) for r in source}
+    got = {(r["userId"], r["movieId"]): (r["rating"], r["timestamp"]) for r in table(tmp_path / "wh", "interactions")}
+    assert got == want
