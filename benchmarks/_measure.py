@@ -1,11 +1,17 @@
-"""Shared by the benchmark scripts: wall time and peak memory of the Python driver and of Spark's JVM."""
+"""Shared by the benchmark scripts: wall time and peak memory of the Python driver and of Spark's JVM, and `recsys`
+commands run as a user runs them."""
 from __future__ import annotations
 
 import contextlib
+import os
 import platform
 import resource
+import subprocess
+import sys
 import time
 from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
 
 
 def machine() -> str:
@@ -62,3 +68,24 @@ def timed(figures: dict, name: str):
     start = time.perf_counter()
     yield
     figures[name] = time.perf_counter() - start
+
+
+def run_recsys(*args: str, log: Path) -> tuple[int, float]:
+    """Run `recsys <args>` (as `python -m jobs.cli`) from the repository, its output appended to `log`; its exit
+    code and wall seconds. Delta is written by delta-rs unless RECSYS_DELTA_WRITER says otherwise."""
+    start = time.perf_counter()
+    with log.open("a") as out:
+        out.write(f"\n$ recsys {' '.join(args)}\n")
+        out.flush()
+        code = subprocess.run([sys.executable, "-m", "jobs.cli", *args], cwd=REPO, stdout=out,
+                              stderr=subprocess.STDOUT, env={**os.environ, "RECSYS_DELTA_WRITER":
+                                                             os.environ.get("RECSYS_DELTA_WRITER", "delta-rs")}).returncode
+    return code, time.perf_counter() - start
+
+
+def recsys(*args: str, log: Path) -> float:
+    """`run_recsys`, exiting with an error that names the log when the command fails; the wall seconds."""
+    code, seconds = run_recsys(*args, log=log)
+    if code != 0:
+        sys.exit(f"error: `recsys {' '.join(args)}` failed with exit code {code}; see {log}")
+    return seconds

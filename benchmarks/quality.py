@@ -15,36 +15,19 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "benchmarks"))
 
-from _measure import machine  # noqa: E402
+from _measure import machine, recsys  # noqa: E402
 
 from recsys_core import catalogue  # noqa: E402
 
 RUN_DATE = "2026-01-01"
 BASELINES = tuple(catalogue.names(catalogue.BASELINE))  # what `recsys baselines` fits (baselines.models: all)
-
-
-def recsys(*args: str, log: Path) -> float:
-    """Run `recsys <args>` (as `python -m jobs.cli`), its output appended to `log`; the wall seconds."""
-    start = time.perf_counter()
-    with log.open("a") as out:
-        out.write(f"\n$ recsys {' '.join(args)}\n")
-        out.flush()
-        code = subprocess.run([sys.executable, "-m", "jobs.cli", *args], cwd=REPO, stdout=out,
-                              stderr=subprocess.STDOUT, env={**os.environ, "RECSYS_DELTA_WRITER":
-                                                             os.environ.get("RECSYS_DELTA_WRITER", "delta-rs")}).returncode
-    if code != 0:
-        sys.exit(f"error: `recsys {' '.join(args)}` failed with exit code {code}; see {log}")
-    return time.perf_counter() - start
 
 
 def run_one(data: Path, work: Path, tie_break: str, models: list[str], overrides: list[str],

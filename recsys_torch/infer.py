@@ -5,7 +5,8 @@ model's item vectors -> the `item_embeddings` table (similar-item look-ups in re
 History = train + validation items (the test row's `items`; train only in a validation row), scored at the row's
 `query_timestamp` (meta.json `last_gap` says what that time is); a graph model propagates over the train edges plus,
 for test lists, each user's validation item (recsys_torch.graph). The user's seen items are excluded before
-`torch.topk`.
+`torch.topk`. `sampled_ranks`: the literature's sampled protocol (the target against a few items drawn at random),
+an extra figure beside the full ranking, never instead of it.
 """
 from __future__ import annotations
 
@@ -23,7 +24,7 @@ from recsys_torch.data import (EVAL_COLUMNS, ShardSpec, make_loader, read_column
                                sequences_dir, shard_path)
 from recsys_torch.errors import RecsysError
 from recsys_torch.evaluation import eval_batches, score_batch
-from recsys_torch.metrics import mask_seen
+from recsys_torch.metrics import mask_seen, target_ranks
 from recsys_torch.models import MODELS, build_model
 from recsys_torch.models.base import Recommender
 from recsys_torch.runtime import autocast, pick_device
@@ -283,3 +284,51 @@ def topn_lists(warehouse: str | Path, model: str, k: int = 100, run_date: dt.dat
             top_scores, top_items = torch.topk(mask_seen(logits, batch["seen_items"]), k_eff, dim=1)
             lists["test"].add(batch["user_idx"], top_items, top_scores)
     return _write(warehouse, net, lists, model, run_id, run_date, k, seq_dir, user_ids, movie_ids, started)
+
+
+@torch.no_grad()
+def sampled_ranks(warehouse: str | Path, model: str, negatives: int = 100, seed: int = 42, split: str = "test",
+                  batch_size: int = 1024, device: str = "auto", sequences: str | Path | None = None,
+                  model_dir: str | Path | None = None, amp: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    """The sampled protocol of SASRec (Kang & McAuley, ICDM 2018) and the papers after it: each user's target of
+    `split` ranked by the trained model against `negatives` items drawn uniformly from the catalogue items the user
+    never interacted with (not in the history, not the target), with replacement, as SASRec's own code draws them.
+
+    Returns (userId[n], rank[n]): the target's 1-based rank among the negatives + 1 candidates, one row per user of
+    the split's shard. Ties count against the target (`target_ranks`); a row whose scores are not finite raises, as
+    in `topn`. The draws come from a CPU generator seeded with `seed`, in shard order: the same on any device."""
+    _check_args(model, 1, (split,))
+    if negatives < 1:
+        raise RecsysError(f"negatives must be >= 1, got {negatives}")
+    dev = pick_device(device)
+    net, seq_dir, meta, movie_ids, user_ids = _open(warehouse, model, dev, sequences, model_dir, split)
+    n_items = int(meta["n_items"])
+    known = np.full(n_items + 1, -1, dtype=np.int64)  # not a candidate whatever the user: padding 0, no id
+    known[1:len(movie_ids)] = movie_ids[1:n_items + 1]
+    never = torch.from_numpy(known < 0)
+    never[0] = True
+    generator = torch.Generator().manual_seed(seed)
+    users, ranks = [], []
+    for batch, logits in _scored_batches(net, _loader(seq_dir, split, batch_size, dev.type == "cuda"), dev, amp,
+                                         model, f"{split}/"):
+        target = batch["target_item"].long().cpu()
+        excluded = never.repeat(len(target), 1)
+        excluded.scatter_(1, batch["seen_items"].long().cpu(), True)
+        excluded.scatter_(1, target[:, None], True)
+        short = (~excluded).sum(dim=1) == 0
+        if short.any():
+            raise RecsysError(f"{model}: {int(short.sum())} users of {split}/ have interacted with every item: "
+                              "no negative to draw")
+        drawn = torch.randint(1, n_items + 1, (len(target), negatives), generator=generator)
+        redraw = excluded.gather(1, drawn)
+        while redraw.any():  # rejection, as SASRec's `while t in rated`
+            drawn[redraw] = torch.randint(1, n_items + 1, (int(redraw.sum()),), generator=generator)
+            redraw = excluded.gather(1, drawn)
+        candidates = torch.cat([target[:, None], drawn], dim=1).to(logits.device)
+        first = torch.zeros(len(candidates), dtype=torch.long, device=candidates.device)  # the target's column
+        rank = target_ranks(logits.gather(1, candidates), first) + 1
+        users.append(user_ids[batch["user_idx"].cpu().numpy()])
+        ranks.append(rank.cpu().numpy().astype(np.float64))
+    if not users:
+        raise RecsysError(f"{shard_path(seq_dir, split)} has no rows")
+    return np.concatenate(users).astype(np.int64), np.concatenate(ranks)

@@ -306,3 +306,98 @@ def test_warehouse_growth_replays_what_each_night_added_and_kept(tmp_path):
     newest = deltalake.DeltaTable(str(table)).file_uris()[0].rsplit("/", 1)[1]
     assert growth.delta_bytes_at(tmp_path / "wh", first) == (sizes[next(n for n in sizes if n != newest)],) * 2
     assert growth.delta_bytes_at(tmp_path / "wh", first + 10**9) == (sum(sizes.values()), sizes[newest])
+
+
+def test_public_reports_a_finished_nightly_beside_the_published_figures(finished_nightly, tmp_path):
+    """benchmarks/public.py --warehouse on the shared nightly (read only): its figures are the `metrics` table's, its
+    best count model is the one of highest validation NDCG@10 and its paired differences are what pandas computes
+    from the lists; the sampled column never ranks a target lower than the full ranking does."""
+    warehouse, run_date = finished_nightly["warehouse"], finished_nightly["run_date"]
+    out = tmp_path / "public.json"
+    printed = run_script("public.py", "--warehouse", str(warehouse), "--name", "toys", "--sampled", "100",
+                         "--device", "cpu", "--out", str(out))
+    figures = json.loads(out.read_text())
+    assert figures["dataset"] == "toys" and figures["run_date"] == run_date
+    assert (figures["published"]["hr@10"], figures["published"]["ndcg@10"]) == (0.0834, 0.0480)
+    assert "ICLRec" in figures["published"]["source"] and figures["lists_match_metrics"] is True
+
+    metrics = table(warehouse, "metrics")
+    metrics = metrics[(metrics.split == "test") & (metrics.k == 10) & (metrics.run_date.astype(str) == run_date)]
+    rows = {(r.model, r.metric): r for r in metrics.itertuples()}
+    models = set(metrics[metrics.metric == "ndcg"].model)
+    assert set(figures["models"]) == models and {"markov", "ar2", "itemcf", "ease", "sasrec", "ncf"} <= models
+    for model, got in figures["models"].items():
+        for metric in ("hr", "ndcg"):
+            row = rows[model, metric]
+            assert got[f"{metric}@10"] == row.value and got[f"{metric}@10_ci"] == [row.ci_low, row.ci_high], model
+        assert f"\n{model} " in printed
+    assert (figures["tie_break"], figures["input"]["format"], figures["input"]["interactions_version"]) == (
+        rows["ar2", "ndcg"].tie_break, rows["ar2", "ndcg"].input_format, rows["ar2", "ndcg"].interactions_version)
+
+    interactions = table(warehouse, "interactions")
+
+    def ndcg_at_10(name: str, split: str) -> pd.Series:
+        """model -> NDCG@10 of its lists in `name` against each user's `split` item, over all of that split's users."""
+        lists = table(warehouse, name)
+        lists = lists[(lists.run_date.astype(str) == run_date) & (lists["rank"] <= 10)]
+        target = interactions[interactions.split == split][["userId", "movieId"]]
+        rank = lists.merge(target, on=["userId", "movieId"]).groupby(["model", "userId"])["rank"].min()
+        return (1 / np.log2(rank + 1)).groupby("model").sum() / target.userId.nunique()
+
+    validation = ndcg_at_10("recommendations_validation", "validation")[["markov", "ar2", "itemcf", "ease"]]
+    best = figures["best_count_model"]["model"]
+    assert best == validation.idxmax() and figures["best_count_model"]["candidates"] == pytest.approx(
+        validation.to_dict(), abs=1e-12)
+    test = ndcg_at_10("recommendations", "test").reindex(sorted(models), fill_value=0.0)
+    assert test.to_dict() == pytest.approx({m: rows[m, "ndcg"].value for m in models}, abs=1e-12)
+    for model, got in figures["models"].items():
+        d, low, high = got["paired_vs_best_count"]
+        assert d == pytest.approx(test[model] - test[best], abs=1e-12) and low <= high, model
+        if best == "ar2" and model != best:  # the evaluator's own paired row: the very same resamples
+            assert [d, low, high] == pytest.approx([rows[model, "ndcg_minus_ar2"].value, rows[model, "ndcg_minus_ar2"]
+                                                    .ci_low, rows[model, "ndcg_minus_ar2"].ci_high], abs=1e-12)
+    assert figures["models"][best]["paired_vs_best_count"] == [0.0, 0.0, 0.0] and "(reference)" in printed
+
+    run_log = [json.loads(line) for line in (warehouse / "_pipeline" / run_date / "run.jsonl").read_text().splitlines()]
+    assert figures["steps"] == {line["step"]: {"status": "ran", "seconds": line["seconds"]} for line in run_log
+                                if line["status"] == "ran"}
+    assert figures["sampled"]["models"] == ["ncf", "sasrec", "ss4rec"]  # the torch models the nightly trained
+    for model in figures["sampled"]["models"]:  # the same scores, 100 of the unseen items: never a lower rank
+        got = figures["models"][model]
+        assert got["sampled_hr@10"] >= got["hr@10"] and got["sampled_ndcg@10"] >= got["ndcg@10"], model
+        assert 0 < got["sampled_hr@10"] <= 1
+    from recsys_torch.infer import sampled_ranks
+
+    users, ranks = sampled_ranks(warehouse, "sasrec", 100, figures["sampled"]["seed"], device="cpu")
+    n_test = interactions[interactions.split == "test"].userId.nunique()
+    assert len(users) == n_test and ranks.min() >= 1 and ranks.max() <= 101
+    assert figures["models"]["sasrec"]["sampled_hr@10"] == pytest.approx((ranks <= 10).sum() / n_test, abs=1e-12)
+    assert figures["models"]["sasrec"]["sampled_ndcg@10"] == pytest.approx(
+        np.where(ranks <= 10, 1 / np.log2(ranks + 1), 0).sum() / n_test, abs=1e-12)
+    lists = table(warehouse, "recommendations")
+    full = lists[lists.model == "sasrec"].merge(interactions[interactions.split == "test"][["userId", "movieId"]],
+                                                on=["userId", "movieId"]).set_index("userId")["rank"]
+    sampled = pd.Series(ranks, index=users)
+    assert len(full) > 10 and (sampled[full.index] <= full).all()  # per user: a subset of the items ranked above
+
+
+def test_public_runs_the_nightly_in_its_work_folder_and_resumes_its_date(tmp_path):
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    try:
+        import public
+    finally:
+        sys.path.remove(str(REPO / "benchmarks"))
+    assert public.dataset_name("/x/Toys_and_Games.txt") == "toys" and public.dataset_name("/x/Video.txt") == "video"
+    assert public.dataset_name("/x/Beauty.txt") == "beauty"
+    assert public.pipeline_command(Path("/d/Video.txt"), tmp_path, "2026-12-07", ["train.device=cuda"]) == [
+        "pipeline", "--data", "/d/Video.txt", "--warehouse", str(tmp_path / "wh"), "--reports",
+        str(tmp_path / "reports"), "--run-date", "2026-12-07", "train.device=cuda"]
+    import datetime as dt
+
+    assert public.default_run_date(tmp_path / "wh") == dt.date.today().isoformat()  # a new work folder: today
+    (tmp_path / "wh" / "_pipeline" / "2026-01-02").mkdir(parents=True)
+    (tmp_path / "wh" / "_pipeline" / "2026-01-02" / "run.jsonl").write_text(
+        '{"step": "etl", "status": "ran", "seconds": 3.5}\n{"step": "etl", "status": "skipped", "seconds": 0.1}\n')
+    assert public.default_run_date(tmp_path / "wh") == "2026-01-02"  # the same command again resumes that night
+    assert public.step_seconds(tmp_path / "wh", "2026-01-02") == {"etl": {"status": "ran", "seconds": 3.5,
+                                                                           "last_status": "skipped"}}
