@@ -273,7 +273,8 @@ def fingerprint(step: Step, cfg: dict, run_date: dt.date, upstream: dict[str, st
         "overrides": step.overrides,
         "run_date": run_date.isoformat() if step.per_run_date else None,
         "upstream": {d: upstream.get(d) for d in step.depends},
-        "files": {str(p.relative_to(base)): file_digest(p) for p in files if p.exists()},
+        "files": {(str(p.relative_to(base)) if p.is_relative_to(base) else str(p)): file_digest(p)
+                  for p in files if p.exists()},
     }
     if step.outputs:  # only where declared, so other steps keep the fingerprints older runs recorded
         payload["outputs"] = list(step.outputs)

@@ -287,3 +287,20 @@ def test_a_generated_event_log_reads_back_whole_with_the_printed_settings(spark,
                                           r["timestamp"]) for r in source}
     got = {(r["userId"], r["movieId"]): (r["rating"], r["timestamp"]) for r in table(tmp_path / "wh", "interactions")}
     assert got == want
+
+
+def test_the_etl_fingerprint_covers_an_item_table_outside_the_log(tmp_path):
+    import datetime as dt
+
+    from jobs.plan import Run, fingerprint, plan, PipelineConfig
+
+    (tmp_path / "log").mkdir()
+    pq.write_table(pa.table({"u": [1, 2], "i": [3, 4]}), tmp_path / "log" / "part-0.parquet")
+    (tmp_path / "items.csv").write_text("i,title\n3,x\n4,y\n")
+    cfg = {"etl": {"columns": {"user": "u", "item": "i"}, "items": {"path": str(tmp_path / "items.csv"), "id": "i",
+                                                                  "title": "title"}}}
+    etl_step = plan(PipelineConfig(), Run(str(tmp_path / "log"), str(tmp_path / "wh"), "2026-12-07", "local"))[0]
+    day = dt.date(2026, 12, 7)
+    before = fingerprint(etl_step, cfg, day, {}, tmp_path / "log")
+    (tmp_path / "items.csv").write_text("i,title\n3,x\n4,z\n")
+    assert fingerprint(etl_step, cfg, day, {}, tmp_path / "log") != before
