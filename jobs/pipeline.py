@@ -145,10 +145,22 @@ def parse(argv):
         p.error(f"the following arguments are required: {', '.join(missing)} (only --print-plan runs without them)")
     # The steps run from the project root: the config file by its absolute path.
     args.config = str(Path(args.config).resolve()) if args.config else None
+    args.overrides = [absolute_path_override(item) for item in args.overrides]
     bare = [item for item in args.overrides if "." not in item.split("=", 1)[0]]
     if bare:  # on a step's own line a bare key means that step's section: the run's overrides must say which
         raise ConfigError(f"override {bare[0]!r}: name its section (e.g. als.rank=20); every step of the run gets it")
     return args
+
+
+PATH_KEYS = ("etl.items.path",)  # overrides naming a file: the steps run from the project root
+
+
+def absolute_path_override(item: str) -> str:
+    """`etl.items.path=items.csv` as the absolute path it names here (steps run from the project root)."""
+    key, _, value = item.partition("=")
+    if key in PATH_KEYS and value and value != "null" and storage.scheme(value) == "":
+        return f"{key}={Path(value).resolve()}"
+    return item
 
 
 def given_or_placeholder(args: argparse.Namespace, flag: str) -> tuple[str, str | None]:

@@ -23,7 +23,7 @@ EVENTS_SETTINGS = ["etl.columns.user=visitorid", "etl.columns.item=itemid", "etl
 
 
 def item_settings(items_csv: Path) -> list[str]:
-    return [f"etl.items.path={items_csv}", "etl.items.id=itemid", "etl.items.title=title",
+    return [f"etl.items.path={Path(items_csv).resolve()}", "etl.items.id=itemid", "etl.items.title=title",
             "etl.items.genres=categories", "etl.items.genre_separator=,"]
 
 

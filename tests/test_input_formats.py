@@ -304,3 +304,13 @@ def test_the_etl_fingerprint_covers_an_item_table_outside_the_log(tmp_path):
     before = fingerprint(etl_step, cfg, day, {}, tmp_path / "log")
     (tmp_path / "items.csv").write_text("i,title\n3,x\n4,z\n")
     assert fingerprint(etl_step, cfg, day, {}, tmp_path / "log") != before
+
+
+def test_a_relative_item_table_path_is_made_absolute_for_the_steps(tmp_path, monkeypatch):
+    from jobs.pipeline import absolute_path_override
+
+    monkeypatch.chdir(tmp_path)
+    assert absolute_path_override("etl.items.path=lake/items.csv") == f"etl.items.path={tmp_path}/lake/items.csv"
+    assert absolute_path_override("etl.items.path=null") == "etl.items.path=null"
+    assert absolute_path_override("etl.items.path=s3://b/items.csv") == "etl.items.path=s3://b/items.csv"
+    assert absolute_path_override("etl.columns.user=lake/x") == "etl.columns.user=lake/x"
