@@ -255,6 +255,13 @@ def input_source(cfg: dict, data: Path):
     return EtlConfig.from_dict(cfg.get("etl")).source(data)
 
 
+def loaded_features(warehouse: Path) -> dict[str, bool]:
+    """What the warehouse's last load held (etl_report.json; a report from before the formats: everything)."""
+    path = Path(warehouse) / "etl_report.json"
+    report = json.loads(path.read_text()) if path.is_file() else {}
+    return {"ratings": report.get("explicit", True), "genres": report.get("genres", True)}
+
+
 def input_files(cfg: dict, data: Path) -> list[Path]:
     """The files whose bytes the ETL reads, for the run's etl config (a MovieLens folder's, a log's, a table's)."""
     return input_source(cfg, data).fingerprint_files()

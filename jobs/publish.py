@@ -16,7 +16,7 @@ if __package__ in (None, ""):  # run as a script (`python jobs/publish.py`): the
 
 from jobs.common import add_config_flags, guarded, job_config, parse_run_date, require_tables  # noqa: E402
 from jobs.config import section  # noqa: E402
-from jobs.plan import PipelineConfig, Run, plan, run_dir  # noqa: E402
+from jobs.plan import PipelineConfig, Run, loaded_features, plan, run_dir  # noqa: E402
 
 
 def failed_models(warehouse: Path, run_date: dt.date, pipe: PipelineConfig) -> dict[str, str]:
@@ -56,6 +56,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from recsys_core import storage
 
     warehouse = Path(storage.local_path(args.warehouse))
+    pipe, _ = pipe.for_input(loaded_features(warehouse))  # a model the plan left out is not held back: it never ran
     models = [m.name for m in pipe.models()]
     run = publish(warehouse, run_date, models, failed_models(warehouse, run_date, pipe), config)
     print(f"published run {run.run_id} (runs version {run.version}): {len(run.tables)} tables")

@@ -314,3 +314,12 @@ def test_a_relative_item_table_path_is_made_absolute_for_the_steps(tmp_path, mon
     assert absolute_path_override("etl.items.path=null") == "etl.items.path=null"
     assert absolute_path_override("etl.items.path=s3://b/items.csv") == "etl.items.path=s3://b/items.csv"
     assert absolute_path_override("etl.columns.user=lake/x") == "etl.columns.user=lake/x"
+
+
+def test_publish_leaves_out_what_the_load_could_not_feed(tmp_path):
+    from jobs.plan import PipelineConfig, loaded_features
+
+    assert loaded_features(tmp_path) == {"ratings": True, "genres": True}  # no report: a MovieLens-era warehouse
+    (tmp_path / "etl_report.json").write_text(json.dumps({"explicit": False, "genres": False}))
+    pipe, _ = PipelineConfig().for_input(loaded_features(tmp_path))
+    assert {m.name for m in pipe.models()}.isdisjoint({"als", "genre"})
