@@ -170,7 +170,8 @@ def report(warehouse: Path, run_date: str | None, sampled: int, device: str) -> 
     test_users = np.array(sorted(r.userId for r in interactions.where(F.col("split") == "test")
                                  .select("userId").distinct().collect()), dtype=np.int64)
     counts = [m for m in COUNT_MODELS if m in models]
-    validation = {m: float(PER_USER["ndcg"](r, K).mean()) for m, r in ranks_of("validation", counts).items()}
+    validation = {m: float(PER_USER["ndcg"](r, K).mean())
+                  for m, r in sorted(ranks_of("validation", counts).items(), key=lambda mr: COUNT_MODELS.index(mr[0]))}
     best = max(sorted(validation), key=lambda m: validation[m]) if validation else None
     single, paired = intervals(test_ranks, [K], best, config.bootstrap_resamples or 1000, config.seed,
                                config.ci_level)
