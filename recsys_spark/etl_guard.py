@@ -16,7 +16,7 @@ from recsys_core.errors import RecsysError
 
 # What "shrinks" is measured on: the accepted ratings, the users, the movies (items) and those anyone rated.
 MEASURES = {"interactions": "interactions", "users": "users", "items": "movies", "rated_items": "rated movies"}
-DELIBERATE_REJECTS = ("k-core",)  # the k-core filter's drops are configured, not bad input
+DELIBERATE_REJECTS = ("k-core", "repeat")  # configured drops and an event log's repeats, not bad input
 
 
 class LoadRefused(RecsysError):

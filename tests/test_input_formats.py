@@ -323,3 +323,9 @@ def test_publish_leaves_out_what_the_load_could_not_feed(tmp_path):
     (tmp_path / "etl_report.json").write_text(json.dumps({"explicit": False, "genres": False}))
     pipe, _ = PipelineConfig().for_input(loaded_features(tmp_path))
     assert {m.name for m in pipe.models()}.isdisjoint({"als", "genre"})
+
+
+def test_an_event_logs_repeats_do_not_count_as_refused_rows():
+    from recsys_spark.etl_guard import reject_fraction
+
+    assert reject_fraction(100, {"repeat": 40, "k-core": 10, "malformed": 5}) == 0.05
