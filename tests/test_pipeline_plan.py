@@ -381,7 +381,7 @@ def test_printed_lines_run_when_pasted_into_a_shell(tmp_path):
     (tmp_path / "small.yaml").write_text("spark:\n  spark.master: local[1]\n  spark.driver.memory: 2g\n")
     printed = subprocess.run(
         [sys.executable, "-m", "jobs.cli", "pipeline", "--print-plan", "--config", "small.yaml",
-         "etl.kcore.min_user_interactions=40", "etl.kcore.max_iterations=2"],
+         "etl.tie_break=movieId"],
         cwd=tmp_path, capture_output=True, text=True, timeout=120)
     assert printed.returncode == 0, printed.stderr
     lines = printed.stdout.splitlines()
@@ -390,8 +390,9 @@ def test_printed_lines_run_when_pasted_into_a_shell(tmp_path):
     pasted = subprocess.run(["bash", "-e", "-c", "\n".join(lines[:3])], capture_output=True, text=True, timeout=600,
                             env={**os.environ, "DATA": str(tmp_path / "data"), "WAREHOUSE": str(warehouse)})
     assert pasted.returncode == 0, pasted.stderr[-3000:]
-    reasons = deltalake.DeltaTable(str(warehouse / "rejects")).to_pyarrow_table(columns=["reason"])["reason"]
-    assert "k-core" in set(reasons.to_pylist())  # the override reached the step
+    report = json.loads((warehouse / "etl_report.json").read_text())
+    assert report["tie_break"] == "movieId"  # the override reached the step (the default is hash)
+    assert deltalake.DeltaTable(str(warehouse / "interactions")).version() == 0
 
     unset = subprocess.run(["bash", "-c", "\n".join(lines[:3])], capture_output=True, text=True, timeout=60,
                            env={k: v for k, v in os.environ.items() if k not in ("DATA", "WAREHOUSE")})
