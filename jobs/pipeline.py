@@ -239,7 +239,8 @@ def main(argv=None, runner: Callable | None = None) -> int:
     # (a shared mount every node sees); here, as the user named it.
     args.warehouse_uri = steps_warehouse(args.warehouse, launcher)
     args.launcher = launcher
-    data = Path(args.data).resolve()
+    # a file:// URI names a local path; any other URI is refused by the input check, naming it as given
+    data = Path(storage.local_path(args.data)) if storage.is_local(args.data) else args.data
     setup_logging()
 
     from rich.console import Console

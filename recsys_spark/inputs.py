@@ -314,7 +314,10 @@ def check_events(path: Path, columns: ColumnsConfig, event_weights: dict, items:
         else "parquet"
     if layout == "csv" and not path.is_file():
         raise InputError(f"--data {path}: the events format reads one CSV file (or a Parquet folder, a Delta table)")
-    found = _events_columns(path, layout)
+    try:
+        found = _events_columns(path, layout)
+    except (OSError, ValueError, RuntimeError) as exc:  # pyarrow's and delta-rs' errors derive from these
+        raise InputError(f"--data {path}: cannot read its columns as a {layout} table ({exc})") from None
     mapped = columns.mapped()
     for role, column in mapped.items():
         if column not in found:

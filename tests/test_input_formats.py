@@ -329,3 +329,22 @@ def test_an_event_logs_repeats_do_not_count_as_refused_rows():
     from recsys_spark.etl_guard import reject_fraction
 
     assert reject_fraction(100, {"repeat": 40, "k-core": 10, "malformed": 5}) == 0.05
+
+
+def test_an_unreadable_parquet_log_is_one_line_naming_it(tmp_path):
+    from recsys_spark.errors import InputError
+    from recsys_spark.inputs import check_source
+
+    (tmp_path / "log").mkdir()
+    (tmp_path / "log" / "part-0.parquet").write_bytes(b"not parquet at all")
+    with pytest.raises(InputError, match="cannot read its columns as a parquet table"):
+        check_source(tmp_path / "log", "events")
+
+
+def test_a_remote_data_uri_is_refused_by_name_before_anything_runs(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "jobs.cli", "pipeline", "--data", "s3://bucket/events",
+                           "--warehouse", str(tmp_path / "wh")], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "--data s3://bucket/events" in lines[0] and "file://" in lines[0]
+    assert not (tmp_path / "wh").exists()
