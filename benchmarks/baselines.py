@@ -38,9 +38,10 @@ def main() -> int:
     p.add_argument("--out", required=True)
     args = p.parse_args()
 
-    from recsys_spark.baselines import BASELINES, BaselinesConfig, topn
+    from recsys_core import catalogue
+    from recsys_spark.baselines import BaselinesConfig, topn
 
-    models = args.models or list(BASELINES)
+    models = args.models or catalogue.names(catalogue.BASELINE)
     spark, warehouse, name = spark_over_etl(args, "baselines")
     figures = {"data": name, "warehouse": str(warehouse), "k": args.k, "machine": machine(),
                "run_date": args.run_date, "models": []}

@@ -34,10 +34,12 @@ REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
+from recsys_core import catalogue  # noqa: E402
+
 RUN_DATE = "2026-11-23"
 # Lists that depend on nothing random: the same input gives the same rows (ALS is seeded, but its result depends on
 # Spark's partitioning of the run, so it is compared by rows only).
-DETERMINISTIC = ("popularity", "markov", "ar2", "itemcf", "ease", "genre", "hybrid")
+DETERMINISTIC = tuple(catalogue.names(catalogue.BASELINE))
 STARTED = re.compile(r"step (\S+): started")
 
 

@@ -43,7 +43,7 @@ from _measure import machine, run_recsys  # noqa: E402
 
 from recsys_core import catalogue  # noqa: E402
 
-COUNT_MODELS = ("markov", "ar2", "itemcf", "ease")  # AR(1), AR(2), item-item cosine, EASE: counts of the train data
+COUNT_MODELS = tuple(catalogue.count_models())  # AR(1), AR(2), item-item cosine, EASE: counts of the train data
 K = 10
 FULL = ("full ranking over all items, each user's earlier items (train and validation) excluded; last item test, "
         "the one before validation, the rest train")

@@ -28,6 +28,7 @@ from recsys_core import catalogue  # noqa: E402
 
 RUN_DATE = "2026-01-01"
 BASELINES = tuple(catalogue.names(catalogue.BASELINE))  # what `recsys baselines` fits (baselines.models: all)
+VERSUS = f"ndcg_minus_{catalogue.REFERENCE_MODEL}"  # the evaluator's paired difference to evaluate.reference_model
 
 
 def run_one(data: Path, work: Path, tie_break: str, models: list[str], overrides: list[str],
@@ -59,9 +60,9 @@ def run_one(data: Path, work: Path, tie_break: str, models: list[str], overrides
         rows[model] = {
             **{m: {"value": found[m]["value"], "ci": [found[m]["ci_low"], found[m]["ci_high"]]}
                for m in ("hr", "ndcg")},
-            "ndcg_minus_ar2": ({"value": found["ndcg_minus_ar2"]["value"],
-                                "ci": [found["ndcg_minus_ar2"]["ci_low"], found["ndcg_minus_ar2"]["ci_high"]]}
-                               if "ndcg_minus_ar2" in found else None),
+            "ndcg_minus_reference": ({"value": found[VERSUS]["value"],
+                                      "ci": [found[VERSUS]["ci_low"], found[VERSUS]["ci_high"]]}
+                                     if VERSUS in found else None),
             "steps": history[-1]["step"] if history else None,
             "seconds_per_step": (sum(h["seconds"] for h in history) / history[-1]["step"]) if history else None,
             "wall_seconds": seconds["baselines" if model in BASELINES else model],
@@ -71,15 +72,15 @@ def run_one(data: Path, work: Path, tie_break: str, models: list[str], overrides
 
 def show(tie_break: str, rows: dict) -> None:
     print(f"\ntie-break {tie_break} (test split, full ranking, 95% bootstrap intervals over users)")
-    print(f"{'model':<12} {'HR@10':>24} {'NDCG@10':>24} {'NDCG@10 - AR(2)':>28} {'steps':>6} {'s/step':>7} "
+    print(f"{'model':<12} {'HR@10':>24} {'NDCG@10':>24} {'NDCG@10 - ' + catalogue.REFERENCE_MODEL:>28} {'steps':>6} {'s/step':>7} "
           f"{'wall s':>7}")
     order = sorted(rows, key=lambda m: -rows[m]["ndcg"]["value"])
     for model in order:
         r = rows[model]
         cell = lambda m: f"{r[m]['value']:.4f} [{r[m]['ci'][0]:.4f}, {r[m]['ci'][1]:.4f}]"  # noqa: E731
-        diff = r["ndcg_minus_ar2"]
+        diff = r["ndcg_minus_reference"]
         if diff is None:
-            versus = "(reference)" if model == "ar2" else ""
+            versus = "(reference)" if model == catalogue.REFERENCE_MODEL else ""
         else:
             noise = "" if diff["ci"][0] > 0 or diff["ci"][1] < 0 else " ~"
             versus = f"{diff['value']:+.4f} [{diff['ci'][0]:+.4f}, {diff['ci'][1]:+.4f}]{noise}"

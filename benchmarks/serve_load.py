@@ -49,6 +49,8 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _measure import machine  # noqa: E402
 
+from recsys_core import catalogue  # noqa: E402
+
 HOST = "127.0.0.1"  # the only address this benchmark sends traffic to
 RUN_DATE = dt.date(2030, 1, 1)
 NEW_RUN_DATE = dt.date(2030, 1, 2)
@@ -150,7 +152,7 @@ def write_vectors(warehouse: Path, movies: np.ndarray, dim: int = 64) -> None:
     from recsys_torch.tables import write_item_embeddings
 
     rng = np.random.default_rng(7)
-    write_item_embeddings(warehouse, "sasrec", RUN_DATE, movies, rng.normal(size=(len(movies), dim)))
+    write_item_embeddings(warehouse, RT_MODELS[0], RUN_DATE, movies, rng.normal(size=(len(movies), dim)))
     offsets = pa.array(np.arange(0, len(movies) * dim + 1, dim, dtype=np.int32))
     factors = pa.table({"item_idx": pa.array(np.arange(1, len(movies) + 1, dtype=np.int32)),
                         "movieId": pa.array(movies),
@@ -368,7 +370,7 @@ def remove_new_run_date(warehouse: Path, model: str) -> None:
 
 # ---- real-time lists (--realtime) ---------------------------------------------------------------------------
 
-RT_MODELS = ("sasrec", "ss4rec")
+RT_MODELS = tuple(m for m in catalogue.realtime_models() if catalogue.MODELS[m].family is catalogue.TORCH)
 
 
 def build_realtime_warehouse(args) -> None:
@@ -546,7 +548,7 @@ def main(argv=None) -> int:
     warehouse = Path(args.warehouse)
     if args.nightly:
         served = served_models(warehouse)
-        args.models = sorted(served, key=lambda m: (m == "sasrec", m))
+        args.models = sorted(served, key=lambda m: (catalogue.find(m).family is catalogue.TORCH, m))
         args.no_reload = True  # the reload phase commits and deletes a run date: not in a nightly's warehouse
         print(f"the nightly's warehouse {warehouse}: {len(args.models)} models served, "
               f"lists of {sorted(str(d) for d in set(served.values()))}")

@@ -99,33 +99,21 @@ class StepFlops:
         return self.encoder + self.output
 
 
-def sasrec_flops(cfg, batch: int, length: int, fused_attention: bool) -> StepFlops:
+def step_flops(name: str, cfg, batch: int, length: int, fused_attention: bool) -> StepFlops:
+    """The model's analytic encoder FLOPs (its `encoder_flops`) and the full-softmax output layer's; a model without
+    an estimate: NaN (no MFU)."""
+    estimate = getattr(model_class(name), "encoder_flops", None)
+    if estimate is None:
+        return StepFlops(math.nan, math.nan, math.nan, 0.0)
     tokens, d, vocab = batch * length, cfg.hidden, cfg.n_items + 1
-    per_layer = 6 * 12 * d * d * tokens + 12 * length * d * tokens
-    attention_recompute = cfg.n_layers * 2 * length * d * tokens if fused_attention else 0
-    return StepFlops(encoder=cfg.n_layers * per_layer, output=6 * tokens * d * vocab,
-                     recompute=output_recompute(tokens, d, vocab) + attention_recompute, elementwise=0.0)
+    encoder, recompute, elementwise = estimate(cfg, tokens, length, fused_attention)
+    return StepFlops(encoder=encoder, output=6 * tokens * d * vocab,
+                     recompute=output_recompute(tokens, d, vocab) + recompute, elementwise=elementwise)
 
 
 def output_recompute(tokens: int, d: int, vocab: int) -> float:
     """The full softmax recomputes its logits in backward only when they are too big to keep (losses.py)."""
     return 2 * tokens * d * vocab if tokens * vocab > LOGITS_PER_CHUNK else 0.0
-
-
-def ss4rec_flops(cfg, batch: int, length: int, fused_attention: bool = False) -> StepFlops:
-    tokens, d, vocab = batch * length, cfg.hidden, cfg.n_items + 1
-    inner, state, time_state = cfg.expand * d, cfg.state_size, cfg.time_state_size
-    rank, kernel = math.ceil(d / 16), cfg.conv_kernel
-    weights = (4 * d * time_state
-               + 2 * d * inner + inner * (rank + 2 * state) + rank * inner + inner * d
-               + kernel * inner + inner * state
-               + 8 * d * d)
-    scan_ops = 10 * inner * state + 40 * time_state  # per token per layer, forward
-    return StepFlops(encoder=6 * cfg.n_layers * weights * tokens, output=6 * tokens * d * vocab,
-                     recompute=output_recompute(tokens, d, vocab), elementwise=3 * cfg.n_layers * scan_ops * tokens)
-
-
-STEP_FLOPS = {"sasrec": sasrec_flops, "ss4rec": ss4rec_flops}  # analytic counts; a model without one: no MFU
 
 
 def model_spec(entry: str, args) -> tuple[str, dict]:
@@ -213,9 +201,7 @@ def benchmark(entry: str, args, device: torch.device) -> dict:
     peak_gib = torch.cuda.max_memory_allocated(device) / 2**30 if is_cuda else None
     process_peak_gb = peak_rss_gb() if rss_reset else None  # the whole process: what one rank would hold
 
-    formula = STEP_FLOPS.get(registry_name)
-    flops = (formula(cfg, args.batch_size, args.seq_len, fused_attention=is_cuda) if formula
-             else StepFlops(math.nan, math.nan, math.nan, 0.0))
+    flops = step_flops(registry_name, cfg, args.batch_size, args.seq_len, fused_attention=is_cuda)
     counted, counted_corrected = count_flops(loss_module, batches[0], device, amp)
     median = statistics.median(step_seconds)
     result = {

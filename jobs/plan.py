@@ -369,16 +369,17 @@ def over_survivors(step: Step, missing: list[str], by_name: dict[str, Step],
                    resolve: Callable[[list[str]], dict]) -> Step | None:
     """A gathering step whose upstream steps in `missing` failed or did not run: the ensemble blends the members that
     survived (an ensemble.models override; None when fewer than two are left), the evaluation reads what was written."""
-    if "ensemble" not in step.sections:
+    (section,) = catalogue.ENSEMBLE.sections
+    if section not in step.sections:
         return step
     lost = {model for name in missing for model in by_name[name].lists_of}
-    members = list((resolve(["ensemble"]).get("ensemble") or {}).get("models") or [])
+    members = list((resolve([section]).get(section) or {}).get("models") or [])
     if not lost & set(members):
         return step
     survivors = [m for m in members if m not in lost]
     if len(survivors) < 2:
         return None
-    override = f"ensemble.models=[{','.join(survivors)}]"
+    override = f"{section}.models=[{','.join(survivors)}]"
     return dataclasses.replace(step, args=[*step.args, override], overrides=[*step.overrides, override])
 
 

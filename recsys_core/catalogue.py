@@ -5,9 +5,12 @@ write, which `recsys` command fits them (and whether that command writes their t
 A torch model also names its implementing class and config class as import paths ("module:Name"), so that
 recsys_torch's registry is derived from this table without this module importing torch.
 
-Everything else that lists models reads this table: the CLI's choices, the `pipeline.*_models` checks, the nightly
-plan and the schedulers generated from it, `recsys topn`'s dispatch (jobs/catalogue.py adds the top-N writers),
-recsys_torch.models.MODELS, recsys_spark.baselines' names, the server's model parameter.
+Everything else that lists, dispatches or describes models reads this table: the CLI's choices, the
+`pipeline.*_models` checks, the nightly plan and the schedulers generated from it, `recsys topn`'s dispatch
+(jobs/catalogue.py adds the top-N writers), recsys_torch.models' registry, recsys_spark.baselines' dispatch, the
+server's model parameter and its real-time lists, the ensemble's default members, the evaluator's reference model,
+the benchmarks. Adding a model is one entry here plus its own files (`declare` adds one at run time: the tests'
+dummy model).
 
 Plain data: importing this imports neither Spark nor torch nor pyarrow.
 """
@@ -70,9 +73,13 @@ class Model:
     family: Family
     summary: str
     fit_overrides: tuple[str, ...] = ()  # key=value the fit step adds for this model (an ALS variant's settings)
-    implementation: str | None = None    # torch: "module:Class" of the model (recsys_torch.models.MODELS)
+    implementation: str | None = None    # "module:name": torch, the model class; a baseline, its list function
     config_class: str | None = None      # torch: "module:Class" of its config dataclass
     requires: tuple[str, ...] = ()       # what the input must hold (DATA_FEATURES); else the plan leaves it out
+    count: bool = False                  # a count model of the train data (benchmarks/public.py's best count model)
+    ensemble_member: bool = False        # in ensemble.models by default
+    realtime: tuple[str, ...] | None = None  # what scores a posted history: the tables a count model reads (its
+    #                                          last: the popularity fallback), () a torch checkpoint; None: nothing
 
     @property
     def sections(self) -> list[str]:
@@ -113,28 +120,60 @@ ENSEMBLE = Family("ensemble", "spark_models", sections=("ensemble",), fit_comman
 FAMILIES = (ALS, BASELINE, TORCH, ENSEMBLE)  # in plan order: the ensemble reads every other family's lists
 
 
-def _torch(name: str, module: str, cls: str, summary: str) -> Model:
+def _torch(name: str, module: str, cls: str, summary: str, **kwargs) -> Model:
     path = f"recsys_torch.models.{module}"
-    return Model(name, TORCH, summary, implementation=f"{path}:{cls}", config_class=f"{path}:{cls}Config")
+    return Model(name, TORCH, summary, implementation=f"{path}:{cls}", config_class=f"{path}:{cls}Config", **kwargs)
+
+
+def _baseline(name: str, module: str, summary: str, **kwargs) -> Model:
+    return Model(name, BASELINE, summary, implementation=f"recsys_spark.baselines.{module}:{name}", **kwargs)
 
 
 MODELS: dict[str, Model] = {m.name: m for m in (
     Model("als", ALS, "MLlib ALS on the ratings (explicit; RMSE/MAE too)", requires=("ratings",)),
     Model("als_implicit", ALS, "MLlib ALS in implicit mode (ratings as confidence)",
-          fit_overrides=("als.name=als_implicit", "als.implicit_prefs=true")),
-    Model("popularity", BASELINE, "train counts, global or over a recent window"),
-    Model("genre", BASELINE, "popularity within the user's favourite genres", requires=("genres",)),
-    Model("markov", BASELINE, "Markov AR(1): successors of the last item"),
-    Model("ar2", BASELINE, "AR(2) of the last two items, backing off to AR(1) and popularity"),
-    Model("hybrid", BASELINE, "alpha * AR(1) + (1 - alpha) * popularity"),
-    Model("itemcf", BASELINE, "item-item cosine neighbours of the recent history (item_neighbors)"),
-    Model("ease", BASELINE, "EASE: closed-form item-item autoencoder (G + l2 I)^-1 over the most-rated items"),
+          fit_overrides=("als.name=als_implicit", "als.implicit_prefs=true"), ensemble_member=True),
+    _baseline("popularity", "popularity", "train counts, global or over a recent window",
+              realtime=("interactions",)),
+    _baseline("genre", "genre", "popularity within the user's favourite genres", requires=("genres",)),
+    _baseline("markov", "markov", "Markov AR(1): successors of the last item", count=True,
+              realtime=("transitions_ar1", "interactions")),
+    _baseline("ar2", "markov", "AR(2) of the last two items, backing off to AR(1) and popularity", count=True,
+              ensemble_member=True, realtime=("transitions_ar2", "transitions_ar1", "interactions")),
+    _baseline("hybrid", "hybrid", "alpha * AR(1) + (1 - alpha) * popularity"),
+    _baseline("itemcf", "itemcf", "item-item cosine neighbours of the recent history (item_neighbors)", count=True,
+              ensemble_member=True, realtime=("item_neighbors", "interactions")),
+    _baseline("ease", "ease", "EASE: closed-form item-item autoencoder (G + l2 I)^-1 over the most-rated items",
+              count=True),
     _torch("ncf", "ncf", "NCF", "NeuMF (GMF + MLP) with sampled negatives"),
-    _torch("sasrec", "sasrec", "SASRec", "SASRec: causal self-attention over the history"),
-    _torch("ss4rec", "ss4rec", "SS4Rec", "SS4Rec: time-aware state-space model over the history"),
+    _torch("sasrec", "sasrec", "SASRec", "SASRec: causal self-attention over the history", realtime=()),
+    _torch("ss4rec", "ss4rec", "SS4Rec", "SS4Rec: time-aware state-space model over the history", realtime=()),
     _torch("lightgcn", "lightgcn", "LightGCN", "LightGCN: layer-averaged graph propagation over the train graph, BPR"),
     Model("ensemble", ENSEMBLE, "reciprocal-rank fusion of ensemble.models, weights chosen on validation NDCG@10"),
 )}
+REFERENCE_MODEL = "ar2"      # evaluate.reference_model's default: every other model's paired difference to it
+FALLBACK_MODEL = "popularity"  # what the server answers a user without a list from (its `fallback` field)
+
+
+def declare(model: Model) -> Model:
+    """Add a model to the catalogue at run time (what an entry in MODELS does; the tests' dummy model)."""
+    if model.name in MODELS:
+        raise ValueError(f"model {model.name!r} is already in the catalogue")
+    MODELS[model.name] = model
+    return model
+
+
+def withdraw(name: str) -> None:
+    """Take a model `declare` added back out."""
+    del MODELS[name]
+
+
+def load(path: str):
+    """The object a catalogue path ("module:name") names, importing its module."""
+    import importlib
+
+    module, name = path.split(":")
+    return getattr(importlib.import_module(module), name)
 
 
 def unmet(model: Model, has: dict[str, bool]) -> list[str]:
@@ -144,6 +183,20 @@ def unmet(model: Model, has: dict[str, bool]) -> list[str]:
 
 def names(family: Family | None = None) -> list[str]:
     return [m.name for m in MODELS.values() if family is None or m.family is family]
+
+
+def count_models() -> list[str]:
+    return [m.name for m in MODELS.values() if m.count]
+
+
+def ensemble_members() -> list[str]:
+    """ensemble.models' default."""
+    return [m.name for m in MODELS.values() if m.ensemble_member]
+
+
+def realtime_models() -> list[str]:
+    """The models that score a posted history (the server's POST /recommendations)."""
+    return [m.name for m in MODELS.values() if m.realtime is not None]
 
 
 def pipeline_choices(key: str) -> list[str]:

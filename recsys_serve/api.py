@@ -58,10 +58,10 @@ class ReportPlot(str, enum.Enum):
     drift = "drift.png"
 
 
-# The catalogue's names, and als_<name> for an ALS fitted under another name: the schema says exactly what exists.
-MODEL_PATTERN = "^(?:" + "|".join(catalogue.names()) + "|" + catalogue.ALS_VARIANT_PATTERN + ")$"
+# A model's name: the catalogue (read per request, so a model declared at run time is served) says which exist.
+MODEL_PATTERN = "^[a-z][a-z0-9_]{0,63}$"
 ModelName = Annotated[str, Query(pattern=MODEL_PATTERN,
-                                 description="a model of the catalogue (recsys_core/catalogue.py)")]
+                                 description="a model of the catalogue (recsys_core/catalogue.py): GET /models")]
 # Text checked here rather than pydantic's date, which also takes a number as seconds since 1970.
 RunDate = Annotated[str | None, Query(pattern=DATE_PATTERN, json_schema_extra={"format": "date"},
                                       description="YYYY-MM-DD; default: the latest")]
@@ -236,8 +236,7 @@ def one_line(exc: RequestValidationError) -> str:
     first = exc.errors()[0]
     where = ".".join(str(part) for part in first.get("loc", ()))
     if where == "query.model" and first.get("type") == "string_pattern_mismatch":
-        return f"query.model: unknown model {first.get('input')!r}; one of: {', '.join(catalogue.names())} " \
-               "(or als_<name> for an ALS variant)"
+        return str(catalogue.unknown_model(first.get("input"), where))
     more = f" (and {len(exc.errors()) - 1} more)" if len(exc.errors()) > 1 else ""
     return f"{where}: {first.get('msg', 'invalid value')}{more}"
 
@@ -287,7 +286,7 @@ def user_lists(snap: Snapshot, lists, user_id: int, user: int, model: str, k: in
     if found is None:
         positions, scores = histories.fallback(user, k)
         run_date = run_id = None
-        fallback = "popularity"
+        fallback = catalogue.FALLBACK_MODEL
     else:
         (positions, scores), run_date, run_id, fallback = found, lists.run_date, lists.run_id, None
     items = [{**cat.movie(p), "rank": i + 1, "score": float(s), "held_out": p == held}

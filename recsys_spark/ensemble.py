@@ -28,6 +28,7 @@ import numpy as np
 from pyspark.sql import DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 
+from recsys_core import catalogue
 from recsys_core.config import POSITIVE, Config, at_least, checked
 from recsys_spark.delta import read_table, table_exists, table_path, write_table
 from recsys_spark.errors import ConfigError, RecsysError
@@ -42,7 +43,7 @@ CHOICE_K = 10  # the weights maximise validation NDCG@10
 class EnsembleConfig(Config):
     section = "ensemble"
 
-    models: list[str] = field(default_factory=lambda: ["ar2", "itemcf", "als_implicit"])  # the members
+    models: list[str] = field(default_factory=catalogue.ensemble_members)  # the members
     depth: int = checked(100, POSITIVE)               # each member's top `depth` items enter the blend
     rrf_k: float = checked(60.0, at_least(0))         # the reciprocal-rank constant: larger flattens the discount
     weight_steps: int = checked(10, POSITIVE)         # weights are multiples of 1 / weight_steps summing to 1

@@ -42,7 +42,7 @@ import pyarrow.compute as pc
 from pyspark.sql import DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 
-from recsys_core import storage
+from recsys_core import catalogue, storage
 from recsys_core.config import Config, Rule, checked, number_in
 from recsys_spark.delta import read_arrow, read_table, table_exists, table_path, table_version, write_arrow
 from recsys_spark.errors import ConfigError, RecsysError
@@ -65,7 +65,7 @@ class EvaluateConfig(Config):
     bootstrap_resamples: int = checked(1000, Rule(lambda v: v == 0 or v >= 100, "0 (off) or at least 100"))
     ci_level: float = checked(0.95, number_in(0.5, 1, high_open=True))
     seed: int = 42
-    reference_model: str | None = "ar2"  # every other model's paired difference to this one (null: none)
+    reference_model: str | None = catalogue.REFERENCE_MODEL  # every other model's paired difference to it (null: none)
 
     def validate(self) -> None:
         if not isinstance(self.ks, (list, tuple)) or not self.ks or any(not isinstance(k, int) or isinstance(k, bool) or k < 1 for k in self.ks):

@@ -7,11 +7,14 @@ import shutil
 import pytest
 from pyspark.sql import functions as F
 
-from recsys_spark.baselines import BASELINES, BaselinesConfig, PopularityConfig, run_baselines, topn
+from recsys_core import catalogue
+from recsys_spark.baselines import BaselinesConfig, PopularityConfig, run_baselines, topn
 from recsys_spark.baselines.popularity import item_popularity
 from recsys_spark.delta import read_table, table_path, write_table
 from recsys_spark.errors import RecsysError
 from recsys_spark.recommendations import read_recommendations
+
+BASELINES = catalogue.names(catalogue.BASELINE)
 
 RUN_DATE = dt.date(2024, 1, 1)
 K = 4

@@ -42,14 +42,21 @@ def test_every_torch_model_names_classes_that_import_and_build():
         net = recsys_torch.models.build_model(name, sizes, "cpu")
         assert isinstance(net, model_cls) and sum(p.numel() for p in net.parameters()) > 0, name
     for name in catalogue.names():
-        assert (catalogue.MODELS[name].implementation is None) == (catalogue.MODELS[name].family is not catalogue.TORCH)
+        has_code = catalogue.MODELS[name].family in (catalogue.TORCH, catalogue.BASELINE)
+        assert (catalogue.MODELS[name].implementation is not None) == has_code, name
 
 
-def test_every_baseline_of_the_catalogue_has_a_recommender_and_no_other():
-    from recsys_spark.baselines import BASELINES, RECOMMENDERS, BaselinesConfig
+def test_every_baseline_of_the_catalogue_has_a_recommender_in_its_own_module():
+    from recsys_spark.baselines import BaselinesConfig
+    from recsys_spark.baselines.recommend import recommender
 
-    assert catalogue.names(catalogue.BASELINE) and set(RECOMMENDERS) == set(catalogue.names(catalogue.BASELINE))
-    assert BaselinesConfig.from_dict(None).models == BASELINES  # `recsys baselines` fits each by default
+    baselines = catalogue.names(catalogue.BASELINE)
+    for name in baselines:
+        entry = recommender(name)
+        assert callable(entry) and entry.__name__ == name and entry.__module__.startswith("recsys_spark.baselines.")
+    with pytest.raises(ConfigError, match="unknown model 'sasrec'"):
+        recommender("sasrec")  # a model of another family is no baseline
+    assert BaselinesConfig.from_dict(None).models == tuple(baselines)  # `recsys baselines` fits each by default
 
 
 def test_the_nightly_lists_in_conf_name_every_catalogue_model():
@@ -134,3 +141,41 @@ def test_topn_through_the_cli_for_every_family(spark, small_warehouse_copy, mode
     per_user = recs.groupBy("userId").agg(F.count(F.lit(1)).alias("n"), F.countDistinct("movieId").alias("items"))
     assert per_user.count() == users
     assert per_user.where((F.col("n") != k) | (F.col("items") != k)).isEmpty()
+
+
+def test_a_model_declared_once_is_planned_offered_served_and_evaluated(spark, small_warehouse_copy):
+    """One declaration (popularity's own list function under another name) and nothing else: the nightly plans it,
+    the CLI offers and fits it, the server lists and serves it, the evaluator scores it."""
+    from fastapi.testclient import TestClient
+
+    from jobs.plan import Run, plan
+    from jobs.topn import build_parser
+    from recsys_serve.api import create_app
+    from recsys_spark.evaluate import read_metrics
+
+    from recsys_core import catalogue as declared
+
+    warehouse = small_warehouse_copy
+    declared.declare(declared.Model("dummy", declared.BASELINE, "the tests' dummy: popularity under another name",
+                                    implementation="recsys_spark.baselines.popularity:popularity"))
+    try:
+        steps = plan(PipelineConfig.from_dict({"spark_models": ["popularity", "dummy"], "torch_models": []}),
+                     Run("data", str(warehouse), DAY.isoformat(), "local"))
+        baselines = next(step for step in steps if step.name == "baselines")
+        assert "baselines.models=[popularity,dummy]" in baselines.overrides and "dummy" in baselines.lists_of
+        assert "dummy" in build_parser().format_help()
+        argv = ["--warehouse", str(warehouse), "--k", str(K), "--run-date", DAY.isoformat()]
+        assert recsys(["topn", *argv, "--model", "dummy"]) == 0
+        with TestClient(create_app(warehouse, reload_interval=0)) as client:
+            served = client.get("/models").json()["models"]
+            assert "dummy" in [m["name"] for m in served]
+            user = client.get("/users").json()["users"][0]["userId"]
+            body = client.get(f"/users/{user}/recommendations", params={"model": "dummy", "k": K}).json()
+            assert body["model"] == "dummy" and len(body["items"]) == K and body["fallback"] is None
+        assert recsys(["evaluate", *argv[:2], "--run-date", DAY.isoformat()]) == 0
+        scored = {(r["model"], r["metric"], r["k"]) for r in read_metrics(warehouse).to_pylist()}
+        assert ("dummy", "ndcg", 10) in scored
+    finally:
+        declared.withdraw("dummy")
+    with pytest.raises(ConfigError, match="unknown model 'dummy'"):
+        catalogue.find("dummy")

@@ -5,8 +5,8 @@ from recsys_spark.baselines.hybrid import HybridConfig
 from recsys_spark.baselines.itemcf import ItemCFConfig
 from recsys_spark.baselines.markov import MarkovConfig
 from recsys_spark.baselines.popularity import PopularityConfig
-from recsys_spark.baselines.recommend import (BASELINES, RECOMMENDERS, BaselinesConfig, TrainTables, fit_transitions,
+from recsys_spark.baselines.recommend import (BaselinesConfig, TrainTables, fit_transitions,
                                               recommend, run_baselines, topn)
 
-__all__ = ["BASELINES", "RECOMMENDERS", "BaselinesConfig", "EASEConfig", "GenreConfig", "HybridConfig", "ItemCFConfig", "MarkovConfig",
+__all__ = ["BaselinesConfig", "EASEConfig", "GenreConfig", "HybridConfig", "ItemCFConfig", "MarkovConfig",
            "PopularityConfig", "TrainTables", "fit_transitions", "recommend", "run_baselines", "topn"]

@@ -18,6 +18,7 @@ flops.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -30,6 +31,9 @@ from recsys_core.config import POSITIVE, Config, above, checked
 from recsys_spark.baselines.common import CATALOGUE_ROW_BLOCK, PopularityRow, train_rows, users_of
 from recsys_spark.baselines.itemcf import binary_matrix, item_block_product
 from recsys_spark.blocked_topk import blocked_top_k
+
+if TYPE_CHECKING:
+    from recsys_spark.baselines.recommend import TrainTables
 
 ITEM_BLOCK = 256   # Gram rows per task
 GRAM_COLUMNS = "item_idx int, other_idx array<int>, co_count array<int>"
@@ -151,3 +155,9 @@ def recommend_ease(interactions: DataFrame, weights: tuple[np.ndarray, np.ndarra
     pop = PopularityRow.of(popularity)
     return blocked_top_k(users, (pop, k, kept, B), ease_block_scores, pop.item_ids, k,
                          block_size=CATALOGUE_ROW_BLOCK)
+
+
+def ease(tables: "TrainTables", k: int, config) -> DataFrame:
+    """The catalogue's entry: EASE's weights fitted once on the train rows (shared by both views)."""
+    weights = tables.shared(fit_ease, lambda: fit_ease(tables.interactions, config.ease))
+    return recommend_ease(tables.interactions, weights, tables.popularity, k, tables.users_as_of())

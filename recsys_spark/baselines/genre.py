@@ -9,6 +9,7 @@ The score is a probability in (0, 1]; it is tier 1 (1 + score), padded with popu
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pyarrow as pa
@@ -19,6 +20,9 @@ from pyspark.sql import functions as F
 from recsys_spark.baselines.common import CATALOGUE_ROW_BLOCK, PopularityRow, train_rows
 from recsys_spark.blocked_topk import blocked_top_k
 from recsys_core.config import POSITIVE, Config, checked
+
+if TYPE_CHECKING:
+    from recsys_spark.baselines.recommend import TrainTables
 
 TIER_GENRE = 1.0
 
@@ -119,3 +123,10 @@ def recommend_genre(users: DataFrame, model: GenreModel, k: int) -> DataFrame:
     with_weights = users.join(model.weights, "user_idx", "left")
     return blocked_top_k(with_weights, (model.popularity, model.columns, model.matrix, k), genre_block_scores,
                          model.popularity.item_ids, k, block_size=CATALOGUE_ROW_BLOCK)
+
+
+def genre(tables: "TrainTables", k: int, config) -> DataFrame:
+    """The catalogue's entry: the genre mixture, fitted once on the train rows (the same in both views)."""
+    model = tables.shared(fit_genre, lambda: fit_genre(tables.interactions, tables.items, tables.popularity,
+                                                       config.genre))
+    return recommend_genre(tables.users_as_of(), model, k)

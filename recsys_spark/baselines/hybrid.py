@@ -8,6 +8,7 @@ rows (common.PopularityRow): an item that is neither has only its popularity and
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pyarrow as pa
@@ -20,6 +21,9 @@ from recsys_spark.baselines.common import (CATALOGUE_ROW_BLOCK, PopularityRow, c
 from recsys_spark.baselines.markov import ar1_candidates
 from recsys_spark.blocked_topk import blocked_top_k, seen_cells
 from recsys_core.config import Config, checked, number_in
+
+if TYPE_CHECKING:
+    from recsys_spark.baselines.recommend import TrainTables
 
 
 @dataclass(frozen=True)
@@ -66,3 +70,9 @@ def recommend_hybrid(interactions: DataFrame, users: DataFrame, ar1: DataFrame, 
     pop = PopularityRow.of(popularity)
     return blocked_top_k(with_candidates(users, successors), (pop, k, float(alpha)), hybrid_scores, pop.item_ids, k,
                          block_size=CATALOGUE_ROW_BLOCK)
+
+
+def hybrid(tables: "TrainTables", k: int, config) -> DataFrame:
+    """The catalogue's entry."""
+    return recommend_hybrid(tables.interactions, tables.users_as_of(), tables.chain(1), tables.popularity, k,
+                            config.hybrid.alpha)

@@ -24,6 +24,7 @@ time on the driver (itemcf_candidates), rounded to 12 decimal places so that equ
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -33,6 +34,9 @@ from pyspark.sql import functions as F
 from recsys_spark.baselines.common import rank_over_popularity, train_rows, users_of
 from recsys_core.config import POSITIVE, Config, Rule, at_least, checked, number_in
 from recsys_spark.recommendations import HISTORY_SPLITS, seen_pairs
+
+if TYPE_CHECKING:
+    from recsys_spark.baselines.recommend import TrainTables
 
 ITEM_BLOCK = 256  # items per task: a block's co-count rows stay below ~200 MB at ML-25M size
 USER_BLOCK = 4096  # users scored at once on the driver: a block's sparse scores are about history * neighbors each
@@ -210,3 +214,9 @@ def recommend_itemcf(interactions: DataFrame, neighbors: DataFrame, popularity: 
     """users: user_idx, seen of this view (common.seen_as_of; default: collected from `interactions`)."""
     users = users_of(interactions) if users is None else users
     return rank_over_popularity(users, itemcf_candidates(interactions, neighbors, config, k), popularity, k)
+
+
+def itemcf(tables: "TrainTables", k: int, config) -> DataFrame:
+    """The catalogue's entry."""
+    return recommend_itemcf(tables.interactions, tables.neighbors(), tables.popularity, k, config.itemcf,
+                            tables.users_as_of())

@@ -19,12 +19,16 @@ Scoring with back-off, as score tiers (score = tier + prob, prob in (0, 1]):
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from pyspark.sql import DataFrame, Window
 from pyspark.sql import functions as F
 
 from recsys_spark.baselines.common import last_items, rank_tiered, train_rows
 from recsys_core.config import POSITIVE, Config, checked
+
+if TYPE_CHECKING:
+    from recsys_spark.baselines.recommend import TrainTables
 
 TIER_AR1 = 1.0
 TIER_AR2 = 2.0
@@ -96,3 +100,14 @@ def recommend_ar2(interactions: DataFrame, users: DataFrame, ar1: DataFrame, ar2
     order1 = ar1_candidates(states, ar1).select("user_idx", "item_idx", (F.col("prob") + TIER_AR1).alias("score"))
     # rank_tiered keeps the highest tier of an item proposed by both.
     return rank_tiered(users, order2.unionByName(order1), popularity, k)
+
+
+def markov(tables: "TrainTables", k: int, config) -> DataFrame:
+    """The catalogue's entry of AR(1)."""
+    return recommend_markov(tables.interactions, tables.users_as_of(), tables.chain(1), tables.popularity, k)
+
+
+def ar2(tables: "TrainTables", k: int, config) -> DataFrame:
+    """The catalogue's entry of AR(2)."""
+    return recommend_ar2(tables.interactions, tables.users_as_of(), tables.chain(1), tables.chain(2),
+                         tables.popularity, k)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from pyspark.sql import DataFrame, Window
 from pyspark.sql import functions as F
@@ -9,6 +10,9 @@ from pyspark.sql import functions as F
 from recsys_spark.baselines.common import CATALOGUE_ROW_BLOCK, PopularityRow, popularity_scores, train_rows
 from recsys_spark.blocked_topk import blocked_top_k
 from recsys_core.config import POSITIVE, Config, checked
+
+if TYPE_CHECKING:
+    from recsys_spark.baselines.recommend import TrainTables
 
 SECONDS_PER_DAY = 86_400
 
@@ -59,3 +63,8 @@ def recommend_popularity(users: DataFrame, popularity: DataFrame, k: int) -> Dat
     """The k most popular items each user (user_idx, seen: common.seen_as_of) has not seen."""
     pop = PopularityRow.of(popularity)
     return blocked_top_k(users, (pop, k), popularity_scores, pop.item_ids, k, block_size=CATALOGUE_ROW_BLOCK)
+
+
+def popularity(tables: "TrainTables", k: int, config) -> DataFrame:
+    """The catalogue's entry: every user's top-k of the train counts."""
+    return recommend_popularity(tables.users_as_of(), tables.popularity, k)

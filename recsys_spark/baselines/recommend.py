@@ -11,13 +11,12 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from recsys_spark.baselines.common import seen_as_of, user_histories
-from recsys_spark.baselines.ease import EASEConfig, fit_ease, recommend_ease
-from recsys_spark.baselines.genre import GenreConfig, GenreModel, fit_genre, recommend_genre
-from recsys_spark.baselines.hybrid import HybridConfig, recommend_hybrid
-from recsys_spark.baselines.itemcf import ItemCFConfig, item_neighbors, recommend_itemcf
-from recsys_spark.baselines.markov import (MarkovConfig, recommend_ar2, recommend_markov, transitions_ar1,
-                                           transitions_ar2)
-from recsys_spark.baselines.popularity import PopularityConfig, item_popularity, recommend_popularity
+from recsys_spark.baselines.ease import EASEConfig
+from recsys_spark.baselines.genre import GenreConfig
+from recsys_spark.baselines.hybrid import HybridConfig
+from recsys_spark.baselines.itemcf import ItemCFConfig, item_neighbors
+from recsys_spark.baselines.markov import MarkovConfig, transitions_ar1, transitions_ar2
+from recsys_spark.baselines.popularity import PopularityConfig, item_popularity
 from recsys_core import catalogue
 from recsys_core.config import Config
 from recsys_spark.delta import read_table, table_path, write_table
@@ -60,11 +59,12 @@ class TrainTables:
             self.fitted["neighbors"] = read_table(self.spark, path)
         return self.fitted["neighbors"]
 
-    def ease(self):
-        """(kept item_idx, B): EASE's weights, fitted once per TrainTables on the train rows (shared by both views)."""
-        if "ease" not in self.fitted:
-            self.fitted["ease"] = fit_ease(self.interactions, self.config.ease)
-        return self.fitted["ease"]
+    def shared(self, key, fit: Callable[[], object]):
+        """`fit()` once per TrainTables, shared by the test and validation views (what a model fits on the train
+        rows alone); `key`: what names it, e.g. the fitting function."""
+        if key not in self.fitted:
+            self.fitted[key] = fit()
+        return self.fitted[key]
 
     def users_as_of(self) -> DataFrame:
         """user_idx, seen: the users of this view's list and what it leaves out (common.seen_as_of), from histories
@@ -73,12 +73,6 @@ class TrainTables:
             test_view = self.interactions if self.split == "test" else self.fitted["test_interactions"]
             self.fitted["histories"] = user_histories(test_view).cache()
         return seen_as_of(self.fitted["histories"], self.split)
-
-    def genre(self) -> GenreModel:
-        """The genre mixture, fitted once on the train rows (the same in both views)."""
-        if "genre" not in self.fitted:
-            self.fitted["genre"] = fit_genre(self.interactions, self.items, self.popularity, self.config.genre)
-        return self.fitted["genre"]
 
     def as_of(self, split: str) -> "TrainTables":
         """The tables as a list for `split` sees them: `validation` drops the test rows and treats the validation
@@ -105,23 +99,13 @@ class TrainTables:
             self.fitted["histories"].unpersist()
 
 
-# What computes each baseline of the catalogue (recsys_core.catalogue names them; tests/test_catalogue.py checks that
-# every name has one): user_idx, item_idx, rank, score of every user's top-k (fitting transitions where needed).
-RECOMMENDERS: dict[str, Callable[[TrainTables, int, "BaselinesConfig"], DataFrame]] = {
-    "popularity": lambda tables, k, cfg: recommend_popularity(tables.users_as_of(), tables.popularity, k),
-    "genre": lambda tables, k, cfg: recommend_genre(tables.users_as_of(), tables.genre(), k),
-    "markov": lambda tables, k, cfg: recommend_markov(tables.interactions, tables.users_as_of(), tables.chain(1),
-                                                     tables.popularity, k),
-    "ar2": lambda tables, k, cfg: recommend_ar2(tables.interactions, tables.users_as_of(), tables.chain(1),
-                                               tables.chain(2), tables.popularity, k),
-    "hybrid": lambda tables, k, cfg: recommend_hybrid(tables.interactions, tables.users_as_of(), tables.chain(1),
-                                                     tables.popularity, k, cfg.hybrid.alpha),
-    "itemcf": lambda tables, k, cfg: recommend_itemcf(tables.interactions, tables.neighbors(), tables.popularity, k,
-                                                     cfg.itemcf, tables.users_as_of()),
-    "ease": lambda tables, k, cfg: recommend_ease(tables.interactions, tables.ease(), tables.popularity, k,
-                                                 tables.users_as_of()),
-}
-BASELINES = tuple(catalogue.names(catalogue.BASELINE))
+def recommender(model: str) -> Callable[[TrainTables, int, "BaselinesConfig"], DataFrame]:
+    """What computes a baseline of the catalogue (its `implementation`, in the model's own module): user_idx,
+    item_idx, rank, score of every user's top-k, fitting transitions where needed."""
+    entry = catalogue.MODELS.get(model)
+    if entry is None or entry.family is not catalogue.BASELINE:
+        raise catalogue.unknown_model(model, "baselines.models")
+    return catalogue.load(entry.implementation)
 
 
 @dataclass(frozen=True)
@@ -139,10 +123,11 @@ class BaselinesConfig(Config):
     ease: EASEConfig = field(default_factory=EASEConfig)
 
     def validate(self) -> None:
+        every = tuple(catalogue.names(catalogue.BASELINE))
         if self.models is None:
-            object.__setattr__(self, "models", BASELINES)
-        if not self.models or any(m not in BASELINES for m in self.models):
-            raise ConfigError(f"baselines.models: {list(self.models)} must be a non-empty subset of {list(BASELINES)}")
+            object.__setattr__(self, "models", every)
+        if not self.models or any(m not in every for m in self.models):
+            raise ConfigError(f"baselines.models: {list(self.models)} must be a non-empty subset of {list(every)}")
 
 
 def fit_transitions(spark: SparkSession, warehouse: str | Path, interactions: DataFrame, top_k: int,
@@ -160,9 +145,7 @@ def fit_transitions(spark: SparkSession, warehouse: str | Path, interactions: Da
 
 def recommend(tables: TrainTables, model: str, k: int, config: BaselinesConfig) -> DataFrame:
     """user_idx, item_idx, rank, score: the model's top-k for every user (fits transitions where it needs them)."""
-    if model not in BASELINES:
-        raise RecsysError(f"unknown baseline model {model!r}; expected one of {list(BASELINES)}")
-    return RECOMMENDERS[model](tables, k, config)
+    return recommender(model)(tables, k, config)
 
 
 def _write(tables: TrainTables, model: str, k: int, run_date: dt.date, run_id: str,
@@ -178,8 +161,8 @@ def _write(tables: TrainTables, model: str, k: int, run_date: dt.date, run_id: s
 
 
 def _check(model: str | None, k: int) -> None:
-    if model is not None and model not in BASELINES:
-        raise RecsysError(f"unknown baseline model {model!r}; expected one of {list(BASELINES)}")
+    if model is not None:
+        recommender(model)
     if isinstance(k, bool) or not isinstance(k, int) or k < 1:
         raise RecsysError(f"k must be a positive integer, got {k!r}")
 

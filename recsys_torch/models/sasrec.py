@@ -104,6 +104,16 @@ class SASRec(SequenceModel):  # train/ windows, a next-item loss over the tied i
         init_dense_layers(self)
         self.item_emb.weight[0].zero_()
 
+    @staticmethod
+    def encoder_flops(cfg: SASRecConfig, tokens: int, length: int, fused_attention: bool) -> tuple[float, ...]:
+        """Analytic FLOPs of one training step's encoder (forward + backward, the output layer not included):
+        (matmuls, what fused attention recomputes in backward, elementwise work) - the MFU of
+        benchmarks/train_throughput.py."""
+        d = cfg.hidden
+        per_layer = 6 * 12 * d * d * tokens + 12 * length * d * tokens
+        recompute = cfg.n_layers * 2 * length * d * tokens if fused_attention else 0
+        return cfg.n_layers * per_layer, recompute, 0.0
+
     def forward(self, items: Tensor, timestamps: Tensor | None = None, query_timestamps: Tensor | None = None) -> Tensor:
         """items[B, L] (left-padded) -> hidden[B, L, D]; SASRec uses no times (taken for a common interface).
         Hidden states at padded positions are 0."""

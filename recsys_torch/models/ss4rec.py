@@ -244,6 +244,19 @@ class SS4Rec(SequenceModel):  # train/ windows, a next-item loss over the tied i
                 module.init_weights()
         self.item_emb.weight[0].zero_()
 
+    @staticmethod
+    def encoder_flops(cfg: SS4RecConfig, tokens: int, length: int, fused_attention: bool) -> tuple[float, ...]:
+        """Analytic FLOPs of one training step's encoder, as SASRec.encoder_flops; the scans' elementwise work is an
+        estimate."""
+        d, inner, state, time_state = cfg.hidden, cfg.expand * cfg.hidden, cfg.state_size, cfg.time_state_size
+        rank, kernel = math.ceil(d / 16), cfg.conv_kernel
+        weights = (4 * d * time_state
+                   + 2 * d * inner + inner * (rank + 2 * state) + rank * inner + inner * d
+                   + kernel * inner + inner * state
+                   + 8 * d * d)
+        scan_ops = 10 * inner * state + 40 * time_state  # per token per layer, forward
+        return 6 * cfg.n_layers * weights * tokens, 0.0, 3 * cfg.n_layers * scan_ops * tokens
+
     def step_scale(self, timestamps: Tensor, is_item: Tensor, query_timestamps: Tensor | None) -> Tensor:
         """[B, L] multiplier of each position's SSM step: 1 + log1p(gap to the next timestamp / unit); 0 at padding."""
         last = timestamps[:, -1:] if query_timestamps is None else query_timestamps.reshape(-1, 1)
