@@ -232,6 +232,31 @@ def test_a_non_finite_score_is_never_a_hit(spark, warehouse, tmp_path):
     assert rows["c", "ndcg_minus_d", 10]["value"] == pytest.approx(4 / 6)
 
 
+def _write_list(spark, warehouse, model, run_date, run_id, lists):
+    write_table(spark.createDataFrame(_rec_rows(model, run_date, run_id, lists),
+                                      "model string, run_id string, run_date date, userId long, rank int, "
+                                      "movieId long, score double"),
+                table_path(warehouse, "recommendations"), partition_by=["model", "run_date"],
+                replace={"model": model, "run_date": run_date} if (warehouse / "recommendations").exists() else None)
+
+
+def test_latest_is_the_list_written_last_not_the_largest_run_id(spark, warehouse, tmp_path):
+    """`a` is written for DAY (run id ff..), then re-made later for OLD_DAY (run id 00..): the latest by time is the
+    second, though its run id (a uuid4) and its run date are the smaller ones."""
+    import shutil
+
+    for name in ("interactions", "items"):
+        shutil.copytree(warehouse / name, tmp_path / name)
+    _write_list(spark, tmp_path, "a", DAY, "f" * 32, {u: [1, 2, 3] for u in TEST_ITEM})
+    _write_list(spark, tmp_path, "a", OLD_DAY, "0" * 32, LISTS_A)
+    result = evaluate(spark, tmp_path, config=EvaluateConfig(ks=[5], bootstrap_resamples=0))
+    assert {(r["run_id"], r["run_date"]) for r in result.rows} == {("0" * 32, OLD_DAY)}
+    assert result.value("a", "hr", 5) == pytest.approx(brute_force(LISTS_A, 5)["hr"])
+    _write_list(spark, tmp_path, "a", DAY, "f" * 32, {u: [1, 2, 3] for u in TEST_ITEM})  # re-made again: DAY wins
+    again = evaluate(spark, tmp_path, config=EvaluateConfig(ks=[5], bootstrap_resamples=0))
+    assert {r["run_id"] for r in again.rows} == {"f" * 32}
+
+
 def test_every_metrics_row_records_its_tie_policy_input_and_interactions_version(spark, tmp_path):
     """On a real ETL (a non-default tie policy and seed, so a default cannot pass for it), every row the evaluator,
     ALS and the evaluate job write names etl_report.json's tie policy and input and the interactions version it
