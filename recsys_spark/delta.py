@@ -293,6 +293,13 @@ def partition_times(path: str | Path) -> dict[tuple[str, dt.date], int]:
     return times
 
 
+def version_at(path: str | Path, ms: int) -> int | None:
+    """The version the table was at, at `ms` (ms since the epoch): its newest commit not after it; None when every
+    commit the log still holds is later."""
+    before = [c["version"] for c in _require(str(path)).history() if c["timestamp"] <= ms]
+    return max(before) if before else None
+
+
 def table_version(path: str | Path) -> int:
     return _require(str(path)).version()
 

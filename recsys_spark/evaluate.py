@@ -26,7 +26,9 @@ RMSE/MAE are written by the models that predict ratings (ALS explicit) through `
 models (recsys_spark.report.comparison_table) shows both.
 
 Every row records what produced it (`PROVENANCE`): the tie policy and the input from `<warehouse>/etl_report.json`,
-and the version of `interactions` it was scored on (read at that very version: `read_interactions`).
+and the version of `interactions` it was scored on (read at that very version: `read_interactions`). A list is
+scored only against the split it was made from: one written while `interactions` stood at another version (made
+before a re-ETL) is refused, one line naming it and both versions (`refuse_stale`).
 """
 from __future__ import annotations
 
@@ -45,7 +47,7 @@ from pyspark.sql import functions as F
 from recsys_core import storage
 from recsys_core.config import Config, Rule, checked, number_in
 from recsys_spark.delta import (partition_times, read_arrow, read_table, table_exists, table_path, table_version,
-                                write_arrow)
+                                version_at, write_arrow)
 from recsys_spark.errors import ConfigError, RecsysError
 from recsys_spark.intervals import intervals
 from recsys_spark.recommendations import LIST_SPLITS, list_table
@@ -286,6 +288,7 @@ def evaluate(spark: SparkSession, warehouse: str | Path, model: str | None = Non
     recs = recs.join(F.broadcast(chosen), ["model", "run_date"])
 
     interactions, provenance = read_interactions(spark, warehouse)
+    refuse_stale(warehouse, runs, partition_times(path), provenance["interactions_version"])
     test = interactions.where(F.col("split") == split)  # the target of each list
     items = read_table(spark, table_path(warehouse, "items"))
     catalogue_size = items.where(F.col("item_idx").isNotNull()).count()
@@ -302,6 +305,18 @@ def evaluate(spark: SparkSession, warehouse: str | Path, model: str | None = Non
     rows = [{**row, **{key: provenance[key] for key in PROVENANCE}} for row in rows]
     path = write_metrics(rows, warehouse)
     return EvaluationResult(rows=rows, path=path, provenance=provenance)
+
+
+def refuse_stale(warehouse, runs: Sequence, times: Mapping[tuple[str, dt.date], int], current: int) -> None:
+    """Refuse lists made before the split was last rewritten: the version of `interactions` current when a list
+    was written (its commit time, `times`) must be the version scored on, or its targets are not the ones the list
+    was made for (a re-ETL moves test items and excludes other seen items)."""
+    path = table_path(warehouse, "interactions")
+    stale = [(r, version_at(path, times.get((r.model, r.run_date), 0))) for r in runs]
+    stale = [f"{r.model} ({r.run_date}) at version {made}" for r, made in stale if made != current]
+    if stale:
+        raise RecsysError(f"lists made from another interactions version than the current {current}: "
+                          f"{', '.join(stale)}; re-run their top-N (`recsys topn --model NAME`) before evaluating")
 
 
 def _reference_recs(spark: SparkSession, warehouse, reference: str | None, run_date: dt.date | None,
