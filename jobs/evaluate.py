@@ -19,7 +19,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="recsys evaluate", description=__doc__)
     parser.add_argument("--warehouse", required=True, help="warehouse directory")
     parser.add_argument("--model", help="evaluate only this model (default: every model in recommendations)")
-    parser.add_argument("--run-date", help="evaluate this run date (default: each model's latest)")
+    parser.add_argument("--run-date", help="evaluate this run date (default: each model's list written last)")
     parser.add_argument("--split", choices=["test", "validation"], default="test",
                         help="test: recommendations vs the test item (default); validation: "
                              "recommendations_validation vs the validation item")

@@ -280,6 +280,26 @@ def table_rows(path: str | Path) -> int:
     return int(sum(records))
 
 
+def partition_times(path: str | Path) -> dict[tuple[str, dt.date], int]:
+    """(model, run_date) -> when that partition of the table was last written (ms since the epoch): the commit time
+    its files carry in the Delta log (`modification_time` of their add actions)."""
+    actions = pa.table(_require(str(path)).get_add_actions(flatten=True))
+    times: dict[tuple[str, dt.date], int] = {}
+    if actions.num_rows == 0:
+        return times
+    for row in actions.select(["partition.model", "partition.run_date", "modification_time"]).to_pylist():
+        key = (row["partition.model"], row["partition.run_date"])
+        times[key] = max(times.get(key, 0), int(row["modification_time"]))
+    return times
+
+
+def version_at(path: str | Path, ms: int) -> int | None:
+    """The version the table was at, at `ms` (ms since the epoch): its newest commit not after it; None when every
+    commit the log still holds is later."""
+    before = [c["version"] for c in _require(str(path)).history() if c["timestamp"] <= ms]
+    return max(before) if before else None
+
+
 def table_version(path: str | Path) -> int:
     return _require(str(path)).version()
 

@@ -26,7 +26,9 @@ RMSE/MAE are written by the models that predict ratings (ALS explicit) through `
 models (recsys_spark.report.comparison_table) shows both.
 
 Every row records what produced it (`PROVENANCE`): the tie policy and the input from `<warehouse>/etl_report.json`,
-and the version of `interactions` it was scored on (read at that very version: `read_interactions`).
+and the version of `interactions` it was scored on (read at that very version: `read_interactions`). A list is
+scored only against the split it was made from: one written while `interactions` stood at another version (made
+before a re-ETL) is refused, one line naming it and both versions (`refuse_stale`).
 """
 from __future__ import annotations
 
@@ -39,12 +41,13 @@ from typing import Iterable, Mapping, Sequence
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-from pyspark.sql import DataFrame, SparkSession, Window
+from pyspark.sql import DataFrame, Row, SparkSession
 from pyspark.sql import functions as F
 
 from recsys_core import catalogue, storage
 from recsys_core.config import Config, Rule, checked, number_in
-from recsys_spark.delta import read_arrow, read_table, table_exists, table_path, table_version, write_arrow
+from recsys_spark.delta import (partition_times, read_arrow, read_table, table_exists, table_path, table_version,
+                                version_at, write_arrow)
 from recsys_spark.errors import ConfigError, RecsysError
 from recsys_spark.intervals import intervals
 from recsys_spark.recommendations import LIST_SPLITS, list_table
@@ -172,17 +175,28 @@ def read_metrics(warehouse: str | Path) -> pa.Table:
 # Ranking metrics
 
 
-def select_runs(recs: DataFrame, model: str | None = None, run_date: dt.date | None = None) -> DataFrame:
-    """The (model, run_date, run_id) partitions to evaluate: the given date, or each model's latest."""
+def select_runs(recs: DataFrame, times: Mapping[tuple[str, dt.date], int], model: str | None = None,
+                run_date: dt.date | None = None) -> list:
+    """The (model, run_date, run_id) partitions to evaluate: the given date, or each model's latest, i.e. the list
+    written last (`times`: delta.partition_times), the later run date among lists written in the same millisecond."""
     if model:
         recs = recs.where(F.col("model") == model)
     if run_date is not None:
         recs = recs.where(F.col("run_date") == F.lit(run_date).cast("date"))
-    runs = recs.groupBy("model", "run_date").agg(F.max("run_id").alias("run_id"))
+    runs = recs.groupBy("model", "run_date").agg(F.collect_set("run_id").alias("run_ids")).collect()
+    for r in runs:
+        if len(r.run_ids) != 1:  # a write replaces the whole partition: one run's rows, never two
+            raise RecsysError(f"the ({r.model}, {r.run_date}) lists hold rows of {len(r.run_ids)} runs "
+                              f"{sorted(r.run_ids)}: re-run that model's top-N")
+    runs = [Row(model=r.model, run_date=r.run_date, run_id=r.run_ids[0]) for r in runs]
     if run_date is None:
-        latest = Window.partitionBy("model").orderBy(F.col("run_date").desc())
-        runs = runs.withColumn("_n", F.row_number().over(latest)).where("_n = 1").drop("_n")
-    return runs
+        latest = {}
+        for r in runs:
+            order = (times.get((r.model, r.run_date), 0), r.run_date)
+            if r.model not in latest or order > latest[r.model][0]:
+                latest[r.model] = (order, r)
+        runs = [r for _, r in latest.values()]
+    return sorted(runs, key=lambda r: (r.model, r.run_date))
 
 
 def finite_scores(recs: DataFrame) -> DataFrame:
@@ -262,8 +276,9 @@ def evaluate(spark: SparkSession, warehouse: str | Path, model: str | None = Non
     if split not in LIST_SPLITS:
         raise RecsysError(f"evaluate: split must be one of {LIST_SPLITS}, got {split!r}")
     table = list_table(split)
-    recs = read_table(spark, table_path(warehouse, table))
-    runs = select_runs(recs, model, run_date).collect()
+    path = table_path(warehouse, table)
+    recs = read_table(spark, path)
+    runs = select_runs(recs, partition_times(path), model, run_date)
     if not runs:
         what = f"model {model!r}" if model else "any model"
         when = f" on {run_date.isoformat()}" if run_date else ""
@@ -273,6 +288,7 @@ def evaluate(spark: SparkSession, warehouse: str | Path, model: str | None = Non
     recs = recs.join(F.broadcast(chosen), ["model", "run_date"])
 
     interactions, provenance = read_interactions(spark, warehouse)
+    refuse_stale(warehouse, runs, partition_times(path), provenance["interactions_version"])
     test = interactions.where(F.col("split") == split)  # the target of each list
     items = read_table(spark, table_path(warehouse, "items"))
     catalogue_size = items.where(F.col("item_idx").isNotNull()).count()
@@ -291,13 +307,26 @@ def evaluate(spark: SparkSession, warehouse: str | Path, model: str | None = Non
     return EvaluationResult(rows=rows, path=path, provenance=provenance)
 
 
+def refuse_stale(warehouse, runs: Sequence, times: Mapping[tuple[str, dt.date], int], current: int) -> None:
+    """Refuse lists made before the split was last rewritten: the version of `interactions` current when a list
+    was written (its commit time, `times`) must be the version scored on, or its targets are not the ones the list
+    was made for (a re-ETL moves test items and excludes other seen items)."""
+    path = table_path(warehouse, "interactions")
+    stale = [(r, version_at(path, times.get((r.model, r.run_date), 0))) for r in runs]
+    stale = [f"{r.model} ({r.run_date}) at version {made}" for r, made in stale if made != current]
+    if stale:
+        raise RecsysError(f"lists made from another interactions version than the current {current}: "
+                          f"{', '.join(stale)}; re-run their top-N (`recsys topn --model NAME`) before evaluating")
+
+
 def _reference_recs(spark: SparkSession, warehouse, reference: str | None, run_date: dt.date | None,
                     chosen: set[str], table: str) -> DataFrame | None:
     """The reference model's list, when it is not among the evaluated ones (for the paired differences only)."""
     if not reference or reference in chosen:
         return None
-    recs = read_table(spark, table_path(warehouse, table))
-    runs = select_runs(recs, reference, run_date).collect()
+    path = table_path(warehouse, table)
+    recs = read_table(spark, path)
+    runs = select_runs(recs, partition_times(path), reference, run_date)
     if not runs:
         return None
     return recs.where((F.col("model") == reference) & (F.col("run_date") == F.lit(runs[0].run_date)))

@@ -35,7 +35,7 @@ class TrainConfig(Config):
     max_steps: int = checked(1500, POSITIVE)          # optimizer steps in the whole run
     max_epochs: int = checked(200, POSITIVE)          # ... or this many passes over the train split, whichever first
     eval_every: int = checked(100, POSITIVE)          # validate (and checkpoint) every N optimizer steps, and at the end
-    eval_rows: int | None = checked(20_000, POSITIVE)  # validation rows scored per evaluation (all ranks); null: all
+    eval_rows: int | None = checked(20_000, POSITIVE)  # the first rows of validation/ scored each time; null: all
     patience: int = checked(5, POSITIVE)              # validations without a better NDCG@10 before stopping
     batch_size: int = checked(128, POSITIVE)          # rows per micro-batch per rank (at most)
     min_batch_size: int = checked(16, POSITIVE)       # small data: the batch shrinks to this at the least ...

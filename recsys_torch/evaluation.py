@@ -1,9 +1,15 @@
 """Scoring the catalogue for a batch of evaluation rows, and the in-training validation: full-ranking HR@10 and
-NDCG@10 of the validation targets, seen items excluded, over all ranks' shards (at most `max_rows` rows)."""
+NDCG@10 of the validation targets, seen items excluded, over the first `eval_rows` rows of the validation split in
+file order, split among the ranks (the same rows whatever the number of ranks)."""
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
 import torch
 
+from recsys_torch.data import EVAL_COLUMNS, column_array, row_groups
 from recsys_torch.metrics import hit_and_ndcg, mask_seen, target_ranks
 from recsys_torch.models.base import Recommender
 from recsys_torch.runtime import DistEnv, all_reduce_sum, autocast, to_device
@@ -28,15 +34,36 @@ def eval_batches(loader, model: Recommender, device: torch.device, max_rows: int
         yield to_device(model.trim(batch), device)
 
 
+def validation_batches(split: str | Path, batch_size: int, max_rows: int | None, rank: int = 0,
+                       world: int = 1) -> Iterator[dict[str, torch.Tensor]]:
+    """This rank's batches of the first `max_rows` rows of `split` (None: all) in file and row-group order: rank r
+    takes rows r, r + world, ... of them, so the rows all ranks score together do not depend on the world size
+    (a loader shards by row group, whose sizes differ, and would make early stopping depend on it)."""
+    import pyarrow.parquet as pq
+
+    filesys, groups = row_groups(split)
+    start, files = 0, {}
+    for path, group in groups:
+        if max_rows is not None and start >= max_rows:
+            return
+        if path not in files:
+            files[path] = pq.ParquetFile(path, filesystem=filesys)
+        table = files[path].read_row_group(group, columns=list(EVAL_COLUMNS))
+        end = start + table.num_rows if max_rows is None else min(start + table.num_rows, max_rows)
+        mine = np.arange(start + (rank - start) % world, end, world) - start  # global row index % world == rank
+        start += table.num_rows
+        block = {name: column_array(table.column(name))[mine] for name in EVAL_COLUMNS}
+        for at in range(0, len(mine), batch_size):
+            yield {name: torch.from_numpy(col[at:at + batch_size].astype(np.int64)) for name, col in block.items()}
+
+
 @torch.no_grad()
-def validate(model: Recommender, loader, env: DistEnv, amp: bool, max_rows: int | None = None,
-             k: int = EVAL_K) -> dict[str, float]:
-    """HR@k and NDCG@k averaged over the rows scored by every rank; each rank scores at most max_rows / world."""
+def validate(model: Recommender, batches, env: DistEnv, amp: bool, k: int = EVAL_K) -> dict[str, float]:
+    """HR@k and NDCG@k averaged over the rows every rank scored (each rank its own `batches`)."""
     was_training = model.training
     model.eval()
-    per_rank = None if max_rows is None else max(1, max_rows // env.world)
     sums = torch.zeros(3, dtype=torch.float64, device=env.device)  # hits, ndcg, rows: no host sync per batch
-    for batch in eval_batches(loader, model, env.device, per_rank):
+    for batch in eval_batches(batches, model, env.device):
         with autocast(env.device, amp):
             logits = score_batch(model, batch)
         hit, ndcg = hit_and_ndcg(target_ranks(mask_seen(logits, batch["seen_items"]), batch["target_item"]), k)

@@ -23,10 +23,10 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 
 from recsys_torch import checkpoint as ckpt_io
 from recsys_torch.config import TrainConfig, batch_size_for
-from recsys_torch.data import (EVAL_COLUMNS, ShardSpec, count_rows, in_lockstep, item_counts, make_loader,
+from recsys_torch.data import (ShardSpec, count_rows, in_lockstep, item_counts, make_loader,
                                read_pair_positives, sample_negatives, shard_path)
 from recsys_torch.errors import RecsysError
-from recsys_torch.evaluation import EVAL_K, validate
+from recsys_torch.evaluation import EVAL_K, validate, validation_batches
 from recsys_torch.models import build_model, config_from_meta
 from recsys_torch.models.base import Recommender, TrainSplit
 from recsys_torch.runtime import DistEnv, all_reduce_sum, autocast, seed_everything, to_device
@@ -120,8 +120,7 @@ class Trainer:
         self.train_ds, self.train_loader = make_loader(ShardSpec(
             train_split, model.train_columns, self.batch_size, shuffle=True, shuffle_buffer=tcfg.shuffle_buffer,
             group_by_length=model.length_column if tcfg.group_by_length else None, **readers), tcfg.num_workers, on_gpu)
-        self.val_ds, self.val_loader = make_loader(ShardSpec(
-            shard_path(seq_dir, "validation"), EVAL_COLUMNS, tcfg.eval_batch_size, shuffle=False, **readers), 0, on_gpu)
+        self.val_split = shard_path(seq_dir, "validation")
         # The negatives the model asks for, from a generator of their own (saved in the checkpoint, so resume draws
         # the same ones), redrawn where they hit one of the user's train items (train.pair_reject_positives)
         self.negatives = model.negatives_per_row(tcfg)
@@ -142,8 +141,7 @@ class Trainer:
     def release(self) -> None:
         """Stop every reader and drop the loaders (and the Arrow memory they hold)."""
         self.train_ds.close()
-        self.val_ds.close()
-        self.train_loader = self.val_loader = self.positives = None
+        self.train_loader = self.positives = None
 
     # --- checkpoints -------------------------------------------------------------------------------------------
     @property
@@ -288,8 +286,8 @@ class Trainer:
         loss_sum, micro = all_reduce_sum([float(self._window["loss"]), float(self._window["micro"])], env)
         self.stop_if_diverged(loss_sum)
         seconds = time.time() - self._window["started"]
-        val = validate(self.model, self.val_loader, env, self.amp, tcfg.eval_rows)
-        self.val_ds.close()
+        val = validate(self.model, validation_batches(self.val_split, tcfg.eval_batch_size, tcfg.eval_rows, env.rank,
+                                                      env.world), env, self.amp)
         improved = val[f"ndcg@{EVAL_K}"] > p.best_metric
         if improved:
             p.best_metric, p.best_step, p.bad_evals = val[f"ndcg@{EVAL_K}"], p.step, 0

@@ -232,10 +232,35 @@ def test_a_non_finite_score_is_never_a_hit(spark, warehouse, tmp_path):
     assert rows["c", "ndcg_minus_d", 10]["value"] == pytest.approx(4 / 6)
 
 
+def _write_list(spark, warehouse, model, run_date, run_id, lists):
+    write_table(spark.createDataFrame(_rec_rows(model, run_date, run_id, lists),
+                                      "model string, run_id string, run_date date, userId long, rank int, "
+                                      "movieId long, score double"),
+                table_path(warehouse, "recommendations"), partition_by=["model", "run_date"],
+                replace={"model": model, "run_date": run_date} if (warehouse / "recommendations").exists() else None)
+
+
+def test_latest_is_the_list_written_last_not_the_largest_run_id(spark, warehouse, tmp_path):
+    """`a` is written for DAY (run id ff..), then re-made later for OLD_DAY (run id 00..): the latest by time is the
+    second, though its run id (a uuid4) and its run date are the smaller ones."""
+    import shutil
+
+    for name in ("interactions", "items"):
+        shutil.copytree(warehouse / name, tmp_path / name)
+    _write_list(spark, tmp_path, "a", DAY, "f" * 32, {u: [1, 2, 3] for u in TEST_ITEM})
+    _write_list(spark, tmp_path, "a", OLD_DAY, "0" * 32, LISTS_A)
+    result = evaluate(spark, tmp_path, config=EvaluateConfig(ks=[5], bootstrap_resamples=0))
+    assert {(r["run_id"], r["run_date"]) for r in result.rows} == {("0" * 32, OLD_DAY)}
+    assert result.value("a", "hr", 5) == pytest.approx(brute_force(LISTS_A, 5)["hr"])
+    _write_list(spark, tmp_path, "a", DAY, "f" * 32, {u: [1, 2, 3] for u in TEST_ITEM})  # re-made again: DAY wins
+    again = evaluate(spark, tmp_path, config=EvaluateConfig(ks=[5], bootstrap_resamples=0))
+    assert {r["run_id"] for r in again.rows} == {"f" * 32}
+
+
 def test_every_metrics_row_records_its_tie_policy_input_and_interactions_version(spark, tmp_path):
     """On a real ETL (a non-default tie policy and seed, so a default cannot pass for it), every row the evaluator,
     ALS and the evaluate job write names etl_report.json's tie policy and input and the interactions version it
-    scored; a later interactions commit is what the next evaluation records."""
+    scored; a list made before a later interactions commit is refused, one re-made after it records that commit."""
     import json
 
     import mlflow
@@ -271,9 +296,17 @@ def test_every_metrics_row_records_its_tie_policy_input_and_interactions_version
     stored = read_metrics(wh).to_pylist()
     assert stored and all({key: row[key] for key in PROVENANCE} == expected(first) for row in stored)
 
-    # another commit of interactions (the same rows): the next evaluation scores and records that version
+    # another commit of interactions (a re-ETL): the oracle list, made from the version before, is refused by one
+    # line naming it and both versions, nothing written; re-made, it is scored on and records the new version
     write_table(read_table(spark, path), path)
     assert table_version(path) == first + 1
+    metrics_version = table_version(table_path(wh, "metrics"))
+    with pytest.raises(RecsysError, match=rf"current {first + 1}: oracle \({DAY}\) at version {first};"):
+        evaluate(spark, wh, config=EvaluateConfig(ks=[10], bootstrap_resamples=0))
+    assert table_version(table_path(wh, "metrics")) == metrics_version
+    write_table(spark.createDataFrame(recs, "model string, run_id string, run_date date, userId long, rank int, "
+                                            "movieId long, score double"),
+                table_path(wh, "recommendations"), partition_by=["model", "run_date"])
     als = run_als(spark, wh, AlsConfig(rank=2, max_iter=1), DAY, "fit-1")
     assert als.metric_rows and all({key: r[key] for key in PROVENANCE} == expected(first + 1)
                                    for r in als.metric_rows)

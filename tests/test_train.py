@@ -236,6 +236,43 @@ def test_two_process_ddp_keeps_the_ranks_identical(tmp_path, seq_dir, model):
     assert init["world_size"] == 2 and len(init["rng"]) == 2
 
 
+def _validation_worker(rank: int, world: int, port: int, split: str, out: str) -> None:
+    from recsys_torch.evaluation import validate, validation_batches
+    from recsys_torch.models import build_model
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world),
+                      LOCAL_RANK=str(rank))
+    env = init_distributed("cpu", cpu_threads=1)
+    try:
+        torch.manual_seed(0)
+        model = build_model("sasrec", {"n_items": 80, "hidden": 16, "n_layers": 1, "max_len": 12}, "cpu")
+        batches = list(validation_batches(split, 8, 37, env.rank, env.world))  # 37: not a multiple of a group
+        metric = validate(model, batches, env, amp=False)
+        users = torch.cat([b["user_idx"] for b in batches]).tolist()
+        Path(out, f"world{world}-rank{rank}.json").write_text(json.dumps({"users": users, **metric}))
+    finally:
+        close_distributed()
+
+
+def test_validation_scores_the_same_rows_and_metric_with_one_or_two_ranks(tmp_path, seq_dir):
+    """The first eval_rows rows of validation/ in file order, split among the ranks: before, each rank scored
+    eval_rows // world rows of its own row groups, so early stopping and best.pt moved with the world size."""
+    for world in (1, 2):
+        torch.multiprocessing.spawn(_validation_worker, args=(world, _free_port(), str(seq_dir / "validation"),
+                                                              str(tmp_path)), nprocs=world)
+    one = json.loads((tmp_path / "world1-rank0.json").read_text())
+    two = [json.loads((tmp_path / f"world2-rank{r}.json").read_text()) for r in range(2)]
+    first = pq.read_table(seq_dir / "validation", columns=["user_idx"]).column("user_idx").to_pylist()
+    assert one["users"] == first[:37] and one["rows"] == 37  # the first 37 rows in file order
+    assert sorted(two[0]["users"] + two[1]["users"]) == sorted(one["users"])
+    assert not set(two[0]["users"]) & set(two[1]["users"])
+    for r in two:
+        assert r["rows"] == 37
+        assert r["hr@10"] == pytest.approx(one["hr@10"], abs=1e-12)
+        assert r["ndcg@10"] == pytest.approx(one["ndcg@10"], abs=1e-9)
+    assert 0 < one["hr@10"] < 1  # a metric that can tell rows apart
+
+
 def run_job(*args: str, timeout: int = 300) -> subprocess.CompletedProcess:
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     return subprocess.run([sys.executable, "jobs/train.py", *args], cwd=REPO, capture_output=True, text=True,
