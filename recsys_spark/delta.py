@@ -293,10 +293,16 @@ def partition_times(path: str | Path) -> dict[tuple[str, dt.date], int]:
     return times
 
 
-def version_at(path: str | Path, ms: int) -> int | None:
-    """The version the table was at, at `ms` (ms since the epoch): its newest commit not after it; None when every
-    commit the log still holds is later."""
-    before = [c["version"] for c in _require(str(path)).history() if c["timestamp"] <= ms]
+# Commits that leave a table's rows as they were (a vacuum, a compaction, a property): a reader before and after
+# one of them saw the same data.
+SAME_ROWS = frozenset({"VACUUM START", "VACUUM END", "OPTIMIZE", "SET TBLPROPERTIES"})
+
+
+def rows_version_at(path: str | Path, ms: int | None = None) -> int | None:
+    """The version whose rows the table held at `ms` (ms since the epoch; None: now): its newest commit not after it
+    that changed rows (SAME_ROWS skipped); None when every such commit the log still holds is later."""
+    before = [c["version"] for c in _require(str(path)).history()
+              if c.get("operation") not in SAME_ROWS and (ms is None or c["timestamp"] <= ms)]
     return max(before) if before else None
 
 

@@ -47,7 +47,7 @@ from pyspark.sql import functions as F
 from recsys_core import catalogue, storage
 from recsys_core.config import Config, Rule, checked, number_in
 from recsys_spark.delta import (partition_times, read_arrow, read_table, table_exists, table_path, table_version,
-                                version_at, write_arrow)
+                                rows_version_at, write_arrow)
 from recsys_spark.errors import ConfigError, RecsysError
 from recsys_spark.intervals import intervals
 from recsys_spark.recommendations import LIST_SPLITS, list_table
@@ -288,7 +288,7 @@ def evaluate(spark: SparkSession, warehouse: str | Path, model: str | None = Non
     recs = recs.join(F.broadcast(chosen), ["model", "run_date"])
 
     interactions, provenance = read_interactions(spark, warehouse)
-    refuse_stale(warehouse, runs, partition_times(path), provenance["interactions_version"])
+    refuse_stale(warehouse, runs, partition_times(path))
     test = interactions.where(F.col("split") == split)  # the target of each list
     items = read_table(spark, table_path(warehouse, "items"))
     catalogue_size = items.where(F.col("item_idx").isNotNull()).count()
@@ -307,12 +307,13 @@ def evaluate(spark: SparkSession, warehouse: str | Path, model: str | None = Non
     return EvaluationResult(rows=rows, path=path, provenance=provenance)
 
 
-def refuse_stale(warehouse, runs: Sequence, times: Mapping[tuple[str, dt.date], int], current: int) -> None:
-    """Refuse lists made before the split was last rewritten: the version of `interactions` current when a list
-    was written (its commit time, `times`) must be the version scored on, or its targets are not the ones the list
-    was made for (a re-ETL moves test items and excludes other seen items)."""
+def refuse_stale(warehouse, runs: Sequence, times: Mapping[tuple[str, dt.date], int]) -> None:
+    """Refuse lists made before the split was last rewritten: the rows of `interactions` when a list was written
+    (its commit time, `times`) must be the rows scored on, or its targets are not the ones the list was made for (a
+    re-ETL moves test items and excludes other seen items). A vacuum or compaction since changes no row."""
     path = table_path(warehouse, "interactions")
-    stale = [(r, version_at(path, times.get((r.model, r.run_date), 0))) for r in runs]
+    current = rows_version_at(path)
+    stale = [(r, rows_version_at(path, times.get((r.model, r.run_date), 0))) for r in runs]
     stale = [f"{r.model} ({r.run_date}) at version {made}" for r, made in stale if made != current]
     if stale:
         raise RecsysError(f"lists made from another interactions version than the current {current}: "

@@ -163,3 +163,23 @@ def test_a_file_uri_warehouse_is_written_in_place(spark, tmp_path, monkeypatch):
     assert sorted(read_arrow(path).column("movieId").to_pylist()) == [11, 20]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["wh"]  # no stray "file:" folder
     assert sorted(p.name for p in (tmp_path / "wh").iterdir()) == ["recommendations"]  # no staging left behind
+
+
+def test_the_rows_version_skips_a_vacuum_and_dates_each_write(tmp_path):
+    """What evaluate's stale-list check reads: a vacuum commits twice but changes no row."""
+    import time
+
+    import pyarrow as pa
+
+    from recsys_spark.delta import rows_version_at
+
+    path = str(tmp_path / "t")
+    deltalake.write_deltalake(path, pa.table({"x": [1]}))
+    time.sleep(0.01)
+    between = int(time.time() * 1000)
+    time.sleep(0.01)
+    deltalake.write_deltalake(path, pa.table({"x": [2]}), mode="overwrite")
+    deltalake.DeltaTable(path).vacuum(retention_hours=0, enforce_retention_duration=False, dry_run=False, full=True)
+    table = deltalake.DeltaTable(path)
+    assert table.version() == 3 and [h["operation"] for h in table.history()][:2] == ["VACUUM END", "VACUUM START"]
+    assert rows_version_at(path) == 1 and rows_version_at(path, between) == 0 and rows_version_at(path, 0) is None
