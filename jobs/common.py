@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 from jobs.config import load_config, qualify, section
+from recsys_core.config import POSITIVE, check_value
 from recsys_core.errors import ConfigError, RecsysError
 
 
@@ -57,9 +58,7 @@ def add_list_flags(parser: argparse.ArgumentParser,
 
 
 def list_length(args: argparse.Namespace) -> int:
-    if args.k < 1:
-        raise ConfigError(f"--k must be a positive integer, got {args.k}")
-    return args.k
+    return check_value("--k", args.k, POSITIVE)
 
 
 def resolve_config(args: argparse.Namespace, *sections: str) -> dict:

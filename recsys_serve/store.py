@@ -241,8 +241,7 @@ class Store:
         """The catalogue's model of that name (a BadRequest when the catalogue has none)."""
         model = known_model(name)
         if model is None:
-            raise BadRequest(f"unknown model {name!r}; one of: {', '.join(catalogue.names())} "
-                             "(or als_<name> for an ALS variant)")
+            raise BadRequest(str(catalogue.unknown_model(name)))
         return model
 
     def top_lists(self, snapshot: Snapshot, model: str, run_date: dt.date | None) -> TopLists:

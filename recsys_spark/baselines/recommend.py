@@ -19,9 +19,9 @@ from recsys_spark.baselines.markov import (MarkovConfig, recommend_ar2, recommen
                                            transitions_ar2)
 from recsys_spark.baselines.popularity import PopularityConfig, item_popularity, recommend_popularity
 from recsys_core import catalogue
-from recsys_core.config import Config
+from recsys_core.config import POSITIVE, Config, check_value
 from recsys_spark.delta import read_table, table_path, write_table
-from recsys_spark.errors import ConfigError, RecsysError
+from recsys_spark.errors import ConfigError
 from recsys_spark.recommendations import (LIST_SPLITS, as_of_validation, list_table, new_run_id,
                                           read_recommendations, write_recommendations)
 from recsys_spark.schemas import ITEM_NEIGHBORS, TRANSITIONS_AR1, TRANSITIONS_AR2
@@ -161,7 +161,7 @@ def fit_transitions(spark: SparkSession, warehouse: str | Path, interactions: Da
 def recommend(tables: TrainTables, model: str, k: int, config: BaselinesConfig) -> DataFrame:
     """user_idx, item_idx, rank, score: the model's top-k for every user (fits transitions where it needs them)."""
     if model not in BASELINES:
-        raise RecsysError(f"unknown baseline model {model!r}; expected one of {list(BASELINES)}")
+        raise catalogue.unknown_model(model, family=catalogue.BASELINE)
     return RECOMMENDERS[model](tables, k, config)
 
 
@@ -179,9 +179,8 @@ def _write(tables: TrainTables, model: str, k: int, run_date: dt.date, run_id: s
 
 def _check(model: str | None, k: int) -> None:
     if model is not None and model not in BASELINES:
-        raise RecsysError(f"unknown baseline model {model!r}; expected one of {list(BASELINES)}")
-    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
-        raise RecsysError(f"k must be a positive integer, got {k!r}")
+        raise catalogue.unknown_model(model, family=catalogue.BASELINE)
+    check_value("k", k, POSITIVE)
 
 
 def topn(spark: SparkSession, warehouse: str | Path, model: str, k: int, run_date: dt.date | None,
