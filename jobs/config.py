@@ -141,8 +141,8 @@ def check_steps(steps: Iterable, resolve: Callable[[list[str]], dict]) -> None:
     config) and its own overrides, as the step will: a bad value anywhere is one ConfigError before any step runs."""
     for step in steps:
         reads = step.sections
-        if step.command == "topn":  # its model's sections (they are its fit step's fingerprint, not its own)
-            reads = catalogue.find(step.args[step.args.index("--model") + 1]).sections
+        if step.command == "topn":  # its model's sections (part of its fit step's fingerprint, not of its own)
+            reads = catalogue.find(step.lists_of[0]).sections
         cfg = resolve(reads)
         for item in step.overrides:
             cfg = apply_override(cfg, item)

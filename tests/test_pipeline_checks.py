@@ -88,3 +88,12 @@ def test_the_cli_refuses_sasrec_hidden_63_in_under_5_seconds_in_one_line(ml_smal
     assert (proc.returncode, proc.stderr.splitlines()) == (
         2, ["error: sasrec.hidden must be a multiple of sasrec.n_heads (2), got 63"])
     assert seconds < 5 and not warehouse.exists()
+
+
+def test_every_section_a_plan_reads_has_the_class_that_names_it():
+    from jobs.config import config_class
+    from jobs.plan import config_sections
+    from recsys_core.config import Config
+
+    for name in config_sections():
+        assert issubclass(config_class(name), Config) and config_class(name).section == name, name
