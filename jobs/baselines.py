@@ -28,12 +28,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     from jobs.tracking import job_run
-    from recsys_spark.baselines import BaselinesConfig, run_baselines
+    from recsys_spark.baselines import run_baselines
     from recsys_spark.session import get_spark
 
     # Everything a user can get wrong is checked before Spark and MLflow start.
     k = list_length(args)
-    cfg, config = job_config(args, "baselines", BaselinesConfig)
+    cfg, config = job_config(args, "baselines")
     run_date = parse_run_date(args.run_date)
     require_tables(args.warehouse, *catalogue.BASELINE.needs)
     spark = get_spark("recsys-baselines", conf=section(cfg, "spark"))

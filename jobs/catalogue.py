@@ -11,7 +11,7 @@ import datetime as dt
 from typing import Callable
 
 from jobs.common import require_tables
-from jobs.config import section
+from jobs.config import build_section, section
 from recsys_core.catalogue import (ALS, BASELINE, ENSEMBLE, FAMILIES, LISTS, MODELS, TORCH, Family, Model, find,
                                    names, pipeline_choices, summary, unmet)
 
@@ -27,9 +27,7 @@ def _spark(cfg: dict, model: str):
 
 
 def _als_topn(cfg: dict, warehouse: str, model: str):
-    from recsys_spark.als import AlsConfig
-
-    block_size = AlsConfig.from_dict(section(cfg, "als")).topn_block_size
+    block_size = build_section(cfg, "als").topn_block_size
     require_tables(warehouse, *find(model).needs)
 
     def write(k: int, run_date: dt.date, run_id: str) -> None:
@@ -41,9 +39,7 @@ def _als_topn(cfg: dict, warehouse: str, model: str):
 
 
 def _baseline_topn(cfg: dict, warehouse: str, model: str):
-    from recsys_spark.baselines import BaselinesConfig
-
-    config = BaselinesConfig.from_dict(section(cfg, "baselines"))
+    config = build_section(cfg, "baselines")
     require_tables(warehouse, *find(model).needs)
 
     def write(k: int, run_date: dt.date, run_id: str) -> None:
@@ -55,23 +51,20 @@ def _baseline_topn(cfg: dict, warehouse: str, model: str):
 
 
 def _torch_topn(cfg: dict, warehouse: str, model: str):
-    train = section(cfg, "train")  # recsys_torch checks its own inputs (shards, best.pt) before writing
+    train = build_section(cfg, "train")  # recsys_torch checks its own inputs (shards, best.pt) before writing
 
     def write(k: int, run_date: dt.date, run_id: str) -> None:
         from recsys_torch.infer import topn_lists
 
         # both lists: the test-time one and the validation-time one the ensemble chooses on
         topn_lists(warehouse=warehouse, model=model, k=k, run_date=run_date, run_id=run_id,
-                   device=str(train.get("device", "auto")), amp=bool(train.get("amp", True)),
-                   sequences=train.get("sequences"), model_dir=train.get("output"))
+                   device=train.device, amp=train.amp, sequences=train.sequences, model_dir=train.output)
 
     return write
 
 
 def _ensemble_topn(cfg: dict, warehouse: str, model: str):
-    from recsys_spark.ensemble import EnsembleConfig
-
-    config = EnsembleConfig.from_dict(section(cfg, "ensemble"))
+    config = build_section(cfg, "ensemble")
     require_tables(warehouse, *find(model).needs)
 
     def write(k: int, run_date: dt.date, run_id: str) -> None:

@@ -5,9 +5,10 @@ import argparse
 import datetime as dt
 import sys
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
-from jobs.config import load_config, qualify, section
+from jobs.config import build_section, config_class, load_config, qualify
+from recsys_core.config import POSITIVE, check_value
 from recsys_core.errors import ConfigError, RecsysError
 
 
@@ -57,23 +58,24 @@ def add_list_flags(parser: argparse.ArgumentParser,
 
 
 def list_length(args: argparse.Namespace) -> int:
-    if args.k < 1:
-        raise ConfigError(f"--k must be a positive integer, got {args.k}")
-    return args.k
+    return check_value("--k", args.k, POSITIVE)
 
 
 def resolve_config(args: argparse.Namespace, *sections: str) -> dict:
     return load_config(sections, config_file=args.config, overrides=args.overrides, env=args.env)
 
 
-def job_config(args: argparse.Namespace, name: str, config_class, *extra_sections: str) -> tuple[dict, object]:
-    """The resolved config (sections `name` and `extra_sections`) and section `name` as `config_class`.
+def job_config(args: argparse.Namespace, name: str, *extra_sections: str) -> tuple[dict, Any]:
+    """The resolved config (sections `name` and `extra_sections`), section `name` built as its class (every section
+    is checked, the extra ones too, before the command does anything).
 
     On a command's own line a bare key of its config (`rank=20`) means `<name>.rank=20`.
     """
-    args.overrides = qualify(args.overrides, name, config_class)
+    args.overrides = qualify(args.overrides, name, config_class(name))
     cfg = resolve_config(args, name, *extra_sections)
-    return cfg, config_class.from_dict(section(cfg, name))
+    for extra in extra_sections:
+        build_section(cfg, extra)
+    return cfg, build_section(cfg, name)
 
 
 def local_warehouse(location: str, command: str) -> Path:

@@ -11,14 +11,32 @@ parsed as YAML scalars, so `als.rank=20` is an int, `sasrec.loss=bce` a string a
 from __future__ import annotations
 
 import copy
+import importlib
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 import yaml
 
+from recsys_core import catalogue
 from recsys_core.errors import ConfigError  # a config file or override that cannot be used (one line, exit 2)
 
 CONF_DIR = Path(__file__).resolve().parent / "conf"
+
+# The class of each config section a command builds ("module:Class", imported when built: importing this imports
+# neither Spark nor torch). A torch model's section is the class its catalogue entry names (Model.config_class).
+SECTION_CLASSES = {
+    "etl": "recsys_spark.etl:EtlConfig",
+    "sequences": "recsys_spark.sequences:SequenceConfig",
+    "als": "recsys_spark.als:AlsConfig",
+    "baselines": "recsys_spark.baselines:BaselinesConfig",
+    "ensemble": "recsys_spark.ensemble:EnsembleConfig",
+    "train": "recsys_torch.config:TrainConfig",
+    "evaluate": "recsys_spark.evaluate:EvaluateConfig",
+    "drift": "recsys_spark.drift:DriftConfig",
+    "retention": "recsys_spark.retention:RetentionConfig",
+    "publish": "recsys_spark.publish:PublishConfig",
+    "pipeline": "jobs.plan:PipelineConfig",
+}
 
 
 def _read_yaml(path: Path) -> dict:
@@ -93,8 +111,43 @@ def load_config(
 def section(cfg: dict, name: str) -> dict:
     value = cfg.get(name) or {}
     if not isinstance(value, dict):
-        raise ConfigError(f"config section {name!r} must be a mapping")
+        raise ConfigError(f"the {name} config section must be a mapping, got {value!r}")  # as recsys_core.config's
     return value
+
+
+def config_class(name: str) -> type:
+    """The Config class of section `name` (SECTION_CLASSES, or a torch model's in the catalogue)."""
+    model = catalogue.MODELS.get(name)
+    path = SECTION_CLASSES.get(name) or (model.config_class if model else None)
+    if path is None:
+        raise ConfigError(f"config section {name!r} has no config class")
+    module, cls = path.split(":")
+    return getattr(importlib.import_module(module), cls)
+
+
+def build_section(cfg: dict, name: str):
+    """Section `name` of the resolved config `cfg` as its class, every rule checked. A torch model's sizes come from
+    the shards when it trains (recsys_torch.model_configs.with_sizes): here, placeholders."""
+    cls, values = config_class(name), cfg.get(name)
+    if name in catalogue.names(catalogue.TORCH):
+        from recsys_torch.model_configs import META_SIZES, with_sizes
+
+        values = with_sizes(cls, values, dict.fromkeys(META_SIZES, 1))
+    return cls.from_dict(values)
+
+
+def check_steps(steps: Iterable, resolve: Callable[[list[str]], dict]) -> None:
+    """Build every section each step's command reads, from what that step resolves (`resolve(sections)`: the run's
+    config) and its own overrides, as the step will: a bad value anywhere is one ConfigError before any step runs."""
+    for step in steps:
+        reads = step.sections
+        if step.command == "topn":  # its model's sections (part of its fit step's fingerprint, not of its own)
+            reads = catalogue.find(step.lists_of[0]).sections
+        cfg = resolve(reads)
+        for item in step.overrides:
+            cfg = apply_override(cfg, item)
+        for name in reads:
+            build_section(cfg, name)
 
 
 def run_layer(config_file: str | Path | None = None, overrides: Iterable[str] = ()) -> dict:

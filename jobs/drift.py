@@ -22,9 +22,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--run-date", help="the run to measure (default: today)")
     add_config_flags(parser)
     args = parser.parse_intermixed_args(argv)
-    from recsys_spark.drift import DriftConfig
 
-    cfg, config = job_config(args, "drift", DriftConfig)
+    cfg, config = job_config(args, "drift")
     run_date = parse_run_date(args.run_date)
     require_tables(args.warehouse, "interactions", "items")
 

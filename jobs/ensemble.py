@@ -48,10 +48,9 @@ def write_ensemble(cfg: dict, config, warehouse: str, k: int, run_date, run_id: 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     from jobs.tracking import job_run
-    from recsys_spark.ensemble import EnsembleConfig
 
     k = list_length(args)
-    cfg, config = job_config(args, "ensemble", EnsembleConfig)
+    cfg, config = job_config(args, "ensemble")
     run_date = parse_run_date(args.run_date)
     require_tables(args.warehouse, *catalogue.ENSEMBLE.needs)
     run_id = uuid.uuid4().hex

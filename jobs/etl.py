@@ -30,8 +30,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--warehouse", required=True, help="folder the Delta tables are written to")
     add_config_flags(parser)
     args = parser.parse_intermixed_args(argv)
-    from recsys_spark.etl import EtlConfig, print_report, run_etl
-    cfg, config = job_config(args, "etl", EtlConfig)
+    from recsys_spark.etl import print_report, run_etl
+    cfg, config = job_config(args, "etl")
     source = config.source(args.data)  # before Spark starts: a bad input is one line on stderr, nothing else
 
     from recsys_spark.session import get_spark

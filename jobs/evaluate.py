@@ -25,9 +25,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                              "recommendations_validation vs the validation item")
     add_config_flags(parser)
     args = parser.parse_intermixed_args(argv)
-    from recsys_spark.evaluate import EvaluateConfig
 
-    cfg, config = job_config(args, "evaluate", EvaluateConfig)
+    cfg, config = job_config(args, "evaluate")
 
     from rich.console import Console
 

@@ -12,7 +12,6 @@ if __package__ in (None, ""):  # run as a script (`spark-submit jobs/<name>.py`)
 
 from jobs.common import add_config_flags, guarded, job_config, require_tables  # noqa: E402
 from jobs.config import section  # noqa: E402
-from recsys_spark.sequences import SequenceConfig  # noqa: E402
 
 
 @guarded
@@ -22,7 +21,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--out", help="output folder, replaced whole (default: <warehouse>/sequences)")
     add_config_flags(parser)
     args = parser.parse_intermixed_args(argv)
-    cfg, config = job_config(args, "sequences", SequenceConfig)
+    cfg, config = job_config(args, "sequences")
 
     import mlflow
 

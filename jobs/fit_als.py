@@ -11,7 +11,6 @@ if __package__ in (None, ""):  # run as a script (`spark-submit jobs/<name>.py`)
 
 from jobs.common import add_config_flags, guarded, job_config, parse_run_date, require_tables  # noqa: E402
 from jobs.config import section  # noqa: E402
-from recsys_spark.als import AlsConfig  # noqa: E402
 
 
 def log_spark_model(model) -> None:
@@ -30,7 +29,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--run-date", help="date the metrics rows are filed under (default: today)")
     add_config_flags(parser)
     args = parser.parse_intermixed_args(argv)
-    cfg, config = job_config(args, "als", AlsConfig)
+    cfg, config = job_config(args, "als")
 
     from jobs.tracking import job_run
     from recsys_spark.als import run_als

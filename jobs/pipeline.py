@@ -30,7 +30,7 @@ if __package__ in (None, ""):  # run as a script (`python jobs/pipeline.py`): th
 
 from jobs import catalogue  # noqa: E402
 from jobs.common import add_config_flags, comparison_view, guarded, parse_run_date  # noqa: E402
-from jobs.config import ConfigError, load_config, run_layer, section  # noqa: E402
+from jobs.config import ConfigError, check_steps, load_config, run_layer, section  # noqa: E402
 from jobs.launchers import launcher_of, step_command  # noqa: E402
 from jobs.plan import PipelineConfig, Run, config_sections, plan, run_pipeline, summary  # noqa: E402
 from jobs.runlock import RunLock  # noqa: E402
@@ -223,13 +223,14 @@ def main(argv=None, runner: Callable | None = None) -> int:
     pipe = PipelineConfig.from_dict(section(cfg, "pipeline"))  # pipeline.* mistakes: before anything is made
     run_date = parse_run_date(args.run_date)
     launcher = launcher_of(cfg)
-    if args.step:
-        names = [step.name for step in plan(pipe, Run("", "", run_date.isoformat(), args.env))]
-        if args.step not in names:
-            raise ConfigError(f"--step {args.step!r} is not a step of this run's plan; its steps: {', '.join(names)}")
+    steps = plan(pipe, Run("", "", run_date.isoformat(), args.env))
+    if args.step and args.step not in [step.name for step in steps]:
+        raise ConfigError(f"--step {args.step!r} is not a step of this run's plan; its steps: "
+                          f"{', '.join(step.name for step in steps)}")
     if args.print_plan:
         print_plan(launcher if args.print_plan is True else args.print_plan, args, run_date, resolve, pipe)
         return 0
+    check_steps(steps, resolve)  # every section of every step, model sections too: before anything is made
     if not storage.is_local(args.warehouse):  # its lock, state and step logs are local files for now
         raise ConfigError(f"recsys pipeline needs a local or file:// warehouse, got {args.warehouse!r}: the run "
                           "lock, state.json and step logs live beside the tables (each job alone takes s3:// and "

@@ -15,7 +15,7 @@ if __package__ in (None, ""):  # run as a script (`python jobs/publish.py`): the
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from jobs.common import add_config_flags, guarded, job_config, parse_run_date, require_tables  # noqa: E402
-from jobs.config import section  # noqa: E402
+from jobs.config import build_section  # noqa: E402
 from jobs.plan import PipelineConfig, Run, loaded_features, plan, run_dir  # noqa: E402
 
 
@@ -47,10 +47,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--run-date", help="the run date to publish (default: today)")
     add_config_flags(parser)
     args = parser.parse_intermixed_args(argv)
-    from recsys_spark.publish import PublishConfig, publish
+    from recsys_spark.publish import publish
 
-    cfg, config = job_config(args, "publish", PublishConfig, "pipeline")
-    pipe = PipelineConfig.from_dict(section(cfg, "pipeline"))
+    cfg, config = job_config(args, "publish", "pipeline")
+    pipe = build_section(cfg, "pipeline")
     run_date = parse_run_date(args.run_date)
     require_tables(args.warehouse, "interactions", "recommendations")
     from recsys_core import storage

@@ -16,7 +16,6 @@ if __package__ in (None, ""):  # run as a script (`python jobs/retention.py`): t
 
 from jobs.common import add_config_flags, guarded, job_config, local_warehouse  # noqa: E402
 from jobs.tracking import STEP_ENV  # noqa: E402
-from recsys_spark.retention import RetentionConfig  # noqa: E402
 
 
 def _under_pipeline(warehouse: Path) -> bool:
@@ -40,7 +39,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--warehouse", required=True, help="warehouse directory")
     add_config_flags(parser)
     args = parser.parse_intermixed_args(argv)
-    _, config = job_config(args, "retention", RetentionConfig)
+    _, config = job_config(args, "retention")
     warehouse = local_warehouse(args.warehouse, "retention")
 
     from contextlib import nullcontext

@@ -23,7 +23,7 @@ if __package__ in (None, ""):  # `python jobs/train.py`: make the repository imp
 
 from jobs import catalogue  # noqa: E402
 from jobs.common import add_config_flags, guarded, local_warehouse, parse_run_date  # noqa: E402
-from jobs.config import load_config  # noqa: E402
+from jobs.config import build_section, load_config  # noqa: E402
 from jobs.torchrun import is_multi_node, launch_config, torchrun_args, torchrun_env  # noqa: E402
 from jobs.tracking import export_env  # noqa: E402
 
@@ -95,7 +95,7 @@ def main(argv: list[str] | None = None) -> int:
     from recsys_torch.data import read_meta, sequences_dir
     from recsys_torch.errors import RecsysError
     from recsys_torch.runtime import exit_with_launcher
-    from recsys_torch.train import TrainConfig, train
+    from recsys_torch.train import train
 
     if under_torchrun():
         exit_with_launcher(parent)
@@ -108,7 +108,8 @@ def main(argv: list[str] | None = None) -> int:
         overrides.append(f"train.nproc={args.nproc}")
     cfg = load_config(catalogue.MODELS[args.model].sections, config_file=args.config, overrides=overrides,
                       env=args.env)
-    tcfg = TrainConfig.from_dict(cfg.get("train"))
+    tcfg = build_section(cfg, "train")
+    build_section(cfg, args.model)  # its sizes come from the shards; the rest is checked here, not in every worker
     warehouse = local_warehouse(args.warehouse, "train")
     read_meta(sequences_dir(warehouse, tcfg.sequences))  # fail here, before starting any process
 

@@ -14,7 +14,7 @@ if __package__ in (None, ""):  # `python jobs/tune.py`
 
 from jobs import catalogue  # noqa: E402
 from jobs.common import add_config_flags, guarded, require_tables, resolve_config  # noqa: E402
-from jobs.config import ConfigError, run_layer  # noqa: E402
+from jobs.config import ConfigError, build_section, run_layer  # noqa: E402
 
 
 @guarded
@@ -36,7 +36,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.timeout is not None and args.timeout <= 0:
         raise ConfigError(f"--timeout must be positive, got {args.timeout}")
     cfg = resolve_config(args, *model.sections, "evaluate")
-    search_space(cfg, model.name)  # a bad space fails before Spark starts
+    for name in (*model.sections, "evaluate"):  # as the trials will build them, before Spark starts
+        build_section(cfg, name)
+    search_space(cfg, model.name)  # a bad space fails before Spark starts too
     needs = ["interactions", "items", "users"]
     require_tables(args.warehouse, *needs)
     if model.family is catalogue.TORCH and not (Path(args.warehouse) / "sequences").is_dir():

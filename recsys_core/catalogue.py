@@ -121,8 +121,8 @@ FAMILIES = (ALS, BASELINE, TORCH, ENSEMBLE)  # in plan order: the ensemble reads
 
 
 def _torch(name: str, module: str, cls: str, summary: str, **kwargs) -> Model:
-    path = f"recsys_torch.models.{module}"
-    return Model(name, TORCH, summary, implementation=f"{path}:{cls}", config_class=f"{path}:{cls}Config", **kwargs)
+    return Model(name, TORCH, summary, implementation=f"recsys_torch.models.{module}:{cls}",
+                 config_class=f"recsys_torch.model_configs:{cls}Config", **kwargs)
 
 
 def _baseline(name: str, module: str, summary: str, **kwargs) -> Model:
@@ -204,11 +204,13 @@ def pipeline_choices(key: str) -> list[str]:
     return [m.name for m in MODELS.values() if m.family.pipeline_key == key]
 
 
-def unknown_model(name: str, where: str = "") -> ConfigError:
-    """The one message for a name the catalogue lacks (`where`: the config key that named it)."""
+def unknown_model(name: str, where: str = "", family: Family | None = None) -> ConfigError:
+    """The one message for a name the catalogue lacks, or (`family`) that is not one of the family's models
+    (`where`: the config key or flag that named it)."""
     prefix = f"{where}: " if where else ""
-    return ConfigError(f"{prefix}unknown model {name!r}; one of: {', '.join(names())} "
-                       f"(or als_<name> for an ALS variant)")
+    kind = f"{family.name} model" if family else "model"
+    variants = " (or als_<name> for an ALS variant)" if family in (None, ALS) else ""
+    return ConfigError(f"{prefix}unknown {kind} {name!r}; one of: {', '.join(names(family))}{variants}")
 
 
 def find(name: str) -> Model:

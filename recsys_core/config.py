@@ -117,6 +117,13 @@ def build(cls: type[T], values: Any, where: str) -> T:
     return cls(**kwargs)
 
 
+def check_value(name: str, value: Any, rule: Rule, annotation: Any = int) -> Any:
+    """A value given outside a config section (a flag, a function's argument) checked by the same rules, with the
+    same message: `check_value("--k", 0, POSITIVE)` raises "--k must be a positive integer, got 0"."""
+    _check(name, annotation, rule, value)
+    return value
+
+
 def check_rules(config: Any, where: str) -> None:
     """Every field's declared rule (type included) on the values of `config`."""
     hints = typing.get_type_hints(type(config))

@@ -236,7 +236,7 @@ def one_line(exc: RequestValidationError) -> str:
     first = exc.errors()[0]
     where = ".".join(str(part) for part in first.get("loc", ()))
     if where == "query.model" and first.get("type") == "string_pattern_mismatch":
-        return str(catalogue.unknown_model(first.get("input"), where))
+        return str(catalogue.unknown_model(first.get("input"), "query.model"))
     more = f" (and {len(exc.errors()) - 1} more)" if len(exc.errors()) > 1 else ""
     return f"{where}: {first.get('msg', 'invalid value')}{more}"
 

@@ -59,8 +59,8 @@ def can_score(model: str) -> bool:
 def check_model(name: str) -> catalogue.Model:
     try:
         model = catalogue.find(name)
-    except Exception as error:  # noqa: BLE001 - the catalogue's one message
-        raise BadRequest(f"model: {error}") from None
+    except Exception:  # noqa: BLE001 - the catalogue's one message
+        raise BadRequest(str(catalogue.unknown_model(name, "model"))) from None
     if not can_score(name):
         raise BadRequest(f"model: {name!r} cannot score a new history ({model.summary}: it scores the users it was "
                          f"fitted on); models that can: {', '.join((*SEQUENCE_MODELS, *TABLE_MODELS))}")

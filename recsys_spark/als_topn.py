@@ -17,6 +17,7 @@ import pyarrow.compute as pc
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
+from recsys_core.config import POSITIVE, check_value
 from recsys_spark.blocked_topk import blocked_top_k, select_top_k, selection_groups
 from recsys_spark.delta import read_table, table_path
 from recsys_spark.errors import RecsysError
@@ -79,8 +80,7 @@ def score_top_k(user_factors: DataFrame, item_factors: DataFrame, seen: DataFram
 
     user_factors: user_idx, features.  item_factors: item_idx, features.  seen: user_idx, item_idx pairs.
     """
-    if k < 1:
-        raise RecsysError(f"k must be >= 1, got {k}")
+    check_value("k", k, POSITIVE)
     item_ids, item_features = item_matrix(item_factors)
     padded = pad_items(item_features, selection_groups(len(item_ids), min(k, len(item_ids))))
     seen_lists = seen.groupBy("user_idx").agg(F.collect_list(F.col("item_idx").cast("int")).alias("seen"))

@@ -48,7 +48,7 @@ from recsys_core import catalogue, storage
 from recsys_core.config import Config, Rule, checked, number_in
 from recsys_spark.delta import (partition_times, read_arrow, read_table, table_exists, table_path, table_version,
                                 rows_version_at, write_arrow)
-from recsys_spark.errors import ConfigError, RecsysError
+from recsys_spark.errors import RecsysError
 from recsys_spark.intervals import intervals
 from recsys_spark.recommendations import LIST_SPLITS, list_table
 from recsys_spark.schemas import METRICS as METRICS_SCHEMA
@@ -59,21 +59,21 @@ RANKING_METRICS = ("hr", "ndcg", "mrr", "recall", "precision", "map")
 PROVENANCE = ("tie_break", "tie_seed", "input_path", "input_format", "interactions_version")
 
 
+KS = Rule(lambda v: isinstance(v, (list, tuple)) and len(v) > 0
+          and all(isinstance(k, int) and not isinstance(k, bool) and k >= 1 for k in v) and len(set(v)) == len(v),
+          "a non-empty list of distinct positive integers")
+
+
 @dataclass
 class EvaluateConfig(Config):
     section = "evaluate"
 
-    ks: list[int] = field(default_factory=lambda: [5, 10, 20])
+    ks: list[int] = checked(rule=KS, default_factory=lambda: [5, 10, 20])  # the cutoffs of every metric
     # resamples of the test users for the intervals (0: no intervals)
     bootstrap_resamples: int = checked(1000, Rule(lambda v: v == 0 or v >= 100, "0 (off) or at least 100"))
     ci_level: float = checked(0.95, number_in(0.5, 1, high_open=True))
     seed: int = 42
     reference_model: str | None = catalogue.REFERENCE_MODEL  # every other model's paired difference to it (null: none)
-
-    def validate(self) -> None:
-        if not isinstance(self.ks, (list, tuple)) or not self.ks or any(not isinstance(k, int) or isinstance(k, bool) or k < 1 for k in self.ks):
-            raise ConfigError(f"evaluate.ks must be a non-empty list of positive integers, got {self.ks!r}")
-        self.ks = sorted(set(self.ks))
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -79,11 +79,12 @@ class TrainConfig(Config):
         for old, new in RENAMED.items():
             if isinstance(values, dict) and old in values:
                 raise ConfigError(f"train.{old} is gone: use train.{new}")
-        cfg = super().from_dict(values)
-        cfg.check_run()
-        return cfg
+        return super().from_dict(values)
 
     def validate(self) -> None:
+        if self.min_batch_size > self.batch_size:
+            raise ConfigError(f"train.min_batch_size must be at most train.batch_size ({self.batch_size}), "
+                              f"got {self.min_batch_size!r}")
         if self.node_rank is not None and self.node_rank >= self.nnodes:
             raise ConfigError(f"train.node_rank ({self.node_rank}) must be below train.nnodes ({self.nnodes})")
         if self.rdzv_endpoint is not None and not (ENV_REFERENCE.search(self.rdzv_endpoint)
@@ -95,18 +96,6 @@ class TrainConfig(Config):
         for name, value in self.launch_env.items():
             if not (isinstance(name, str) and ENV_NAME.fullmatch(name)) or isinstance(value, (dict, list)):
                 raise ConfigError(f"train.launch_env must map variable names to values, got {name!r}: {value!r}")
-
-    def check_run(self) -> None:
-        """What a run needs beyond each field's rule (checked when the section is read, not on every construction:
-        batch_size_for is also asked about a batch below the minimum)."""
-        if self.min_batch_size > self.batch_size:
-            raise ConfigError(f"train.min_batch_size ({self.min_batch_size}) must not exceed train.batch_size "
-                              f"({self.batch_size})")
-        if self.device == "cuda":
-            import torch
-
-            if not torch.cuda.is_available():
-                raise ConfigError("train.device=cuda but no CUDA device is available")
 
     def resolved_loss(self, on_gpu: bool) -> str:
         """`auto`: full softmax on a GPU (cheap there), the sampled softmax on CPU (a fraction of the time)."""
@@ -121,4 +110,4 @@ def batch_size_for(rows: int, world: int, cfg: TrainConfig) -> int:
     batch = cfg.batch_size
     while batch // 2 >= cfg.min_batch_size and rows / (world * batch * cfg.grad_accum) < cfg.min_steps_per_epoch:
         batch //= 2
-    return max(batch, min(cfg.min_batch_size, cfg.batch_size))
+    return batch

@@ -19,6 +19,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from recsys_core import catalogue
+from recsys_core.config import POSITIVE, check_value
 from recsys_torch import checkpoint as ckpt_io
 from recsys_torch.data import (EVAL_COLUMNS, ShardSpec, make_loader, read_columns, read_id_map, read_meta,
                                sequences_dir, shard_path)
@@ -95,9 +97,8 @@ def _constant(value: str, n_rows: int):
 
 def _check_args(model: str, k: int, splits: tuple[str, ...]) -> None:
     if model not in MODELS:
-        raise RecsysError(f"unknown torch model {model!r}; choose one of {list(MODELS)}")
-    if k < 1:
-        raise RecsysError(f"k must be >= 1, got {k}")
+        raise catalogue.unknown_model(model, family=catalogue.TORCH)
+    check_value("k", k, POSITIVE)
     for split in splits:
         if split not in SPLITS:
             raise RecsysError(f"split must be test or validation, got {split!r}")

@@ -15,6 +15,8 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
+from recsys_torch.errors import RecsysError
+
 
 @dataclass
 class DistEnv:
@@ -66,6 +68,10 @@ def _exit_when_parent_changes(launcher: int, every_s: float = 0.5) -> None:
 
 
 def pick_device(preference: str = "auto") -> torch.device:
+    """`train.device`: a fact of the node the step runs on, so checked here, not with the config (a cluster's
+    driver that checks the run's config up front may have no GPU)."""
+    if preference == "cuda" and not torch.cuda.is_available():
+        raise RecsysError("train.device=cuda but no CUDA device is available")
     use_cuda = preference == "cuda" or (preference == "auto" and torch.cuda.is_available())
     return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0"))) if use_cuda else torch.device("cpu")
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import gc
 from pathlib import Path
 
+from recsys_core import catalogue
 from recsys_torch.config import TrainConfig
 from recsys_torch.data import read_meta, sequences_dir
 from recsys_torch.errors import RecsysError
@@ -27,7 +28,7 @@ def train(warehouse: str | Path, model_name: str, cfg: dict, resume: bool = Fals
     if not warehouse.is_dir():
         raise RecsysError(f"warehouse not found: {warehouse}")
     if model_name not in MODELS:
-        raise RecsysError(f"unknown model {model_name!r}; choose one of {list(MODELS)}")
+        raise catalogue.unknown_model(model_name, family=catalogue.TORCH)
     tcfg = TrainConfig.from_dict(cfg.get("train"))
     seq_dir = sequences_dir(warehouse, tcfg.sequences)
     meta = read_meta(seq_dir)

@@ -54,7 +54,7 @@ def test_every_baseline_of_the_catalogue_has_a_recommender_in_its_own_module():
     for name in baselines:
         entry = recommender(name)
         assert callable(entry) and entry.__name__ == name and entry.__module__.startswith("recsys_spark.baselines.")
-    with pytest.raises(ConfigError, match="unknown model 'sasrec'"):
+    with pytest.raises(ConfigError, match="unknown baseline model 'sasrec'; one of: popularity"):
         recommender("sasrec")  # a model of another family is no baseline
     assert BaselinesConfig.from_dict(None).models == tuple(baselines)  # `recsys baselines` fits each by default
 

@@ -40,7 +40,8 @@ from recsys_spark.sequences import SequenceConfig
     (BaselinesConfig, {"markov": [1]}, "the baselines.markov config section must be a mapping"),
     (BaselinesConfig, {"bogus": 1}, r"unknown config key\(s\) baselines.bogus"),
     (BaselinesConfig, {"itemcf": {"max_user_items": 1}}, "baselines.itemcf.max_user_items must be null or an integer >= 2"),
-    (EvaluateConfig, {"ks": ["a"]}, r"evaluate.ks\[0\] must be int"),
+    (EvaluateConfig, {"ks": ["a"]}, r"evaluate.ks must be a non-empty list of distinct positive integers, got \['a'\]"),
+    (EvaluateConfig, {"ks": [10, 10]}, "evaluate.ks must be a non-empty list of distinct positive integers"),
 ])
 def test_wrong_values_name_their_section_and_key(cls, values, message):
     with pytest.raises(ConfigError, match=message):

@@ -87,11 +87,12 @@ def test_the_lock_is_atomic_released_and_a_dead_holders_lock_is_taken_over(tmp_p
 def test_a_failing_model_step_still_evaluates_and_publishes_the_others_and_its_last_list_stays_served(
         spark, tmp_path, capsys):
     """Two small nightlies. Night 1, the suite's one whole run of the real `recsys pipeline` CLI in its own process
-    (each step a process of its own): a lock left by a dead process, and a training step that fails
-    (sasrec.hidden=63 is not divisible by its 2 heads, a config the trainer refuses): the other models are evaluated
-    and published, and the run exits 1. Night 2, the same command with its steps in this process (on the tests' JVM):
-    the ensemble's step fails too (ensemble.depth=5 is refused): it is not published and the list it had published
-    on night 1 stays the served one."""
+    (each step a process of its own): a lock left by a dead process, and a training step that fails when it starts
+    (train.sequences names a folder that holds no shards, which only the run can find out: a config mistake such as
+    sasrec.hidden=63 stops the whole run before its first step, tests/test_pipeline_checks.py): the other models are
+    evaluated and published, and the run exits 1. Night 2, the same command with its steps in this process (on the
+    tests' JVM): the ensemble's step fails too (a member, ar2, that no night fitted has no lists to blend): it is not
+    published and the list it had published on night 1 stays the served one."""
     from jobs.pipeline import main as pipeline
     from jobs.steps import run_in_process
     from recsys_core.published import latest_published
@@ -110,7 +111,7 @@ def test_a_failing_model_step_still_evaluates_and_publishes_the_others_and_its_l
         return ["--data", str(tmp_path / "data"), "--warehouse", str(warehouse), "--reports",
                 str(tmp_path / "reports"), "--run-date", run_date, "pipeline.spark_models=[popularity,markov,ensemble]",
                 "ensemble.models=[popularity,markov]", "pipeline.torch_models=[sasrec]", "pipeline.k=20",
-                "sequences.max_len=50", "sasrec.hidden=63", *extra]
+                "sequences.max_len=50", f"train.sequences={tmp_path / 'no-shards'}", *extra]
 
     proc = recsys("pipeline", *argv("2026-11-23"), timeout=900)
     assert proc.returncode == 1, proc.stdout[-3000:] + proc.stderr[-3000:]
@@ -118,6 +119,7 @@ def test_a_failing_model_step_still_evaluates_and_publishes_the_others_and_its_l
     log = warehouse / "_pipeline" / "2026-11-23" / "logs" / "train-sasrec.log"
     assert proc.stderr.strip().splitlines()[-1].startswith(f"FAILED train-sasrec (exit ")
     assert proc.stderr.strip().endswith(f"log: {log}. The next run retries it.") and log.is_file()
+    assert f"error: sequence shards not found: {tmp_path / 'no-shards' / 'meta.json'} is missing" in log.read_text()
     summary = {line.split()[1]: line.split()[0] for line in proc.stdout.splitlines()
                if line.split()[:1] in (["ran"], ["failed"], ["skipped"])}
     assert summary["train-sasrec"] == "failed"
@@ -135,11 +137,13 @@ def test_a_failing_model_step_still_evaluates_and_publishes_the_others_and_its_l
     assert "HELD BACK  sasrec" in proc.stdout and "published  ensemble" in proc.stdout
 
     capsys.readouterr()
-    code = pipeline(argv("2026-11-24", "ensemble.depth=5"), runner=lambda step, log, env: run_in_process(step, env))
+    code = pipeline(argv("2026-11-24", "ensemble.models=[popularity,markov,ar2]"),
+                    runner=lambda step, log, env: run_in_process(step, env))
     out, err = capsys.readouterr()
     assert code == 1, out[-3000:] + err[-3000:]
     failures = [line for line in err.splitlines() if line.startswith("FAILED ")]
     assert [line.split()[1] for line in failures] == ["train-sasrec", "ensemble"]
+    assert "error: ensemble.models: no lists of ['ar2'] on or before 2026-11-24" in err
     night2 = latest_published(warehouse)
     assert night2.version == night1.version + 1 and night2.run_date.isoformat() == "2026-11-24"
     ensemble = night2.model("ensemble")

@@ -18,9 +18,9 @@ from recsys_spark.baselines.itemcf import ItemCFConfig, item_neighbors
 from recsys_spark.baselines.markov import MarkovConfig, transitions_ar1, transitions_ar2
 from recsys_spark.baselines.popularity import PopularityConfig, item_popularity
 from recsys_core import catalogue
-from recsys_core.config import Config
+from recsys_core.config import POSITIVE, Config, check_value
 from recsys_spark.delta import read_table, table_path, write_table
-from recsys_spark.errors import ConfigError, RecsysError
+from recsys_spark.errors import ConfigError
 from recsys_spark.recommendations import (LIST_SPLITS, as_of_validation, list_table, new_run_id,
                                           read_recommendations, write_recommendations)
 from recsys_spark.schemas import ITEM_NEIGHBORS, TRANSITIONS_AR1, TRANSITIONS_AR2
@@ -104,7 +104,7 @@ def recommender(model: str) -> Callable[[TrainTables, int, "BaselinesConfig"], D
     item_idx, rank, score of every user's top-k, fitting transitions where needed."""
     entry = catalogue.MODELS.get(model)
     if entry is None or entry.family is not catalogue.BASELINE:
-        raise catalogue.unknown_model(model, "baselines.models")
+        raise catalogue.unknown_model(model, family=catalogue.BASELINE)
     return catalogue.load(entry.implementation)
 
 
@@ -163,8 +163,7 @@ def _write(tables: TrainTables, model: str, k: int, run_date: dt.date, run_id: s
 def _check(model: str | None, k: int) -> None:
     if model is not None:
         recommender(model)
-    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
-        raise RecsysError(f"k must be a positive integer, got {k!r}")
+    check_value("k", k, POSITIVE)
 
 
 def topn(spark: SparkSession, warehouse: str | Path, model: str, k: int, run_date: dt.date | None,

@@ -6,7 +6,6 @@ What a model trains on, its loss, how it scores and its item vectors are its bas
 """
 from __future__ import annotations
 
-import dataclasses
 import importlib
 
 import torch
@@ -14,7 +13,7 @@ from torch import nn
 
 from recsys_core import catalogue
 from recsys_core.config import build
-from recsys_core.errors import ConfigError
+from recsys_torch.model_configs import with_sizes
 from recsys_torch.models.lightgcn import LightGCN, LightGCNConfig
 from recsys_torch.models.ncf import NCF, NCFConfig
 from recsys_torch.models.sasrec import SASRec, SASRecConfig
@@ -31,26 +30,21 @@ MODELS = {model.name: (_load(model.implementation), _load(model.config_class))
           for model in catalogue.MODELS.values() if model.family is catalogue.TORCH}
 
 
-def build_config(name: str, cfg_dict: dict):
-    """The config dataclass of model `name` from a plain dict (recsys_core.config.build: unknown keys and wrong
-    types named as `<name>.<key>`); a ConfigError, which is a ValueError, on an unknown model or a bad value."""
+def _entry(name: str) -> tuple[type[nn.Module], type]:
     if name not in MODELS:
-        raise ConfigError(f"unknown model {name!r}; known models: {sorted(MODELS)}")
-    return build(MODELS[name][1], cfg_dict, name)
+        raise catalogue.unknown_model(name, family=catalogue.TORCH)
+    return MODELS[name]
+
+
+def build_config(name: str, cfg_dict: dict):
+    """The config of model `name` (recsys_torch.model_configs) from a plain dict; a ConfigError, which is a
+    ValueError, naming `<name>.<key>` on an unknown model or a bad value."""
+    return build(_entry(name)[1], cfg_dict, name)
 
 
 def config_from_meta(name: str, section: dict | None, meta: dict) -> dict:
     """conf/<model>.yaml's section completed from the shards' meta.json (catalogue sizes, sequence length)."""
-    if name not in MODELS:
-        raise ConfigError(f"unknown model {name!r}; known models: {sorted(MODELS)}")
-    if section is not None and not isinstance(section, dict):
-        raise ConfigError(f"the {name} config section must be a mapping, got {section!r}")
-    known = {field.name for field in dataclasses.fields(MODELS[name][1])}
-    values = dict(section or {})
-    for key in ("n_items", "n_users", "max_len"):
-        if key in known:
-            values[key] = int(meta[key])
-    return values
+    return with_sizes(_entry(name)[1], section, meta)
 
 
 def build_model(name: str, cfg_dict: dict, device: torch.device | str) -> nn.Module:
@@ -65,9 +59,7 @@ def build_model(name: str, cfg_dict: dict, device: torch.device | str) -> nn.Mod
 
 def model_class(name: str) -> type[nn.Module]:
     """The class of model `name`: what it trains on (`batches`, `pair_shard`) and whether it needs the graph."""
-    if name not in MODELS:
-        raise ConfigError(f"unknown model {name!r}; known models: {sorted(MODELS)}")
-    return MODELS[name][0]
+    return _entry(name)[0]
 
 
 __all__ = ["MODELS", "build_config", "build_model", "config_from_meta", "model_class", "LightGCN", "LightGCNConfig",

@@ -21,33 +21,12 @@ weights: it is given after construction with `set_graph` and is not in the state
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 from torch import Tensor, nn
 
 from recsys_torch.losses import bpr
+from recsys_torch.model_configs import LightGCNConfig
 from recsys_torch.models.base import PairModel
-
-
-@dataclass
-class LightGCNConfig:
-    n_users: int  # largest user index; tables have n_users + 1 rows
-    n_items: int  # largest item index; tables have n_items + 1 rows
-    dim: int = 64
-    n_layers: int = 3
-    reg: float = 1e-4  # L2 on the batch's layer-0 embeddings, 0.5 * sum of squares per triple (the paper's code)
-    negatives: int = 1  # sampled negatives per positive; BPR is averaged over them
-    per_user: bool = True  # weigh a user's edges 1/degree: every user counts the same, as the authors' sampler
-
-    def __post_init__(self) -> None:
-        if self.n_users < 1 or self.n_items < 1:
-            raise ValueError(f"n_users and n_items must be >= 1, got {self.n_users}, {self.n_items}")
-        if self.dim < 1 or self.n_layers < 0 or self.negatives < 1:
-            raise ValueError(f"dim and negatives must be >= 1 and n_layers >= 0, got dim {self.dim}, "
-                             f"n_layers {self.n_layers}, negatives {self.negatives}")
-        if self.reg < 0:
-            raise ValueError(f"reg must be >= 0, got {self.reg}")
 
 
 def normalized_adjacency(users: Tensor, items: Tensor, n_users: int, n_items: int) -> Tensor:

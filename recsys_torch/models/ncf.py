@@ -9,32 +9,13 @@ Index 0 of users and items is padding (ids are 1-based, docs/SCHEMAS.md).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from recsys_torch.losses import pointwise_bce
+from recsys_torch.model_configs import NCFConfig
 from recsys_torch.models.base import PairModel
-
-
-@dataclass
-class NCFConfig:
-    n_users: int  # largest user index; tables have n_users + 1 rows
-    n_items: int  # largest item index; tables have n_items + 1 rows
-    gmf_dim: int = 32
-    mlp_dims: tuple[int, ...] = (128, 64, 32)  # MLP input width (user + item embedding) and layer widths
-    dropout: float = 0.1
-
-    def __post_init__(self) -> None:
-        self.mlp_dims = tuple(int(d) for d in self.mlp_dims)  # YAML gives lists
-        if self.n_users < 1 or self.n_items < 1:
-            raise ValueError(f"n_users and n_items must be >= 1, got {self.n_users}, {self.n_items}")
-        if len(self.mlp_dims) < 2 or self.mlp_dims[0] % 2 != 0:
-            raise ValueError(f"mlp_dims needs >= 2 widths and an even first one, got {self.mlp_dims}")
-        if not 0.0 <= self.dropout < 1.0:
-            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
 
 
 class NCF(PairModel):

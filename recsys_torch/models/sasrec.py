@@ -10,31 +10,12 @@ state of an item depends only on the items up to it, never on how much padding t
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from recsys_torch.model_configs import SASRecConfig
 from recsys_torch.models.base import SequenceModel
-
-
-@dataclass
-class SASRecConfig:
-    n_items: int  # largest item index; 0 is padding, so tables have n_items + 1 rows
-    hidden: int = 64
-    n_layers: int = 2
-    n_heads: int = 2
-    dropout: float = 0.2
-    max_len: int = 200  # longest input sequence (size of the positional table)
-
-    def __post_init__(self) -> None:
-        if self.n_items < 1:
-            raise ValueError(f"n_items must be >= 1, got {self.n_items}")
-        if self.hidden % self.n_heads != 0:
-            raise ValueError(f"hidden ({self.hidden}) must be divisible by n_heads ({self.n_heads})")
-        if not 0.0 <= self.dropout < 1.0:
-            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
 
 
 class CausalSelfAttention(nn.Module):

@@ -38,44 +38,15 @@ state.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from recsys_torch.model_configs import SS4RecConfig
 from recsys_torch.models.base import SequenceModel
 from recsys_torch.models.sasrec import init_dense_layers
 from recsys_torch.models.selective_scan import selective_scan
-
-
-@dataclass
-class SS4RecConfig:
-    n_items: int  # largest item index; 0 is padding, so tables have n_items + 1 rows
-    hidden: int = 64
-    n_layers: int = 2
-    state_size: int = 32  # selective (S6) state per channel, paper d_state
-    time_state_size: int = 32  # time-aware (S5) complex state, paper d_P
-    conv_kernel: int = 4  # paper d_conv
-    expand: int = 2  # S6 inner width = expand * hidden
-    dropout: float = 0.2
-    time_dt_min: float = 0.01  # initial range of the time-aware SSM's base step (multiplied by the gap scale)
-    time_dt_max: float = 1.0
-    dt_min: float = 0.001  # initial range of the selective SSM's step (Mamba's defaults)
-    dt_max: float = 0.1
-    time_unit_seconds: float = 86400.0  # gaps are scaled as log1p(gap / time_unit)
-    max_len: int = 200  # longest input sequence; no positional table, only checked
-
-    def __post_init__(self) -> None:
-        if self.n_items < 1:
-            raise ValueError(f"n_items must be >= 1, got {self.n_items}")
-        for low, high in [("time_dt_min", "time_dt_max"), ("dt_min", "dt_max")]:
-            if not 0.0 < getattr(self, low) <= getattr(self, high):
-                raise ValueError(f"need 0 < {low} <= {high}, got {getattr(self, low)}, {getattr(self, high)}")
-        if self.time_unit_seconds <= 0:
-            raise ValueError(f"time_unit_seconds must be > 0, got {self.time_unit_seconds}")
-        if not 0.0 <= self.dropout < 1.0:
-            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
 
 
 def chunked_linear_scan(log_decay: Tensor, inputs: Tensor, chunk_size: int | None = None) -> Tensor:
