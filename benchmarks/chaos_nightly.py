@@ -196,6 +196,56 @@ def _list_rows(table, model: str) -> list[tuple]:
 
 # --- the benchmark --------------------------------------------------------------------------------------------
 
+def save_results(results: dict, path: Path) -> None:
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(results, indent=2))
+    tmp.replace(path)
+
+
+def kill_runs(args, data: Path, chaos: Path, work: Path, results: dict, results_path: Path) -> None:
+    """The killed attempts not made yet: each aimed at a moment of one step of the reference run."""
+    targets = kill_targets(results["reference"]["steps"], args.kills, args.seed)
+    results.setdefault("attempts", [])
+    done = sum(1 for a in results["attempts"] if a["killed"])
+    tried = len([a for a in results["attempts"] if "target" in a])
+    for step, fraction in targets[tried:]:
+        moments = kill_moments(results["reference"]["steps"], step, fraction)
+        run = attempt(pipeline_command(args, data, chaos), work / "chaos.log", moments, args.timeout)
+        run["target"] = [step, fraction]
+        results["attempts"].append(run)
+        done += run["killed"]
+        save_results(results, results_path)
+        what = (f"killed in {run['killed_in']} {moments[run['killed_in']]:.1f}s after its start" if run["killed"]
+                else f"not killed (exit {run['exit']})")
+        print(f"kill {done}/{args.kills}: aimed at {step} ({fraction:.0%} in) -> {what}, attempt "
+              f"{run['seconds']:.0f}s", flush=True)
+
+
+def rerun_until_complete(args, data: Path, chaos: Path, work: Path, results: dict, results_path: Path) -> None:
+    """The same command again, unkilled, until it exits 0 (three failed re-runs: a bug, given up)."""
+    while not results["attempts"] or results["attempts"][-1]["exit"] != 0 or results["attempts"][-1]["killed"]:
+        run = attempt(pipeline_command(args, data, chaos), work / "chaos.log", timeout=args.timeout)
+        results["attempts"].append(run)
+        save_results(results, results_path)
+        print(f"re-run until complete: exit {run['exit']} in {run['seconds']:.0f}s", flush=True)
+        if run["exit"] not in (0, None) and len([a for a in results["attempts"] if "target" not in a]) >= 3:
+            print("the run does not complete after the kills: a bug", file=sys.stderr)
+            break
+
+
+def print_summary(s: dict, chaos_seconds: float, reference_seconds: float) -> int:
+    """The summary's line and JSON; 1 where the chaos run lost, doubled or left anything."""
+    print(f"kills survived {s['kills_survived']}, rows lost {s['rows_lost']}, duplicate recommendations "
+          f"{s['duplicate_recommendations']}, duplicate metrics {s['duplicate_metrics']}, deterministic lists "
+          f"differing {s['deterministic_lists_differing']}, tables missing {s['tables_missing']}, staging left "
+          f"{s['staging_left']}, lock left {s['lock_left']}, extra wall time {s['extra_seconds']:.0f}s "
+          f"({chaos_seconds:.0f}s vs {reference_seconds:.0f}s)")
+    print(json.dumps(s))
+    bad = s["rows_lost"] or s["duplicate_recommendations"] or s["duplicate_metrics"] or \
+        s["deterministic_lists_differing"] or s["tables_missing"] or s["staging_left"] or s["lock_left"]
+    return 1 if bad else 0
+
+
 def main(argv=None) -> int:
     args = parse(argv)
     work = Path(args.work).resolve()
@@ -206,12 +256,6 @@ def main(argv=None) -> int:
                                       "overrides": overrides(args), "run_date": RUN_DATE,
                                       "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                                       "load_at_start": os.getloadavg()[0]})
-
-    def save():
-        tmp = results_path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(results, indent=2))
-        tmp.replace(results_path)
-
     data = work / "data"
     if not (data / "ratings.csv").exists():
         from recsys_data.generate import generate
@@ -224,33 +268,11 @@ def main(argv=None) -> int:
             print(f"the uninterrupted run failed (exit {run['exit']}); see {work / 'reference.log'}", file=sys.stderr)
             return 1
         results["reference"] = {"seconds": run["seconds"], "steps": step_seconds(reference)}
-        save()
+        save_results(results, results_path)
     print(f"uninterrupted: {results['reference']['seconds']:.0f}s, steps {results['reference']['steps']}")
 
-    targets = kill_targets(results["reference"]["steps"], args.kills, args.seed)
-    results.setdefault("attempts", [])
-    done = sum(1 for a in results["attempts"] if a["killed"])
-    tried = len([a for a in results["attempts"] if "target" in a])
-    for step, fraction in targets[tried:]:
-        moments = kill_moments(results["reference"]["steps"], step, fraction)
-        run = attempt(pipeline_command(args, data, chaos), work / "chaos.log", moments, args.timeout)
-        run["target"] = [step, fraction]
-        results["attempts"].append(run)
-        done += run["killed"]
-        save()
-        what = (f"killed in {run['killed_in']} {moments[run['killed_in']]:.1f}s after its start" if run["killed"]
-                else f"not killed (exit {run['exit']})")
-        print(f"kill {done}/{args.kills}: aimed at {step} ({fraction:.0%} in) -> {what}, attempt "
-              f"{run['seconds']:.0f}s", flush=True)
-    while not results["attempts"] or results["attempts"][-1]["exit"] != 0 or results["attempts"][-1]["killed"]:
-        run = attempt(pipeline_command(args, data, chaos), work / "chaos.log", timeout=args.timeout)
-        results["attempts"].append(run)
-        save()
-        print(f"re-run until complete: exit {run['exit']} in {run['seconds']:.0f}s", flush=True)
-        if run["exit"] not in (0, None) and len([a for a in results["attempts"] if "target" not in a]) >= 3:
-            print("the run does not complete after the kills: a bug", file=sys.stderr)
-            break
-
+    kill_runs(args, data, chaos, work, results, results_path)
+    rerun_until_complete(args, data, chaos, work, results, results_path)
     chaos_seconds = sum(a["seconds"] for a in results["attempts"])
     results["summary"] = {
         "kills_survived": sum(a["killed"] for a in results["attempts"]) if results["attempts"][-1]["exit"] == 0 else 0,
@@ -258,17 +280,8 @@ def main(argv=None) -> int:
         "extra_seconds": round(chaos_seconds - results["reference"]["seconds"], 1),
         **compare(reference, chaos), "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "load_at_end": os.getloadavg()[0]}
-    save()
-    s = results["summary"]
-    print(f"kills survived {s['kills_survived']}, rows lost {s['rows_lost']}, duplicate recommendations "
-          f"{s['duplicate_recommendations']}, duplicate metrics {s['duplicate_metrics']}, deterministic lists "
-          f"differing {s['deterministic_lists_differing']}, tables missing {s['tables_missing']}, staging left "
-          f"{s['staging_left']}, lock left {s['lock_left']}, extra wall time {s['extra_seconds']:.0f}s "
-          f"({chaos_seconds:.0f}s vs {results['reference']['seconds']:.0f}s)")
-    print(json.dumps(s))
-    bad = s["rows_lost"] or s["duplicate_recommendations"] or s["duplicate_metrics"] or \
-        s["deterministic_lists_differing"] or s["tables_missing"] or s["staging_left"] or s["lock_left"]
-    return 1 if bad else 0
+    save_results(results, results_path)
+    return print_summary(results["summary"], chaos_seconds, results["reference"]["seconds"])
 
 
 if __name__ == "__main__":

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import statistics
 import sys
 import time
@@ -23,10 +22,10 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "benchmarks"))
 
-from _measure import machine  # noqa: E402
+from _measure import machine, python_peak_rss_gb  # noqa: E402
 
 
-def main() -> int:
+def parse_args():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--users", type=int, default=162_541)
     p.add_argument("--items", type=int, default=59_047)
@@ -36,7 +35,30 @@ def main() -> int:
     p.add_argument("--steps", type=int, default=10)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--out", help="write the figures here as JSON too")
-    args = p.parse_args()
+    return p.parse_args()
+
+
+def timed_steps(model, optimizer, users, items, batch, negatives, steps: int) -> tuple[float, float]:
+    """The median seconds of `steps` training steps on one batch (after one untimed), and that batch's loss
+    after them."""
+    import torch
+
+    times = []
+    for step in range(steps + 1):
+        started = time.perf_counter()
+        loss = model.pair_loss(users[batch], items[batch], negatives)
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        if step:
+            times.append(time.perf_counter() - started)
+    with torch.no_grad():
+        same_batch_loss = float(model.pair_loss(users[batch], items[batch], negatives))
+    return statistics.median(times), same_batch_loss
+
+
+def main() -> int:
+    args = parse_args()
 
     import torch
 
@@ -62,18 +84,7 @@ def main() -> int:
     negatives = torch.randint(1, args.items + 1, (args.batch_size, 1), generator=gen)
     for name, adj_rows in (("whole graph", None), ("batch rows", rows)):
         model.adj_rows = adj_rows
-        times, loss = [], None
-        for step in range(args.steps + 1):
-            started = time.perf_counter()
-            loss = model.pair_loss(users[batch], items[batch], negatives)
-            loss.backward()
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
-            if step:
-                times.append(time.perf_counter() - started)
-        with torch.no_grad():
-            same_batch_loss = float(model.pair_loss(users[batch], items[batch], negatives))
-        median = statistics.median(times)
+        median, same_batch_loss = timed_steps(model, optimizer, users, items, batch, negatives, args.steps)
         figures[name] = {"median_step_s": round(median, 4), "loss_of_a_fixed_batch": same_batch_loss}
         print(f"{name:<12} median step {median * 1000:8.1f} ms over {args.steps} steps")
     model.adj_rows = None
@@ -84,7 +95,7 @@ def main() -> int:
         local = float(model.pair_loss(users[batch], items[batch], negatives))
     figures["same_weights_loss"] = {"whole graph": whole, "batch rows": local}
     figures["speedup"] = round(figures["whole graph"]["median_step_s"] / figures["batch rows"]["median_step_s"], 1)
-    figures["peak_rss_gb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 2)
+    figures["peak_rss_gb"] = round(python_peak_rss_gb(), 2)
     print(f"same weights, same batch: loss {whole:.6f} (whole graph) vs {local:.6f} (batch rows); "
           f"{figures['speedup']}x faster; peak RSS {figures['peak_rss_gb']} GB")
     if args.out:

@@ -129,28 +129,12 @@ def report(warehouse: Path, run_date: str | None, sampled: int, device: str) -> 
     from pyspark.sql import functions as F
 
     from jobs.config import section
-    from recsys_spark.delta import read_table, table_exists, table_path
-    from recsys_spark.evaluate import PROVENANCE, EvaluateConfig, per_user_ranks, read_metrics, select_runs
+    from recsys_spark.delta import read_table, table_path
+    from recsys_spark.evaluate import EvaluateConfig
     from recsys_spark.intervals import PER_USER, intervals
-    from recsys_spark.recommendations import list_table
     from recsys_spark.session import get_spark
 
-    metrics = [r for r in read_metrics(warehouse).to_pylist()
-               if r["split"] == "test" and r["k"] == K and r["metric"] in ("hr", "ndcg")]
-    if not metrics:
-        raise SystemExit(f"error: {warehouse}: no test metrics at k={K} (has the run's evaluate step finished?)")
-    dates = sorted({r["run_date"].isoformat() for r in metrics})
-    run_date = run_date or dates[-1]
-    metrics = [r for r in metrics if r["run_date"].isoformat() == run_date]
-    if not metrics:
-        raise SystemExit(f"error: {warehouse}: no test metrics for run date {run_date} (there are: {', '.join(dates)})")
-    found = {(r["model"], r["metric"]): r for r in metrics}
-    models = sorted({m for m, metric in found if metric == "ndcg" and (m, "hr") in found})
-    provenance = sorted({tuple(r[key] for key in PROVENANCE) for r in metrics}, key=str)
-    if len(provenance) > 1:
-        print(f"warning: the models' rows were scored on different inputs or versions: {provenance}", file=sys.stderr)
-    provenance = dict(zip(PROVENANCE, provenance[0]))
-
+    run_date, found, models, provenance = metrics_of_run(warehouse, run_date)
     cfg = run_config(warehouse, run_date)
     config = EvaluateConfig.from_dict(section(cfg, "evaluate"))
     spark = get_spark("recsys-public", conf=section(cfg, "spark"))
@@ -158,13 +142,7 @@ def report(warehouse: Path, run_date: str | None, sampled: int, device: str) -> 
     n_items = (read_table(spark, table_path(warehouse, "items")).where(F.col("item_idx").isNotNull()).count())
 
     def ranks_of(split: str, names) -> dict:
-        if not table_exists(table_path(warehouse, list_table(split))):
-            return {}
-        recs = read_table(spark, table_path(warehouse, list_table(split))).where(F.col("model").isin(list(names)))
-        chosen = select_runs(recs, None, dt.date.fromisoformat(run_date)).select("model", "run_date")
-        recs = recs.join(F.broadcast(chosen), ["model", "run_date"])  # as the evaluator chose them
-        target = interactions.where(F.col("split") == split)
-        return per_user_ranks(recs, target, max(config.ks))
+        return list_ranks(spark, warehouse, interactions, split, names, run_date, max(config.ks))
 
     test_ranks = ranks_of("test", models)
     test_users = np.array(sorted(r.userId for r in interactions.where(F.col("split") == "test")
@@ -175,27 +153,7 @@ def report(warehouse: Path, run_date: str | None, sampled: int, device: str) -> 
     best = max(sorted(validation), key=lambda m: validation[m]) if validation else None
     single, paired = intervals(test_ranks, [K], best, config.bootstrap_resamples or 1000, config.seed,
                                config.ci_level)
-
-    rows, mismatched = {}, []
-    for model in models:
-        hr, ndcg = found[model, "hr"], found[model, "ndcg"]
-        row = {"hr@10": hr["value"], "hr@10_ci": _interval(hr), "ndcg@10": ndcg["value"],
-               "ndcg@10_ci": _interval(ndcg), "run_id": ndcg["run_id"]}
-        if model in single:  # the metrics as recomputed from the lists: the evaluator's own figures
-            ours = single[model]["ndcg", K]
-            if not (math.isclose(ours.value, ndcg["value"], abs_tol=1e-12)
-                    and (ndcg["ci_low"] is None or math.isclose(ours.low, ndcg["ci_low"], abs_tol=1e-12))):
-                mismatched.append(model)
-        if model == best:
-            row["paired_vs_best_count"] = [0.0, 0.0, 0.0]
-        elif model in paired:
-            diff = paired[model]["ndcg", K]
-            row["paired_vs_best_count"] = [diff.value, diff.low, diff.high]
-        else:
-            row["paired_vs_best_count"] = None
-        if model in validation:
-            row["validation_ndcg@10"] = validation[model]
-        rows[model] = row
+    rows, mismatched = model_rows(models, found, single, paired, best, validation)
     if mismatched:
         print(f"warning: the lists of {', '.join(mismatched)} do not give the metrics table's NDCG@10 or its interval "
               "(lists rewritten after the evaluation?)", file=sys.stderr)
@@ -218,6 +176,71 @@ def report(warehouse: Path, run_date: str | None, sampled: int, device: str) -> 
                                           rows, test_users, sampled, config, device)
                           if sampled else "not computed")
     return figures
+
+
+def metrics_of_run(warehouse: Path, run_date: str | None) -> tuple[str, dict, list[str], dict]:
+    """The metrics table's test HR@10 and NDCG@10 rows of the run date (default: the latest): the run date, the rows
+    by (model, metric), the models that have both, and the input they were scored on (PROVENANCE's columns)."""
+    from recsys_spark.evaluate import PROVENANCE, read_metrics
+
+    metrics = [r for r in read_metrics(warehouse).to_pylist()
+               if r["split"] == "test" and r["k"] == K and r["metric"] in ("hr", "ndcg")]
+    if not metrics:
+        raise SystemExit(f"error: {warehouse}: no test metrics at k={K} (has the run's evaluate step finished?)")
+    dates = sorted({r["run_date"].isoformat() for r in metrics})
+    run_date = run_date or dates[-1]
+    metrics = [r for r in metrics if r["run_date"].isoformat() == run_date]
+    if not metrics:
+        raise SystemExit(f"error: {warehouse}: no test metrics for run date {run_date} (there are: {', '.join(dates)})")
+    found = {(r["model"], r["metric"]): r for r in metrics}
+    models = sorted({m for m, metric in found if metric == "ndcg" and (m, "hr") in found})
+    provenance = sorted({tuple(r[key] for key in PROVENANCE) for r in metrics}, key=str)
+    if len(provenance) > 1:
+        print(f"warning: the models' rows were scored on different inputs or versions: {provenance}", file=sys.stderr)
+    return run_date, found, models, dict(zip(PROVENANCE, provenance[0]))
+
+
+def list_ranks(spark, warehouse: Path, interactions, split: str, names, run_date: str, max_k: int) -> dict:
+    """Each model's per-user rank of its `split` targets, from the lists the evaluator chose for the run date."""
+    from pyspark.sql import functions as F
+
+    from recsys_spark.delta import read_table, table_exists, table_path
+    from recsys_spark.evaluate import per_user_ranks, select_runs
+    from recsys_spark.recommendations import list_table
+
+    if not table_exists(table_path(warehouse, list_table(split))):
+        return {}
+    recs = read_table(spark, table_path(warehouse, list_table(split))).where(F.col("model").isin(list(names)))
+    chosen = select_runs(recs, None, dt.date.fromisoformat(run_date)).select("model", "run_date")
+    recs = recs.join(F.broadcast(chosen), ["model", "run_date"])  # as the evaluator chose them
+    target = interactions.where(F.col("split") == split)
+    return per_user_ranks(recs, target, max_k)
+
+
+def model_rows(models: list[str], found: dict, single: dict, paired: dict, best: str | None,
+               validation: dict) -> tuple[dict, list[str]]:
+    """Each model's row of figures, and the models whose lists do not give the metrics table's NDCG@10."""
+    rows, mismatched = {}, []
+    for model in models:
+        hr, ndcg = found[model, "hr"], found[model, "ndcg"]
+        row = {"hr@10": hr["value"], "hr@10_ci": _interval(hr), "ndcg@10": ndcg["value"],
+               "ndcg@10_ci": _interval(ndcg), "run_id": ndcg["run_id"]}
+        if model in single:  # the metrics as recomputed from the lists: the evaluator's own figures
+            ours = single[model]["ndcg", K]
+            if not (math.isclose(ours.value, ndcg["value"], abs_tol=1e-12)
+                    and (ndcg["ci_low"] is None or math.isclose(ours.low, ndcg["ci_low"], abs_tol=1e-12))):
+                mismatched.append(model)
+        if model == best:
+            row["paired_vs_best_count"] = [0.0, 0.0, 0.0]
+        elif model in paired:
+            diff = paired[model]["ndcg", K]
+            row["paired_vs_best_count"] = [diff.value, diff.low, diff.high]
+        else:
+            row["paired_vs_best_count"] = None
+        if model in validation:
+            row["validation_ndcg@10"] = validation[model]
+        rows[model] = row
+    return rows, mismatched
 
 
 def sampled_figures(warehouse: Path, torch_models: list[str], rows: dict, test_users, negatives: int, config,
@@ -286,7 +309,7 @@ def show(name: str, figures: dict) -> None:
         print(f"published: {published['source']}")
 
 
-def main(argv: list[str] | None = None) -> int:
+def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data", type=Path, help="the data set (any input `recsys etl` reads); not with --warehouse")
     p.add_argument("--name", help="toys | sports | video (published figures), or any; default: from the file name")
@@ -299,6 +322,27 @@ def main(argv: list[str] | None = None) -> int:
                                                "default 100 where the published figures are sampled, else 0")
     p.add_argument("--device", default="auto", help="torch device of the sampled metric's scoring")
     p.add_argument("overrides", nargs="*", help="key=value for `recsys pipeline` (the run's, not with --warehouse)")
+    return p
+
+
+def run_pipeline(args, name: str) -> tuple[Path, list[str], int]:
+    """`recsys pipeline` into WORK/wh (resumed where it stopped): the warehouse, the command and its exit code."""
+    work = (args.work or REPO / ".bench" / "public" / name).resolve()
+    warehouse = work / "wh"
+    work.mkdir(parents=True, exist_ok=True)
+    args.run_date = args.run_date or default_run_date(warehouse)
+    command = pipeline_command(args.data.resolve(), work, args.run_date, args.overrides)
+    log = work / "pipeline.log"
+    print(f"{machine()}\n$ recsys {shlex.join(command)}\n(output in {log})", flush=True)
+    code, seconds = run_recsys(*command, log=log)
+    print(f"recsys pipeline: exit {code} after {seconds:.0f} s", flush=True)
+    if code != 0:  # a failed model is isolated: report the others, the same command again resumes
+        print(f"warning: the pipeline exited {code} (see {log}); the same command resumes it", file=sys.stderr)
+    return warehouse, command, code
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = parser()
     args = p.parse_intermixed_args(argv)
     if args.warehouse and (args.data or args.overrides or args.work):
         p.error("--warehouse reads a finished run: no --data, --work or overrides with it")
@@ -316,19 +360,9 @@ def main(argv: list[str] | None = None) -> int:
         if not args.data.exists():
             p.error(f"--data {args.data}: not found")
         name = args.name or dataset_name(str(args.data))
-        work = (args.work or REPO / ".bench" / "public" / name).resolve()
-        warehouse = work / "wh"
-        work.mkdir(parents=True, exist_ok=True)
-        args.run_date = args.run_date or default_run_date(warehouse)
-        command = pipeline_command(args.data.resolve(), work, args.run_date, args.overrides)
-        log = work / "pipeline.log"
-        print(f"{machine()}\n$ recsys {shlex.join(command)}\n(output in {log})", flush=True)
-        code, seconds = run_recsys(*command, log=log)
-        print(f"recsys pipeline: exit {code} after {seconds:.0f} s", flush=True)
-        if code != 0:  # a failed model is isolated: report the others, the same command again resumes
-            print(f"warning: the pipeline exited {code} (see {log}); the same command resumes it", file=sys.stderr)
-            if not (warehouse / "metrics").is_dir():
-                return code
+        warehouse, command, code = run_pipeline(args, name)
+        if code != 0 and not (warehouse / "metrics").is_dir():
+            return code
     published = PUBLISHED.get(name)
     sampled = args.sampled if args.sampled is not None else (100 if published and published["sampled"] else 0)
     figures = report(warehouse, args.run_date, sampled, args.device)

@@ -87,6 +87,28 @@ def night_end_ms(warehouse: Path, run_date: str) -> int:
     return int(dt.datetime.fromisoformat(json.loads(lines[-1])["at"]).timestamp() * 1000) + 999
 
 
+def run_night(args, data: Path, warehouse: Path, work: Path, run_date: dt.date) -> subprocess.CompletedProcess:
+    """One night's `recsys pipeline` (forced, the given Spark models only, nothing removed by retention)."""
+    return subprocess.run([sys.executable, "-m", "jobs.cli", "pipeline", "--data", str(data), "--warehouse",
+                           str(warehouse), "--reports", str(work / "reports"), "--run-date", str(run_date),
+                           "--force", f"pipeline.spark_models=[{args.spark_models}]", "pipeline.torch_models=[]",
+                           "pipeline.k=20", "retention.days=36500"],
+                          cwd=REPO, capture_output=True, text=True,
+                          env={**os.environ, "RECSYS_DELTA_WRITER": os.environ.get("RECSYS_DELTA_WRITER",
+                                                                                   "delta-rs")})
+
+
+def replay_delta_bytes(warehouse: Path, results: dict, out: Path) -> None:
+    """Each night's Delta data bytes, without retention and with (current versions only), replayed from the logs."""
+    print("Delta tables only (data files, replayed from the logs): night, without retention, with (current "
+          "versions only)")
+    for night in results["nights"]:
+        added, current = delta_bytes_at(warehouse, night_end_ms(warehouse, night["run_date"]))
+        night["delta_without_bytes"], night["delta_with_bytes"] = added, current
+        print(f"  night {night['night']}: {added / 1e3:.0f} kB, {current / 1e3:.0f} kB")
+    out.write_text(json.dumps(results, indent=2))
+
+
 def main(argv=None) -> int:
     from recsys_spark.retention import folder_bytes
 
@@ -106,13 +128,7 @@ def main(argv=None) -> int:
     for night in range(len(results["nights"]), args.nights):
         run_date = first + dt.timedelta(days=night)
         start = time.monotonic()
-        proc = subprocess.run([sys.executable, "-m", "jobs.cli", "pipeline", "--data", str(data), "--warehouse",
-                               str(warehouse), "--reports", str(work / "reports"), "--run-date", str(run_date),
-                               "--force", f"pipeline.spark_models=[{args.spark_models}]", "pipeline.torch_models=[]",
-                               "pipeline.k=20", "retention.days=36500"],
-                              cwd=REPO, capture_output=True, text=True,
-                              env={**os.environ, "RECSYS_DELTA_WRITER": os.environ.get("RECSYS_DELTA_WRITER",
-                                                                                       "delta-rs")})
+        proc = run_night(args, data, warehouse, work, run_date)
         if proc.returncode != 0:
             print(proc.stdout[-2000:], proc.stderr[-2000:], file=sys.stderr)
             return 1
@@ -134,13 +150,7 @@ def main(argv=None) -> int:
         results["conditions"]["finished"] = time.strftime("%Y-%m-%dT%H:%M:%SZ")
         results["conditions"]["load_at_end"] = os.getloadavg()[0]
         out.write_text(json.dumps(results, indent=2))
-    print("Delta tables only (data files, replayed from the logs): night, without retention, with (current "
-          "versions only)")
-    for night in results["nights"]:
-        added, current = delta_bytes_at(warehouse, night_end_ms(warehouse, night["run_date"]))
-        night["delta_without_bytes"], night["delta_with_bytes"] = added, current
-        print(f"  night {night['night']}: {added / 1e3:.0f} kB, {current / 1e3:.0f} kB")
-    out.write_text(json.dumps(results, indent=2))
+    replay_delta_bytes(warehouse, results, out)
     last = results["nights"][-1]
     print(f"after {len(results['nights'])} nights: without retention {last['without_bytes'] / 1e6:.2f} MB, with "
           f"{last['with_bytes'] / 1e6:.2f} MB predicted, {results['after_retention_bytes'] / 1e6:.2f} MB after a "

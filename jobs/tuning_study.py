@@ -197,7 +197,7 @@ def tune(warehouse: str | Path, model_name: str, trials: int, timeout: float | N
     import optuna
     from mlflow.tracking import MlflowClient
 
-    from recsys_spark.evaluate import EvaluateConfig, evaluate
+    from recsys_spark.evaluate import EvaluateConfig
     from recsys_spark.session import get_spark
 
     model = tunable(model_name)
@@ -213,68 +213,118 @@ def tune(warehouse: str | Path, model_name: str, trials: int, timeout: float | N
     spark = get_spark(f"recsys-tune-{model.name}", conf=cfg.get("spark") or {})
     evaluate_config = EvaluateConfig(ks=[10], bootstrap_resamples=0)
 
+    study = open_study(root, model.name, seed)
+    parent_id = study_run_id(study, client, tracking["MLFLOW_EXPERIMENT_ID"], model.name)
+    runner = TrialRunner(model, space, warehouse, root, run_layer, env_name, client, tracking, parent_id, spark,
+                         evaluate_config)
+    finished = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
+    remaining = trials - len(study.get_trials(deepcopy=False, states=finished))
+    if remaining > 0:
+        study.optimize(runner.objective, n_trials=remaining, timeout=timeout, catch=())
+    return write_best(study, model.name, Path(out) if out else root / model.name / "best.yaml", client, parent_id)
+
+
+def open_study(root: Path, model_name: str, seed: int):
+    """The model's study in <root>/optuna.db, created or resumed; a trial left running by a killed process is marked
+    failed and queued again with its values."""
+    import optuna
+
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.create_study(
-        study_name=model.name, storage=f"sqlite:///{root / 'optuna.db'}", direction="maximize",
+        study_name=model_name, storage=f"sqlite:///{root / 'optuna.db'}", direction="maximize",
         sampler=optuna.samplers.TPESampler(seed=seed), pruner=optuna.pruners.MedianPruner(n_startup_trials=2),
         load_if_exists=True)
     for stale in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
         study.tell(stale.number, state=optuna.trial.TrialState.FAIL)  # its process was killed: try it again
         study.enqueue_trial(stale.params)
+    return study
+
+
+def study_run_id(study, client, experiment_id: str, model_name: str) -> str:
+    """The study's MLflow run (the trials' parent), made the first time and remembered in the study."""
     parent_id = study.user_attrs.get("mlflow_run_id")
     if parent_id is None:
-        parent_id = client.create_run(tracking["MLFLOW_EXPERIMENT_ID"], run_name=f"tune-{model.name}",
+        parent_id = client.create_run(experiment_id, run_name=f"tune-{model_name}",
                                       tags={"recsys.step": "tune"}).info.run_id
         study.set_user_attr("mlflow_run_id", parent_id)
-        client.log_param(parent_id, "model", model.name)
+        client.log_param(parent_id, "model", model_name)
+    return parent_id
 
-    def objective(trial) -> float:
-        values = suggest(trial, space)
-        trial_dir = root / model.name / f"trial-{trial.number}"
+
+@dataclass
+class TrialRunner:
+    """What every trial of one study shares; `objective` runs one trial."""
+
+    model: catalogue.Model
+    space: list[Param]
+    warehouse: Path
+    root: Path
+    run_layer: dict
+    env_name: str
+    client: object  # mlflow's MlflowClient
+    tracking: dict
+    parent_id: str
+    spark: object
+    evaluate_config: object
+
+    def objective(self, trial) -> float:
+        import optuna
+
+        values = suggest(trial, self.space)
+        trial_dir = self.root / self.model.name / f"trial-{trial.number}"
         shutil.rmtree(trial_dir, ignore_errors=True)
-        link_inputs(warehouse, trial_dir)
+        link_inputs(self.warehouse, trial_dir)
         layer_file = trial_dir / "trial.yaml"
-        layer_file.write_text(yaml.safe_dump(merge(run_layer, as_layer(values)), sort_keys=True))
-        run = client.create_run(tracking["MLFLOW_EXPERIMENT_ID"], run_name=f"trial-{trial.number}",
-                                tags={"mlflow.parentRunId": parent_id, "recsys.step": "tune-trial"})
-        run_id = run.info.run_id
-        for key, value in values.items():
-            client.log_param(run_id, key, value)
-        env = {**tracking, PARENT_ENV: run_id}
+        layer_file.write_text(yaml.safe_dump(merge(self.run_layer, as_layer(values)), sort_keys=True))
+        run_id = self.trial_run_id(trial.number, values)
 
         def report(step: int, value: float) -> bool:
             trial.report(value, step)
-            client.log_metric(run_id, "val_ndcg_10_trainer", value, step=step)
+            self.client.log_metric(run_id, "val_ndcg_10_trainer", value, step=step)
             return trial.should_prune()
 
         status = "FAILED"
         try:
-            for step in trial_steps(model, trial_dir, layer_file, env_name):
-                history = trial_dir / "models" / model.name / "history.json" if step.runtime == "torch" else None
-                run_trial_step(step, trial_dir, env, history, report)
-            value = evaluate(spark, trial_dir, model.name, RUN_DATE, evaluate_config, split="validation").value(
-                model.name, "ndcg", 10, "validation")
-            client.log_metric(run_id, "validation_ndcg_at_10", value)
+            value = self.run_trial(trial_dir, layer_file, {**self.tracking, PARENT_ENV: run_id}, report)
+            self.client.log_metric(run_id, "validation_ndcg_at_10", value)
             status = "FINISHED"
             return value
         except Pruned:
             status = "KILLED"
             raise optuna.TrialPruned() from None
         finally:
-            client.set_terminated(run_id, status)
+            self.client.set_terminated(run_id, status)
             shutil.rmtree(trial_dir, ignore_errors=True)
 
-    finished = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
-    remaining = trials - len(study.get_trials(deepcopy=False, states=finished))
-    if remaining > 0:
-        study.optimize(objective, n_trials=remaining, timeout=timeout, catch=())
+    def trial_run_id(self, number: int, values: dict) -> str:
+        """A trial's MLflow run, nested in the study's, with the trial's values as its params."""
+        run = self.client.create_run(self.tracking["MLFLOW_EXPERIMENT_ID"], run_name=f"trial-{number}",
+                                     tags={"mlflow.parentRunId": self.parent_id, "recsys.step": "tune-trial"})
+        for key, value in values.items():
+            self.client.log_param(run.info.run_id, key, value)
+        return run.info.run_id
+
+    def run_trial(self, trial_dir: Path, layer_file: Path, env: dict, report) -> float:
+        """The model's steps in the trial warehouse, then its validation NDCG@10."""
+        from recsys_spark.evaluate import evaluate
+
+        for step in trial_steps(self.model, trial_dir, layer_file, self.env_name):
+            history = trial_dir / "models" / self.model.name / "history.json" if step.runtime == "torch" else None
+            run_trial_step(step, trial_dir, env, history, report)
+        return evaluate(self.spark, trial_dir, self.model.name, RUN_DATE, self.evaluate_config,
+                        split="validation").value(self.model.name, "ndcg", 10, "validation")
+
+
+def write_best(study, model_name: str, best_file: Path, client, parent_id: str) -> TuneResult:
+    """The best values as a config layer file (logged to the study's run), and the study's counts."""
+    import optuna
+
     states = [t.state for t in study.get_trials(deepcopy=False)]
     complete = states.count(optuna.trial.TrialState.COMPLETE)
     if complete == 0:
-        raise ConfigError(f"the study of {model.name} has no completed trial yet")
-    best_file = Path(out) if out else root / model.name / "best.yaml"
+        raise ConfigError(f"the study of {model_name} has no completed trial yet")
     best_file.parent.mkdir(parents=True, exist_ok=True)
-    header = (f"# recsys tune --model {model.name}: best of {complete} trials, validation NDCG@10 "
+    header = (f"# recsys tune --model {model_name}: best of {complete} trials, validation NDCG@10 "
               f"{study.best_value:.4f} (trial {study.best_trial.number}); use: recsys pipeline --config {best_file}\n")
     best_file.write_text(header + yaml.safe_dump(as_layer(study.best_params), sort_keys=True))
     client.log_metric(parent_id, "best_validation_ndcg_at_10", study.best_value)

@@ -14,8 +14,9 @@ never shift one another's numbers. This module runs them in order and writes the
 """
 from __future__ import annotations
 
+import contextlib
 import json
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -39,6 +40,35 @@ def generate(out_dir, n_users: int = 162_541, n_items: int = 59_047, n_ratings: 
     """Write the MovieLens-shaped files into out_dir and return summary counts. `config` overrides the keywords."""
     cfg = config or GeneratorConfig(n_users=n_users, n_items=n_items, n_ratings=n_ratings, seed=seed,
                                     corrupt_fraction=corrupt_fraction)
+    out = make_out_dir(out_dir)
+    movies = build_movies(cfg)
+    counts = allocate_user_counts(cfg)
+    known = np.zeros(int(movies.movie_ids[-1]) + 1, bool)
+    known[movies.movie_ids] = True
+
+    checksums: dict[str, str] = {}
+    bad_lines: dict[str, list] = {"ratings.csv": [], "movies.csv": []}
+    tag_rng = rng_for(cfg, 6)
+    ratings = write_ratings(out, cfg, movies, counts, known, tag_rng, bad_lines["ratings.csv"], progress)
+    checksums["ratings.csv"] = ratings.digest
+
+    n_tags = write_tags(out, cfg, movies, ratings.tag_parts, ratings.rated, tag_rng, checksums)
+    n_movie_lines = write_movies_and_links(out, cfg, movies, known, bad_lines["movies.csv"], checksums)
+    write_text(out / "README.txt", readme(cfg).encode(), checksums)
+    write_corruptions(out, cfg, bad_lines, checksums)
+    (out / "SHA256SUMS").write_text("".join(f"{digest}  {name}\n" for name, digest in sorted(checksums.items())))
+
+    return {
+        "out_dir": str(out), "users": cfg.n_users, "movies": cfg.n_items, "ratings": cfg.n_ratings,
+        "rated_movies": int((ratings.rated > 0).sum()), "tags": n_tags, "links": cfg.n_items,
+        "ratings_lines": ratings.lines_written - 1, "movies_lines": n_movie_lines,
+        "bad_ratings_rows": len(bad_lines["ratings.csv"]), "bad_movies_rows": len(bad_lines["movies.csv"]),
+        "min_ratings_per_user": int(counts.min()), "max_ratings_per_user": int(counts.max()),
+        "config": asdict(cfg),
+    }
+
+
+def make_out_dir(out_dir) -> Path:
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
         raise GenerateError(f"--out {out} exists and is not a directory")
@@ -46,33 +76,32 @@ def generate(out_dir, n_users: int = 162_541, n_items: int = 59_047, n_ratings: 
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise GenerateError(f"cannot create --out {out}: {exc.strerror}") from None
-    eol = cfg.line_terminator
+    return out
 
-    movies = build_movies(cfg)
-    counts = allocate_user_counts(cfg)
+
+@dataclass
+class WrittenRatings:
+    """What writing ratings.csv leaves for the later files: its checksum and line count, each movie's number of
+    ratings, and each chunk's tag draws."""
+
+    digest: str
+    lines_written: int
+    rated: np.ndarray
+    tag_parts: list[tuple[np.ndarray, ...]]
+
+
+def write_ratings(out: Path, cfg: GeneratorConfig, movies, counts: np.ndarray, known: np.ndarray, tag_rng,
+                  bad_lines: list, progress: bool) -> WrittenRatings:
+    """ratings.csv, a chunk of users at a time, with the planted bad rows; `bad_lines` gets [line, reason]s."""
+    eol = cfg.line_terminator
     plan = plan_corruption(cfg)
     corrupt_rng = rng_for(cfg, 5)
-    tag_rng = rng_for(cfg, 6)
-    known = np.zeros(int(movies.movie_ids[-1]) + 1, bool)
-    known[movies.movie_ids] = True
-
-    checksums: dict[str, str] = {}
-    bad_lines: dict[str, list] = {"ratings.csv": [], "movies.csv": []}
     rated = np.zeros(len(movies.movie_ids), np.int64)
     tag_parts: list[tuple[np.ndarray, ...]] = []
     ratings_file = HashedFile(out / "ratings.csv")
     ratings_file.write(f"userId,movieId,rating,timestamp{eol}".encode())
     lines_written, rows_done = 1, 0
-
-    bar = None
-    if progress:
-        from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
-
-        bar = Progress(TextColumn("ratings.csv"), BarColumn(), TextColumn("{task.completed:,}/{task.total:,}"),
-                       TimeRemainingColumn())
-        task = bar.add_task("ratings", total=cfg.n_ratings)
-        bar.start()
-    try:
+    with progress_bar(progress, cfg.n_ratings) as advance:
         for chunk_index, first in enumerate(range(0, cfg.n_users, cfg.users_per_chunk)):
             chunk_counts = counts[first:first + cfg.users_per_chunk]
             chunk = simulate_chunk(movies, cfg, chunk_counts, chunk_index)
@@ -83,38 +112,58 @@ def generate(out_dir, n_users: int = 162_541, n_items: int = 59_047, n_ratings: 
             user_ids, movie_ids = user + first + 1, movies.movie_ids[item]
             rated += np.bincount(item, minlength=len(movies.movie_ids))
             clean = csv_lines([pa.array(user_ids), pa.array(movie_ids),
-                                pa.array(RATING_LABELS, pa.string()).take(pa.array(stars)), pa.array(ts)], eol)
+                               pa.array(RATING_LABELS, pa.string()).take(pa.array(stars)), pa.array(ts)], eol)
 
             lo, hi = np.searchsorted(plan.after_row, [rows_done, rows_done + len(user)])
             lines, bad_positions = insert_bad_rows(
                 corrupt_rng, movies, known, clean, plan.after_row[lo:hi] - rows_done, plan.reason[lo:hi],
                 user, user_ids, movie_ids, stars, ts, eol)
-            bad_lines["ratings.csv"] += [[int(lines_written + 1 + p), RATINGS_REASONS[r]]
-                                         for p, r in zip(bad_positions, plan.reason[lo:hi])]
+            bad_lines += [[int(lines_written + 1 + p), RATINGS_REASONS[r]]
+                          for p, r in zip(bad_positions, plan.reason[lo:hi])]
             ratings_file.write(concat_bytes(lines))
             lines_written += len(lines)
             rows_done += len(user)
             tag_parts.append(tags_for_chunk(tag_rng, cfg, movies, user_ids, item, ts, first, len(chunk_counts)))
-            if bar is not None:
-                bar.update(task, advance=len(user))
-    finally:
-        if bar is not None:
-            bar.stop()
-    checksums["ratings.csv"] = ratings_file.close()
+            advance(len(user))
+    return WrittenRatings(ratings_file.close(), lines_written, rated, tag_parts)
 
-    n_tags = write_tags(out, cfg, movies, tag_parts, rated, tag_rng, checksums)
+
+@contextlib.contextmanager
+def progress_bar(progress: bool, total: int):
+    """Yields advance(n): a rich progress bar over ratings.csv's rows when `progress`, else a no-op."""
+    if not progress:
+        yield lambda n: None
+        return
+    from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+
+    bar = Progress(TextColumn("ratings.csv"), BarColumn(), TextColumn("{task.completed:,}/{task.total:,}"),
+                   TimeRemainingColumn())
+    task = bar.add_task("ratings", total=total)
+    bar.start()
+    try:
+        yield lambda n: bar.update(task, advance=n)
+    finally:
+        bar.stop()
+
+
+def write_movies_and_links(out: Path, cfg: GeneratorConfig, movies, known: np.ndarray, bad_lines: list,
+                           checksums: dict[str, str]) -> int:
+    """movies.csv (with its planted bad lines, listed in `bad_lines`) and links.csv; returns movies.csv's rows."""
+    eol = cfg.line_terminator
     movie_lines = [csv_text([["movieId", "title", "genres"]], eol)]
     movie_lines += [csv_text([[int(m), t, g]], eol) for m, t, g in zip(movies.movie_ids, movies.titles, movies.genres)]
     if cfg.corrupt_fraction > 0:
-        movie_lines = insert_bad_movie_lines(cfg, movies, known, movie_lines, bad_lines["movies.csv"])
+        movie_lines = insert_bad_movie_lines(cfg, movies, known, movie_lines, bad_lines)
     write_text(out / "movies.csv", b"".join(movie_lines), checksums)
-    n_movie_lines = len(movie_lines) - 1
     write_text(out / "links.csv", csv_text(
         [["movieId", "imdbId", "tmdbId"]] +
         [[int(m), f"{int(i):07d}", "" if t < 0 else int(t)] for m, i, t in zip(movies.movie_ids, movies.imdb_ids,
                                                                                 movies.tmdb_ids)], eol), checksums)
-    write_text(out / "README.txt", readme(cfg).encode(), checksums)
+    return len(movie_lines) - 1
 
+
+def write_corruptions(out: Path, cfg: GeneratorConfig, bad_lines: dict[str, list], checksums: dict[str, str]) -> None:
+    """corruptions.json: the planted bad rows, counted per file and reason, with their line numbers."""
     counts_by_reason = {name: {reason: sum(r == reason for _, r in bad_lines[name]) for reason in reasons}
                         for name, reasons in (("ratings.csv", RATINGS_REASONS), ("movies.csv", MOVIES_REASONS))}
     corruptions = {"seed": cfg.seed, "corrupt_fraction": cfg.corrupt_fraction,
@@ -122,17 +171,6 @@ def generate(out_dir, n_users: int = 162_541, n_items: int = 59_047, n_ratings: 
                    "counts": counts_by_reason, "lines": bad_lines}
     text = "{\n" + ",\n".join(f" {json.dumps(k)}: {json.dumps(v)}" for k, v in corruptions.items()) + "\n}\n"
     write_text(out / "corruptions.json", text.encode(), checksums)
-    (out / "SHA256SUMS").write_text("".join(f"{digest}  {name}\n" for name, digest in sorted(checksums.items())))
-
-    return {
-        "out_dir": str(out), "users": cfg.n_users, "movies": cfg.n_items, "ratings": cfg.n_ratings,
-        "rated_movies": int((rated > 0).sum()), "tags": n_tags, "links": cfg.n_items,
-        "ratings_lines": lines_written - 1, "movies_lines": n_movie_lines,
-        "bad_ratings_rows": len(bad_lines["ratings.csv"]), "bad_movies_rows": len(bad_lines["movies.csv"]),
-        "min_ratings_per_user": int(counts.min()), "max_ratings_per_user": int(counts.max()),
-        "config": asdict(cfg),
-    }
-
 
 
 def readme(cfg: GeneratorConfig) -> str:

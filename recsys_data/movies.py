@@ -111,13 +111,40 @@ class Movies:
 
 
 def build_movies(cfg: GeneratorConfig) -> Movies:
+    # One stream for every draw below but the titles: the order of the draws is part of the output.
     rng = rng_for(cfg, 1)
     n = cfg.n_items
     max_id = max(n, int(round(n * ML_ID_SPAN)))
     movie_ids = np.sort(rng.choice(max_id, size=n, replace=False) + 1).astype(np.int64)
 
     weight = (rng.permutation(n) + 1.0 + n / 1200) ** -cfg.popularity_exponent  # head flattens with size
+    genre_mask, primary = _draw_genres(rng, n)
+    years = np.clip(np.round(2019 - rng.gamma(1.3, 18.0, size=n)), 1891, 2019).astype(np.int64)
+    title_rng = rng_for(cfg, 2)
+    base_titles = [_make_title(title_rng) for _ in range(n)]
+    franchise_head, franchise_next, titles = _make_franchises(rng, weight, years, genre_mask, primary, base_titles)
 
+    popularity = weight / weight.sum()
+    log_pop = np.log(popularity)
+    quality = rng.normal(0.0, 0.45, n) + 0.2 * (log_pop - log_pop.mean()) / (log_pop.std() + 1e-12)
+
+    sampler = Sampler.build(popularity, genre_mask)
+    successors, successor_cdf, continue_prob = _transition_graph(rng, cfg, sampler, primary, franchise_next)
+
+    missing_year = rng.random(n) < 0.0015
+    names = np.array(GENRES, dtype=object)
+    imdb_ids, tmdb_ids = _link_ids(rng, years)
+    return Movies(
+        movie_ids=movie_ids, popularity=popularity, quality=quality, genre_mask=genre_mask, primary_genre=primary,
+        sampler=sampler, successors=successors, successor_cdf=successor_cdf, continue_prob=continue_prob,
+        franchise_head=franchise_head,
+        titles=[t if missing_year[i] else f"{t} ({years[i]})" for i, t in enumerate(titles)],
+        genres=["|".join(names[row]) if row.any() else NO_GENRES for row in genre_mask],
+        imdb_ids=imdb_ids, tmdb_ids=tmdb_ids)
+
+
+def _draw_genres(rng: np.random.Generator, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """Each movie's genre mask (n, 19) and primary genre (-1: `(no genres listed)`)."""
     n_genres = rng.choice(len(GENRE_COUNT_PROBS), size=n, p=GENRE_COUNT_PROBS) + 1
     keys = np.log(GENRE_WEIGHTS / GENRE_WEIGHTS.sum()) + rng.gumbel(size=(n, len(GENRES)))
     order = np.argsort(-keys, axis=1)  # genres drawn without replacement, by ML frequency
@@ -126,12 +153,15 @@ def build_movies(cfg: GeneratorConfig) -> Movies:
     no_genres = rng.random(n) < 0.0035
     genre_mask[no_genres] = False
     primary[no_genres] = -1
+    return genre_mask, primary
 
-    years = np.clip(np.round(2019 - rng.gamma(1.3, 18.0, size=n)), 1891, 2019).astype(np.int64)
-    title_rng = rng_for(cfg, 2)
-    base_titles = [_make_title(title_rng) for _ in range(n)]
 
-    # Franchises: series of 2-6 films; the most popular member becomes the first film.
+def _make_franchises(rng: np.random.Generator, weight: np.ndarray, years: np.ndarray, genre_mask: np.ndarray,
+                     primary: np.ndarray, base_titles: list[str]) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """Series of 2-6 films; the most popular member becomes the first film. A series shares its first film's
+    genres, and `weight`, `years`, `genre_mask` and `primary` are changed in place. Returns each movie's first film
+    and next film (-1 outside franchises) and the titles, sequels renamed."""
+    n = len(weight)
     franchise_head = np.full(n, -1, dtype=np.int64)
     franchise_next = np.full(n, -1, dtype=np.int64)
     sizes = []
@@ -151,14 +181,14 @@ def build_movies(cfg: GeneratorConfig) -> Movies:
         base = base_titles[head].split(", ")[0] if ", " in base_titles[head] else base_titles[head]
         for k, item in enumerate(series[1:], start=2):
             titles[item] = f"{base} {k}" if rng.random() < 0.6 else f"{base} {k}: {rng.choice(_SEQUEL_SUBTITLES)}"
+    return franchise_head, franchise_next, titles
 
-    popularity = weight / weight.sum()
-    log_pop = np.log(popularity)
-    quality = rng.normal(0.0, 0.45, n) + 0.2 * (log_pop - log_pop.mean()) / (log_pop.std() + 1e-12)
 
-    sampler = Sampler.build(popularity, genre_mask)
-
-    # Transition graph: 3 preferred successors per movie, mostly from the movie's own genre.
+def _transition_graph(rng: np.random.Generator, cfg: GeneratorConfig, sampler: Sampler, primary: np.ndarray,
+                      franchise_next: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """3 preferred successors per movie, mostly from the movie's own genre; a franchise film's first successor is
+    the next film. Returns the successors, their cdf and each movie's probability of continuing."""
+    n = len(primary)
     in_genre = sampler.in_genre(rng, np.repeat(np.maximum(primary, 0), 3)).reshape(n, 3)
     anywhere = sampler.popular(rng, 3 * n).reshape(n, 3)
     successors = np.where((rng.random((n, 3)) < 0.65) & (primary >= 0)[:, None], in_genre, anywhere)
@@ -170,19 +200,15 @@ def build_movies(cfg: GeneratorConfig) -> Movies:
     successors[in_series, 0] = franchise_next[in_series]
     successor_cdf[in_series] = [0.90, 0.97, 1.0]
     continue_prob[in_series] = cfg.franchise_continue_prob
+    return successors, successor_cdf, continue_prob
 
-    missing_year = rng.random(n) < 0.0015
-    names = np.array(GENRES, dtype=object)
-    # imdb ids grow with release year, as on IMDb; tmdb ids are unrelated; 0.1% of movies lack a tmdb id.
+
+def _link_ids(rng: np.random.Generator, years: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """imdb ids grow with release year, as on IMDb; tmdb ids are unrelated; 0.1% of movies lack a tmdb id (-1)."""
+    n = len(years)
     imdb_ids = np.empty(n, np.int64)
     imdb_ids[np.argsort(years + rng.normal(0, 8, n), kind="stable")] = np.sort(
         rng.choice(9_999_999, size=n, replace=False) + 1)
     tmdb_ids = rng.choice(max(700_000, 2 * n), size=n, replace=False) + 2
     tmdb_ids[rng.random(n) < 0.001] = -1
-    return Movies(
-        movie_ids=movie_ids, popularity=popularity, quality=quality, genre_mask=genre_mask, primary_genre=primary,
-        sampler=sampler, successors=successors, successor_cdf=successor_cdf, continue_prob=continue_prob,
-        franchise_head=franchise_head,
-        titles=[t if missing_year[i] else f"{t} ({years[i]})" for i, t in enumerate(titles)],
-        genres=["|".join(names[row]) if row.any() else NO_GENRES for row in genre_mask],
-        imdb_ids=imdb_ids, tmdb_ids=tmdb_ids)
+    return imdb_ids, tmdb_ids

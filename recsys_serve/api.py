@@ -17,7 +17,7 @@ import logging
 import re
 import time
 from pathlib import Path as FilePath
-from typing import Annotated
+from typing import Annotated, Callable
 
 from fastapi import FastAPI, Path, Query, Request
 from fastapi.concurrency import run_in_threadpool
@@ -68,6 +68,9 @@ RunDate = Annotated[str | None, Query(pattern=DATE_PATTERN, json_schema_extra={"
 TopK = Annotated[int, Query(ge=1, le=MAX_K, description="list length")]
 
 
+StoreGetter = Callable[[], Store]
+
+
 def create_app(warehouse: str | FilePath, reload_interval: float = 10.0, reports: str | FilePath | None = None,
                history_len: int = 10, allowed_hosts: list[str] | tuple[str, ...] = LOOPBACK_HOSTS,
                checkpoint_interval: float = 1.0, torch_threads: int | None = None) -> FastAPI:
@@ -78,6 +81,31 @@ def create_app(warehouse: str | FilePath, reload_interval: float = 10.0, reports
     `checkpoint_interval`: how often (seconds) a real-time request looks whether a sequence model's checkpoint was
     replaced; `torch_threads`: torch's intra-op threads for them (None: torch's default)."""
     state: dict = {}
+    lifespan = serving_lifespan(state, warehouse, reload_interval, history_len, checkpoint_interval, torch_threads)
+    app = FastAPI(title="recsys", version="1", lifespan=lifespan,
+                  description="Read-only API over the nightly recommendations warehouse (Delta tables).")
+    app.add_middleware(TrustedHostMiddleware, allowed_hosts=host_patterns(allowed_hosts))
+    app.mount("/static", StaticFiles(directory=STATIC), name="static")
+    add_error_handlers(app)
+
+    def store() -> Store:
+        return state["store"]
+
+    def realtime_scorer() -> Realtime:
+        return state["realtime"]
+
+    # The order of registration is the order of the OpenAPI schema's paths.
+    add_status_routes(app, store, reports)
+    add_browse_routes(app, store)
+    add_list_routes(app, store)
+    add_realtime_routes(app, store, realtime_scorer)
+    add_report_routes(app, reports)
+    return app
+
+
+def serving_lifespan(state: dict, warehouse: str | FilePath, reload_interval: float, history_len: int,
+                     checkpoint_interval: float, torch_threads: int | None):
+    """The app's lifespan: puts the Store and the Realtime scorer in `state` at start-up, stops them at shutdown."""
 
     @contextlib.asynccontextmanager
     async def lifespan(_app: FastAPI):
@@ -95,10 +123,11 @@ def create_app(warehouse: str | FilePath, reload_interval: float = 10.0, reports
             store.stop()
             store.warehouse.close()
 
-    app = FastAPI(title="recsys", version="1", lifespan=lifespan,
-                  description="Read-only API over the nightly recommendations warehouse (Delta tables).")
-    app.add_middleware(TrustedHostMiddleware, allowed_hosts=host_patterns(allowed_hosts))
-    app.mount("/static", StaticFiles(directory=STATIC), name="static")
+    return lifespan
+
+
+def add_error_handlers(app: FastAPI) -> None:
+    """Every error answered as one line, {"detail": ...}, under its status code."""
 
     @app.exception_handler(NotFound)
     async def not_found(_request: Request, exc: NotFound):
@@ -116,8 +145,9 @@ def create_app(warehouse: str | FilePath, reload_interval: float = 10.0, reports
     async def invalid(_request: Request, exc: RequestValidationError):
         return JSONResponse({"detail": one_line(exc)}, status_code=422)
 
-    def store() -> Store:
-        return state["store"]
+
+def add_status_routes(app: FastAPI, store: StoreGetter, reports: str | FilePath | None) -> None:
+    """The web page, /health and /models."""
 
     @app.get("/", include_in_schema=False)
     async def page():
@@ -125,23 +155,17 @@ def create_app(warehouse: str | FilePath, reload_interval: float = 10.0, reports
 
     @app.get("/health", response_model=r.Health, responses=UNAVAILABLE)
     async def health():
-        s = store()
-        snap = s.snapshot  # none loaded yet: 503 with the reason
-        now = time.time()
-        return {"status": "stale" if s.failing else "ok", "run_date": snap.run_date,
-                "committed_at": timestamp(snap.committed_at),
-                "age_s": round(now - snap.committed_at, 1) if snap.committed_at is not None else None,
-                "loaded_at": timestamp(snap.loaded_at), "checked_at": timestamp(s.checked_at),
-                "last_error": s.last_error, "last_error_at": timestamp(s.last_error_at),
-                "models": len(snap.latest), "users": len(snap.histories.user_ids),
-                "movies": len(snap.movies.movie_ids), "reloads": s.reloads, "versions": snap.versions,
-                "published_run": published_run(snap)}
+        return health_body(store())
 
     @app.get("/models", response_model=r.Models, responses=UNAVAILABLE)
     async def models():
         snap = store().snapshot
         return {"models": [model_info(store(), snap, name) for name in snap.latest],
                 "report_plots": [p.value for p in ReportPlot if latest_report(reports, p) is not None]}
+
+
+def add_browse_routes(app: FastAPI, store: StoreGetter) -> None:
+    """The user and movie searches the web page's pickers use."""
 
     @app.get("/users", response_model=r.Users, responses=ERRORS)
     async def users(prefix: Annotated[str, Query(pattern=r"^[0-9]{0,19}$", description="userId starts with")] = "",
@@ -157,6 +181,10 @@ def create_app(warehouse: str | FilePath, reload_interval: float = 10.0, reports
         cat = store().snapshot.movies
         found = cat.search(q.strip() or q)
         return {"movies": [cat.movie(p) for p in found[:limit]], "total": len(found)}
+
+
+def add_list_routes(app: FastAPI, store: StoreGetter) -> None:
+    """What the nightly wrote: a user's list, a movie's neighbours, the drift report."""
 
     @app.get("/users/{userId}/recommendations", response_model=r.Recommendations, responses=ERRORS)
     async def recommendations(userId: Annotated[int, Path(ge=0, le=MAX_ID)], model: ModelName,  # noqa: N803
@@ -176,35 +204,31 @@ def create_app(warehouse: str | FilePath, reload_interval: float = 10.0, reports
 
     @app.get("/items/{movieId}/similar", response_model=r.Similar, responses=ERRORS)
     def similar(movieId: Annotated[int, Path(ge=0, le=MAX_ID)], model: ModelName, k: TopK = 10):  # noqa: N803
-        s = store()
-        snap = s.snapshot
-        pos = snap.movies.position(movieId)
-        if pos is None:
-            raise NotFound(f"unknown movie {movieId}")
-        vectors = s.vectors(snap, model)
-        found = vectors.similar(pos, k)
-        if found is None:
-            raise NotFound(f"movie {movieId} has no vector in {model}'s {vectors.source}")
-        cat = snap.movies
-        return shaped_json({"model": model, "source": vectors.source, "run_date": vectors.run_date,
-                            "item": cat.movie(pos), "items": [{**cat.movie(p), "rank": i + 1, "similarity": float(c)}
-                                                              for i, (p, c) in enumerate(zip(*found))]})
+        return shaped_json(similar_items(store(), movieId, model, k))
 
     @app.get("/drift", response_model=r.Drift, responses=ERRORS)
     def drift(run_date: RunDate = None):
         """How far a run's input and lists moved from the last published run's (the nightly's drift step)."""
         return drift_report(store().warehouse, parse_date(run_date))
 
+
+def add_realtime_routes(app: FastAPI, store: StoreGetter, realtime_scorer: Callable[[], Realtime]) -> None:
+    """Lists for histories posted now (docs/SERVING.md, Real-time lists)."""
+
     @app.post("/recommendations", response_model=r.RealtimeList, responses=BODY_ERRORS)
     def realtime(body: r.RealtimeRequest):
         """The model's top-k for a history posted now (docs/SERVING.md, Real-time lists)."""
-        return state["realtime"].lists(body.model, [body], body.k, store().snapshot)[0]
+        return realtime_scorer().lists(body.model, [body], body.k, store().snapshot)[0]
 
     @app.post("/recommendations/batch", response_model=r.RealtimeBatch, responses=BODY_ERRORS)
     def realtime_batch(body: r.RealtimeBatchRequest):
         """Many histories at once; a sequence model scores them in one forward."""
         return {"model": body.model, "k": body.k,
-                "lists": state["realtime"].lists(body.model, body.requests, body.k, store().snapshot, batch=True)}
+                "lists": realtime_scorer().lists(body.model, body.requests, body.k, store().snapshot, batch=True)}
+
+
+def add_report_routes(app: FastAPI, reports: str | FilePath | None) -> None:
+    """The comparison report's plots."""
 
     @app.get("/report/{plot}", response_class=FileResponse, responses=ERRORS)
     async def report_plot(plot: ReportPlot):
@@ -212,8 +236,6 @@ def create_app(warehouse: str | FilePath, reload_interval: float = 10.0, reports
         if path is None:
             raise NotFound(f"no comparison report has {plot.value} (the pipeline writes reports/<run_date>/)")
         return FileResponse(path, media_type="image/png")
-
-    return app
 
 
 def host_patterns(hosts) -> list[str]:
@@ -226,6 +248,34 @@ def host_patterns(hosts) -> list[str]:
         if host:
             patterns.append(host)
     return patterns
+
+
+def health_body(s: Store) -> dict:
+    snap = s.snapshot  # none loaded yet: 503 with the reason
+    now = time.time()
+    return {"status": "stale" if s.failing else "ok", "run_date": snap.run_date,
+            "committed_at": timestamp(snap.committed_at),
+            "age_s": round(now - snap.committed_at, 1) if snap.committed_at is not None else None,
+            "loaded_at": timestamp(snap.loaded_at), "checked_at": timestamp(s.checked_at),
+            "last_error": s.last_error, "last_error_at": timestamp(s.last_error_at),
+            "models": len(snap.latest), "users": len(snap.histories.user_ids),
+            "movies": len(snap.movies.movie_ids), "reloads": s.reloads, "versions": snap.versions,
+            "published_run": published_run(snap)}
+
+
+def similar_items(s: Store, movie_id: int, model: str, k: int) -> dict:
+    snap = s.snapshot
+    pos = snap.movies.position(movie_id)
+    if pos is None:
+        raise NotFound(f"unknown movie {movie_id}")
+    vectors = s.vectors(snap, model)
+    found = vectors.similar(pos, k)
+    if found is None:
+        raise NotFound(f"movie {movie_id} has no vector in {model}'s {vectors.source}")
+    cat = snap.movies
+    return {"model": model, "source": vectors.source, "run_date": vectors.run_date,
+            "item": cat.movie(pos), "items": [{**cat.movie(p), "rank": i + 1, "similarity": float(c)}
+                                              for i, (p, c) in enumerate(zip(*found))]}
 
 
 def timestamp(seconds: float | None) -> dt.datetime | None:
