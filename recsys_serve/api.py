@@ -58,10 +58,14 @@ class ReportPlot(str, enum.Enum):
     drift = "drift.png"
 
 
-# A model's name: the catalogue (read per request, so a model declared at run time is served) says which exist.
-MODEL_PATTERN = "^[a-z][a-z0-9_]{0,63}$"
-ModelName = Annotated[str, Query(pattern=MODEL_PATTERN,
-                                 description="a model of the catalogue (recsys_core/catalogue.py): GET /models")]
+
+
+def model_query():
+    """The `model` parameter: the catalogue's names, and als_<name> for an ALS fitted under another name, as the
+    catalogue stands when the app is made (a model declared at run time included): the schema says exactly what
+    exists."""
+    pattern = "^(?:" + "|".join(catalogue.names()) + "|" + catalogue.ALS_VARIANT_PATTERN + ")$"
+    return Query(pattern=pattern, description="a model of the catalogue (recsys_core/catalogue.py)")
 # Text checked here rather than pydantic's date, which also takes a number as seconds since 1970.
 RunDate = Annotated[str | None, Query(pattern=DATE_PATTERN, json_schema_extra={"format": "date"},
                                       description="YYYY-MM-DD; default: the latest")]
@@ -187,7 +191,7 @@ def add_list_routes(app: FastAPI, store: StoreGetter) -> None:
     """What the nightly wrote: a user's list, a movie's neighbours, the drift report."""
 
     @app.get("/users/{userId}/recommendations", response_model=r.Recommendations, responses=ERRORS)
-    async def recommendations(userId: Annotated[int, Path(ge=0, le=MAX_ID)], model: ModelName,  # noqa: N803
+    async def recommendations(userId: Annotated[int, Path(ge=0, le=MAX_ID)], model: str = model_query(),  # noqa: N803
                               k: TopK = 10,
                               run_date: RunDate = None):
         s = store()
@@ -203,7 +207,8 @@ def add_list_routes(app: FastAPI, store: StoreGetter) -> None:
         return shaped_json(user_lists(snap, lists, userId, user, model, k))
 
     @app.get("/items/{movieId}/similar", response_model=r.Similar, responses=ERRORS)
-    def similar(movieId: Annotated[int, Path(ge=0, le=MAX_ID)], model: ModelName, k: TopK = 10):  # noqa: N803
+    def similar(movieId: Annotated[int, Path(ge=0, le=MAX_ID)], model: str = model_query(),  # noqa: N803
+                k: TopK = 10):
         return shaped_json(similar_items(store(), movieId, model, k))
 
     @app.get("/drift", response_model=r.Drift, responses=ERRORS)
