@@ -20,6 +20,7 @@ from recsys_spark.baselines.markov import (MarkovConfig, recommend_ar2, recommen
 from recsys_spark.baselines.popularity import PopularityConfig, item_popularity, recommend_popularity
 from recsys_core import catalogue
 from recsys_core.config import Config
+from recsys_core.ties import Ties
 from recsys_spark.delta import read_table, table_path, write_table
 from recsys_spark.errors import ConfigError, RecsysError
 from recsys_spark.recommendations import (LIST_SPLITS, as_of_validation, list_table, new_run_id,
@@ -42,6 +43,7 @@ class TrainTables:
     users: DataFrame
     popularity: DataFrame
     config: "BaselinesConfig"
+    ties: Ties  # the ETL's tie policy (etl_report.json): the order of equal scores in every list
     split: str = "test"  # the list these tables make: test, or validation (as_of)
     fitted: dict = field(default_factory=dict)  # fitted once, shared with the validation view
 
@@ -97,7 +99,7 @@ class TrainTables:
         users = read_table(spark, table_path(path, "users"))
         # Small (one row per item) and used by every model: computed once.
         popularity = item_popularity(interactions, items, config.popularity.recent_days).cache()
-        return cls(spark, path, interactions, items, users, popularity, config)
+        return cls(spark, path, interactions, items, users, popularity, config, Ties.of_warehouse(warehouse))
 
     def close(self) -> None:
         self.popularity.unpersist()
@@ -108,18 +110,19 @@ class TrainTables:
 # What computes each baseline of the catalogue (recsys_core.catalogue names them; tests/test_catalogue.py checks that
 # every name has one): user_idx, item_idx, rank, score of every user's top-k (fitting transitions where needed).
 RECOMMENDERS: dict[str, Callable[[TrainTables, int, "BaselinesConfig"], DataFrame]] = {
-    "popularity": lambda tables, k, cfg: recommend_popularity(tables.users_as_of(), tables.popularity, k),
-    "genre": lambda tables, k, cfg: recommend_genre(tables.users_as_of(), tables.genre(), k),
+    "popularity": lambda tables, k, cfg: recommend_popularity(tables.users_as_of(), tables.popularity, k,
+                                                             tables.ties),
+    "genre": lambda tables, k, cfg: recommend_genre(tables.users_as_of(), tables.genre(), k, tables.ties),
     "markov": lambda tables, k, cfg: recommend_markov(tables.interactions, tables.users_as_of(), tables.chain(1),
-                                                     tables.popularity, k),
+                                                     tables.popularity, k, tables.ties),
     "ar2": lambda tables, k, cfg: recommend_ar2(tables.interactions, tables.users_as_of(), tables.chain(1),
-                                               tables.chain(2), tables.popularity, k),
+                                               tables.chain(2), tables.popularity, k, tables.ties),
     "hybrid": lambda tables, k, cfg: recommend_hybrid(tables.interactions, tables.users_as_of(), tables.chain(1),
-                                                     tables.popularity, k, cfg.hybrid.alpha),
+                                                     tables.popularity, k, cfg.hybrid.alpha, tables.ties),
     "itemcf": lambda tables, k, cfg: recommend_itemcf(tables.interactions, tables.neighbors(), tables.popularity, k,
-                                                     cfg.itemcf, tables.users_as_of()),
+                                                     cfg.itemcf, tables.ties, tables.users_as_of()),
     "ease": lambda tables, k, cfg: recommend_ease(tables.interactions, tables.ease(), tables.popularity, k,
-                                                 tables.users_as_of()),
+                                                 tables.ties, tables.users_as_of()),
 }
 BASELINES = tuple(catalogue.names(catalogue.BASELINE))
 
