@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import torch
 
+from recsys_core.ties import Ties
 from recsys_torch.metrics import hit_and_ndcg, mask_seen, target_ranks
 from recsys_torch.models.base import Recommender
 from recsys_torch.runtime import DistEnv, all_reduce_sum, autocast, to_device
@@ -29,9 +30,10 @@ def eval_batches(loader, model: Recommender, device: torch.device, max_rows: int
 
 
 @torch.no_grad()
-def validate(model: Recommender, loader, env: DistEnv, amp: bool, max_rows: int | None = None,
+def validate(model: Recommender, loader, env: DistEnv, amp: bool, ties: Ties, max_rows: int | None = None,
              k: int = EVAL_K) -> dict[str, float]:
-    """HR@k and NDCG@k averaged over the rows scored by every rank; each rank scores at most max_rows / world."""
+    """HR@k and NDCG@k averaged over the rows scored by every rank; each rank scores at most max_rows / world.
+    ties: the shards' tie policy (meta.json), the order the lists are made in."""
     was_training = model.training
     model.eval()
     per_rank = None if max_rows is None else max(1, max_rows // env.world)
@@ -39,7 +41,8 @@ def validate(model: Recommender, loader, env: DistEnv, amp: bool, max_rows: int 
     for batch in eval_batches(loader, model, env.device, per_rank):
         with autocast(env.device, amp):
             logits = score_batch(model, batch)
-        hit, ndcg = hit_and_ndcg(target_ranks(mask_seen(logits, batch["seen_items"]), batch["target_item"]), k)
+        ranks = target_ranks(mask_seen(logits, batch["seen_items"]), batch["target_item"], batch["user_idx"], ties)
+        hit, ndcg = hit_and_ndcg(ranks, k)
         sums += torch.stack([hit.sum(), ndcg.sum(), torch.tensor(float(len(hit)), device=hit.device,
                                                                    dtype=torch.float64)])
     model.train(was_training)

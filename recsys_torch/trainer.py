@@ -21,6 +21,7 @@ import torch.distributed as dist
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel as DDP
 
+from recsys_core.ties import Ties
 from recsys_torch import checkpoint as ckpt_io
 from recsys_torch.config import TrainConfig, batch_size_for
 from recsys_torch.data import (EVAL_COLUMNS, ShardSpec, count_rows, in_lockstep, item_counts, make_loader,
@@ -288,7 +289,7 @@ class Trainer:
         loss_sum, micro = all_reduce_sum([float(self._window["loss"]), float(self._window["micro"])], env)
         self.stop_if_diverged(loss_sum)
         seconds = time.time() - self._window["started"]
-        val = validate(self.model, self.val_loader, env, self.amp, tcfg.eval_rows)
+        val = validate(self.model, self.val_loader, env, self.amp, Ties.of_report(self.meta), tcfg.eval_rows)
         self.val_ds.close()
         improved = val[f"ndcg@{EVAL_K}"] > p.best_metric
         if improved:
