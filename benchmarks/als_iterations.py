@@ -37,6 +37,7 @@ def main() -> int:
     from pyspark.sql import functions as F
 
     from jobs.config import load_config, section
+    from recsys_core.ties import Ties
     from recsys_spark.als import AlsConfig, ensure_checkpoint_dir, fit, ratings, validation_score
     from recsys_spark.delta import read_table, table_path
 
@@ -56,7 +57,7 @@ def main() -> int:
             model = fit(train, config)
             model.userFactors.count()
             seconds = time.perf_counter() - started
-            score = validation_score(model, config, train, validation)
+            score = validation_score(model, config, train, validation, Ties.of_warehouse(warehouse))
             value = -score if mode == "explicit" else score
             rows.append({"mode": mode, "iterations": iterations, "fit_seconds": round(seconds, 1),
                          "metric": "rmse" if mode == "explicit" else "hr@10", "validation": round(value, 5)})

@@ -76,6 +76,7 @@ def main(argv=None) -> int:
     from recsys_spark.etl import EtlConfig, run_etl
     from recsys_spark.recommendations import seen_pairs
     from recsys_spark.session import get_spark
+    from recsys_core.ties import Ties
     from recsys_spark.als_topn import score_top_k
 
     filled = args.warehouse and (Path(args.warehouse) / "interactions" / "_delta_log").exists()
@@ -108,7 +109,7 @@ def main(argv=None) -> int:
     figures["fit_jvm_peak_gb"] = round(jvm_peak_rss_gb(spark), 2)
 
     start = time.perf_counter()
-    blocked = score_top_k(user_factors, item_factors, seen, args.k, args.block_size)
+    blocked = score_top_k(user_factors, item_factors, seen, args.k, Ties.of_warehouse(warehouse), args.block_size)
     blocked.write.format("noop").mode("overwrite").save()
     figures["blocked_topn_s"] = round(time.perf_counter() - start, 1)
 
@@ -132,6 +133,7 @@ def agreement(spark, model, user_factors, item_factors, seen, args) -> tuple[flo
     sampled users' lists, {"blocked": {user_idx: [[item_idx, score], ...] best first}, "mllib": the same}."""
     from pyspark.sql import functions as F
 
+    from recsys_core.ties import Ties
     from recsys_spark.als_topn import score_top_k
 
     sample = user_factors.select("user_idx").orderBy(F.rand(args.seed)).limit(args.sample_users).cache()
@@ -141,7 +143,7 @@ def agreement(spark, model, user_factors, item_factors, seen, args) -> tuple[flo
     for row in sample_seen.collect():
         seen_by_user.setdefault(row.user_idx, set()).add(row.item_idx)
     ours: dict[int, list[tuple[int, int, float]]] = {}
-    for row in score_top_k(user_factors.join(sample, "user_idx"), item_factors, sample_seen, args.k,
+    for row in score_top_k(user_factors.join(sample, "user_idx"), item_factors, sample_seen, args.k, Ties(),
                            args.block_size).collect():
         ours.setdefault(row.user_idx, []).append((row.rank, row.item_idx, row.score))
     lists: dict[str, dict[int, list]] = {"blocked": {u: [[item, score] for _, item, score in sorted(rows)]

@@ -117,7 +117,8 @@ def main() -> int:
     G = phase(f"Gram ({len(kept):,} items)", lambda: gram_matrix(tables.interactions, kept))
     B = phase("solve", lambda: ease_weights(G, args.l2))
     del G
-    ranked = recommend_ease(tables.interactions, (kept, B), tables.popularity, args.k, tables.users_as_of())
+    ranked = recommend_ease(tables.interactions, (kept, B), tables.popularity, args.k, tables.ties,
+                            tables.users_as_of())
     phase(f"every user scored, top-{args.k} ranked (executors, B broadcast) and written",
           lambda: write_recommendations(ranked, warehouse, "ease", dt.date(2030, 1, 1), "bench", tables.items,
                                         tables.users))

@@ -270,7 +270,9 @@ def quality(device: torch.device, sizes: Sizes, folder: Path, seed: int = 42) ->
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lr_lambda(round(0.05 * sizes.quality_steps), sizes.quality_steps, 0.1))
     env = DistEnv(rank=0, world=1, local_rank=0, local_world=1, device=device)
-    before = validate(model, valid_batches, env, amp=True)
+    from recsys_core.ties import Ties
+
+    before = validate(model, valid_batches, env, True, Ties.of_report(meta))
     order = torch.Generator().manual_seed(seed)
     batch_size = min(sizes.quality_batch, rows)
     started = time.perf_counter()
@@ -290,7 +292,7 @@ def quality(device: torch.device, sizes: Sizes, folder: Path, seed: int = 42) ->
         scheduler.step()
     train_throughput.sync(device)
     seconds = time.perf_counter() - started
-    after = validate(model, valid_batches, env, amp=True)
+    after = validate(model, valid_batches, env, True, Ties.of_report(meta))
     return {"set": meta.get("source", folder.name), "users": int(meta["n_users"]), "items": n_items,
             "train_rows": rows, "eval_rows": eval_rows, "steps": sizes.quality_steps, "batch": batch_size,
             "hidden": sizes.quality_width, "loss": loss_name, "ndcg_before": before["ndcg@10"],

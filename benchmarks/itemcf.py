@@ -68,7 +68,8 @@ def main() -> int:
     neighbors = read_table(spark, neighbors_path)
     step(f"top-{args.k} of every user",
          lambda: write_recommendations(
-             recommend_itemcf(tables.interactions, neighbors, tables.popularity, args.k, config.itemcf), warehouse,
+             recommend_itemcf(tables.interactions, neighbors, tables.popularity, args.k, config.itemcf,
+                              tables.ties), warehouse,
              "itemcf", dt.date(2030, 1, 1), "bench", tables.items, tables.users), "recommendations")
     tables.close()
     spark.stop()

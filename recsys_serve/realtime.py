@@ -13,6 +13,8 @@
   item_neighbors of the newest 20 items weighted 0.8^back — the defaults of `baselines.itemcf`, which the server
   does not read — normalised into tier 1, popularity below). Loaded at first use, again when the table's Delta
   version moves.
+- Equal scores are ordered as in every list (recsys_core.ties, the policy of the warehouse's etl_report.json), by
+  the user_idx of the request's userId, 0 for a history posted without one.
 - Every other model (ALS, NCF, LightGCN, genre, hybrid, EASE, the ensemble) scores users it was fitted on, not a
   new history: a 422 that says so.
 """
@@ -26,6 +28,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from recsys_core import catalogue
+from recsys_core.ties import Ties
 from recsys_serve.errors import BadRequest, NotFound, Unavailable
 from recsys_serve.reader import Warehouse
 
@@ -44,12 +47,14 @@ TIER_AR1, TIER_AR2, TIER_ITEMCF = 1.0, 2.0, 1.0
 @dataclass(frozen=True)
 class History:
     """One request's history: movieIds oldest first, their timestamps (None: none given), the query time, the
-    userId it started from, and how many of its items were posted (the rest are the user's stored history)."""
+    userId it started from (and its user_idx, 0 without one), and how many of its items were posted (the rest are
+    the user's stored history)."""
     movie_ids: np.ndarray
     timestamps: np.ndarray | None
     query_timestamp: int | None
     user_id: int | None
     posted: int
+    user_idx: int = 0
 
 
 def can_score(model: str) -> bool:
@@ -147,6 +152,7 @@ class ItemSpace:
     movie_of: np.ndarray  # int64 [max item_idx + 1], -1: none
     table: np.ndarray  # int32 movieId -> item_idx (-1)
     pop_score: np.ndarray  # float64 per item_idx: train count / max train count (0 for idx 0 / unrated)
+    ties: Ties  # the ETL's tie policy
 
     def indices(self, movie_ids: np.ndarray) -> np.ndarray:
         out = np.full(len(movie_ids), -1, np.int64)
@@ -170,7 +176,7 @@ def _item_space(warehouse: Warehouse) -> ItemSpace:
     train[cidx[ok]] = np.asarray(counts["n"], np.float64)[ok]
     pop = train / train.max() if train.max() > 0 else train
     pop[movie_of < 0] = -np.inf  # index 0 and gaps: never listed
-    return ItemSpace(movie_of, table, pop)
+    return ItemSpace(movie_of, table, pop, Ties.of_warehouse(warehouse.root))
 
 
 @dataclass(frozen=True)
@@ -243,8 +249,9 @@ class CountModels:
             self.warehouse, "SELECT item_idx::BIGINT AS k, neighbor_idx AS n, similarity AS w FROM {t}",
             "item_neighbors"), ("item_neighbors",))
 
-    def top_k(self, model: str, history: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray, int]:
-        """(movieIds, scores, items read) of `model`'s k best items after `history` (item indices, oldest first)."""
+    def top_k(self, model: str, history: np.ndarray, k: int, user_idx: int = 0) -> tuple[np.ndarray, np.ndarray, int]:
+        """(movieIds, scores, items read) of `model`'s k best items after `history` (item indices, oldest first),
+        equal scores ordered for `user_idx`."""
         self.require(model)
         space = self.space()
         scores = space.pop_score.copy()  # tier 0: popularity pads every list
@@ -279,19 +286,19 @@ class CountModels:
                 scores[hit] = np.maximum(scores[hit], TIER_ITEMCF + total[hit] / best)
             used = len(seen_recent)
         scores[history[(history >= 0) & (history < len(scores))]] = -np.inf
-        top = _top(scores, k)
+        top = _top(scores, k, space.ties.numpy(user_idx, np.arange(len(scores))))
         return space.movie_of[top], scores[top], used
 
 
-def _top(scores: np.ndarray, k: int) -> np.ndarray:
-    """Indices of the k highest finite scores, ties by ascending index (the Spark baselines' order)."""
+def _top(scores: np.ndarray, k: int, keys: np.ndarray) -> np.ndarray:
+    """Indices of the k highest finite scores, equal scores by ascending tie key (the Spark baselines' order)."""
     finite = np.isfinite(scores)
     k = min(k, int(finite.sum()))
     if k <= 0:
         return np.zeros(0, np.int64)
     threshold = np.partition(scores[finite], -k)[-k]
     candidates = np.flatnonzero(finite & (scores >= threshold))
-    order = np.lexsort((candidates, -scores[candidates]))
+    order = np.lexsort((keys[candidates], -scores[candidates]))
     return candidates[order[:k]]
 
 
@@ -312,6 +319,10 @@ class Realtime:
                                     "('train', 'validation') ORDER BY seq", [user_id], i="interactions")
         return np.asarray(rows["movieId"], np.int64), np.asarray(rows["timestamp"], np.int64)
 
+    def user_index(self, user_id: int) -> int:
+        rows = self.warehouse.query("SELECT user_idx FROM {u} WHERE userId = ?", [user_id], u="users")
+        return int(rows["user_idx"][0]) if len(rows["user_idx"]) else 0
+
     def history(self, request, snapshot, field: str = "") -> History:
         """The request's history, checked: `field` prefixes the names in the messages (a batch's requests[i].)."""
         posted = np.asarray(request.history, np.int64)
@@ -323,11 +334,12 @@ class Realtime:
         if len(unknown):
             shown = ", ".join(str(m) for m in dict.fromkeys(unknown.tolist()))
             raise BadRequest(f"{field}history: unknown movieId(s) {_clip(shown)} (not in the items table)")
-        movie_ids = posted
+        movie_ids, user_idx = posted, 0
         if request.userId is not None:
             if snapshot.histories.position(request.userId) is None:
                 raise NotFound(f"{field}userId: unknown user {request.userId}")
             stored, stored_ts = self.stored_history(request.userId)
+            user_idx = self.user_index(request.userId)
             if stamps is None and len(posted):  # posted without times: rated now
                 stamps = np.full(len(posted), int(time.time()), np.int64)
             movie_ids = np.concatenate([stored, posted])
@@ -345,14 +357,15 @@ class Realtime:
         if request.query_timestamp is not None and stamps is not None and request.query_timestamp < stamps[-1]:
             raise BadRequest(f"{field}query_timestamp: {request.query_timestamp} is before the last timestamp "
                              f"{stamps[-1]}")
-        return History(movie_ids, stamps, request.query_timestamp, request.userId, len(posted))
+        return History(movie_ids, stamps, request.query_timestamp, request.userId, len(posted), user_idx)
 
     def lists(self, model: str, requests: list, k: int, snapshot, batch: bool = False) -> list[dict]:
         check_model(model)
         histories = [self.history(r, snapshot, f"requests[{i}]." if batch else "") for i, r in enumerate(requests)]
         if model in SEQUENCE_MODELS:
             return self._sequence_lists(model, histories, k, snapshot, batch)
-        found = [self.counts.top_k(model, self.counts.space().indices(h.movie_ids), k) for h in histories]
+        found = [self.counts.top_k(model, self.counts.space().indices(h.movie_ids), k, h.user_idx)
+                 for h in histories]
         source = " + ".join(TABLE_SOURCES[model][:-1]) or "interactions (train counts)"
         if model != "popularity":
             source += " + popularity"
@@ -373,7 +386,7 @@ class Realtime:
             idx = live.indices(h.movie_ids)
             known = idx > 0
             queries.append(Query(idx[known], None if h.timestamps is None else h.timestamps[known],
-                                 h.query_timestamp, idx[known]))
+                                 h.query_timestamp, idx[known], h.user_idx))
         empty = [i for i, q in enumerate(queries) if len(q.items) == 0]
         if empty:
             name = f"requests[{empty[0]}].history" if batch else "history"

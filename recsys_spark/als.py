@@ -21,6 +21,7 @@ from pyspark.sql import functions as F
 from recsys_core import storage
 from recsys_core.catalogue import is_als_name
 from recsys_core.config import POSITIVE, Config, Rule, at_least, checked, number_in, unknown_keys
+from recsys_core.ties import Ties
 from recsys_spark.delta import read_table, table_path, write_table
 from recsys_spark.errors import RecsysError
 from recsys_spark.schemas import ITEM_FACTORS, USER_FACTORS
@@ -119,7 +120,8 @@ def rating_errors(model: ALSModel, rows: DataFrame) -> RatingErrors:
     return RatingErrors(rmse=rmse, mae=mae, rows=rows, cold_rows=cold_rows)
 
 
-def validation_score(model: ALSModel, config: AlsConfig, train: DataFrame, validation: DataFrame) -> float:
+def validation_score(model: ALSModel, config: AlsConfig, train: DataFrame, validation: DataFrame,
+                     ties: Ties) -> float:
     """What the grid search maximises: -RMSE on validation (explicit), HR@10 on the validation item (implicit)."""
     if not config.implicit_prefs:
         errors = rating_errors(model, validation)
@@ -130,7 +132,7 @@ def validation_score(model: ALSModel, config: AlsConfig, train: DataFrame, valid
 
     recs = score_top_k(model.userFactors.withColumnRenamed("id", "user_idx"),
                        model.itemFactors.withColumnRenamed("id", "item_idx"),
-                       train.select("user_idx", "item_idx"), k=10, block_size=config.topn_block_size)
+                       train.select("user_idx", "item_idx"), 10, ties, block_size=config.topn_block_size)
     # The evaluator's HR@10, with each user's validation item as the relevant one (indices stand in for the ids).
     lists = recs.select(F.lit(config.name).alias("model"), F.current_date().alias("run_date"),
                         F.lit("tune").alias("run_id"), F.col("user_idx").alias("userId"), "rank",
@@ -151,7 +153,8 @@ def grid_points(config: AlsConfig) -> list[dict]:
     return [dict(zip(keys, values)) for values in itertools.product(*(list(config.grid[k]) for k in keys))]
 
 
-def tune(train: DataFrame, validation: DataFrame, config: AlsConfig) -> tuple[AlsConfig, list[GridPoint]]:
+def tune(train: DataFrame, validation: DataFrame, config: AlsConfig,
+         ties: Ties) -> tuple[AlsConfig, list[GridPoint]]:
     """Fit every grid point on train, score it on validation, return the best config (no CrossValidator)."""
     points = grid_points(config)
     if not points:
@@ -160,7 +163,7 @@ def tune(train: DataFrame, validation: DataFrame, config: AlsConfig) -> tuple[Al
     for params in points:
         start = time.perf_counter()
         candidate = config.with_params(**params)
-        score = validation_score(fit(train, candidate), candidate, train, validation)
+        score = validation_score(fit(train, candidate), candidate, train, validation, ties)
         results.append(GridPoint(params, score, time.perf_counter() - start))
     best = max(results, key=lambda p: p.score)
     return config.with_params(**best.params), results
@@ -230,7 +233,7 @@ def run_als(spark: SparkSession, warehouse: str | Path, config: AlsConfig, run_d
     grid: list[GridPoint] = []
     if config.tune:
         validation = interactions.where(F.col("split") == "validation")
-        config, grid = tune(train, validation, config)
+        config, grid = tune(train, validation, config, Ties.of_warehouse(warehouse))
 
     start = time.perf_counter()
     model = fit(train, config)

@@ -18,6 +18,7 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from recsys_core.config import POSITIVE, check_value
+from recsys_core.ties import Ties
 from recsys_spark.blocked_topk import blocked_top_k, select_top_k, selection_groups
 from recsys_spark.delta import read_table, table_path
 from recsys_spark.errors import RecsysError
@@ -51,14 +52,14 @@ def pad_items(item_features: np.ndarray, groups: int) -> np.ndarray:
 
 def block_top_k(user_idx: np.ndarray, user_features: np.ndarray, seen_values: np.ndarray,
                 seen_parents: np.ndarray, item_ids: np.ndarray, item_features: np.ndarray,
-                item_position: np.ndarray, k: int) -> pa.RecordBatch:
+                item_position: np.ndarray, k: int, ties: Ties) -> pa.RecordBatch:
     """Top-k of one block of users: scores = U @ I^T, then blocked_topk.select_top_k.
 
     item_features may carry zero padding rows after the len(item_ids) real ones (see pad_items).
     """
     item_features = pad_items(item_features, selection_groups(len(item_ids), min(k, len(item_ids))))
     return select_top_k(user_idx, _scores(user_features, item_features, len(item_ids)), seen_values, seen_parents,
-                        item_ids, item_position, k)
+                        item_ids, item_position, k, ties)
 
 
 def _scores(user_features: np.ndarray, padded_item_features: np.ndarray, n_items: int) -> np.ndarray:
@@ -74,7 +75,7 @@ def _factor_scores(n_items: int, padded_item_features: np.ndarray, block: pa.Rec
     return _scores(user_features, padded_item_features, n_items)
 
 
-def score_top_k(user_factors: DataFrame, item_factors: DataFrame, seen: DataFrame, k: int,
+def score_top_k(user_factors: DataFrame, item_factors: DataFrame, seen: DataFrame, k: int, ties: Ties,
                 block_size: int = 256) -> DataFrame:
     """Every user's k best unseen items: DataFrame(user_idx, item_idx, rank, score).
 
@@ -86,7 +87,7 @@ def score_top_k(user_factors: DataFrame, item_factors: DataFrame, seen: DataFram
     seen_lists = seen.groupBy("user_idx").agg(F.collect_list(F.col("item_idx").cast("int")).alias("seen"))
     users = (user_factors.select(F.col("user_idx").cast("int"), "features")
              .join(seen_lists, "user_idx", "left"))
-    return blocked_top_k(users, padded, functools.partial(_factor_scores, len(item_ids)), item_ids, k,
+    return blocked_top_k(users, padded, functools.partial(_factor_scores, len(item_ids)), item_ids, k, ties,
                          block_size)
 
 
@@ -99,7 +100,8 @@ def als_top_k(spark: SparkSession, warehouse: str | Path, model: str, k: int, bl
     interactions = read_table(spark, table_path(warehouse, "interactions"))
     if split == "validation":
         interactions = as_of_validation(interactions)
-    return score_top_k(user_factors, item_factors, seen_pairs(interactions), k, block_size)
+    return score_top_k(user_factors, item_factors, seen_pairs(interactions), k, Ties.of_warehouse(warehouse),
+                       block_size)
 
 
 def write_als_topn(spark: SparkSession, warehouse: str | Path, model: str, k: int, run_date: dt.date,

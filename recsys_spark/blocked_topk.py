@@ -3,7 +3,8 @@
 A model whose scores for one user are a row over the whole catalogue (ALS's U @ I^T, a popularity or genre mixture
 row) ranks without per-pair rows: the item-side model is broadcast once, each Arrow batch of users (their features
 plus the list of items they have seen) is cut into blocks, the block's score matrix is built with numpy, seen items
-are set to -inf and a threshold selection keeps each user's k best, ties by item_idx (recommendations.top_k's order).
+are set to -inf and a threshold selection keeps each user's k best, equal scores in the tie key's order
+(recsys_core.ties, as recommendations.top_k).
 """
 from __future__ import annotations
 
@@ -13,6 +14,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 from pyspark.sql import DataFrame
+
+from recsys_core.ties import Ties
 
 TOPN_SCHEMA = "user_idx int, item_idx int, rank int, score double"
 SELECTION_GROUPS = 1024  # strided item groups whose maxima bound each user's k-th best score from below
@@ -51,7 +54,7 @@ def seen_cells(seen_values: np.ndarray, seen_parents: np.ndarray, item_ids: np.n
 
 
 def select_top_k(user_idx: np.ndarray, scores: np.ndarray, seen_values: np.ndarray, seen_parents: np.ndarray,
-                 item_ids: np.ndarray, item_position: np.ndarray, k: int) -> pa.RecordBatch:
+                 item_ids: np.ndarray, item_position: np.ndarray, k: int, ties: Ties) -> pa.RecordBatch:
     """user_idx, item_idx, rank, score: each row's k best unseen columns of `scores` (overwritten in place).
 
     scores: [rows, padded_width(len(item_ids), k)], column c scoring item_ids[c], the padding columns -inf.
@@ -61,7 +64,7 @@ def select_top_k(user_idx: np.ndarray, scores: np.ndarray, seen_values: np.ndarr
     Selection without a per-row argpartition over the whole catalogue (the slow part): the columns are cut into
     G >= k strided groups; the k-th largest of a row's G group maxima is <= its k-th largest score, so every score
     at or above it is a candidate and the true top-k (ties included) is among them -- typically ~k candidates.
-    Only those are sorted, by score descending then item_idx ascending.
+    Only those are sorted, by score descending then tie key ascending.
     """
     n_items = len(item_ids)
     k = min(k, n_items)
@@ -78,7 +81,7 @@ def select_top_k(user_idx: np.ndarray, scores: np.ndarray, seen_values: np.ndarr
     keep = np.isfinite(values)  # seen items and padding; a user who has seen almost everything gets fewer than k
     rows, columns, values = rows[keep], columns[keep], values[keep]
     items = item_ids[columns]
-    order = np.lexsort((items, -values, rows))
+    order = np.lexsort((ties.numpy(user_idx[rows], items), -values, rows))
     rows, items, values = rows[order], items[order], values[order]
     ranks = np.arange(len(rows)) - np.searchsorted(rows, rows, side="left")
     top = ranks < k
@@ -89,7 +92,7 @@ def select_top_k(user_idx: np.ndarray, scores: np.ndarray, seen_values: np.ndarr
 
 
 def blocked_top_k(users: DataFrame, model, score_block: Callable[[object, pa.RecordBatch], np.ndarray],
-                  item_ids: np.ndarray, k: int, block_size: int = 256) -> DataFrame:
+                  item_ids: np.ndarray, k: int, ties: Ties, block_size: int = 256) -> DataFrame:
     """DataFrame(user_idx, item_idx, rank, score): the k best unseen items of every row of `users`.
 
     users: user_idx int, seen array<int> (null: nothing seen), and whatever `score_block` reads.
@@ -113,6 +116,6 @@ def blocked_top_k(users: DataFrame, model, score_block: Callable[[object, pa.Rec
                                    scores[0] if isinstance(scores, tuple) else scores,
                                    pc.list_flatten(seen).to_numpy(zero_copy_only=False).astype(np.int64),
                                    pc.list_parent_indices(seen).to_numpy(zero_copy_only=False),
-                                   columns, position, k)
+                                   columns, position, k, ties)
 
     return users.mapInArrow(top_k_batches, TOPN_SCHEMA)

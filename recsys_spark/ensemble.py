@@ -5,7 +5,7 @@ the blend scores
 
     score(u, i) = sum over members m of w_m / (rrf_k + rank_m(u, i))      (0 where i is not in m's top `depth`)
 
-and ranks by score (ties by movieId). The weights are a point of the simplex grid {w_m = n_m / steps, sum = 1}:
+and ranks by score (equal scores by the tie key of recsys_core.ties, as every list). The weights are a point of the simplex grid {w_m = n_m / steps, sum = 1}:
 the one with the best NDCG@10 of the blended *validation-time* lists (`recommendations_validation`: history =
 train only) against each user's validation item. Choosing reads nothing else — not the `recommendations` table,
 not a test row — so the test figure of the chosen blend is an honest held-out number. The chosen weights then
@@ -30,6 +30,7 @@ from pyspark.sql import functions as F
 
 from recsys_core import catalogue
 from recsys_core.config import POSITIVE, Config, at_least, checked
+from recsys_core.ties import Ties
 from recsys_spark.delta import read_table, table_exists, table_path, write_table
 from recsys_spark.errors import ConfigError, RecsysError
 from recsys_spark.recommendations import PARTITION_BY, list_table
@@ -87,15 +88,20 @@ def member_run_dates(spark: SparkSession, warehouse: str | Path, config: Ensembl
 
 def member_lists(spark: SparkSession, warehouse: str | Path, split: str, run_dates: dict[str, dt.date],
                  depth: int) -> DataFrame:
-    """member, userId, movieId, rank: the members' lists of `split` (test: recommendations; validation:
-    recommendations_validation), each at its run date, cut to `depth`."""
+    """member, userId, movieId, rank, tie: the members' lists of `split` (test: recommendations; validation:
+    recommendations_validation), each at its run date, cut to `depth`; tie: the pair's tie key (the warehouse's
+    tie policy, over its user_idx and item_idx)."""
     path = table_path(warehouse, list_table(split))
     if not table_exists(path):
         raise RecsysError(f"Delta table not found: {path}")
     chosen = spark.createDataFrame(list(run_dates.items()), "model string, run_date date")
+    users = read_table(spark, table_path(warehouse, "users")).select("userId", "user_idx")
+    items = read_table(spark, table_path(warehouse, "items")).select("movieId", "item_idx")
     return (read_table(spark, path).join(F.broadcast(chosen), ["model", "run_date"])
             .where(F.col("rank") <= depth)
-            .select(F.col("model").alias("member"), "userId", "movieId", "rank"))
+            .join(users, "userId").join(F.broadcast(items), "movieId")
+            .select(F.col("model").alias("member"), "userId", "movieId", "rank",
+                    Ties.of_warehouse(warehouse).column().alias("tie")))
 
 
 def reciprocal_rank(rrf_k: float) -> F.Column:
@@ -103,13 +109,13 @@ def reciprocal_rank(rrf_k: float) -> F.Column:
 
 
 def blend(lists: DataFrame, weights: dict[str, float], rrf_k: float, k: int) -> DataFrame:
-    """userId, movieId, score, rank: each user's top-k of the weighted reciprocal-rank fusion."""
+    """userId, movieId, score, rank: each user's top-k of the weighted reciprocal-rank fusion (lists: member_lists)."""
     spark = lists.sparkSession
     positive = {m: w for m, w in weights.items() if w > 0}
     weights_df = F.broadcast(spark.createDataFrame(list(positive.items()), "member string, weight double"))
     scored = (lists.join(weights_df, "member")
-              .groupBy("userId", "movieId").agg(F.sum(F.col("weight") * reciprocal_rank(rrf_k)).alias("score")))
-    best_first = Window.partitionBy("userId").orderBy(F.col("score").desc(), F.col("movieId").asc())
+              .groupBy("userId", "movieId", "tie").agg(F.sum(F.col("weight") * reciprocal_rank(rrf_k)).alias("score")))
+    best_first = Window.partitionBy("userId").orderBy(F.col("score").desc(), F.col("tie").asc())
     return scored.withColumn("rank", F.row_number().over(best_first)).where(F.col("rank") <= k)
 
 
@@ -123,7 +129,7 @@ def validation_candidates(spark: SparkSession, warehouse: str | Path, config: En
                           run_dates: dict[str, dt.date]):
     """What the weights are chosen on, read from the validation-time lists and the validation rows only.
 
-    Returns (user, movie, rr, is_target, n_users): per candidate row its user's position, movieId, the members'
+    Returns (user, tie, rr, is_target, n_users): per candidate row its user's position, tie key, the members'
     reciprocal ranks [rows, members] (0 where absent) and whether it is the user's validation item; n_users is the
     number of (sampled) validation users, the NDCG denominator."""
     interactions = read_table(spark, table_path(warehouse, "interactions"))
@@ -137,37 +143,37 @@ def validation_candidates(spark: SparkSession, warehouse: str | Path, config: En
         raise RecsysError("interactions has no `validation` rows: the ensemble has nothing to choose its weights on")
     lists = member_lists(spark, warehouse, "validation", run_dates, config.depth)
     wide = (lists.join(targets.select("userId"), "userId")
-            .groupBy("userId", "movieId").pivot("member", config.models)
+            .groupBy("userId", "movieId", "tie").pivot("member", config.models)
             .agg(F.sum(reciprocal_rank(config.rrf_k)))
             .join(targets, "userId")
-            .select("userId", "movieId", *[F.coalesce(F.col(f"`{m}`"), F.lit(0.0)).alias(f"rr{i}")
+            .select("userId", "tie", *[F.coalesce(F.col(f"`{m}`"), F.lit(0.0)).alias(f"rr{i}")
                                            for i, m in enumerate(config.models)],
                     (F.col("movieId") == F.col("target")).alias("is_target")))
     frame = wide.toPandas()
     user = np.unique(frame["userId"].to_numpy(), return_inverse=True)[1]
     rr = frame[[f"rr{i}" for i in range(len(config.models))]].to_numpy(np.float64)
-    return user, frame["movieId"].to_numpy(np.int64), rr, frame["is_target"].to_numpy(bool), n_users
+    return user, frame["tie"].to_numpy(np.int64), rr, frame["is_target"].to_numpy(bool), n_users
 
 
-def ndcg_at(weights: np.ndarray, user: np.ndarray, movie: np.ndarray, rr: np.ndarray, is_target: np.ndarray,
+def ndcg_at(weights: np.ndarray, user: np.ndarray, tie: np.ndarray, rr: np.ndarray, is_target: np.ndarray,
             n_users: int, k: int = CHOICE_K) -> np.ndarray:
     """[points]: NDCG@k of the blend for each weight vector of `weights` [points, members], as the evaluator
     defines it: the target's rank r = 1 + the user's items ranked before it (higher score, or equal score and a
-    smaller movieId; score 0 means not in the list), 1 / log2(r + 1) if r <= k, averaged over n_users."""
+    smaller tie key, blend's order; score 0 means not in the list), 1 / log2(r + 1) if r <= k, averaged over n_users."""
     out = np.zeros(len(weights))
     with_target = np.isin(user, user[is_target])  # a user whose target no member listed scores 0 everywhere
     if not with_target.any():
         return out
     user = np.unique(user[with_target], return_inverse=True)[1]
-    movie, rr, is_target = movie[with_target], rr[with_target], is_target[with_target]
+    tie, rr, is_target = tie[with_target], rr[with_target], is_target[with_target]
     target_row = np.empty(user.max() + 1, dtype=np.int64)
     target_row[user[is_target]] = np.flatnonzero(is_target)
-    target_movie = movie[target_row][user]
+    target_tie = tie[target_row][user]
     for p, w in enumerate(weights):
         score = rr @ w
         target_score = score[target_row]
         of_row = target_score[user]
-        before = (score > 0) & ((score > of_row) | ((score == of_row) & (movie < target_movie)))
+        before = (score > 0) & ((score > of_row) | ((score == of_row) & (tie < target_tie)))
         rank = 1 + np.bincount(user, weights=before, minlength=len(target_row))
         hit = (target_score > 0) & (rank <= k)
         out[p] = float(np.sum(1.0 / np.log2(rank[hit] + 1))) / n_users
@@ -178,9 +184,9 @@ def choose_weights(spark: SparkSession, warehouse: str | Path, config: EnsembleC
                    run_date: dt.date) -> Choice:
     """The grid point with the best validation NDCG@10 (the first in grid order among equals)."""
     run_dates = member_run_dates(spark, warehouse, config, run_date)
-    user, movie, rr, is_target, n_users = validation_candidates(spark, warehouse, config, run_dates)
+    user, tie, rr, is_target, n_users = validation_candidates(spark, warehouse, config, run_dates)
     grid = simplex_grid(len(config.models), config.weight_steps)
-    scores = ndcg_at(grid, user, movie, rr, is_target, n_users)
+    scores = ndcg_at(grid, user, tie, rr, is_target, n_users)
     best = int(np.argmax(scores))
     return Choice(dict(zip(config.models, grid[best].tolist())), float(scores[best]), n_users, run_dates)
 

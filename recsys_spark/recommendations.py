@@ -8,6 +8,7 @@ from pathlib import Path
 from pyspark.sql import DataFrame, Window
 from pyspark.sql import functions as F
 
+from recsys_core.ties import Ties
 from recsys_spark.delta import read_table, table_path, write_table
 from recsys_spark.schemas import RECOMMENDATIONS
 
@@ -43,10 +44,10 @@ def seen_pairs(interactions: DataFrame) -> DataFrame:
     return interactions.where(F.col("split").isin(*HISTORY_SPLITS)).select("user_idx", "item_idx")
 
 
-def top_k(scores: DataFrame, k: int, user_col: str = "user_idx", item_col: str = "item_idx",
+def top_k(scores: DataFrame, k: int, ties: Ties, user_col: str = "user_idx", item_col: str = "item_idx",
           score_col: str = "score") -> DataFrame:
-    """Keep each user's k best-scored rows, ranked 1..k; ties broken by the item column so ranks are deterministic."""
-    window = Window.partitionBy(user_col).orderBy(F.col(score_col).desc(), F.col(item_col).asc())
+    """Keep each user's k best-scored rows, ranked 1..k; equal scores in the tie key's order (recsys_core.ties)."""
+    window = Window.partitionBy(user_col).orderBy(F.col(score_col).desc(), ties.column(user_col, item_col).asc())
     return (scores.withColumn("rank", F.row_number().over(window))
             .where(F.col("rank") <= k))
 

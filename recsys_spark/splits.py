@@ -13,9 +13,9 @@ import math
 from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
 
+from recsys_core.ties import TIE_BREAKS
 from recsys_spark.errors import RecsysError
 
-TIE_BREAKS = ("movieId", "hash")
 SECONDS_PER_DAY = 86_400
 
 

@@ -9,6 +9,7 @@ from typing import Iterator
 import numpy as np
 import torch
 
+from recsys_core.ties import Ties
 from recsys_torch.data import EVAL_COLUMNS, column_array, row_groups
 from recsys_torch.metrics import hit_and_ndcg, mask_seen, target_ranks
 from recsys_torch.models.base import Recommender
@@ -58,15 +59,17 @@ def validation_batches(split: str | Path, batch_size: int, max_rows: int | None,
 
 
 @torch.no_grad()
-def validate(model: Recommender, batches, env: DistEnv, amp: bool, k: int = EVAL_K) -> dict[str, float]:
-    """HR@k and NDCG@k averaged over the rows every rank scored (each rank its own `batches`)."""
+def validate(model: Recommender, batches, env: DistEnv, amp: bool, ties: Ties, k: int = EVAL_K) -> dict[str, float]:
+    """HR@k and NDCG@k averaged over the rows every rank scored (each rank its own `batches`); ties: the shards' tie
+    policy (meta.json), the order the lists are made in."""
     was_training = model.training
     model.eval()
     sums = torch.zeros(3, dtype=torch.float64, device=env.device)  # hits, ndcg, rows: no host sync per batch
     for batch in eval_batches(batches, model, env.device):
         with autocast(env.device, amp):
             logits = score_batch(model, batch)
-        hit, ndcg = hit_and_ndcg(target_ranks(mask_seen(logits, batch["seen_items"]), batch["target_item"]), k)
+        ranks = target_ranks(mask_seen(logits, batch["seen_items"]), batch["target_item"], batch["user_idx"], ties)
+        hit, ndcg = hit_and_ndcg(ranks, k)
         sums += torch.stack([hit.sum(), ndcg.sum(), torch.tensor(float(len(hit)), device=hit.device,
                                                                    dtype=torch.float64)])
     model.train(was_training)

@@ -5,7 +5,7 @@ model's item vectors -> the `item_embeddings` table (similar-item look-ups in re
 History = train + validation items (the test row's `items`; train only in a validation row), scored at the row's
 `query_timestamp` (meta.json `last_gap` says what that time is); a graph model propagates over the train edges plus,
 for test lists, each user's validation item (recsys_torch.graph). The user's seen items are excluded before
-`torch.topk`. `sampled_ranks`: the literature's sampled protocol (the target against a few items drawn at random),
+`metrics.top_k` (score desc, then the tie key of recsys_core.ties from meta.json). `sampled_ranks`: the literature's sampled protocol (the target against a few items drawn at random),
 an extra figure beside the full ranking, never instead of it.
 """
 from __future__ import annotations
@@ -26,7 +26,8 @@ from recsys_torch.data import (EVAL_COLUMNS, ShardSpec, make_loader, read_column
                                sequences_dir, shard_path)
 from recsys_torch.errors import RecsysError
 from recsys_torch.evaluation import eval_batches, score_batch
-from recsys_torch.metrics import mask_seen, target_ranks
+from recsys_core.ties import Ties
+from recsys_torch.metrics import mask_seen, target_ranks, top_k
 from recsys_torch.models import MODELS, build_model
 from recsys_torch.models.base import Recommender
 from recsys_torch.runtime import autocast, pick_device
@@ -236,11 +237,11 @@ def topn(warehouse: str | Path, model: str, k: int = 100, run_date: dt.date | st
     _check_args(model, k, (split,))
     run_date, run_id, dev = _as_date(run_date), run_id or uuid.uuid4().hex, pick_device(device)
     net, seq_dir, meta, movie_ids, user_ids = _open(warehouse, model, dev, sequences, model_dir, split)
-    k_eff = min(k, int(meta["n_items"]))
+    k_eff, ties = min(k, int(meta["n_items"])), Ties.of_report(meta)
     lists = _Lists()
     for batch, logits in _scored_batches(net, _loader(seq_dir, split, batch_size, dev.type == "cuda"), dev, amp,
                                          model, f"{split}/"):
-        top_scores, top_items = torch.topk(mask_seen(logits, batch["seen_items"]), k_eff, dim=1)
+        top_scores, top_items = top_k(mask_seen(logits, batch["seen_items"]), batch["user_idx"], k_eff, ties)
         lists.add(batch["user_idx"], top_items, top_scores)
     return _write(warehouse, net, {split: lists}, model, run_id, run_date, k, seq_dir, user_ids, movie_ids,
                   started)[0]
@@ -263,14 +264,14 @@ def topn_lists(warehouse: str | Path, model: str, k: int = 100, run_date: dt.dat
     run_date, run_id, dev = _as_date(run_date), run_id or uuid.uuid4().hex, pick_device(device)
     net, seq_dir, meta, movie_ids, user_ids = _open(warehouse, model, dev, sequences, model_dir, "validation")
     use_cuda = dev.type == "cuda"
-    k_eff = min(k, int(meta["n_items"]))
+    k_eff, ties = min(k, int(meta["n_items"])), Ties.of_report(meta)
     users_of = {split: read_columns(shard_path(seq_dir, split), ["user_idx"]).column("user_idx").to_numpy()
                 for split in SPLITS}
     lists = {split: _Lists() for split in SPLITS}
     for batch, logits in _scored_batches(net, _loader(seq_dir, "validation", batch_size, use_cuda), dev, amp,
                                          model, "validation/"):
         masked = mask_seen(logits, batch["seen_items"])  # the train history
-        top_scores, top_items = torch.topk(masked, min(k_eff + 1, masked.shape[1]), dim=1)
+        top_scores, top_items = top_k(masked, batch["user_idx"], min(k_eff + 1, masked.shape[1]), ties)
         lists["validation"].add(batch["user_idx"], top_items[:, :k_eff], top_scores[:, :k_eff])
         is_target = top_items == batch["target_item"][:, None]  # the validation item: seen at test time
         test_scores, order = torch.sort(top_scores.masked_fill(is_target, float("-inf")), dim=1, descending=True,
@@ -282,7 +283,7 @@ def topn_lists(warehouse: str | Path, model: str, k: int = 100, run_date: dt.dat
     if len(rest):
         for batch, logits in _scored_batches(net, _loader(seq_dir, "test", batch_size, use_cuda), dev, amp, model,
                                              "test/", users=rest):
-            top_scores, top_items = torch.topk(mask_seen(logits, batch["seen_items"]), k_eff, dim=1)
+            top_scores, top_items = top_k(mask_seen(logits, batch["seen_items"]), batch["user_idx"], k_eff, ties)
             lists["test"].add(batch["user_idx"], top_items, top_scores)
     return _write(warehouse, net, lists, model, run_id, run_date, k, seq_dir, user_ids, movie_ids, started)
 
@@ -296,7 +297,7 @@ def sampled_ranks(warehouse: str | Path, model: str, negatives: int = 100, seed:
     never interacted with (not in the history, not the target), with replacement, as SASRec's own code draws them.
 
     Returns (userId[n], rank[n]): the target's 1-based rank among the negatives + 1 candidates, one row per user of
-    the split's shard. Ties count against the target (`target_ranks`); a row whose scores are not finite raises, as
+    the split's shard. Equal scores are ordered by the tie key, as in the lists (`target_ranks`); a row whose scores are not finite raises, as
     in `topn`. The draws come from a CPU generator seeded with `seed`, in shard order: the same on any device."""
     _check_args(model, 1, (split,))
     if negatives < 1:
@@ -308,7 +309,7 @@ def sampled_ranks(warehouse: str | Path, model: str, negatives: int = 100, seed:
     known[1:len(movie_ids)] = movie_ids[1:n_items + 1]
     never = torch.from_numpy(known < 0)
     never[0] = True
-    generator = torch.Generator().manual_seed(seed)
+    generator, ties = torch.Generator().manual_seed(seed), Ties.of_report(meta)
     users, ranks = [], []
     for batch, logits in _scored_batches(net, _loader(seq_dir, split, batch_size, dev.type == "cuda"), dev, amp,
                                          model, f"{split}/"):
@@ -327,7 +328,7 @@ def sampled_ranks(warehouse: str | Path, model: str, negatives: int = 100, seed:
             redraw = excluded.gather(1, drawn)
         candidates = torch.cat([target[:, None], drawn], dim=1).to(logits.device)
         first = torch.zeros(len(candidates), dtype=torch.long, device=candidates.device)  # the target's column
-        rank = target_ranks(logits.gather(1, candidates), first) + 1
+        rank = target_ranks(logits.gather(1, candidates), first, batch["user_idx"], ties, candidates) + 1
         users.append(user_ids[batch["user_idx"].cpu().numpy()])
         ranks.append(rank.cpu().numpy().astype(np.float64))
     if not users:

@@ -3,7 +3,8 @@ runs for the torch models (recsys_serve.realtime loads this module only when suc
 
 The same forward and scoring as `recsys topn` (recsys_torch.infer): the model reads the last `max_len` items of the
 history with their timestamps and scores every item at the query time (default: the last timestamp + 1 s, the
-shards' `last_gap: query_time`); every item of the history is excluded, then `torch.topk`. The item table is kept
+shards' `last_gap: query_time`); every item of the history is excluded, then `metrics.top_k` (equal scores by the tie key of
+the user_idx, 0 for a history without a user, as the lists). The item table is kept
 as one float32 matrix, so the final product is one `F.linear` over it. Under `torch.inference_mode`, no autograd.
 """
 from __future__ import annotations
@@ -17,9 +18,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from recsys_core.ties import Ties
 from recsys_torch import checkpoint as ckpt_io
-from recsys_torch.data import read_id_map, sequences_dir
+from recsys_torch.data import read_id_map, read_meta, sequences_dir
 from recsys_torch.errors import RecsysError
+from recsys_torch.metrics import top_k
 from recsys_torch.models import build_model
 from recsys_torch.models.base import SequenceModel
 
@@ -48,11 +51,13 @@ def file_key(path: Path) -> tuple[int, int, int]:
 @dataclass(frozen=True)
 class Query:
     """One history as model indices (oldest first), its timestamps (None: all gaps 0), the query time (None: the
-    last timestamp + 1 s) and the indices to leave out of the list (the whole history)."""
+    last timestamp + 1 s), the indices to leave out of the list (the whole history) and the user_idx its equal
+    scores are ordered for (0: a history of no known user)."""
     items: np.ndarray
     timestamps: np.ndarray | None = None
     query_timestamp: int | None = None
     exclude: np.ndarray | None = None
+    user: int = 0
 
 
 @dataclass
@@ -68,6 +73,7 @@ class LiveModel:
     max_len: int
     step: int | None
     unlisted: torch.Tensor  # item indices without a movie (0, padding, and any the item map lacks): never listed
+    ties: Ties  # the shards' tie policy (meta.json)
     loaded_at: float = field(default_factory=time.time)
 
     @classmethod
@@ -93,7 +99,8 @@ class LiveModel:
         if not isinstance(net, SequenceModel):
             raise RecsysError(f"{model} is not a sequence model: it cannot score a new history")
         net.eval()
-        movie_ids = read_id_map(sequences_dir(warehouse, sequences), "item_map", "item_idx", "movieId")
+        seq_dir = sequences_dir(warehouse, sequences)
+        movie_ids = read_id_map(seq_dir, "item_map", "item_idx", "movieId")
         n_rows = net.item_emb.weight.shape[0]
         if len(movie_ids) > n_rows:
             raise RecsysError(f"{path} scores {n_rows - 1} items but the item map has {len(movie_ids) - 1}: "
@@ -105,7 +112,7 @@ class LiveModel:
         matrix = net.item_emb.weight.detach().float().contiguous()
         unlisted = torch.from_numpy(np.flatnonzero(~known))
         return cls(model, path, key, net, matrix, movie_ids, index_table, int(net.cfg.max_len), state.get("step"),
-                   unlisted)
+                   unlisted, Ties.of_report(read_meta(seq_dir)))
 
     def indices(self, movie_ids: np.ndarray) -> np.ndarray:
         """Model indices of `movie_ids` (int64; -1 where the model has none)."""
@@ -142,7 +149,8 @@ class LiveModel:
             if len(seen):
                 logits[row, torch.from_numpy(np.asarray(seen, np.int64))] = float("-inf")
         k = min(k, logits.shape[1] - 1)
-        scores, top = torch.topk(logits, k, dim=1)
+        users = torch.tensor([q.user for q in queries], dtype=torch.int64)
+        scores, top = top_k(logits, users, k, self.ties)
         out = []
         for row in range(len(queries)):
             s, t = scores[row].numpy(), top[row].numpy()

@@ -21,6 +21,7 @@ import torch.distributed as dist
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel as DDP
 
+from recsys_core.ties import Ties
 from recsys_torch import checkpoint as ckpt_io
 from recsys_torch.config import TrainConfig, batch_size_for
 from recsys_torch.data import (ShardSpec, count_rows, in_lockstep, item_counts, make_loader,
@@ -287,7 +288,7 @@ class Trainer:
         self.stop_if_diverged(loss_sum)
         seconds = time.time() - self._window["started"]
         val = validate(self.model, validation_batches(self.val_split, tcfg.eval_batch_size, tcfg.eval_rows, env.rank,
-                                                      env.world), env, self.amp)
+                                                      env.world), env, self.amp, Ties.of_report(self.meta))
         improved = val[f"ndcg@{EVAL_K}"] > p.best_metric
         if improved:
             p.best_metric, p.best_step, p.bad_evals = val[f"ndcg@{EVAL_K}"], p.step, 0

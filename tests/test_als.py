@@ -11,6 +11,7 @@ from pyspark.sql import functions as F
 from recsys_spark.als import (AlsConfig, fit, grid_points, load_model, random_split_errors, rating_errors, ratings,
                               run_als, tune, validation_score)
 from recsys_spark.als_topn import score_top_k
+from recsys_core.ties import Ties
 from recsys_spark.delta import read_table, table_path, write_table
 from recsys_spark.errors import RecsysError
 from recsys_spark.evaluate import read_metrics
@@ -85,24 +86,24 @@ def test_tune_fits_every_grid_point_and_keeps_the_best(spark, warehouse):
     train = ratings(interactions.where("split = 'train'"))
     validation = interactions.where("split = 'validation'")
     config = AlsConfig(rank=2, max_iter=4, num_blocks=2, grid={"reg_param": [0.01, 5.0]})
-    best, points = tune(train, validation, config)
+    best, points = tune(train, validation, config, Ties())
     assert [p.params for p in points] == [{"reg_param": 0.01}, {"reg_param": 5.0}]
     assert best.reg_param == max(points, key=lambda p: p.score).params["reg_param"]
     assert best.reg_param == 0.01  # regParam 5 shrinks every factor to ~0: predictions ~0, RMSE ~3
     implicit = config.with_params(implicit_prefs=True, alpha=5.0)
-    implicit_best, implicit_points = tune(train, validation, implicit)
+    implicit_best, implicit_points = tune(train, validation, implicit, Ties())
     assert all(0.0 <= p.score <= 1.0 for p in implicit_points)  # HR@10 on the validation item
     # the score is HR@10 of the blocked top-10 (seen = train items) against each user's validation item
     model = fit(train, implicit_best)
     lists = score_top_k(model.userFactors.withColumnRenamed("id", "user_idx"),
                         model.itemFactors.withColumnRenamed("id", "item_idx"), train.select("user_idx", "item_idx"),
-                        k=10).collect()
+                        10, Ties()).collect()
     top = {}
     for row in lists:
         top.setdefault(row.user_idx, set()).add(row.item_idx)
     targets = {r.user_idx: r.item_idx for r in validation.select("user_idx", "item_idx").collect()}
     expected = sum(item in top.get(user, set()) for user, item in targets.items()) / len(targets)
-    assert validation_score(model, implicit_best, train, validation) == pytest.approx(expected)
+    assert validation_score(model, implicit_best, train, validation, Ties()) == pytest.approx(expected)
 
 
 def test_run_als_saves_model_factors_and_metrics(spark, warehouse):

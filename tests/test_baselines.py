@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 import shutil
 
 import pytest
@@ -72,6 +73,8 @@ def hand_warehouse(spark, tmp_path_factory):
     users = [(user_id(u), u, len(h)) for u, h in HISTORIES.items()]
     write_table(spark.createDataFrame(users, "userId long, user_idx int, n_interactions long"),
                 table_path(warehouse, "users"))
+    # the older tie rule: equal scores by ascending item_idx, which the hand-written lists below follow
+    (warehouse / "etl_report.json").write_text(json.dumps({"tie_break": "movieId", "seed": 42}))
     results = run_baselines(spark, warehouse, K, RUN_DATE)
     return warehouse, results
 
@@ -104,6 +107,28 @@ def test_ar2_backs_off_to_ar1_then_popularity(hand_lists):
     assert ar2[5] == markov[5] == [3, 4, 5, 1]  # (7,2) never seen: AR(1) of 2, then popularity
     assert ar2[6] == markov[6] == [2, 5, 1, 4]  # 10 has no successor: popularity without seen 3, 10
     assert ar2[7] == markov[7] == [2, 3, 5, 1]  # no history at all
+
+
+def test_under_the_hash_policy_each_user_gets_equal_scores_in_its_own_key_order(spark, hand_warehouse, tmp_path):
+    """The hand warehouse under etl.tie_break=hash: popularity's ties (items 2 and 3, then 1, 4, 6 and 7) fall in
+    each user's tie-key order, not by item_idx, and the order differs between users and seeds."""
+    from recsys_core.ties import Ties
+
+    source, _ = hand_warehouse
+    for name in ("interactions", "items", "users"):
+        shutil.copytree(table_path(source, name), table_path(tmp_path, name))
+    counts = {2: 3, 3: 3, 5: 2, 1: 1, 4: 1, 6: 1, 7: 1, 8: 0, 9: 0, 10: 0}
+    got = {}
+    for seed in (42, 43):
+        (tmp_path / "etl_report.json").write_text(json.dumps({"tie_break": "hash", "seed": seed}))
+        topn(spark, tmp_path, "popularity", 10, RUN_DATE, f"hash-{seed}")
+        ties = Ties("hash", seed)
+        for row in read_recommendations(spark, tmp_path, "popularity").orderBy("userId", "rank").collect():
+            got.setdefault(seed, {}).setdefault(row.userId - 100, []).append(row.movieId // 10)
+        for user, items in got[seed].items():
+            unseen = [i for i in counts if i not in seen(user)]
+            assert items == sorted(unseen, key=lambda i: (-counts[i], int(ties.numpy(user, i)))), (seed, user)
+    assert got[42] != got[43]  # another seed, another order of the same ties
 
 
 def test_popularity_of_an_empty_train_split_is_all_zero_not_a_division_error(spark, hand_warehouse):
@@ -229,7 +254,7 @@ def test_catalogue_row_lists_equal_the_spark_sql_formulation_on_ml_small(spark, 
     """Popularity, genre, markov, ar2 and hybrid are ranked as catalogue rows in numpy blocks, over each block's
     candidate and popularity-prefix columns only; the same lists, both views, come out of the plain SQL formulation:
     candidates (genre mixture + 1, AR(2) + 2, AR(1) + 1, every user's k + n_seen most popular), best per pair,
-    seen removed, top-k by score then item_idx; hybrid's normalised blend over the same candidates."""
+    seen removed, top-k by score then tie key; hybrid's normalised blend over the same candidates."""
     from recsys_spark.baselines.common import last_items, popular_candidates, rank_candidates
     from recsys_spark.baselines.markov import TIER_AR1, TIER_AR2, ar1_candidates, ar2_candidates
     from recsys_spark.baselines.genre import (TIER_GENRE, genre_item_popularity, item_genres,
@@ -254,11 +279,13 @@ def test_catalogue_row_lists_equal_the_spark_sql_formulation_on_ml_small(spark, 
                 "user_idx", "item_idx", (F.col("prob") + TIER_AR1).alias("score"))
             order2 = ar2_candidates(states, view.chain(2)).select(
                 "user_idx", "item_idx", (F.col("prob") + TIER_AR2).alias("score"))
+            ties = view.ties
             expected = {"hybrid": sql_hybrid(view, padding, k, config.hybrid.alpha),
-                        "popularity": rank_candidates(padding, view.interactions, k),
-                        "genre": rank_candidates(mixture.unionByName(padding), view.interactions, k),
-                        "markov": rank_candidates(order1.unionByName(padding), view.interactions, k),
-                        "ar2": rank_candidates(order2.unionByName(order1).unionByName(padding), view.interactions, k)}
+                        "popularity": rank_candidates(padding, view.interactions, k, ties),
+                        "genre": rank_candidates(mixture.unionByName(padding), view.interactions, k, ties),
+                        "markov": rank_candidates(order1.unionByName(padding), view.interactions, k, ties),
+                        "ar2": rank_candidates(order2.unionByName(order1).unionByName(padding), view.interactions, k,
+                                               ties)}
             for model, reference in expected.items():
                 got = sorted((r.user_idx, r.rank, r.item_idx, round(r.score, 9))
                              for r in recommend(view, model, k, config).collect())
@@ -290,4 +317,4 @@ def sql_hybrid(view, padding, k: int, alpha: float):
                   .groupBy("user_idx", "item_idx").agg(F.max("markov").alias("markov"), F.max("pop").alias("pop"))
                   .join(seen_pairs(view.interactions), ["user_idx", "item_idx"], "left_anti"))
     scored = candidates.withColumn("score", F.lit(alpha) * normalised("markov") + F.lit(1.0 - alpha) * normalised("pop"))
-    return top_k(scored, k).select("user_idx", "item_idx", "rank", "score")
+    return top_k(scored, k, view.ties).select("user_idx", "item_idx", "rank", "score")

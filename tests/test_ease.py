@@ -6,6 +6,7 @@ import pytest
 
 from recsys_spark.baselines import BaselinesConfig
 from recsys_spark.baselines.ease import EASEConfig, ease_weights, fit_ease, gram_matrix, kept_items, recommend_ease
+from recsys_core.ties import Ties
 from recsys_spark.errors import ConfigError
 from recsys_spark.recommendations import as_of_validation
 from item_histories import interactions_frame, random_histories
@@ -70,7 +71,8 @@ def test_lists_are_the_brute_force_ranking(spark, histories, interactions, split
                                        "item_idx int, score double, pop_rank int")
     k = 12
     lists: dict[int, list[int]] = {}
-    for row in recommend_ease(view, (kept, B), popularity, k).orderBy("user_idx", "rank").collect():
+    ties = Ties("hash", 5)
+    for row in recommend_ease(view, (kept, B), popularity, k, ties).orderBy("user_idx", "rank").collect():
         lists.setdefault(row.user_idx, []).append(row.item_idx)
     n_scored = n_full = 0
     for user, items in histories.items():
@@ -78,7 +80,7 @@ def test_lists_are_the_brute_force_ranking(spark, histories, interactions, split
         history = np.isin(kept, seen).astype(float)
         scores = history @ B_dense
         ranked = sorted((j for j in range(MAX_ITEMS) if scores[j] > 0 and kept[j] not in seen),
-                        key=lambda j: (-scores[j], kept[j]))
+                        key=lambda j: (-scores[j], ties.numpy(user, kept[j])))
         expected = [int(kept[j]) for j in ranked][:k]
         expected += [i for i in pop_order if i not in seen and i not in expected][:k - len(expected)]
         assert lists[user] == expected, user
@@ -88,9 +90,10 @@ def test_lists_are_the_brute_force_ranking(spark, histories, interactions, split
     assert 0 < n_full < N_USERS  # users with k EASE candidates (no padding) and users padded with popularity
 
 
-def test_tied_scores_break_by_item_index(spark):
+@pytest.mark.parametrize("ties", [Ties("movieId"), Ties("hash", 42), Ties("hash", 43)])
+def test_tied_scores_break_by_the_tie_key(spark, ties):
     """A hand-made B gives items 3, 5, 1, 4 the same score for a user with item 0: all four are candidates for the
-    last two places and the lowest indices win."""
+    last two places and the lowest tie keys win (under tie_break=movieId the lowest indices)."""
     kept = np.arange(6)
     B = np.zeros((6, 6))
     B[0, 2] = 2.0
@@ -99,8 +102,11 @@ def test_tied_scores_break_by_item_index(spark):
                                          "user_idx int, item_idx int, seq int, split string")
     popularity = spark.createDataFrame([(i, 0.5, i + 1) for i in range(6)],
                                        "item_idx int, score double, pop_rank int")
-    rows = recommend_ease(interactions, (kept, B), popularity, 3).orderBy("rank").collect()
-    assert [(r.item_idx, r.rank) for r in rows] == [(2, 1), (1, 2), (3, 3)]
+    rows = recommend_ease(interactions, (kept, B), popularity, 3, ties).orderBy("rank").collect()
+    tied = sorted([3, 5, 1, 4], key=lambda i: ties.numpy(1, i))
+    assert [(r.item_idx, r.rank) for r in rows] == [(2, 1), (tied[0], 2), (tied[1], 3)]
+    if ties.rule == "movieId":
+        assert tied[:2] == [1, 3]
 
 
 def test_bad_config_names_its_key():

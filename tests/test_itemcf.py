@@ -7,6 +7,7 @@ from pyspark.sql import functions as F
 
 from recsys_spark.baselines.itemcf import (ITEM_BLOCK, ItemCFConfig, item_neighbors, itemcf_candidates,
                                            recommend_itemcf)
+from recsys_core.ties import Ties
 from recsys_spark.errors import RecsysError
 from recsys_spark.recommendations import as_of_validation
 from item_histories import interactions_frame, random_histories
@@ -88,7 +89,7 @@ def test_user_scores_and_lists_match_brute_force(spark, histories, interactions,
                                        "item_idx int, score double, pop_rank int")
     k = N_ITEMS
     lists: dict[int, list[int]] = {}
-    for row in recommend_itemcf(view, neighbors, popularity, k, CONFIG).orderBy("user_idx", "rank").collect():
+    for row in recommend_itemcf(view, neighbors, popularity, k, CONFIG, Ties()).orderBy("user_idx", "rank").collect():
         lists.setdefault(row.user_idx, []).append(row.item_idx)
     for user in histories:
         expected = brute_force_scores(histories, kept, user, before_test=split == "test")

@@ -16,18 +16,23 @@ from pyspark.sql import functions as F
 from recsys_spark.delta import read_table, table_path, table_version
 from recsys_spark.errors import RecsysError
 from recsys_spark.recommendations import read_recommendations
-from recsys_spark.als_topn import block_top_k, score_top_k
+from recsys_spark.als_topn import _scores, block_top_k, pad_items, score_top_k
+from recsys_spark.blocked_topk import selection_groups
+from recsys_core.ties import Ties
 
 DAY = dt.date(2026, 11, 23)
+TIES = Ties("hash", 7)
 
 
-def brute_top_k(user_features, item_ids, item_features, seen: dict[int, set[int]], users, k):
-    """Per user: sort every unseen item by (score desc, item_idx asc), keep k."""
+def brute_top_k(user_features, item_ids, item_features, seen: dict[int, set[int]], users, k, scores=None):
+    """Per user: sort every unseen item by (score desc, tie key asc), keep k. scores: [users, items] to rank instead
+    of the dot products (a matrix product may round equal vectors' scores apart in the last bit)."""
     out = {}
     for row, user in enumerate(users):
-        scored = [(-float(np.dot(user_features[row], item_features[j])), int(item)) for j, item in enumerate(item_ids)
-                  if int(item) not in seen.get(int(user), set())]
-        out[int(user)] = [item for _, item in sorted(scored)[:k]]
+        scored = [(-float(np.dot(user_features[row], item_features[j]) if scores is None else scores[row, j]),
+                   int(TIES.numpy(user, item)), int(item))
+                  for j, item in enumerate(item_ids) if int(item) not in seen.get(int(user), set())]
+        out[int(user)] = [item for *_, item in sorted(scored)[:k]]
     return out
 
 
@@ -44,7 +49,7 @@ def test_block_top_k_matches_brute_force():
     seen = {7: [3, 11, 4, 40], 9: [2, 3, 5, 8, 9]}
     values = np.array(seen[7] + seen[9], dtype=np.int64)
     parents = np.array([0] * 4 + [2] * 5, dtype=np.int64)
-    batch = block_top_k(users, user_features, values, parents, item_ids, item_features, position, k=3)
+    batch = block_top_k(users, user_features, values, parents, item_ids, item_features, position, 3, TIES)
     got: dict[int, list[int]] = {}
     for user, item, rank in zip(*(batch.column(c).to_pylist() for c in ("user_idx", "item_idx", "rank"))):
         got.setdefault(user, []).append((rank, item))
@@ -57,7 +62,7 @@ def test_block_top_k_matches_brute_force():
 
 def test_block_top_k_threshold_selection_is_exact_on_a_large_catalogue_with_ties():
     # 3001 items (not a multiple of the selection groups, so padding is exercised); every item appears three times
-    # with identical factors, so scores tie in threes and the order within a tie must be item_idx ascending.
+    # with identical factors, so scores tie in threes and the order within a tie must be the tie key's.
     rng = np.random.default_rng(3)
     distinct = rng.normal(size=(1001, 8)).astype(np.float32)
     item_features = np.repeat(distinct, 3, axis=0)[:3001]
@@ -71,14 +76,16 @@ def test_block_top_k_threshold_selection_is_exact_on_a_large_catalogue_with_ties
     values = np.array([i for u in users for i in sorted(seen[int(u)])], dtype=np.int64)
     parents = np.repeat(np.arange(40), 50)
     k = 120
-    batch = block_top_k(users, user_features, values, parents, item_ids, item_features, position, k=k)
+    batch = block_top_k(users, user_features, values, parents, item_ids, item_features, position, k, TIES)
     got: dict[int, list[int]] = {}
     for user, item, rank in zip(*(batch.column(c).to_pylist() for c in ("user_idx", "item_idx", "rank"))):
         got.setdefault(user, []).append((rank, item))
     assert {u: [r for r, _ in v] for u, v in got.items()} == {int(u): list(range(1, k + 1)) for u in users}
     got = {u: [item for _, item in sorted(v)] for u, v in got.items()}
-    assert got == brute_top_k(user_features, item_ids, item_features, seen, users, k)
-    assert got[7] == sorted(set(item_ids.tolist()) - seen[7])[:k]
+    # the block's own float32 product: BLAS may score two equal item vectors a last bit apart by their position
+    scores = _scores(user_features, pad_items(item_features, selection_groups(len(item_ids), k)), len(item_ids))
+    assert got == brute_top_k(user_features, item_ids, item_features, seen, users, k, scores)
+    assert got[7] == sorted(set(item_ids.tolist()) - seen[7], key=lambda i: TIES.numpy(7, i))[:k]
 
 
 def test_score_top_k_in_spark_blocks_matches_brute_force(spark):
@@ -95,7 +102,7 @@ def test_score_top_k_in_spark_blocks_matches_brute_force(spark):
                                     "item_idx int, features array<float>")
     seen_df = spark.createDataFrame([(u, i) for u, items in seen.items() for i in items] or [(1, 99)],
                                     "user_idx int, item_idx int")
-    rows = score_top_k(user_df, item_df, seen_df, k=4, block_size=3).collect()  # several blocks per batch
+    rows = score_top_k(user_df, item_df, seen_df, 4, TIES, block_size=3).collect()  # several blocks per batch
     got: dict[int, list[tuple[int, int]]] = {}
     for r in rows:
         got.setdefault(r.user_idx, []).append((r.rank, r.item_idx))
@@ -205,4 +212,4 @@ def test_non_finite_item_factors_are_refused_not_silently_dropped(spark):
     items = spark.createDataFrame([(1, [1.0, 0.0]), (2, [float("nan"), 0.0])], "item_idx int, features array<float>")
     seen = spark.createDataFrame([(1, 3)], "user_idx int, item_idx int")
     with pytest.raises(RecsysError, match=r"1 item factor vectors are not finite \(item_idx \[2\]"):
-        score_top_k(users, items, seen, k=1)
+        score_top_k(users, items, seen, 1, TIES)

@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from jobs.config import load_config
+from recsys_core.ties import Ties
 from recsys_torch.errors import RecsysError
 from recsys_torch.metrics import hit_and_ndcg, mask_seen, target_ranks
 from recsys_torch.tables import read_recommendations
@@ -41,7 +42,7 @@ def test_nan_and_infinite_scores_are_misses_never_hits():
                            [-INF, 1.0, 2.0, 3.0, 0.5]])   # target 2, seen (masked to -inf)
     targets = torch.tensor([3, 1, 3, 2, 2])
     seen = torch.tensor([[0], [0], [0], [0], [2]])
-    ranks = target_ranks(mask_seen(logits, seen), targets)
+    ranks = target_ranks(mask_seen(logits, seen), targets, torch.arange(5), Ties())
     hit, ndcg = hit_and_ndcg(ranks, k=3)
     assert ranks[0] == 0 and hit.tolist() == [1.0, 0.0, 0.0, 0.0, 0.0]
     assert ndcg.tolist() == [1.0, 0.0, 0.0, 0.0, 0.0] and torch.isfinite(ndcg).all()
@@ -58,10 +59,10 @@ def test_validation_of_a_diverged_model_scores_zero(seq_dir):
     model = build_model("sasrec", {"n_items": 80, "hidden": 16, "n_layers": 1, "max_len": 20}, "cpu")
     env = DistEnv(rank=0, world=1, local_rank=0, local_world=1, device=torch.device("cpu"))
     _, loader = make_loader(ShardSpec(seq_dir / "validation", EVAL_COLUMNS, 16, shuffle=False))
-    healthy = validate(model, loader, env, amp=False)
+    healthy = validate(model, loader, env, amp=False, ties=Ties())
     with torch.no_grad():
         model.final_norm.weight.fill_(NAN)
-    diverged = validate(model, loader, env, amp=False)
+    diverged = validate(model, loader, env, amp=False, ties=Ties())
     assert healthy["rows"] == diverged["rows"] == 40 and healthy["hr@10"] > 0
     assert diverged["hr@10"] == 0.0 and diverged["ndcg@10"] == 0.0
 

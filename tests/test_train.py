@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from jobs.config import load_config
+from recsys_core.ties import Ties
 from recsys_torch.errors import RecsysError
 from recsys_torch.losses import bpr
 from recsys_torch.models.base import PairModel
@@ -85,7 +86,8 @@ def popularity_hr_at_10(seq_dir: Path) -> float:
     seen = torch.tensor([s + [0] * (width - len(s)) for s in rows["seen_items"]])
     logits = torch.from_numpy(counts).repeat(len(seen), 1)
     logits[:, 0] = float("-inf")
-    ranks = target_ranks(mask_seen(logits, seen), torch.tensor(rows["target_item"]))
+    ranks = target_ranks(mask_seen(logits, seen), torch.tensor(rows["target_item"]), torch.tensor(rows["user_idx"]),
+                         Ties.of_report(meta))
     return float(hit_and_ndcg(ranks, 10)[0].mean())
 
 
@@ -246,7 +248,7 @@ def _validation_worker(rank: int, world: int, port: int, split: str, out: str) -
         torch.manual_seed(0)
         model = build_model("sasrec", {"n_items": 80, "hidden": 16, "n_layers": 1, "max_len": 12}, "cpu")
         batches = list(validation_batches(split, 8, 37, env.rank, env.world))  # 37: not a multiple of a group
-        metric = validate(model, batches, env, amp=False)
+        metric = validate(model, batches, env, amp=False, ties=Ties())
         users = torch.cat([b["user_idx"] for b in batches]).tolist()
         Path(out, f"world{world}-rank{rank}.json").write_text(json.dumps({"users": users, **metric}))
     finally:

@@ -14,6 +14,7 @@ import pyarrow.compute as pc
 from pyspark.sql import DataFrame, Window
 from pyspark.sql import functions as F
 
+from recsys_core.ties import Ties
 from recsys_spark.blocked_topk import blocked_top_k, item_positions, padded_width
 from recsys_spark.recommendations import HISTORY_SPLITS, LIST_SPLITS, seen_pairs, top_k
 
@@ -47,22 +48,25 @@ def last_items(interactions: DataFrame) -> DataFrame:
 
 
 def popular_candidates(interactions: DataFrame, popularity: DataFrame, k: int) -> DataFrame:
-    """user_idx, item_idx, score: each user's k + n_seen most popular items, enough for k unseen ones.
+    """user_idx, item_idx, score: each user's k + n_seen most popular items and every item tied with the last of
+    them, enough for k unseen ones whatever the tie order.
 
     `popularity` has item_idx, score, pop_rank (1 = most popular). Each user's ranks 1..k+n_seen are generated with
-    sequence/explode and equi-joined to the (small, broadcast) item list: rows = users*k + seen rows, no cross join.
+    sequence/explode and equi-joined to the (small, broadcast) item list; their lowest score is the user's threshold.
     """
     wanted = seen_counts(interactions).select(
         "user_idx", F.explode(F.sequence(F.lit(1), F.col("n_seen") + F.lit(k))).alias("pop_rank"))
-    return (wanted.join(F.broadcast(popularity.select("pop_rank", "item_idx", "score")), "pop_rank")
-            .select("user_idx", "item_idx", "score"))
+    threshold = (wanted.join(F.broadcast(popularity.select("pop_rank", "score")), "pop_rank")
+                 .groupBy("user_idx").agg(F.min("score").alias("threshold")))
+    items = F.broadcast(popularity.select("item_idx", "score"))
+    return threshold.join(items, items["score"] >= threshold["threshold"]).select("user_idx", "item_idx", "score")
 
 
-def rank_candidates(candidates: DataFrame, interactions: DataFrame, k: int) -> DataFrame:
+def rank_candidates(candidates: DataFrame, interactions: DataFrame, k: int, ties: Ties) -> DataFrame:
     """user_idx, item_idx, rank, score: best score per (user, item), seen items removed, k best per user."""
     best = candidates.groupBy("user_idx", "item_idx").agg(F.max("score").alias("score"))
     unseen = best.join(seen_pairs(interactions), ["user_idx", "item_idx"], "left_anti")
-    return top_k(unseen, k).select("user_idx", "item_idx", "rank", "score")
+    return top_k(unseen, k, ties).select("user_idx", "item_idx", "rank", "score")
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -102,16 +106,17 @@ def seen_as_of(histories: DataFrame, split: str) -> DataFrame:
 @dataclass(frozen=True)
 class PopularityRow:
     """Tier 0 of every catalogue-row model: each item's popularity score (item_ids ascending) and the columns in
-    popularity order (score descending, then item_idx: pop_rank's order). Small: a few values per item.
+    popularity order (score descending). Small: a few values per item.
 
-    A row's tier-0 items of its top k are its k most popular unseen ones, all among its k + n_seen most popular
-    (prefix_columns); an item outside that prefix scored only by popularity is outranked by k unseen items of the
-    prefix (higher score, or the same score and a smaller item_idx), so it never needs a column."""
+    A row's tier-0 items of its top k are its k most popular unseen ones, all among its k + n_seen most popular and
+    every item tied with the last of those (prefix_columns): an item outside that prefix scored only by popularity
+    has a lower score than k unseen items of the prefix, so it never needs a column, whatever the tie order."""
 
     item_ids: np.ndarray  # int32, ascending
     scores: np.ndarray  # float64, scores[c] of item_ids[c]
     by_popularity: np.ndarray  # column indices, most popular first
     position: np.ndarray  # item_idx -> column (blocked_topk.item_positions)
+    descending: np.ndarray  # scores[by_popularity]
 
     @classmethod
     def of(cls, popularity: DataFrame) -> "PopularityRow":
@@ -119,12 +124,17 @@ class PopularityRow:
         order = np.argsort(table.column("item_idx").to_numpy())
         item_ids = table.column("item_idx").to_numpy()[order].astype(np.int32)
         scores = table.column("score").to_numpy()[order].astype(np.float64)
-        return cls(item_ids, scores, np.lexsort((item_ids, -scores)), item_positions(item_ids))
+        by_popularity = np.lexsort((item_ids, -scores))
+        return cls(item_ids, scores, by_popularity, item_positions(item_ids), scores[by_popularity])
 
     def prefix_columns(self, block: pa.RecordBatch, k: int) -> np.ndarray:
-        """The block's k + n_seen most popular columns, n_seen the largest of its rows (ascending)."""
+        """The block's k + n_seen most popular columns and those tied with the last, n_seen the largest of its
+        rows (ascending)."""
         n_seen = pc.fill_null(pc.list_value_length(block.column("seen")), 0).to_numpy(zero_copy_only=False)
-        return np.sort(self.by_popularity[:k + int(n_seen.max(initial=0))])
+        n = min(k + int(n_seen.max(initial=0)), len(self.descending))
+        if n:
+            n = int(np.searchsorted(-self.descending, -self.descending[n - 1], side="right"))
+        return np.sort(self.by_popularity[:n])
 
     def block(self, columns: np.ndarray, n_rows: int, k: int) -> np.ndarray:
         """[n_rows, padded_width(len(columns), k)]: each column's popularity, -inf on the padding columns."""
@@ -185,19 +195,20 @@ def users_of(interactions: DataFrame) -> DataFrame:
     return seen_as_of(user_histories(interactions), "test")
 
 
-def rank_tiered(users: DataFrame, candidates: DataFrame, popularity: DataFrame, k: int,
+def rank_tiered(users: DataFrame, candidates: DataFrame, popularity: DataFrame, k: int, ties: Ties,
                 normalise: bool = False) -> DataFrame:
     """Each user's (user_idx, seen: seen_as_of) k best unseen items: the model's candidates (user_idx, item_idx,
     score = tier + value, tier >= 1) over popularity padding (tier 0), ranked as catalogue rows."""
     pop = PopularityRow.of(popularity)
     return blocked_top_k(with_candidates(users, candidates), (pop, k, normalise), candidate_scores, pop.item_ids, k,
-                         block_size=CATALOGUE_ROW_BLOCK)
+                         ties, block_size=CATALOGUE_ROW_BLOCK)
 
 
-def rank_over_popularity(users: DataFrame, candidates: DataFrame, popularity: DataFrame, k: int) -> DataFrame:
+def rank_over_popularity(users: DataFrame, candidates: DataFrame, popularity: DataFrame, k: int,
+                         ties: Ties) -> DataFrame:
     """The top-k of every user (user_idx, seen) from a model's unseen candidates (user_idx, item_idx, score > 0),
     put in tier 1 by the user's best score (1 + score / best), over popularity padding (tier 0).
 
     Ranked as catalogue rows: no padding rows at all, where ranking in Spark cost a group, an anti-join and a window
     over the candidates and every short user's k + n_seen popular items."""
-    return rank_tiered(users, candidates, popularity, k, normalise=True)
+    return rank_tiered(users, candidates, popularity, k, ties, normalise=True)

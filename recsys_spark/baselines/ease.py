@@ -28,6 +28,7 @@ from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
 from recsys_core.config import POSITIVE, Config, above, checked
+from recsys_core.ties import Ties
 from recsys_spark.baselines.common import CATALOGUE_ROW_BLOCK, PopularityRow, train_rows, users_of
 from recsys_spark.baselines.itemcf import binary_matrix, item_block_product
 from recsys_spark.blocked_topk import blocked_top_k
@@ -145,7 +146,7 @@ def ease_block_scores(model: tuple[PopularityRow, int, np.ndarray, np.ndarray], 
 
 
 def recommend_ease(interactions: DataFrame, weights: tuple[np.ndarray, np.ndarray], popularity: DataFrame, k: int,
-                   users: DataFrame | None = None) -> DataFrame:
+                   ties: Ties, users: DataFrame | None = None) -> DataFrame:
     """users: user_idx, seen of this view (common.seen_as_of; default: collected from `interactions`).
 
     Scored and ranked on the executors, a block of users at a time (blocked_topk): B is broadcast once
@@ -153,11 +154,11 @@ def recommend_ease(interactions: DataFrame, weights: tuple[np.ndarray, np.ndarra
     kept, B = weights
     users = users_of(interactions) if users is None else users
     pop = PopularityRow.of(popularity)
-    return blocked_top_k(users, (pop, k, kept, B), ease_block_scores, pop.item_ids, k,
+    return blocked_top_k(users, (pop, k, kept, B), ease_block_scores, pop.item_ids, k, ties,
                          block_size=CATALOGUE_ROW_BLOCK)
 
 
 def ease(tables: "TrainTables", k: int, config) -> DataFrame:
     """The catalogue's entry: EASE's weights fitted once on the train rows (shared by both views)."""
     weights = tables.shared(fit_ease, lambda: fit_ease(tables.interactions, config.ease))
-    return recommend_ease(tables.interactions, weights, tables.popularity, k, tables.users_as_of())
+    return recommend_ease(tables.interactions, weights, tables.popularity, k, tables.ties, tables.users_as_of())

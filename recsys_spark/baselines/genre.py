@@ -19,6 +19,7 @@ from pyspark.sql import functions as F
 
 from recsys_spark.baselines.common import CATALOGUE_ROW_BLOCK, PopularityRow, train_rows
 from recsys_spark.blocked_topk import blocked_top_k
+from recsys_core.ties import Ties
 from recsys_core.config import POSITIVE, Config, checked
 
 if TYPE_CHECKING:
@@ -118,15 +119,15 @@ def genre_block_scores(model: tuple[PopularityRow, np.ndarray, np.ndarray, int],
     return scores, popularity.item_ids[columns]
 
 
-def recommend_genre(users: DataFrame, model: GenreModel, k: int) -> DataFrame:
+def recommend_genre(users: DataFrame, model: GenreModel, k: int, ties: Ties) -> DataFrame:
     """Each user's (user_idx, seen: common.seen_as_of) k best unseen items by genre mixture, over popularity."""
     with_weights = users.join(model.weights, "user_idx", "left")
     return blocked_top_k(with_weights, (model.popularity, model.columns, model.matrix, k), genre_block_scores,
-                         model.popularity.item_ids, k, block_size=CATALOGUE_ROW_BLOCK)
+                         model.popularity.item_ids, k, ties, block_size=CATALOGUE_ROW_BLOCK)
 
 
 def genre(tables: "TrainTables", k: int, config) -> DataFrame:
     """The catalogue's entry: the genre mixture, fitted once on the train rows (the same in both views)."""
     model = tables.shared(fit_genre, lambda: fit_genre(tables.interactions, tables.items, tables.popularity,
                                                        config.genre))
-    return recommend_genre(tables.users_as_of(), model, k)
+    return recommend_genre(tables.users_as_of(), model, k, tables.ties)

@@ -20,6 +20,7 @@ from recsys_spark.baselines.common import (CATALOGUE_ROW_BLOCK, PopularityRow, c
                                            with_candidates)
 from recsys_spark.baselines.markov import ar1_candidates
 from recsys_spark.blocked_topk import blocked_top_k, seen_cells
+from recsys_core.ties import Ties
 from recsys_core.config import Config, checked, number_in
 
 if TYPE_CHECKING:
@@ -63,16 +64,16 @@ def hybrid_scores(model: tuple[PopularityRow, int, float], block: pa.RecordBatch
 
 
 def recommend_hybrid(interactions: DataFrame, users: DataFrame, ar1: DataFrame, popularity: DataFrame, k: int,
-                     alpha: float) -> DataFrame:
+                     alpha: float, ties: Ties) -> DataFrame:
     """users: user_idx, seen (common.seen_as_of for the view `interactions` is)."""
     successors = ar1_candidates(last_items(interactions), ar1).select("user_idx", "item_idx",
                                                                        F.col("prob").alias("score"))
     pop = PopularityRow.of(popularity)
     return blocked_top_k(with_candidates(users, successors), (pop, k, float(alpha)), hybrid_scores, pop.item_ids, k,
-                         block_size=CATALOGUE_ROW_BLOCK)
+                         ties, block_size=CATALOGUE_ROW_BLOCK)
 
 
 def hybrid(tables: "TrainTables", k: int, config) -> DataFrame:
     """The catalogue's entry."""
     return recommend_hybrid(tables.interactions, tables.users_as_of(), tables.chain(1), tables.popularity, k,
-                            config.hybrid.alpha)
+                            config.hybrid.alpha, tables.ties)

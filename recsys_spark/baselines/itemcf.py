@@ -33,6 +33,7 @@ from pyspark.sql import functions as F
 
 from recsys_spark.baselines.common import rank_over_popularity, train_rows, users_of
 from recsys_core.config import POSITIVE, Config, Rule, at_least, checked, number_in
+from recsys_core.ties import Ties
 from recsys_spark.recommendations import HISTORY_SPLITS, seen_pairs
 
 if TYPE_CHECKING:
@@ -183,7 +184,7 @@ def itemcf_candidates(interactions: DataFrame, neighbors: DataFrame, config: Ite
         scores = (H[lo:lo + block] @ S).tocsr()
         scores = scores - scores.multiply(seen_matrix[lo:lo + block])
         # Sums of the same similarities in another order differ in the last bit: rounded, such ties stay ties and
-        # fall to the item index as everywhere else.
+        # fall to the tie key as everywhere else.
         scores.data = np.round(scores.data, 12)
         scores.eliminate_zeros()
         parts.append(row_top_k(scores, user_ids[lo:lo + block], k))
@@ -210,13 +211,13 @@ def row_top_k(scores, user_ids: np.ndarray, k: int) -> pd.DataFrame:
 
 
 def recommend_itemcf(interactions: DataFrame, neighbors: DataFrame, popularity: DataFrame, k: int,
-                     config: ItemCFConfig, users: DataFrame | None = None) -> DataFrame:
+                     config: ItemCFConfig, ties: Ties, users: DataFrame | None = None) -> DataFrame:
     """users: user_idx, seen of this view (common.seen_as_of; default: collected from `interactions`)."""
     users = users_of(interactions) if users is None else users
-    return rank_over_popularity(users, itemcf_candidates(interactions, neighbors, config, k), popularity, k)
+    return rank_over_popularity(users, itemcf_candidates(interactions, neighbors, config, k), popularity, k, ties)
 
 
 def itemcf(tables: "TrainTables", k: int, config) -> DataFrame:
     """The catalogue's entry."""
     return recommend_itemcf(tables.interactions, tables.neighbors(), tables.popularity, k, config.itemcf,
-                            tables.users_as_of())
+                            tables.ties, tables.users_as_of())

@@ -25,6 +25,7 @@ from pyspark.sql import DataFrame, Window
 from pyspark.sql import functions as F
 
 from recsys_spark.baselines.common import last_items, rank_tiered, train_rows
+from recsys_core.ties import Ties
 from recsys_core.config import POSITIVE, Config, checked
 
 if TYPE_CHECKING:
@@ -86,28 +87,29 @@ def ar2_candidates(states: DataFrame, ar2: DataFrame) -> DataFrame:
 
 
 def recommend_markov(interactions: DataFrame, users: DataFrame, ar1: DataFrame, popularity: DataFrame,
-                     k: int) -> DataFrame:
+                     k: int, ties: Ties) -> DataFrame:
     """users: user_idx, seen (common.seen_as_of for the view `interactions` is)."""
     states = last_items(interactions)
     markov = ar1_candidates(states, ar1).select("user_idx", "item_idx", (F.col("prob") + TIER_AR1).alias("score"))
-    return rank_tiered(users, markov, popularity, k)
+    return rank_tiered(users, markov, popularity, k, ties)
 
 
 def recommend_ar2(interactions: DataFrame, users: DataFrame, ar1: DataFrame, ar2: DataFrame,
-                  popularity: DataFrame, k: int) -> DataFrame:
+                  popularity: DataFrame, k: int, ties: Ties) -> DataFrame:
     states = last_items(interactions)
     order2 = ar2_candidates(states, ar2).select("user_idx", "item_idx", (F.col("prob") + TIER_AR2).alias("score"))
     order1 = ar1_candidates(states, ar1).select("user_idx", "item_idx", (F.col("prob") + TIER_AR1).alias("score"))
     # rank_tiered keeps the highest tier of an item proposed by both.
-    return rank_tiered(users, order2.unionByName(order1), popularity, k)
+    return rank_tiered(users, order2.unionByName(order1), popularity, k, ties)
 
 
 def markov(tables: "TrainTables", k: int, config) -> DataFrame:
     """The catalogue's entry of AR(1)."""
-    return recommend_markov(tables.interactions, tables.users_as_of(), tables.chain(1), tables.popularity, k)
+    return recommend_markov(tables.interactions, tables.users_as_of(), tables.chain(1), tables.popularity, k,
+                            tables.ties)
 
 
 def ar2(tables: "TrainTables", k: int, config) -> DataFrame:
     """The catalogue's entry of AR(2)."""
     return recommend_ar2(tables.interactions, tables.users_as_of(), tables.chain(1), tables.chain(2),
-                         tables.popularity, k)
+                         tables.popularity, k, tables.ties)

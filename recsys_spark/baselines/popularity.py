@@ -9,6 +9,7 @@ from pyspark.sql import functions as F
 
 from recsys_spark.baselines.common import CATALOGUE_ROW_BLOCK, PopularityRow, popularity_scores, train_rows
 from recsys_spark.blocked_topk import blocked_top_k
+from recsys_core.ties import Ties
 from recsys_core.config import POSITIVE, Config, checked
 
 if TYPE_CHECKING:
@@ -59,12 +60,13 @@ def item_popularity(interactions: DataFrame, items: DataFrame, recent_days: int 
     return scored.withColumn("pop_rank", F.row_number().over(order))
 
 
-def recommend_popularity(users: DataFrame, popularity: DataFrame, k: int) -> DataFrame:
+def recommend_popularity(users: DataFrame, popularity: DataFrame, k: int, ties: Ties) -> DataFrame:
     """The k most popular items each user (user_idx, seen: common.seen_as_of) has not seen."""
     pop = PopularityRow.of(popularity)
-    return blocked_top_k(users, (pop, k), popularity_scores, pop.item_ids, k, block_size=CATALOGUE_ROW_BLOCK)
+    return blocked_top_k(users, (pop, k), popularity_scores, pop.item_ids, k, ties,
+                         block_size=CATALOGUE_ROW_BLOCK)
 
 
 def popularity(tables: "TrainTables", k: int, config) -> DataFrame:
     """The catalogue's entry: every user's top-k of the train counts."""
-    return recommend_popularity(tables.users_as_of(), tables.popularity, k)
+    return recommend_popularity(tables.users_as_of(), tables.popularity, k, tables.ties)

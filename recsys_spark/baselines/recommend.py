@@ -19,6 +19,7 @@ from recsys_spark.baselines.markov import MarkovConfig, transitions_ar1, transit
 from recsys_spark.baselines.popularity import PopularityConfig, item_popularity
 from recsys_core import catalogue
 from recsys_core.config import POSITIVE, Config, check_value
+from recsys_core.ties import Ties
 from recsys_spark.delta import read_table, table_path, write_table
 from recsys_spark.errors import ConfigError
 from recsys_spark.recommendations import (LIST_SPLITS, as_of_validation, list_table, new_run_id,
@@ -41,6 +42,7 @@ class TrainTables:
     users: DataFrame
     popularity: DataFrame
     config: "BaselinesConfig"
+    ties: Ties  # the ETL's tie policy (etl_report.json): the order of equal scores in every list
     split: str = "test"  # the list these tables make: test, or validation (as_of)
     fitted: dict = field(default_factory=dict)  # fitted once, shared with the validation view
 
@@ -91,7 +93,7 @@ class TrainTables:
         users = read_table(spark, table_path(path, "users"))
         # Small (one row per item) and used by every model: computed once.
         popularity = item_popularity(interactions, items, config.popularity.recent_days).cache()
-        return cls(spark, path, interactions, items, users, popularity, config)
+        return cls(spark, path, interactions, items, users, popularity, config, Ties.of_warehouse(warehouse))
 
     def close(self) -> None:
         self.popularity.unpersist()
