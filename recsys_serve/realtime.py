@@ -34,11 +34,6 @@ from recsys_serve.reader import Warehouse
 
 log = logging.getLogger("recsys_serve")
 
-TABLE_MODELS = ("popularity", "markov", "ar2", "itemcf")
-TABLE_SOURCES = {"popularity": ("interactions",), "markov": ("transitions_ar1", "interactions"),
-                 "ar2": ("transitions_ar2", "transitions_ar1", "interactions"),
-                 "itemcf": ("item_neighbors", "interactions")}
-SEQUENCE_MODELS = ("sasrec", "ss4rec")  # the catalogue's torch models that read a history (recsys_torch checks)
 MAX_HISTORY = 10_000  # a posted history longer than this is refused before anything else (sequence models: max_len)
 ITEMCF_HISTORY, ITEMCF_DECAY = 20, 0.8  # baselines.itemcf.history / recency_decay defaults
 TIER_AR1, TIER_AR2, TIER_ITEMCF = 1.0, 2.0, 1.0
@@ -57,8 +52,22 @@ class History:
     user_idx: int = 0
 
 
+def sequence_models() -> list[str]:
+    """The catalogue's models a torch checkpoint scores a history with (Model.realtime == ())."""
+    return [m for m in catalogue.realtime_models() if catalogue.MODELS[m].realtime == ()]
+
+
+def table_models() -> list[str]:
+    """The catalogue's count models that score a history from their tables (Model.realtime: those tables)."""
+    return [m for m in catalogue.realtime_models() if catalogue.MODELS[m].realtime]
+
+
+def table_sources(model: str) -> tuple[str, ...]:
+    return catalogue.MODELS[model].realtime
+
+
 def can_score(model: str) -> bool:
-    return model in SEQUENCE_MODELS or model in TABLE_MODELS
+    return model in catalogue.realtime_models()
 
 
 def check_model(name: str) -> catalogue.Model:
@@ -68,7 +77,7 @@ def check_model(name: str) -> catalogue.Model:
         raise BadRequest(str(catalogue.unknown_model(name, "model"))) from None
     if not can_score(name):
         raise BadRequest(f"model: {name!r} cannot score a new history ({model.summary}: it scores the users it was "
-                         f"fitted on); models that can: {', '.join((*SEQUENCE_MODELS, *TABLE_MODELS))}")
+                         f"fitted on); models that can: {', '.join(catalogue.realtime_models())}")
     return model
 
 
@@ -90,7 +99,7 @@ class SequenceModels:
         self.root = root
         self.check_interval = check_interval
         self.threads = threads
-        self._slots = {name: _Slot() for name in SEQUENCE_MODELS}
+        self._slots = {name: _Slot() for name in sequence_models()}
         self.swaps = 0
 
     def get(self, name: str):
@@ -210,7 +219,7 @@ class CountModels:
         self._lock = threading.Lock()
 
     def require(self, model: str) -> None:
-        for table in TABLE_SOURCES[model]:
+        for table in table_sources(model):
             if not self.warehouse.exists(table):
                 raise NotFound(f"model: {model!r} needs the {table} table, which this warehouse lacks (run "
                                f"`recsys baselines`)")
@@ -235,19 +244,60 @@ class CountModels:
         return self._get("items", lambda: _item_space(self.warehouse), ("items", "interactions"))
 
     def ar1(self) -> Transitions:
-        return self._get("ar1", lambda: Transitions.load(
+        return self._get("transitions_ar1", lambda: Transitions.load(
             self.warehouse, "SELECT prev_item_idx::BIGINT AS k, next_item_idx AS n, prob AS w FROM {t}",
             "transitions_ar1"), ("transitions_ar1",))
 
     def ar2(self) -> Transitions:
-        return self._get("ar2", lambda: Transitions.load(
+        return self._get("transitions_ar2", lambda: Transitions.load(
             self.warehouse, f"SELECT prev2_item_idx::BIGINT * {AR_KEY} + prev_item_idx AS k, next_item_idx AS n, "
             "prob AS w FROM {t}", "transitions_ar2"), ("transitions_ar2",))
 
     def neighbors(self) -> Transitions:
-        return self._get("itemcf", lambda: Transitions.load(
+        return self._get("item_neighbors", lambda: Transitions.load(
             self.warehouse, "SELECT item_idx::BIGINT AS k, neighbor_idx AS n, similarity AS w FROM {t}",
             "item_neighbors"), ("item_neighbors",))
+
+    # Each count model's tiers over popularity, in place (its catalogue entry names the tables they read); returns
+    # how many history items were read.
+
+    def _popularity_tiers(self, scores: np.ndarray, history: np.ndarray) -> int:
+        return 0
+
+    def _markov_tiers(self, scores: np.ndarray, history: np.ndarray) -> int:
+        if not len(history):
+            return 0
+        nxt, prob = self.ar1().of(int(history[-1]))
+        np.maximum.at(scores, nxt, TIER_AR1 + prob)
+        return 1
+
+    def _ar2_tiers(self, scores: np.ndarray, history: np.ndarray) -> int:
+        used = self._markov_tiers(scores, history)
+        if len(history) >= 2:
+            nxt, prob = self.ar2().of(int(history[-2]) * AR_KEY + int(history[-1]))
+            np.maximum.at(scores, nxt, TIER_AR2 + prob)
+            used = 2
+        return used
+
+    def _itemcf_tiers(self, scores: np.ndarray, history: np.ndarray) -> int:
+        seen_recent: list[int] = []
+        for item in history[::-1]:  # the newest ITEMCF_HISTORY distinct items, newest first
+            if int(item) not in seen_recent:
+                seen_recent.append(int(item))
+            if len(seen_recent) == ITEMCF_HISTORY:
+                break
+        total = np.zeros(len(scores))
+        neighbors = self.neighbors()
+        for back, item in enumerate(seen_recent):
+            nxt, sim = neighbors.of(item)
+            np.add.at(total, nxt, ITEMCF_DECAY ** back * sim)
+        total[history[(history >= 0) & (history < len(total))]] = 0.0  # normalised by the best unseen sum
+        total = np.round(total, 12)  # as the baselines step rounds its sums (equal sums stay ties)
+        best = total.max(initial=0.0)
+        if best > 0:
+            hit = total > 0
+            scores[hit] = np.maximum(scores[hit], TIER_ITEMCF + total[hit] / best)
+        return len(seen_recent)
 
     def top_k(self, model: str, history: np.ndarray, k: int, user_idx: int = 0) -> tuple[np.ndarray, np.ndarray, int]:
         """(movieIds, scores, items read) of `model`'s k best items after `history` (item indices, oldest first),
@@ -255,36 +305,7 @@ class CountModels:
         self.require(model)
         space = self.space()
         scores = space.pop_score.copy()  # tier 0: popularity pads every list
-        used = 0
-        if model == "markov" or model == "ar2":
-            if len(history):
-                nxt, prob = self.ar1().of(int(history[-1]))
-                np.maximum.at(scores, nxt, TIER_AR1 + prob)
-                used = 1
-            if model == "ar2" and len(history) >= 2:
-                nxt, prob = self.ar2().of(int(history[-2]) * AR_KEY + int(history[-1]))
-                np.maximum.at(scores, nxt, TIER_AR2 + prob)
-                used = 2
-        elif model == "itemcf":
-            recent = history[::-1]
-            seen_recent: list[int] = []
-            for item in recent:  # the newest ITEMCF_HISTORY distinct items, newest first
-                if int(item) not in seen_recent:
-                    seen_recent.append(int(item))
-                if len(seen_recent) == ITEMCF_HISTORY:
-                    break
-            total = np.zeros(len(scores))
-            neighbors = self.neighbors()
-            for back, item in enumerate(seen_recent):
-                nxt, sim = neighbors.of(item)
-                np.add.at(total, nxt, ITEMCF_DECAY ** back * sim)
-            total[history[(history >= 0) & (history < len(total))]] = 0.0  # normalised by the best unseen sum
-            total = np.round(total, 12)  # as the baselines step rounds its sums (equal sums stay ties)
-            best = total.max(initial=0.0)
-            if best > 0:
-                hit = total > 0
-                scores[hit] = np.maximum(scores[hit], TIER_ITEMCF + total[hit] / best)
-            used = len(seen_recent)
+        used = getattr(self, f"_{model}_tiers")(scores, history)
         scores[history[(history >= 0) & (history < len(scores))]] = -np.inf
         top = _top(scores, k, space.ties.numpy(user_idx, np.arange(len(scores))))
         return space.movie_of[top], scores[top], used
@@ -362,13 +383,12 @@ class Realtime:
     def lists(self, model: str, requests: list, k: int, snapshot, batch: bool = False) -> list[dict]:
         check_model(model)
         histories = [self.history(r, snapshot, f"requests[{i}]." if batch else "") for i, r in enumerate(requests)]
-        if model in SEQUENCE_MODELS:
+        if model in sequence_models():
             return self._sequence_lists(model, histories, k, snapshot, batch)
         found = [self.counts.top_k(model, self.counts.space().indices(h.movie_ids), k, h.user_idx)
                  for h in histories]
-        source = " + ".join(TABLE_SOURCES[model][:-1]) or "interactions (train counts)"
-        if model != "popularity":
-            source += " + popularity"
+        tiers = table_sources(model)[:-1]  # the last is interactions: the popularity every list is padded with
+        source = " + ".join(tiers) + " + popularity" if tiers else "interactions (train counts)"
         loaded = self.counts.loaded_at("items")
         return [_body(snapshot, model, h, k, ids, scores, used, source, loaded)
                 for h, (ids, scores, used) in zip(histories, found)]
