@@ -172,7 +172,7 @@ def test_a_model_declared_once_is_planned_offered_served_and_evaluated(spark, sm
             user = client.get("/users").json()["users"][0]["userId"]
             body = client.get(f"/users/{user}/recommendations", params={"model": "dummy", "k": K}).json()
             assert body["model"] == "dummy" and len(body["items"]) == K and body["fallback"] is None
-        assert recsys(["evaluate", *argv[:2], "--run-date", DAY.isoformat()]) == 0
+        assert recsys(["evaluate", *argv[:2], "--model", "dummy", "--run-date", DAY.isoformat()]) == 0
         scored = {(r["model"], r["metric"], r["k"]) for r in read_metrics(warehouse).to_pylist()}
         assert ("dummy", "ndcg", 10) in scored
     finally:
