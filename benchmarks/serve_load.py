@@ -388,7 +388,7 @@ def build_realtime_warehouse(args) -> None:
              "mlflow.enabled=false"], "etl", env={**os.environ, "RECSYS_DELTA_WRITER": "delta-rs"})
     users, movies = warehouse_ids(warehouse)
     if not written_partitions(warehouse):
-        write_lists(warehouse, "popularity", RUN_DATE, users, movies, seed=0)
+        write_lists(warehouse, catalogue.FALLBACK_MODEL, RUN_DATE, users, movies, seed=0)
     from recsys_serve.reader import Warehouse
 
     wh = Warehouse(warehouse)
