@@ -211,8 +211,9 @@ def list_ranks(spark, warehouse: Path, interactions, split: str, names, run_date
     if not table_exists(table_path(warehouse, list_table(split))):
         return {}
     recs = read_table(spark, table_path(warehouse, list_table(split))).where(F.col("model").isin(list(names)))
-    chosen = select_runs(recs, None, dt.date.fromisoformat(run_date)).select("model", "run_date")
-    recs = recs.join(F.broadcast(chosen), ["model", "run_date"])  # as the evaluator chose them
+    runs = select_runs(recs, {}, run_date=dt.date.fromisoformat(run_date))  # as the evaluator chose them
+    chosen = spark.createDataFrame([(r.model, r.run_date) for r in runs], "model string, run_date date")
+    recs = recs.join(F.broadcast(chosen), ["model", "run_date"])
     target = interactions.where(F.col("split") == split)
     return per_user_ranks(recs, target, max_k)
 
