@@ -202,7 +202,7 @@ def test_als_topn_times_both_ways_and_their_agreement(warehouse, tmp_path):
 def test_quality_runs_the_commands_and_prints_the_table(bench, tmp_path):
     (tmp_path / "small.yaml").write_text(
         "spark:\n  spark.master: local[1]\n  spark.driver.memory: 1g\n  spark.sql.shuffle.partitions: 2\n"
-        "baselines:\n  models: [popularity, markov, ar2]\nevaluate:\n  bootstrap_resamples: 100\n")
+        "baselines:\n  models: [popularity, ar2]\nevaluate:\n  bootstrap_resamples: 100\nmlflow:\n  enabled: false\n")
     out = run_script("quality.py", str(bench["data"]), "--tie-breaks", "movieId", "--models", "", "--config",
                      str(tmp_path / "small.yaml"), "--work", str(tmp_path), "--json", str(tmp_path / "quality.json"))
     assert "tie-break movieId" in out and "(reference)" in out
