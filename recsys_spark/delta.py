@@ -293,6 +293,18 @@ def partition_times(path: str | Path) -> dict[tuple[str, dt.date], int]:
     return times
 
 
+def partition_commits(path: str | Path) -> dict[tuple[str, dt.date], int]:
+    """(model, run_date) -> the version of the commit that wrote the partition's files: the first commit not older
+    than their newest file (a commit is stamped after the files it adds are written), so every partition one commit
+    wrote gets that commit's version, whatever order its files were written in."""
+    import bisect
+
+    commits = sorted((c["timestamp"], c["version"]) for c in _require(str(path)).history())
+    stamps = [ms for ms, _ in commits]
+    return {key: commits[min(bisect.bisect_left(stamps, ms), len(commits) - 1)][1]
+            for key, ms in partition_times(path).items()}
+
+
 # Commits that leave a table's rows as they were (a vacuum, a compaction, a property): a reader before and after
 # one of them saw the same data.
 SAME_ROWS = frozenset({"VACUUM START", "VACUUM END", "OPTIMIZE", "SET TBLPROPERTIES"})

@@ -46,8 +46,8 @@ from pyspark.sql import functions as F
 
 from recsys_core import catalogue, storage
 from recsys_core.config import Config, Rule, checked, number_in
-from recsys_spark.delta import (partition_times, read_arrow, read_table, table_exists, table_path, table_version,
-                                rows_version_at, write_arrow)
+from recsys_spark.delta import (partition_commits, partition_times, read_arrow, read_table, rows_version_at,
+                                table_exists, table_path, table_version, write_arrow)
 from recsys_spark.errors import RecsysError
 from recsys_spark.intervals import intervals
 from recsys_spark.recommendations import LIST_SPLITS, list_table
@@ -175,10 +175,10 @@ def read_metrics(warehouse: str | Path) -> pa.Table:
 # Ranking metrics
 
 
-def select_runs(recs: DataFrame, times: Mapping[tuple[str, dt.date], int], model: str | None = None,
+def select_runs(recs: DataFrame, commits: Mapping[tuple[str, dt.date], int], model: str | None = None,
                 run_date: dt.date | None = None) -> list:
     """The (model, run_date, run_id) partitions to evaluate: the given date, or each model's latest, i.e. the list
-    written last (`times`: delta.partition_times), the later run date among lists written in the same millisecond."""
+    written last (`commits`: delta.partition_commits), the later run date among lists written by one commit."""
     if model:
         recs = recs.where(F.col("model") == model)
     if run_date is not None:
@@ -192,7 +192,7 @@ def select_runs(recs: DataFrame, times: Mapping[tuple[str, dt.date], int], model
     if run_date is None:
         latest = {}
         for r in runs:
-            order = (times.get((r.model, r.run_date), 0), r.run_date)
+            order = (commits.get((r.model, r.run_date), -1), r.run_date)
             if r.model not in latest or order > latest[r.model][0]:
                 latest[r.model] = (order, r)
         runs = [r for _, r in latest.values()]
@@ -278,7 +278,7 @@ def evaluate(spark: SparkSession, warehouse: str | Path, model: str | None = Non
     table = list_table(split)
     path = table_path(warehouse, table)
     recs = read_table(spark, path)
-    runs = select_runs(recs, partition_times(path), model, run_date)
+    runs = select_runs(recs, partition_commits(path), model, run_date)
     if not runs:
         what = f"model {model!r}" if model else "any model"
         when = f" on {run_date.isoformat()}" if run_date else ""
@@ -327,7 +327,7 @@ def _reference_recs(spark: SparkSession, warehouse, reference: str | None, run_d
         return None
     path = table_path(warehouse, table)
     recs = read_table(spark, path)
-    runs = select_runs(recs, partition_times(path), reference, run_date)
+    runs = select_runs(recs, partition_commits(path), reference, run_date)
     if not runs:
         return None
     return recs.where((F.col("model") == reference) & (F.col("run_date") == F.lit(runs[0].run_date)))
