@@ -31,8 +31,9 @@ if __package__ in (None, ""):  # run as a script (`python jobs/pipeline.py`): th
 from jobs import catalogue  # noqa: E402
 from jobs.common import add_config_flags, comparison_view, guarded, parse_run_date  # noqa: E402
 from jobs.config import ConfigError, check_steps, load_config, run_layer, section  # noqa: E402
+from jobs.executor import run_pipeline, summary  # noqa: E402
 from jobs.launchers import launcher_of, step_command  # noqa: E402
-from jobs.plan import PipelineConfig, Run, config_sections, plan, run_pipeline, summary  # noqa: E402
+from jobs.plan import PipelineConfig, Run, config_sections, plan  # noqa: E402
 from jobs.runlock import RunLock  # noqa: E402
 from jobs.steps import PROJECT_ROOT, run_child  # noqa: E402
 from recsys_core import storage  # noqa: E402
@@ -259,7 +260,6 @@ def run_nightly(args, cfg, layer, resolve, pipe, run_date, data, warehouse, cons
     import mlflow
 
     from jobs.tracking import PARENT_ENV, export_env
-    from recsys_spark.report import comparison_table, intervals_table, load_metrics, write_report
 
     env = export_env(cfg, warehouse)
 
@@ -267,19 +267,7 @@ def run_nightly(args, cfg, layer, resolve, pipe, run_date, data, warehouse, cons
         style = {"ran": "green", "skipped": "dim", "failed": "red", "not run": "yellow"}[result.status]
         console.print(f"[{style}]{result.status:>7}[/] {result.name:<20} {result.seconds:7.1f}s")
 
-    runner = args.runner or run_child
-    # the cluster launchers' steps: the executors' code, built from these sources before the first step (a runner
-    # given by the caller starts the steps itself)
-    if args.launcher == "cluster" and args.runner is None:
-        from jobs.ship import build
-
-        command = step_command("cluster", resolve, str(build()), run_date.isoformat())
-        run = Run(str(data), args.warehouse_uri, run_date.isoformat(), args.env, args.config, tuple(args.overrides))
-        for step in plan(pipe, run):  # a launch setting that cannot be used (an unset ${NAME}): before any step
-            command(step)
-        runner = functools.partial(run_child, command=command)
-    report = registered = table = metrics = None
-    drift_lines: list[str] = []
+    runner = args.runner or cluster_runner(args, resolve, pipe, run_date, data) or run_child
     tags = {"recsys.step": "pipeline", "recsys.run_date": str(run_date)}
     parent_id = pipeline_run_of(env["MLFLOW_EXPERIMENT_ID"], run_date) if args.step else None
     with mlflow.start_run(run_id=parent_id, experiment_id=env["MLFLOW_EXPERIMENT_ID"],
@@ -291,47 +279,78 @@ def run_nightly(args, cfg, layer, resolve, pipe, run_date, data, warehouse, cons
                                force=args.force, env_name=args.env, on_step=show,
                                config_file=Path(args.config) if args.config else None, overrides=args.overrides,
                                runner=runner, only=args.step, warehouse_uri=args.warehouse_uri)
-        for result in results:
-            mlflow.log_metric(f"step_seconds.{result.name}", result.seconds)
-        status = {r.name: r.status for r in results}
-        ran = {name for name, s in status.items() if s == "ran"}
-        trained = {m for m in pipe.torch_models if catalogue.TORCH.fit_step.format(model=m) in ran}
-        # One step alone (a scheduler's task): a training that ran registers its model when it is now the best.
-        if not args.step or trained:
-            registered = register_best(warehouse, cfg, trained)
-        if status.get("evaluate") in ("ran", "skipped"):  # the report of the models that were evaluated
-            report = write_report(warehouse, args.reports, run_date)
-            mlflow.log_artifacts(str(report.parent), "report")
-            metrics = load_metrics(warehouse, run_date)
-            table = comparison_table(metrics)
-            for model, row in table.iterrows():
-                for metric, value in row.dropna().items():
-                    mlflow.log_metric(f"{model}.{metric.replace('@', '_at_')}", float(value))
-        if status.get("drift") in ("ran", "skipped"):  # its warnings, read back from the drift table
-            from recsys_spark.drift import load_drift, warnings
-
-            drift_lines = warnings(load_drift(warehouse, run_date))
-        if "failed" in status.values():
-            mlflow.set_tag("recsys.failed_steps", ",".join(n for n, s in status.items() if s == "failed"))
-
-    if table is not None:
-        console.print(comparison_view(table, f"Comparison, run date {run_date} (test split, full ranking)"))
-        intervals = intervals_table(metrics)
-        if not intervals.empty:
-            console.print(comparison_view(intervals, "95% bootstrap intervals over users; paired differences, "
-                                                     "(noise): the interval holds zero"))
-    if registered:
-        console.print(f"registered: {registered}")
-    if report is not None:
-        console.print(f"report: {report}")
-    print("\n".join(["", f"nightly {run_date}:", *summary(results), *drift_lines,
-                      *gate_summary(warehouse, run_date, results)]))
+        night = night_outputs(args, cfg, pipe, warehouse, run_date, results)
+    show_night(console, night, warehouse, run_date, results)
     failures = [line for line in summary(results) if line.startswith("FAILED ")]
     if args.step:  # a scheduler's task: a step its failed upstream kept from running is not a success either
         failures += [f"NOT RUN {r.name}: {r.blocked_by} failed" for r in results if r.status == "not run"]
     if failures:
         print("\n".join(failures), file=sys.stderr)
     return 1 if failures else 0
+
+
+def cluster_runner(args, resolve, pipe, run_date, data):
+    """With the cluster launchers, the step runner over the executors' code, built from these sources before the
+    first step (a runner given by the caller starts the steps itself); None with the local launcher."""
+    if args.launcher != "cluster" or args.runner is not None:
+        return None
+    from jobs.ship import build
+
+    command = step_command("cluster", resolve, str(build()), run_date.isoformat())
+    run = Run(str(data), args.warehouse_uri, run_date.isoformat(), args.env, args.config, tuple(args.overrides))
+    for step in plan(pipe, run):  # a launch setting that cannot be used (an unset ${NAME}): before any step
+        command(step)
+    return functools.partial(run_child, command=command)
+
+
+def night_outputs(args, cfg, pipe, warehouse, run_date, results) -> dict:
+    """After the steps, in the pipeline's MLflow run: the best torch model registered, the report of the evaluated
+    models and their metrics logged, the drift warnings, the failed steps tagged."""
+    import mlflow
+
+    from recsys_spark.report import comparison_table, load_metrics, write_report
+
+    night = {"registered": None, "report": None, "table": None, "metrics": None, "drift_lines": []}
+    status = {r.name: r.status for r in results}
+    ran = {name for name, s in status.items() if s == "ran"}
+    trained = {m for m in pipe.torch_models if catalogue.TORCH.fit_step.format(model=m) in ran}
+    # One step alone (a scheduler's task): a training that ran registers its model when it is now the best.
+    if not args.step or trained:
+        night["registered"] = register_best(warehouse, cfg, trained)
+    if status.get("evaluate") in ("ran", "skipped"):  # the report of the models that were evaluated
+        night["report"] = write_report(warehouse, args.reports, run_date)
+        mlflow.log_artifacts(str(night["report"].parent), "report")
+        night["metrics"] = load_metrics(warehouse, run_date)
+        night["table"] = comparison_table(night["metrics"])
+        for model, row in night["table"].iterrows():
+            for metric, value in row.dropna().items():
+                mlflow.log_metric(f"{model}.{metric.replace('@', '_at_')}", float(value))
+    if status.get("drift") in ("ran", "skipped"):  # its warnings, read back from the drift table
+        from recsys_spark.drift import load_drift, warnings
+
+        night["drift_lines"] = warnings(load_drift(warehouse, run_date))
+    for result in results:
+        mlflow.log_metric(f"step_seconds.{result.name}", result.seconds)
+    if "failed" in status.values():
+        mlflow.set_tag("recsys.failed_steps", ",".join(n for n, s in status.items() if s == "failed"))
+    return night
+
+
+def show_night(console, night: dict, warehouse, run_date, results) -> None:
+    from recsys_spark.report import intervals_table
+
+    if night["table"] is not None:
+        console.print(comparison_view(night["table"], f"Comparison, run date {run_date} (test split, full ranking)"))
+        intervals = intervals_table(night["metrics"])
+        if not intervals.empty:
+            console.print(comparison_view(intervals, "95% bootstrap intervals over users; paired differences, "
+                                                     "(noise): the interval holds zero"))
+    if night["registered"]:
+        console.print(f"registered: {night['registered']}")
+    if night["report"] is not None:
+        console.print(f"report: {night['report']}")
+    print("\n".join(["", f"nightly {run_date}:", *summary(results), *night["drift_lines"],
+                      *gate_summary(warehouse, run_date, results)]))
 
 
 if __name__ == "__main__":

@@ -16,7 +16,8 @@ if __package__ in (None, ""):  # run as a script (`python jobs/publish.py`): the
 
 from jobs.common import add_config_flags, guarded, job_config, parse_run_date, require_tables  # noqa: E402
 from jobs.config import build_section  # noqa: E402
-from jobs.plan import PipelineConfig, Run, loaded_features, plan, run_dir  # noqa: E402
+from jobs.executor import run_dir  # noqa: E402
+from jobs.plan import PipelineConfig, Run, loaded_features, plan  # noqa: E402
 
 
 def failed_models(warehouse: Path, run_date: dt.date, pipe: PipelineConfig) -> dict[str, str]:

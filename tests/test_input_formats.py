@@ -292,7 +292,8 @@ def test_a_generated_event_log_reads_back_whole_with_the_printed_settings(spark,
 def test_the_etl_fingerprint_covers_an_item_table_outside_the_log(tmp_path):
     import datetime as dt
 
-    from jobs.plan import Run, fingerprint, plan, PipelineConfig
+    from jobs.fingerprints import fingerprint
+    from jobs.plan import PipelineConfig, Run, plan
 
     (tmp_path / "log").mkdir()
     pq.write_table(pa.table({"u": [1, 2], "i": [3, 4]}), tmp_path / "log" / "part-0.parquet")

@@ -115,7 +115,7 @@ def test_same_date_again_skips_and_forced_rerun_keeps_counts(nightly_copy, spark
     every table. It runs the same plan in this process (each Spark step on the tests' session), which checks what
     the forced run is for, that every step replaces what it wrote, without starting a JVM per step again."""
     from jobs.config import load_config, run_layer
-    from jobs.plan import run_pipeline as run_plan
+    from jobs.executor import run_pipeline as run_plan
     from jobs.steps import run_in_process
 
     wh, fast = nightly_copy["warehouse"], nightly_copy["overrides"]

@@ -13,10 +13,13 @@ import sys
 from pathlib import Path
 
 import pytest
+from one_rating import make_data
 
 from jobs import catalogue
 from jobs.config import load_config
-from jobs.plan import PipelineConfig, Run, State, fingerprint, plan, run_pipeline, summary
+from jobs.executor import State, run_pipeline, summary
+from jobs.fingerprints import fingerprint
+from jobs.plan import PipelineConfig, Run, plan
 from jobs.steps import StepOutcome, local_command
 from recsys_spark.errors import RecsysError
 
@@ -24,14 +27,6 @@ REPO = Path(__file__).resolve().parent.parent
 DAY = dt.date(2026, 11, 23)
 RUN = Run("data", "wh", DAY.isoformat(), "local", "c.yaml")
 ALL_STEPS = [s.name for s in plan(PipelineConfig(), RUN)]
-
-
-def make_data(tmp_path):
-    data = tmp_path / "data"
-    data.mkdir()
-    (data / "ratings.csv").write_text("userId,movieId,rating,timestamp\n1,1,4.0,1\n")
-    (data / "movies.csv").write_text("movieId,title,genres\n1,A (1999),Drama\n")
-    return data
 
 
 def test_plan_fits_and_ranks_every_catalogue_model_then_evaluates_measures_drift_and_ends_with_publish():
@@ -424,7 +419,7 @@ def test_every_step_run_carries_the_runs_config_file_and_overrides(tmp_path):
 
 
 def test_a_step_reruns_exactly_when_the_code_it_runs_changes(tmp_path, monkeypatch):
-    """The fingerprint holds the step's code (plan.code_fingerprint): in a copy of the project, changing one module
+    """The fingerprint holds the step's code (jobs/fingerprints.py, code_fingerprint): in a copy of the project, changing one module
     changes the fingerprints of the steps that run it and of what reads their output, and of no other."""
     import shutil
 
