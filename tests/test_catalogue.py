@@ -184,7 +184,8 @@ def test_a_model_declared_once_is_planned_offered_served_and_evaluated(spark, sm
 def test_the_real_time_roles_the_catalogue_declares_are_the_codes():
     """Model.realtime: () for exactly the torch models that score a history, the tables a count model reads (the
     last: interactions, whose popularity pads every list) for those the server has tiers for."""
-    from recsys_serve.realtime import CountModels, sequence_models, table_models
+    from recsys_serve.count_models import CountModels, table_models
+    from recsys_serve.realtime import sequence_models
     from recsys_torch.realtime import is_sequence_model
 
     assert sequence_models() == [m for m in catalogue.names(catalogue.TORCH) if is_sequence_model(m)] != []
