@@ -9,16 +9,9 @@ import time
 from pathlib import Path
 
 import pytest
+from one_rating import make_data
 
 REPO = Path(__file__).resolve().parent.parent
-
-
-def make_data(tmp_path: Path) -> Path:
-    data = tmp_path / "data"
-    data.mkdir()
-    (data / "ratings.csv").write_text("userId,movieId,rating,timestamp\n1,1,4.0,1\n")
-    (data / "movies.csv").write_text("movieId,title,genres\n1,A (1999),Drama\n")
-    return data
 
 
 @pytest.fixture(scope="module")
