@@ -314,7 +314,9 @@ def refuse_stale(warehouse, runs: Sequence, times: Mapping[tuple[str, dt.date], 
     path = table_path(warehouse, "interactions")
     current = rows_version_at(path)
     stale = [(r, rows_version_at(path, times.get((r.model, r.run_date), 0))) for r in runs]
-    stale = [f"{r.model} ({r.run_date}) at version {made}" for r, made in stale if made != current]
+    # None: the log no longer reaches back that far (log retention): not provably stale, so not refused
+    stale = [f"{r.model} ({r.run_date}) at version {made}" for r, made in stale
+             if made is not None and current is not None and made != current]
     if stale:
         raise RecsysError(f"lists made from another interactions version than the current {current}: "
                           f"{', '.join(stale)}; re-run their top-N (`recsys topn --model NAME`) before evaluating")
