@@ -3,8 +3,8 @@ a Python that does not have the project: the code reaches them only through what
 
 `recsys pipeline --env cluster` runs the steps of each launcher on it (spark-submit with the static settings and the
 shipped zip, torchrun for the training, python for the torch top-N) and writes the lists the shared local nightly
-(conftest's finished_nightly, same data and settings) wrote; with one Worker killed mid-job a submitted job still
-finishes, with identical output.
+(conftest's finished_nightly, same data and settings) wrote; with one Worker killed in the middle of its ETL step,
+that step still finishes, with the tables the local nightly's ETL wrote.
 """
 from __future__ import annotations
 
@@ -97,16 +97,16 @@ def cluster(tmp_path_factory):
     master = start(["org.apache.spark.deploy.master.Master", "--host", "127.0.0.1", "--port", str(port),
                     "--webui-port", str(ui)], logs / "master.log", logs)
     workers = []
+    worker_args = [["org.apache.spark.deploy.worker.Worker", "--host", "127.0.0.1", "--cores", "1", "--memory", "1536m",
+                    "--webui-port", str(free_port()), "--work-dir", str(logs / f"work{n}"), f"spark://127.0.0.1:{port}"]
+                   for n in range(2)]
     try:
         wait_for(lambda: master_state(ui)["status"] == "ALIVE", 60, "the Spark master")
-        for n in range(2):
-            workers.append(start(["org.apache.spark.deploy.worker.Worker", "--host", "127.0.0.1", "--cores", "1",
-                                  "--memory", "1536m", "--webui-port", str(free_port()),
-                                  "--work-dir", str(logs / f"work{n}"), f"spark://127.0.0.1:{port}"],
-                                 logs / f"worker{n}.log", logs))
+        for n, args in enumerate(worker_args):
+            workers.append(start(args, logs / f"worker{n}.log", logs))
         wait_for(lambda: sum(w["state"] == "ALIVE" for w in master_state(ui)["workers"]) == 2, 60, "two workers")
-        yield {"url": f"spark://127.0.0.1:{port}", "ui": ui, "workers": workers, "logs": logs,
-               "python": executor_python(logs)}
+        yield {"url": f"spark://127.0.0.1:{port}", "ui": ui, "workers": workers, "worker_args": worker_args,
+               "logs": logs, "python": executor_python(logs)}
     finally:
         for proc in [*workers, master]:
             stop(proc)
@@ -139,6 +139,7 @@ def test_the_cluster_plan_on_a_standalone_cluster_writes_the_local_runs_lists(cl
                               "spark.jars.packages": None, "spark.sql.extensions": None,
                               "spark.sql.catalog.spark_catalog": None,
                               "spark.executor.memory": "1g", "spark.executor.cores": 1, "spark.driver.memory": "1g",
+                              "spark.task.maxFailures": 8,  # the ETL step loses a worker mid-job
                               "spark.sql.shuffle.partitions": 4, "spark.ui.enabled": False}}
     (tmp_path / "cluster.yaml").write_text(yaml.safe_dump(cluster_conf))
     warehouse = tmp_path / "cluster-wh"
@@ -156,7 +157,8 @@ def test_the_cluster_plan_on_a_standalone_cluster_writes_the_local_runs_lists(cl
     assert any("torchrun --standalone --nproc-per-node=1 jobs/train.py --model sasrec" in line
                for line in printed.stdout.splitlines())
 
-    for step in STEPS:  # as a scheduler's tasks: one step each
+    etl_survives_a_worker_killed_mid_job(cluster, [*argv, "--step", "etl"], warehouse, nightly["warehouse"])
+    for step in STEPS[1:]:  # as a scheduler's tasks: one step each
         proc = subprocess.run([*argv, "--step", step], cwd=REPO, env={**spark_env(), "RECSYS_NET_IF": "lo"},
                               capture_output=True, text=True, timeout=600)
         assert proc.returncode == 0, (step, proc.stdout[-4000:] + proc.stderr[-4000:])
@@ -182,16 +184,6 @@ def test_the_cluster_plan_on_a_standalone_cluster_writes_the_local_runs_lists(cl
     assert "skipped baselines" in " ".join(again.stdout.split())
 
 
-def submit(cluster, data: Path, warehouse: Path) -> subprocess.Popen:
-    cmd = [str(SPARK_HOME / "bin" / "spark-submit"), "--master", cluster["url"],
-           "--conf", "spark.executor.memory=1g", "--conf", "spark.executor.cores=1",
-           "--conf", "spark.task.maxFailures=8", "--conf", "spark.sql.shuffle.partitions=4",
-           "--conf", f"spark.pyspark.python={sys.executable}",
-           str(REPO / "jobs" / "etl.py"), "--data", str(data), "--warehouse", str(warehouse)]
-    return subprocess.Popen(cmd, env=spark_env(), cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            text=True, start_new_session=True)
-
-
 def sorted_table(warehouse: Path, name: str) -> pa.Table:
     table = read_arrow(warehouse / name)
     return table.select(sorted(table.column_names)).sort_by([(c, "ascending") for c in TABLES[name]])
@@ -204,8 +196,12 @@ def assert_same_tables(got: Path, expected: Path) -> None:
         assert left.equals(right), f"{name} differs between the cluster run and local mode"
 
 
-def test_etl_survives_a_worker_killed_mid_job(cluster, finished_nightly, tmp_path):
-    proc = submit(cluster, finished_nightly["data"], tmp_path / "wh")
+def etl_survives_a_worker_killed_mid_job(cluster, command: list[str], warehouse: Path, local: Path) -> None:
+    """The plan's ETL step (spark-submit through the runner) with one Worker killed while the application runs on
+    both: the step still succeeds and writes the tables the local nightly's ETL wrote. The Worker is started again
+    for the steps after it."""
+    proc = subprocess.Popen(command, cwd=REPO, env={**spark_env(), "RECSYS_NET_IF": "lo"}, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, start_new_session=True)
     try:
         # Mid-job: the application has executors on both workers and is working.
         wait_for(lambda: any(a.get("state") == "RUNNING" for a in master_state(cluster["ui"])["activeapps"]),
@@ -214,8 +210,12 @@ def test_etl_survives_a_worker_killed_mid_job(cluster, finished_nightly, tmp_pat
         assert proc.poll() is None, "the job ended before the worker could be killed mid-job"
         victim = cluster["workers"][0]
         os.killpg(victim.pid, signal.SIGKILL)
+        victim.wait(timeout=30)
         out, _ = proc.communicate(timeout=600)
     finally:
         stop(proc)
-    assert proc.returncode == 0, out[-3000:]
-    assert_same_tables(tmp_path / "wh", finished_nightly["warehouse"])
+    assert proc.returncode == 0, out[-4000:]
+    assert_same_tables(warehouse, local)
+    cluster["workers"][0] = start(cluster["worker_args"][0], cluster["logs"] / "worker0-again.log", cluster["logs"])
+    wait_for(lambda: sum(w["state"] == "ALIVE" for w in master_state(cluster["ui"])["workers"]) == 2, 60,
+             "the killed worker back")
