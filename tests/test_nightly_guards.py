@@ -21,7 +21,7 @@ def recsys(*argv: str, timeout: int = 120) -> subprocess.CompletedProcess:
 
 def write_lock(warehouse: Path, pid: int, host: str | None = None) -> Path:
     path = warehouse / "_pipeline" / "run.lock"
-    path.parent.mkdir(parents=True)
+    path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps({"pid": pid, "host": host or socket.gethostname(),
                                 "started": "2026-11-23T02:15:00+00:00"}))
     return path
@@ -79,13 +79,15 @@ def test_the_lock_is_atomic_released_and_a_dead_holders_lock_is_taken_over(tmp_p
 @pytest.mark.slow
 def test_a_failing_model_step_still_evaluates_and_publishes_the_others_and_its_last_list_stays_served(
         spark, tmp_path, capsys):
-    """Two small nightlies. Night 1, the suite's one whole run of the real `recsys pipeline` CLI in its own process
-    (each step a process of its own): a lock left by a dead process, and a training step that fails when it starts
-    (train.sequences names a folder that holds no shards, which only the run can find out: a config mistake such as
-    sasrec.hidden=63 stops the whole run before its first step, tests/test_pipeline_checks.py): the other models are
-    evaluated and published, and the run exits 1. Night 2, the same command with its steps in this process (on the
-    tests' JVM): the ensemble's step fails too (a member, ar2, that no night fitted has no lists to blend): it is not
-    published and the list it had published on night 1 stays the served one."""
+    """Two small nightlies. Night 1, with its steps in this process (on the tests' JVM): a training step that fails
+    when it starts (train.sequences names a folder that holds no shards, which only the run can find out: a config
+    mistake such as sasrec.hidden=63 stops the whole run before its first step, tests/test_pipeline_checks.py): the
+    other models are evaluated and published, and the run exits 1. Night 2, the suite's one whole run of the real
+    `recsys pipeline` CLI in its own process (each step a process of its own; the unchanged ETL and sequence export
+    are skipped): a lock left by a dead process is taken over, the training fails again, and the ensemble's step
+    fails too (a member, ar2, that no night fitted has no lists to blend): it is not published and the list it had
+    published on night 1 stays the served one. (Night 1 in this process and night 2 through the CLI, not the other
+    way round: the CLI night then starts no JVM for the two steps it skips.)"""
     from jobs.pipeline import main as pipeline
     from jobs.steps import run_in_process
     from recsys_core.published import latest_published
@@ -96,9 +98,6 @@ def test_a_failing_model_step_still_evaluates_and_publishes_the_others_and_its_l
 
     generate(tmp_path / "data", n_users=60, n_items=200, n_ratings=2500, seed=4)
     warehouse = tmp_path / "wh"
-    dead = subprocess.Popen(["true"])
-    dead.wait()
-    lock = write_lock(warehouse, dead.pid)
 
     def argv(run_date: str, *extra: str) -> list[str]:
         return ["--data", str(tmp_path / "data"), "--warehouse", str(warehouse), "--reports",
@@ -106,37 +105,53 @@ def test_a_failing_model_step_still_evaluates_and_publishes_the_others_and_its_l
                 "ensemble.models=[popularity,markov]", "pipeline.torch_models=[sasrec]", "pipeline.k=20",
                 "sequences.max_len=50", f"train.sequences={tmp_path / 'no-shards'}", *extra]
 
-    proc = recsys("pipeline", *argv("2026-11-23"), timeout=900)
-    assert proc.returncode == 1, proc.stdout[-3000:] + proc.stderr[-3000:]
-    assert f"taking over the run lock of a run that is gone (pid {dead.pid}" in proc.stderr
-    log = warehouse / "_pipeline" / "2026-11-23" / "logs" / "train-sasrec.log"
-    assert proc.stderr.strip().splitlines()[-1].startswith(f"FAILED train-sasrec (exit ")
-    assert proc.stderr.strip().endswith(f"log: {log}. The next run retries it.") and log.is_file()
-    assert f"error: sequence shards not found: {tmp_path / 'no-shards' / 'meta.json'} is missing" in log.read_text()
-    summary = {line.split()[1]: line.split()[0] for line in proc.stdout.splitlines()
-               if line.split()[:1] in (["ran"], ["failed"], ["skipped"])}
+    def statuses(out: str) -> dict[str, str]:
+        return {line.split()[1]: line.split()[0] for line in out.splitlines()
+                if line.split()[:1] in (["ran"], ["failed"], ["skipped"])}
+
+    capsys.readouterr()
+    code = pipeline(argv("2026-11-23"), runner=lambda step, log, env: run_in_process(step, env))
+    out, err = capsys.readouterr()
+    assert code == 1, out[-3000:] + err[-3000:]
+    assert [line for line in err.splitlines() if line.startswith("FAILED ")][0].startswith("FAILED train-sasrec (exit ")
+    assert len([line for line in err.splitlines() if line.startswith("FAILED ")]) == 1
+    assert f"error: sequence shards not found: {tmp_path / 'no-shards' / 'meta.json'} is missing" in err
+    summary = statuses(out)
     assert summary["train-sasrec"] == "failed"
     assert summary["evaluate"] == summary["baselines"] == summary["ensemble"] == summary["publish"] == "ran"
-    assert "not run  topn-sasrec" in proc.stdout and "(after train-sasrec failed)" in proc.stdout
+    assert "not run  topn-sasrec" in out and "(after train-sasrec failed)" in out
     metrics = read_arrow(warehouse / "metrics").to_pandas()
     assert set(metrics["model"]) == {"popularity", "markov", "ensemble"}  # the surviving models were evaluated
     state = json.loads((warehouse / "_pipeline" / "state.json").read_text())
     assert state["train-sasrec"]["status"] == "failed" and state["evaluate"]["status"] == "ok"
-    assert not lock.exists()  # released at the end
+    assert not (warehouse / "_pipeline" / "run.lock").exists()  # released at the end
     night1 = latest_published(warehouse)
     assert {m.model: m.published for m in night1.models} == {"popularity": True, "markov": True, "ensemble": True,
                                                              "sasrec": False}
     assert night1.model("sasrec").reason == "not published: its step train-sasrec failed; nothing served for it"
-    assert "HELD BACK  sasrec" in proc.stdout and "published  ensemble" in proc.stdout
+    assert "HELD BACK  sasrec" in out and "published  ensemble" in out
 
-    capsys.readouterr()
-    code = pipeline(argv("2026-11-24", "ensemble.models=[popularity,markov,ar2]"),
-                    runner=lambda step, log, env: run_in_process(step, env))
-    out, err = capsys.readouterr()
-    assert code == 1, out[-3000:] + err[-3000:]
-    failures = [line for line in err.splitlines() if line.startswith("FAILED ")]
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    lock = write_lock(warehouse, dead.pid)
+    proc = recsys("pipeline", *argv("2026-11-24", "ensemble.models=[popularity,markov,ar2]"), timeout=900)
+    assert proc.returncode == 1, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert f"taking over the run lock of a run that is gone (pid {dead.pid}" in proc.stderr
+    logs = warehouse / "_pipeline" / "2026-11-24" / "logs"
+    failures = [line for line in proc.stderr.splitlines() if line.startswith("FAILED ")]
     assert [line.split()[1] for line in failures] == ["train-sasrec", "ensemble"]
-    assert "error: ensemble.models: no lists of ['ar2'] on or before 2026-11-24" in err
+    for step, line in zip(["train-sasrec", "ensemble"], failures):
+        assert line.startswith(f"FAILED {step} (exit ") and line.endswith(
+            f"log: {logs / (step + '.log')}. The next run retries it."), line
+    assert proc.stderr.strip().splitlines()[-1] == failures[-1]
+    assert f"error: sequence shards not found: {tmp_path / 'no-shards' / 'meta.json'} is missing" in (
+        logs / "train-sasrec.log").read_text()
+    assert "error: ensemble.models: no lists of ['ar2'] on or before 2026-11-24" in (logs / "ensemble.log").read_text()
+    summary = statuses(proc.stdout)
+    assert summary["etl"] == summary["export-sequences"] == "skipped"  # unchanged: no process started for them
+    assert summary["baselines"] == summary["evaluate"] == summary["publish"] == "ran"
+    assert summary["train-sasrec"] == summary["ensemble"] == "failed"
+    assert not lock.exists()  # released at the end
     night2 = latest_published(warehouse)
     assert night2.version == night1.version + 1 and night2.run_date.isoformat() == "2026-11-24"
     ensemble = night2.model("ensemble")
