@@ -98,15 +98,28 @@ def test_a_header_only_ratings_file_is_refused_and_nothing_changes(loaded, tmp_p
         assert client.get("/health").json()["users"] == n_users
 
 
-def test_a_reasonable_reload_passes_and_replaces_the_tables(loaded, tmp_path):
+def test_a_reasonable_reload_passes_and_replaces_the_tables(spark, loaded, tmp_path):
+    """`recsys etl`'s own main in this process (on the tests' JVM; the refused load above is the one through a
+    process of its own): exit 0, and every table one version on."""
     warehouse = tmp_path / "warehouse"
     import shutil
+
+    from jobs.etl import main as etl
 
     shutil.copytree(loaded / "warehouse", warehouse)
     data = copy_data(loaded / "data", tmp_path / "data", keep_ratings=lambda i: i % 10 != 0)  # 10% fewer ratings
     before = versions(warehouse)
-    proc = etl_cli(data, warehouse)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    settings = dict(spark.conf.getAll)
+    try:
+        assert etl(["--data", str(data), "--warehouse", str(warehouse)]) == 0
+    finally:  # the job sets its runtime settings on the session: the later tests get the suite's back
+        for key, value in dict(spark.conf.getAll).items():
+            if not spark.conf.isModifiable(key) or value == settings.get(key):
+                continue
+            if key in settings:
+                spark.conf.set(key, settings[key])
+            else:
+                spark.conf.unset(key)
     after = versions(warehouse)
     assert all(after[t] == before[t] + 1 for t in TABLES), (before, after)
     from recsys_spark.delta import read_arrow
