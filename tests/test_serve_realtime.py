@@ -36,7 +36,7 @@ def seeded_checkpoint(warehouse, model: str, seed: int, name: str = "best.pt") -
     import torch
 
     from recsys_torch import checkpoint
-    from recsys_torch.data import read_meta
+    from recsys_torch.shards import read_meta
     from recsys_torch.models import build_model, config_from_meta
 
     meta = read_meta(warehouse / "sequences")
