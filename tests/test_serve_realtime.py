@@ -71,7 +71,7 @@ def client(warehouse):
 
 
 def stored(warehouse, model: str) -> dict[int, tuple[list[int], list[float]]]:
-    rows = table(warehouse, "recommendations", model=model, run_date=RUN_DATE.isoformat()).sort_values(["userId", "rank"])
+    rows = table(warehouse, "recommendations", model=model, run_date=RUN_DATE).sort_values(["userId", "rank"])
     return {int(u): (g.movieId.tolist(), g.score.tolist()) for u, g in rows.groupby("userId")}
 
 
