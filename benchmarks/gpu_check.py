@@ -44,8 +44,8 @@ import torch  # noqa: E402
 from torch import nn  # noqa: E402
 
 import train_throughput  # noqa: E402
-from recsys_torch.data import (EVAL_COLUMNS, SEQUENCE_COLUMNS, ShardSpec, count_rows, make_loader,  # noqa: E402
-                               read_meta, resolve_reader)
+from recsys_torch.data import ShardSpec, make_loader
+from recsys_torch.shards import EVAL_COLUMNS, SEQUENCE_COLUMNS, count_rows, read_meta, resolve_reader  # noqa: E402
 from recsys_torch.errors import RecsysError  # noqa: E402
 from recsys_torch.evaluation import score_batch, validate  # noqa: E402
 from recsys_torch.losses import NextItemLoss  # noqa: E402

@@ -92,7 +92,7 @@ def launch(argv: list[str], launcher_args: list[str], log_path: Path, env: dict[
 @guarded
 def main(argv: list[str] | None = None) -> int:
     parent = os.getppid()  # under torchrun the elastic agent: read before the slow imports below
-    from recsys_torch.data import read_meta, sequences_dir
+    from recsys_torch.shards import read_meta, sequences_dir
     from recsys_torch.errors import RecsysError
     from recsys_torch.runtime import exit_with_launcher
     from recsys_torch.train import train

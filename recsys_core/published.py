@@ -11,14 +11,12 @@ Plain data and delta-rs only (imported when needed): no Spark, torch or pyarrow 
 from __future__ import annotations
 
 import datetime as dt
-import re
 from dataclasses import dataclass
 from pathlib import Path
 
 from recsys_core import storage
 
 RUNS_TABLE = "runs"
-_COMMIT = re.compile(r"^\d{20}\.(?:json|checkpoint(?:\.\d+\.\d+)?\.parquet)$")
 
 
 @dataclass(frozen=True)
@@ -49,9 +47,17 @@ class PublishedRun:
 
 
 def has_commit(table: str | Path) -> bool:
-    """Whether the location is a Delta table with at least one commit. A `_delta_log` without one (a first write that
-    was killed, or still running) is not a table yet: reading it would fail."""
-    return any(_COMMIT.match(name) for name in storage.listdir(storage.join(str(table), "_delta_log")))
+    """Whether the location is a Delta table with at least one commit (delta-rs opens it). A `_delta_log` without
+    one (a first write that was killed, or still running) is not a table yet: reading it would fail."""
+    import deltalake
+    from deltalake.exceptions import TableNotFoundError
+
+    location = str(table)
+    try:  # not DeltaTable.is_deltatable: it holds the GIL while it waits on the store (an in-process S3 server hangs)
+        deltalake.DeltaTable(storage.native_path(location), storage_options=storage.storage_options(location))
+    except TableNotFoundError:
+        return False
+    return True
 
 
 def runs_version(warehouse: str | Path) -> int | None:

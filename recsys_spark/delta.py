@@ -30,6 +30,7 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql.types import StructType
 
 from recsys_core import storage
+from recsys_core.published import has_commit
 from recsys_spark.errors import RecsysError
 
 WRITER_ENV = "RECSYS_DELTA_WRITER"  # auto | spark | delta-rs
@@ -67,7 +68,8 @@ def table_path(warehouse: str | Path, name: str) -> str:
 
 
 def table_exists(path: str | Path) -> bool:
-    return storage.is_dir(storage.join(str(path), "_delta_log"))
+    """A Delta table with at least one commit is there (recsys_core.published.has_commit)."""
+    return has_commit(path)
 
 
 def _sql_literal(value) -> str:
@@ -236,40 +238,18 @@ def read_table(spark: SparkSession, path: str | Path, version: int | None = None
     return spark.read.schema(schema).option("basePath", storage.spark_path(table.table_uri)).parquet(*files)
 
 
-_ARROW_TYPES = {"string": pa.string(), "long": pa.int64(), "integer": pa.int32(), "short": pa.int16(),
-                "byte": pa.int8(), "double": pa.float64(), "float": pa.float32(), "boolean": pa.bool_(),
-                "date": pa.date32(), "timestamp": pa.timestamp("us", tz="UTC"), "binary": pa.binary()}
-
-
-def _arrow_type(delta_type) -> pa.DataType:
-    if isinstance(delta_type, str):
-        return _ARROW_TYPES[delta_type]
-    if delta_type["type"] == "array":
-        return pa.list_(_arrow_type(delta_type["elementType"]))
-    if delta_type["type"] == "struct":
-        return pa.struct([pa.field(f["name"], _arrow_type(f["type"])) for f in delta_type["fields"]])
-    raise RecsysError(f"unsupported Delta column type {delta_type!r}")
-
-
 def arrow_schema(table: deltalake.DeltaTable) -> pa.Schema:
-    fields = json.loads(table.schema().to_json())["fields"]
-    return pa.schema([pa.field(f["name"], _arrow_type(f["type"]), f.get("nullable", True)) for f in fields])
+    return pa.schema(table.schema().to_arrow())
 
 
-def read_arrow(path: str | Path, columns: list[str] | None = None, version: int | None = None) -> pa.Table:
-    """Read a Delta table into Arrow without Spark (partition columns restored from the hive-style paths)."""
+def read_arrow(path: str | Path, columns: list[str] | None = None, version: int | None = None,
+               filters=None) -> pa.Table:
+    """Read a Delta table (any version) into Arrow without Spark, through delta-rs' own reader; `filters`:
+    delta-rs' DNF filters, e.g. [("model", "=", "als")], which prune partitions before any file is opened."""
     table = _require(str(path))
     if version is not None:
         table.load_as_version(version)
-    files = table.file_uris()
-    partition_cols = table.metadata().partition_columns
-    if not files:
-        return arrow_schema(table).empty_table()
-    filesys, base = storage.filesystem(str(path))
-    files = [storage.filesystem_path(f) for f in files]
-    dataset = pads.dataset(files, format="parquet", partitioning="hive" if partition_cols else None,
-                           partition_base_dir=base, filesystem=filesys)
-    return dataset.to_table(columns=columns)
+    return table.to_pyarrow_table(columns=columns, filters=filters)
 
 
 def table_rows(path: str | Path) -> int:
@@ -322,42 +302,25 @@ def table_version(path: str | Path) -> int:
     return _require(str(path)).version()
 
 
-_COMMIT_FILE = re.compile(r"^(\d{20})\.json$")
-
-
 def log_versions(warehouse: str | Path) -> dict[str, int]:
-    """Each Delta table of a local warehouse (a top-level folder with a `_delta_log`) -> its newest commit number,
-    read from the log's file names alone (no table is opened)."""
-    versions = {}
-    for folder in Path(warehouse).iterdir() if Path(warehouse).is_dir() else ():
-        log = folder / "_delta_log"
-        if folder.name.startswith(("_", ".")) or not log.is_dir():
-            continue
-        numbers = [int(m[1]) for m in map(_COMMIT_FILE.match, os.listdir(log)) if m]
-        if numbers:
-            versions[folder.name] = max(numbers)
-    return versions
+    """Each Delta table of a local warehouse (a top-level folder that is one) -> its newest commit number."""
+    root = Path(warehouse)
+    return {folder.name: deltalake.DeltaTable(str(folder)).version() for folder in sorted(root.iterdir())
+            if folder.is_dir() and not folder.name.startswith(("_", ".")) and has_commit(folder)} \
+        if root.is_dir() else {}
 
 
 def rows_committed(warehouse: str | Path, since: Mapping[str, int]) -> dict[str, int]:
     """Table -> rows written by the commits made after `since` (log_versions taken earlier), from each commit's
-    operationMetrics: delta-rs's `num_added_rows`, Spark's `numOutputRows`. Tables with no new commit are left out;
-    a commit with no row count (a vacuum, a checkpoint) adds nothing."""
+    operationMetrics in the table's history: delta-rs's `num_added_rows`, Spark's `numOutputRows`. Tables with no
+    new commit are left out; a commit with no row count (a vacuum, a checkpoint) adds nothing."""
     written = {}
     for table, newest in log_versions(warehouse).items():
         first = since.get(table, -1) + 1
         if newest < first:
             continue
-        rows = 0
-        for version in range(first, newest + 1):
-            try:
-                lines = (Path(warehouse) / table / "_delta_log" / f"{version:020d}.json").read_text().splitlines()
-            except FileNotFoundError:  # cleaned up meanwhile
-                continue
-            for line in lines:
-                info = json.loads(line).get("commitInfo") if line.strip() else None
-                metrics = (info or {}).get("operationMetrics") or {}
-                count = metrics.get("num_added_rows", metrics.get("numOutputRows"))
-                rows += int(count or 0)
-        written[table] = rows
+        history = deltalake.DeltaTable(str(Path(warehouse) / table)).history(newest - first + 1)
+        written[table] = sum(int((c.get("operationMetrics") or {}).get("num_added_rows",
+                                 (c.get("operationMetrics") or {}).get("numOutputRows")) or 0)
+                             for c in history if c.get("version", newest) >= first)
     return written

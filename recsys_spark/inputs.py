@@ -23,6 +23,7 @@ from pathlib import Path
 from recsys_core import storage
 from recsys_core.config import Config, checked, one_of
 from recsys_core.errors import ConfigError
+from recsys_core.published import has_commit
 from recsys_spark.errors import InputError
 
 # How a column is checked and typed (recsys_spark.row_checks):
@@ -181,8 +182,11 @@ class Source:
         files = [f.path for f in self.files.values()]
         if "ratings" in self.files:
             return files
-        if self.layout == "delta":
-            return files + sorted((self.path / "_delta_log").glob("*.json"))
+        if self.layout == "delta":  # the data files of the table's current version
+            import deltalake
+
+            uris = deltalake.DeltaTable(str(self.path)).file_uris()
+            return files + sorted(Path(storage.local_path(uri)) for uri in uris)
         return files + parquet_files(self.path)
 
     def features(self) -> dict[str, bool]:
@@ -259,7 +263,7 @@ def detect_format(path: Path) -> str:
     if path.is_dir():
         if movielens_layout(path):
             return "movielens"
-        if (path / "_delta_log").is_dir() or parquet_files(path):
+        if has_commit(path) or parquet_files(path):
             return "events"
         if (path / MOVIES.name).is_file():
             return "movielens"  # movies.csv without ratings.csv: check_inputs names the missing file
@@ -310,7 +314,7 @@ def check_items(items: ItemsConfig) -> CheckedInput:
 
 
 def check_events(path: Path, columns: ColumnsConfig, event_weights: dict, items: ItemsConfig | None = None) -> Source:
-    layout = "delta" if (path / "_delta_log").is_dir() else "csv" if path.suffix.lower() in (".csv", ".tsv") \
+    layout = "delta" if path.is_dir() and has_commit(path) else "csv" if path.suffix.lower() in (".csv", ".tsv") \
         else "parquet"
     if layout == "csv" and not path.is_file():
         raise InputError(f"--data {path}: the events format reads one CSV file (or a Parquet folder, a Delta table)")

@@ -30,7 +30,6 @@ import deltalake
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.dataset as pads
 
 from recsys_core import catalogue, storage
 from recsys_core.config import Config, Rule, checked, number_in
@@ -64,9 +63,8 @@ def produced_tables(warehouse: str | Path) -> dict[str, int]:
 
 def test_items(warehouse: str | Path, version: int) -> tuple[np.ndarray, np.ndarray]:
     """(userIds sorted, their test movieIds) of `interactions` at `version`."""
-    table = _at(table_path(warehouse, "interactions"), version)
-    rows = _dataset(table, table.file_uris()).to_table(columns=["userId", "movieId"],
-                                                      filter=pc.field("split") == "test")
+    rows = _at(table_path(warehouse, "interactions"), version).to_pyarrow_table(
+        columns=["userId", "movieId"], filters=pc.field("split") == "test")
     users, first = np.unique(rows["userId"].to_numpy(), return_index=True)
     return users, rows["movieId"].to_numpy()[first]
 
@@ -77,11 +75,11 @@ def list_ranks(warehouse: str | Path, version: int, model: str, run_date: dt.dat
     (np.inf when absent from the first max_k, or its score is not finite: as the evaluator counts it); None when
     that version has no such list."""
     table = _at(table_path(warehouse, "recommendations"), version)
-    files = table.file_uris(partition_filters=[("model", "=", model), ("run_date", "=", run_date.isoformat())])
-    if not files:
+    partition = [("model", "=", model), ("run_date", "=", run_date.isoformat())]
+    if not table.file_uris(partition):
         return None
-    rows = _dataset(table, files).to_table(columns=["userId", "movieId", "rank", "score"],
-                                           filter=pc.field("rank") <= max_k)
+    rows = table.to_pyarrow_table(columns=["userId", "movieId", "rank", "score"], filters=(
+        (pc.field("model") == model) & (pc.field("run_date") == run_date) & (pc.field("rank") <= max_k)))
     score = rows["score"].to_numpy(zero_copy_only=False)
     user, movie, rank = (rows[c].to_numpy() for c in ("userId", "movieId", "rank"))
     at = np.clip(np.searchsorted(users, user), 0, max(len(users) - 1, 0))
@@ -189,12 +187,3 @@ def _at(path: str, version: int) -> deltalake.DeltaTable:
         raise RecsysError(f"Delta table not found: {path}")
     return deltalake.DeltaTable(storage.native_path(path), version=version,
                                 storage_options=storage.storage_options(path))
-
-
-def _dataset(table: deltalake.DeltaTable, files: list[str]) -> pads.Dataset:
-    # delta-rs resolves symlinks in its URIs: the partition base is its table_uri, resolved the same way
-    filesys, base = storage.filesystem(table.table_uri)
-    partitioned = bool(table.metadata().partition_columns)
-    return pads.dataset([storage.filesystem_path(f) for f in files], format="parquet",
-                        partitioning="hive" if partitioned else None, partition_base_dir=base if partitioned else None,
-                        filesystem=filesys)

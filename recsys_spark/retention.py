@@ -47,11 +47,12 @@ class TableRetention:
 
 
 def delta_tables(warehouse: str | Path) -> list[Path]:
-    """The Delta tables of a warehouse: its top-level folders holding a `_delta_log` (not _pipeline, _staging-*,
-    models/ or the MLflow store)."""
+    """The Delta tables of a warehouse: its top-level folders that are one (not _pipeline, _staging-*, models/ or
+    the MLflow store)."""
+    from recsys_core.published import has_commit
+
     root = Path(warehouse)
-    return sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(("_", "."))
-                  and (p / "_delta_log").is_dir())
+    return sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(("_", ".")) and has_commit(p))
 
 
 def published_versions(warehouse: str | Path) -> dict[str, set[int]]:

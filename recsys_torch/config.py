@@ -17,7 +17,8 @@ from recsys_core.config import (BOOLEAN, NON_NEGATIVE, POSITIVE, Config, above, 
 from recsys_torch.errors import ConfigError
 
 LOSSES = ("auto", "ce", "sampled_ce", "bce")
-READER_POOLS = ("thread", "dummy")
+READERS = ("pyarrow", "petastorm")  # recsys_torch.shards
+READER_POOLS = ("thread", "dummy")  # petastorm: one reader thread, or the calling thread
 DEVICES = ("auto", "cpu", "cuda")
 ENDPOINT = re.compile(r"(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9_.-]+):([0-9]{1,5})")  # host:port, [IPv6]:port
 ENV_REFERENCE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
@@ -52,8 +53,8 @@ class TrainConfig(Config):
     seed: int = checked(42, NON_NEGATIVE)
     threads: int | None = checked(None, POSITIVE)  # torch threads per rank on CPU; null: the machine's cores / ranks
     num_workers: int = checked(0, NON_NEGATIVE)    # DataLoader worker processes
-    reader_pool: str = checked("thread", one_of(*READER_POOLS))  # petastorm pool (see recsys_torch.data)
-    reader_workers: int = checked(1, POSITIVE)     # petastorm pool threads; 1 keeps the row order deterministic
+    reader: str = checked("pyarrow", one_of(*READERS))  # shard reader: pyarrow | petastorm (its own environment)
+    reader_pool: str = checked("thread", one_of(*READER_POOLS))  # petastorm: thread (one) | dummy (recsys_torch.shards)
     shuffle_buffer: int = checked(10_000, NON_NEGATIVE)  # rows mixed in memory across row groups
     group_by_length: bool = checked(True, BOOLEAN)  # sequence models: batches of windows of similar length
     pair_negatives: int = checked(4, POSITIVE)      # pair models: sampled negatives per positive (NCF; LightGCN has its own)

@@ -10,7 +10,7 @@ import numpy as np
 import torch
 
 from recsys_core.ties import Ties
-from recsys_torch.data import EVAL_COLUMNS, column_array, row_groups
+from recsys_torch.shards import EVAL_COLUMNS, column_array, row_groups
 from recsys_torch.metrics import hit_and_ndcg, mask_seen, target_ranks
 from recsys_torch.models.base import Recommender
 from recsys_torch.runtime import DistEnv, all_reduce_sum, autocast, to_device

@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from recsys_torch.data import PAIR_COLUMNS, column_names, parquet_files, read_columns, shard_path
+from recsys_torch.shards import PAIR_COLUMNS, column_names, parquet_files, read_columns, shard_path
 from recsys_torch.errors import RecsysError
 from recsys_torch.models.lightgcn import normalized_adjacency
 

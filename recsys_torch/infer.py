@@ -22,8 +22,8 @@ import torch
 from recsys_core import catalogue
 from recsys_core.config import POSITIVE, check_value
 from recsys_torch import checkpoint as ckpt_io
-from recsys_torch.data import (EVAL_COLUMNS, ShardSpec, make_loader, read_columns, read_id_map, read_meta,
-                               sequences_dir, shard_path)
+from recsys_torch.data import ShardSpec, make_loader
+from recsys_torch.shards import EVAL_COLUMNS, read_columns, read_id_map, read_meta, sequences_dir, shard_path
 from recsys_torch.errors import RecsysError
 from recsys_torch.evaluation import eval_batches, score_batch
 from recsys_core.ties import Ties

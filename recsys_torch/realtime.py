@@ -20,7 +20,7 @@ import torch.nn.functional as F
 
 from recsys_core.ties import Ties
 from recsys_torch import checkpoint as ckpt_io
-from recsys_torch.data import read_id_map, read_meta, sequences_dir
+from recsys_torch.shards import read_id_map, read_meta, sequences_dir
 from recsys_torch.errors import RecsysError
 from recsys_torch.metrics import top_k
 from recsys_torch.models import build_model

@@ -10,6 +10,7 @@ import numpy as np
 import pyarrow as pa
 
 from recsys_core import storage
+from recsys_core.published import has_commit
 from recsys_torch.errors import RecsysError
 from recsys_torch.schemas import ITEM_EMBEDDINGS as ITEM_EMBEDDINGS_SCHEMA
 from recsys_torch.schemas import RECOMMENDATIONS as RECOMMENDATIONS_SCHEMA
@@ -43,7 +44,7 @@ def _replace_partition(path: str, table: pa.Table, schema: pa.Schema, model: str
     table = table.select(schema.names).cast(schema)
     options = storage.storage_options(path)
     kwargs: dict = {"mode": "overwrite", "partition_by": PARTITION_BY, "storage_options": options}
-    if storage.is_dir(storage.join(path, "_delta_log")):
+    if has_commit(path):
         model_sql = model.replace("'", "''")
         kwargs["predicate"] = f"model = '{model_sql}' AND run_date = '{run_date.isoformat()}'"
     deltalake.write_deltalake(storage.native_path(path), table, **kwargs)
@@ -76,18 +77,8 @@ def write_item_embeddings(warehouse: str | Path, model: str, run_date: dt.date, 
 
 
 def read_recommendations(warehouse: str | Path, version: int | None = None, split: str = "test") -> pa.Table:
-    """The recommendations table (split validation: recommendations_validation), any version, as Arrow, partition
-    columns restored from the hive-style paths."""
-    import pyarrow.dataset as pads
-
+    """The recommendations table (split validation: recommendations_validation), any version, as Arrow."""
     path = recommendations_path(warehouse, split)
     table = deltalake.DeltaTable(storage.native_path(path), version=version,
                                  storage_options=storage.storage_options(path))
-    files = [storage.filesystem_path(f) for f in table.file_uris()]
-    if not files:
-        return RECOMMENDATIONS_SCHEMA.empty_table()
-    filesys, base = storage.filesystem(path)
-    dataset = pads.dataset(files, format="parquet", partition_base_dir=base, filesystem=filesys,
-                           partitioning=pads.partitioning(pa.schema([("model", pa.string()),
-                                                                     ("run_date", pa.date32())]), flavor="hive"))
-    return dataset.to_table().select(RECOMMENDATIONS_SCHEMA.names)
+    return table.to_pyarrow_table().select(RECOMMENDATIONS_SCHEMA.names).cast(RECOMMENDATIONS_SCHEMA)

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from recsys_core import catalogue
 from recsys_torch.config import TrainConfig
-from recsys_torch.data import read_meta, sequences_dir
+from recsys_torch.shards import read_meta, sequences_dir
 from recsys_torch.errors import RecsysError
 from recsys_torch.models import MODELS
 from recsys_torch.runtime import close_distributed, init_distributed

@@ -24,8 +24,9 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 from recsys_core.ties import Ties
 from recsys_torch import checkpoint as ckpt_io
 from recsys_torch.config import TrainConfig, batch_size_for
-from recsys_torch.data import (ShardSpec, count_rows, in_lockstep, item_counts, make_loader,
-                               read_pair_positives, sample_negatives, shard_path)
+from recsys_torch.data import ShardSpec, in_lockstep, item_counts, make_loader, read_pair_positives
+from recsys_torch.negatives import sample_negatives
+from recsys_torch.shards import count_rows, shard_path
 from recsys_torch.errors import RecsysError
 from recsys_torch.evaluation import EVAL_K, validate, validation_batches
 from recsys_torch.models import build_model, config_from_meta
@@ -116,8 +117,8 @@ class Trainer:
                                if env.world > 1 else wrapped)
 
         self.batch_size = batch_size_for(rows, env.world, tcfg)
-        readers = {"rank": env.rank, "world": env.world, "seed": tcfg.seed, "reader_pool": tcfg.reader_pool,
-                   "reader_workers": tcfg.reader_workers}
+        readers = {"rank": env.rank, "world": env.world, "seed": tcfg.seed, "reader": tcfg.reader,
+                   "reader_pool": tcfg.reader_pool}
         self.train_ds, self.train_loader = make_loader(ShardSpec(
             train_split, model.train_columns, self.batch_size, shuffle=True, shuffle_buffer=tcfg.shuffle_buffer,
             group_by_length=model.length_column if tcfg.group_by_length else None, **readers), tcfg.num_workers, on_gpu)

@@ -1,15 +1,18 @@
 #!/usr/bin/env bash
 # Fresh-machine set-up: Java 17 for Spark, then .venv/ with the project installed editable (console script `recsys`).
 #   bash scripts/setup.sh           what the main job needs
-#   bash scripts/setup.sh --tests   also the test extra and Debian's chromium (the web page's browser test drives it)
+#   bash scripts/setup.sh --tests   also the test extra, Debian's chromium (the web page's browser test drives it)
+#                                   and Petastorm's environment (the shard readers' parity test)
+#   bash scripts/setup.sh --petastorm   .venv-petastorm/: Petastorm 0.12.1 on pyarrow 14 (requirements/petastorm.txt)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-TESTS=0
+TESTS=0; PETASTORM=0
 for arg in "$@"; do
   case "$arg" in
-    --tests) TESTS=1 ;;
-    *) echo "usage: bash scripts/setup.sh [--tests]" >&2; exit 2 ;;
+    --tests) TESTS=1; PETASTORM=1 ;;
+    --petastorm) PETASTORM=1 ;;
+    *) echo "usage: bash scripts/setup.sh [--tests] [--petastorm]" >&2; exit 2 ;;
   esac
 done
 SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
@@ -55,4 +58,17 @@ fi
 TARGET="."; [ "$TESTS" = 1 ] && TARGET=".[test]"
 # torch==2.13.0 resolves to the local CPU wheel (pip's find-links); any other request pulls several GB of CUDA builds.
 .venv/bin/python -m pip install -q --disable-pip-version-check -e "$TARGET" 2>&1 | grep -vE '^(WARNING: Location|  )' || true
-.venv/bin/python -c 'import pyspark, petastorm, torch, deltalake, mlflow; print(f"setup: ok (pyspark {pyspark.__version__}, torch {torch.__version__})")'
+if [ "$PETASTORM" = 1 ]; then
+  # Its own venv: Petastorm needs pyarrow < 15 and numpy 1, the main one has pyarrow 26 and numpy 2 (docs/PINS.md).
+  # The pinned closure is fetched in parallel (each lookup on the package index takes seconds), then installed
+  # offline with --no-deps: the file lists every package `from petastorm import make_batch_reader` imports.
+  [ -x .venv-petastorm/bin/python ] || "$PY" -m venv .venv-petastorm
+  WHEELS=$(mktemp -d)
+  grep -vE '^(#|$)' requirements/petastorm.txt | xargs -P 8 -I{} .venv-petastorm/bin/python -m pip download -q \
+    --disable-pip-version-check --no-deps --only-binary=:all: -d "$WHEELS" {} 2>&1 | grep -v '^WARNING: Location' || true
+  .venv-petastorm/bin/python -m pip install -q --disable-pip-version-check --no-deps --no-index "$WHEELS"/*.whl \
+    2>&1 | grep -v '^WARNING: Location' || true
+  rm -rf "$WHEELS"
+  .venv-petastorm/bin/python -c 'import petastorm, pyarrow; print(f"setup: .venv-petastorm ok (petastorm {petastorm.__version__}, pyarrow {pyarrow.__version__})")'
+fi
+.venv/bin/python -c 'import pyspark, torch, deltalake, mlflow; print(f"setup: ok (pyspark {pyspark.__version__}, torch {torch.__version__})")'

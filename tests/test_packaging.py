@@ -123,9 +123,12 @@ def _sources(*folders: str) -> list[Path]:
 def test_every_third_party_import_is_a_pinned_dependency():
     runtime = {_dist_name(r): r for r in PROJECT["dependencies"]}
     extras = {name: {_dist_name(r): r for r in reqs} for name, reqs in PROJECT["optional-dependencies"].items()}
+    # Petastorm's own environment (requirements/petastorm.txt): recsys_torch.shards imports it when asked to
+    petastorm_env = {_dist_name(line): line for line in (REPO / "requirements" / "petastorm.txt").read_text().split("\n")
+                     if line.strip() and not line.startswith("#")}
     packages = [p.name for p in REPO.glob("recsys_*") if p.is_dir()] + ["jobs", "notebooks"]
     scopes = {  # what each part of the tree may import: the runtime pins, plus its own extra
-        "the packages, jobs and notebooks": (_sources(*packages), runtime),
+        "the packages, jobs and notebooks": (_sources(*packages), runtime | {"petastorm": petastorm_env["petastorm"]}),
         "tests": (_sources("tests"), runtime | extras["test"]),
         "benchmarks": (_sources("benchmarks"), runtime | extras["bench"]),
     }
@@ -134,7 +137,8 @@ def test_every_third_party_import_is_a_pinned_dependency():
         undeclared = {name: files for name, files in _third_party(paths).items()
                       if not _providers(name) & declared.keys()}
         assert not undeclared, f"{scope} import packages that pyproject.toml does not declare: {undeclared}"
-    for requirement in [*runtime.values(), *(r for reqs in extras.values() for r in reqs.values())]:
+    for requirement in [*runtime.values(), *(r for reqs in extras.values() for r in reqs.values()),
+                        *petastorm_env.values()]:
         assert "==" in requirement, f"unpinned dependency {requirement!r} (pin the version it was resolved with)"
 
 

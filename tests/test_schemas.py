@@ -97,7 +97,7 @@ def test_the_torch_side_declares_what_the_document_says():
     assert set(torch_side.META_REQUIRED_KEYS) <= set(documented_meta_keys())
     version = re.search(r'"schema_version": (\d+)', DOC.read_text().split("### `meta.json`", 1)[1])
     assert version and int(version.group(1)) == torch_side.SHARD_SCHEMA_VERSION == spark_side.SHARD_SCHEMA_VERSION
-    from recsys_torch.data import EVAL_COLUMNS, PAIR_COLUMNS, SEQUENCE_COLUMNS
+    from recsys_torch.shards import EVAL_COLUMNS, PAIR_COLUMNS, SEQUENCE_COLUMNS
 
     assert set(SEQUENCE_COLUMNS) | set(EVAL_COLUMNS) <= set(torch_side.SEQUENCE_ROWS.names)
     assert set(PAIR_COLUMNS) <= set(torch_side.EDGE_ROWS.names)
@@ -132,7 +132,9 @@ def test_spark_writes_every_table_as_declared(spark_written):
 
 def test_torch_reads_the_shards_and_table_spark_wrote(spark_written):
     small_warehouse = spark_written
-    from recsys_torch.data import EVAL_COLUMNS, ShardSpec, make_loader, read_id_map, read_meta
+    from recsys_torch.data import ShardSpec, make_loader
+    from recsys_torch.shards import read_id_map
+    from recsys_torch.shards import EVAL_COLUMNS, read_meta
     from recsys_torch.tables import read_recommendations
 
     seq_dir = small_warehouse / "sequences"

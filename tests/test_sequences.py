@@ -234,36 +234,26 @@ def test_meta_row_groups_and_maps(exported, hand_users):
     assert users.column("userId").to_pylist() == [1000 + u for u in sorted(hand_users)]
 
 
-def seen_padding(frame):
-    width = max([1] + [len(v) for v in frame["seen_items"]])
-    frame["seen_items"] = [np.pad(np.asarray(v, dtype=np.int32), (0, width - len(v))) for v in frame["seen_items"]]
-    return frame
-
-
-def petastorm_keys(folder: Path, **shard) -> list[tuple]:
-    """Every row Petastorm yields, as (user_idx, targets or target_item); seen_items padded as the torch side does."""
-    from petastorm import make_batch_reader
-    from petastorm.transform import TransformSpec
+def shard_keys(folder: Path, cur_shard: int = 0, shard_count: int = 1) -> list[tuple]:
+    """Every row the project's shard reader yields for one reader of `shard_count`, as (user_idx, targets or
+    target_item) (tests/test_shard_readers.py holds Petastorm to the same rows)."""
+    from recsys_torch.shards import row_blocks
 
     columns = ["user_idx", "item_idx"] if folder.name in ("ncf_train", "edges") else \
         ["user_idx", "items", "targets", "target_item", "seen_items"]
-    transform = (TransformSpec(seen_padding, edit_fields=[("seen_items", np.int32, (None,), False)])
-                 if "seen_items" in columns else None)
     keys = []
-    with make_batch_reader(folder.resolve().as_uri(), schema_fields=columns, num_epochs=1,
-                           reader_pool_type="dummy", transform_spec=transform, **shard) as reader:
-        for batch in reader:
-            cols = [np.asarray(getattr(batch, c)) for c in columns[:3]]
-            keys += [tuple(np.asarray(c[k]).ravel().tolist() for c in cols) for k in range(len(cols[0]))]
-    return [tuple(tuple(v) for v in key) for key in keys]
+    for block in row_blocks("pyarrow", folder, columns, cur_shard, shard_count, seed=0, shuffle=True):
+        cols = [block[c] for c in columns[:3]]
+        keys += [tuple(tuple(np.asarray(c[k]).ravel().tolist()) for c in cols) for k in range(len(cols[0]))]
+    return keys
 
 
 @pytest.mark.parametrize("name", [*SEQ_DATASETS, "ncf_train", "edges"])
-def test_petastorm_reads_every_row_and_shards_disjointly(exported, name):
+def test_every_row_is_read_and_shards_are_disjoint(exported, name):
     out, meta = exported
-    everything = petastorm_keys(out / name)
+    everything = shard_keys(out / name)
     assert len(everything) == meta["rows"][name]
-    shards = [petastorm_keys(out / name, cur_shard=k, shard_count=2) for k in range(2)]
+    shards = [shard_keys(out / name, cur_shard=k, shard_count=2) for k in range(2)]
     assert shards[0] and shards[1]
     assert sorted(shards[0] + shards[1]) == sorted(everything)  # disjoint (as a multiset) and complete
 
@@ -380,6 +370,6 @@ def test_ml_small_warehouse(spark, ml_small_warehouse, tmp_path):
     test = read_rows(out / "test")
     assert len({r["user_idx"] for r in test}) == 610
     assert all(len(r["items"]) == 200 and r["query_timestamp"] == max(r["timestamps"]) + 1 for r in test)
-    halves = [petastorm_keys(out / "test", cur_shard=k, shard_count=2) for k in range(2)]
+    halves = [shard_keys(out / "test", cur_shard=k, shard_count=2) for k in range(2)]
     assert len(halves[0]) + len(halves[1]) == 610
     assert {k[0] for k in halves[0]}.isdisjoint({k[0] for k in halves[1]})

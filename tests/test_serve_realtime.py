@@ -36,7 +36,7 @@ def seeded_checkpoint(warehouse, model: str, seed: int, name: str = "best.pt") -
     import torch
 
     from recsys_torch import checkpoint
-    from recsys_torch.data import read_meta
+    from recsys_torch.shards import read_meta
     from recsys_torch.models import build_model, config_from_meta
 
     meta = read_meta(warehouse / "sequences")
@@ -71,7 +71,7 @@ def client(warehouse):
 
 
 def stored(warehouse, model: str) -> dict[int, tuple[list[int], list[float]]]:
-    rows = table(warehouse, "recommendations", model=model, run_date=RUN_DATE.isoformat()).sort_values(["userId", "rank"])
+    rows = table(warehouse, "recommendations", model=model, run_date=RUN_DATE).sort_values(["userId", "rank"])
     return {int(u): (g.movieId.tolist(), g.score.tolist()) for u, g in rows.groupby("userId")}
 
 

@@ -1,8 +1,7 @@
-"""Shard reading (recsys_torch.data): every row arrives exactly once across ranks, seeded order, clean release;
-the Petastorm and the plain pyarrow reader deliver the same batches."""
+"""Shard reading (recsys_torch.data): every row arrives exactly once across ranks, seeded order, clean release.
+The Petastorm reader, in its own environment, is held to the same blocks by tests/test_shard_readers.py."""
 from __future__ import annotations
 
-import importlib.util
 import json
 import subprocess
 import sys
@@ -14,14 +13,13 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
-from recsys_torch.data import (EVAL_COLUMNS, PAIR_COLUMNS, READER_ENV, SEQUENCE_COLUMNS, ShardSpec, make_loader,
-                               read_meta, read_pair_positives, resolve_reader)
+from recsys_torch.data import ShardSpec, make_loader, read_pair_positives
+from recsys_torch.shards import EVAL_COLUMNS, READER_ENV, SEQUENCE_COLUMNS, read_meta
 from recsys_torch.errors import RecsysError
 from recsys_torch.negatives import sample_negatives
 from torch_shards import PlantedData, write_shards
 
 REPO = Path(__file__).resolve().parent.parent
-pytestmark = pytest.mark.filterwarnings("ignore::FutureWarning")  # petastorm 0.12 on pyarrow 14's legacy API
 
 
 @pytest.fixture(scope="module")
@@ -39,13 +37,11 @@ def user_ids(batches) -> list[int]:
     return [u for batch in batches for u in batch["user_idx"].tolist()]
 
 
-@pytest.mark.parametrize("pool,workers", [("thread", 1), ("thread", 3), ("dummy", 1)])
-def test_two_ranks_are_disjoint_and_complete_every_time(seq_dir, pool, workers):
+def test_two_ranks_are_disjoint_and_complete_every_time(seq_dir):
     expected = sorted(pq.read_table(seq_dir / "validation", columns=["user_idx"]).column(0).to_pylist())
-    runs = 20 if pool == "thread" else 5  # the dummy pool is slow to start; it is not the default
-    for run in range(runs):
-        ranks = [user_ids(read_rank(seq_dir / "validation", EVAL_COLUMNS, r, 2, run, shuffle_buffer=30,
-                                    reader_pool=pool, reader_workers=workers)) for r in range(2)]
+    for run in range(5):
+        ranks = [user_ids(read_rank(seq_dir / "validation", EVAL_COLUMNS, r, 2, run, shuffle_buffer=30))
+                 for r in range(2)]
         assert not set(ranks[0]) & set(ranks[1]), f"run {run}: a row reached both ranks"
         assert sorted(ranks[0] + ranks[1]) == expected, f"run {run}: rows missing or duplicated"
 
@@ -117,7 +113,8 @@ def test_negatives_are_uniform_seeded_and_avoid_positives(seq_dir):
 def test_abandoned_pass_releases_the_reader_and_the_process_exits_0(seq_dir):
     script = textwrap.dedent(f"""
         from pathlib import Path
-        from recsys_torch.data import ShardSpec, make_loader, PAIR_COLUMNS
+        from recsys_torch.data import ShardSpec, make_loader
+        from recsys_torch.shards import PAIR_COLUMNS
         dataset, loader = make_loader(ShardSpec(Path({str(seq_dir / 'ncf_train')!r}), PAIR_COLUMNS, 4))
         it = iter(loader)
         next(it)
@@ -163,39 +160,6 @@ def read_with(reader: str, path: Path, columns, world: int, epoch: int, num_work
     return batches
 
 
-@pytest.mark.parametrize("split,columns,world,num_workers,kwargs", [
-    ("train", ("user_idx",) + SEQUENCE_COLUMNS, 1, 0, {"shuffle_buffer": 40, "group_by_length": "items"}),
-    ("train", ("user_idx",) + SEQUENCE_COLUMNS, 2, 0, {"shuffle_buffer": 0}),
-    ("validation", EVAL_COLUMNS, 2, 0, {"shuffle": False}),
-    ("validation", EVAL_COLUMNS, 3, 0, {"shuffle_buffer": 30}),
-    ("ncf_train", PAIR_COLUMNS, 2, 2, {"shuffle_buffer": 30}),
-])
-def test_petastorm_and_pyarrow_readers_deliver_the_same_batches(seq_dir, split, columns, world, num_workers, kwargs):
-    for epoch in (0, 1):
-        petastorm = read_with("petastorm", seq_dir / split, columns, world, epoch, num_workers, **kwargs)
-        pyarrow = read_with("pyarrow", seq_dir / split, columns, world, epoch, num_workers, **kwargs)
-        assert [len(rank) for rank in petastorm] == [len(rank) for rank in pyarrow]
-        for rank, (a_batches, b_batches) in enumerate(zip(petastorm, pyarrow)):
-            for step, (a, b) in enumerate(zip(a_batches, b_batches)):
-                assert a.keys() == b.keys() == set(columns)
-                for name in columns:
-                    assert a[name].dtype == b[name].dtype == torch.int64
-                    assert torch.equal(a[name], b[name]), f"epoch {epoch} rank {rank} batch {step}: {name} differs"
-        rows = sorted(u for rank in pyarrow for batch in rank for u in batch["user_idx"].tolist())
-        assert rows == sorted(pq.read_table(seq_dir / split, columns=["user_idx"]).column(0).to_pylist())
-
-
-def test_reader_is_chosen_by_what_is_installed_or_forced(monkeypatch):
-    monkeypatch.delenv(READER_ENV, raising=False)
-    assert resolve_reader() == "petastorm"  # installed in the project's environment
-    monkeypatch.setenv(READER_ENV, "pyarrow")
-    assert resolve_reader() == "pyarrow"
-    assert resolve_reader("petastorm") == "petastorm"  # the spec's choice wins over the environment
-    monkeypatch.setenv(READER_ENV, "parquet")
-    with pytest.raises(RecsysError, match=r"RECSYS_SHARD_READER.*'parquet'"):
-        resolve_reader()
-
-
 # --- shards on object storage: moto's S3 server on loopback (tests/test_storage.py's fixtures) ----------------------
 
 from test_storage import s3_server, s3_warehouse  # noqa: E402,F401  (pytest fixtures)
@@ -211,13 +175,15 @@ def _upload(folder: Path, bucket: str, prefix: str, s3_server: str) -> None:
 
 
 def test_every_row_of_shards_on_s3_arrives_as_from_the_local_copy(seq_dir, s3_server, s3_warehouse, monkeypatch):
-    from recsys_torch.data import count_rows, item_counts, read_id_map, sequences_dir
+    from recsys_torch.data import item_counts
+    from recsys_torch.shards import read_id_map
+    from recsys_torch.shards import count_rows, sequences_dir
 
     monkeypatch.delenv(READER_ENV, raising=False)
     bucket = s3_warehouse.split("/")[2]
     _upload(seq_dir, bucket, "warehouse/sequences", s3_server)
     remote = sequences_dir(s3_warehouse)
-    assert remote == f"{s3_warehouse}/sequences" and resolve_reader(None, remote) == "pyarrow"
+    assert remote == f"{s3_warehouse}/sequences"
     assert read_meta(remote) == read_meta(seq_dir)
     meta = read_meta(seq_dir)
     assert torch.equal(item_counts(f"{remote}/train", meta["n_items"]), item_counts(seq_dir / "train", meta["n_items"]))
@@ -227,7 +193,7 @@ def test_every_row_of_shards_on_s3_arrives_as_from_the_local_copy(seq_dir, s3_se
         assert count_rows(f"{remote}/{split}") == count_rows(seq_dir / split) > 0
         for epoch in (0, 1):
             local = read_with("pyarrow", seq_dir / split, columns, 2, epoch, 0, shuffle_buffer=30)
-            over_s3 = read_with("auto", f"{remote}/{split}", columns, 2, epoch, 0, shuffle_buffer=30)
+            over_s3 = read_with(None, f"{remote}/{split}", columns, 2, epoch, 0, shuffle_buffer=30)
             assert [len(rank) for rank in over_s3] == [len(rank) for rank in local]
             for a, b in zip((b for rank in local for b in rank), (b for rank in over_s3 for b in rank)):
                 assert all(torch.equal(a[name], b[name]) for name in columns)
@@ -235,16 +201,10 @@ def test_every_row_of_shards_on_s3_arrives_as_from_the_local_copy(seq_dir, s3_se
         assert rows == sorted(pq.read_table(seq_dir / split, columns=["user_idx"]).column(0).to_pylist())
 
 
-def test_shards_as_a_file_uri_and_petastorm_without_s3fs_on_s3(seq_dir, s3_server, s3_warehouse, monkeypatch):
+def test_shards_as_a_file_uri_and_a_missing_split_on_s3(seq_dir, s3_server, s3_warehouse, monkeypatch):
     monkeypatch.delenv(READER_ENV, raising=False)
     uri = f"file://{seq_dir / 'validation'}"
-    for reader in ("petastorm", "pyarrow"):
-        assert [len(rank) for rank in read_with(reader, uri, EVAL_COLUMNS, 2, 0, 0)] == \
-            [len(rank) for rank in read_with(reader, seq_dir / "validation", EVAL_COLUMNS, 2, 0, 0)]
-    bucket = s3_warehouse.split("/")[2]
-    _upload(seq_dir / "validation", bucket, "warehouse/sequences/validation", s3_server)
-    if importlib.util.find_spec("s3fs") is None:  # Petastorm resolves s3:// through it; not a dependency here
-        with pytest.raises(RecsysError, match=r"shard reader 'petastorm' cannot read s3://.*the pyarrow reader can"):
-            read_with("petastorm", f"{s3_warehouse}/sequences/validation", EVAL_COLUMNS, 1, 0, 0)
+    assert [len(rank) for rank in read_with(None, uri, EVAL_COLUMNS, 2, 0, 0)] == \
+        [len(rank) for rank in read_with(None, seq_dir / "validation", EVAL_COLUMNS, 2, 0, 0)]
     with pytest.raises(RecsysError, match=r"no Parquet shards in s3://.*/sequences/missing"):
-        read_with("auto", f"{s3_warehouse}/sequences/missing", EVAL_COLUMNS, 1, 0, 0)
+        read_with(None, f"{s3_warehouse}/sequences/missing", EVAL_COLUMNS, 1, 0, 0)

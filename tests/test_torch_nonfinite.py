@@ -50,7 +50,8 @@ def test_nan_and_infinite_scores_are_misses_never_hits():
 
 def test_validation_of_a_diverged_model_scores_zero(seq_dir):
     """Before the guard a NaN model got HR@10 = 1 and NDCG@10 = inf, and so became best.pt."""
-    from recsys_torch.data import EVAL_COLUMNS, ShardSpec, make_loader
+    from recsys_torch.data import ShardSpec, make_loader
+    from recsys_torch.shards import EVAL_COLUMNS
     from recsys_torch.evaluation import validate
     from recsys_torch.models import build_model
     from recsys_torch.runtime import DistEnv
@@ -105,7 +106,7 @@ def test_nan_weights_with_a_finite_loss_stop_before_a_fresh_run_writes_anything(
     """The batch whose gradient turned the weights NaN can itself have a finite loss: the weights are checked too,
     or the NaN model would validate at 0, beat a fresh run's -1 and become best.pt."""
     from recsys_torch.config import TrainConfig
-    from recsys_torch.data import read_meta
+    from recsys_torch.shards import read_meta
     from recsys_torch.runtime import close_distributed, init_distributed
     from recsys_torch.trainer import Trainer
 

@@ -210,7 +210,7 @@ def _ddp_worker(rank: int, world: int, port: int, warehouse: str, cfg: dict, out
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world),
                       LOCAL_RANK=str(rank))
     torch.set_num_threads(1)
-    from recsys_torch.data import read_meta
+    from recsys_torch.shards import read_meta
 
     tcfg = TrainConfig.from_dict(cfg["train"])
     seq = Path(tcfg.sequences)
@@ -401,7 +401,7 @@ def test_topn_reads_the_model_folder_training_used_and_refuses_another_models_we
 
 
 def test_lightgcn_lists_propagate_over_the_validation_edges_at_test_time_and_exclude_the_history(trained, seq_dir):
-    from recsys_torch.data import read_meta
+    from recsys_torch.shards import read_meta
     from recsys_torch.graph import graph_edges
     from recsys_torch.infer import topn
 
