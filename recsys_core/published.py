@@ -53,7 +53,9 @@ def has_commit(table: str | Path) -> bool:
     from deltalake.exceptions import TableNotFoundError
 
     location = str(table)
-    try:  # not DeltaTable.is_deltatable: it holds the GIL while it waits on the store (an in-process S3 server hangs)
+    if storage.is_local(location):  # cheap: a listing of the log, no table state loaded
+        return deltalake.DeltaTable.is_deltatable(storage.native_path(location))
+    try:  # not is_deltatable on a store: it holds the GIL while it waits (an in-process S3 server hangs)
         deltalake.DeltaTable(storage.native_path(location), storage_options=storage.storage_options(location))
     except TableNotFoundError:
         return False

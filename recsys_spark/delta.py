@@ -304,10 +304,16 @@ def table_version(path: str | Path) -> int:
 
 def log_versions(warehouse: str | Path) -> dict[str, int]:
     """Each Delta table of a local warehouse (a top-level folder that is one) -> its newest commit number."""
-    root = Path(warehouse)
-    return {folder.name: deltalake.DeltaTable(str(folder)).version() for folder in sorted(root.iterdir())
-            if folder.is_dir() and not folder.name.startswith(("_", ".")) and has_commit(folder)} \
-        if root.is_dir() else {}
+    from deltalake.exceptions import TableNotFoundError
+
+    versions = {}
+    for folder in sorted(Path(warehouse).iterdir()) if Path(warehouse).is_dir() else ():
+        if folder.is_dir() and not folder.name.startswith(("_", ".")):
+            try:  # one open per table: has_commit would open it a second time
+                versions[folder.name] = deltalake.DeltaTable(str(folder)).version()
+            except TableNotFoundError:
+                continue
+    return versions
 
 
 def rows_committed(warehouse: str | Path, since: Mapping[str, int]) -> dict[str, int]:
