@@ -47,7 +47,7 @@ def prepare_data(args) -> Path:
     return out
 
 
-def main(argv=None) -> int:
+def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", help="MovieLens-layout directory (default: generate one)")
     parser.add_argument("--users", type=int, default=20_000)
@@ -66,18 +66,15 @@ def main(argv=None) -> int:
     parser.add_argument("--sample-users", type=int, default=500)
     parser.add_argument("--skip-mllib", action="store_true", help="time only the blocked top-N")
     parser.add_argument("--json", type=Path, help="also write the figures and the sampled users' lists here")
-    args = parser.parse_args(argv)
+    return parser.parse_args(argv)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
     os.environ.setdefault("RECSYS_DELTA_WRITER", "delta-rs")
 
-    from pyspark.sql import functions as F
-
-    from recsys_spark.als import AlsConfig, fit, ratings
-    from recsys_spark.delta import read_table, table_path
     from recsys_spark.etl import EtlConfig, run_etl
-    from recsys_spark.recommendations import seen_pairs
     from recsys_spark.session import get_spark
-    from recsys_core.ties import Ties
-    from recsys_spark.als_topn import score_top_k
 
     filled = args.warehouse and (Path(args.warehouse) / "interactions" / "_delta_log").exists()
     data = None if filled else prepare_data(args)
@@ -92,6 +89,25 @@ def main(argv=None) -> int:
         start = time.perf_counter()
         run_etl(spark, data, warehouse, EtlConfig())
         figures["etl_s"] = round(time.perf_counter() - start, 1)
+
+    lists = measure(spark, warehouse, figures, args)
+    figures["jvm_peak_gb"] = round(jvm_peak_rss_gb(spark), 2)
+    figures["python_driver_peak_gb"] = round(python_peak_rss_gb(), 2)
+    print(json.dumps(figures, indent=2))
+    if args.json:
+        args.json.write_text(json.dumps({"figures": figures, "lists": lists}, indent=1))
+    return 0
+
+
+def measure(spark, warehouse: Path, figures: dict, args) -> dict:
+    """Fit, then the blocked top-N and (unless --skip-mllib) MLlib's recommendForAllUsers, timed; their agreement."""
+    from pyspark.sql import functions as F
+
+    from recsys_core.ties import Ties
+    from recsys_spark.als import AlsConfig, fit, ratings
+    from recsys_spark.als_topn import score_top_k
+    from recsys_spark.delta import read_table, table_path
+    from recsys_spark.recommendations import seen_pairs
 
     interactions = read_table(spark, table_path(warehouse, "interactions"))
     train = ratings(interactions.where(F.col("split") == "train")).cache()
@@ -120,12 +136,7 @@ def main(argv=None) -> int:
         figures["speedup"] = round(figures["mllib_recommend_for_all_users_s"] / figures["blocked_topn_s"], 2)
 
     figures["agreement"], lists = agreement(spark, model, user_factors, item_factors, seen, args)
-    figures["jvm_peak_gb"] = round(jvm_peak_rss_gb(spark), 2)
-    figures["python_driver_peak_gb"] = round(python_peak_rss_gb(), 2)
-    print(json.dumps(figures, indent=2))
-    if args.json:
-        args.json.write_text(json.dumps({"figures": figures, "lists": lists}, indent=1))
-    return 0
+    return lists
 
 
 def agreement(spark, model, user_factors, item_factors, seen, args) -> tuple[float, dict]:

@@ -143,7 +143,7 @@ def entry(line: dict, peaks: dict[str, int], earlier: dict[str, dict], loads: li
             "load_mean": round(sum(loads) / len(loads), 2) if loads else None}
 
 
-def main(argv: list[str] | None = None) -> int:
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--ratings", type=int, default=ML25M["ratings"], help="size of the generated set")
     p.add_argument("--users", type=int, help="default: ML-25M's ratings per user")
@@ -156,33 +156,27 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--sample-seconds", type=float, default=0.5)
     p.add_argument("--no-demo-overrides", action="store_true", help="the pipeline's defaults, not demo.sh's")
     p.add_argument("overrides", nargs="*", help="key=value for `recsys pipeline`, after demo.sh's")
-    args = p.parse_args(argv)
+    return p.parse_args(argv)
 
-    data, size = input_data(args)
-    warehouse = Path(args.warehouse or REPO / ".bench" / "nightly" / data.name / "warehouse").resolve()
-    out = Path(args.out).resolve()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    overrides = ([] if args.no_demo_overrides else demo_overrides(data / "ratings.csv")) + list(args.overrides)
-    cmd = [sys.executable, "-m", "jobs.cli", "pipeline", "--data", str(data.resolve()), "--warehouse",
-           str(warehouse), "--reports", str(warehouse.parent / "reports"), "--run-date", args.run_date, *overrides]
-    run_log = warehouse / "_pipeline" / args.run_date / "run.jsonl"
+
+class Figures:
+    """The run's figures, rewritten to --out (atomically) whenever a step's line is added."""
+
+    def __init__(self, out: Path, **fields):
+        self.out = out
+        self.data = {**fields, "steps": [], "total_seconds": 0.0, "complete": False}
+
+    def write(self) -> None:
+        self.data["total_seconds"] = round(sum(s["seconds"] or 0 for s in self.data["steps"]), 1)
+        tmp = self.out.with_suffix(".tmp")
+        tmp.write_text(json.dumps(self.data, indent=2) + "\n")
+        tmp.replace(self.out)
+
+
+def watch(proc: subprocess.Popen, run_log: Path, figures: Figures, earlier: dict, sample_seconds: float) -> None:
+    """Until the pipeline exits: sample each step's process-tree memory and the load, and add each new run-log
+    line (a step that ended) to the figures."""
     seen_lines = count_lines(run_log) if run_log.is_file() else 0  # an earlier run's lines: not this run's
-    earlier = earlier_steps(out, warehouse)
-    figures = {"ratings": size["ratings"], "users": size["users"], "items": size["items"], "data": str(data),
-               "warehouse": str(warehouse), "run_date": args.run_date, "overrides": overrides,
-               "command": shlex.join(cmd), "machine": machine(), "load_before": os.getloadavg()[0],
-               "started": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), "steps": [],
-               "total_seconds": 0.0, "complete": False}
-
-    def write() -> None:
-        figures["total_seconds"] = round(sum(s["seconds"] or 0 for s in figures["steps"]), 1)
-        tmp = out.with_suffix(".tmp")
-        tmp.write_text(json.dumps(figures, indent=2) + "\n")
-        tmp.replace(out)
-
-    print("$ " + figures["command"], flush=True)
-    started = time.monotonic()
-    proc = subprocess.Popen(cmd, cwd=REPO)
     peaks: dict[str, int] = {}
     loads: list[float] = []
     while True:
@@ -192,23 +186,16 @@ def main(argv: list[str] | None = None) -> int:
         if run_log.is_file():
             lines = run_log.read_text().splitlines()
             for raw in lines[seen_lines:]:
-                figures["steps"].append(entry(json.loads(raw), peaks, earlier, loads))
+                figures.data["steps"].append(entry(json.loads(raw), peaks, earlier, loads))
                 loads = []
-                write()
+                figures.write()
             seen_lines = len(lines)
         if proc.poll() is not None:
-            break
-        time.sleep(args.sample_seconds)
+            return
+        time.sleep(sample_seconds)
 
-    figures["exit_code"] = proc.returncode
-    figures["wall_seconds"] = round(time.monotonic() - started, 1)
-    figures["complete"] = proc.returncode == 0
-    etl = warehouse / "etl_report.json"
-    if etl.is_file():  # the users and movies the load kept (given data has no size of its own)
-        loaded = json.loads(etl.read_text()).get("tables") or {}
-        figures["users"] = figures["users"] or loaded.get("users")
-        figures["items"] = figures["items"] or loaded.get("items")
-    write()
+
+def print_table(figures: dict, out: Path) -> None:
     print(f"\n{'step':<24}{'status':>9}{'seconds':>10}{'peak GB':>9}{'rows':>13}{'load':>6}")
     for s in figures["steps"]:
         peak = "-" if s["peak_rss_gb"] is None else f"{s['peak_rss_gb']:.2f}"
@@ -217,7 +204,37 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{s['step']:<24}{s['status']:>9}{s['seconds']:>10.1f}{peak:>9}{rows:>13}{load:>6}"
               + ("  (earlier run)" if s.get("earlier_run") else ""))
     print(f"{'total':<24}{'':>9}{figures['total_seconds']:>10.1f}   wall {figures['wall_seconds']:.0f} s, "
-          f"exit {proc.returncode}; figures in {out}")
+          f"exit {figures['exit_code']}; figures in {out}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    data, size = input_data(args)
+    warehouse = Path(args.warehouse or REPO / ".bench" / "nightly" / data.name / "warehouse").resolve()
+    out = Path(args.out).resolve()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    overrides = ([] if args.no_demo_overrides else demo_overrides(data / "ratings.csv")) + list(args.overrides)
+    cmd = [sys.executable, "-m", "jobs.cli", "pipeline", "--data", str(data.resolve()), "--warehouse",
+           str(warehouse), "--reports", str(warehouse.parent / "reports"), "--run-date", args.run_date, *overrides]
+    run_log = warehouse / "_pipeline" / args.run_date / "run.jsonl"
+    earlier = earlier_steps(out, warehouse)
+    figures = Figures(out, ratings=size["ratings"], users=size["users"], items=size["items"], data=str(data),
+                      warehouse=str(warehouse), run_date=args.run_date, overrides=overrides, command=shlex.join(cmd),
+                      machine=machine(), load_before=os.getloadavg()[0],
+                      started=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"))
+    print("$ " + figures.data["command"], flush=True)
+    started = time.monotonic()
+    proc = subprocess.Popen(cmd, cwd=REPO)
+    watch(proc, run_log, figures, earlier, args.sample_seconds)
+    figures.data.update(exit_code=proc.returncode, wall_seconds=round(time.monotonic() - started, 1),
+                        complete=proc.returncode == 0)
+    etl = warehouse / "etl_report.json"
+    if etl.is_file():  # the users and movies the load kept (given data has no size of its own)
+        loaded = json.loads(etl.read_text()).get("tables") or {}
+        figures.data["users"] = figures.data["users"] or loaded.get("users")
+        figures.data["items"] = figures.data["items"] or loaded.get("items")
+    figures.write()
+    print_table(figures.data, out)
     return proc.returncode
 
 

@@ -226,6 +226,15 @@ def read_bytes(location: str) -> bytes | None:
         return stream.read()
 
 
+def write_bytes(location: str, data: bytes) -> None:
+    """Write a whole (small) file, its parent folders made where the store has folders."""
+    filesys, path = filesystem(location)
+    if is_local(location):
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+    with filesys.open_output_stream(path) as stream:
+        stream.write(data)
+
+
 def remove(location: str) -> None:
     """Delete a file or a folder with everything under it; nothing when it does not exist."""
     from pyarrow import fs

@@ -2,25 +2,25 @@
 history from their tables, as `recsys baselines` scores a stored one (recsys_spark.baselines): popularity (global
 train counts: exact unless `baselines.popularity.recent_days` is set), markov (AR(1) from transitions_ar1 +
 popularity), ar2 (transitions_ar2, then AR(1), then popularity, as score tiers), itemcf (the item_neighbors of the
-newest 20 items weighted 0.8^back, the defaults of `baselines.itemcf`, which the server does not read, normalised
-into tier 1, popularity below). Which models, and the tables each reads, are their catalogue entries'
+newest `history` items weighted `recency_decay`^back, as models/itemcf/config.json says: the section the baselines
+step wrote item_neighbors with, normalised into tier 1, popularity below). Which models, and the tables each reads, are their catalogue entries'
 (`Model.realtime`); each one's tiers are a `CountModels` method named after it. Tables are loaded at first use, again
 when a table's Delta version moves.
 """
 from __future__ import annotations
 
+import json
 import threading
 import time
 from dataclasses import dataclass
 
 import numpy as np
 
-from recsys_core import catalogue
+from recsys_core import catalogue, storage
 from recsys_core.ties import Ties
 from recsys_serve.errors import NotFound
 from recsys_serve.reader import Warehouse
 
-ITEMCF_HISTORY, ITEMCF_DECAY = 20, 0.8  # baselines.itemcf.history / recency_decay defaults
 TIER_AR1, TIER_AR2, TIER_ITEMCF = 1.0, 2.0, 1.0
 
 
@@ -131,10 +131,19 @@ class CountModels:
             self.warehouse, f"SELECT prev2_item_idx::BIGINT * {AR_KEY} + prev_item_idx AS k, next_item_idx AS n, "
             "prob AS w FROM {t}", "transitions_ar2"), ("transitions_ar2",))
 
-    def neighbors(self) -> Transitions:
-        return self._get("item_neighbors", lambda: Transitions.load(
-            self.warehouse, "SELECT item_idx::BIGINT AS k, neighbor_idx AS n, similarity AS w FROM {t}",
-            "item_neighbors"), ("item_neighbors",))
+    def neighbors(self) -> tuple[Transitions, int, float]:
+        """item_neighbors, with the `history` and `recency_decay` it was written with."""
+        def load():
+            location = storage.join(self.warehouse.root, "models", "itemcf", "config.json")
+            raw = storage.read_bytes(location)
+            if raw is None:
+                raise NotFound(f"model: 'itemcf' has no {location} beside its item_neighbors table "
+                               "(`recsys baselines` writes the two together: run it again)")
+            section = json.loads(raw)
+            return (Transitions.load(self.warehouse, "SELECT item_idx::BIGINT AS k, neighbor_idx AS n, similarity "
+                                     "AS w FROM {t}", "item_neighbors"),
+                    int(section["history"]), float(section["recency_decay"]))
+        return self._get("item_neighbors", load, ("item_neighbors",))
 
     # Each count model's tiers over popularity, in place (its catalogue entry names the tables they read); returns
     # how many history items were read.
@@ -158,17 +167,17 @@ class CountModels:
         return used
 
     def _itemcf_tiers(self, scores: np.ndarray, history: np.ndarray) -> int:
+        neighbors, newest, decay = self.neighbors()
         seen_recent: list[int] = []
-        for item in history[::-1]:  # the newest ITEMCF_HISTORY distinct items, newest first
+        for item in history[::-1]:  # the newest `newest` distinct items, newest first
             if int(item) not in seen_recent:
                 seen_recent.append(int(item))
-            if len(seen_recent) == ITEMCF_HISTORY:
+            if len(seen_recent) == newest:
                 break
         total = np.zeros(len(scores))
-        neighbors = self.neighbors()
         for back, item in enumerate(seen_recent):
             nxt, sim = neighbors.of(item)
-            np.add.at(total, nxt, ITEMCF_DECAY ** back * sim)
+            np.add.at(total, nxt, decay ** back * sim)
         total[history[(history >= 0) & (history < len(total))]] = 0.0  # normalised by the best unseen sum
         total = np.round(total, 12)  # as the baselines step rounds its sums (equal sums stay ties)
         best = total.max(initial=0.0)

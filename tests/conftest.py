@@ -157,7 +157,9 @@ NIGHTLY_RUN_DATE = "2026-11-23"
 NIGHTLY_OVERRIDES = ["train.max_steps=6", "train.eval_every=3", "train.patience=1", "pipeline.k=20",
                      "sequences.max_len=50", "als.max_iter=5", "pipeline.torch_models=[ncf,sasrec,ss4rec]",
                      "als.rank=16", "als.temporal=false", "ss4rec.n_layers=1", "sasrec.n_layers=1",
-                     "train.warmup=0.2"]
+                     "train.warmup=0.2",
+                     # not ItemCF's defaults: the real-time ItemCF must take them from the night (tests/test_ties.py)
+                     "baselines.itemcf.history=5", "baselines.itemcf.recency_decay=0.5"]
 
 
 @pytest.fixture(scope="session")

@@ -19,10 +19,14 @@ b places back from the newest weighted `recency_decay ** b`:
 
 normalised by the user's best unseen score into tier 1 (1, 2]; popularity pads below (tier 0), seen items excluded.
 The sums are the sparse product H @ S (H: users' weighted recent items, S: item_neighbors), a block of users at a
-time on the driver (itemcf_candidates), rounded to 12 decimal places so that equal sums stay ties.
+time on the driver (itemcf_candidates), rounded to 12 decimal places so that equal sums stay ties. Beside the
+table, models/itemcf/config.json keeps the section that scored the lists: the server's real-time ItemCF
+(recsys_serve.count_models) scores a posted history with the same `history` and `recency_decay`.
 """
 from __future__ import annotations
 
+import dataclasses
+import json
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -31,6 +35,7 @@ import pandas as pd
 from pyspark.sql import DataFrame, Window
 from pyspark.sql import functions as F
 
+from recsys_core import storage
 from recsys_spark.baselines.common import rank_over_popularity, train_rows, users_of
 from recsys_core.config import POSITIVE, Config, Rule, at_least, checked, number_in
 from recsys_core.ties import Ties
@@ -123,6 +128,12 @@ def item_block_product(spark, X, block: int, compute, schema: str) -> DataFrame:
 
     return (spark.range(0, n_items, block, numPartitions=-(-n_items // block))
             .mapInPandas(blocks_of_rows, schema))
+
+
+def write_scoring_config(warehouse, config: ItemCFConfig) -> None:
+    """models/itemcf/config.json: the section whose item_neighbors and lists these are (module docstring)."""
+    storage.write_bytes(storage.join(str(warehouse), "models", "itemcf", "config.json"),
+                        json.dumps(dataclasses.asdict(config), indent=2).encode())
 
 
 def item_neighbors(interactions: DataFrame, config: ItemCFConfig, block: int = ITEM_BLOCK) -> DataFrame:

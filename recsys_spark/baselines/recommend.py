@@ -14,7 +14,7 @@ from recsys_spark.baselines.common import seen_as_of, user_histories
 from recsys_spark.baselines.ease import EASEConfig
 from recsys_spark.baselines.genre import GenreConfig
 from recsys_spark.baselines.hybrid import HybridConfig
-from recsys_spark.baselines.itemcf import ItemCFConfig, item_neighbors
+from recsys_spark.baselines.itemcf import ItemCFConfig, item_neighbors, write_scoring_config
 from recsys_spark.baselines.markov import MarkovConfig, transitions_ar1, transitions_ar2
 from recsys_spark.baselines.popularity import PopularityConfig, item_popularity
 from recsys_core import catalogue
@@ -58,6 +58,7 @@ class TrainTables:
         if "neighbors" not in self.fitted:
             path = table_path(self.warehouse, NEIGHBORS_TABLE)
             write_table(item_neighbors(self.interactions, self.config.itemcf), path, schema=ITEM_NEIGHBORS)
+            write_scoring_config(self.warehouse, self.config.itemcf)
             self.fitted["neighbors"] = read_table(self.spark, path)
         return self.fitted["neighbors"]
 
