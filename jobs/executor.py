@@ -133,35 +133,52 @@ def run_dir(warehouse: Path, run_date: dt.date) -> Path:
     return warehouse / "_pipeline" / run_date.isoformat()
 
 
-def run_pipeline(data: Path, warehouse: Path, run_layer: dict, resolve: Callable[[list[str]], dict], run_date: dt.date,
-                 env_for_steps: dict[str, str] | None = None, force: bool = False, env_name: str = "local",
-                 on_step: Callable[[StepResult], None] | None = None,
-                 runner: Callable[[Step, Path, Mapping[str, str]], StepOutcome] = run_child,
-                 config_file: Path | None = None, overrides: Sequence[str] = (), only: str | None = None,
-                 warehouse_uri: str | None = None) -> list[StepResult]:
-    """Run every step in order, skipping the unchanged ones and those that depend on a failure (module docstring);
-    the results say which ran, were skipped, failed or did not run.
+@dataclass(frozen=True)
+class RunSpec:
+    """What one run of the plan is: its input, warehouse and date, and the configuration its steps resolve.
 
-    `config_file` and `overrides` are this run's own configuration (the --config file, absolute, and key=value
-    overrides): every step's command carries them, so each step resolves exactly what its line in `recsys pipeline
-    --print-plan` resolves when a user runs it by hand. `run_layer` is the two merged, saved as the run's record.
-    `resolve(sections)` returns the configuration a step with those sections resolves. `runner(step, log, env)`
-    runs one step (jobs/steps.py; the default starts its local command).
+    `run_layer`: this run's own configuration (its --config file, absolute, and key=value `overrides`, merged),
+    saved as the run's record; every step's command carries the file and the overrides, so each step resolves
+    exactly what its line in `recsys pipeline --print-plan` resolves when a user runs it by hand. `resolve(sections)`
+    returns the configuration a step with those sections resolves. `warehouse_uri`: the warehouse as the steps'
+    commands name it (a `file://` URI; default: `warehouse`), while the state and logs use `warehouse`."""
+
+    data: Path
+    warehouse: Path
+    run_date: dt.date
+    run_layer: dict
+    resolve: Callable[[list[str]], dict]
+    config_file: Path | None = None
+    overrides: Sequence[str] = ()
+    env_name: str = "local"
+    warehouse_uri: str | None = None
+
+    def run(self) -> Run:
+        return Run(str(self.data), self.warehouse_uri or str(self.warehouse), self.run_date.isoformat(),
+                   self.env_name, str(self.config_file) if self.config_file else None, tuple(self.overrides))
+
+
+def run_pipeline(spec: RunSpec, runner: Callable[[Step, Path, Mapping[str, str]], StepOutcome] = run_child, *,
+                 env_for_steps: Mapping[str, str] | None = None, force: bool = False, only: str | None = None,
+                 on_step: Callable[[StepResult], None] | None = None) -> list[StepResult]:
+    """Run every step of `spec`'s plan in order, skipping the unchanged ones and those that depend on a failure
+    (module docstring); the results say which ran, were skipped, failed or did not run. `runner(step, log, env)`
+    runs one step (jobs/steps.py; the default starts its local command) with `env_for_steps` added to its
+    environment; `force` runs every step again.
 
     `only`: run that one step of the plan (a scheduler's task): the other steps are not started; each counts as
     succeeded when the state records its success with the fingerprint it has now, else as failed, so the step is
-    skipped, resumed, blocked or run over the survivors exactly as in a whole run. `warehouse_uri`: the warehouse as
-    the steps' commands name it (a `file://` URI; default: `warehouse`), while the state and logs use `warehouse`.
+    skipped, resumed, blocked or run over the survivors exactly as in a whole run.
     """
+    data, warehouse, run_date, resolve = spec.data, spec.warehouse, spec.run_date, spec.resolve
     folder = run_dir(warehouse, run_date)
     folder.mkdir(parents=True, exist_ok=True)
-    (folder / "config.yaml").write_text(yaml.safe_dump(run_layer, sort_keys=True))
+    (folder / "config.yaml").write_text(yaml.safe_dump(spec.run_layer, sort_keys=True))
     pipe, left_out = PipelineConfig.from_dict(resolve(["pipeline"]).get("pipeline")).for_input(
         input_source(resolve(["etl"]), data).features())
     for line in left_out:
         log.warning(line)
-    run = Run(str(data), warehouse_uri or str(warehouse), run_date.isoformat(), env_name,
-              str(config_file) if config_file else None, tuple(overrides))
+    run = spec.run()
 
     from recsys_spark.delta import remove_stale_staging
 

@@ -31,7 +31,7 @@ if __package__ in (None, ""):  # run as a script (`python jobs/pipeline.py`): th
 from jobs import catalogue  # noqa: E402
 from jobs.common import add_config_flags, comparison_view, guarded, parse_run_date  # noqa: E402
 from jobs.config import ConfigError, check_steps, load_config, run_layer, section  # noqa: E402
-from jobs.executor import run_pipeline, summary  # noqa: E402
+from jobs.executor import RunSpec, run_pipeline, summary  # noqa: E402
 from jobs.launchers import launcher_of, step_command  # noqa: E402
 from jobs.plan import PipelineConfig, Run, config_sections, plan  # noqa: E402
 from jobs.runlock import RunLock  # noqa: E402
@@ -275,10 +275,10 @@ def run_nightly(args, cfg, layer, resolve, pipe, run_date, data, warehouse, cons
         if parent_id is None:
             mlflow.log_params({"data": str(data), "warehouse": str(warehouse), "run_date": str(run_date)})
             mlflow.log_dict(cfg, "resolved_config.yaml")
-        results = run_pipeline(data, warehouse, layer, resolve, run_date, {**env, PARENT_ENV: parent.info.run_id},
-                               force=args.force, env_name=args.env, on_step=show,
-                               config_file=Path(args.config) if args.config else None, overrides=args.overrides,
-                               runner=runner, only=args.step, warehouse_uri=args.warehouse_uri)
+        spec = RunSpec(data, warehouse, run_date, layer, resolve, Path(args.config) if args.config else None,
+                       args.overrides, args.env, args.warehouse_uri)
+        results = run_pipeline(spec, runner, env_for_steps={**env, PARENT_ENV: parent.info.run_id},
+                               force=args.force, only=args.step, on_step=show)
         night = night_outputs(args, cfg, pipe, warehouse, run_date, results)
     show_night(console, night, warehouse, run_date, results)
     failures = [line for line in summary(results) if line.startswith("FAILED ")]

@@ -115,7 +115,7 @@ def test_same_date_again_skips_and_forced_rerun_keeps_counts(nightly_copy, spark
     every table. It runs the same plan in this process (each Spark step on the tests' session), which checks what
     the forced run is for, that every step replaces what it wrote, without starting a JVM per step again."""
     from jobs.config import load_config, run_layer
-    from jobs.executor import run_pipeline as run_plan
+    from jobs.executor import RunSpec, run_pipeline as run_plan
     from jobs.steps import run_in_process
 
     wh, fast = nightly_copy["warehouse"], nightly_copy["overrides"]
@@ -125,8 +125,8 @@ def test_same_date_again_skips_and_forced_rerun_keeps_counts(nightly_copy, spark
     assert step_statuses(out) == {name: "skipped" for name in steps}
     assert counts(wh) == before
 
-    results = run_plan(nightly_copy["data"], wh, run_layer(None, fast),
-                       lambda sections: load_config(sections, overrides=fast), dt.date(2026, 11, 23), force=True,
-                       runner=lambda step, log, env: run_in_process(step, env), overrides=fast)
+    spec = RunSpec(nightly_copy["data"], wh, dt.date(2026, 11, 23), run_layer(None, fast),
+                   lambda sections: load_config(sections, overrides=fast), overrides=fast)
+    results = run_plan(spec, lambda step, log, env: run_in_process(step, env), force=True)
     assert {r.name: r.status for r in results} == {name: "ran" for name in steps}
     assert counts(wh) == before

@@ -17,7 +17,7 @@ from one_rating import make_data
 
 from jobs import catalogue
 from jobs.config import load_config
-from jobs.executor import State, run_pipeline, summary
+from jobs.executor import RunSpec, State, run_pipeline, summary
 from jobs.fingerprints import fingerprint
 from jobs.plan import PipelineConfig, Run, plan
 from jobs.steps import StepOutcome, local_command
@@ -184,7 +184,7 @@ def test_one_step_runs_alone_and_the_others_count_as_the_state_records_them(nigh
             ran.append(step_.name)
             return StepOutcome(step_.name, 3 if fail else 0, 0.0, log)
 
-        results = run_pipeline(data, warehouse, {}, lambda sections: load_config(sections), DAY, runner=runner,
+        results = run_pipeline(RunSpec(data, warehouse, DAY, {}, lambda sections: load_config(sections)), runner,
                                only=name)
         return ran, [(r.name, r.status, r.blocked_by) for r in results]
 
@@ -275,7 +275,7 @@ def nightly(tmp_path):
             return load_config(sections, overrides=overrides)
 
         recorder = StepRecorder(fail_at)
-        results = run_pipeline(data, warehouse, {}, resolve, day, runner=recorder, force=force)
+        results = run_pipeline(RunSpec(data, warehouse, day, {}, resolve), recorder, force=force)
         return recorder.ran, results, json.loads((warehouse / "_pipeline" / "state.json").read_text())
 
     run.data = data
@@ -356,7 +356,7 @@ def test_the_ensemble_blends_the_members_that_survived(nightly):
         def resolve(sections):
             return load_config(sections, overrides=overrides)
         seen.clear()
-        results = run_pipeline(nightly.data, nightly.data.parent / fail_at, {}, resolve, DAY, runner=record(fail_at))
+        results = run_pipeline(RunSpec(nightly.data, nightly.data.parent / fail_at, DAY, {}, resolve), record(fail_at))
         return {r.name: r.status for r in results}
 
     status = run("baselines", "ensemble.models=[ar2,itemcf,als_implicit]")  # ar2, itemcf are baselines' lists
@@ -406,8 +406,8 @@ def test_every_step_run_carries_the_runs_config_file_and_overrides(tmp_path):
     def resolve(sections):
         return load_config(sections, config_file=tmp_path / "tuned.yaml", overrides=["als.max_iter=3"])
 
-    run_pipeline(data, warehouse, {"als": {"rank": 12, "max_iter": 3}}, resolve, DAY, runner=runner,
-                 config_file=tmp_path / "tuned.yaml", overrides=["als.max_iter=3"])
+    run_pipeline(RunSpec(data, warehouse, DAY, {"als": {"rank": 12, "max_iter": 3}}, resolve,
+                         config_file=tmp_path / "tuned.yaml", overrides=["als.max_iter=3"]), runner)
     assert len(seen) == len(ALL_STEPS)
     for args in seen:
         at = args.index("--config")
@@ -476,7 +476,7 @@ def test_a_training_that_did_not_finish_resumes_with_the_same_fingerprint(tmp_pa
         def resolve(sections):
             return load_config(sections, overrides=overrides)
 
-        run_pipeline(data, warehouse, {}, resolve, DAY, runner=runner, force=force)
+        run_pipeline(RunSpec(data, warehouse, DAY, {}, resolve), runner, force=force)
         return {name: "--resume" in args for name, args in seen.items() if name.startswith("train-")}
 
     assert run() == {f"train-{m}": False for m in ("ncf", "sasrec", "ss4rec", "lightgcn")}
@@ -559,7 +559,7 @@ def test_the_run_log_counts_the_rows_each_step_committed(tmp_path):
                 deltalake.write_deltalake(str(warehouse / "metrics"), pa.table({"v": [0.5] * rows}), mode="append")
         return StepOutcome(step.name, 0, 0.0, log)
 
-    run_pipeline(data, warehouse, {}, lambda sections: load_config(sections), DAY, runner=runner)
+    run_pipeline(RunSpec(data, warehouse, DAY, {}, lambda sections: load_config(sections)), runner)
     lines = {json.loads(line)["step"]: json.loads(line)
              for line in (warehouse / "_pipeline" / DAY.isoformat() / "run.jsonl").read_text().splitlines()}
     assert lines["etl"]["rows"] == 4 and lines["etl"]["rows_by_table"] == {"items": 3, "users": 1}
