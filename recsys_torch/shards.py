@@ -320,5 +320,32 @@ def dump_blocks(cases: list[dict], out: str | Path) -> None:
     np.savez(out, **arrays)
 
 
-if __name__ == "__main__":  # python -m recsys_torch.shards CASES.json OUT.npz (the parity test, in either env)
-    dump_blocks(json.loads(Path(sys.argv[1]).read_text()), sys.argv[2])
+def main(argv: list[str]) -> int:
+    """python -m recsys_torch.shards CASES.json OUT.npz: dump_blocks, in either environment (the parity test)."""
+    if len(argv) != 2:
+        print("usage: python -m recsys_torch.shards CASES.json OUT.npz", file=sys.stderr)
+        return 2
+    try:
+        cases = json.loads(Path(argv[0]).read_text())
+        for case in cases:
+            if not parquet_files(case["path"]):  # the readers yield no block for it: say so, not an empty dump
+                raise RecsysError(f"{argv[0]}: {case['path']} holds no Parquet shard")
+        dump_blocks(cases, argv[1])
+    except OSError as exc:
+        print(f"error: {exc.filename or argv[0]}: {exc.strerror or exc}", file=sys.stderr)
+        return 2
+    except json.JSONDecodeError as exc:
+        print(f"error: {argv[0]}: line {exc.lineno}, column {exc.colno}: not JSON ({exc.msg})", file=sys.stderr)
+        return 2
+    except (KeyError, TypeError) as exc:
+        print(f"error: {argv[0]}: a case lacks or mistypes a field ({exc}); each case has reader, path, columns, "
+              "cur_shard, shard_count, seed, shuffle and optionally pool", file=sys.stderr)
+        return 2
+    except RecsysError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

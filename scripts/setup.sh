@@ -69,6 +69,9 @@ if [ "$PETASTORM" = 1 ]; then
   .venv-petastorm/bin/python -m pip install -q --disable-pip-version-check --no-deps --no-index "$WHEELS"/*.whl \
     2>&1 | grep -v '^WARNING: Location' || true
   rm -rf "$WHEELS"
-  .venv-petastorm/bin/python -c 'import petastorm, pyarrow; print(f"setup: .venv-petastorm ok (petastorm {petastorm.__version__}, pyarrow {pyarrow.__version__})")'
+  if ! .venv-petastorm/bin/python -c 'import petastorm, pyarrow; print(f"setup: .venv-petastorm ok (petastorm {petastorm.__version__}, pyarrow {pyarrow.__version__})")' 2>/dev/null; then
+    echo "setup: .venv-petastorm is incomplete: a wheel of requirements/petastorm.txt could not be fetched from the package index (see the pip lines above); run the set-up again when it is reachable" >&2
+    exit 1
+  fi
 fi
 .venv/bin/python -c 'import pyspark, torch, deltalake, mlflow; print(f"setup: ok (pyspark {pyspark.__version__}, torch {torch.__version__})")'

@@ -123,3 +123,25 @@ def test_pyarrow_is_the_default_and_petastorm_here_is_a_clear_error(planted, mon
             next(row_blocks("petastorm", planted / "validation", EVAL_COLUMNS, 0, 1, 0, True))
     with pytest.raises(RecsysError, match=r"cannot read s3://b/sequences/validation.*the pyarrow reader can"):
         next(row_blocks("petastorm", "s3://b/sequences/validation", EVAL_COLUMNS, 0, 1, 0, True))
+
+
+def test_the_dump_tool_refuses_bad_cases_in_one_line(planted, tmp_path, capsys):
+    """`python -m recsys_torch.shards CASES OUT` (the parity test's tool): a bad case file is exit 2 and one line
+    naming the file, and a case whose folder holds no shard is refused, not dumped as an empty case."""
+    from recsys_torch.shards import main
+
+    good = {"reader": "pyarrow", "path": str(planted / "validation"), "columns": list(EVAL_COLUMNS),
+            "cur_shard": 0, "shard_count": 1, "seed": 0, "shuffle": False}
+    for name, text, message in [
+            ("broken.json", "[{", "broken.json: line 1, column 3: not JSON"),
+            ("lacking.json", json.dumps([{k: v for k, v in good.items() if k != "seed"}]), "lacks or mistypes"),
+            ("empty.json", json.dumps([{**good, "path": str(tmp_path / "nothing")}]), "holds no Parquet shard")]:
+        (tmp_path / name).write_text(text)
+        assert main([str(tmp_path / name), str(tmp_path / "out.npz")]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("error: ") and message in err and err.count("\n") == 1, err
+    assert not (tmp_path / "out.npz").exists()
+    (tmp_path / "good.json").write_text(json.dumps([good]))
+    assert main([str(tmp_path / "good.json"), str(tmp_path / "out.npz")]) == 0
+    assert sum(len(block["user_idx"]) for block in blocks_by_case(tmp_path / "out.npz")[0].values()) == (
+        pq.ParquetDataset(planted / "validation").read().num_rows)
