@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import json
+import os
 import random
 import subprocess
 import sys
@@ -30,6 +31,16 @@ def run(cmd: list[str], what: str, env=None) -> None:
     started = time.perf_counter()
     subprocess.run(cmd, cwd=REPO, check=True, env=env)
     print(f"{what}: {time.perf_counter() - started:.0f} s")
+
+
+def generated_etl(data: Path, warehouse: Path, users: int, items: int, ratings: int) -> None:
+    """Generated MovieLens-shaped CSVs in `data` and their ETL tables in `warehouse`, each made when missing."""
+    if not (data / "ratings.csv").exists():
+        run([sys.executable, "-m", "jobs.cli", "generate", "--out", str(data), "--users", str(users), "--items",
+             str(items), "--ratings", str(ratings), "--quiet"], "generate")
+    if not (warehouse / "interactions" / "_delta_log").is_dir():
+        run([sys.executable, "-m", "jobs.cli", "etl", "--data", str(data), "--warehouse", str(warehouse),
+             "mlflow.enabled=false"], "etl", env={**os.environ, "RECSYS_DELTA_WRITER": "delta-rs"})
 
 
 def written_partitions(warehouse: Path) -> set[tuple[str, str]]:

@@ -25,7 +25,6 @@ import argparse
 import asyncio
 import datetime as dt
 import json
-import os
 import sys
 import time
 from pathlib import Path
@@ -35,7 +34,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _measure import machine  # noqa: E402
-from _serve_bench import (NEW_RUN_DATE, RT_MODELS, RUN_DATE, Load, get_json, rss_gb, run,  # noqa: E402
+from _serve_bench import (NEW_RUN_DATE, RT_MODELS, RUN_DATE, Load, generated_etl, get_json, rss_gb,  # noqa: E402
                           start_server, warehouse_ids, write_lists, written_partitions)
 
 from recsys_core import catalogue  # noqa: E402
@@ -45,12 +44,7 @@ from recsys_core import catalogue  # noqa: E402
 
 def build_warehouse(args) -> None:
     data, warehouse = Path(args.data), Path(args.warehouse)
-    if not (data / "ratings.csv").exists():
-        run([sys.executable, "-m", "jobs.cli", "generate", "--out", str(data), "--users", str(args.users),
-             "--items", str(args.items), "--ratings", str(args.ratings), "--quiet"], "generate")
-    if not (warehouse / "interactions" / "_delta_log").is_dir():
-        run([sys.executable, "-m", "jobs.cli", "etl", "--data", str(data), "--warehouse", str(warehouse),
-             "mlflow.enabled=false"], "etl", env={**os.environ, "RECSYS_DELTA_WRITER": "delta-rs"})
+    generated_etl(data, warehouse, args.users, args.items, args.ratings)
     started = time.perf_counter()
     users, movies = warehouse_ids(warehouse)
     written = written_partitions(warehouse)  # what an interrupted build already committed is kept

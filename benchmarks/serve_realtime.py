@@ -26,7 +26,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _measure import machine  # noqa: E402
-from _serve_bench import (RT_MODELS, RUN_DATE, Load, run, start_server, warehouse_ids,  # noqa: E402
+from _serve_bench import (RT_MODELS, RUN_DATE, Load, generated_etl, start_server, warehouse_ids,  # noqa: E402
                           write_lists, written_partitions)
 
 from recsys_core import catalogue  # noqa: E402
@@ -39,12 +39,7 @@ def build_realtime_warehouse(args) -> None:
     import pyarrow.parquet as pq
 
     data, warehouse = Path(args.data), Path(args.warehouse)
-    if not (data / "ratings.csv").exists():
-        run([sys.executable, "-m", "jobs.cli", "generate", "--out", str(data), "--users", str(args.users),
-             "--items", str(args.items), "--ratings", str(args.ratings), "--quiet"], "generate")
-    if not (warehouse / "interactions" / "_delta_log").is_dir():
-        run([sys.executable, "-m", "jobs.cli", "etl", "--data", str(data), "--warehouse", str(warehouse),
-             "mlflow.enabled=false"], "etl", env={**os.environ, "RECSYS_DELTA_WRITER": "delta-rs"})
+    generated_etl(data, warehouse, args.users, args.items, args.ratings)
     users, movies = warehouse_ids(warehouse)
     if not written_partitions(warehouse):
         write_lists(warehouse, catalogue.FALLBACK_MODEL, RUN_DATE, users, movies, seed=0)
