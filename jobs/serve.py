@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import ipaddress
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -77,6 +78,11 @@ def main(argv=None) -> int:
     if args.torch_threads < 1:
         raise ServeError(f"--torch-threads must be >= 1, got {args.torch_threads}")
     hosts = allowed_hosts(args)
+    # One BLAS thread per request, as one torch thread: concurrent requests run side by side. Left to itself, numpy
+    # 2's OpenBLAS spreads each similar-items product over every core, and under load their threads contend
+    # (p99 5 ms -> 64 ms at 5M ratings, docs/BENCHMARKS.md). Set before numpy loads; an explicit setting wins.
+    for variable in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ.setdefault(variable, "1")
     from recsys_serve.reader import Warehouse
     from recsys_serve.store import SERVED_TABLES
 

@@ -28,9 +28,10 @@ from pyspark.sql.pandas.types import from_arrow_schema
 
 from recsys_core import storage
 from recsys_spark.delta import table_path, write_table
+from recsys_spark.errors import InputError
 from recsys_spark.etl_config import EtlConfig, KcoreConfig
 from recsys_spark.etl_guard import LoadCounts, check_load, reject_fraction
-from recsys_spark.etl_read import EtlInputs, accepted_rows, read_inputs
+from recsys_spark.etl_read import EtlInputs, accepted_rows, read_inputs, unreadable_input
 from recsys_spark.etl_report import (REPORT_FILE, EtlResult, build_rejects, check_written, etl_summary, print_report,
                                      report_rows, write_report_table, write_summary)
 from recsys_spark import schemas
@@ -213,6 +214,11 @@ def run_etl(spark: SparkSession, data_dir: str | Path, warehouse: str | Path,
             # Before the first commit: a load that must not replace the current one leaves every table as it is.
             _check_load(warehouse, read, indexed, config)
             _write_tables(spark, warehouse, read, indexed, interactions, report, tables, stages)
+    except Exception as exc:  # noqa: BLE001 - only Spark's "cannot read this file" becomes a user error
+        unreadable = unreadable_input(exc)
+        if unreadable is None:
+            raise
+        raise InputError(f"--data {data_dir}: cannot read {unreadable[0]} ({unreadable[1]})") from None
     finally:
         for df in persisted:
             df.unpersist()

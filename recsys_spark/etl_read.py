@@ -114,3 +114,22 @@ def _name(source: Source, role: str) -> str:
     """An absent file's name in the report: MovieLens' own (tags.csv), else the role."""
     layout = MOVIELENS_LAYOUTS.get(source.layout, {}) if source.format == "movielens" else {}
     return layout[role].name if role in layout else role
+
+
+READ_FAILURES = ("FAILED_READ_FILE", "CANNOT_READ_FILE_FOOTER")  # Spark's conditions for a file it cannot read
+
+
+def unreadable_input(exc: BaseException) -> tuple[str, str] | None:
+    """(file, Spark's reason) when `exc` is Spark failing to read one input file (a corrupt Parquet page or footer, a
+    truncated file), found in its chain of causes; None for any other error."""
+    seen = 0
+    while exc is not None and seen < 20:
+        condition = exc.getCondition() if hasattr(exc, "getCondition") else None
+        if condition and condition.startswith(READ_FAILURES):
+            params = exc.getMessageParameters() or {}
+            path = params.get("path") or params.get("file") or "an input file"
+            cause = getattr(exc, "_cause", None)  # the reader's own exception (pyspark keeps the converted cause)
+            reason = (getattr(cause, "desc", None) or str(cause or condition)).strip().splitlines()[0]
+            return path, reason
+        exc, seen = getattr(exc, "_cause", None), seen + 1
+    return None

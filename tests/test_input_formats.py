@@ -342,6 +342,26 @@ def test_an_unreadable_parquet_log_is_one_line_naming_it(tmp_path):
         check_source(tmp_path / "log", "events")
 
 
+def test_a_parquet_log_with_a_corrupt_page_is_one_line_naming_the_file(spark, tmp_path):
+    """A file whose footer reads but whose data page does not (bytes flipped inside the column chunk) is only found
+    out by Spark's read: the ETL fails with one InputError naming that file, and no table is written."""
+    from recsys_spark.errors import InputError
+
+    folder = tmp_path / "log"
+    folder.mkdir()
+    pq.write_table(pa.table({"u": [1, 2], "i": [3, 4]}), folder / "part-0.parquet")
+    pq.write_table(pa.table({"u": list(range(1, 2001)), "i": list(range(2001, 4001))}), folder / "part-1.parquet",
+                   compression="snappy", use_dictionary=False)
+    raw = bytearray((folder / "part-1.parquet").read_bytes())
+    for at in range(40, 4000, 7):  # inside the first column chunk: its page header and values, not the footer
+        raw[at] ^= 0xFF
+    (folder / "part-1.parquet").write_bytes(bytes(raw))
+    assert pq.read_schema(folder / "part-1.parquet").names == ["u", "i"]  # the footer still reads
+    with pytest.raises(InputError, match=r"cannot read .*part-1\.parquet"):
+        etl(spark, folder, tmp_path / "wh", format="events", columns={"user": "u", "item": "i"})
+    assert not (tmp_path / "wh" / "interactions").exists()
+
+
 def test_a_remote_data_uri_is_refused_by_name_before_anything_runs(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "jobs.cli", "pipeline", "--data", "s3://bucket/events",
                            "--warehouse", str(tmp_path / "wh")], cwd=REPO, capture_output=True, text=True, timeout=120)
