@@ -77,12 +77,13 @@ def main(argv=None) -> int:
         raise ServeError("--reload-interval, --history and --checkpoint-interval must not be negative")
     if args.torch_threads < 1:
         raise ServeError(f"--torch-threads must be >= 1, got {args.torch_threads}")
-    hosts = allowed_hosts(args)
     # One BLAS thread per request, as one torch thread: concurrent requests run side by side. Left to itself, numpy
     # 2's OpenBLAS spreads each similar-items product over every core, and under load their threads contend
-    # (p99 5 ms -> 64 ms at 5M ratings, docs/BENCHMARKS.md). Set before numpy loads; an explicit setting wins.
+    # (p99 5 ms -> 64 ms at 5M ratings, docs/BENCHMARKS.md). Set before numpy loads (recsys_serve imports it); an
+    # explicit setting wins.
     for variable in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
         os.environ.setdefault(variable, "1")
+    hosts = allowed_hosts(args)
     from recsys_serve.reader import Warehouse
     from recsys_serve.store import SERVED_TABLES
 
