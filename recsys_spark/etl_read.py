@@ -10,6 +10,7 @@ from pyspark import StorageLevel
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
+from recsys_core import storage
 from recsys_spark.etl_config import EtlConfig
 from recsys_spark.inputs import MOVIELENS_LAYOUTS, CheckedInput, Source
 from recsys_spark.kcore import kcore_keep, mark_kcore
@@ -120,16 +121,23 @@ READ_FAILURES = ("FAILED_READ_FILE", "CANNOT_READ_FILE_FOOTER")  # Spark's condi
 
 
 def unreadable_input(exc: BaseException) -> tuple[str, str] | None:
-    """(file, Spark's reason) when `exc` is Spark failing to read one input file (a corrupt Parquet page or footer, a
-    truncated file), found in its chain of causes; None for any other error."""
-    seen = 0
-    while exc is not None and seen < 20:
-        condition = exc.getCondition() if hasattr(exc, "getCondition") else None
+    """(file, the reader's reason) when `exc` is Spark failing to read one input file (a corrupt Parquet page or
+    footer, a truncated file), found in its chain of Java causes; None for any other error."""
+    from py4j.protocol import Py4JError, Py4JJavaError
+
+    java = exc.java_exception if isinstance(exc, Py4JJavaError) else getattr(exc, "_origin", None)
+    for _ in range(20):  # a cause chain is short; a cycle must not loop
+        if java is None:
+            return None
+        try:
+            condition = java.getCondition()
+        except Py4JError:  # not a SparkThrowable
+            condition = None
         if condition and condition.startswith(READ_FAILURES):
-            params = exc.getMessageParameters() or {}
+            params = dict(java.getMessageParameters())
             path = params.get("path") or params.get("file") or "an input file"
-            cause = getattr(exc, "_cause", None)  # the reader's own exception (pyspark keeps the converted cause)
-            reason = (getattr(cause, "desc", None) or str(cause or condition)).strip().splitlines()[0]
-            return path, reason
-        exc, seen = getattr(exc, "_cause", None), seen + 1
+            cause = java.getCause()
+            reason = str(cause.getMessage() if cause is not None else java.getMessage())
+            return storage.local_path(path), reason.strip().splitlines()[0]
+        java = java.getCause()
     return None
