@@ -55,7 +55,8 @@ def _latest_line_first() -> list:
 
 def _read_movies(spark, source: CheckedInput, item_columns: dict[str, str], separator: str) -> FileOutcome:
     rows, n = movie_rows(spark, source, item_columns, separator)
-    rows = mark_duplicates(rows, ["movieId"], _latest_line_first())
+    latest = [F.col("order").desc()] if "order" in rows.columns else _latest_line_first()  # a Parquet item table
+    rows = mark_duplicates(rows, ["movieId"], latest)
     return persist_and_count(FileOutcome(source.spec.name, rows, n))
 
 
@@ -123,15 +124,14 @@ READ_FAILURES = ("FAILED_READ_FILE", "CANNOT_READ_FILE_FOOTER")  # Spark's condi
 def unreadable_input(exc: BaseException) -> tuple[str, str] | None:
     """(file, the reader's reason) when `exc` is Spark failing to read one input file (a corrupt Parquet page or
     footer, a truncated file), found in its chain of Java causes; None for any other error."""
-    from py4j.protocol import Py4JError, Py4JJavaError
-
-    java = exc.java_exception if isinstance(exc, Py4JJavaError) else getattr(exc, "_origin", None)
+    # py4j's own error (some actions, collect among them, raise it unconverted) or pyspark's converted one
+    java = getattr(exc, "java_exception", None) or getattr(exc, "_origin", None)
     for _ in range(20):  # a cause chain is short; a cycle must not loop
         if java is None:
             return None
         try:
             condition = java.getCondition()
-        except Py4JError:  # not a SparkThrowable
+        except Exception:  # noqa: BLE001 - py4j's error: the Java object is no SparkThrowable
             condition = None
         if condition and condition.startswith(READ_FAILURES):
             params = dict(java.getMessageParameters())

@@ -131,7 +131,7 @@ class ColumnsConfig(Config):
 
 @dataclass(frozen=True)
 class ItemsConfig(Config):
-    """`etl.items`: the events format's optional item table, a CSV file with a header."""
+    """`etl.items`: the events format's optional item table: a CSV file with a header, or a Parquet file or folder."""
 
     section = "etl.items"
 
@@ -153,6 +153,7 @@ class CheckedInput:
     spec: InputFile
     path: Path
     header: tuple[str, ...]
+    layout: str = "csv"  # csv (a text file, read line by line) | parquet (a Parquet file or folder: an item table)
 
     @property
     def n_fields(self) -> int:
@@ -179,7 +180,7 @@ class Source:
 
     def fingerprint_files(self) -> list[Path]:
         """The files whose bytes decide the ETL's output (the pipeline's fingerprint hashes them)."""
-        files = [f.path for f in self.files.values()]
+        files = [p for f in self.files.values() for p in (parquet_files(f.path) if f.layout == "parquet" else [f.path])]
         if "ratings" in self.files:
             return files
         if self.layout == "delta":  # the data files of the table's current version
@@ -300,9 +301,23 @@ def _events_columns(path: Path, layout: str) -> list[str]:
 
 def check_items(items: ItemsConfig) -> CheckedInput:
     path = Path(storage.local_path(items.path))
-    if not path.is_file():
-        raise InputError(f"etl.items.path {items.path}: no such file (the item table is one CSV file with a header)")
-    header = read_header(path, path.name)
+    layout = "csv" if path.suffix.lower() in (".csv", ".tsv") else "parquet"
+    if not (path.is_file() or (layout == "parquet" and path.is_dir())):
+        raise InputError(f"etl.items.path {items.path}: no such file (the item table is a CSV file with a header, "
+                         "or a Parquet file or folder)")
+    if layout == "csv":
+        header = read_header(path, path.name)
+    else:
+        import pyarrow.parquet as pq
+
+        files = parquet_files(path)
+        if not files:
+            raise InputError(f"etl.items.path {items.path}: no Parquet files in the folder")
+        try:
+            header = tuple(pq.read_schema(files[0]).names)
+        except (OSError, ValueError) as exc:  # pyarrow's errors derive from these
+            raise InputError(f"etl.items.path {items.path}: cannot read its columns as a Parquet table ({exc})") \
+                from None
     for role, column in items.mapped().items():
         if column not in header:
             key = {"movieId": "id"}.get(role, role)
@@ -310,7 +325,7 @@ def check_items(items: ItemsConfig) -> CheckedInput:
                              f"{', '.join(header)})")
     kinds = {"movieId": ID, "title": TEXT, "genres": TEXT}
     spec = InputFile(path.name, True, tuple(InputColumn(c, kinds[role]) for role, c in items.mapped().items()))
-    return CheckedInput(spec, path.resolve(), header)
+    return CheckedInput(spec, path.resolve(), header, layout)
 
 
 def check_events(path: Path, columns: ColumnsConfig, event_weights: dict, items: ItemsConfig | None = None) -> Source:

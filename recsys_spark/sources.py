@@ -79,19 +79,27 @@ def movie_rows(spark: SparkSession, source: CheckedInput, item_columns: dict[str
     """An items file's rows (movieId, title, genres as MovieLens writes them: pipe-separated): MovieLens' own, u.item
     (its genre flags become the names), or an events log's item table (`item_columns`: role -> its column; no title
     means the id, no genres means none)."""
-    rows, n = validated(spark, source)
+    if source.layout == "parquet":  # an events log's item table in Parquet
+        rows, n = table_rows(spark, source.path, "parquet", item_columns, ITEM_KINDS)
+    else:
+        rows, n = validated(spark, source)
     if item_columns:
         title = F.col(item_columns["title"]) if "title" in item_columns else F.col(item_columns["movieId"]).cast("string")
         genres = F.col(item_columns["genres"]) if "genres" in item_columns else F.lit("")
         if separator != "|":
             genres = F.regexp_replace(genres, r"\s*\Q" + separator + r"\E\s*", "|")
-        rows = rows.select("line", "raw", F.col(item_columns["movieId"]).alias("movieId"), title.alias("title"),
-                           F.coalesce(genres, F.lit("")).alias("genres"), "reason", "field")
+        rows = rows.select(*_where_from(rows), F.col(item_columns["movieId"]).alias("movieId"),
+                           title.alias("title"), F.coalesce(genres, F.lit("")).alias("genres"), "reason", "field")
     if any(c.name.startswith(GENRE_FLAG) for c in source.spec.columns):
         names = F.array(*[F.when(F.col(f"{GENRE_FLAG}{i}") == "1", F.lit(name))
                           for i, name in enumerate(ML100K_GENRES) if i])  # flag 0 is "unknown"
         rows = rows.withColumn("genres", F.array_join(F.filter(names, lambda g: g.isNotNull()), "|"))
-    return rows.select("line", "raw", "movieId", "title", "genres", "reason", "field"), n
+    return rows.select(*_where_from(rows), "movieId", "title", "genres", "reason", "field"), n
+
+
+def _where_from(rows: DataFrame) -> list[str]:
+    """The columns that place a row in its input: line and raw, and file and order for a table of many files."""
+    return [c for c in ("file", "line", "raw", "order") if c in rows.columns]
 
 
 def interaction_rows(spark: SparkSession, source: Source, weights: dict[str, float],
@@ -131,23 +139,33 @@ def _as_interactions(rows: DataFrame, columns: dict[str, str], weights: dict[str
                        rating.alias("rating"), timestamp.cast("long").alias("timestamp"), "reason", "field")
 
 
+EVENT_KINDS = {"userId": ID, "movieId": ID, "timestamp": EVENT_TIME, "rating": RATING, "weight": WEIGHT,
+               "event": TEXT}
+ITEM_KINDS = {"movieId": ID, "title": TEXT, "genres": TEXT}
+
+
 def _table_rows(spark: SparkSession, source: Source, time_unit: int) -> tuple[DataFrame, int]:
-    """A Parquet file or folder, or a Delta table: each mapped column as text (a timestamp column as epoch
-    seconds), checked as a CSV field would be; `line` is the row within its Parquet file."""
+    """The events log as a table (Parquet or Delta)."""
+    return table_rows(spark, source.path, source.layout, source.columns, EVENT_KINDS, time_unit)
+
+
+def table_rows(spark: SparkSession, path, layout: str, columns_of: dict[str, str], kinds: dict[str, str],
+               time_unit: int = 1) -> tuple[DataFrame, int]:
+    """A Parquet file or folder, or a Delta table (`layout`): each mapped column (role -> column) as text (a
+    timestamp column as epoch seconds), checked as a CSV field would be; `file` and `line` (the row within that
+    Parquet file) name each row, `order` is the table's own order (files by path, rows within each)."""
     from recsys_spark.delta import read_table
 
-    frame = (read_table(spark, str(source.path)) if source.layout == "delta" else
-             spark.read.option("recursiveFileLookup", "true").parquet(str(source.path)))
-    kinds = {"userId": ID, "movieId": ID, "timestamp": EVENT_TIME, "rating": RATING, "weight": WEIGHT,
-             "event": TEXT}
+    frame = (read_table(spark, str(path)) if layout == "delta" else
+             spark.read.option("recursiveFileLookup", "true").parquet(str(path)))
     types = {f.name: f.dataType for f in frame.schema.fields}
     texts = []
-    for role, column in source.columns.items():
+    for role, column in columns_of.items():
         value = F.col(column)
         if isinstance(types[column], (T.TimestampType, T.TimestampNTZType, T.DateType)):
             value = F.unix_timestamp(value.cast("timestamp")) * F.lit(time_unit)
         texts.append(F.coalesce(value.cast("string"), F.lit("")).alias(f"{column}_text"))
-    raw = F.to_json(F.struct(*[F.col(c) for c in source.columns.values()]))
+    raw = F.to_json(F.struct(*[F.col(c) for c in columns_of.values()]))
     # Without timestamps the order is the files' (by path), then the rows' within each file.
     paths = sorted(r[0] for r in frame.select(F.col("_metadata.file_path")).distinct().collect())
     file_number = F.create_map(*[F.lit(x) for i, path in enumerate(paths) for x in (path, i)])
@@ -156,7 +174,7 @@ def _table_rows(spark: SparkSession, source: Source, time_unit: int) -> tuple[Da
     rows = frame.select(F.element_at(F.split(F.col("_metadata.file_path"), "/"), -1).alias("file"),
                         (F.col("_metadata.row_index") + 1).alias("line"), raw.alias("raw"), order.alias("order"),
                         *texts)
-    columns = [InputColumn(column, kinds[role]) for role, column in source.columns.items()]
+    columns = [InputColumn(column, kinds[role]) for role, column in columns_of.items()]
     return check_columns(rows, columns, ["file", "line", "raw", "order"], time_unit=time_unit), frame.count()
 
 

@@ -139,6 +139,44 @@ def test_an_item_table_gives_titles_and_genres_and_the_genre_model_its_input(spa
         {10: ("Lamp, small", ["Home", "Light"]), 11: ("Desk", ["Home"])}
 
 
+def test_a_parquet_item_table_folder_names_its_part_file_and_the_later_file_wins(spark, tmp_path):
+    """An item table on the lake is a Parquet folder: its rows are checked as the CSV's are, a reject names its part
+    file and row, and an item listed twice keeps the row that comes later in the table's order (files by path)."""
+    pq.write_table(pa.table({"u": [1, 1, 2], "i": [10, 11, 12], "t": [100, 101, 102]}), tmp_path / "events.parquet")
+    catalog = tmp_path / "catalog"
+    catalog.mkdir()
+    pq.write_table(pa.table({"sku": [10, 11], "name": ["Lamp", "Desk"], "cats": ["Home|Light", "Home"]}),
+                   catalog / "part-0.parquet")
+    pq.write_table(pa.table({"sku": [None, 10], "name": ["nameless", "Lamp, small"], "cats": ["Home", "Light"]}),
+                   catalog / "part-1.parquet")
+    config = {"columns": {"user": "u", "item": "i", "timestamp": "t"},
+              "items": {"path": str(catalog), "id": "sku", "title": "name", "genres": "cats"}}
+    from recsys_spark.etl import EtlConfig
+
+    source = EtlConfig.from_dict(config).source(tmp_path / "events.parquet")
+    assert source.features()["genres"] and {p.name for p in source.fingerprint_files()} >= {"part-0.parquet",
+                                                                                         "part-1.parquet"}
+    result = etl(spark, tmp_path / "events.parquet", tmp_path / "wh", **config)
+    identity_holds(result)
+    found = rejects(tmp_path / "wh")
+    assert ("part-1.parquet", 1, "missing_id", "sku") in found  # the row without an id
+    assert ("events.parquet", 3, "unknown_movie", "movieId") in found  # item 12 is in no item table row
+    assert {r["movieId"]: (r["title"], r["genres"]) for r in table(tmp_path / "wh", "items")} == \
+        {10: ("Lamp, small", ["Light"]), 11: ("Desk", ["Home"])}
+
+
+def test_an_item_table_path_that_holds_no_table_is_one_line(tmp_path):
+    from recsys_spark.errors import InputError
+    from recsys_spark.etl import EtlConfig
+
+    (tmp_path / "events.csv").write_text("u,i\n1,10\n")
+    (tmp_path / "empty").mkdir()
+    for path, message in [(tmp_path / "nothing.parquet", "no such file"), (tmp_path / "empty", "no Parquet files")]:
+        config = {"columns": {"user": "u", "item": "i"}, "items": {"path": str(path), "id": "sku"}}
+        with pytest.raises(InputError, match=f"etl.items.path {path}: {message}"):
+            EtlConfig.from_dict(config).source(tmp_path / "events.csv")
+
+
 def test_events_parquet_folder_names_the_part_file_and_row(spark, tmp_path):
     import datetime as dt
 
