@@ -3,7 +3,7 @@
     .venv/bin/python benchmarks/serve_realtime.py --duration 10
 
 A small generated warehouse with the full 59,047-movie catalogue (--users users, --ratings
-ratings, through the real ETL), its item map written as `recsys export-sequences` writes it, and
+ratings, through the real ETL and `recsys export-sequences`, its item map extended to every movie), and
 SASRec and SS4Rec checkpoints of their default configs (conf/: hidden 64, 2 layers, max_len 200) at 59,047 items
 with seeded initial weights: the work of a forward does not depend on the weights' values, so the latency is a
 trained model's. `recsys serve` in its own process (--torch-threads), then for each model: one connection posting
@@ -26,20 +26,24 @@ import numpy as np
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _measure import machine  # noqa: E402
-from _serve_bench import (RT_MODELS, RUN_DATE, Load, generated_etl, start_server, warehouse_ids,  # noqa: E402
+from _serve_bench import (RT_MODELS, RUN_DATE, Load, generated_etl, run, start_server, warehouse_ids,  # noqa: E402
                           write_lists, written_partitions)
 
 from recsys_core import catalogue  # noqa: E402
 
 
 def build_realtime_warehouse(args) -> None:
-    """Generated data with the full catalogue through the real ETL, the item map, a stored list (the server needs
-    one table of lists) and seeded checkpoints of the default SASRec and SS4Rec at --items items."""
+    """Generated data with the full catalogue through the real ETL and `recsys export-sequences` (its item map then
+    extended to every movie), a stored list (the server needs one table of lists) and seeded checkpoints of the
+    default SASRec and SS4Rec at --items items."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     data, warehouse = Path(args.data), Path(args.warehouse)
     generated_etl(data, warehouse, args.users, args.items, args.ratings)
+    if not (warehouse / "sequences" / "meta.json").is_file():  # the shards' meta (the tie policy) and item map
+        run([sys.executable, "-m", "jobs.cli", "export-sequences", "--warehouse", str(warehouse),
+             "mlflow.enabled=false"], "export-sequences")
     users, movies = warehouse_ids(warehouse)
     if not written_partitions(warehouse):
         write_lists(warehouse, catalogue.FALLBACK_MODEL, RUN_DATE, users, movies, seed=0)
@@ -54,7 +58,6 @@ def build_realtime_warehouse(args) -> None:
     item_idx = np.zeros(len(rated), np.int64)
     item_idx[rated] = np.asarray(items["item_idx"])[rated]
     item_idx[~rated] = item_idx[rated].max(initial=0) + 1 + np.arange(int((~rated).sum()))
-    (warehouse / "sequences").mkdir(exist_ok=True)
     pq.write_table(pa.table({"item_idx": pa.array(item_idx, pa.int32()),
                              "movieId": pa.array(np.asarray(items["movieId"]), pa.int64())}),
                    warehouse / "sequences" / "item_map.parquet")

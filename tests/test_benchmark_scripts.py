@@ -233,6 +233,24 @@ def test_serve_load_serves_and_reloads(bench, warehouse):
         ("popularity", "2030-01-02"): (100 * len(users), len(users))}  # the hot reload's new run date
 
 
+def test_serve_realtime_posts_histories_to_each_sequence_model(bench, warehouse):
+    """On the shared warehouse (ETL'd, sequences exported: nothing is generated or exported again): seeded
+    checkpoints of the default SASRec and SS4Rec, then each load of POST /recommendations answers without an error."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    out = run_script("serve_realtime.py", "--data", str(bench["data"]), "--warehouse", str(warehouse), "--port",
+                     str(port), "--duration", "1", "--max-requests", "40", "--history", "10", "--batch", "4")
+    assert "export-sequences:" not in out and "etl:" not in out  # the warehouse was used as it is
+    figures = json.loads(out[out.index("\n{\n"):out.rindex("\n}\n") + 2])
+    models = [m for m in ("sasrec", "ss4rec") if m in figures]
+    assert models == ["sasrec", "ss4rec"]
+    for model in models:
+        for load in ("single_1_connection", "single_2_connections", "batch_1_connection"):
+            assert figures[model][load]["requests"] > 0 and figures[model][load]["errors"] == 0, (model, load)
+        assert figures[model]["in_process_forward"]["p50_ms"] > 0
+
+
 def test_train_memory_measures_a_real_training_run(warehouse, tmp_path):
     out = run_script("train_memory.py", str(warehouse), "--model", "sasrec", "--nproc", "1", "--out",
                      str(tmp_path / "model"), "--", "train.max_steps=2", "train.eval_every=2", "train.device=cpu",
