@@ -11,7 +11,6 @@ pyarrow is imported inside the functions: recsys_core loads neither Spark, torch
 from __future__ import annotations
 
 import os
-import posixpath
 from urllib.parse import unquote, urlsplit
 
 LOCAL_SCHEMES = ("", "file")
@@ -227,10 +226,17 @@ def read_bytes(location: str) -> bytes | None:
 
 
 def write_bytes(location: str, data: bytes) -> None:
-    """Write a whole (small) file, its parent folders made where the store has folders."""
+    """Write a whole (small) file, whole or not at all: locally a temporary file in the same folder (made when
+    missing), then `os.replace`; on an object store one PUT, which is already atomic."""
     filesys, path = filesystem(location)
     if is_local(location):
-        os.makedirs(os.path.dirname(path), exist_ok=True)
+        folder, name = os.path.split(path)
+        os.makedirs(folder, exist_ok=True)
+        tmp = os.path.join(folder, f".{name}.tmp-{os.getpid()}")
+        with open(tmp, "wb") as handle:
+            handle.write(data)
+        os.replace(tmp, path)
+        return
     with filesys.open_output_stream(path) as stream:
         stream.write(data)
 

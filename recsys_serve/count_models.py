@@ -3,9 +3,9 @@ history from their tables, as `recsys baselines` scores a stored one (recsys_spa
 train counts: exact unless `baselines.popularity.recent_days` is set), markov (AR(1) from transitions_ar1 +
 popularity), ar2 (transitions_ar2, then AR(1), then popularity, as score tiers), itemcf (the item_neighbors of the
 newest `history` items weighted `recency_decay`^back, as models/itemcf/config.json says: the section the baselines
-step wrote item_neighbors with, normalised into tier 1, popularity below). Which models, and the tables each reads, are their catalogue entries'
-(`Model.realtime`); each one's tiers are a `CountModels` method named after it. Tables are loaded at first use, again
-when a table's Delta version moves.
+step wrote item_neighbors with, normalised into tier 1, popularity below). Which models, and the tables each reads,
+are their catalogue entries' (`Model.realtime`); each one's tiers are a `CountModels` method named after it. Tables
+are loaded at first use, again when a table's Delta version moves.
 """
 from __future__ import annotations
 
@@ -139,10 +139,14 @@ class CountModels:
             if raw is None:
                 raise NotFound(f"model: 'itemcf' has no {location} beside its item_neighbors table "
                                "(`recsys baselines` writes the two together: run it again)")
-            section = json.loads(raw)
+            try:
+                section = json.loads(raw)
+                history, decay = int(section["history"]), float(section["recency_decay"])
+            except (ValueError, TypeError, KeyError) as exc:  # JSONDecodeError is a ValueError
+                raise NotFound(f"model: 'itemcf': {location} holds no history and recency_decay ({exc}); "
+                               "`recsys baselines` writes it: run it again") from None
             return (Transitions.load(self.warehouse, "SELECT item_idx::BIGINT AS k, neighbor_idx AS n, similarity "
-                                     "AS w FROM {t}", "item_neighbors"),
-                    int(section["history"]), float(section["recency_decay"]))
+                                     "AS w FROM {t}", "item_neighbors"), history, decay)
         return self._get("item_neighbors", load, ("item_neighbors",))
 
     # Each count model's tiers over popularity, in place (its catalogue entry names the tables they read); returns

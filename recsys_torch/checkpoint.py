@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from recsys_core import storage
 from recsys_torch.errors import RecsysError
 
 
@@ -104,7 +105,4 @@ def save_best(path: Path, model_name: str, model_config: dict, model: torch.nn.M
 
 def write_json(path: Path, value) -> None:
     """`value` as indented JSON at `path`, replaced atomically."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(value, indent=2, default=str))
-    os.replace(tmp, path)
+    storage.write_bytes(str(path), json.dumps(value, indent=2, default=str).encode())

@@ -6,9 +6,11 @@ run is picked up without a failed request."""
 from __future__ import annotations
 
 import datetime as dt
+import json
 import shutil
 import threading
 import time
+from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -207,3 +209,24 @@ def test_a_published_checkpoint_is_swapped_in_without_a_failed_request(warehouse
     assert failures == [] and len(answers) > 5
     assert swapped["items"] != before["items"] and before["source"] == "models/sasrec/best.pt"
     assert answers[-1]["items"] == swapped["items"]  # the broken file left the published model served
+
+
+def test_real_time_itemcf_without_its_scoring_section_is_a_404_naming_the_file(warehouse, tmp_path):
+    """The baselines step writes models/itemcf/config.json beside item_neighbors; a warehouse where it is missing or
+    torn answers itemcf's real-time requests with one line naming the file (the other models still answer)."""
+    from fastapi.testclient import TestClient
+
+    from recsys_serve.api import create_app
+
+    written = json.loads((warehouse / "models" / "itemcf" / "config.json").read_text())
+    assert {"history", "recency_decay", "neighbors"} <= set(written)
+    copy = Path(shutil.copytree(warehouse, tmp_path / "warehouse"))
+    config = copy / "models" / "itemcf" / "config.json"
+    history, _ = user_history(warehouse, sorted(stored(warehouse, "itemcf"))[0])
+    for damage in (config.unlink, lambda: config.write_text('{"history": ')):
+        damage()
+        with TestClient(create_app(copy, reload_interval=0)) as c:
+            ask = {"history": history[-3:], "k": 5}
+            detail = one_line(c.post("/recommendations", json={"model": "itemcf", **ask}), 404)
+            assert str(config) in detail and "recsys baselines" in detail
+            assert c.post("/recommendations", json={"model": "markov", **ask}).status_code == 200

@@ -65,6 +65,14 @@ def test_local_listing_and_removal_through_pyarrow(tmp_path):
     assert storage.listdir(root) == []
 
 
+def test_write_bytes_makes_its_folders_replaces_whole_and_reads_back(tmp_path):
+    target = storage.join(f"file://{tmp_path}", "models", "itemcf", "config.json")
+    storage.write_bytes(target, b'{"history": 5}')
+    storage.write_bytes(target, b'{"history": 6}')  # replaced, not appended
+    assert storage.read_bytes(target) == b'{"history": 6}'
+    assert sorted(p.name for p in (tmp_path / "models" / "itemcf").iterdir()) == ["config.json"]  # no temp left
+
+
 # --- a real S3 API: moto's server on loopback ---------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
@@ -108,6 +116,9 @@ def test_s3_listing_and_removal(s3_warehouse):
     assert not storage.exists(storage.join(s3_warehouse, "missing"))
     storage.remove(storage.join(s3_warehouse, "t"))
     assert storage.listdir(s3_warehouse) == ["report.json"]
+    written = storage.join(s3_warehouse, "models", "itemcf", "config.json")
+    storage.write_bytes(written, b"{}")
+    assert storage.read_bytes(written) == b"{}" and storage.listdir(s3_warehouse) == ["models", "report.json"]
 
 
 def _lists(model: str, day: dt.date, movies: list[int]) -> pa.Table:
