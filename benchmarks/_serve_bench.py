@@ -33,6 +33,16 @@ def run(cmd: list[str], what: str, env=None) -> None:
     print(f"{what}: {time.perf_counter() - started:.0f} s")
 
 
+def add_warehouse_args(p, data: str, warehouse: str, users: int, ratings: int) -> None:
+    """--data, --warehouse and the generated set's size (what generated_etl makes when missing), and --port."""
+    p.add_argument("--data", default=str(REPO / ".bench" / data), help="generated CSVs (made when missing)")
+    p.add_argument("--warehouse", default=str(REPO / ".bench" / warehouse), help="made when missing")
+    p.add_argument("--users", type=int, default=users)
+    p.add_argument("--items", type=int, default=59_047)
+    p.add_argument("--ratings", type=int, default=ratings)
+    p.add_argument("--port", type=int, default=8765, help="the server's port on 127.0.0.1")
+
+
 def generated_etl(data: Path, warehouse: Path, users: int, items: int, ratings: int) -> None:
     """Generated MovieLens-shaped CSVs in `data` and their ETL tables in `warehouse`, each made when missing."""
     if not (data / "ratings.csv").exists():

@@ -34,8 +34,8 @@ import numpy as np
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _measure import machine  # noqa: E402
-from _serve_bench import (NEW_RUN_DATE, RT_MODELS, RUN_DATE, Load, generated_etl, get_json, rss_gb,  # noqa: E402
-                          start_server, warehouse_ids, write_lists, written_partitions)
+from _serve_bench import (NEW_RUN_DATE, RT_MODELS, RUN_DATE, Load, add_warehouse_args, generated_etl,  # noqa: E402
+                          get_json, rss_gb, start_server, warehouse_ids, write_lists, written_partitions)
 
 from recsys_core import catalogue  # noqa: E402
 
@@ -209,13 +209,8 @@ def remove_new_run_date(warehouse: Path, model: str) -> None:
 
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--data", default=str(REPO / ".bench" / "ml25m"), help="generated CSVs (made when missing)")
-    p.add_argument("--warehouse", default=str(REPO / ".bench" / "serve25m"), help="made when missing")
-    p.add_argument("--users", type=int, default=162_541)
-    p.add_argument("--items", type=int, default=59_047)
-    p.add_argument("--ratings", type=int, default=25_000_095)
+    add_warehouse_args(p, "ml25m", "serve25m", users=162_541, ratings=25_000_095)
     p.add_argument("--models", default="popularity,markov,als,sasrec")
-    p.add_argument("--port", type=int, default=8765)
     p.add_argument("--connections", type=int, default=16)
     p.add_argument("--duration", type=float, default=20.0, help="seconds of the main load")
     p.add_argument("--reload-duration", type=float, default=120.0, help="seconds of the load during a hot reload")

@@ -26,8 +26,8 @@ import numpy as np
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _measure import machine  # noqa: E402
-from _serve_bench import (RT_MODELS, RUN_DATE, Load, generated_etl, run, start_server, warehouse_ids,  # noqa: E402
-                          write_lists, written_partitions)
+from _serve_bench import (RT_MODELS, RUN_DATE, Load, add_warehouse_args, generated_etl, run,  # noqa: E402
+                          start_server, warehouse_ids, write_lists, written_partitions)
 
 from recsys_core import catalogue  # noqa: E402
 
@@ -167,14 +167,9 @@ def measure(args) -> dict:
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--data", default=str(REPO / ".bench" / "rt59k"), help="generated CSVs (made when missing)")
-    p.add_argument("--warehouse", default=str(REPO / ".bench" / "serve_rt59k"), help="made when missing")
-    p.add_argument("--users", type=int, default=3_000)
-    p.add_argument("--items", type=int, default=59_047)
-    p.add_argument("--ratings", type=int, default=300_000)
+    add_warehouse_args(p, "rt59k", "serve_rt59k", users=3_000, ratings=300_000)
     p.add_argument("--history", type=int, default=50, help="movies in each posted history")
     p.add_argument("--batch", type=int, default=32, help="histories in each batch request")
-    p.add_argument("--port", type=int, default=8765)
     p.add_argument("--duration", type=float, default=20.0, help="seconds of each load")
     p.add_argument("--max-requests", type=int, default=200_000, help="cap on the requests of each load")
     p.add_argument("--torch-threads", type=int, default=1, help="the server's --torch-threads")
